@@ -1,0 +1,1 @@
+"""The pure scaling policy (placeholder until the controller issue lands): no I/O imports."""

@@ -1,0 +1,307 @@
+"""The consumer-group reader: every model's stream, at-least-once, never stalled by poison.
+
+`EventConsumer.batches()` is an async generator of `Batch`es: the events read in one XREADGROUP
+(over all known model streams, discovering new ones while running) plus entries reclaimed with
+XAUTOCLAIM from consumers that died. Call `await batch.ack()` after the effect. Iterating the
+consumer itself yields `(event, ack)` pairs for code that wants one event at a time.
+
+Entries that fail to decode, or that were delivered more than `max_deliveries` times, go to the
+dead-letter stream with the reason and are acknowledged, so the group moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from surgescale.events.keys import StreamKeys
+from surgescale.events.schema import Event, EventDecodeError, decode
+from surgescale.retry import Backoff, ExponentialBackoff
+
+log = logging.getLogger(__name__)
+
+Ack = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One decoded event with where it came from."""
+
+    stream: str
+    entry_id: str
+    event: Event
+
+
+@dataclass(slots=True)
+class Batch:
+    """Events read together; `ack()` acknowledges all of them in one round trip per stream."""
+
+    deliveries: list[Delivery]
+    _consumer: EventConsumer
+
+    @property
+    def events(self) -> list[Event]:
+        return [d.event for d in self.deliveries]
+
+    async def ack(self) -> None:
+        await self._consumer.ack(self.deliveries)
+
+
+@dataclass(slots=True)
+class ConsumerStats:
+    """Counters of one consumer."""
+
+    delivered: int = 0
+    acked: int = 0
+    reclaimed: int = 0
+    dead_lettered: int = 0
+    read_errors: int = 0
+    streams: int = 0
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)
+
+
+def default_consumer_name() -> str:
+    """host-pid, unique per process and stable across nothing (a restart is a new consumer)."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class EventConsumer:
+    """Reads all model streams under `keys` as member `consumer` of consumer group `group`."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        group: str,
+        consumer: str | None = None,
+        keys: StreamKeys | None = None,
+        count: int = 1_000,
+        block_ms: int = 100,
+        start_id: str = "0",
+        claim_idle_ms: int = 30_000,
+        claim_interval_s: float = 5.0,
+        max_deliveries: int = 5,
+        discover_interval_s: float = 1.0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._redis = redis
+        self.group = group
+        self.consumer = consumer or default_consumer_name()
+        self.keys = keys or StreamKeys()
+        self._count = count
+        self._block_ms = block_ms
+        self._start_id = start_id
+        self._claim_idle_ms = claim_idle_ms
+        self._claim_interval_s = claim_interval_s
+        self._max_deliveries = max_deliveries
+        self._discover_interval_s = discover_interval_s
+        self._backoff = backoff or ExponentialBackoff(base=0.05, cap=2.0)
+        self._streams: dict[str, str] = {}
+        """stream -> the id to read from next: "0" (own pending history first), then ">"."""
+        self._claim_cursor: dict[str, str] = {}
+        self._next_discover = 0.0
+        self._next_claim = 0.0
+        self._stopped = False
+        self.stats = ConsumerStats()
+
+    def stop(self) -> None:
+        """Make the generators return after the current read."""
+        self._stopped = True
+
+    @property
+    def streams(self) -> list[str]:
+        return list(self._streams)
+
+    async def discover(self) -> None:
+        """Pick up streams registered since the last look, creating the group on each."""
+        names = await self._redis.smembers(self.keys.registry)  # type: ignore[misc]
+        for raw in names:
+            stream = raw.decode() if isinstance(raw, bytes) else str(raw)
+            if stream not in self._streams:
+                await self._ensure_group(stream)
+                self._streams[stream] = "0"
+                self._claim_cursor[stream] = "0-0"
+        self.stats.streams = len(self._streams)
+
+    async def _ensure_group(self, stream: str) -> None:
+        try:
+            await self._redis.xgroup_create(stream, self.group, id=self._start_id, mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def batches(self) -> AsyncIterator[Batch]:
+        """Yield batches until `stop()`; transient Redis errors are retried with backoff."""
+        failures = 0
+        while not self._stopped:
+            try:
+                deliveries = await self._poll()
+            except (RedisError, OSError) as exc:
+                failures += 1
+                self.stats.read_errors += 1
+                log.warning("event read failed (%d in a row): %s", failures, exc)
+                await asyncio.sleep(self._backoff.compute(failures))
+                continue
+            failures = 0
+            if deliveries:
+                self.stats.delivered += len(deliveries)
+                yield Batch(deliveries, self)
+
+    async def __aiter__(self) -> AsyncIterator[tuple[Event, Ack]]:
+        async for batch in self.batches():
+            for delivery in batch.deliveries:
+
+                async def ack(d: Delivery = delivery) -> None:
+                    await self.ack([d])
+
+                yield delivery.event, ack
+
+    async def ack(self, deliveries: list[Delivery]) -> None:
+        by_stream: dict[str, list[str]] = {}
+        for d in deliveries:
+            by_stream.setdefault(d.stream, []).append(d.entry_id)
+        if not by_stream:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for stream, ids in by_stream.items():
+                pipe.xack(stream, self.group, *ids)
+            await pipe.execute()
+        self.stats.acked += len(deliveries)
+
+    async def _poll(self) -> list[Delivery]:
+        now = time.monotonic()
+        if now >= self._next_discover:
+            self._next_discover = now + self._discover_interval_s
+            await self.discover()
+        if not self._streams:
+            await asyncio.sleep(self._block_ms / 1000.0)
+            return []
+        out: list[Delivery] = []
+        if now >= self._next_claim:
+            self._next_claim = now + self._claim_interval_s
+            out.extend(await self._reclaim())
+        history = {s: i for s, i in self._streams.items() if i != ">"}
+        if history:
+            # Our own pending entries from a previous life under the same name come first.
+            out.extend(await self._read(history, block=None))
+        else:
+            out.extend(await self._read(dict(self._streams), block=None if out else self._block_ms))
+        return out
+
+    async def _read(self, streams: dict[str, str], block: int | None) -> list[Delivery]:
+        try:
+            reply = await self._redis.xreadgroup(
+                self.group,
+                self.consumer,
+                streams,
+                count=self._count,
+                block=block,  # type: ignore[arg-type]
+            )
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                for stream in streams:
+                    await self._ensure_group(stream)
+                return []
+            raise
+        out: list[Delivery] = []
+        poison: list[tuple[str, str, dict[bytes, bytes], str]] = []
+        for raw_stream, entries in reply or []:
+            stream = raw_stream.decode() if isinstance(raw_stream, bytes) else raw_stream
+            if streams.get(stream) != ">" and not entries:
+                self._streams[stream] = ">"  # history drained
+                continue
+            last = None
+            for raw_id, fields in entries:
+                entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+                last = entry_id
+                if fields is None:  # deleted (trimmed) while pending
+                    poison.append((stream, entry_id, {}, "entry deleted while pending"))
+                    continue
+                try:
+                    out.append(Delivery(stream, entry_id, decode(fields)))
+                except EventDecodeError as exc:
+                    poison.append((stream, entry_id, fields, f"decode: {exc.reason}"))
+            if streams.get(stream) != ">" and last is not None:
+                self._streams[stream] = last
+        if poison:
+            await self._dead_letter(poison)
+        return out
+
+    async def _reclaim(self) -> list[Delivery]:
+        out: list[Delivery] = []
+        for stream in list(self._streams):
+            cursor = self._claim_cursor.get(stream, "0-0")
+            try:
+                reply = await self._redis.xautoclaim(
+                    stream,
+                    self.group,
+                    self.consumer,
+                    min_idle_time=self._claim_idle_ms,
+                    start_id=cursor,
+                    count=self._count,
+                )
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    await self._ensure_group(stream)
+                    continue
+                raise
+            next_cursor, entries = reply[0], reply[1]
+            self._claim_cursor[stream] = (
+                next_cursor.decode() if isinstance(next_cursor, bytes) else str(next_cursor)
+            )
+            if not entries:
+                continue
+            ids = [e[0].decode() if isinstance(e[0], bytes) else e[0] for e in entries]
+            counts = await self._delivery_counts(stream, ids)
+            poison: list[tuple[str, str, dict[bytes, bytes], str]] = []
+            for entry_id, (_, fields) in zip(ids, entries, strict=True):
+                delivered = counts.get(entry_id, 1)
+                if delivered > self._max_deliveries:
+                    poison.append((stream, entry_id, fields or {}, f"delivered {delivered} times"))
+                    continue
+                try:
+                    out.append(Delivery(stream, entry_id, decode(fields or {})))
+                except EventDecodeError as exc:
+                    poison.append((stream, entry_id, fields or {}, f"decode: {exc.reason}"))
+            if poison:
+                await self._dead_letter(poison)
+        self.stats.reclaimed += len(out)
+        return out
+
+    async def _delivery_counts(self, stream: str, ids: list[str]) -> dict[str, int]:
+        rows = await self._redis.xpending_range(
+            stream, self.group, min=ids[0], max=ids[-1], count=len(ids) * 2 + 10
+        )
+        out: dict[str, int] = {}
+        for row in rows:
+            mid = row["message_id"]
+            out[mid.decode() if isinstance(mid, bytes) else str(mid)] = int(row["times_delivered"])
+        return out
+
+    async def _dead_letter(self, poison: list[tuple[str, str, dict[bytes, bytes], str]]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for stream, entry_id, fields, reason in poison:
+                record: dict[bytes | str, bytes | str] = {
+                    "stream": stream,
+                    "id": entry_id,
+                    "reason": reason,
+                    "group": self.group,
+                }
+                for k, v in fields.items():
+                    record[b"raw:" + (k if isinstance(k, bytes) else str(k).encode())] = v
+                pipe.xadd(self.keys.dead_letter, record, maxlen=100_000, approximate=True)  # type: ignore[arg-type]
+                pipe.xack(stream, self.group, entry_id)
+            await pipe.execute()
+        for _, _, _, reason in poison:
+            key = reason.split(":")[0].split(" ")[0]
+            self.stats.dead_letter_reasons[key] = self.stats.dead_letter_reasons.get(key, 0) + 1
+        self.stats.dead_lettered += len(poison)
+        log.warning("dead-lettered %d entries (first: %s)", len(poison), poison[0][3])

@@ -1,0 +1,309 @@
+"""The pure policy: table-driven single decisions, then time-sequence scenarios with a fake `now`."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from controller.policy import (
+    Decision,
+    Observation,
+    PolicySpec,
+    PolicyState,
+    decide,
+    nodes_for,
+    service_rate,
+)
+
+SPEC = PolicySpec(
+    min_replicas=0,
+    max_replicas=20,
+    ttft_slo_s=1.0,
+    concurrency_per_replica=32,
+    scale_down_delay_s=60.0,
+    scale_down_max_step=1,
+    scale_down_period_s=10.0,
+    scale_to_zero_idle_s=120.0,
+    gpus_per_replica=2,
+    gpus_per_node=8,
+)
+
+
+def obs(now: float, **kw: Any) -> Observation:
+    base: dict[str, Any] = {
+        "now_data": now,
+        "queue_depth": 0,
+        "in_flight": 0,
+        "ready_replicas": 0,
+        "starting_replicas": 0,
+        "arrival_rate_short": 0.0,
+        "arrival_rate_long": 0.0,
+        "service_rate_per_replica": 10.0,
+        "ttft_p95_s": None,
+        "tpot_p95_s": None,
+        "last_enqueue_at": None,
+    }
+    base.update(kw)
+    return Observation(**base)
+
+
+def warm(replicas: int, now: float = 0.0, spec: PolicySpec = SPEC, **kw: Any) -> PolicyState:
+    """A state that has been at `replicas` (and busy) long enough to have a history."""
+    state = PolicyState.initial(replicas)
+    o = obs(now, ready_replicas=replicas, in_flight=1 if replicas else 0, **kw)
+    _, state = decide(o, state, replace(spec, scale_down_delay_s=0.0), now)
+    return replace(state, replicas=replicas, window=((now, replicas),))
+
+
+@pytest.mark.parametrize(
+    ("start", "observation", "expected_replicas", "reason_word"),
+    [
+        pytest.param(
+            2,
+            obs(100, ready_replicas=2, arrival_rate_short=15.0, in_flight=20),
+            2,
+            "steady",
+            id="steady",
+        ),
+        # 45/s at mu 10 and utilization 0.9 -> ceil(5.0) = 5, plus 20 queued to drain in 1 s -> +2
+        pytest.param(
+            2,
+            obs(100, ready_replicas=2, arrival_rate_short=45.0, queue_depth=20),
+            7,
+            "up",
+            id="burst-up",
+        ),
+        pytest.param(
+            2, obs(100, ready_replicas=2, arrival_rate_short=1e6), 20, "up", id="capped-at-max"
+        ),
+        pytest.param(0, obs(100, queue_depth=1), 1, "up", id="wake-on-queue"),
+        pytest.param(0, obs(100, last_enqueue_at=99.9), 1, "up", id="wake-on-enqueue"),
+        pytest.param(3, obs(100, has_data=False), 3, "no data", id="no-data-holds"),
+        pytest.param(3, obs(90, ready_replicas=3), 3, "stale", id="stale-holds"),
+        pytest.param(
+            3, obs(90, ready_replicas=3, queue_depth=500), 3, "stale", id="stale-no-scale-up"
+        ),
+        # in-flight need: 200 in flight at 32 per replica -> 7 even with no arrivals
+        pytest.param(2, obs(100, ready_replicas=2, in_flight=200), 7, "up", id="in-flight-need"),
+    ],
+)
+def test_single_decision(
+    start: int, observation: Observation, expected_replicas: int, reason_word: str
+) -> None:
+    state = warm(start, now=99.0)
+    decision, _ = decide(observation, state, SPEC, 100.0)
+    assert decision.replicas == expected_replicas, decision
+    assert reason_word in decision.reason
+    assert decision.valid == (reason_word not in ("no data", "stale"))
+    assert decision.nodes == (nodes_for(expected_replicas, SPEC) if decision.valid else state.nodes)
+
+
+@pytest.mark.parametrize(
+    ("replicas", "gpr", "gpn", "headroom", "nodes"),
+    [
+        pytest.param(0, 1, 8, 0, 0, id="zero"),
+        pytest.param(1, 1, 8, 0, 1, id="one"),
+        pytest.param(8, 1, 8, 0, 1, id="full-node"),
+        pytest.param(9, 1, 8, 0, 2, id="spill"),
+        pytest.param(3, 4, 8, 0, 2, id="tp4"),
+        pytest.param(0, 2, 8, 1, 1, id="headroom-at-zero"),
+        pytest.param(4, 2, 8, 1, 2, id="headroom-spills"),
+    ],
+)
+def test_nodes_for(replicas: int, gpr: int, gpn: int, headroom: int, nodes: int) -> None:
+    spec = PolicySpec(gpus_per_replica=gpr, gpus_per_node=gpn, headroom_replicas=headroom)
+    assert nodes_for(replicas, spec) == nodes
+
+
+def test_prior_service_rate_before_observation() -> None:
+    o = obs(0, service_rate_per_replica=None)
+    assert service_rate(o, SPEC) == pytest.approx(32 / 4.0)
+    assert service_rate(obs(0, service_rate_per_replica=3.0), SPEC) == 3.0
+    d, _ = decide(replace(o, arrival_rate_short=16.0), PolicyState.initial(0), SPEC, 0.0)
+    assert d.service_rate == pytest.approx(8.0)
+    assert d.replicas == math.ceil(16.0 / (8.0 * 0.9))
+
+
+def run(
+    steps: list[tuple[float, Observation]], state: PolicyState, spec: PolicySpec = SPEC
+) -> list[Decision]:
+    out = []
+    for now, o in steps:
+        d, state = decide(o, state, spec, now)
+        out.append(d)
+    return out
+
+
+def test_burst_scales_up_at_once_then_holds() -> None:
+    state = warm(1, now=0.0)
+    steps = [(1.0, obs(1.0, ready_replicas=1, arrival_rate_short=5.0, in_flight=10))]
+    steps.append((1.05, obs(1.05, ready_replicas=1, arrival_rate_short=60.0, queue_depth=30)))
+    ds = run(steps, state)
+    assert ds[0].replicas == 1
+    assert ds[1].replicas == math.ceil(60 / 9 + 30 / 10)  # 7 + 3 = 10, in one step
+    assert ds[1].nodes == math.ceil(10 * 2 / 8)
+
+
+def test_cold_start_counts_starting_replicas() -> None:
+    """Queue growth that the starting replicas were sized for does not ask for more."""
+    state = PolicyState.initial(0)
+    d, state = decide(
+        obs(0.0, queue_depth=5, arrival_rate_short=40.0, last_enqueue_at=0.0), state, SPEC, 0.0
+    )
+    first = d.replicas
+    assert first == math.ceil(40 / 9 + 5 / 10)
+    # 30 s of model load: nothing ready, queue piles up at the arrival rate, all `first` starting.
+    for i in range(1, 301):
+        t = i * 0.1
+        o = obs(
+            t,
+            queue_depth=5 + int(40 * t),
+            arrival_rate_short=40.0,
+            starting_replicas=first,
+            last_enqueue_at=t,
+        )
+        d, state = decide(o, state, SPEC, t)
+        assert d.replicas == first, (t, d)
+    # The arrival rate doubles: that is new demand and is served at once.
+    d, state = decide(
+        obs(
+            30.1,
+            queue_depth=5 + int(40 * 30.1),
+            arrival_rate_short=80.0,
+            starting_replicas=first,
+            last_enqueue_at=30.1,
+        ),
+        state,
+        SPEC,
+        30.1,
+    )
+    assert d.replicas == math.ceil(80 / 9)
+
+
+def test_slower_than_expected_service_scales_up() -> None:
+    """A queue growing faster than the model predicts is unexplained and is drained."""
+    state = warm(4, now=0.0)
+    d, state = decide(obs(1.0, ready_replicas=4, arrival_rate_short=30.0), state, SPEC, 1.0)
+    assert d.replicas == 4
+    d, state = decide(
+        obs(2.0, ready_replicas=4, arrival_rate_short=30.0, queue_depth=60), state, SPEC, 2.0
+    )
+    assert d.replicas == math.ceil(30 / 9 + 60 / 10)
+
+
+def test_slow_decay_is_delayed_and_rate_limited() -> None:
+    state = warm(6, now=0.0)
+    replicas = []
+    for i in range(1, 201):
+        t = float(i)
+        d, state = decide(
+            obs(
+                t,
+                ready_replicas=state.replicas,
+                arrival_rate_short=5.0,
+                in_flight=5,
+                last_enqueue_at=t,
+            ),
+            state,
+            SPEC,
+            t,
+        )
+        replicas.append(d.replicas)
+    # No change before the 60 s delay has passed.
+    assert all(r == 6 for r in replicas[:59])
+    # Then one replica per 10 s period, down to the need (ceil(5/9) = 1).
+    drops = [i + 1 for i in range(1, len(replicas)) if replicas[i] < replicas[i - 1]]
+    assert all(replicas[i - 1] - replicas[i] <= 1 for i in range(1, len(replicas)))
+    assert all(b - a >= 10 for a, b in itertools.pairwise(drops))
+    assert replicas[-1] == 1
+    assert drops[0] >= 60
+
+
+def test_scale_down_waits_for_the_window_maximum() -> None:
+    """Flapping input: a peak inside the delay window keeps the replicas."""
+    state = warm(2, now=0.0)
+    seen = []
+    for i in range(1, 241):
+        t = i * 0.5
+        rate = 80.0 if (i // 20) % 2 == 0 else 2.0  # 10 s high, 10 s low, repeating
+        d, state = decide(
+            obs(t, ready_replicas=state.replicas, arrival_rate_short=rate, last_enqueue_at=t),
+            state,
+            SPEC,
+            t,
+        )
+        seen.append(d.replicas)
+    peak = math.ceil(80 / 9)
+    assert max(seen) == peak
+    first_peak = seen.index(peak)
+    assert all(r == peak for r in seen[first_peak:])  # never flaps down between bursts
+
+
+def test_scale_to_zero_after_idle_and_instant_wake() -> None:
+    state = warm(1, now=0.0)
+    t = 0.0
+    zeroed_at: float | None = None
+    while t < 200.0:
+        t += 1.0
+        d, state = decide(
+            obs(t, ready_replicas=state.replicas, last_enqueue_at=0.0), state, SPEC, t
+        )
+        if t < 120.0:
+            assert d.replicas == 1, (t, d)
+        if zeroed_at is None and d.replicas == 0:
+            zeroed_at = t
+            assert d.nodes == 0
+            assert "zero" in d.reason
+    assert zeroed_at == 120.0
+    # The first enqueue wakes it on the same evaluation.
+    d, state = decide(obs(t + 0.01, last_enqueue_at=t + 0.005), state, SPEC, t + 0.01)
+    assert d.replicas == 1
+    assert d.nodes == 1
+
+
+def test_min_replicas_blocks_scale_to_zero() -> None:
+    spec = replace(SPEC, min_replicas=2)
+    state = warm(2, now=0.0, spec=spec)
+    for i in range(1, 400):
+        d, state = decide(obs(float(i), ready_replicas=2), state, spec, float(i))
+        assert d.replicas == 2
+
+
+def test_missing_data_never_scales_down() -> None:
+    state = warm(5, now=0.0)
+    for i in range(1, 1000):
+        t = float(i)
+        # The last data point is from t=0 and said "idle": still no scale-down.
+        d, state = decide(obs(0.0, ready_replicas=5), state, SPEC, t + 10.0)
+        assert not d.valid
+        assert d.replicas == 5
+    d, state = decide(obs(0.0, has_data=False), state, SPEC, 2000.0)
+    assert not d.valid
+    assert d.replicas == 5
+
+
+def test_no_scale_down_while_ttft_breaches_slo() -> None:
+    state = warm(5, now=0.0)
+    for i in range(1, 300):
+        t = float(i)
+        d, state = decide(
+            obs(t, ready_replicas=5, arrival_rate_short=1.0, ttft_p95_s=2.5, last_enqueue_at=t),
+            state,
+            SPEC,
+            t,
+        )
+        assert d.replicas == 5
+    assert "SLO" in d.reason
+
+
+def test_fresh_state_waits_a_full_delay_before_scaling_down() -> None:
+    """A new leader that finds 5 replicas does not cut them on its first, quiet observation."""
+    state = PolicyState.initial(5)
+    d, state = decide(obs(1000.0, ready_replicas=5, last_enqueue_at=1000.0), state, SPEC, 1000.0)
+    assert d.replicas == 5
+    d, state = decide(obs(1061.0, ready_replicas=5, last_enqueue_at=1061.0), state, SPEC, 1061.0)
+    assert d.replicas == 4

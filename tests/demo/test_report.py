@@ -1,0 +1,101 @@
+"""Summary figures and the report from hand-made recorded runs (no live stack needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sim.demo.record import ClusterSample, RequestResult, RunRecord, ScaleChange
+from sim.demo.report import PLOTS, main, write_report
+from sim.demo.summary import backlog_end, percentile, summarize, waiting_series
+
+
+def _run(name: str = "surgescale", *, backlog: bool = True) -> RunRecord:
+    requests: list[RequestResult] = []
+    # quiet: 1 request/s, fast. burst at t=10..20: 10/s, slow first token until t=15 if backlog.
+    for i in range(10):
+        requests.append(RequestResult(sent_at=float(i), status="ok", ttft_s=0.1, e2e_s=1.0))
+    for i in range(100):
+        sent = 10.0 + i * 0.1
+        ttft = max(0.1, 15.0 - sent) if backlog else 0.1
+        requests.append(RequestResult(sent_at=sent, status="ok", ttft_s=ttft, e2e_s=ttft + 1))
+    requests.append(RequestResult(sent_at=12.0, status="503", e2e_s=3.0))
+    cluster = (
+        ClusterSample(t=0.0, replicas_desired=1, replicas_starting=0, replicas_ready=1, nodes_desired=1, nodes_ready=1),
+        ClusterSample(t=10.5, replicas_desired=3, replicas_starting=2, replicas_ready=1, nodes_desired=1, nodes_ready=1),
+        ClusterSample(t=13.0, replicas_desired=3, replicas_starting=0, replicas_ready=3, nodes_desired=1, nodes_ready=1),
+        ClusterSample(t=25.0, replicas_desired=1, replicas_starting=0, replicas_ready=1, nodes_desired=1, nodes_ready=1),
+    )
+    return RunRecord(
+        name=name,
+        label=name,
+        slo_s=1.0,
+        speed=10.0,
+        duration_s=30.0,
+        load_step_at=10.0,
+        burst_end_at=20.0,
+        gpus_per_replica=1,
+        gpus_per_node=8,
+        requests=tuple(requests),
+        cluster=cluster,
+        changes=(
+            ScaleChange(t=10.5, target="replicas", old=1, new=3, reason="queue"),
+            ScaleChange(t=25.0, target="replicas", old=3, new=1, reason="idle"),
+        ),
+        pod_ready_at=(13.0, 13.2),
+    )
+
+
+def test_percentile() -> None:
+    assert percentile([], 50) is None
+    assert percentile([3.0], 99) == 3.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == pytest.approx(2.5)
+
+
+def test_waiting_series_counts_requests_without_first_token() -> None:
+    reqs = [
+        RequestResult(sent_at=1.0, status="ok", ttft_s=2.0),
+        RequestResult(sent_at=2.0, status="error"),  # ends at once: not waiting
+        RequestResult(sent_at=2.5, status="ok", ttft_s=0.1),
+    ]
+    assert waiting_series(reqs, [0.5, 1.0, 2.55, 2.7, 3.0]) == [0, 1, 2, 1, 0]
+
+
+def test_summary_figures() -> None:
+    summary = summarize(_run())
+    assert summary.requests == 111
+    assert summary.failed == 1
+    assert summary.reaction.patch_s == pytest.approx(0.5)
+    assert summary.reaction.pod_ready_s == pytest.approx(3.0)
+    assert summary.reaction.node_ready_s is None
+    # every burst request sent before 14.0 has TTFT > 1 s; the backlog ends near t = 15.
+    drain = summary.reaction.drain_s
+    assert drain is not None
+    assert 4.0 <= drain <= 5.5
+    within = 10 + sum(1 for i in range(100) if max(0.1, 15.0 - (10 + i * 0.1)) <= 1.0)
+    assert summary.slo_attainment == pytest.approx(within / 111)
+    # GPU-minutes: 1 GPU x (10.5 + 3 x 2.5 [ready+starting] + 3 x 12 + 1 x 5) s.
+    assert summary.gpu_minutes == pytest.approx((10.5 + 7.5 + 36.0 + 5.0) / 60.0)
+    assert summary.max_replicas == 3
+
+
+def test_no_backlog_drains_at_once() -> None:
+    record = _run(backlog=False)
+    assert backlog_end(record, after=10.0) is None
+    assert summarize(record).reaction.drain_s == 0.0
+
+
+def test_report_holds_the_plots(tmp_path: Path) -> None:
+    page = write_report([_run(), _run("keda")], tmp_path)
+    text = page.read_text()
+    for name in PLOTS:
+        png = tmp_path / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert f'src="{name}"' in text
+    assert "load step → scale PATCH" in text
+    assert (tmp_path / "summary.json").exists()
+    # rebuilt from the raw runs alone
+    (tmp_path / "report.html").unlink()
+    assert main([str(tmp_path)]) == 0
+    assert (tmp_path / "report.html").exists()

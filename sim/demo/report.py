@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt
 import orjson
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from sim.demo.record import RunRecord
 from sim.demo.summary import (

@@ -39,10 +39,10 @@ class ExponentialBackoff:
     def compute(self, failures: int) -> float:
         if failures <= 0:
             return 0.0
-        delay = min(self.cap, self.base * (2 ** min(failures - 1, 30)))
+        delay = min(self.cap, self.base * 2.0 ** min(failures - 1, 30))
         if self.jitter <= 0:
             return delay
-        return delay * (1.0 - self.jitter * self.rng.random())
+        return float(delay * (1.0 - self.jitter * self.rng.random()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,17 +18,28 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from surgescale.events.keys import StreamKeys
-from surgescale.events.schema import Event, EventDecodeError, decode
+from surgescale.events.schema import FIELD, Event, decode_entry
 from surgescale.retry import Backoff, ExponentialBackoff
 
 log = logging.getLogger(__name__)
 
 Ack = Callable[[], Awaitable[None]]
+
+
+class Poison(NamedTuple):
+    """A stream entry (or part of a batch entry) to set aside in the dead-letter stream."""
+
+    stream: str
+    entry_id: str
+    fields: dict[bytes, bytes]
+    reason: str
+    ack: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +133,7 @@ class EventConsumer:
 
     async def discover(self) -> None:
         """Pick up streams registered since the last look, creating the group on each."""
-        names = await self._redis.smembers(self.keys.registry)  # type: ignore[misc]
+        names: Any = await self._redis.smembers(self.keys.registry)
         for raw in names:
             stream = raw.decode() if isinstance(raw, bytes) else str(raw)
             if stream not in self._streams:
@@ -165,9 +176,12 @@ class EventConsumer:
                 yield delivery.event, ack
 
     async def ack(self, deliveries: list[Delivery]) -> None:
-        by_stream: dict[str, list[str]] = {}
+        by_stream: dict[str, dict[str, None]] = {}
         for d in deliveries:
-            by_stream.setdefault(d.stream, []).append(d.entry_id)
+            ids = by_stream.get(d.stream)
+            if ids is None:
+                by_stream[d.stream] = ids = {}
+            ids[d.entry_id] = None
         if not by_stream:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -184,26 +198,26 @@ class EventConsumer:
         if not self._streams:
             await asyncio.sleep(self._block_ms / 1000.0)
             return []
+        history = {s: i for s, i in self._streams.items() if i != ">"}
+        if history:
+            # Our own pending entries from a previous life under the same name come first,
+            # before anything is reclaimed into our pending list.
+            return await self._read(history, block=None)
         out: list[Delivery] = []
         if now >= self._next_claim:
             self._next_claim = now + self._claim_interval_s
             out.extend(await self._reclaim())
-        history = {s: i for s, i in self._streams.items() if i != ">"}
-        if history:
-            # Our own pending entries from a previous life under the same name come first.
-            out.extend(await self._read(history, block=None))
-        else:
-            out.extend(await self._read(dict(self._streams), block=None if out else self._block_ms))
+        out.extend(await self._read(dict(self._streams), block=None if out else self._block_ms))
         return out
 
     async def _read(self, streams: dict[str, str], block: int | None) -> list[Delivery]:
         try:
-            reply = await self._redis.xreadgroup(
+            reply: Any = await self._redis.xreadgroup(
                 self.group,
                 self.consumer,
-                streams,
+                dict(streams),  # type: ignore[arg-type]
                 count=self._count,
-                block=block,  # type: ignore[arg-type]
+                block=block,
             )
         except ResponseError as exc:
             if "NOGROUP" in str(exc):
@@ -212,7 +226,7 @@ class EventConsumer:
                 return []
             raise
         out: list[Delivery] = []
-        poison: list[tuple[str, str, dict[bytes, bytes], str]] = []
+        poison: list[Poison] = []
         for raw_stream, entries in reply or []:
             stream = raw_stream.decode() if isinstance(raw_stream, bytes) else raw_stream
             if streams.get(stream) != ">" and not entries:
@@ -223,12 +237,9 @@ class EventConsumer:
                 entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
                 last = entry_id
                 if fields is None:  # deleted (trimmed) while pending
-                    poison.append((stream, entry_id, {}, "entry deleted while pending"))
+                    poison.append(Poison(stream, entry_id, {}, "entry deleted while pending"))
                     continue
-                try:
-                    out.append(Delivery(stream, entry_id, decode(fields)))
-                except EventDecodeError as exc:
-                    poison.append((stream, entry_id, fields, f"decode: {exc.reason}"))
+                self._unpack(stream, entry_id, fields, out, poison)
             if streams.get(stream) != ">" and last is not None:
                 self._streams[stream] = last
         if poison:
@@ -261,20 +272,40 @@ class EventConsumer:
                 continue
             ids = [e[0].decode() if isinstance(e[0], bytes) else e[0] for e in entries]
             counts = await self._delivery_counts(stream, ids)
-            poison: list[tuple[str, str, dict[bytes, bytes], str]] = []
+            poison: list[Poison] = []
             for entry_id, (_, fields) in zip(ids, entries, strict=True):
                 delivered = counts.get(entry_id, 1)
                 if delivered > self._max_deliveries:
-                    poison.append((stream, entry_id, fields or {}, f"delivered {delivered} times"))
+                    poison.append(
+                        Poison(stream, entry_id, fields or {}, f"delivered {delivered} times")
+                    )
                     continue
-                try:
-                    out.append(Delivery(stream, entry_id, decode(fields or {})))
-                except EventDecodeError as exc:
-                    poison.append((stream, entry_id, fields or {}, f"decode: {exc.reason}"))
+                self._unpack(stream, entry_id, fields or {}, out, poison)
             if poison:
                 await self._dead_letter(poison)
         self.stats.reclaimed += len(out)
         return out
+
+    @staticmethod
+    def _unpack(
+        stream: str,
+        entry_id: str,
+        fields: dict[bytes, bytes],
+        out: list[Delivery],
+        poison: list[Poison],
+    ) -> None:
+        events, bad = decode_entry(fields)
+        for event in events:
+            out.append(Delivery(stream, entry_id, event))
+        if not bad:
+            return
+        if not events:
+            # Nothing usable: set the whole entry aside and ack it.
+            poison.append(Poison(stream, entry_id, fields, f"decode: {bad[0][1]}"))
+            return
+        # Part of a batch is bad: set those parts aside; the entry is acked with the good ones.
+        for raw, reason in bad:
+            poison.append(Poison(stream, entry_id, {FIELD: raw}, f"decode: {reason}", ack=False))
 
     async def _delivery_counts(self, stream: str, ids: list[str]) -> dict[str, int]:
         rows = await self._redis.xpending_range(
@@ -286,9 +317,9 @@ class EventConsumer:
             out[mid.decode() if isinstance(mid, bytes) else str(mid)] = int(row["times_delivered"])
         return out
 
-    async def _dead_letter(self, poison: list[tuple[str, str, dict[bytes, bytes], str]]) -> None:
+    async def _dead_letter(self, poison: list[Poison]) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
-            for stream, entry_id, fields, reason in poison:
+            for stream, entry_id, fields, reason, ack in poison:
                 record: dict[bytes | str, bytes | str] = {
                     "stream": stream,
                     "id": entry_id,
@@ -298,10 +329,11 @@ class EventConsumer:
                 for k, v in fields.items():
                     record[b"raw:" + (k if isinstance(k, bytes) else str(k).encode())] = v
                 pipe.xadd(self.keys.dead_letter, record, maxlen=100_000, approximate=True)  # type: ignore[arg-type]
-                pipe.xack(stream, self.group, entry_id)
+                if ack:
+                    pipe.xack(stream, self.group, entry_id)
             await pipe.execute()
-        for _, _, _, reason in poison:
+        for *_, reason, _ in poison:
             key = reason.split(":")[0].split(" ")[0]
             self.stats.dead_letter_reasons[key] = self.stats.dead_letter_reasons.get(key, 0) + 1
         self.stats.dead_lettered += len(poison)
-        log.warning("dead-lettered %d entries (first: %s)", len(poison), poison[0][3])
+        log.warning("dead-lettered %d entries (first: %s)", len(poison), poison[0].reason)

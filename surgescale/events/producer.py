@@ -2,7 +2,8 @@
 
 `emit()` is synchronous and O(1): it appends to a bounded in-memory buffer and wakes the flusher.
 The flusher does group commit: when it is idle a single event is sent at once; while a flush is in
-flight, new events accumulate and go out together in the next pipeline. When Redis is unreachable
+flight, new events accumulate and go out together in the next pipeline, packed up to
+`events_per_entry` events of one model per stream entry (one XADD for many events). When Redis is unreachable
 the buffer keeps the newest `buffer_limit` events (the oldest are dropped and counted) and the
 flusher retries with backoff; the caller never sees the failure.
 """
@@ -20,7 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from surgescale.events.keys import StreamKeys
-from surgescale.events.schema import FIELD, Event, encode_json
+from surgescale.events.schema import Event, encode_batch
 from surgescale.retry import Backoff, ExponentialBackoff
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,8 @@ class EventProducer:
         keys: StreamKeys | None = None,
         maxlen: int = 100_000,
         buffer_limit: int = 100_000,
-        batch_limit: int = 2_000,
+        batch_limit: int = 5_000,
+        events_per_entry: int = 100,
         backoff: Backoff | None = None,
     ) -> None:
         self._redis = redis
@@ -63,6 +65,7 @@ class EventProducer:
         self._buffer: deque[Event] = deque()
         self._buffer_limit = buffer_limit
         self._batch_limit = batch_limit
+        self._per_entry = max(1, events_per_entry)
         self._backoff = backoff or ExponentialBackoff(base=0.05, cap=2.0)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -164,20 +167,28 @@ class EventProducer:
 
     async def _send(self, batch: list[Event]) -> None:
         keys = self.keys
+        by_model: dict[str, list[Event]] = {}
+        for event in batch:
+            group = by_model.get(event.model)
+            if group is None:
+                by_model[event.model] = group = []
+            group.append(event)
         new_streams: list[str] = []
+        per_entry = self._per_entry
         async with self._redis.pipeline(transaction=False) as pipe:
-            for event in batch:
-                stream = keys.stream(event.model)
+            for model, events in by_model.items():
+                stream = keys.stream(model)
                 if stream not in self._registered:
                     self._registered.add(stream)
                     new_streams.append(stream)
                     pipe.sadd(keys.registry, stream)
-                pipe.xadd(
-                    stream,
-                    {FIELD: encode_json(event)},
-                    maxlen=self._maxlen,
-                    approximate=True,
-                )
+                for start in range(0, len(events), per_entry):
+                    pipe.xadd(
+                        stream,
+                        encode_batch(events[start : start + per_entry]),  # type: ignore[arg-type]
+                        maxlen=self._maxlen,
+                        approximate=True,
+                    )
             try:
                 await pipe.execute()
             except BaseException:

@@ -6,25 +6,33 @@ gateway's own monotonic clock, so the controller can use them without caring abo
 between hosts. A `snapshot` carries a gateway's absolute queue depth and in-flight count for one
 model, which lets the controller heal from missing events.
 
-Encoding: one stream-entry field, `e`, holding the event as an orjson object with `None` fields
-left out. Decoding tolerates unknown fields (a newer producer may add some) and raises one typed
-error, `EventDecodeError`, for anything malformed.
+Encoding: a stream entry holds either one event in field `e` (a compact JSON object with `None`
+fields, and `v` when it is 1, left out) or, when the producer commits a group, a JSON array of
+events of the same model in field `b` — one XADD for many events is what lets one Redis and one
+consumer process carry 100,000+ events/s. The codec is msgspec, which decodes and validates in one
+pass: `surgescale bench events` measured it at about 1 µs per event each way, against 4 µs to encode
+and 15 µs to decode with orjson plus hand-written validation (see docs/events.md). Decoding
+tolerates unknown fields (a newer producer may add some) and raises one typed error,
+`EventDecodeError`, for anything malformed.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
-import orjson
+import msgspec
 
 SCHEMA_VERSION: Final = 1
-"""Version written by this producer. Readers accept any version >= 1 and ignore unknown fields."""
+"""Version written by this producer. Readers accept any version >= 1 and ignore unknown fields.
+An absent `v` means 1; producers of later versions always write it."""
 
 FIELD: Final = b"e"
-"""The stream-entry field that holds an encoded event."""
+"""The stream-entry field that holds one encoded event."""
+
+BATCH_FIELD: Final = b"b"
+"""The stream-entry field that holds a JSON array of events of one model (group commit)."""
 
 
 class EventType(enum.StrEnum):
@@ -54,30 +62,36 @@ class EventDecodeError(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Event:
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One gateway event. Optional fields are `None` when they do not apply to the type."""
 
     type: EventType
-    model: str
+    model: Annotated[str, msgspec.Meta(min_length=1)]
     gateway: str
     """Instance id of the gateway that emitted it."""
     ts_ms: int
     """Wall-clock time of the milestone, milliseconds since the epoch."""
     request_id: str = ""
-    v: int = SCHEMA_VERSION
-    prompt_tokens: int | None = None
-    output_tokens: int | None = None
+    v: Annotated[int, msgspec.Meta(ge=1)] = SCHEMA_VERSION
+    prompt_tokens: NonNegative | None = None
+    output_tokens: NonNegative | None = None
     pod: str | None = None
     status: int | None = None
     """HTTP status the client got (complete, reject)."""
     reason: str | None = None
     queue_ms: float | None = None
+    """Time the request spent in the gateway's queue (dispatch, reject, cancel)."""
     ttft_ms: float | None = None
+    """Arrival at the gateway to the first output token (first_token, complete)."""
     tpot_ms: float | None = None
+    """Mean time per output token after the first (complete)."""
     e2e_ms: float | None = None
-    queue_depth: int | None = None
-    in_flight: int | None = None
+    """Arrival at the gateway to the end (complete, cancel)."""
+    queue_depth: NonNegative | None = None
+    in_flight: NonNegative | None = None
     seq: int | None = None
     """Per-gateway sequence number of snapshots, to spot gaps and restarts."""
     interval_ms: int | None = None
@@ -86,97 +100,82 @@ class Event:
     """An opaque tenant label (never the key itself), for fairness accounting."""
 
 
-_INT: Final = (int,)
-_NUM: Final = (int, float)
-_STR: Final = (str,)
-_OPTIONAL: Final[dict[str, tuple[type, ...]]] = {
-    "request_id": _STR,
-    "v": _INT,
-    "prompt_tokens": _INT,
-    "output_tokens": _INT,
-    "pod": _STR,
-    "status": _INT,
-    "reason": _STR,
-    "queue_ms": _NUM,
-    "ttft_ms": _NUM,
-    "tpot_ms": _NUM,
-    "e2e_ms": _NUM,
-    "queue_depth": _INT,
-    "in_flight": _INT,
-    "seq": _INT,
-    "interval_ms": _INT,
-    "api_key": _STR,
-}
-_FIELD_NAMES: Final = tuple(f.name for f in fields(Event))
-_TYPES: Final = {t.value: t for t in EventType}
+_encoder: Final = msgspec.json.Encoder()
+_decoder: Final = msgspec.json.Decoder(Event)
+_batch_decoder: Final = msgspec.json.Decoder(list[Event])
+_raw_list_decoder: Final = msgspec.json.Decoder(list[msgspec.Raw])
 
 
 def to_dict(event: Event) -> dict[str, Any]:
-    """The event as a plain dict, without the fields that are None."""
-    out: dict[str, Any] = {}
-    for name in _FIELD_NAMES:
-        value = getattr(event, name)
-        if value is not None:
-            out[name] = value
+    """The event as a plain dict, without the fields left at their defaults."""
+    out: dict[str, Any] = msgspec.to_builtins(event)
     return out
 
 
 def encode_json(event: Event) -> bytes:
     """The event as compact JSON bytes."""
-    return orjson.dumps(to_dict(event))
+    return _encoder.encode(event)
 
 
 def encode(event: Event) -> dict[bytes, bytes]:
     """The event as stream-entry fields for XADD."""
-    return {FIELD: encode_json(event)}
-
-
-def from_dict(data: Mapping[str, Any]) -> Event:
-    """Validate a decoded JSON object and build the event; unknown keys are ignored."""
-    try:
-        kind = _TYPES[data["type"]]
-    except KeyError as exc:
-        raise EventDecodeError(f"missing or unknown event type: {data.get('type')!r}") from exc
-    except TypeError as exc:
-        raise EventDecodeError(f"event type is not a string: {data.get('type')!r}") from exc
-    model = data.get("model")
-    gateway = data.get("gateway")
-    ts_ms = data.get("ts_ms")
-    if not isinstance(model, str) or not model:
-        raise EventDecodeError(f"field 'model' must be a non-empty string, got {model!r}")
-    if not isinstance(gateway, str):
-        raise EventDecodeError(f"field 'gateway' must be a string, got {gateway!r}")
-    if not isinstance(ts_ms, int) or isinstance(ts_ms, bool):
-        raise EventDecodeError(f"field 'ts_ms' must be an integer, got {ts_ms!r}")
-    kwargs: dict[str, Any] = {}
-    for name, allowed in _OPTIONAL.items():
-        value = data.get(name)
-        if value is None:
-            continue
-        if not isinstance(value, allowed) or isinstance(value, bool):
-            raise EventDecodeError(f"field {name!r} has the wrong type: {value!r}")
-        kwargs[name] = value
-    if kwargs.get("v", SCHEMA_VERSION) < 1:
-        raise EventDecodeError(f"unsupported event version {kwargs['v']!r}")
-    return Event(type=kind, model=model, gateway=gateway, ts_ms=ts_ms, **kwargs)
+    return {FIELD: _encoder.encode(event)}
 
 
 def decode_json(raw: bytes | str) -> Event:
-    """Decode JSON bytes made by `encode_json` (or a newer producer)."""
+    """Decode JSON made by `encode_json` (or by a newer producer)."""
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        return _decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise EventDecodeError(f"invalid event: {exc}") from exc
+    except msgspec.DecodeError as exc:
         raise EventDecodeError(f"not JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise EventDecodeError(f"not a JSON object: {type(data).__name__}")
-    return from_dict(data)
+
+
+def encode_batch(events: list[Event]) -> dict[bytes, bytes]:
+    """Stream-entry fields for XADD carrying several events (of one model) at once."""
+    if len(events) == 1:
+        return {FIELD: _encoder.encode(events[0])}
+    return {BATCH_FIELD: _encoder.encode(events)}
 
 
 def decode(entry: Mapping[bytes, bytes] | Mapping[str, str]) -> Event:
-    """Decode the fields of one stream entry."""
+    """Decode a single-event stream entry."""
     raw = entry.get(FIELD)  # type: ignore[call-overload]
     if raw is None:
         raw = entry.get("e")  # type: ignore[call-overload]
     if raw is None:
         raise EventDecodeError("stream entry has no 'e' field")
     return decode_json(raw)
+
+
+def decode_entry(
+    entry: Mapping[bytes, bytes],
+) -> tuple[list[Event], list[tuple[bytes, str]]]:
+    """Decode any stream entry: the good events, and (raw, reason) for each bad part.
+
+    A batch entry with one malformed event still yields the others; an entry that is not an
+    event at all yields one bad part.
+    """
+    raw = entry.get(BATCH_FIELD)
+    if raw is None:
+        try:
+            return [decode(entry)], []
+        except EventDecodeError as exc:
+            return [], [(entry.get(FIELD, b""), exc.reason)]
+    try:
+        return _batch_decoder.decode(raw), []
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        pass
+    try:
+        parts = _raw_list_decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        return [], [(raw, f"batch is not a JSON array: {exc}")]
+    good: list[Event] = []
+    bad: list[tuple[bytes, str]] = []
+    for part in parts:
+        try:
+            good.append(decode_json(bytes(part)))
+        except EventDecodeError as exc:
+            bad.append((bytes(part), exc.reason))
+    return good, bad

@@ -1,0 +1,253 @@
+"""`surgescale bench events`: how fast the event pipeline is, measured against a real Redis.
+
+Three figures, each printed in a table and, last, as one JSON line:
+- throughput at saturation: a producer process emits as fast as it can while one consumer
+  process reads (XREADGROUP) and acks; events/s through the consumer, and CPU seconds per
+  million events on each side;
+- latency at a steady 1,000 events/s: emit → delivered to the consumer, p50/p99 (one process,
+  one clock);
+- the encoding choice: one JSON field (msgspec) per entry against one stream field per event field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import statistics
+import time
+import uuid
+from typing import Any
+
+import orjson
+
+from surgescale.events.client import close, connect
+from surgescale.events.consumer import EventConsumer
+from surgescale.events.keys import StreamKeys
+from surgescale.events.localredis import ensure_redis
+from surgescale.events.producer import EventProducer
+from surgescale.events.schema import Event, EventType, decode, encode, to_dict
+
+
+def _event(n: int, model: str = "bench") -> Event:
+    return Event(
+        type=EventType.COMPLETE,
+        model=model,
+        gateway="bench-gw",
+        ts_ms=1_700_000_000_000 + n,
+        request_id=f"req-{n}",
+        prompt_tokens=512,
+        output_tokens=128,
+        pod="pod-1",
+        status=200,
+        ttft_ms=120.5,
+        tpot_ms=11.2,
+        e2e_ms=1500.0,
+    )
+
+
+def _use_uvloop() -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        pass
+
+
+def _consumer_proc(url: str, prefix: str, total: int, out: Any) -> None:
+    _use_uvloop()
+
+    async def run() -> tuple[float, float, float]:
+        client = connect(url)
+        consumer = EventConsumer(
+            client, group="bench", consumer="c", keys=StreamKeys(prefix), count=2_000, block_ms=50
+        )
+        got = 0
+        first = 0.0
+        cpu0 = time.process_time()
+        async for batch in consumer.batches():
+            if not first:
+                first = time.perf_counter()
+            got += len(batch.deliveries)
+            await batch.ack()
+            if got >= total:
+                break
+        wall = time.perf_counter() - first
+        cpu = time.process_time() - cpu0
+        await close(client)
+        return wall, cpu, float(got)
+
+    out.put(asyncio.run(run()))
+
+
+async def _throughput(url: str, total: int) -> dict[str, float]:
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    keys = StreamKeys(prefix)
+    client = connect(url)
+    # Register the stream before the consumer starts so it does not wait for discovery.
+    await client.sadd(keys.registry, keys.stream("bench"))
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_consumer_proc, args=(url, prefix, total, queue))
+    proc.start()
+    await asyncio.sleep(1.0)  # let the consumer start and create its group
+    producer = EventProducer(client, keys=keys, maxlen=total + 10, buffer_limit=total + 10)
+    await producer.start()
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    for n in range(total):
+        producer.emit(_event(n))
+        if n % 2_000 == 1_999:
+            await asyncio.sleep(0)
+    await producer.flush(timeout=120)
+    produce_wall = time.perf_counter() - t0
+    produce_cpu = time.process_time() - cpu0
+    await producer.close()
+    wall, cpu, got = await asyncio.get_running_loop().run_in_executor(None, queue.get, True, 180)
+    proc.join(10)
+    async for key in client.scan_iter(match=f"{prefix}:*"):
+        await client.delete(key)
+    await close(client)
+    return {
+        "events": got,
+        "throughput_eps": got / wall,
+        "producer_eps": total / produce_wall,
+        "consumer_cpu_s_per_million": cpu / got * 1e6,
+        "producer_cpu_s_per_million": produce_cpu / total * 1e6,
+        "producer_dropped": float(producer.stats.dropped),
+    }
+
+
+async def _latency(url: str, rate: float, seconds: float) -> dict[str, float]:
+    keys = StreamKeys(f"bench-{uuid.uuid4().hex[:8]}")
+    client = connect(url)
+    await client.sadd(keys.registry, keys.stream("bench"))
+    consumer = EventConsumer(
+        client, group="bench", consumer="c", keys=keys, block_ms=1_000, start_id="$"
+    )
+    await consumer.discover()
+    sent: dict[str, float] = {}
+    lat: list[float] = []
+    total = int(rate * seconds)
+
+    async def consume() -> None:
+        async for batch in consumer.batches():
+            now = time.perf_counter()
+            for d in batch.deliveries:
+                lat.append((now - sent[d.event.request_id]) * 1000.0)
+            await batch.ack()
+            if len(lat) >= total:
+                return
+
+    reader = asyncio.create_task(consume())
+    producer_client = connect(url)
+    producer = EventProducer(producer_client, keys=keys)
+    await producer.start()
+    start = time.perf_counter()
+    for n in range(total):
+        due = start + n / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        ev = _event(n)
+        sent[ev.request_id] = time.perf_counter()
+        producer.emit(ev)
+    await asyncio.wait_for(reader, 30)
+    await producer.close()
+    async for key in client.scan_iter(match=f"{keys.prefix}:*"):
+        await client.delete(key)
+    await close(producer_client)
+    await close(client)
+    lat.sort()
+    return {
+        "latency_rate_eps": rate,
+        "latency_p50_ms": lat[len(lat) // 2],
+        "latency_p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+        "latency_max_ms": lat[-1],
+        "flushes": float(producer.stats.flushes),
+    }
+
+
+def _encoding(n: int) -> dict[str, float]:
+    events = [_event(i) for i in range(n)]
+    t0 = time.perf_counter()
+    entries = [encode(e) for e in events]
+    t1 = time.perf_counter()
+    for entry in entries:
+        decode(entry)
+    t2 = time.perf_counter()
+    native = [
+        {k.encode(): (v if isinstance(v, str) else str(v)).encode() for k, v in to_dict(e).items()}
+        for e in events
+    ]
+    t3 = time.perf_counter()
+    for entry in native:
+        data = {k.decode(): v.decode() for k, v in entry.items()}
+        Event(
+            type=EventType(data["type"]),
+            model=data["model"],
+            gateway=data["gateway"],
+            ts_ms=int(data["ts_ms"]),
+            request_id=data["request_id"],
+            prompt_tokens=int(data["prompt_tokens"]),
+            output_tokens=int(data["output_tokens"]),
+            pod=data["pod"],
+            status=int(data["status"]),
+            ttft_ms=float(data["ttft_ms"]),
+            tpot_ms=float(data["tpot_ms"]),
+            e2e_ms=float(data["e2e_ms"]),
+        )
+    t4 = time.perf_counter()
+    json_bytes = statistics.mean(len(e[b"e"]) + 1 for e in entries)
+    native_bytes = statistics.mean(sum(len(k) + len(v) for k, v in e.items()) for e in native)
+    return {
+        "json_field_encode_us": (t1 - t0) / n * 1e6,
+        "json_field_decode_us": (t2 - t1) / n * 1e6,
+        "native_fields_encode_us": (t3 - t2) / n * 1e6,
+        "native_fields_decode_us": (t4 - t3) / n * 1e6,
+        "json_entry_bytes": json_bytes,
+        "native_entry_bytes": native_bytes,
+    }
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="surgescale bench events", description=__doc__)
+    parser.add_argument("--events", type=int, default=300_000, help="events for the throughput run")
+    parser.add_argument("--rate", type=float, default=1_000.0, help="events/s for the latency run")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the latency run")
+    parser.add_argument("--redis-url", default=None, help="Redis to use (default: find or start)")
+    args = parser.parse_args(argv)
+    _use_uvloop()
+    with ensure_redis(args.redis_url) as url:
+        enc = _encoding(50_000)
+        thr = asyncio.run(_throughput(url, args.events))
+        lat = asyncio.run(_latency(url, args.rate, args.seconds))
+    figures: dict[str, Any] = {**thr, **lat, **enc}
+    rows = [
+        ("throughput (consumer, events/s)", f"{thr['throughput_eps']:,.0f}", ">= 100,000"),
+        ("producer emit+flush (events/s)", f"{thr['producer_eps']:,.0f}", ""),
+        ("consumer CPU s / 1M events", f"{thr['consumer_cpu_s_per_million']:.2f}", ""),
+        ("producer CPU s / 1M events", f"{thr['producer_cpu_s_per_million']:.2f}", ""),
+        (f"latency p50 @ {args.rate:.0f}/s (ms)", f"{lat['latency_p50_ms']:.3f}", ""),
+        (f"latency p99 @ {args.rate:.0f}/s (ms)", f"{lat['latency_p99_ms']:.3f}", "<= 2"),
+        (
+            "encode/decode, one JSON field (msgspec) (µs)",
+            f"{enc['json_field_encode_us']:.2f} / {enc['json_field_decode_us']:.2f}",
+            "",
+        ),
+        (
+            "encode/decode, native fields (µs)",
+            f"{enc['native_fields_encode_us']:.2f} / {enc['native_fields_decode_us']:.2f}",
+            "",
+        ),
+    ]
+    print(f"{'figure':<40} {'value':>18}  target")
+    for name, value, target in rows:
+        print(f"{name:<40} {value:>18}  {target}")
+    print(
+        orjson.dumps(
+            {k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}
+        ).decode()
+    )
+    return 0

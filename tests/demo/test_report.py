@@ -22,10 +22,38 @@ def _run(name: str = "surgescale", *, backlog: bool = True) -> RunRecord:
         requests.append(RequestResult(sent_at=sent, status="ok", ttft_s=ttft, e2e_s=ttft + 1))
     requests.append(RequestResult(sent_at=12.0, status="503", e2e_s=3.0))
     cluster = (
-        ClusterSample(t=0.0, replicas_desired=1, replicas_starting=0, replicas_ready=1, nodes_desired=1, nodes_ready=1),
-        ClusterSample(t=10.5, replicas_desired=3, replicas_starting=2, replicas_ready=1, nodes_desired=1, nodes_ready=1),
-        ClusterSample(t=13.0, replicas_desired=3, replicas_starting=0, replicas_ready=3, nodes_desired=1, nodes_ready=1),
-        ClusterSample(t=25.0, replicas_desired=1, replicas_starting=0, replicas_ready=1, nodes_desired=1, nodes_ready=1),
+        ClusterSample(
+            t=0.0,
+            replicas_desired=1,
+            replicas_starting=0,
+            replicas_ready=1,
+            nodes_desired=1,
+            nodes_ready=1,
+        ),
+        ClusterSample(
+            t=10.5,
+            replicas_desired=3,
+            replicas_starting=2,
+            replicas_ready=1,
+            nodes_desired=1,
+            nodes_ready=1,
+        ),
+        ClusterSample(
+            t=13.0,
+            replicas_desired=3,
+            replicas_starting=0,
+            replicas_ready=3,
+            nodes_desired=1,
+            nodes_ready=1,
+        ),
+        ClusterSample(
+            t=25.0,
+            replicas_desired=1,
+            replicas_starting=0,
+            replicas_ready=1,
+            nodes_desired=1,
+            nodes_ready=1,
+        ),
     )
     return RunRecord(
         name=name,

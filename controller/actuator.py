@@ -1,0 +1,273 @@
+"""The only writer of scale: coalescing, retrying workers, one per scale target.
+
+`Actuator.submit(target, replicas, ...)` is synchronous and O(1): it records the newest desired
+value of a target and wakes that target's worker. The worker PATCHes the newest value, so a stale
+value is never sent after a newer decision (coalescing: ten decisions during one slow PATCH cost
+at most one more PATCH). Transient failures (`TemporaryError`: 5xx, 429, connection trouble) are
+retried after `surgescale.retry` backoff, always with the newest value; a 409 (`ConflictError`)
+re-reads the current replicas and patches again only if they still differ; a permanent error
+(`PermanentError`) is logged and the value is not retried until a different one is submitted.
+
+Talking HTTP is behind the `ScaleAPI` protocol (`controller.kube.KubeScaleAPI` for real); the
+policy and the loop never write scale themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from surgescale.retry import Backoff, ExponentialBackoff, PermanentError, TemporaryError
+
+log = logging.getLogger(__name__)
+
+
+class TargetKind(enum.StrEnum):
+    """What a scale target is."""
+
+    DEPLOYMENT = "Deployment"
+    """`apps/v1 deployments/{name}/scale` (the model, or a headroom placeholder Deployment)."""
+    NODEPOOL = "NodePool"
+    """`karpenter.sh/v1 nodepools/{name}/scale` (cluster-scoped, static NodePool)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleTarget:
+    """One object whose `scale` subresource the actuator sets."""
+
+    kind: TargetKind
+    name: str
+    namespace: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.kind.value} {where}{self.name}"
+
+
+class ConflictError(TemporaryError):
+    """HTTP 409: the object changed under us; re-read before writing again."""
+
+
+class ScaleAPI(Protocol):
+    """Reads and writes the replicas of a scale subresource."""
+
+    async def patch_replicas(self, target: ScaleTarget, replicas: int) -> None:
+        """Merge-PATCH `spec.replicas`; raise TemporaryError / ConflictError / PermanentError."""
+
+    async def read_replicas(self, target: ScaleTarget) -> int:
+        """`spec.replicas` of the target's scale subresource."""
+
+
+SendHook = Callable[[ScaleTarget, int, "float | None"], None]
+"""Called just before a PATCH goes out: (target, replicas, trigger time of the oldest decision
+it carries). The loop records the decision-latency histogram here."""
+AppliedHook = Callable[[ScaleTarget, "int | None", int, str], None]
+"""Called after a PATCH succeeded: (target, previous replicas or None, new replicas, reason)."""
+
+
+@dataclass(slots=True)
+class _Slot:
+    desired: int | None = None
+    applied: int | None = None
+    failed: int | None = None
+    in_flight: int | None = None
+    trigger_at: float | None = None
+    reason: str = ""
+    wake: asyncio.Event | None = None
+    task: asyncio.Task[None] | None = None
+    sent: int = 0
+    errors: int = 0
+
+
+@dataclass(slots=True)
+class ActuatorStats:
+    """Counters (read them; the actuator updates them)."""
+
+    submitted: int = 0
+    patches: int = 0
+    coalesced: int = 0
+    retries: int = 0
+    conflicts: int = 0
+    permanent_errors: int = 0
+
+
+class Actuator:
+    """Coalescing, retrying scale writer (one worker task per target)."""
+
+    def __init__(
+        self,
+        api: ScaleAPI,
+        *,
+        backoff: Backoff | None = None,
+        on_send: SendHook | None = None,
+        on_applied: AppliedHook | None = None,
+    ) -> None:
+        self._api = api
+        self._backoff = backoff or ExponentialBackoff(base=0.05, cap=5.0)
+        self._on_send = on_send
+        self._on_applied = on_applied
+        self._slots: dict[ScaleTarget, _Slot] = {}
+        self._closed = False
+        self.stats = ActuatorStats()
+
+    def submit(
+        self,
+        target: ScaleTarget,
+        replicas: int,
+        *,
+        trigger_at: float | None = None,
+        reason: str = "",
+    ) -> bool:
+        """Ask for `replicas` on `target`; True if that is a change the worker will write."""
+        if self._closed:
+            return False
+        slot = self._slots.get(target)
+        if slot is None:
+            slot = _Slot(wake=asyncio.Event())
+            self._slots[target] = slot
+        self.stats.submitted += 1
+        if slot.desired == replicas:
+            return False
+        if slot.desired is None and slot.applied == replicas:
+            return False
+        if slot.desired is not None and slot.desired not in (slot.applied, slot.in_flight):
+            self.stats.coalesced += 1  # replaces a value not yet written
+        if slot.trigger_at is None:
+            slot.trigger_at = trigger_at  # latency counts from the oldest unsent decision
+        slot.desired = replicas
+        slot.reason = reason
+        if replicas != slot.failed:
+            slot.failed = None
+        if slot.task is None:
+            slot.task = asyncio.create_task(self._work(target, slot), name=f"actuate {target}")
+        assert slot.wake is not None
+        slot.wake.set()
+        return True
+
+    def observed(self, target: ScaleTarget, replicas: int) -> None:
+        """The cluster says `target` has `replicas` (a watch event): what is applied now."""
+        slot = self._slots.get(target)
+        if slot is None:
+            slot = _Slot(wake=asyncio.Event())
+            self._slots[target] = slot
+        if slot.desired is None or slot.desired == slot.applied:
+            slot.applied = replicas
+            slot.desired = None
+
+    def applied(self, target: ScaleTarget) -> int | None:
+        """The last value known to be written (or observed) on `target`."""
+        slot = self._slots.get(target)
+        return None if slot is None else slot.applied
+
+    def pending(self, target: ScaleTarget) -> int | None:
+        """A value submitted but not yet written, if any."""
+        slot = self._slots.get(target)
+        if slot is None or slot.desired is None or slot.desired == slot.applied:
+            return None
+        return slot.desired
+
+    def forget_pending(self) -> None:
+        """Drop every value not yet written (leadership lost: the new leader decides)."""
+        for slot in self._slots.values():
+            slot.desired = None
+            slot.trigger_at = None
+
+    async def idle(self, timeout: float = 5.0) -> bool:
+        """Wait until nothing is pending (for tests and shutdown); True if that happened."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while any(
+            s.desired is not None and s.desired != s.applied and s.desired != s.failed
+            for s in self._slots.values()
+        ):
+            if loop.time() > deadline:
+                return False
+            await asyncio.sleep(0.005)
+        return True
+
+    async def close(self, timeout: float = 2.0) -> None:
+        """Give pending writes `timeout` seconds, then stop the workers."""
+        await self.idle(timeout)
+        self._closed = True
+        tasks = [s.task for s in self._slots.values() if s.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _work(self, target: ScaleTarget, slot: _Slot) -> None:
+        assert slot.wake is not None
+        while True:
+            await slot.wake.wait()
+            slot.wake.clear()
+            await self._drain(target, slot)
+
+    async def _drain(self, target: ScaleTarget, slot: _Slot) -> None:
+        failures = 0
+        while (
+            slot.desired is not None
+            and slot.desired != slot.applied
+            and slot.desired != slot.failed
+        ):
+            value = slot.desired
+            trigger_at, slot.trigger_at = slot.trigger_at, None
+            reason = slot.reason
+            if self._on_send is not None:
+                self._on_send(target, value, trigger_at)
+            try:
+                self.stats.patches += 1
+                slot.sent += 1
+                slot.in_flight = value
+                await self._api.patch_replicas(target, value)
+            except ConflictError:
+                failures += 1
+                self.stats.conflicts += 1
+                slot.errors += 1
+                log.info("conflict scaling %s to %d: re-reading", target, value)
+                try:
+                    slot.applied = await self._api.read_replicas(target)
+                except (TemporaryError, PermanentError) as exc:
+                    log.warning("re-read of %s failed: %s", target, exc)
+                    await asyncio.sleep(self._backoff.compute(failures))
+                self._keep_trigger(slot, trigger_at)
+                continue
+            except TemporaryError as exc:
+                failures += 1
+                self.stats.retries += 1
+                slot.errors += 1
+                delay = exc.delay if exc.delay is not None else self._backoff.compute(failures)
+                log.warning(
+                    "scaling %s to %d failed (%d in a row), retry in %.2fs: %s",
+                    target,
+                    value,
+                    failures,
+                    delay,
+                    exc,
+                )
+                self._keep_trigger(slot, trigger_at)
+                await asyncio.sleep(delay)
+                continue
+            except PermanentError as exc:
+                self.stats.permanent_errors += 1
+                slot.errors += 1
+                slot.failed = value
+                log.error("scaling %s to %d failed for good: %s", target, value, exc)
+                return
+            finally:
+                slot.in_flight = None
+            failures = 0
+            previous = slot.applied
+            slot.applied = value
+            if self._on_applied is not None:
+                self._on_applied(target, previous, value, reason)
+
+    @staticmethod
+    def _keep_trigger(slot: _Slot, trigger_at: float | None) -> None:
+        if slot.trigger_at is None:
+            slot.trigger_at = trigger_at

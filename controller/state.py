@@ -1,0 +1,235 @@
+"""Per-model state built from the gateway's events, turned into the policy's `Observation`.
+
+No I/O and no clock: `StateStore.ingest(events, now)` takes a batch from the consumer with the
+controller's own receive time, and `observe(model, now, cluster=...)` returns what the policy
+needs. Time is the controller's (events are timed by arrival, not by the gateways' wall clocks,
+so skew between hosts does not matter); durations inside events are the gateway's own.
+
+Queue depth and in-flight are kept per gateway: a `snapshot` sets them absolutely and every event
+after it (same stream, so in order) moves them, so the sum is exact when nothing is lost and heals
+at the next snapshot when something is. A gateway that has not sent a snapshot for
+`forget_after_intervals` of its own snapshot intervals is forgotten. Requests are followed by id
+(bounded) only to tell whether a `reject` or `cancel` left the queue or a pod.
+
+Ready / starting replicas and nodes come from the Kubernetes watches (`controller.kube`) as a
+`ClusterCounts`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from controller.policy import Observation
+from controller.windows import MeanWindow, QuantileWindow, RateWindow
+from surgescale.events import Event, EventType
+
+_ENQUEUE = EventType.ENQUEUE
+_DISPATCH = EventType.DISPATCH
+_FIRST_TOKEN = EventType.FIRST_TOKEN
+_COMPLETE = EventType.COMPLETE
+_REJECT = EventType.REJECT
+_CANCEL = EventType.CANCEL
+_SNAPSHOT = EventType.SNAPSHOT
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateSettings:
+    """Window lengths (seconds) of the per-model statistics."""
+
+    short_window_s: float = 2.0
+    long_window_s: float = 60.0
+    latency_window_s: float = 60.0
+    service_window_s: float = 120.0
+    default_snapshot_interval_s: float = 1.0
+    """Assumed for a gateway until a snapshot says its `interval_ms`."""
+    forget_after_intervals: float = 3.0
+    max_tracked_requests: int = 200_000
+    """Per gateway; the oldest are dropped beyond it (the next snapshot corrects the counts)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterCounts:
+    """Pods and nodes of one model's targets, from the Kubernetes watches."""
+
+    ready_replicas: int = 0
+    starting_replicas: int = 0
+    ready_nodes: int = 0
+    starting_nodes: int = 0
+
+
+@dataclass(slots=True)
+class GatewayView:
+    """One gateway's contribution to a model's queue and in-flight counts."""
+
+    queue: int = 0
+    in_flight: int = 0
+    last_seen: float = 0.0
+    snapshot_at: float | None = None
+    interval_s: float = 1.0
+    seq: int | None = None
+    phase: dict[str, bool] = field(default_factory=dict)
+    """request id -> True while queued, False while at a pod."""
+
+
+class ModelState:
+    """Everything the controller knows about one model from its events."""
+
+    def __init__(self, model: str, settings: StateSettings) -> None:
+        self.model = model
+        self.settings = settings
+        self.gateways: dict[str, GatewayView] = {}
+        self.arrivals_short = RateWindow(settings.short_window_s, bucket_s=0.05)
+        self.arrivals_long = RateWindow(settings.long_window_s, bucket_s=1.0)
+        self.completions = RateWindow(settings.long_window_s, bucket_s=1.0)
+        self.service_s = MeanWindow(settings.service_window_s, bucket_s=5.0)
+        self.ttft_s = QuantileWindow(settings.latency_window_s)
+        self.tpot_s = QuantileWindow(settings.latency_window_s)
+        self.last_enqueue_at: float | None = None
+        self.last_data_at: float | None = None
+        self.events = 0
+        self.forgotten = 0
+
+    def _gateway(self, name: str) -> GatewayView:
+        view = self.gateways.get(name)
+        if view is None:
+            view = GatewayView(interval_s=self.settings.default_snapshot_interval_s)
+            self.gateways[name] = view
+        return view
+
+    def apply(self, event: Event, now: float) -> None:
+        """Fold one event (received at `now`) into the state."""
+        self.events += 1
+        self.last_data_at = now
+        gw = self._gateway(event.gateway)
+        gw.last_seen = now
+        kind = event.type
+        rid = event.request_id
+        if kind is _ENQUEUE:
+            gw.queue += 1
+            phase = gw.phase
+            if len(phase) >= self.settings.max_tracked_requests:
+                del phase[next(iter(phase))]
+            phase[rid] = True
+            self.arrivals_short.add(now)
+            self.arrivals_long.add(now)
+            self.last_enqueue_at = now
+        elif kind is _DISPATCH:
+            if gw.phase.get(rid) is not False:
+                gw.queue = max(gw.queue - 1, 0)
+                gw.in_flight += 1
+                gw.phase[rid] = False
+        elif kind is _FIRST_TOKEN:
+            if event.ttft_ms is not None:
+                self.ttft_s.add(now, event.ttft_ms / 1000.0)
+        elif kind is _COMPLETE:
+            was_queued = gw.phase.pop(rid, False)
+            if was_queued:
+                gw.queue = max(gw.queue - 1, 0)
+            else:
+                gw.in_flight = max(gw.in_flight - 1, 0)
+            self.completions.add(now)
+            if event.tpot_ms is not None:
+                self.tpot_s.add(now, event.tpot_ms / 1000.0)
+            if event.e2e_ms is not None:
+                service_ms = event.e2e_ms - (event.queue_ms or 0.0)
+                if service_ms > 0:
+                    self.service_s.add(now, service_ms / 1000.0)
+        elif kind is _REJECT or kind is _CANCEL:
+            was = gw.phase.pop(rid, None)
+            if was is True:
+                gw.queue = max(gw.queue - 1, 0)
+            elif was is False:
+                gw.in_flight = max(gw.in_flight - 1, 0)
+        elif kind is _SNAPSHOT:
+            gw.queue = max(event.queue_depth or 0, 0)
+            gw.in_flight = max(event.in_flight or 0, 0)
+            gw.snapshot_at = now
+            gw.seq = event.seq
+            if event.interval_ms:
+                gw.interval_s = event.interval_ms / 1000.0
+
+    def forget_silent(self, now: float) -> list[str]:
+        """Drop gateways silent for `forget_after_intervals` snapshot intervals; their names."""
+        limit = self.settings.forget_after_intervals
+        gone = []
+        for name, gw in self.gateways.items():
+            heard = gw.snapshot_at if gw.snapshot_at is not None else gw.last_seen
+            if now - heard > limit * gw.interval_s:
+                gone.append(name)
+        for name in gone:
+            del self.gateways[name]
+        self.forgotten += len(gone)
+        return gone
+
+    @property
+    def queue_depth(self) -> int:
+        return sum(gw.queue for gw in self.gateways.values())
+
+    @property
+    def in_flight(self) -> int:
+        return sum(gw.in_flight for gw in self.gateways.values())
+
+    def service_rate(self, now: float, concurrency_per_replica: int) -> float | None:
+        """Completions/s of one replica at its concurrency: Little's law on the mean in-pod time.
+
+        The in-pod time is `e2e_ms - queue_ms` of completed requests; None before any.
+        """
+        mean_service = self.service_s.mean(now)
+        return None if mean_service is None else concurrency_per_replica / mean_service
+
+    def observe(
+        self, now: float, *, cluster: ClusterCounts, concurrency_per_replica: int
+    ) -> Observation:
+        """The policy's input for this model at `now`."""
+        self.forget_silent(now)
+        mu = self.service_rate(now, concurrency_per_replica)
+        has_data = self.last_data_at is not None and bool(self.gateways)
+        return Observation(
+            now_data=self.last_data_at if self.last_data_at is not None else now,
+            queue_depth=self.queue_depth,
+            in_flight=self.in_flight,
+            ready_replicas=cluster.ready_replicas,
+            starting_replicas=cluster.starting_replicas,
+            arrival_rate_short=self.arrivals_short.rate(now),
+            arrival_rate_long=self.arrivals_long.rate(now),
+            service_rate_per_replica=mu,
+            ttft_p95_s=self.ttft_s.quantile(now, 0.95),
+            tpot_p95_s=self.tpot_s.quantile(now, 0.95),
+            last_enqueue_at=self.last_enqueue_at,
+            ready_nodes=cluster.ready_nodes,
+            starting_nodes=cluster.starting_nodes,
+            has_data=has_data,
+        )
+
+
+class StateStore:
+    """All models' state; `ingest` returns which models changed."""
+
+    def __init__(self, settings: StateSettings | None = None) -> None:
+        self.settings = settings or StateSettings()
+        self.models: dict[str, ModelState] = {}
+
+    def model(self, name: str) -> ModelState:
+        state = self.models.get(name)
+        if state is None:
+            state = ModelState(name, self.settings)
+            self.models[name] = state
+        return state
+
+    def ingest(self, events: Iterable[Event], now: float) -> set[str]:
+        """Apply a batch of events received at `now`; the names of the models they touched."""
+        changed: set[str] = set()
+        models = self.models
+        last_name = ""
+        last: ModelState | None = None
+        for event in events:
+            name = event.model
+            if name != last_name or last is None:
+                last = models.get(name)
+                if last is None:
+                    last = self.model(name)
+                last_name = name
+                changed.add(name)
+            last.apply(event, now)
+        return changed

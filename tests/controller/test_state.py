@@ -1,0 +1,127 @@
+"""Per-model state from events: exact queue accounting, healing snapshots, windows, forgetting."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from controller.state import ClusterCounts, StateSettings, StateStore
+from controller.windows import MeanWindow, QuantileWindow, RateWindow
+from surgescale.events import Event, EventType
+
+M = "llama3-8b"
+
+
+def ev(kind: EventType, rid: str = "", gw: str = "g1", **kw: Any) -> Event:
+    return Event(type=kind, model=M, gateway=gw, ts_ms=0, request_id=rid, **kw)
+
+
+def observe(store: StateStore, now: float, **kw: Any) -> Any:
+    return store.model(M).observe(now, cluster=ClusterCounts(**kw), concurrency_per_replica=32)
+
+
+def test_queue_and_in_flight_follow_request_lifecycles() -> None:
+    store = StateStore()
+    t = 0.0
+    store.ingest([ev(EventType.SNAPSHOT, queue_depth=0, in_flight=0, interval_ms=1000)], t)
+    store.ingest([ev(EventType.ENQUEUE, f"r{i}") for i in range(10)], t)
+    store.ingest([ev(EventType.DISPATCH, f"r{i}") for i in range(4)], t)
+    store.ingest([ev(EventType.COMPLETE, "r0", e2e_ms=900.0, queue_ms=100.0, tpot_ms=20.0)], t)
+    store.ingest([ev(EventType.REJECT, "r9"), ev(EventType.CANCEL, "r1")], t)  # queued, in flight
+    store.ingest([ev(EventType.REJECT, "never-enqueued")], t)  # refused at admission
+    o = observe(store, 0.5, ready_replicas=1)
+    assert o.queue_depth == 10 - 4 - 1  # r4..r8
+    assert o.in_flight == 4 - 1 - 1  # r2, r3
+    assert o.ready_replicas == 1
+    assert o.service_rate_per_replica == pytest.approx(32 / 0.8)
+    assert o.tpot_p95_s == pytest.approx(0.02, rel=0.02)
+    assert o.has_data
+
+
+def test_snapshot_heals_lost_events_and_events_after_it_count() -> None:
+    store = StateStore()
+    store.ingest([ev(EventType.ENQUEUE, f"r{i}") for i in range(5)], 0.0)
+    # Suppose 3 dispatches were lost: the gateway's snapshot says 2 queued, 3 in flight.
+    store.ingest([ev(EventType.SNAPSHOT, queue_depth=2, in_flight=3, interval_ms=500)], 1.0)
+    store.ingest([ev(EventType.ENQUEUE, "r5"), ev(EventType.ENQUEUE, "r6")], 1.1)
+    o = observe(store, 1.2)
+    assert (o.queue_depth, o.in_flight) == (4, 3)
+
+
+def test_gateways_add_up_and_a_silent_one_is_forgotten() -> None:
+    store = StateStore()
+    store.ingest(
+        [ev(EventType.SNAPSHOT, gw="a", queue_depth=5, in_flight=1, interval_ms=1000)], 0.0
+    )
+    store.ingest(
+        [ev(EventType.SNAPSHOT, gw="b", queue_depth=7, in_flight=2, interval_ms=1000)], 0.0
+    )
+    assert observe(store, 0.1).queue_depth == 12
+    # b keeps reporting; a goes silent.
+    for t in (1.0, 2.0, 3.0):
+        store.ingest(
+            [ev(EventType.SNAPSHOT, gw="b", queue_depth=7, in_flight=2, interval_ms=1000)], t
+        )
+    assert observe(store, 2.9).queue_depth == 12  # 2.9 s < 3 intervals
+    o = observe(store, 3.1)
+    assert (o.queue_depth, o.in_flight) == (7, 2)
+    assert list(store.model(M).gateways) == ["b"]
+    # Nobody reports: no data, so the policy holds.
+    assert not observe(store, 10.0).has_data
+
+
+def test_arrival_rates_short_and_long() -> None:
+    store = StateStore(StateSettings(short_window_s=2.0, long_window_s=60.0))
+    t = 0.0
+    for i in range(600):  # 10/s for 60 s
+        t = i * 0.1
+        store.ingest([ev(EventType.ENQUEUE, f"a{i}")], t)
+    for i in range(100):  # then 50/s for 2 s
+        t = 60.0 + i * 0.02
+        store.ingest([ev(EventType.ENQUEUE, f"b{i}")], t)
+    o = observe(store, t)
+    assert o.arrival_rate_short == pytest.approx(50.0, rel=0.1)
+    assert o.arrival_rate_long == pytest.approx((600 - 20 + 100) / 60.0, rel=0.1)
+    assert o.last_enqueue_at == t
+
+
+def test_ttft_quantile_slides() -> None:
+    store = StateStore(StateSettings(latency_window_s=30.0))
+    rng = random.Random(1)
+    for i in range(1000):
+        store.ingest([ev(EventType.FIRST_TOKEN, f"r{i}", ttft_ms=rng.uniform(100, 200))], i * 0.01)
+    p95 = observe(store, 10.0).ttft_p95_s
+    assert p95 == pytest.approx(0.195, rel=0.03)
+    store.ingest([ev(EventType.FIRST_TOKEN, "slow", ttft_ms=5000.0)], 40.0)
+    assert observe(store, 41.0).ttft_p95_s == pytest.approx(5.0, rel=0.02)  # old samples gone
+
+
+def test_rate_window_before_the_window_fills() -> None:
+    w = RateWindow(10.0, bucket_s=0.1)
+    for i in range(20):
+        w.add(100.0 + i * 0.05)
+    assert w.rate(101.0) == pytest.approx(20.0, rel=0.01)
+    assert w.count(200.0) == 0
+    assert w.rate(200.0) == 0.0
+
+
+def test_mean_and_quantile_windows_empty() -> None:
+    assert MeanWindow(5.0).mean(1.0) is None
+    assert QuantileWindow(5.0).quantile(1.0, 0.95) is None
+    m = MeanWindow(5.0, bucket_s=1.0)
+    m.add(0.0, 2.0)
+    m.add(3.0, 4.0)
+    assert m.mean(3.0) == 3.0
+    assert m.mean(7.0) == 4.0
+    assert m.mean(20.0) is None
+
+
+def test_ingest_reports_changed_models() -> None:
+    store = StateStore()
+    other = Event(type=EventType.ENQUEUE, model="other", gateway="g", ts_ms=0, request_id="x")
+    changed = store.ingest([ev(EventType.ENQUEUE, "a"), other, ev(EventType.ENQUEUE, "b")], 0.0)
+    assert changed == {M, "other"}
+    assert store.model("other").queue_depth == 1
+    assert store.model(M).queue_depth == 2

@@ -9,7 +9,8 @@ syncs every 15 s and applies the Kubernetes algorithm (pkg/controller/podautosca
   nothing changes, else `desired = ceil(usageRatio * readyPods)` (or `ceil(usageRatio)` at zero);
 - the default behavior: scale-up stabilization 0 s, scale-up limited per 15 s period to
   `max(+4 pods, +100%)`; scale-down stabilization 300 s (the highest recommendation of the
-  window wins), scale-down limited to -100% per 15 s;
+  window wins); scale-down limited to 1 pod per 60 s as in `manifests/keda/scaledobject.yaml`
+  (`scale_down_pods=None` gives the HPA default, -100% per 15 s);
 - clamped to [minReplicas, maxReplicas]; HPA does nothing while the target is at 0 replicas
   (KEDA activates 0 -> 1 on its own poll when the metric is above the activation threshold).
 
@@ -63,8 +64,11 @@ class KedaSpec:
     scale_up_percent: float = 100.0
     scale_up_period_s: float = 15.0
     scale_down_stabilization_s: float = 300.0
+    scale_down_pods: int | None = 1
+    """A `Pods` scale-down policy (as in manifests/keda/scaledobject.yaml: 1 pod per 60 s);
+    None = the HPA default, `scale_down_percent` per period."""
     scale_down_percent: float = 100.0
-    scale_down_period_s: float = 15.0
+    scale_down_period_s: float = 60.0
     cooldown_period_s: float = 300.0
     """ScaledObject `cooldownPeriod`: KEDA's wait before 1 -> 0 (only with min_replicas 0)."""
     min_replicas: int = 1
@@ -198,7 +202,11 @@ def hpa_sync(
             state.scale_events, now=now, period=spec.scale_down_period_s
         )
         start = current - added + removed
-        limit = min(int(start * (1 - spec.scale_down_percent / 100)), current)
+        if spec.scale_down_pods is not None:
+            limit = start - spec.scale_down_pods
+        else:
+            limit = int(start * (1 - spec.scale_down_percent / 100))
+        limit = min(limit, current)
         floor = max(hpa_min, limit)
         if desired < floor:
             desired = floor

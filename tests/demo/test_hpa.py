@@ -63,6 +63,17 @@ def test_scale_down_waits_for_stabilization_window() -> None:
         assert decision.replicas == 6, now
     # the recommendation of t=0 has left the 300 s window; the low ones remain.
     decision, state = hpa_sync(metric=0.1, current=6, ready=6, state=state, spec=SPEC, now=301.0)
+    assert decision.replicas == 5  # one pod per 60 s (the project's ScaledObject)
+    decision, state = hpa_sync(metric=0.1, current=5, ready=5, state=state, spec=SPEC, now=330.0)
+    assert decision.replicas == 5
+    decision, state = hpa_sync(metric=0.1, current=5, ready=5, state=state, spec=SPEC, now=362.0)
+    assert decision.replicas == 4
+
+
+def test_default_hpa_scale_down_policy_removes_all_at_once() -> None:
+    spec = KedaSpec(threshold_s=1.0, scale_down_pods=None, scale_down_period_s=15.0)
+    decision, state = hpa_sync(metric=3.0, current=2, ready=2, state=HpaState(), spec=spec, now=0.0)
+    decision, _ = hpa_sync(metric=0.1, current=6, ready=6, state=state, spec=spec, now=301.0)
     assert decision.replicas == 1
 
 

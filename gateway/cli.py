@@ -1,0 +1,88 @@
+"""`surgescale gateway`: run the admission gateway from flags, env and a YAML file.
+
+Flags override `SURGESCALE_GATEWAY_*` environment variables, which override the YAML file given
+by `--config` (or `SURGESCALE_GATEWAY_CONFIG`); every setting is documented in
+`gateway.settings` and in docs/gateway.md. A bad value exits with status 2 and names the field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from pydantic import ValidationError
+
+from gateway.settings import ModelRoute, StaticPod, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="surgescale gateway",
+        description="OpenAI-compatible admission gateway: queues requests per model, routes to "
+        "ready vLLM pods, streams answers back and reports every milestone to Redis.",
+    )
+    p.add_argument("--config", help="YAML file with settings (env: SURGESCALE_GATEWAY_CONFIG)")
+    p.add_argument("--host", help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="listen port (default 8080; 0 = any)")
+    p.add_argument("--workers", type=int, help="worker processes sharing the port (SO_REUSEPORT)")
+    p.add_argument("--gateway-id", help="instance id in events (default hostname-pid)")
+    p.add_argument(
+        "--static-pod",
+        action="append",
+        metavar="MODEL=URL",
+        help="a pod serving MODEL at URL (repeatable)",
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        metavar="MODEL=SERVICE",
+        help="route MODEL to the EndpointSlices of Service SERVICE (repeatable)",
+    )
+    p.add_argument("--kubeconfig", help="kubeconfig for EndpointSlice discovery (else in-cluster)")
+    p.add_argument("--namespace", help="default namespace of the models' Services")
+    p.add_argument("--pod-concurrency", type=int, help="concurrency cap per pod (default 32)")
+    p.add_argument("--max-queue-length", type=int, help="queued requests per model before 429")
+    p.add_argument(
+        "--max-queue-wait", type=float, dest="max_queue_wait_s", help="seconds before 503"
+    )
+    p.add_argument("--retries", type=int, help="retries on another pod before the first byte")
+    p.add_argument("--health-interval", type=float, dest="health_interval_s")
+    p.add_argument("--redis-url", help="where events go; 'none' turns events off")
+    p.add_argument("--events-prefix", help="key prefix of the event streams")
+    p.add_argument("--snapshot-interval-ms", type=int, help="snapshot period (default 100)")
+    p.add_argument("--api-key", action="append", dest="api_keys", help="accepted bearer key")
+    p.add_argument("--fairness", action="store_true", default=None, help="fair share across keys")
+    p.add_argument("--per-key-concurrency", type=int, help="in-flight limit per API key")
+    p.add_argument("--drain-timeout", type=float, dest="drain_timeout_s")
+    p.add_argument("--log-level")
+    return p
+
+
+def settings_from_args(argv: list[str]) -> Any:
+    args = _parser().parse_args(argv)
+    values = {k: v for k, v in vars(args).items() if v is not None and k != "config"}
+    if "static_pod" in values:
+        values["static_pods"] = [StaticPod.parse(v) for v in values.pop("static_pod")]
+    if "model" in values:
+        routes = []
+        for text in values.pop("model"):
+            name, sep, service = text.partition("=")
+            if not sep:
+                raise ValueError(f"--model {text!r} must look like MODEL=SERVICE")
+            routes.append(ModelRoute(name=name, service=service))
+        values["models"] = routes
+    if str(values.get("redis_url", "")).lower() == "none":
+        values["redis_url"] = None
+    return load_settings(args.config, **values)
+
+
+def main(argv: list[str]) -> int:
+    try:
+        settings = settings_from_args(argv)
+    except (ValidationError, ValueError, FileNotFoundError) as exc:
+        print(f"surgescale gateway: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    from gateway.server import run
+
+    return run(settings)

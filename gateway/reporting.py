@@ -1,0 +1,135 @@
+"""What the gateway tells the controller: one event per request milestone, plus snapshots.
+
+All emission is synchronous and O(1) (`EventProducer.emit` only appends to a buffer), so the
+request path never waits on Redis; with Redis away the producer buffers, then drops the oldest
+and counts them. Accounting the controller can rely on (per model, per gateway):
+
+- `enqueue` +1 queued (every admitted request, at arrival);
+- `dispatch` -1 queued, +1 in flight (first send to a pod; a retry sends no second dispatch);
+- `reject` with `queue_ms` set: -1 queued (waited too long, evicted); without: never queued;
+- `cancel` with `pod` set: -1 in flight; without: -1 queued;
+- `complete`: -1 in flight (any status);
+- `snapshot` every `interval_ms`: the absolute `queue_depth` and `in_flight`, with `seq`.
+
+`ttft_ms`, `queue_ms`, `e2e_ms` are measured from the request's arrival on the gateway's
+monotonic clock; `ts_ms` is wall-clock time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+
+from surgescale.events import Event, EventProducer, EventType, StreamKeys, close, connect
+from surgescale.events.client import RedisClient
+
+log = logging.getLogger(__name__)
+
+
+def tenant_label(api_key: str) -> str:
+    """An opaque, stable label for an API key (never the key itself)."""
+    return "k-" + hashlib.sha256(api_key.encode()).hexdigest()[:10]
+
+
+class Reporter:
+    """Builds and emits the gateway's events; a no-op when events are off."""
+
+    def __init__(
+        self,
+        *,
+        gateway: str,
+        producer: EventProducer | None,
+        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self.gateway = gateway
+        self.producer = producer
+        self._wall_ms = wall_ms
+        self.seq = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.producer is not None
+
+    def dropped(self) -> int:
+        return self.producer.stats.dropped if self.producer is not None else 0
+
+    def emit(self, kind: EventType, model: str, request_id: str = "", **fields: object) -> None:
+        producer = self.producer
+        if producer is None:
+            return
+        producer.emit(
+            Event(
+                type=kind,
+                model=model,
+                gateway=self.gateway,
+                ts_ms=self._wall_ms(),
+                request_id=request_id,
+                **fields,  # type: ignore[arg-type]
+            )
+        )
+
+    def snapshot(self, depths: dict[str, tuple[int, int]], interval_ms: int) -> None:
+        """One `snapshot` per model: (queue_depth, in_flight); one `seq` per round."""
+        producer = self.producer
+        if producer is None:
+            return
+        self.seq += 1
+        ts = self._wall_ms()
+        for model, (queued, in_flight) in depths.items():
+            producer.emit(
+                Event(
+                    type=EventType.SNAPSHOT,
+                    model=model,
+                    gateway=self.gateway,
+                    ts_ms=ts,
+                    queue_depth=queued,
+                    in_flight=in_flight,
+                    seq=self.seq,
+                    interval_ms=interval_ms,
+                )
+            )
+
+
+@contextlib.asynccontextmanager
+async def event_producer(
+    redis_url: str | None, *, prefix: str, buffer_limit: int
+) -> AsyncIterator[EventProducer | None]:
+    """A started producer for `redis_url` (None: events off), flushed and closed on exit."""
+    if redis_url is None:
+        yield None
+        return
+    client: RedisClient = connect(redis_url, timeout=1.0, connect_timeout=0.5)
+    producer = EventProducer(client, keys=StreamKeys(prefix=prefix), buffer_limit=buffer_limit)
+    await producer.start()
+    try:
+        yield producer
+    finally:
+        await producer.close(timeout=2.0)
+        with contextlib.suppress(Exception):
+            await close(client)
+
+
+async def snapshot_loop(
+    reporter: Reporter,
+    depths: Callable[[], dict[str, tuple[int, int]]],
+    *,
+    interval_ms: int,
+) -> None:
+    """Emit snapshots every `interval_ms` on the loop clock, without drifting."""
+    loop = asyncio.get_running_loop()
+    period = interval_ms / 1000.0
+    next_at = loop.time()
+    while True:
+        try:
+            reporter.snapshot(depths(), interval_ms)
+        except Exception:  # a snapshot must never take the gateway down
+            log.exception("snapshot failed")
+        next_at += period
+        now = loop.time()
+        if next_at < now:  # fell behind (a stalled loop): skip, do not burst
+            next_at = now + period
+        await asyncio.sleep(next_at - now)

@@ -1,0 +1,177 @@
+"""The asyncio shell around `gateway.admission`: parks request handlers until a slot is theirs.
+
+`Scheduler.acquire()` admits a ticket and returns once a pod slot is assigned, or raises
+`Rejected` (queue full, waited too long, evicted by fair share, draining). Every change that can
+free a slot (a request finishing, a pod turning ready, a pod joining) runs `_pump`, which wakes
+exactly the handlers that got a slot; so a request held at zero pods is released the moment
+discovery reports a ready pod. Deadlines are loop timers, not polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.admission import ModelQueue, Pod, Ticket, TicketState, Verdict
+
+
+class Rejected(Exception):
+    """The request cannot be served now; `status` 429 or 503 with `Retry-After`."""
+
+    def __init__(self, *, status: int, reason: str, message: str, queued: bool) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.queued = queued
+        """True if the request had been enqueued (so an `enqueue` event was sent for it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLimits:
+    max_length: int
+    max_wait_s: float
+    fairness: bool = False
+    tenant_limit: int | None = None
+
+
+class Scheduler:
+    """Per-model queues plus the futures of the handlers waiting in them."""
+
+    def __init__(self, limits: QueueLimits, *, clock: Callable[[], float]) -> None:
+        self.limits = limits
+        self.clock = clock
+        self.queues: dict[str, ModelQueue] = {}
+        self._waiters: dict[Ticket, asyncio.Future[None]] = {}
+        self.draining = False
+        self.on_ready_change: Callable[[str], None] | None = None
+
+    def queue(self, model: str) -> ModelQueue:
+        q = self.queues.get(model)
+        if q is None:
+            q = self.queues[model] = ModelQueue(
+                model,
+                max_length=self.limits.max_length,
+                fairness=self.limits.fairness,
+                tenant_limit=self.limits.tenant_limit,
+            )
+        return q
+
+    # ----------------------------------------------------------- discovery
+    def set_pods(self, model: str, ready: dict[str, bool], *, capacity: int) -> None:
+        q = self.queue(model)
+        q.sync_pods(ready, capacity=capacity)
+        self._pump(q)
+
+    # ------------------------------------------------------------ requests
+    def admit(self, model: str, ticket: Ticket) -> None:
+        """Put the ticket in its model's queue (and dispatch at once if a slot is free).
+
+        Raises `Rejected` (not queued) if the queue is full or the gateway is draining.
+        """
+        if self.draining:
+            raise Rejected(
+                status=503, reason="draining", message="the gateway is shutting down", queued=False
+            )
+        q = self.queue(model)
+        offer = q.offer(ticket)
+        if offer.verdict is Verdict.QUEUE_FULL:
+            raise Rejected(
+                status=429,
+                reason="queue_full",
+                message=f"the queue of model {model!r} is full ({q.max_length} requests)",
+                queued=False,
+            )
+        for victim in offer.evicted:
+            self._fail(
+                victim,
+                Rejected(
+                    status=429,
+                    reason="fair_share",
+                    message="the queue is full and this API key holds more than its share",
+                    queued=True,
+                ),
+            )
+        self._pump(q)
+
+    async def wait(self, model: str, ticket: Ticket) -> Pod:
+        """Wait until the admitted ticket holds a slot; return its pod."""
+        if ticket.state is TicketState.ASSIGNED and ticket.pod is not None:
+            return ticket.pod
+        if ticket.state is not TicketState.QUEUED:
+            raise Rejected(status=503, reason="gone", message="request was withdrawn", queued=True)
+        q = self.queues[model]
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._waiters[ticket] = fut
+        remaining = ticket.arrived + self.limits.max_wait_s - self.clock()
+        timer = loop.call_later(max(0.0, remaining), self._expire, q, ticket)
+        try:
+            await fut
+        except BaseException:
+            if ticket.pod is not None:
+                # Assigned and cancelled in the same tick: give the slot back.
+                q.finish(ticket)
+                self._pump(q)
+            else:
+                q.withdraw(ticket)
+            raise
+        finally:
+            timer.cancel()
+            self._waiters.pop(ticket, None)
+        assert ticket.pod is not None
+        return ticket.pod
+
+    def retry(self, model: str, ticket: Ticket, *, failed_pod: str) -> None:
+        """Send a dispatched ticket back to the queue front (then `wait` again)."""
+        q = self.queues[model]
+        q.requeue(ticket, failed_pod=failed_pod)
+        self._pump(q)
+
+    def finish(self, model: str, ticket: Ticket) -> None:
+        """The request is over: free its slot and let the next one in."""
+        q = self.queues.get(model)
+        if q is None:
+            return
+        q.finish(ticket)
+        self._pump(q)
+
+    def totals(self) -> tuple[int, int]:
+        """(queued, in flight) over all models."""
+        return (
+            sum(q.queued for q in self.queues.values()),
+            sum(q.in_flight for q in self.queues.values()),
+        )
+
+    # ------------------------------------------------------------ internal
+    def _pump(self, q: ModelQueue) -> None:
+        for ticket in q.assign():
+            fut = self._waiters.pop(ticket, None)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+
+    def _expire(self, q: ModelQueue, ticket: Ticket) -> None:
+        if ticket.state is not TicketState.QUEUED:
+            return
+        waited = self.clock() - ticket.arrived
+        q.withdraw(ticket)
+        self._fail(
+            ticket,
+            Rejected(
+                status=503,
+                reason="queue_timeout",
+                message=(
+                    f"no capacity for model {q.model!r} within {waited:.1f}s "
+                    f"({q.ready_pods} ready pods)"
+                ),
+                queued=True,
+            ),
+        )
+
+    def _fail(self, ticket: Ticket, error: Rejected) -> None:
+        fut = self._waiters.pop(ticket, None)
+        if fut is not None and not fut.done():
+            fut.set_exception(error)
+        else:
+            ticket.state = TicketState.DONE

@@ -1,0 +1,149 @@
+"""Serving the gateway: uvloop, signals, graceful drain, and several workers on one port.
+
+`serve(settings)` runs one gateway in the current event loop until `stop` is set (or SIGTERM /
+SIGINT when `handle_signals`): it then stops admitting (new requests get 503 `draining`,
+`/readyz` turns 503 so load balancers move away), lets queued and in-flight requests finish for up
+to `drain_timeout_s`, cancels what is left (their clients get a closed stream, the controller a
+`cancel`), closes resources and returns. `run(settings)` is the process entry: one worker in
+this process, or `workers` child processes that each bind the same port with SO_REUSEPORT (the
+kernel spreads connections), supervised and restarted if one dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import signal
+import sys
+import time
+from collections.abc import Callable
+from multiprocessing.process import BaseProcess
+
+from aiohttp import web
+
+from gateway.app import build_app
+from gateway.settings import GatewaySettings
+from gateway.state import STATE
+
+log = logging.getLogger(__name__)
+
+
+async def serve(
+    settings: GatewaySettings,
+    *,
+    worker: int | None = None,
+    stop: asyncio.Event | None = None,
+    handle_signals: bool = True,
+    on_listening: Callable[[str], None] | None = None,
+) -> None:
+    """Serve until stopped, then drain within `settings.drain_timeout_s`."""
+    app = build_app(settings, worker=worker)
+    state = app[STATE]
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    if handle_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(
+            runner, settings.host, settings.port, reuse_port=settings.workers > 1, backlog=1024
+        )
+        await site.start()
+        url = _url_of(runner, settings)
+        log.info("gateway %s listening on %s", state.instance, url)
+        if on_listening is not None:
+            on_listening(url)
+        await stop.wait()
+        await drain(app, settings.drain_timeout_s)
+    finally:
+        await runner.cleanup()
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+
+async def drain(app: web.Application, timeout: float) -> bool:
+    """Stop admitting, wait for queued and in-flight requests; True if all finished in time."""
+    state = app[STATE]
+    state.draining = True
+    state.scheduler.draining = True
+    deadline = time.monotonic() + timeout
+    while state.scheduler.totals() != (0, 0):
+        if time.monotonic() >= deadline:
+            queued, in_flight = state.scheduler.totals()
+            log.warning("drain timed out with %d queued and %d in flight", queued, in_flight)
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+def _url_of(runner: web.AppRunner, settings: GatewaySettings) -> str:
+    for addr in runner.addresses:
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            return f"http://{addr[0]}:{addr[1]}"
+    return f"http://{settings.host}:{settings.port}"
+
+
+def run_worker(settings: GatewaySettings, worker: int | None = None) -> None:
+    """Run one gateway process to completion on uvloop (asyncio if uvloop is missing)."""
+    _configure_logging(settings.log_level)
+    try:
+        import uvloop
+
+        factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(serve(settings, worker=worker, on_listening=_announce))
+
+
+def _announce(url: str) -> None:
+    print(f"listening on {url}", flush=True)
+
+
+def run(settings: GatewaySettings) -> int:
+    """The process entry point: one worker here, or a supervisor of `workers` processes."""
+    if settings.workers == 1:
+        run_worker(settings)
+        return 0
+    _configure_logging(settings.log_level)
+    ctx = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def start(index: int) -> BaseProcess:
+        proc = ctx.Process(target=run_worker, args=(settings, index), name=f"gateway-w{index}")
+        proc.start()
+        return proc
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                proc.terminate()  # SIGTERM: each worker drains
+
+    procs = [start(i) for i in range(settings.workers)]
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while True:
+        alive = [p for p in procs if p.is_alive()]
+        if stopping and not alive:
+            return 0
+        if not stopping:
+            for i, proc in enumerate(procs):
+                if not proc.is_alive():
+                    log.error("worker %d exited with %s; restarting it", i, proc.exitcode)
+                    time.sleep(0.5)
+                    procs[i] = start(i)
+        time.sleep(0.2)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
+    )

@@ -1,0 +1,244 @@
+"""Gateway configuration: one pydantic-settings class, read from flags, env and a YAML file.
+
+Precedence, highest first: values passed in (the command line), environment variables
+`SURGESCALE_GATEWAY_<FIELD>` (lists and nested objects as JSON), the YAML file named by
+`--config` / `SURGESCALE_GATEWAY_CONFIG`, then the defaults here. Validation happens once, here;
+an error names the bad field. The rest of the gateway reads the frozen result.
+
+Pods come either from `static_pods` (local runs) or from EndpointSlices watched through the
+Kubernetes API (`models[*].service` or `.label_selector`, plus `kubeconfig`/`in_cluster`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+ENV_PREFIX = "SURGESCALE_GATEWAY_"
+
+
+class StaticPod(BaseModel):
+    """One pod given by hand: the model it serves and its base URL."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = Field(min_length=1)
+    """Served model name, as clients put it in the request's `model`."""
+    url: str = Field(pattern=r"^https?://[^/]+$")
+    """Base URL of the pod, e.g. `http://127.0.0.1:8000` (no path)."""
+
+    @classmethod
+    def parse(cls, text: str) -> StaticPod:
+        """`MODEL=URL`, the command-line form."""
+        model, sep, url = text.partition("=")
+        if not sep:
+            raise ValueError(f"static pod {text!r} must look like MODEL=URL")
+        return cls(model=model.strip(), url=url.strip().rstrip("/"))
+
+
+class ModelRoute(BaseModel):
+    """A model the gateway routes to, and where its pods are found in Kubernetes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1)
+    """Model name clients ask for."""
+    service: str | None = None
+    """Service whose EndpointSlices list the pods (label `kubernetes.io/service-name`)."""
+    label_selector: str | None = None
+    """Alternative to `service`: a label selector for the EndpointSlices."""
+    namespace: str | None = None
+    """Namespace of the EndpointSlices (default: the gateway's `namespace`)."""
+    port_name: str | None = None
+    """Which EndpointSlice port to use (default: the first one)."""
+    pod_concurrency: int | None = Field(default=None, ge=1)
+    """Per-pod concurrency cap for this model (default: the gateway's `pod_concurrency`)."""
+
+    def selector(self) -> str | None:
+        if self.label_selector:
+            return self.label_selector
+        if self.service:
+            return f"kubernetes.io/service-name={self.service}"
+        return None
+
+
+class GatewaySettings(BaseSettings):
+    """Everything the gateway can be told. Field docstrings are the reference."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, validate_default=True
+    )
+
+    # --- server
+    host: str = "127.0.0.1"
+    """Address to listen on (use 0.0.0.0 in a container)."""
+    port: int = Field(default=8080, ge=0, le=65535)
+    """Port to listen on (0 = any free port; not allowed with more than one worker)."""
+    workers: int = Field(default=1, ge=1, le=64)
+    """Worker processes sharing the port through SO_REUSEPORT."""
+    gateway_id: str = ""
+    """Instance id in events (default: hostname-pid; workers add `-w<N>`)."""
+    log_level: str = "INFO"
+
+    # --- routing and pods
+    models: list[ModelRoute] = Field(default_factory=list)
+    """Models routed through EndpointSlice discovery."""
+    static_pods: list[StaticPod] = Field(default_factory=list)
+    """Pods given by hand (`MODEL=URL` on the command line)."""
+    pod_concurrency: int = Field(default=32, ge=1)
+    """Requests one pod may have outstanding at once (its slot count)."""
+    health_interval_s: float = Field(default=0.5, gt=0)
+    """How often static pods are probed on `health_path` (they get work only when healthy)."""
+    health_path: str = "/health"
+    kubeconfig: str | None = None
+    """Kubeconfig for EndpointSlice discovery (None: in-cluster config when `models` is set)."""
+    namespace: str = "default"
+    """Default namespace of the models' EndpointSlices."""
+
+    # --- admission
+    max_queue_length: int = Field(default=1024, ge=0)
+    """Queued requests per model beyond which new ones get 429."""
+    max_queue_wait_s: float = Field(default=120.0, gt=0)
+    """Longest a request waits for a slot (incl. at zero pods) before it gets 503."""
+    retry_after_s: int = Field(default=1, ge=0)
+    """`Retry-After` sent with 429 and 503."""
+    fairness: bool = False
+    """Serve API keys round-robin and share a full queue fairly among them."""
+    per_key_concurrency: int | None = Field(default=None, ge=1)
+    """Most requests one API key may have in flight at once (None: no limit)."""
+
+    # --- upstream
+    connect_timeout_s: float = Field(default=2.0, gt=0)
+    first_byte_timeout_s: float = Field(default=600.0, gt=0)
+    """Longest wait for the response head from a pod."""
+    idle_timeout_s: float = Field(default=300.0, gt=0)
+    """Longest silence between two chunks of a stream."""
+    retries: int = Field(default=1, ge=0, le=5)
+    """Extra attempts on another pod after a connect error or a 5xx before the first byte."""
+    request_usage: bool = True
+    """Ask pods for the usage chunk in streams (stripped again if the client did not ask)."""
+
+    # --- safety
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_header_bytes: int = Field(default=8190, ge=1024)
+    """Longest request line / header field accepted."""
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    """Bearer keys accepted (empty: no authentication)."""
+
+    # --- events
+    redis_url: str | None = "redis://127.0.0.1:6379/0"
+    """Where events go (None: events off)."""
+    events_prefix: str = "surgescale"
+    """Key prefix of the event streams."""
+    snapshot_interval_ms: int = Field(default=100, ge=10)
+    """Period of the `snapshot` event per model."""
+    event_buffer_limit: int = Field(default=100_000, ge=100)
+    """Events buffered while Redis is away; the oldest beyond it are dropped and counted."""
+
+    # --- ops
+    drain_timeout_s: float = Field(default=30.0, ge=0)
+    """On SIGTERM: how long in-flight and queued requests get to finish."""
+
+    @field_validator("static_pods", mode="before")
+    @classmethod
+    def _parse_static(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if isinstance(value, list):
+            return [StaticPod.parse(v) if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError(f"unknown log level {value!r}")
+        return level
+
+    @model_validator(mode="after")
+    def _check(self) -> GatewaySettings:
+        if self.workers > 1 and self.port == 0:
+            raise ValueError("port: a fixed port is needed with more than one worker")
+        for route in self.models:
+            if route.selector() is None:
+                raise ValueError(f"models: {route.name!r} needs a service or a label_selector")
+        names = [m.name for m in self.models]
+        if len(names) != len(set(names)):
+            raise ValueError("models: each model name may appear once")
+        return self
+
+    def instance_id(self, worker: int | None = None) -> str:
+        """The id this gateway puts in its events."""
+        base = self.gateway_id or f"{socket.gethostname()}-{os.getpid()}"
+        return base if worker is None else f"{base}-w{worker}"
+
+    def model_names(self) -> list[str]:
+        """Every model this gateway routes to, in configuration order."""
+        out: list[str] = []
+        for name in [m.name for m in self.models] + [p.model for p in self.static_pods]:
+            if name not in out:
+                out.append(name)
+        return out
+
+    def route(self, model: str) -> ModelRoute | None:
+        for route in self.models:
+            if route.name == model:
+                return route
+        return None
+
+    def cap_for(self, model: str) -> int:
+        route = self.route(model)
+        if route is not None and route.pod_concurrency is not None:
+            return route.pod_concurrency
+        return self.pod_concurrency
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> GatewaySettings:
+    """Settings from `overrides` > env > the YAML `config_file` > defaults.
+
+    `config_file` defaults to `$SURGESCALE_GATEWAY_CONFIG`. Raises pydantic's ValidationError
+    (which names the field) or FileNotFoundError.
+    """
+    path = config_file or os.environ.get(f"{ENV_PREFIX}CONFIG")
+    if not path:
+        return GatewaySettings(**overrides)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"gateway config file {path} does not exist")
+    yaml_path = Path(path)
+
+    class _FromFile(GatewaySettings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (
+                init_settings,
+                env_settings,
+                YamlConfigSettingsSource(settings_cls, yaml_file=yaml_path),
+            )
+
+    loaded = _FromFile(**overrides)
+    return GatewaySettings.model_validate(loaded.model_dump())

@@ -1,0 +1,65 @@
+"""The shared state of one gateway application, reachable from handlers through a typed AppKey.
+
+`gateway.app` builds it and opens its resources in cleanup contexts; `gateway.proxy` and
+`gateway.ops` read it. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import hmac
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+from gateway.metrics import GatewayMetrics
+from gateway.reporting import Reporter, tenant_label
+from gateway.scheduler import Scheduler
+from gateway.settings import GatewaySettings
+
+
+@dataclass(slots=True, eq=False)
+class GatewayState:
+    settings: GatewaySettings
+    instance: str
+    scheduler: Scheduler
+    metrics: GatewayMetrics
+    clock: Callable[[], float] = time.monotonic
+    """The monotonic clock every duration is measured on."""
+    reporter: Reporter | None = None
+    session: aiohttp.ClientSession | None = None
+    models: frozenset[str] = frozenset()
+    keys: tuple[tuple[bytes, str], ...] = ()
+    """(api key, tenant label) pairs."""
+    started: bool = False
+    draining: bool = False
+    _ids: itertools.count[int] = field(default_factory=itertools.count)
+
+    def next_request_id(self) -> str:
+        return f"{self.instance}-{next(self._ids)}"
+
+    def authenticate(self, header: str | None) -> str | None:
+        """The tenant label of a valid `Authorization: Bearer` header; None if refused.
+
+        With no keys configured everybody is let in; the tenant is then the label of whatever
+        bearer token came (for fairness) or "".
+        """
+        token = ""
+        if header and header[:7].lower() == "bearer ":
+            token = header[7:].strip()
+        if not self.keys:
+            return tenant_label(token) if token and self.settings.fairness else ""
+        raw = token.encode()
+        found: str | None = None
+        for key, label in self.keys:
+            if hmac.compare_digest(raw, key):
+                found = label
+        if found is None:
+            return None
+        return found if self.settings.fairness or self.settings.per_key_concurrency else ""
+
+
+STATE: web.AppKey[GatewayState] = web.AppKey("surgescale_gateway_state", GatewayState)

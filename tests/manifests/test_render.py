@@ -1,0 +1,122 @@
+"""Every kustomization renders with `kubectl kustomize`, identically with every usable kubectl,
+and each overlay holds what it promises (dev: simulators, no Karpenter; prod: no simulators)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.manifests.kube import (
+    MANIFESTS,
+    Obj,
+    find,
+    key,
+    of_kind,
+    pod_specs,
+    render,
+    render_text,
+    renderers,
+)
+
+KUSTOMIZATIONS = [
+    "base",
+    "overlays/dev",
+    "overlays/prod",
+    "models/llama3-8b",
+    "karpenter",
+    "karpenter/headroom",
+    "monitoring",
+    "keda",
+]
+
+
+def test_every_kustomization_is_listed() -> None:
+    found = sorted(
+        str(p.parent.relative_to(MANIFESTS)) for p in MANIFESTS.rglob("kustomization.yaml")
+    )
+    assert found == sorted(KUSTOMIZATIONS)
+
+
+@pytest.mark.parametrize("directory", KUSTOMIZATIONS)
+def test_renders_the_same_with_every_kubectl(directory: str) -> None:
+    outputs = {r.version: render_text(directory, r.path) for r in renderers()}
+    first = next(iter(outputs.values()))
+    assert first.strip(), f"manifests/{directory} rendered nothing"
+    for version, text in outputs.items():
+        assert text == first, f"kubectl {version} renders manifests/{directory} differently"
+
+
+@pytest.mark.parametrize("overlay", ["overlays/dev", "overlays/prod"])
+def test_overlay_core_is_complete_and_namespaced(overlay: str) -> None:
+    objs = render(overlay)
+    keys = [key(o) for o in objs]
+    assert len(keys) == len(set(keys)), f"duplicate objects: {keys}"
+    for kind, name in [
+        ("CustomResourceDefinition", "inferencescalers.surgescale.io"),
+        ("Deployment", "surgescale-controller"),
+        ("Deployment", "surgescale-gateway"),
+        ("Service", "surgescale-gateway"),
+        ("HorizontalPodAutoscaler", "surgescale-gateway"),
+        ("StatefulSet", "surgescale-redis"),
+        ("Service", "surgescale-redis"),
+        ("Deployment", "llama3-8b"),
+        ("Service", "llama3-8b"),
+        ("InferenceScaler", "llama3-8b"),
+    ]:
+        find(objs, kind, name)
+    cluster_scoped = {
+        "Namespace",
+        "CustomResourceDefinition",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "NodePool",
+        "EC2NodeClass",
+        "PriorityClass",
+    }
+    for obj in objs:
+        ns = obj["metadata"].get("namespace")
+        if obj["kind"] in cluster_scoped:
+            assert ns is None, f"{key(obj)} is cluster-scoped but has a namespace"
+        else:
+            assert ns == "surgescale", f"{key(obj)} is not in namespace surgescale"
+
+
+def _images(objs: list[Obj]) -> set[str]:
+    return {c["image"] for _, pod in pod_specs(objs) for c in pod["containers"]}
+
+
+def test_dev_runs_simulators_and_no_karpenter() -> None:
+    objs = render("overlays/dev")
+    model = find(objs, "Deployment", "llama3-8b")
+    container = model["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "surgescale:dev"
+    assert container["args"][:2] == ["sim", "pod"]
+    assert "nvidia.com/gpu" not in str(container["resources"])
+    assert "nodeSelector" not in model["spec"]["template"]["spec"]
+    find(objs, "Job", "surgescale-loadgen")
+    assert not of_kind(objs, "NodePool", "EC2NodeClass", "ServiceMonitor")
+    scaler = find(objs, "InferenceScaler", "llama3-8b")
+    assert scaler["spec"]["capacity"]["strategy"] == "None"
+    assert _images(objs) == {"surgescale:dev", "redis:7.4.2-bookworm"}
+
+
+def test_prod_has_karpenter_monitoring_and_no_simulators() -> None:
+    objs = render("overlays/prod")
+    pool = find(objs, "NodePool", "gpu")
+    assert pool["spec"]["replicas"] == 0
+    assert set(pool["spec"]["limits"]) == {"nodes"}
+    find(objs, "EC2NodeClass", "gpu")
+    assert len(of_kind(objs, "ServiceMonitor")) == 3
+    find(objs, "ConfigMap", "surgescale-grafana-dashboard")
+    assert not of_kind(objs, "Job")
+    for obj, pod in pod_specs(objs):
+        for container in pod["containers"]:
+            assert container.get("args", [""])[0] != "sim", f"simulator in prod: {key(obj)}"
+    model = find(objs, "Deployment", "llama3-8b")
+    vllm = model["spec"]["template"]["spec"]["containers"][0]
+    assert vllm["image"].startswith("vllm/vllm-openai:v")
+    assert vllm["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert vllm["readinessProbe"]["httpGet"]["path"] == "/health"
+    scaler = find(objs, "InferenceScaler", "llama3-8b")
+    assert scaler["spec"]["capacity"]["nodePoolRef"]["name"] == pool["metadata"]["name"]
+    assert scaler["spec"]["scaleTargetRef"]["name"] == "llama3-8b"
+    assert "registry.example.com/surgescale/surgescale:0.1.0" in _images(objs)

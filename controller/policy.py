@@ -107,6 +107,11 @@ class PolicyState:
         """The state of a controller that finds the target at `replicas` (and `nodes` nodes)."""
         return PolicyState(replicas=max(0, replicas), nodes=-1 if nodes is None else nodes)
 
+    def with_replicas(self, replicas: int) -> PolicyState:
+        """The same memory with the current size set to what the cluster says (a standby
+        following the leader's writes, or a scale made by someone else)."""
+        return replace(self, replicas=max(0, replicas))
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Decision:

@@ -16,14 +16,13 @@ from ddsketch import DDSketch
 class RateWindow:
     """Events per second over the last `window_s` seconds, counted in buckets of `bucket_s`."""
 
-    __slots__ = ("_buckets", "_first", "_total", "bucket_s", "window_s")
+    __slots__ = ("_buckets", "_total", "bucket_s", "window_s")
 
     def __init__(self, window_s: float, bucket_s: float = 0.1) -> None:
         self.window_s = window_s
         self.bucket_s = bucket_s
         self._buckets: deque[list[int]] = deque()  # [bucket index, count]
         self._total = 0
-        self._first: float | None = None
 
     def add(self, now: float, n: int = 1) -> None:
         index = int(now / self.bucket_s)
@@ -33,8 +32,6 @@ class RateWindow:
         else:
             buckets.append([index, n])
         self._total += n
-        if self._first is None:
-            self._first = now
 
     def _expire(self, now: float) -> None:
         oldest = int((now - self.window_s) / self.bucket_s)
@@ -47,12 +44,10 @@ class RateWindow:
         return self._total
 
     def rate(self, now: float) -> float:
-        """Per-second rate; over the time since the first sample while that is shorter."""
+        """Per-second rate over the whole window (so a fresh window ramps up rather than
+        reading a first burst as a huge rate; the policy's queue term covers the backlog)."""
         self._expire(now)
-        if self._first is None:
-            return 0.0
-        span = min(self.window_s, max(now - self._first, self.bucket_s))
-        return self._total / span
+        return self._total / self.window_s
 
 
 class MeanWindow:

@@ -1,0 +1,340 @@
+"""The controller's Kubernetes I/O through kubernetes_asyncio: client, scale API, informers, writes.
+
+- `connect_api(kubeconfig)`: an `ApiClient` from a kubeconfig file or the in-cluster config;
+- `KubeScaleAPI`: the actuator's `ScaleAPI` (merge-PATCH of `deployments/{name}/scale` and of
+  the cluster-scoped `nodepools/{name}/scale`), mapping HTTP failures onto the retry taxonomy;
+- `Informer`: list-then-watch of one resource kind as plain dicts, re-listing on 410 or errors,
+  calling back on every change;
+- `KubeWriter`: the InferenceScaler status subresource (merge-PATCH) and core/v1 Events.
+
+Responses that nothing reads are not deserialized (`_preload_content=False`), which keeps the
+scale PATCH on the hot path cheap. Leader election lives in `controller.lease`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import aiohttp
+import orjson
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.watch import Watch
+
+from controller.actuator import ConflictError, ScaleTarget, TargetKind
+from surgescale.retry import Backoff, ExponentialBackoff, PermanentError, TemporaryError
+
+log = logging.getLogger(__name__)
+
+MERGE_PATCH: Final = "application/merge-patch+json"
+KARPENTER_GROUP: Final = "karpenter.sh"
+KARPENTER_VERSION: Final = "v1"
+NODEPOOL_LABEL: Final = "karpenter.sh/nodepool"
+
+Obj = dict[str, Any]
+
+
+async def connect_api(kubeconfig: str | None) -> client.ApiClient:
+    """An API client from `kubeconfig`, or from the in-cluster service account when None."""
+    configuration = client.Configuration()
+    if kubeconfig:
+        await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    else:
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    return client.ApiClient(configuration)
+
+
+def now_rfc3339(micro: bool = False) -> str:
+    """The wall-clock time as Kubernetes writes it (Time, or MicroTime with `micro`)."""
+    now = datetime.now(UTC)
+    if micro:
+        return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def status_error(status: int, reason: str, headers: Any = None) -> Exception:
+    """The retry-taxonomy error for an HTTP status (409 conflict, 429/5xx temporary, else permanent)."""
+    text = f"HTTP {status}: {reason}"
+    if status == 409:
+        return ConflictError(text)
+    if status == 429 or status >= 500 or status == 0:
+        delay = None
+        retry_after = headers.get("Retry-After") if hasattr(headers, "get") else None
+        if retry_after:
+            with contextlib.suppress(ValueError):
+                delay = float(retry_after)
+        return TemporaryError(text, delay=delay)
+    return PermanentError(text)
+
+
+def classify(exc: BaseException) -> Exception:
+    """Map a client failure onto `TemporaryError` / `ConflictError` / `PermanentError`."""
+    if isinstance(exc, (TemporaryError, PermanentError)):
+        return exc
+    if isinstance(exc, ApiException):
+        return status_error(int(exc.status or 0), str(exc.reason), exc.headers)
+    if isinstance(exc, (aiohttp.ClientError, OSError, asyncio.TimeoutError)):
+        return TemporaryError(f"{type(exc).__name__}: {exc}")
+    return PermanentError(f"{type(exc).__name__}: {exc}")
+
+
+async def body_of(resp: Any) -> bytes:
+    """Read a `_preload_content=False` response; raise the taxonomy error unless it is 2xx."""
+    try:
+        data: bytes = await resp.read()
+    finally:
+        resp.release()
+    if not 200 <= resp.status < 300:
+        detail = data[:200].decode(errors="replace")
+        raise status_error(resp.status, f"{resp.reason} {detail}", resp.headers)
+    return data
+
+
+class KubeScaleAPI:
+    """`ScaleAPI` over HTTP: merge-PATCH `{"spec": {"replicas": n}}` on the scale subresource."""
+
+    def __init__(self, api: client.ApiClient, *, request_timeout: float = 5.0) -> None:
+        self._apps = client.AppsV1Api(api)
+        self._custom = client.CustomObjectsApi(api)
+        self._timeout = request_timeout
+
+    async def patch_replicas(self, target: ScaleTarget, replicas: int) -> None:
+        body = {"spec": {"replicas": replicas}}
+        try:
+            if target.kind is TargetKind.DEPLOYMENT:
+                resp = await self._apps.patch_namespaced_deployment_scale(  # type: ignore[call-arg]  # stubs lack _content_type
+                    target.name,
+                    target.namespace,
+                    body,
+                    _content_type=MERGE_PATCH,
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
+                )
+            else:
+                resp = await self._custom.patch_cluster_custom_object_scale(  # type: ignore[call-arg]
+                    KARPENTER_GROUP,
+                    KARPENTER_VERSION,
+                    "nodepools",
+                    target.name,
+                    body,
+                    _content_type=MERGE_PATCH,
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
+                )
+            await body_of(resp)
+        except Exception as exc:
+            raise classify(exc) from exc
+
+    async def read_replicas(self, target: ScaleTarget) -> int:
+        try:
+            if target.kind is TargetKind.DEPLOYMENT:
+                resp = await self._apps.read_namespaced_deployment_scale(
+                    target.name,
+                    target.namespace,
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
+                )
+            else:
+                resp = await self._custom.get_cluster_custom_object_scale(
+                    KARPENTER_GROUP,
+                    KARPENTER_VERSION,
+                    "nodepools",
+                    target.name,
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
+                )
+            data = orjson.loads(await body_of(resp))
+        except Exception as exc:
+            raise classify(exc) from exc
+        return int((data.get("spec") or {}).get("replicas") or 0)
+
+
+Handler = Callable[[str, Obj], None]
+"""(event type: ADDED / MODIFIED / DELETED / SYNC, object) -> None; SYNC ends a (re)list."""
+
+
+class Informer:
+    """Keeps `objects` ((namespace, name) -> dict) in step with one resource kind."""
+
+    def __init__(
+        self,
+        name: str,
+        list_func: Callable[..., Awaitable[Any]],
+        *args: Any,
+        handler: Handler | None = None,
+        watch_timeout_s: int = 300,
+        backoff: Backoff | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.name = name
+        self._list = list_func
+        self._args = args
+        self._kwargs = kwargs
+        self._handler = handler
+        self._watch_timeout_s = watch_timeout_s
+        self._backoff = backoff or ExponentialBackoff(base=0.2, cap=10.0)
+        self.objects: dict[tuple[str, str], Obj] = {}
+        self.synced = asyncio.Event()
+        self._watch: Watch | None = None
+        self.errors = 0
+
+    @staticmethod
+    def key(obj: Obj) -> tuple[str, str]:
+        meta = obj.get("metadata") or {}
+        return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+    def _emit(self, kind: str, obj: Obj) -> None:
+        if self._handler is not None:
+            try:
+                self._handler(kind, obj)
+            except Exception:
+                log.exception("informer %s: handler failed on %s", self.name, kind)
+
+    async def _relist(self) -> str:
+        resp = await self._list(*self._args, _preload_content=False, **self._kwargs)
+        data = orjson.loads(await body_of(resp))
+        fresh = {self.key(o): o for o in data.get("items") or []}
+        for gone in set(self.objects) - set(fresh):
+            self._emit("DELETED", self.objects.pop(gone))
+        for key, obj in fresh.items():
+            kind = "MODIFIED" if key in self.objects else "ADDED"
+            self.objects[key] = obj
+            self._emit(kind, obj)
+        self.synced.set()
+        self._emit("SYNC", {})
+        return str((data.get("metadata") or {}).get("resourceVersion") or "")
+
+    async def run(self) -> None:
+        """List, then watch until cancelled; re-list after a 410 or any failure."""
+        failures = 0
+        while True:
+            try:
+                version = await self._relist()
+                failures = 0
+                self._watch = Watch()
+                async with self._watch.stream(
+                    self._list,
+                    *self._args,
+                    resource_version=version,
+                    timeout_seconds=self._watch_timeout_s,
+                    **self._kwargs,
+                ) as stream:
+                    async for event in stream:
+                        kind = event.get("type")
+                        obj = event.get("raw_object")
+                        if not isinstance(obj, dict) or kind not in (
+                            "ADDED",
+                            "MODIFIED",
+                            "DELETED",
+                        ):
+                            continue
+                        key = self.key(obj)
+                        if kind == "DELETED":
+                            self.objects.pop(key, None)
+                        else:
+                            self.objects[key] = obj
+                        self._emit(kind, obj)
+            except asyncio.CancelledError:
+                raise
+            except (ApiException, TemporaryError, PermanentError) as exc:
+                if getattr(exc, "status", None) != 410:
+                    failures += 1
+                    self.errors += 1
+                    log.warning("informer %s: %s", self.name, classify(exc))
+                    await asyncio.sleep(self._backoff.compute(failures))
+            except Exception as exc:
+                failures += 1
+                self.errors += 1
+                log.warning("informer %s failed (%d in a row): %r", self.name, failures, exc)
+                await asyncio.sleep(self._backoff.compute(failures))
+
+
+class KubeWriter:
+    """Writes the InferenceScaler status subresource and core/v1 Events (never scale)."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        group: str,
+        version: str,
+        plural: str,
+        kind: str,
+        component: str = "surgescale-controller",
+        request_timeout: float = 5.0,
+    ) -> None:
+        self._custom = client.CustomObjectsApi(api)
+        self._core = client.CoreV1Api(api)
+        self._group = group
+        self._version = version
+        self._plural = plural
+        self._kind = kind
+        self._component = component
+        self._timeout = request_timeout
+        self.host = uuid.uuid4().hex[:8]
+
+    async def patch_status(self, namespace: str, name: str, status: Obj) -> None:
+        try:
+            resp = await self._custom.patch_namespaced_custom_object_status(  # type: ignore[call-arg]
+                self._group,
+                self._version,
+                namespace,
+                self._plural,
+                name,
+                {"status": status},
+                _content_type=MERGE_PATCH,
+                _preload_content=False,
+                _request_timeout=self._timeout,
+            )
+            await body_of(resp)
+        except Exception as exc:
+            raise classify(exc) from exc
+
+    async def event(
+        self,
+        *,
+        namespace: str,
+        name: str,
+        uid: str | None,
+        reason: str,
+        message: str,
+        warning: bool = False,
+    ) -> None:
+        stamp = now_rfc3339()
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{name}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": f"{self._group}/{self._version}",
+                "kind": self._kind,
+                "name": name,
+                "namespace": namespace,
+                **({"uid": uid} if uid else {}),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": self._component},
+            "reportingComponent": self._component,
+            "reportingInstance": self.host,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        try:
+            resp = await self._core.create_namespaced_event(
+                namespace,
+                body,  # type: ignore[arg-type]
+                _preload_content=False,
+                _request_timeout=self._timeout,
+            )
+            await body_of(resp)
+        except Exception as exc:
+            raise classify(exc) from exc

@@ -1,0 +1,199 @@
+"""Leader election on a `coordination.k8s.io/v1` Lease (the client-go algorithm, asyncio).
+
+Every `retry_period_s` each candidate reads the Lease. The holder renews it (`renewTime`); a
+candidate takes it over when it is free or when the record has not changed for
+`lease_duration_s` on the candidate's *own* clock (so clock skew between hosts does not matter).
+Writes carry the read `resourceVersion`, so of two candidates racing only one wins (the other
+gets a 409). A leader that cannot renew for `renew_deadline_s` steps down by itself, before
+anyone else may take over. `release()` on shutdown hands the Lease over at once.
+
+Only `is_leader` is read by the rest of the controller; `on_change(bool)` is called on each
+transition. Times come from an injected monotonic clock (the loop's by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from kubernetes_asyncio import client
+
+from controller.kube import body_of, classify, now_rfc3339
+from surgescale.retry import PermanentError, TemporaryError
+
+log = logging.getLogger(__name__)
+
+
+class LeaseElector:
+    """Campaigns for one Lease until cancelled; `is_leader` says whether we hold it."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        namespace: str,
+        name: str,
+        identity: str,
+        lease_duration_s: float = 4.0,
+        renew_deadline_s: float | None = None,
+        retry_period_s: float = 1.0,
+        on_change: Callable[[bool], None] | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self._api = client.CoordinationV1Api(api)
+        self.namespace = namespace
+        self.name = name
+        self.identity = identity
+        self.lease_duration_s = lease_duration_s
+        self.renew_deadline_s = (
+            renew_deadline_s
+            if renew_deadline_s is not None
+            else max(lease_duration_s - retry_period_s, retry_period_s)
+        )
+        self.retry_period_s = retry_period_s
+        self._on_change = on_change
+        self._clock = clock
+        self.is_leader = False
+        self.transitions = 0
+        self._observed: tuple[Any, ...] | None = None
+        self._observed_at = 0.0
+        self._last_renew = 0.0
+
+    def _now(self) -> float:
+        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+
+    def _set_leader(self, value: bool) -> None:
+        if value != self.is_leader:
+            self.is_leader = value
+            self.transitions += 1
+            log.info(
+                "%s %s lease %s/%s",
+                self.identity,
+                "acquired" if value else "lost",
+                self.namespace,
+                self.name,
+            )
+            if self._on_change is not None:
+                self._on_change(value)
+
+    async def run(self) -> None:
+        """Campaign and renew forever (cancel to stop; call `release()` after)."""
+        while True:
+            try:
+                ok = await self.try_acquire_or_renew()
+            except (TemporaryError, PermanentError) as exc:
+                log.warning("lease %s/%s: %s", self.namespace, self.name, exc)
+                ok = False
+            now = self._now()
+            if ok:
+                self._last_renew = now
+                self._set_leader(True)
+            elif self.is_leader and now - self._last_renew > self.renew_deadline_s:
+                self._set_leader(False)
+            await asyncio.sleep(self.retry_period_s)
+
+    def _spec(self, *, renew: str, acquire: str, transitions: int) -> dict[str, Any]:
+        return {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": max(1, math.ceil(self.lease_duration_s)),
+            "acquireTime": acquire,
+            "renewTime": renew,
+            "leaseTransitions": transitions,
+        }
+
+    async def _read(self) -> dict[str, Any] | None:
+        try:
+            resp = await self._api.read_namespaced_lease(
+                self.name, self.namespace, _preload_content=False, _request_timeout=2.0
+            )
+            data: dict[str, Any] = orjson.loads(await body_of(resp))
+        except PermanentError as exc:
+            if str(exc).startswith("HTTP 404"):
+                return None
+            raise
+        except Exception as exc:
+            raise classify(exc) from exc
+        return data
+
+    async def try_acquire_or_renew(self) -> bool:
+        """One round of the algorithm; True if we hold the Lease afterwards."""
+        stamp = now_rfc3339(micro=True)
+        lease = await self._read()
+        now = self._now()
+        if lease is None:
+            body = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": self.name, "namespace": self.namespace},
+                "spec": self._spec(renew=stamp, acquire=stamp, transitions=0),
+            }
+            return await self._write(body, create=True)
+        spec = lease.get("spec") or {}
+        holder = spec.get("holderIdentity") or ""
+        record = (holder, spec.get("renewTime"), spec.get("acquireTime"))
+        if record != self._observed:
+            self._observed = record
+            self._observed_at = now
+        duration = float(spec.get("leaseDurationSeconds") or self.lease_duration_s)
+        if holder and holder != self.identity and now - self._observed_at < duration:
+            return False  # someone else holds a live lease
+        transitions = int(spec.get("leaseTransitions") or 0)
+        if holder != self.identity:
+            transitions += 1
+            acquire = stamp
+        else:
+            acquire = spec.get("acquireTime") or stamp
+        lease["spec"] = self._spec(renew=stamp, acquire=acquire, transitions=transitions)
+        return await self._write(lease, create=False)
+
+    async def _write(self, body: dict[str, Any], *, create: bool) -> bool:
+        try:
+            if create:
+                resp = await self._api.create_namespaced_lease(
+                    self.namespace,
+                    body,  # type: ignore[arg-type]
+                    _preload_content=False,
+                    _request_timeout=2.0,
+                )
+            else:
+                resp = await self._api.replace_namespaced_lease(
+                    self.name,
+                    self.namespace,
+                    body,  # type: ignore[arg-type]
+                    _preload_content=False,
+                    _request_timeout=2.0,
+                )
+            data = orjson.loads(await body_of(resp))
+        except (TemporaryError, PermanentError) as exc:
+            if "HTTP 409" in str(exc):
+                return False  # lost a race
+            raise
+        except Exception as exc:
+            raise classify(exc) from exc
+        spec = data.get("spec") or {}
+        self._observed = (
+            spec.get("holderIdentity"),
+            spec.get("renewTime"),
+            spec.get("acquireTime"),
+        )
+        self._observed_at = self._now()
+        return True
+
+    async def release(self) -> None:
+        """Give the Lease up (shutdown): clear the holder so a standby takes over at once."""
+        if not self.is_leader:
+            return
+        self._set_leader(False)
+        try:
+            lease = await self._read()
+            if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
+                return
+            lease["spec"]["holderIdentity"] = ""
+            lease["spec"]["leaseDurationSeconds"] = 1
+            await self._write(lease, create=False)
+        except (TemporaryError, PermanentError) as exc:
+            log.warning("releasing lease %s/%s failed: %s", self.namespace, self.name, exc)

@@ -1,0 +1,712 @@
+"""The controller runtime: events and watches in, `decide` on every material change, scale out.
+
+`Controller(config)` wires the parts: an `EventConsumer` (its own consumer group per instance, so
+leader and standbys all see every event and keep their state warm), the informers
+(InferenceScalers, Deployments, Nodes, NodePools), the `LeaseElector`, the `Actuator` (the only
+writer of scale), the status/Event writer and the ops HTTP server. Per InferenceScaler it keeps the
+parsed spec (or the error that made it invalid), the policy state and the last decision.
+
+Evaluation: every consumed batch marks the models it touched; each of their scalers is evaluated
+at once unless it was evaluated less than `min_eval_interval_s` ago, in which case one trailing
+evaluation is scheduled (so bursts cost one evaluation per interval, and the first event of a
+burst never waits). A periodic tick evaluates everything (scale-down, idle, staleness). Only the
+leader actuates; a standby runs the same decisions and follows the Deployment's replicas, so a
+takeover decides at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from kubernetes_asyncio import client
+
+from controller import crd
+from controller.actuator import Actuator, ScaleTarget, TargetKind
+from controller.kube import (
+    NODEPOOL_LABEL,
+    Informer,
+    KubeScaleAPI,
+    KubeWriter,
+    connect_api,
+    now_rfc3339,
+)
+from controller.lease import LeaseElector
+from controller.ops import Health, Metrics, build_app, log_decision
+from controller.policy import Decision, Observation, PolicySpec, PolicyState, decide
+from controller.state import ClusterCounts, StateSettings, StateStore
+from surgescale.events import EventConsumer, RedisClient, StreamKeys, close, connect
+from surgescale.retry import PermanentError, TemporaryError
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControllerConfig:
+    """Everything a controller instance needs (the CLI builds it from flags and env)."""
+
+    redis_url: str
+    kubeconfig: str | None = None
+    namespace: str | None = None
+    """Watch InferenceScalers in this namespace only; None = all namespaces."""
+    stream_prefix: str = "surgescale"
+    identity: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    group_prefix: str = "surgescale-controller"
+    lease_name: str = "surgescale-controller"
+    lease_namespace: str = "default"
+    lease_duration_s: float = 4.0
+    lease_retry_s: float = 1.0
+    min_eval_interval_s: float = 0.01
+    tick_s: float = 1.0
+    status_interval_s: float = 1.0
+    http_host: str = "127.0.0.1"
+    http_port: int | None = 0
+    """None = no ops HTTP server."""
+    consumer_block_ms: int = 50
+    state: StateSettings = field(default_factory=StateSettings)
+
+
+@dataclass(slots=True)
+class Scaler:
+    """One InferenceScaler as the controller sees it."""
+
+    key: Key
+    uid: str | None = None
+    generation: int = 0
+    spec: crd.InferenceScalerSpec | None = None
+    policy_spec: PolicySpec | None = None
+    error: crd.SpecError | None = None
+    state: PolicyState | None = None
+    last_eval: float = -math.inf
+    pending_trigger: float | None = None
+    timer: asyncio.TimerHandle | None = None
+    decision: Decision | None = None
+    observation: Observation | None = None
+    last_scale_time: str | None = None
+    last_scale_reason: str = ""
+    status_written: dict[str, Any] | None = None
+    conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reported_error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.key[0]}/{self.key[1]}"
+
+    @property
+    def model(self) -> str | None:
+        return None if self.spec is None else self.spec.model
+
+    def deployment(self) -> ScaleTarget | None:
+        if self.spec is None:
+            return None
+        return ScaleTarget(TargetKind.DEPLOYMENT, self.spec.scale_target_ref.name, self.key[0])
+
+    def node_target(self) -> ScaleTarget | None:
+        cap = None if self.spec is None else self.spec.capacity
+        if cap is None:
+            return None
+        if cap.strategy is crd.CapacityStrategy.STATIC_NODE_POOL and cap.node_pool_ref:
+            return ScaleTarget(TargetKind.NODEPOOL, cap.node_pool_ref.name)
+        if cap.strategy is crd.CapacityStrategy.HEADROOM and cap.headroom_deployment_ref:
+            return ScaleTarget(TargetKind.DEPLOYMENT, cap.headroom_deployment_ref.name, self.key[0])
+        return None
+
+    def set_condition(self, kind: str, ok: bool, reason: str, message: str) -> None:
+        status = "True" if ok else "False"
+        old = self.conditions.get(kind)
+        if (
+            old
+            and old["status"] == status
+            and old["reason"] == reason
+            and old["message"] == message
+        ):
+            return
+        changed = old is None or old["status"] != status
+        self.conditions[kind] = {
+            "type": kind,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": now_rfc3339()
+            if changed or old is None
+            else old["lastTransitionTime"],
+            "observedGeneration": self.generation,
+        }
+
+
+class Controller:
+    """One controller instance (leader or standby)."""
+
+    def __init__(
+        self,
+        config: ControllerConfig,
+        *,
+        api: client.ApiClient | None = None,
+        redis: RedisClient | None = None,
+    ) -> None:
+        self.config = config
+        self._api = api
+        self._own_api = api is None
+        self._redis = redis
+        self._own_redis = redis is None
+        self.metrics = Metrics()
+        self.health = Health(live=self._live, ready=self._ready)
+        self.store = StateStore(config.state)
+        self.scalers: dict[Key, Scaler] = {}
+        self.by_model: dict[str, list[Scaler]] = {}
+        self.by_target: dict[ScaleTarget, Scaler] = {}
+        self.actuator: Actuator | None = None
+        self.elector: LeaseElector | None = None
+        self.consumer: EventConsumer | None = None
+        self.writer: KubeWriter | None = None
+        self.informers: dict[str, Informer] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self._runner: web.AppRunner | None = None
+        self.http_port: int | None = None
+        self._consumer_alive = False
+        self.on_decision: Callable[[Scaler, Observation, Decision], None] | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.config
+        if self._api is None:
+            self._api = await connect_api(cfg.kubeconfig)
+        if self._redis is None:
+            self._redis = connect(cfg.redis_url)
+        api = self._api
+        self.actuator = Actuator(
+            KubeScaleAPI(api), on_send=self._on_send, on_applied=self._on_applied
+        )
+        self.writer = KubeWriter(
+            api, group=crd.GROUP, version=crd.VERSION, plural=crd.PLURAL, kind=crd.KIND
+        )
+        self.elector = LeaseElector(
+            api,
+            namespace=cfg.lease_namespace,
+            name=cfg.lease_name,
+            identity=cfg.identity,
+            lease_duration_s=cfg.lease_duration_s,
+            retry_period_s=cfg.lease_retry_s,
+            on_change=self._on_leadership,
+        )
+        custom = client.CustomObjectsApi(api)
+        apps = client.AppsV1Api(api)
+        core = client.CoreV1Api(api)
+        if cfg.namespace:
+            scalers = Informer(
+                "inferencescalers",
+                custom.list_namespaced_custom_object,
+                crd.GROUP,
+                crd.VERSION,
+                cfg.namespace,
+                crd.PLURAL,
+                handler=self._on_scaler,
+            )
+            deployments = Informer(
+                "deployments",
+                apps.list_namespaced_deployment,
+                cfg.namespace,
+                handler=self._on_deployment,
+            )
+        else:
+            scalers = Informer(
+                "inferencescalers",
+                custom.list_cluster_custom_object,
+                crd.GROUP,
+                crd.VERSION,
+                crd.PLURAL,
+                handler=self._on_scaler,
+            )
+            deployments = Informer(
+                "deployments",
+                apps.list_deployment_for_all_namespaces,
+                handler=self._on_deployment,
+            )
+        nodes = Informer(
+            "nodes", core.list_node, label_selector=NODEPOOL_LABEL, handler=self._on_nodes
+        )
+        pools = Informer(
+            "nodepools",
+            custom.list_cluster_custom_object,
+            "karpenter.sh",
+            "v1",
+            "nodepools",
+            handler=self._on_nodes,
+        )
+        self.informers = {i.name: i for i in (scalers, deployments, nodes, pools)}
+        self.consumer = EventConsumer(
+            self._redis,
+            group=f"{cfg.group_prefix}-{cfg.identity}",
+            consumer=cfg.identity,
+            keys=StreamKeys(cfg.stream_prefix),
+            start_id="$",
+            block_ms=cfg.consumer_block_ms,
+            discover_interval_s=0.5,
+        )
+        for informer in self.informers.values():
+            self._spawn(informer.run(), f"informer {informer.name}")
+        self._spawn(self._consume(), "consume")
+        self._spawn(self.elector.run(), "lease")
+        self._spawn(self._tick(), "tick")
+        self._spawn(self._status_loop(), "status")
+        if cfg.http_port is not None:
+            self._runner = web.AppRunner(build_app(self.metrics, self.health), shutdown_timeout=2.0)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, cfg.http_host, cfg.http_port)
+            await site.start()
+            server = getattr(site, "_server", None)
+            sockets = getattr(server, "sockets", None) or []
+            self.http_port = sockets[0].getsockname()[1] if sockets else cfg.http_port
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))
+
+    async def stop(self, timeout: float = 3.0) -> None:
+        """Release the Lease, flush pending writes (bounded), stop everything."""
+        if self.consumer is not None:
+            self.consumer.stop()
+        if self.elector is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.elector.release(), timeout / 3)
+        if self.actuator is not None:
+            await self.actuator.close(timeout / 3)
+        for scaler in self.scalers.values():
+            if scaler.timer is not None:
+                scaler.timer.cancel()
+        tasks = self._tasks + list(self._background)
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks, timeout=timeout) if tasks else None
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._own_redis and self._redis is not None:
+            await close(self._redis)
+        if self._own_api and self._api is not None:
+            await self._api.close()
+
+    @property
+    def is_leader(self) -> bool:
+        return self.elector is not None and self.elector.is_leader
+
+    def _live(self) -> tuple[bool, str]:
+        dead = [t.get_name() for t in self._tasks if t.done()]
+        return (not dead, f"stopped: {', '.join(dead)}" if dead else "ok")
+
+    def _ready(self) -> tuple[bool, str]:
+        waiting = (
+            [
+                n
+                for n in ("inferencescalers", "deployments")
+                if not self.informers[n].synced.is_set()
+            ]
+            if self.informers
+            else ["startup"]
+        )
+        if waiting:
+            return False, f"waiting for {', '.join(waiting)}"
+        if not self._consumer_alive:
+            return False, "event consumer not reading"
+        return True, "leader" if self.is_leader else "standby"
+
+    # --- inputs --------------------------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        assert self.consumer is not None
+        loop = asyncio.get_running_loop()
+        self._consumer_alive = True
+        async for batch in self.consumer.batches():
+            now = loop.time()
+            events = batch.events
+            changed = self.store.ingest(events, now)
+            self.metrics.events.inc(len(events))
+            for model in changed:
+                for scaler in self.by_model.get(model, ()):
+                    self.request_eval(scaler, trigger=now)
+            try:
+                await batch.ack()
+            except Exception as exc:  # a lost ack means a redelivery, which the state tolerates
+                log.warning("ack failed: %r", exc)
+
+    def _on_scaler(self, kind: str, obj: dict[str, Any]) -> None:
+        if kind == "SYNC":
+            return
+        key = Informer.key(obj)
+        if kind == "DELETED":
+            gone = self.scalers.pop(key, None)
+            if gone is not None and gone.timer is not None:
+                gone.timer.cancel()
+            self._reindex()
+            return
+        meta = obj.get("metadata") or {}
+        scaler = self.scalers.get(key) or Scaler(key=key)
+        self.scalers[key] = scaler
+        scaler.uid = meta.get("uid")
+        generation = int(meta.get("generation") or 0)
+        if generation == scaler.generation and (scaler.spec or scaler.error):
+            return  # same spec (e.g. a status write of ours came back)
+        scaler.generation = generation
+        try:
+            spec = crd.parse_spec(obj.get("spec"))
+        except crd.SpecError as exc:
+            scaler.spec, scaler.policy_spec, scaler.error = None, None, exc
+            scaler.set_condition("SpecValid", False, "InvalidSpec", str(exc))
+            log.warning("InferenceScaler %s is invalid: %s", scaler.name, exc)
+        else:
+            scaler.spec, scaler.error = spec, None
+            scaler.policy_spec = crd.to_policy_spec(spec)
+            scaler.set_condition("SpecValid", True, "Valid", "spec accepted")
+        self._reindex()
+        self.request_eval(scaler, trigger=None)
+
+    def _reindex(self) -> None:
+        self.by_model = {}
+        self.by_target = {}
+        for scaler in self.scalers.values():
+            if scaler.model is None:
+                continue
+            self.by_model.setdefault(scaler.model, []).append(scaler)
+            for target in (scaler.deployment(), scaler.node_target()):
+                if target is not None:
+                    self.by_target[target] = scaler
+
+    def _on_deployment(self, kind: str, obj: dict[str, Any]) -> None:
+        if kind == "SYNC":
+            for each in self.scalers.values():
+                self.request_eval(each, trigger=None)
+            return
+        ns, name = Informer.key(obj)
+        target = ScaleTarget(TargetKind.DEPLOYMENT, name, ns)
+        scaler = self.by_target.get(target)
+        if scaler is None or kind == "DELETED":
+            return
+        replicas = (obj.get("spec") or {}).get("replicas")
+        if self.actuator is not None and isinstance(replicas, int):
+            self.actuator.observed(target, replicas)
+        self.request_eval(scaler, trigger=None)
+
+    def _on_nodes(self, kind: str, obj: dict[str, Any]) -> None:
+        if kind == "SYNC":
+            return
+        if obj.get("kind") == "NodePool" and self.actuator is not None:
+            replicas = (obj.get("spec") or {}).get("replicas")
+            name = (obj.get("metadata") or {}).get("name") or ""
+            if isinstance(replicas, int):
+                self.actuator.observed(ScaleTarget(TargetKind.NODEPOOL, name), replicas)
+
+    def cluster_counts(self, scaler: Scaler) -> ClusterCounts | None:
+        """Ready / starting replicas and nodes of a scaler's targets; None if the target is unknown."""
+        target = scaler.deployment()
+        deployments = self.informers.get("deployments")
+        if target is None or deployments is None or not deployments.synced.is_set():
+            return None
+        dep = deployments.objects.get((target.namespace, target.name))
+        if dep is None:
+            return None
+        spec_replicas = int((dep.get("spec") or {}).get("replicas") or 0)
+        status = dep.get("status") or {}
+        ready = int(status.get("readyReplicas") or 0)
+        total = int(status.get("replicas") or 0)
+        starting = max(max(spec_replicas, total) - ready, 0)
+        ready_nodes = starting_nodes = 0
+        node_target = scaler.node_target()
+        if node_target is not None and node_target.kind is TargetKind.NODEPOOL:
+            nodes = self.informers["nodes"].objects.values()
+            pool_nodes = [
+                n
+                for n in nodes
+                if ((n.get("metadata") or {}).get("labels") or {}).get(NODEPOOL_LABEL)
+                == node_target.name
+            ]
+            ready_nodes = sum(1 for n in pool_nodes if _node_ready(n))
+            pool = self.informers["nodepools"].objects.get(("", node_target.name))
+            wanted = int(((pool or {}).get("spec") or {}).get("replicas") or 0)
+            starting_nodes = max(wanted - ready_nodes, len(pool_nodes) - ready_nodes, 0)
+        return ClusterCounts(
+            ready_replicas=ready,
+            starting_replicas=starting,
+            ready_nodes=ready_nodes,
+            starting_nodes=starting_nodes,
+        )
+
+    # --- decide --------------------------------------------------------------------------------
+
+    def request_eval(self, scaler: Scaler, *, trigger: float | None) -> None:
+        """Evaluate now, or once at the end of the rate-limit interval (keeping the oldest trigger)."""
+        if trigger is not None and (
+            scaler.pending_trigger is None or trigger < scaler.pending_trigger
+        ):
+            scaler.pending_trigger = trigger
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        due = scaler.last_eval + self.config.min_eval_interval_s
+        if now >= due:
+            self.evaluate(scaler, now)
+        elif scaler.timer is None:
+            scaler.timer = loop.call_at(due, self._deferred, scaler)
+
+    def _deferred(self, scaler: Scaler) -> None:
+        scaler.timer = None
+        if self.scalers.get(scaler.key) is scaler:
+            self.evaluate(scaler, asyncio.get_running_loop().time())
+
+    def evaluate(self, scaler: Scaler, now: float) -> Decision | None:
+        """Run the policy for one scaler at `now`; actuate if leader and the decision is valid."""
+        trigger, scaler.pending_trigger = scaler.pending_trigger, None
+        scaler.last_eval = now
+        if scaler.timer is not None:
+            scaler.timer.cancel()
+            scaler.timer = None
+        if scaler.spec is None or scaler.policy_spec is None:
+            return None
+        counts = self.cluster_counts(scaler)
+        if counts is None:
+            scaler.set_condition(
+                "TargetFound",
+                False,
+                "DeploymentNotFound",
+                f"deployment {scaler.spec.scale_target_ref.name} not found",
+            )
+            return None
+        scaler.set_condition("TargetFound", True, "Found", "scale target found")
+        dep_target = scaler.deployment()
+        assert dep_target is not None
+        assert self.actuator is not None
+        current = self._current_replicas(dep_target)
+        if scaler.state is None:
+            scaler.state = PolicyState.initial(current)
+        elif not self.is_leader and current != scaler.state.replicas:
+            scaler.state = scaler.state.with_replicas(current)
+        model_state = self.store.model(scaler.spec.model)
+        obs = model_state.observe(
+            now, cluster=counts, concurrency_per_replica=scaler.policy_spec.concurrency_per_replica
+        )
+        decision, scaler.state = decide(obs, scaler.state, scaler.policy_spec, now)
+        previous = scaler.decision
+        scaler.decision, scaler.observation = decision, obs
+        if not decision.valid:
+            outcome = "invalid"
+        elif decision.replicas > current:
+            outcome = "up"
+        elif decision.replicas < current:
+            outcome = "down"
+        else:
+            outcome = "hold"
+        self.metrics.observe_decision(scaler.spec.model, obs, decision, outcome)
+        changed = previous is None or (previous.valid, previous.replicas, previous.nodes) != (
+            decision.valid,
+            decision.replicas,
+            decision.nodes,
+        )
+        log_decision(
+            scaler=scaler.name,
+            model=scaler.spec.model,
+            now=now,
+            obs=obs,
+            decision=decision,
+            leader=self.is_leader,
+            level=logging.INFO if changed else logging.DEBUG,
+        )
+        scaler.set_condition(
+            "DataAvailable",
+            decision.valid,
+            "Observed" if decision.valid else "CannotDecide",
+            decision.reason if not decision.valid else "events are current",
+        )
+        if self.is_leader and decision.valid:
+            self._actuate(scaler, decision, current, trigger)
+        if self.on_decision is not None:
+            self.on_decision(scaler, obs, decision)
+        return decision
+
+    def _current_replicas(self, target: ScaleTarget) -> int:
+        assert self.actuator is not None
+        pending = self.actuator.pending(target)
+        if pending is not None:
+            return pending
+        applied = self.actuator.applied(target)
+        if applied is not None:
+            return applied
+        dep = self.informers["deployments"].objects.get((target.namespace, target.name)) or {}
+        return int((dep.get("spec") or {}).get("replicas") or 0)
+
+    def _actuate(
+        self, scaler: Scaler, decision: Decision, current: int, trigger: float | None
+    ) -> None:
+        assert self.actuator is not None
+        assert scaler.spec is not None
+        dep = scaler.deployment()
+        assert dep is not None
+        node_target = scaler.node_target()
+        node_value: int | None = None
+        if node_target is not None:
+            if node_target.kind is TargetKind.NODEPOOL:
+                node_value = decision.nodes
+            else:  # Headroom: fill the decided nodes' spare GPU slots with placeholder pods
+                cap = scaler.spec.capacity
+                slots = max(cap.gpus_per_node // cap.gpus_per_replica, 1)
+                node_value = max(decision.nodes * slots - decision.replicas, 0)
+        reason = decision.reason
+        if decision.replicas >= current:  # nodes ahead of the pods
+            if node_target is not None and node_value is not None:
+                self.actuator.submit(node_target, node_value, trigger_at=trigger, reason=reason)
+            self.actuator.submit(dep, decision.replicas, trigger_at=trigger, reason=reason)
+        else:  # pods first, then their nodes
+            self.actuator.submit(dep, decision.replicas, trigger_at=trigger, reason=reason)
+            if node_target is not None and node_value is not None:
+                self.actuator.submit(node_target, node_value, trigger_at=trigger, reason=reason)
+
+    def _on_leadership(self, leader: bool) -> None:
+        self.metrics.leader.set(1 if leader else 0)
+        if not leader:
+            if self.actuator is not None:
+                self.actuator.forget_pending()
+            return
+        for scaler in self.scalers.values():  # warm state: decide at once
+            if scaler.state is not None and scaler.deployment() is not None:
+                scaler.last_eval = -math.inf
+                self.request_eval(scaler, trigger=None)
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.config.tick_s)
+            for scaler in list(self.scalers.values()):
+                try:
+                    self.request_eval(scaler, trigger=None)
+                except Exception:
+                    log.exception("evaluating %s failed", scaler.name)
+            for model in self.store.models.values():
+                model.forget_silent(loop.time())
+
+    # --- outputs -------------------------------------------------------------------------------
+
+    def _on_send(self, target: ScaleTarget, replicas: int, trigger_at: float | None) -> None:
+        self.metrics.patches.labels(target.kind.value).inc()
+        scaler = self.by_target.get(target)
+        if trigger_at is None or scaler is None or scaler.model is None:
+            return
+        if target == scaler.deployment():
+            latency = asyncio.get_running_loop().time() - trigger_at
+            self.metrics.decision_latency.labels(scaler.model).observe(latency)
+
+    def _on_applied(
+        self, target: ScaleTarget, previous: int | None, value: int, reason: str
+    ) -> None:
+        scaler = self.by_target.get(target)
+        if scaler is None or self.writer is None:
+            return
+        obs = scaler.observation
+        if target == scaler.deployment():
+            scaler.last_scale_time = now_rfc3339()
+            scaler.last_scale_reason = reason
+            verb = "ScaledUp" if previous is None or value > previous else "ScaledDown"
+        else:
+            verb = "NodesScaled" if target.kind is TargetKind.NODEPOOL else "HeadroomScaled"
+        inputs = (
+            ""
+            if obs is None
+            else f" (queue {obs.queue_depth}, in flight {obs.in_flight}, ready {obs.ready_replicas}, "
+            f"starting {obs.starting_replicas}, arrival {obs.arrival_rate_short:.2f}/s)"
+        )
+        message = (
+            f"{target} {previous if previous is not None else '?'} -> {value}: {reason}{inputs}"
+        )
+        self._fire(
+            self.writer.event(
+                namespace=scaler.key[0],
+                name=scaler.key[1],
+                uid=scaler.uid,
+                reason=verb,
+                message=message,
+            )
+        )
+
+    def _fire(self, coro: Any) -> None:
+        if len(self._background) > 100:  # the API server is struggling: drop, do not pile up
+            coro.close()
+            return
+        task: asyncio.Task[None] = asyncio.create_task(self._quiet(coro))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @staticmethod
+    async def _quiet(coro: Any) -> None:
+        try:
+            await coro
+        except (TemporaryError, PermanentError) as exc:
+            log.warning("write failed: %s", exc)
+
+    def status_of(self, scaler: Scaler) -> dict[str, Any]:
+        """The status subresource body for a scaler."""
+        status: dict[str, Any] = {"observedGeneration": scaler.generation}
+        obs, decision = scaler.observation, scaler.decision
+        if obs is not None:
+            status.update(
+                queueDepth=obs.queue_depth,
+                inFlight=obs.in_flight,
+                arrivalRate=round(obs.arrival_rate_short, 3),
+                readyReplicas=obs.ready_replicas,
+                startingReplicas=obs.starting_replicas,
+                readyNodes=obs.ready_nodes,
+                ttftP95Ms=None if obs.ttft_p95_s is None else round(obs.ttft_p95_s * 1000, 1),
+                tpotP95Ms=None if obs.tpot_p95_s is None else round(obs.tpot_p95_s * 1000, 2),
+            )
+        if decision is not None and decision.valid:
+            status.update(desiredReplicas=decision.replicas, desiredNodes=decision.nodes)
+        if scaler.last_scale_time:
+            status.update(
+                lastScaleTime=scaler.last_scale_time, lastScaleReason=scaler.last_scale_reason
+            )
+        status["conditions"] = list(scaler.conditions.values())
+        return {k: v for k, v in status.items() if v is not None}
+
+    async def write_status(self, scaler: Scaler) -> bool:
+        """PATCH the status if it changed since the last write; True if written."""
+        if self.writer is None:
+            return False
+        status = self.status_of(scaler)
+        if status == scaler.status_written:
+            return False
+        await self.writer.patch_status(scaler.key[0], scaler.key[1], status)
+        scaler.status_written = status
+        if scaler.error is not None and scaler.reported_error != str(scaler.error):
+            scaler.reported_error = str(scaler.error)
+            await self.writer.event(
+                namespace=scaler.key[0],
+                name=scaler.key[1],
+                uid=scaler.uid,
+                reason="InvalidSpec",
+                message=str(scaler.error),
+                warning=True,
+            )
+        return True
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.status_interval_s)
+            if not self.is_leader:
+                continue
+            for scaler in list(self.scalers.values()):
+                try:
+                    await self.write_status(scaler)
+                except (TemporaryError, PermanentError) as exc:
+                    log.warning("status of %s: %s", scaler.name, exc)
+
+
+def _node_ready(node: dict[str, Any]) -> bool:
+    for cond in (node.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return bool(cond.get("status") == "True")
+    return False

@@ -1,0 +1,219 @@
+"""The controller against the simulated cluster (real HTTP via kubernetes_asyncio) and real Redis.
+
+Faults are injected through the simulated API server's admission chain (its extension point for
+write-time checks), so the controller sees real 503 and 409 responses over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from controller.loop import Controller
+from sim.cluster import errors as sim_errors
+from tests.controller.conftest import NS, Gateway, Sim, eventually
+
+
+async def _ready_leader(ctl: Controller, gw: Gateway) -> None:
+    async def ready() -> bool:
+        return (
+            ctl.health.ready()[0] and ctl.is_leader and bool(ctl.consumer and ctl.consumer.streams)
+        )
+
+    await eventually(ready, what="controller ready, leading and reading the model's stream")
+    await asyncio.sleep(3 * gw.interval_s)  # a snapshot or two has been folded in
+
+
+async def test_load_step_scales_the_deployment_and_the_nodepool_follows(
+    sim: Sim, gateway_factory: Callable[[], Gateway]
+) -> None:
+    await sim.create_model("llama", replicas=1)
+    ctl = await sim.controller("solo")
+    async with gateway_factory() as gw:
+        await _ready_leader(ctl, gw)
+        assert await sim.replicas("llama") == 1  # idle: nothing to do
+        gw.enqueue(40)  # 40 queued, prior 8 req/s per replica, SLO 1 s -> 5 replicas (+1 for rate)
+
+        async def scaled() -> int:
+            n = await sim.replicas("llama")
+            return n if n > 1 else 0
+
+        replicas = await eventually(scaled, timeout=5.0, what="a scale-up PATCH")
+        assert replicas == 6  # max replicas: 40/8 = 5 for the queue, plus the arrival rate
+        # Nodes were requested with the pods: 6 replicas x 1 GPU / 2 GPUs per node = 3.
+        assert await sim.pool_replicas() == 3
+
+        async def nodes_up() -> bool:
+            return await sim.ready_nodes() == 3
+
+        await eventually(nodes_up, timeout=20.0, what="the NodePool's nodes to become Ready")
+
+        async def status_written() -> dict[str, Any] | None:
+            status = await sim.scaler_status("llama")
+            return status if status.get("desiredReplicas") == 6 else None
+
+        status = await eventually(status_written, what="status with desiredReplicas")
+        assert status["desiredNodes"] == 3
+        assert status["queueDepth"] >= 40
+        assert "scale up" in status["lastScaleReason"]
+        conditions = {c["type"]: c["status"] for c in status["conditions"]}
+        assert conditions["SpecValid"] == "True"
+        reasons = [r for r, _ in await sim.events("llama")]
+        assert "ScaledUp" in reasons
+        assert "NodesScaled" in reasons
+    metrics = ctl.metrics.render().decode()
+    assert 'surgescale_controller_decision_latency_seconds_count{model="llama3-8b"} 1.0' in metrics
+    assert 'surgescale_controller_desired_replicas{model="llama3-8b"} 6.0' in metrics
+
+
+async def test_invalid_scaler_gets_a_condition_and_the_others_keep_working(sim: Sim) -> None:
+    await sim.create_model("good", replicas=1)
+    # Valid against the CRD schema (the server accepts it) but not against the code's rules.
+    await sim.create_model("bad", replicas=1, minReplicas=5, maxReplicas=2)
+    ctl = await sim.controller("solo")
+
+    async def bad_condition() -> dict[str, Any] | None:
+        status = await sim.scaler_status("bad")
+        for cond in status.get("conditions") or []:
+            if cond["type"] == "SpecValid" and cond["status"] == "False":
+                return dict(cond)
+        return None
+
+    cond = await eventually(bad_condition, what="SpecValid=False on the invalid scaler")
+    assert cond["reason"] == "InvalidSpec"
+    assert "minReplicas (5) exceeds maxReplicas (2)" in cond["message"]
+    assert cond["message"].startswith("spec: ")
+
+    async def warned() -> bool:
+        return any(r == "InvalidSpec" for r, _ in await sim.events("bad"))
+
+    await eventually(warned, what="a Warning event for the invalid spec")
+
+    async def good_ok() -> bool:
+        status = await sim.scaler_status("good")
+        return any(
+            c["type"] == "SpecValid" and c["status"] == "True"
+            for c in status.get("conditions") or []
+        )
+
+    await eventually(good_ok, what="the valid scaler to be accepted")
+    assert ctl.health.live()[0]
+    assert await sim.replicas("bad") == 1  # never touched
+
+    # Fixing the spec clears the condition.
+    await sim.custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
+        "surgescale.io",
+        "v1alpha1",
+        NS,
+        "inferencescalers",
+        "bad",
+        {"spec": {"minReplicas": 1}},
+        _content_type="application/merge-patch+json",
+    )
+
+    async def fixed() -> bool:
+        status = await sim.scaler_status("bad")
+        return any(
+            c["type"] == "SpecValid" and c["status"] == "True"
+            for c in status.get("conditions") or []
+        )
+
+    await eventually(fixed, what="SpecValid=True after the fix")
+
+
+class FaultInjector:
+    """An admission hook that fails the next writes of one Deployment's replicas."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.plan: list[Exception] = []
+        self.seen: list[int] = []
+
+    def __call__(self, rt: Any, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        if rt.kind != "Deployment" or old is None or obj["metadata"].get("name") != self.name:
+            return
+        new_r = (obj.get("spec") or {}).get("replicas")
+        if new_r == (old.get("spec") or {}).get("replicas"):
+            return
+        self.seen.append(int(new_r or 0))
+        if self.plan:
+            raise self.plan.pop(0)
+
+
+async def test_api_5xx_and_409_are_retried_until_the_scale_lands(
+    sim: Sim, gateway_factory: Callable[[], Gateway]
+) -> None:
+    await sim.create_model("llama", replicas=1)
+    faults = FaultInjector("llama")
+    faults.plan = [
+        sim_errors.ApiError(503, "ServiceUnavailable", "injected: etcd is unhappy"),
+        sim_errors.ApiError(500, "InternalError", "injected: internal error"),
+        sim_errors.conflict("deployments", "llama", "apps"),
+    ]
+    sim.cluster.ctx.admission.append(faults)
+    ctl = await sim.controller("solo")
+    async with gateway_factory() as gw:
+        await _ready_leader(ctl, gw)
+        gw.enqueue(40)
+
+        async def landed() -> bool:
+            return await sim.replicas("llama") == 6
+
+        await eventually(landed, timeout=10.0, what="the scale to land after the faults")
+    assert ctl.actuator is not None
+    assert ctl.actuator.stats.retries >= 2
+    assert ctl.actuator.stats.conflicts == 1
+    assert faults.plan == []
+    assert faults.seen[-1] == 6
+    assert len(faults.seen) == 4  # 503, 500, 409, then the write that stuck: no extra writes
+
+
+async def test_leader_failover_standby_takes_over_and_decides_at_once(
+    sim: Sim, gateway_factory: Callable[[], Gateway]
+) -> None:
+    await sim.create_model("llama", replicas=1)
+    first = await sim.controller("first")
+    async with gateway_factory() as gw:
+        await _ready_leader(first, gw)
+        second = await sim.controller("second")
+
+        async def standby_ready() -> bool:
+            return second.health.ready()[0] and bool(second.consumer and second.consumer.streams)
+
+        await eventually(standby_ready, what="the standby to be ready")
+        assert not second.is_leader
+        # The leader scales; the standby sees the same events and never writes.
+        gw.enqueue(20)
+
+        async def scaled() -> int:
+            return await sim.replicas("llama")
+
+        await eventually(lambda: _at_least(sim, "llama", 2), timeout=5.0, what="first scale-up")
+        assert second.actuator is not None
+        assert second.actuator.stats.patches == 0
+        assert second.store.model("llama3-8b").queue_depth >= 20  # warm state
+
+        # The leader dies without releasing its Lease (tasks cancelled, nothing written).
+        assert first.elector is not None
+        for task in first._tasks:
+            task.cancel()
+        first.elector.is_leader = False
+        loop = asyncio.get_running_loop()
+        died = loop.time()
+
+        async def took_over() -> bool:
+            return second.is_leader
+
+        await eventually(took_over, timeout=10.0, what="the standby to acquire the Lease")
+        assert loop.time() - died >= 1.0  # it waited for the Lease to expire
+        before = await sim.replicas("llama")
+        gw.enqueue(30)
+        await eventually(
+            lambda: _at_least(sim, "llama", before + 1), timeout=5.0, what="new leader to scale"
+        )
+        assert second.actuator.stats.patches >= 1
+
+
+async def _at_least(sim: Sim, name: str, n: int) -> bool:
+    return await sim.replicas(name) >= n

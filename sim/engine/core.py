@@ -24,6 +24,7 @@ from __future__ import annotations
 import enum
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sim.engine.profiles import Profile
@@ -89,12 +90,41 @@ class _Req:
         self.blocks = 0
 
 
-@dataclass(frozen=True, slots=True)
 class _Jump:
-    steps: int
-    end: float
-    reason: str  # "finish" | "blocks" | "arrival" | "until" | "none"
-    context_after: int
+    """A run of pure-decode steps in progress: scalars only, applied to the requests at its end."""
+
+    __slots__ = (
+        "batch",
+        "context",
+        "curve",
+        "cut_arrival",
+        "done",
+        "limit",
+        "projected",
+        "reason",
+        "t",
+    )
+
+    def __init__(
+        self,
+        *,
+        batch: int,
+        limit: int,
+        reason: str,
+        cut_arrival: float,
+        t: float,
+        context: int,
+        curve: Callable[[int], float],
+    ) -> None:
+        self.batch = batch
+        self.limit = limit  # steps it may run
+        self.reason = reason  # what ends it at `limit`: "finish" | "blocks"
+        self.cut_arrival = cut_arrival  # it ends early once a step ends at or after this
+        self.t = t  # end of the last step run
+        self.context = context  # context sum of the next step
+        self.curve = curve
+        self.done = 0
+        self.projected: float | None = None
 
 
 class Engine:
@@ -120,10 +150,13 @@ class Engine:
         self._by_id: dict[str, _Req] = {}
         self._clock = 0.0  # end of the last planned step (no step may start before it)
         self._pending: StepResult | None = None  # advance(): planned, not yet delivered
+        self._jump: _Jump | None = None  # advance(): skipped steps not yet applied to requests
+        self._curves: dict[int, Callable[[int], float]] = {}
         self.preemptions = 0
         self.generation_tokens = 0
         self.prompt_tokens = 0
         self.steps = 0
+        self.skipped_steps = 0  # of `steps`, those advance() ran without planning them one by one
 
     # ---- gauges -------------------------------------------------------------------------------
     @property
@@ -139,6 +172,8 @@ class Engine:
         """Fraction of KV-cache blocks in use (vLLM's `kv_cache_usage_perc`, 0..1)."""
         if self.num_kv_blocks == 0:
             return 0.0
+        if self._jump is not None:
+            self._end_jump()
         return 1.0 - self._free / self.num_kv_blocks
 
     @property
@@ -158,6 +193,8 @@ class Engine:
         """Queue a request that arrived at `now` (it can join the first step starting after)."""
         if request_id in self._by_id:
             raise RequestRejected(f"duplicate request id {request_id!r}")
+        if self._jump is not None:
+            self._end_jump()
         if prompt_tokens < 1 or max_tokens < 1:
             raise RequestRejected("prompt_tokens and max_tokens must be at least 1")
         total = prompt_tokens + max_tokens
@@ -179,6 +216,8 @@ class Engine:
 
     def abort(self, request_id: str) -> bool:
         """Drop a request (client gone); frees its blocks. False if unknown or already done."""
+        if self._jump is not None:
+            self._end_jump()
         req = self._by_id.pop(request_id, None)
         if req is None:
             return False
@@ -216,15 +255,20 @@ class Engine:
         """
         events: list[EngineEvent] = []
         while True:
+            jump = self._jump
+            if jump is not None:
+                if not self._run_jump(jump, until):
+                    break
+                self._end_jump()
             pending = self._pending
             if pending is not None:
                 if pending.end > until:
                     break
                 self._pending = None
                 self._deliver(pending, events)
-                jump = self._plan_jump(self._clock, until)
-                if jump.steps:
-                    self._apply_jump(jump)
+                self._jump = self._plan_jump(self._clock)
+                if self._jump is not None:
+                    continue
             start = self._next_start()
             if start is None or start > until:
                 break
@@ -238,16 +282,31 @@ class Engine:
         """Earliest time at which `advance` may report an event or move a request between the
         queues, assuming no further `add`; None when idle. Conservative: nothing observable
         happens before it, something may not happen exactly at it."""
-        pending = self._pending
-        if pending is None:
-            return self._next_start()
-        if pending.preempted or any(o.first or o.finished for o in pending.outputs):
-            return pending.end
-        jump = self._plan_jump(pending.end, math.inf)
-        if jump.reason == "finish":
-            batch = len(self._running)
-            return jump.end + self._decode_seconds(batch, jump.context_after)
-        return jump.end if jump.steps else pending.end
+        jump = self._jump
+        if jump is None:
+            pending = self._pending
+            if pending is None:
+                return self._next_start()
+            if pending.preempted or any(o.first or o.finished for o in pending.outputs):
+                return pending.end
+            jump = self._plan_jump(pending.end)
+            if jump is None:
+                return pending.end
+        if jump.projected is None:
+            t, context, done = jump.t, jump.context, jump.done
+            curve, slow, batch = jump.curve, self.slowdown, jump.batch
+            reason = jump.reason
+            while done < jump.limit:
+                t += curve(context) * slow
+                done += 1
+                context += batch
+                if t >= jump.cut_arrival:
+                    reason = "arrival"
+                    break
+            if reason == "finish":
+                t += curve(context) * slow
+            jump.projected = t
+        return jump.projected
 
     # ---- internals ----------------------------------------------------------------------------
     def _next_start(self) -> float | None:
@@ -257,8 +316,14 @@ class Engine:
             return max(self._clock, self._waiting[0].arrival)
         return None
 
+    def _curve(self, batch: int) -> Callable[[int], float]:
+        curve = self._curves.get(batch)
+        if curve is None:
+            curve = self._curves[batch] = self.profile.step.decode_curve(batch)
+        return curve
+
     def _decode_seconds(self, batch: int, context: int) -> float:
-        return self.profile.step.decode_seconds(batch, context) * self.slowdown
+        return self._curve(batch)(context) * self.slowdown
 
     def _deliver(self, step: StepResult, events: list[EngineEvent]) -> None:
         for rid in step.preempted:
@@ -371,30 +436,29 @@ class Engine:
         bs = self.block_size
         return sum(-(-(r.computed + steps) // bs) - r.blocks for r in self._running)
 
-    def _plan_jump(self, start: float, until: float) -> _Jump:
-        """How many uneventful pure-decode steps can run from `start` (read-only)."""
+    def _plan_jump(self, start: float) -> _Jump | None:
+        """The run of uneventful pure-decode steps that can start at `start`, if any."""
         running = self._running
         batch = len(running)
-        none = _Jump(0, start, "none", 0)
         if batch == 0 or self.max_num_batched_tokens < batch:
-            return none
+            return None
         context = 0
         remaining = 1 << 62
         for r in running:
             if r.prompt + r.generated - r.computed != 1:
-                return none
+                return None
             context += r.computed + 1
             remaining = min(remaining, r.max_tokens - r.generated)
         limit = remaining - 1  # the step in which a request finishes is planned normally
         if limit <= 0:
-            return none
+            return None
         cut_arrival = math.inf
         if self._waiting and batch < self.max_num_seqs and self.max_num_batched_tokens > batch:
             head = self._waiting[0]
             if head.arrival <= start:
                 first_chunk = min(head.prompt + head.generated, self.max_num_batched_tokens - batch)
                 if -(-first_chunk // self.block_size) <= self._free - self._extra_blocks(1):
-                    return none  # it joins in the next step
+                    return None  # it joins in the next step
             else:
                 cut_arrival = head.arrival
         reason = "finish"
@@ -407,25 +471,51 @@ class Engine:
                 else:
                     hi = mid - 1
             limit, reason = lo, "blocks"
-        t = start
-        steps = 0
-        step_time = self.profile.step.decode_seconds
-        slow = self.slowdown
-        while steps < limit:
-            d = step_time(batch, context) * slow
+            if limit == 0:
+                return None
+        return _Jump(
+            batch=batch,
+            limit=limit,
+            reason=reason,
+            cut_arrival=cut_arrival,
+            t=start,
+            context=context,
+            curve=self._curve(batch),
+        )
+
+    def _run_jump(self, jump: _Jump, until: float) -> bool:
+        """Run the jump's steps that end by `until`; True once the jump is over."""
+        t, context, done, limit = jump.t, jump.context, jump.done, jump.limit
+        curve, slow, batch, cut = jump.curve, self.slowdown, jump.batch, jump.cut_arrival
+        over = True
+        start_done = done
+        while done < limit:
+            d = curve(context) * slow
             if t + d > until:
-                reason = "until"
+                over = False
                 break
             t += d
-            steps += 1
+            done += 1
             context += batch
-            if t >= cut_arrival:
-                reason = "arrival"
+            if t >= cut:
                 break
-        return _Jump(steps, t, reason, context)
+        k = done - start_done
+        jump.t, jump.context, jump.done = t, context, done
+        self.generation_tokens += k * batch
+        self.steps += k
+        self.skipped_steps += k
+        self._clock = t
+        return over
 
-    def _apply_jump(self, jump: _Jump) -> None:
-        k = jump.steps
+    def _end_jump(self) -> None:
+        """Apply a jump's steps to the requests and the KV cache (O(batch), once per jump)."""
+        jump = self._jump
+        if jump is None:
+            return
+        self._jump = None
+        k = jump.done
+        if k == 0:
+            return
         bs = self.block_size
         used = 0
         for r in self._running:
@@ -435,6 +525,3 @@ class Engine:
             used += blocks - r.blocks
             r.blocks = blocks
         self._free -= used
-        self.generation_tokens += k * len(self._running)
-        self.steps += k
-        self._clock = jump.end

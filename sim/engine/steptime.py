@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sim.engine.calibration import CalibrationTable
@@ -182,10 +183,10 @@ class StepTimeModel:
         flops = self.flops_per_token * tokens + self.attn_flops_per_pair * (
             decode_context + prefill_pairs
         )
-        roof = max(mem / self.bytes_per_s, flops / self.flops_per_s)
         if prefill_tokens == 0:
-            corr = self.decode_correction(n_decode, decode_context / n_decode)
-        elif n_decode == 0:
+            return self.decode_seconds(n_decode, decode_context)
+        roof = max(mem / self.bytes_per_s, flops / self.flops_per_s)
+        if n_decode == 0:
             corr = self.prefill_correction(prefill_tokens)
         else:
             corr = (
@@ -196,4 +197,35 @@ class StepTimeModel:
 
     def decode_seconds(self, batch: int, context_sum: int) -> float:
         """Duration of a pure decode step of `batch` sequences with `context_sum` tokens in all."""
-        return self.seconds(n_decode=batch, decode_context=context_sum)
+        return self.decode_curve(batch)(context_sum)
+
+    def decode_curve(self, batch: int) -> Callable[[int], float]:
+        """`decode_seconds` for a fixed batch size, as a fast function of the context sum.
+
+        The per-batch parts (correction rows, compute, overhead) are computed once; what is left
+        per call is a handful of float operations. Engines cache these by batch size; the
+        virtual-time fast path calls one per skipped step.
+        """
+        lb = math.log2(max(batch, 1))
+        vals = tuple(_interp(xs, ys, lb) for xs, ys in self.decode_rows)
+        lctx = self.decode_log_ctx
+        lo_x, hi_x, lo_y, hi_y = lctx[0], lctx[-1], vals[0], vals[-1]
+        w, k, bw = self.weight_bytes, self.kv_bytes_per_token, self.bytes_per_s
+        fb, a, rate = self.flops_per_token * batch, self.attn_flops_per_pair, self.flops_per_s
+        extra = self.overhead_s + self.comm_seconds(batch)
+        log2 = math.log2
+        inv_batch = 1.0 / batch
+
+        def seconds(context_sum: int) -> float:
+            mem = (w + k * context_sum) / bw
+            comp = (fb + a * context_sum) / rate
+            x = log2(context_sum * inv_batch) if context_sum > batch else 0.0
+            if x <= lo_x:
+                corr = lo_y
+            elif x >= hi_x:
+                corr = hi_y
+            else:
+                corr = _interp(lctx, vals, x)
+            return (mem if mem > comp else comp) * corr + extra
+
+        return seconds

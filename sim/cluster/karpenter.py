@@ -1,0 +1,608 @@
+"""Karpenter, simulated (in the spirit of its KWOK provider): NodePools -> NodeClaims -> Nodes.
+
+* A static NodePool (`spec.replicas` set) keeps exactly that many NodeClaims; scaling it (its
+  `scale` subresource writes `spec.replicas`) adds claims or removes them (not-Ready first, then
+  emptiest). `limits.nodes` caps it.
+* A dynamic NodePool (no `spec.replicas`) provisions for pods the scheduler marked
+  Unschedulable, batching them like Karpenter (window closes after `batch_idle_s` without a new
+  pending pod, or `batch_max_s` after it opened), packing them onto capacity already on its way
+  first, within `spec.limits` (`nvidia.com/gpu`, `nodes`); it deletes nodes that stayed empty for
+  `spec.disruption.consolidateAfter` (empty-node consolidation only).
+* A NodeClaim is Launched and Registered at once (its Node appears NotReady) and Initialized/Ready
+  after the pool's boot time; deleting it (finalizer `karpenter.sh/termination`) cordons the
+  node, evicts its pods gracefully, waits for them, deletes the Node, then drops the finalizer.
+GPUs per node and boot time come from the NodePool's annotations `surgescale.io/gpus-per-node`
+and `surgescale.io/boot-seconds`, else the cluster's defaults. All delays use the sim clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .admission import now_condition
+from .clock import SimClock, timestamp
+from .reconcile import Reconciler
+from .resources import Registry
+from .scheduler import GPU, node_matches, node_ready, pod_gpus, quantity, unschedulable
+from .store import Obj, Store, WatchEvent, clone, random_suffix
+from .workloads import owner_ref
+
+log = logging.getLogger(__name__)
+POOL_LABEL = "karpenter.sh/nodepool"
+FINALIZER = "karpenter.sh/termination"
+
+
+def parse_duration(text: Any) -> float | None:
+    """Go duration (`30s`, `5m`, `1h30m`) in seconds; None for `Never`."""
+    if text is None:
+        return 0.0
+    if str(text) == "Never":
+        return None
+    total = 0.0
+    for value, unit in re.findall(r"([0-9.]+)(ms|s|m|h)", str(text)):
+        total += float(value) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+    return total
+
+
+@dataclass(frozen=True, slots=True)
+class PoolShape:
+    gpus_per_node: int
+    boot_seconds: float
+
+
+class Karpenter:
+    def __init__(
+        self,
+        registry: Registry,
+        store: Store,
+        clock: SimClock,
+        *,
+        default_gpus_per_node: int,
+        default_boot_s: float,
+        batch_idle_s: float = 1.0,
+        batch_max_s: float = 10.0,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.clock = clock
+        self.default_gpus = default_gpus_per_node
+        self.default_boot_s = default_boot_s
+        self.batch_idle_s = batch_idle_s
+        self.batch_max_s = batch_max_s
+        self.pod_rt = registry.require("", "v1", "pods")
+        self.node_rt = registry.require("", "v1", "nodes")
+        self.pools: Reconciler[str] = Reconciler("nodepools", self._sync_pool)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._terminating: set[str] = set()
+        self._booting: set[str] = set()
+        self._batch_start: float | None = None
+        self._batch_last = 0.0
+        self._batch_wake = asyncio.Event()
+        self._empty_since: dict[str, float] = {}
+        self._node_seq = 0
+        self._by_node: dict[str, set[tuple[str, str]]] = {}
+        self._drained: dict[str, asyncio.Event] = {}
+        self.provisioned = 0
+        store.subscribe(self._on_event)
+
+    # ---- plumbing --------------------------------------------------------------------------
+    @property
+    def pool_rt(self) -> Any:
+        return self.registry.get("karpenter.sh", "v1", "nodepools")
+
+    @property
+    def claim_rt(self) -> Any:
+        return self.registry.get("karpenter.sh", "v1", "nodeclaims")
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def start(self) -> None:
+        self.pools.start()
+        self._spawn(self._batcher(), "karpenter-batcher")
+        self._spawn(self._consolidator(), "karpenter-consolidator")
+
+    async def stop(self) -> None:
+        await self.pools.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def shape(self, pool: Obj) -> PoolShape:
+        ann = pool["metadata"].get("annotations") or {}
+        try:
+            gpus = int(ann.get("surgescale.io/gpus-per-node", self.default_gpus))
+            boot = float(ann.get("surgescale.io/boot-seconds", self.default_boot_s))
+        except ValueError:
+            gpus, boot = self.default_gpus, self.default_boot_s
+        return PoolShape(gpus, boot)
+
+    def claims_of(self, pool_name: str) -> list[Obj]:
+        rt = self.claim_rt
+        if rt is None:
+            return []
+        return [
+            c
+            for c in self.store.items(rt)
+            if (c["metadata"].get("labels") or {}).get(POOL_LABEL) == pool_name
+        ]
+
+    def _on_event(self, ev: WatchEvent) -> None:
+        pool_rt, claim_rt = self.pool_rt, self.claim_rt
+        if pool_rt is None or claim_rt is None:
+            return
+        if ev.rt.key == pool_rt.key:
+            self.pools.mark(ev.obj["metadata"]["name"])
+        elif ev.rt.key == claim_rt.key:
+            meta = ev.obj["metadata"]
+            pool = (meta.get("labels") or {}).get(POOL_LABEL)
+            if pool:
+                self.pools.mark(pool)
+            if ev.type == "ADDED":
+                self._spawn(self._launch(meta["name"]), f"launch-{meta['name']}")
+            elif meta.get("deletionTimestamp") and meta["name"] not in self._terminating:
+                self._terminating.add(meta["name"])
+                self._spawn(self._terminate(meta["name"]), f"terminate-{meta['name']}")
+        elif ev.rt.key == self.node_rt.key and ev.type == "DELETED":
+            name = ev.obj["metadata"]["name"]
+            if claim_rt is not None and self.store.try_get(claim_rt, "", name) is not None:
+                with contextlib.suppress(Exception):
+                    self.store.delete(claim_rt, "", name)
+        elif ev.rt.key == self.pod_rt.key:
+            self._index_pod(ev)
+            if ev.type != "DELETED" and unschedulable(ev.obj):
+                self._note_pending()
+
+    def _index_pod(self, ev: WatchEvent) -> None:
+        meta = ev.obj["metadata"]
+        key = (meta["namespace"], meta["name"])
+        node = ev.obj.get("spec", {}).get("nodeName")
+        if not node:
+            return
+        pods = self._by_node.setdefault(node, set())
+        if ev.type == "DELETED":
+            pods.discard(key)
+            if not pods:
+                del self._by_node[node]
+                if node in self._drained:
+                    self._drained[node].set()
+        else:
+            pods.add(key)
+
+    def _note_pending(self) -> None:
+        now = self.clock.now()
+        if self._batch_start is None:
+            self._batch_start = now
+        self._batch_last = now
+        self._batch_wake.set()
+
+    # ---- NodePool reconcile (static replicas, status) -------------------------------------
+    def _sync_pool(self, name: str) -> None:
+        pool_rt = self.pool_rt
+        if pool_rt is None:
+            return
+        pool = self.store.try_get(pool_rt, "", name)
+        if pool is None or pool["metadata"].get("deletionTimestamp"):
+            return
+        claims = [c for c in self.claims_of(name) if not c["metadata"].get("deletionTimestamp")]
+        replicas = pool["spec"].get("replicas")
+        if replicas is not None:
+            limit = (pool["spec"].get("limits") or {}).get("nodes")
+            want = int(replicas) if limit is None else min(int(replicas), int(quantity(limit)))
+            if len(claims) < want:
+                for _ in range(want - len(claims)):
+                    claims.append(self._create_claim(pool))
+            elif len(claims) > want:
+                for claim in self._removal_order(claims)[: len(claims) - want]:
+                    self.store.delete(self.claim_rt, "", claim["metadata"]["name"])
+        self._write_pool_status(pool)
+
+    def _pods_on(self, node_name: str) -> list[Obj]:
+        out = []
+        for key in list(self._by_node.get(node_name, ())):
+            pod = self.store.try_get(self.pod_rt, *key)
+            if pod is not None and pod.get("spec", {}).get("nodeName") == node_name:
+                out.append(pod)
+        return out
+
+    def _removal_order(self, claims: list[Obj]) -> list[Obj]:
+        def rank(c: Obj) -> tuple[int, int, str]:
+            ready = any(
+                x.get("type") == "Ready" and x.get("status") == "True"
+                for x in (c.get("status") or {}).get("conditions") or []
+            )
+            pods = len(self._pods_on(c["metadata"]["name"]))
+            return (1 if ready else 0, pods, _desc(c["metadata"].get("creationTimestamp", "")))
+
+        return sorted(claims, key=rank)
+
+    def _write_pool_status(self, pool: Obj) -> None:
+        name = pool["metadata"]["name"]
+        shape = self.shape(pool)
+        claims = [c for c in self.claims_of(name) if not c["metadata"].get("deletionTimestamp")]
+        nodes = len(claims)
+        prev = pool.get("status") or {}
+        conds = {c["type"]: c for c in prev.get("conditions") or []}
+        for type_ in ("ValidationSucceeded", "NodeClassReady", "NodeRegistrationHealthy", "Ready"):
+            if conds.get(type_, {}).get("status") != "True":
+                conds[type_] = now_condition(type_, "True", type_)
+        status = {
+            "nodes": nodes,
+            "resources": {
+                "nodes": str(nodes),
+                GPU: str(nodes * shape.gpus_per_node),
+                "cpu": str(nodes * 64),
+                "memory": f"{nodes * 512}Gi",
+                "pods": str(nodes * 110),
+            },
+            "conditions": [conds[k] for k in sorted(conds)],
+        }
+        if prev != status:
+            new = clone(pool)
+            new["status"] = status
+            self.store.update(self.pool_rt, new, check_rv=False)
+
+    # ---- NodeClaims and Nodes ------------------------------------------------------------
+    def _create_claim(self, pool: Obj) -> Obj:
+        name = pool["metadata"]["name"]
+        shape = self.shape(pool)
+        tmpl = pool["spec"].get("template") or {}
+        tspec = tmpl.get("spec") or {}
+        labels = {
+            **((tmpl.get("metadata") or {}).get("labels") or {}),
+            POOL_LABEL: name,
+            "node.kubernetes.io/instance-type": f"sim-gpu-{shape.gpus_per_node}x",
+            "karpenter.sh/capacity-type": "on-demand",
+            "topology.kubernetes.io/zone": "sim-zone-a",
+        }
+        for _ in range(10):
+            claim_name = f"{name}-{random_suffix(rng=self.store.rng)}"
+            if self.store.try_get(self.claim_rt, "", claim_name) is None:
+                break
+        claim: Obj = {
+            "metadata": {
+                "name": claim_name,
+                "labels": labels,
+                "annotations": {
+                    "karpenter.sh/nodepool-hash": "sim",
+                    "surgescale.io/gpus-per-node": str(shape.gpus_per_node),
+                    "surgescale.io/boot-seconds": str(shape.boot_seconds),
+                },
+                "ownerReferences": [{**owner_ref(pool), "controller": False}],
+                "finalizers": [FINALIZER],
+            },
+            "spec": {
+                "nodeClassRef": tspec.get("nodeClassRef"),
+                "requirements": tspec.get("requirements") or [],
+                "resources": {"requests": {GPU: str(shape.gpus_per_node)}},
+                **({"taints": tspec["taints"]} if tspec.get("taints") else {}),
+                **({"expireAfter": tspec["expireAfter"]} if tspec.get("expireAfter") else {}),
+            },
+        }
+        rt = self.claim_rt
+        validator = rt.validator
+        if validator is not None and hasattr(validator, "default"):
+            validator.default(claim)
+        self.provisioned += 1
+        return self.store.create(rt, claim)
+
+    async def _launch(self, name: str) -> None:
+        claim = self.store.try_get(self.claim_rt, "", name)
+        if claim is None:
+            return
+        ann = claim["metadata"].get("annotations") or {}
+        gpus = int(ann.get("surgescale.io/gpus-per-node", self.default_gpus))
+        boot = float(ann.get("surgescale.io/boot-seconds", self.default_boot_s))
+        capacity = {
+            "cpu": "64",
+            "memory": "512Gi",
+            "pods": "110",
+            "ephemeral-storage": "1Ti",
+            GPU: str(gpus),
+        }
+        self._node_seq += 1
+        seq = self._node_seq
+        labels = {
+            **(claim["metadata"].get("labels") or {}),
+            "kubernetes.io/hostname": name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "karpenter.sh/capacity-type": "on-demand",
+            "karpenter.sh/registered": "true",
+            "node.kubernetes.io/instance-type": f"sim-gpu-{gpus}x",
+            "topology.kubernetes.io/zone": "sim-zone-a",
+            "nvidia.com/gpu.count": str(gpus),
+        }
+        node = {
+            "metadata": {
+                "name": name,
+                "labels": labels,
+                "ownerReferences": [{**owner_ref(claim), "controller": False}],
+            },
+            "spec": {
+                "providerID": f"kwok://{name}",
+                **({"taints": claim["spec"]["taints"]} if claim["spec"].get("taints") else {}),
+            },
+            "status": {
+                "capacity": capacity,
+                "allocatable": capacity,
+                "addresses": [
+                    {
+                        "type": "InternalIP",
+                        "address": f"127.254.{seq // 250 % 250}.{seq % 250 + 1}",
+                    },
+                    {"type": "Hostname", "address": name},
+                ],
+                "conditions": [
+                    now_condition("Ready", "False", "KubeletNotReady", "node is booting")
+                ],
+                "nodeInfo": {
+                    "kubeletVersion": "v1.32.0-sim",
+                    "osImage": "surgescale sim",
+                    "containerRuntimeVersion": "sim://1",
+                    "architecture": "amd64",
+                    "operatingSystem": "linux",
+                    "kernelVersion": "6.1.0",
+                    "kubeProxyVersion": "",
+                    "machineID": "",
+                    "systemUUID": "",
+                    "bootID": "",
+                },
+            },
+        }
+        self.store.create(self.node_rt, node)
+
+        def launched(c: Obj) -> None:
+            c["status"] = {
+                "providerID": f"kwok://{name}",
+                "nodeName": name,
+                "imageID": "sim-image",
+                "capacity": capacity,
+                "allocatable": capacity,
+                "conditions": [
+                    now_condition("Launched", "True", "Launched"),
+                    now_condition("Registered", "True", "Registered"),
+                    now_condition("Initialized", "Unknown", "AwaitingReconciliation"),
+                    now_condition("Ready", "Unknown", "AwaitingReconciliation"),
+                ],
+            }
+
+        self._patch_claim(name, launched)
+        self._booting.add(name)
+        try:
+            await self.clock.sleep(boot)
+        finally:
+            self._booting.discard(name)
+        claim = self.store.try_get(self.claim_rt, "", name)
+        node_obj = self.store.try_get(self.node_rt, "", name)
+        if claim is None or claim["metadata"].get("deletionTimestamp") or node_obj is None:
+            return
+        new_node = clone(node_obj)
+        new_node["status"]["conditions"] = [
+            now_condition("Ready", "True", "KubeletReady", "kubelet is posting ready status")
+        ]
+        new_node["metadata"]["labels"]["karpenter.sh/initialized"] = "true"
+        self.store.update(self.node_rt, new_node, check_rv=False)
+
+        def ready(c: Obj) -> None:
+            conds = [
+                x
+                for x in c["status"].get("conditions") or []
+                if x["type"] not in ("Initialized", "Ready")
+            ]
+            conds += [
+                now_condition("Initialized", "True", "Initialized"),
+                now_condition("Ready", "True", "Ready"),
+            ]
+            c["status"]["conditions"] = conds
+
+        self._patch_claim(name, ready)
+
+    def _patch_claim(self, name: str, mutate: Any) -> None:
+        claim = self.store.try_get(self.claim_rt, "", name)
+        if claim is None:
+            return
+        new = clone(claim)
+        new.setdefault("status", {})
+        mutate(new)
+        self.store.update(self.claim_rt, new, check_rv=False)
+
+    async def _terminate(self, name: str) -> None:
+        try:
+            node = self.store.try_get(self.node_rt, "", name)
+            if node is not None:
+                cordoned = clone(node)
+                cordoned["spec"]["unschedulable"] = True
+                taints = [
+                    t
+                    for t in cordoned["spec"].get("taints") or []
+                    if t.get("key") != "karpenter.sh/disrupted"
+                ]
+                taints.append(
+                    {
+                        "key": "karpenter.sh/disrupted",
+                        "effect": "NoSchedule",
+                        "timeAdded": timestamp(),
+                    }
+                )
+                cordoned["spec"]["taints"] = taints
+                self.store.update(self.node_rt, cordoned, check_rv=False)
+                for pod in self._pods_on(name):
+                    meta = pod["metadata"]
+                    with contextlib.suppress(Exception):
+                        self.store.delete(self.pod_rt, meta["namespace"], meta["name"])
+                while self._pods_on(name):
+                    drained = self._drained.setdefault(name, asyncio.Event())
+                    await drained.wait()
+                    drained.clear()
+                with contextlib.suppress(Exception):
+                    self.store.delete(self.node_rt, "", name)
+            claim = self.store.try_get(self.claim_rt, "", name)
+            if claim is not None:
+                new = clone(claim)
+                new["metadata"]["finalizers"] = [
+                    f for f in new["metadata"].get("finalizers") or [] if f != FINALIZER
+                ]
+                self.store.update(self.claim_rt, new, check_rv=False)
+        finally:
+            self._terminating.discard(name)
+            self._drained.pop(name, None)
+            self._empty_since.pop(name, None)
+
+    # ---- dynamic provisioning ---------------------------------------------------------------
+    async def _batcher(self) -> None:
+        while True:
+            await self._batch_wake.wait()
+            self._batch_wake.clear()
+            while self._batch_start is not None:
+                now = self.clock.now()
+                idle_end = self._batch_last + self.batch_idle_s
+                max_end = self._batch_start + self.batch_max_s
+                if now >= min(idle_end, max_end):
+                    self._batch_start = None
+                    try:
+                        self.provision()
+                    except Exception:
+                        log.exception("provisioning failed")
+                    break
+                await self.clock.sleep(min(idle_end, max_end) - now)
+
+    def dynamic_pools(self) -> list[Obj]:
+        if self.pool_rt is None:
+            return []
+        pools = [
+            p
+            for p in self.store.items(self.pool_rt)
+            if p["spec"].get("replicas") is None and not p["metadata"].get("deletionTimestamp")
+        ]
+        return sorted(pools, key=lambda p: -int(p["spec"].get("weight") or 0))
+
+    def provision(self) -> int:
+        """Create NodeClaims for the Unschedulable pods; returns how many were created."""
+        pools = self.dynamic_pools()
+        if not pools:
+            return 0
+        pending = [
+            p
+            for p in self.store.items(self.pod_rt)
+            if not p["spec"].get("nodeName")
+            and not p["metadata"].get("deletionTimestamp")
+            and unschedulable(p)
+            and not (p.get("status") or {}).get("nominatedNodeName")
+        ]
+        pending.sort(key=lambda p: (-pod_gpus(p), p["metadata"]["name"]))
+        inflight: dict[str, list[int]] = {}
+        created = 0
+        for pool in pools:
+            name = pool["metadata"]["name"]
+            gpus = self.shape(pool).gpus_per_node
+            free = []
+            for claim in self.claims_of(name):
+                cname = claim["metadata"]["name"]
+                node = self.store.try_get(self.node_rt, "", cname)
+                if claim["metadata"].get("deletionTimestamp") or (
+                    node is not None and node_ready(node)
+                ):
+                    continue
+                free.append(gpus - sum(pod_gpus(p) for p in self._pods_on(cname)))
+            inflight[name] = free
+        for pod in pending:
+            need = pod_gpus(pod)
+            for pool in pools:
+                pname = pool["metadata"]["name"]
+                shape = self.shape(pool)
+                probe = {
+                    "metadata": {
+                        "labels": {
+                            **(
+                                ((pool["spec"].get("template") or {}).get("metadata") or {}).get(
+                                    "labels"
+                                )
+                                or {}
+                            ),
+                            POOL_LABEL: pname,
+                        }
+                    },
+                    "spec": {
+                        "taints": ((pool["spec"].get("template") or {}).get("spec") or {}).get(
+                            "taints"
+                        )
+                        or []
+                    },
+                }
+                if need > shape.gpus_per_node or not node_matches(pod, probe):
+                    continue
+                slots = inflight[pname]
+                slot = next((i for i, f in enumerate(slots) if f >= need), None)
+                if slot is not None:
+                    slots[slot] -= need
+                    break
+                if not self._within_limits(pool, shape, extra_nodes=1):
+                    continue
+                self._create_claim(pool)
+                created += 1
+                slots.append(shape.gpus_per_node - need)
+                break
+        return created
+
+    def _within_limits(self, pool: Obj, shape: PoolShape, *, extra_nodes: int) -> bool:
+        limits = pool["spec"].get("limits") or {}
+        count = (
+            len(
+                [
+                    c
+                    for c in self.claims_of(pool["metadata"]["name"])
+                    if not c["metadata"].get("deletionTimestamp")
+                ]
+            )
+            + extra_nodes
+        )
+        if "nodes" in limits and count > quantity(limits["nodes"]):
+            return False
+        return not (GPU in limits and count * shape.gpus_per_node > quantity(limits[GPU]))
+
+    # ---- consolidation ---------------------------------------------------------------------
+    async def _consolidator(self) -> None:
+        while True:
+            await asyncio.sleep(max(0.02, self.clock.wall(1.0)))
+            try:
+                self.consolidate()
+            except Exception:
+                log.exception("consolidation failed")
+
+    def consolidate(self) -> None:
+        now = self.clock.now()
+        for pool in self.dynamic_pools():
+            disruption = pool["spec"].get("disruption") or {}
+            after = parse_duration(disruption.get("consolidateAfter", "0s"))
+            if after is None:
+                continue
+            for claim in self.claims_of(pool["metadata"]["name"]):
+                name = claim["metadata"]["name"]
+                node = self.store.try_get(self.node_rt, "", name)
+                if (
+                    claim["metadata"].get("deletionTimestamp")
+                    or node is None
+                    or not node_ready(node)
+                ):
+                    continue
+                if self._pods_on(name):
+                    self._empty_since.pop(name, None)
+                    continue
+                since = self._empty_since.setdefault(name, now)
+                if now - since >= after:
+                    self._empty_since.pop(name, None)
+                    self.store.delete(self.claim_rt, "", name)
+
+
+def _desc(ts: str) -> str:
+    return "".join(chr(0x10FFFF - ord(c)) for c in ts)

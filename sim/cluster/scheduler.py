@@ -1,0 +1,265 @@
+"""The scheduler: binds Pending pods to Ready nodes with free `nvidia.com/gpu`, preempting
+lower-priority pods (headroom placeholders) when a higher-priority pod cannot fit.
+
+Each pass takes all unbound pods, highest priority first, and picks the feasible node with the
+most GPUs already allocated (bin packing, so Karpenter can consolidate empty nodes). A node is
+feasible when it is Ready, schedulable, its labels match the pod's `nodeSelector`, the pod
+tolerates its NoSchedule/NoExecute taints and the GPUs fit (terminating pods still hold theirs).
+A pod that fits nowhere gets `PodScheduled=False, reason Unschedulable` (what Karpenter watches
+for); if evicting lower-priority pods on one node would make room, those are deleted and the
+pod is nominated to that node (`status.nominatedNodeName`), as kube-scheduler's preemption does.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from .admission import now_condition
+from .reconcile import Reconciler
+from .resources import Registry
+from .store import Obj, Store, WatchEvent, clone
+
+GPU = "nvidia.com/gpu"
+
+
+def quantity(value: Any) -> float:
+    """A Kubernetes quantity as a number (enough for GPUs, CPUs and plain counts)."""
+    if value is None:
+        return 0.0
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value).strip()
+    suffixes = {
+        "m": 1e-3,
+        "k": 1e3,
+        "M": 1e6,
+        "G": 1e9,
+        "Ki": 1024.0,
+        "Mi": 1024.0**2,
+        "Gi": 1024.0**3,
+        "Ti": 1024.0**4,
+    }
+    for suffix in sorted(suffixes, key=len, reverse=True):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * suffixes[suffix]
+    return float(text)
+
+
+def pod_gpus(pod: Obj) -> int:
+    total = 0.0
+    for c in pod.get("spec", {}).get("containers") or []:
+        res = c.get("resources") or {}
+        total += quantity(
+            (res.get("requests") or {}).get(GPU) or (res.get("limits") or {}).get(GPU)
+        )
+    return int(total)
+
+
+def node_gpus(node: Obj) -> int:
+    status = node.get("status") or {}
+    return int(quantity((status.get("allocatable") or status.get("capacity") or {}).get(GPU)))
+
+
+def node_ready(node: Obj) -> bool:
+    for cond in node.get("status", {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return bool(cond.get("status") == "True")
+    return False
+
+
+def tolerates(pod: Obj, taints: list[Obj]) -> bool:
+    tolerations = pod.get("spec", {}).get("tolerations") or []
+    for taint in taints:
+        if taint.get("effect") not in ("NoSchedule", "NoExecute"):
+            continue
+        ok = False
+        for tol in tolerations:
+            if tol.get("effect") and tol["effect"] != taint.get("effect"):
+                continue
+            if (
+                tol.get("operator") == "Exists"
+                and (not tol.get("key") or tol["key"] == taint.get("key"))
+            ) or (
+                tol.get("key") == taint.get("key")
+                and tol.get("value", "") == taint.get("value", "")
+            ):
+                ok = True
+        if not ok:
+            return False
+    return True
+
+
+def node_matches(pod: Obj, node: Obj) -> bool:
+    """nodeSelector and taints (affinity beyond nodeSelector is not modelled)."""
+    labels = node["metadata"].get("labels") or {}
+    for k, v in (pod.get("spec", {}).get("nodeSelector") or {}).items():
+        if labels.get(k) != v:
+            return False
+    return tolerates(pod, node.get("spec", {}).get("taints") or [])
+
+
+def unschedulable(pod: Obj) -> bool:
+    for cond in pod.get("status", {}).get("conditions") or []:
+        if cond.get("type") == "PodScheduled":
+            return bool(cond.get("status") == "False" and cond.get("reason") == "Unschedulable")
+    return False
+
+
+class Scheduler:
+    def __init__(self, registry: Registry, store: Store) -> None:
+        self.store = store
+        self.pod_rt = registry.require("", "v1", "pods")
+        self.node_rt = registry.require("", "v1", "nodes")
+        self.reconciler: Reconciler[str] = Reconciler("scheduler", self._pass)
+        self.bound = 0
+        store.subscribe(self._on_event)
+
+    def _on_event(self, ev: WatchEvent) -> None:
+        if ev.rt.key == self.node_rt.key:
+            self.reconciler.mark("all")
+        elif ev.rt.key == self.pod_rt.key:
+            spec = ev.obj.get("spec") or {}
+            if (
+                ev.type == "DELETED"
+                or not spec.get("nodeName")
+                or (ev.obj["metadata"].get("deletionTimestamp"))
+            ):
+                self.reconciler.mark("all")
+
+    def start(self) -> None:
+        self.reconciler.start()
+
+    async def stop(self) -> None:
+        await self.reconciler.stop()
+
+    def _pass(self, _key: str) -> None:
+        nodes = {n["metadata"]["name"]: n for n in self.store.items(self.node_rt)}
+        used: dict[str, int] = defaultdict(int)
+        by_node: dict[str, list[Obj]] = defaultdict(list)
+        pending: list[Obj] = []
+        for pod in self.store.items(self.pod_rt):
+            node_name = pod.get("spec", {}).get("nodeName")
+            if node_name:
+                used[node_name] += pod_gpus(pod)
+                by_node[node_name].append(pod)
+            elif not pod["metadata"].get("deletionTimestamp"):
+                pending.append(pod)
+        if not pending:
+            return
+        candidates = [
+            n
+            for n in nodes.values()
+            if node_ready(n)
+            and not n.get("spec", {}).get("unschedulable")
+            and not n["metadata"].get("deletionTimestamp")
+        ]
+        pending.sort(
+            key=lambda p: (
+                -int(p["spec"].get("priority", 0)),
+                p["metadata"].get("creationTimestamp", ""),
+                p["metadata"]["name"],
+            )
+        )
+        for pod in pending:
+            need = pod_gpus(pod)
+            fits = [
+                n
+                for n in candidates
+                if node_matches(pod, n) and node_gpus(n) - used[n["metadata"]["name"]] >= need
+            ]
+            if fits:
+                best = max(fits, key=lambda n: (used[n["metadata"]["name"]], n["metadata"]["name"]))
+                name = best["metadata"]["name"]
+                used[name] += need
+                by_node[name].append(pod)
+                self._bind(pod, name)
+                continue
+            nominated = self._preempt(pod, need, candidates, used, by_node)
+            self._mark_unschedulable(pod, len(nodes), nominated)
+
+    def _preempt(
+        self,
+        pod: Obj,
+        need: int,
+        candidates: list[Obj],
+        used: dict[str, int],
+        by_node: dict[str, list[Obj]],
+    ) -> str | None:
+        prio = int(pod["spec"].get("priority", 0))
+        if pod["spec"].get("preemptionPolicy") == "Never":
+            return None
+        best: tuple[int, str, list[Obj]] | None = None
+        for node in candidates:
+            if not node_matches(pod, node):
+                continue
+            name = node["metadata"]["name"]
+            free = node_gpus(node) - used[name]
+            terminating = sum(
+                pod_gpus(p) for p in by_node[name] if p["metadata"].get("deletionTimestamp")
+            )
+            if (
+                free + terminating >= need
+                and pod.get("status", {}).get("nominatedNodeName") == name
+            ):
+                return str(name)  # room is already on its way; do not evict more
+            victims: list[Obj] = []
+            lower = sorted(
+                (
+                    p
+                    for p in by_node[name]
+                    if not p["metadata"].get("deletionTimestamp")
+                    and int(p["spec"].get("priority", 0)) < prio
+                    and pod_gpus(p) > 0
+                ),
+                key=lambda p: int(p["spec"].get("priority", 0)),
+            )
+            freed = free + terminating
+            for victim in lower:
+                if freed >= need:
+                    break
+                victims.append(victim)
+                freed += pod_gpus(victim)
+            if freed >= need and victims and (best is None or len(victims) < best[0]):
+                best = (len(victims), name, victims)
+        if best is None:
+            return None
+        _, name, victims = best
+        for victim in victims:
+            meta = victim["metadata"]
+            self.store.delete(self.pod_rt, meta["namespace"], meta["name"])
+        return name
+
+    def _bind(self, pod: Obj, node_name: str) -> None:
+        new = clone(pod)
+        new["spec"]["nodeName"] = node_name
+        status = new.setdefault("status", {})
+        status.pop("nominatedNodeName", None)
+        conds = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
+        conds.append(now_condition("PodScheduled", "True"))
+        status["conditions"] = conds
+        self.store.update(self.pod_rt, new, check_rv=False)
+        self.bound += 1
+
+    def _mark_unschedulable(self, pod: Obj, n_nodes: int, nominated: str | None) -> None:
+        message = (
+            (
+                f"0/{n_nodes} nodes are available: {n_nodes} Insufficient {GPU}. "
+                "preemption: not eligible or no victims found."
+            )
+            if n_nodes
+            else "no nodes available to schedule pods"
+        )
+        status = pod.get("status") or {}
+        if unschedulable(pod) and status.get("nominatedNodeName") == nominated:
+            return
+        new = clone(pod)
+        st = new.setdefault("status", {})
+        conds = [c for c in st.get("conditions") or [] if c.get("type") != "PodScheduled"]
+        conds.append(now_condition("PodScheduled", "False", "Unschedulable", message))
+        st["conditions"] = conds
+        if nominated:
+            st["nominatedNodeName"] = nominated
+        else:
+            st.pop("nominatedNodeName", None)
+        self.store.update(self.pod_rt, new, check_rv=False)

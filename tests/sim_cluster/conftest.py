@@ -1,0 +1,100 @@
+"""Fixtures for the simulated cluster: a running server on a free port with a fast clock,
+a kubeconfig for it, a kubernetes_asyncio ApiClient, and an async `kubectl` runner."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from kubernetes_asyncio import client, config
+
+from sim.cluster import ClusterOptions, NodePoolConfig, RunningCluster, start_cluster
+
+FAST = 200.0
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[RunningCluster]:
+    c = await start_cluster(
+        ClusterOptions(
+            speed=FAST,
+            nodepools=(NodePoolConfig(name="gpu", gpus_per_node=8, boot_seconds=20, replicas=1),),
+            default_load_s=10,
+            seed=7,
+        )
+    )
+    try:
+        yield c
+    finally:
+        await c.stop()
+
+
+@pytest.fixture
+async def api(cluster: RunningCluster, tmp_path: Path) -> AsyncIterator[client.ApiClient]:
+    path = cluster.write_kubeconfig(tmp_path / "kubeconfig")
+    cfg = client.Configuration()
+    await config.load_kube_config(config_file=str(path), client_configuration=cfg)
+    async with client.ApiClient(cfg) as api_client:
+        yield api_client
+
+
+@dataclass
+class KubectlResult:
+    code: int
+    out: str
+    err: str
+
+
+Kubectl = Callable[..., Awaitable[KubectlResult]]
+
+
+def kubectl_binary() -> str:
+    found = shutil.which("kubectl")
+    if found is None:
+        pytest.fail("kubectl is not installed: install Debian's kubernetes-client (.ci/run does)")
+    return found
+
+
+@pytest.fixture
+def kubectl(cluster: RunningCluster, tmp_path: Path) -> Kubectl:
+    path = cluster.write_kubeconfig(tmp_path / "kubectl.kubeconfig")
+    binary = kubectl_binary()
+
+    async def run(*args: str, stdin: str | None = None, timeout: float = 30.0) -> KubectlResult:
+        proc = await asyncio.create_subprocess_exec(
+            binary,
+            "--kubeconfig",
+            str(path),
+            *args,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        )
+        out, err = await asyncio.wait_for(
+            proc.communicate(stdin.encode() if stdin is not None else None), timeout
+        )
+        return KubectlResult(proc.returncode or 0, out.decode(), err.decode())
+
+    return run
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool] | bool], *, timeout: float = 15.0, what: str = ""
+) -> None:
+    """Poll `check` until it holds (generous timeout; the clock is fast anyway)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            pytest.fail(f"timed out waiting for: {what or check}")
+        await asyncio.sleep(0.02)

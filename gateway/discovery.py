@@ -16,10 +16,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
-from kubernetes_asyncio import client as k8s
-from kubernetes_asyncio import config as k8s_config
-from kubernetes_asyncio import watch as k8s_watch
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from gateway.settings import GatewaySettings, ModelRoute, StaticPod
 from surgescale.retry import ExponentialBackoff
@@ -139,8 +135,15 @@ def _name(obj: Mapping[str, Any]) -> str:
     return str(meta.get("name") or "")
 
 
-async def make_api_client(settings: GatewaySettings) -> k8s.ApiClient:
-    """A kubernetes_asyncio client from the kubeconfig setting, else the in-cluster config."""
+async def make_api_client(settings: GatewaySettings) -> Any:
+    """A kubernetes_asyncio client from the kubeconfig setting, else the in-cluster config.
+
+    kubernetes_asyncio is imported here, not at module level: it takes seconds to import and
+    a gateway with static pods does not need it.
+    """
+    from kubernetes_asyncio import client as k8s
+    from kubernetes_asyncio import config as k8s_config
+
     configuration = k8s.Configuration()
     if settings.kubeconfig:
         await k8s_config.load_kube_config(
@@ -152,7 +155,7 @@ async def make_api_client(settings: GatewaySettings) -> k8s.ApiClient:
 
 
 async def watch_slices(
-    api_client: k8s.ApiClient,
+    api_client: Any,
     route: ModelRoute,
     *,
     namespace: str,
@@ -160,6 +163,10 @@ async def watch_slices(
     watch_timeout_s: int = 300,
 ) -> None:
     """List, then watch, the EndpointSlices of one model forever."""
+    from kubernetes_asyncio import client as k8s
+    from kubernetes_asyncio import watch as k8s_watch
+    from kubernetes_asyncio.client.exceptions import ApiException
+
     api = k8s.DiscoveryV1Api(api_client)
     tracker = SliceTracker(route.name, port_name=route.port_name, on_pods=on_pods)
     selector = route.selector() or ""

@@ -214,6 +214,27 @@ def take_usage(events: bytes, *, strip: bool) -> tuple[bytes, int | None]:
     return b"\n\n".join(kept) + b"\n\n", tokens
 
 
+_ROLE_ONLY = (b'"content":""', b'"content": ""')
+
+
+def has_output(events: bytes) -> bool:
+    """True once `events` hold a complete SSE event beyond a chat stream's role-only chunk.
+
+    vLLM sends the role chunk with the first token; other servers send it at once. Either way
+    the first token (and the end of the retry window) is the first event that is not role-only.
+    """
+    cut = events.rfind(b"\n\n")
+    if cut < 0:
+        return False
+    for event in events[:cut].split(b"\n\n"):
+        if not event.startswith(b"data:"):
+            continue
+        role_only = b'"role"' in event and (_ROLE_ONLY[0] in event or _ROLE_ONLY[1] in event)
+        if not role_only:
+            return True
+    return False
+
+
 def sse_error(message: str, *, code: str) -> bytes:
     """An SSE event carrying an OpenAI-style error, to end a stream that broke."""
     return b"data: " + error_body(message, kind="upstream_error", code=code) + b"\n\n"

@@ -30,6 +30,7 @@ from gateway.openai_api import (
     InvalidRequest,
     ParsedRequest,
     error_response,
+    has_output,
     has_usage,
     invalid_response,
     parse_request,
@@ -237,12 +238,16 @@ async def _forward(
 
 
 async def _first_chunk(upstream: aiohttp.ClientResponse) -> bytes:
-    """The first bytes of a 200 stream; a stream that ends before any byte counts as failed."""
+    """A 200 stream's bytes up to its first token; a stream that ends before counts as failed."""
     if upstream.status != 200:
         return b""
-    data = await upstream.content.readany()
-    if not data:
-        raise _UpstreamFailed(502, "the pod closed the stream before the first byte")
+    read = upstream.content.readany
+    data = await read()
+    while not has_output(data):
+        more = await read()
+        if not more:
+            raise _UpstreamFailed(502, "the pod closed the stream before the first token")
+        data += more
     return data
 
 

@@ -110,11 +110,13 @@ def run(settings: GatewaySettings) -> int:
         run_worker(settings)
         return 0
     _configure_logging(settings.log_level)
-    ctx = multiprocessing.get_context("spawn")
+    # Fork (before any event loop exists) starts workers at once with everything imported.
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     stopping = False
 
     def start(index: int) -> BaseProcess:
-        proc = ctx.Process(target=run_worker, args=(settings, index), name=f"gateway-w{index}")
+        proc: BaseProcess = ctx.Process(  # type: ignore[attr-defined]target=run_worker, args=(settings, index), name=f"gateway-w{index}")
         proc.start()
         return proc
 

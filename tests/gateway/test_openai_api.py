@@ -118,3 +118,29 @@ def test_usage_chunk_is_kept_when_client_asked() -> None:
     out, tokens = take_usage(events, strip=False)
     assert tokens == 2
     assert out == events
+
+
+@pytest.mark.parametrize(
+    ("events", "expected"),
+    [
+        pytest.param(b"", False, id="nothing"),
+        pytest.param(
+            b'data: {"choices":[{"delta":{"role":"assistant","content":""}}]}\n\n',
+            False,
+            id="role-only",
+        ),
+        pytest.param(
+            b'data: {"choices":[{"delta":{"role":"assistant","content":""}}]}\n\n'
+            b'data: {"choices":[{"delta":{"content":"Hi"}}]}\n\n',
+            True,
+            id="role-then-token",
+        ),
+        pytest.param(b'data: {"choices":[{"text":"a"}]}', False, id="incomplete-event"),
+        pytest.param(b'data: {"choices":[{"text":"a"}]}\n\n', True, id="completion-token"),
+        pytest.param(b"data: [DONE]\n\n", True, id="done"),
+    ],
+)
+def test_first_output_detection(events: bytes, expected: bool) -> None:
+    from gateway.openai_api import has_output
+
+    assert has_output(events) is expected

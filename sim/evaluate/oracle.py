@@ -1,0 +1,238 @@
+"""`oracle` and `static-peak`: clairvoyant schedules, the lower bound and the over-provisioner.
+
+The oracle knows every future arrival and the cold start. It cuts time into buckets of
+`bucket_s` and, for each bucket, finds the fewest Ready replicas with which the requests arriving
+in it meet the TTFT SLO at `target` attainment (at least): a search over replica counts, each
+candidate judged by simulating the bucket's arrivals — with the `warmup_s` before it, so the
+backlog it inherits is there — on that many warm pods with the same engine and gateway model.
+Short dips are filled where keeping a replica costs less GPU time than re-loading it (a gap no
+longer than the model-load time), then the schedule is played for real: each replica is
+requested one model-load ahead of the bucket that needs it (nodes one boot earlier), so it is
+Ready on time, and released when no bucket within one model-load needs it. Buckets that still
+miss the target in the full run get one more replica and the schedule is replayed
+(`refine_rounds`). GPU time paid by the oracle includes those loads, so it is what a perfect
+autoscaler under the same cold start would pay: the lower bound the others are measured against.
+
+`static-peak` holds the oracle's largest bucket count for the whole run, pre-provisioned.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from sim.evaluate.cluster import NodeMode
+from sim.evaluate.pods import EngineFactory
+from sim.evaluate.trace import TraceRequest
+
+if TYPE_CHECKING:
+    from sim.evaluate.world import RunResult, Scenario, World
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OracleConfig:
+    bucket_s: float = 30.0
+    warmup_s: float = 30.0
+    target: float = 0.99
+    """Attainment each bucket must reach (TTFT <= SLO) with the chosen replica count."""
+    refine_rounds: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """Ready replicas wanted in each bucket [i * bucket_s, (i + 1) * bucket_s)."""
+
+    bucket_s: float
+    replicas: tuple[int, ...]
+
+    def at(self, index: int) -> int:
+        if 0 <= index < len(self.replicas):
+            return self.replicas[index]
+        return 0
+
+    @property
+    def peak(self) -> int:
+        return max(self.replicas, default=0)
+
+
+class Fixed:
+    """A fixed replica count from t = 0, warm: the trial runs of the search and `static-peak`."""
+
+    node_mode = NodeMode.STATIC
+
+    def __init__(self, replicas: int, *, name: str = "static-peak") -> None:
+        from sim.evaluate.world import Ingress
+
+        self.name = name
+        self.ingress = Ingress.GATEWAY
+        self.replicas = replicas
+
+    def initial(self, scenario: Scenario) -> tuple[int, int | None]:
+        return self.replicas, None
+
+    def attach(self, world: World) -> None:
+        pass
+
+
+class Scheduled:
+    """Plays a `Schedule`: replicas one model-load ahead, nodes one boot earlier still."""
+
+    node_mode = NodeMode.STATIC
+
+    def __init__(self, schedule: Schedule, *, name: str = "oracle") -> None:
+        from sim.evaluate.world import Ingress
+
+        self.name = name
+        self.ingress = Ingress.GATEWAY
+        self.schedule = schedule
+
+    def _max_over(self, start: float, end: float) -> int:
+        b = self.schedule.bucket_s
+        first = max(math.floor(start / b + 1e-9), 0)
+        last = math.floor(end / b + 1e-9)  # a bucket starting exactly at `end` counts
+        return max((self.schedule.at(i) for i in range(first, last + 1)), default=0)
+
+    def replicas_at(self, t: float, load_s: float) -> int:
+        return self._max_over(t, t + load_s)
+
+    def nodes_at(self, t: float, scenario: Scenario) -> int:
+        wanted = self._max_over(t, t + scenario.model_load_s + scenario.node_boot_s)
+        per_node = max(scenario.gpus_per_node // max(scenario.gpus_per_replica, 1), 1)
+        return math.ceil(wanted / per_node)
+
+    def initial(self, scenario: Scenario) -> tuple[int, int | None]:
+        return self.replicas_at(0.0, scenario.model_load_s), self.nodes_at(0.0, scenario)
+
+    def attach(self, world: World) -> None:
+        sc = world.scenario
+        self.world = world
+        b = self.schedule.bucket_s
+        times: set[float] = set()
+        for i in range(len(self.schedule.replicas) + 1):
+            start = i * b
+            for t in (start, start - sc.model_load_s, start - sc.model_load_s - sc.node_boot_s):
+                if t > 0:
+                    times.add(round(t, 6))
+        for t in sorted(times):
+            world.clock.at(t, self._apply, None)
+
+    def _apply(self, _: object) -> None:
+        sc = self.world.scenario
+        now = self.world.clock.now
+        self.world.cluster.scale(self.replicas_at(now, sc.model_load_s), self.nodes_at(now, sc))
+
+
+RunFn = Callable[["Scenario", EngineFactory, object], "RunResult"]
+
+
+def _bucket_attainment(
+    result: RunResult, *, bucket_s: float, slo: float, start: float, n: int
+) -> list[tuple[int, int]]:
+    """(met, total) per bucket for requests arriving at or after `start`."""
+    out = [(0, 0)] * n
+    acc = [[0, 0] for _ in range(n)]
+    for req in result.requests:
+        if req.arrival < start:
+            continue
+        i = int((req.arrival - start) // bucket_s)
+        if i >= n:
+            continue
+        acc[i][1] += 1
+        ttft = req.ttft
+        if ttft is not None and ttft <= slo:
+            acc[i][0] += 1
+    out = [(a[0], a[1]) for a in acc]
+    return out
+
+
+def _fill_gaps(replicas: list[int], *, bucket_s: float, load_s: float) -> list[int]:
+    """Keep a replica through a dip no longer than a model load (cheaper than re-loading it)."""
+    out = list(replicas)
+    max_gap = int(load_s // bucket_s)
+    if max_gap <= 0:
+        return out
+    for level in range(1, max(out, default=0) + 1):
+        last_high: int | None = None
+        for i, r in enumerate(out):
+            if r >= level:
+                if last_high is not None and 0 < i - last_high - 1 <= max_gap:
+                    for j in range(last_high + 1, i):
+                        out[j] = max(out[j], level)
+                last_high = i
+    return out
+
+
+def plan(
+    scenario: Scenario,
+    *,
+    engine_factory: EngineFactory,
+    run: Callable[[Scenario, object], RunResult],
+    config: OracleConfig | None = None,
+) -> Schedule:
+    """The oracle's replica schedule for `scenario` (see the module docstring)."""
+    cfg = config or OracleConfig()
+    b = cfg.bucket_s
+    reqs = scenario.requests
+    n = int(scenario.duration_s // b) + 1
+    slo = scenario.slo_ttft_s
+    chosen: list[int] = []
+    lo_index = 0
+    previous = 1
+    for i in range(n):
+        start, end = i * b, (i + 1) * b
+        warm_from = max(start - cfg.warmup_s, 0.0)
+        while lo_index < len(reqs) and reqs[lo_index].arrival_s < warm_from:
+            lo_index += 1
+        window: list[TraceRequest] = []
+        j = lo_index
+        in_bucket = 0
+        while j < len(reqs) and reqs[j].arrival_s < end:
+            q = reqs[j]
+            window.append(TraceRequest(q.arrival_s - warm_from, q.prompt_tokens, q.output_tokens))
+            if q.arrival_s >= start:
+                in_bucket += 1
+            j += 1
+        if in_bucket == 0:
+            chosen.append(0)
+            continue
+        sub = replace(
+            scenario,
+            name=f"{scenario.name}-oracle-{i}",
+            requests=tuple(window),
+            tail_s=0.0,
+            max_drain_s=slo + 0.5,
+            sample_s=1e9,
+        )
+
+        def ok(replicas: int, sub: Scenario = sub, offset: float = start - warm_from) -> bool:
+            result = run(sub, Fixed(replicas, name="oracle-trial"))
+            met, total = _bucket_attainment(result, bucket_s=b, slo=slo, start=offset, n=1)[0]
+            return total == 0 or met >= cfg.target * total
+
+        r = max(previous, 1)
+        if ok(r):
+            while r > 1 and ok(r - 1):
+                r -= 1
+        else:
+            r += 1
+            while r < scenario.max_replicas and not ok(r):
+                r += 1
+        chosen.append(r)
+        previous = r
+    filled = _fill_gaps(chosen, bucket_s=b, load_s=scenario.model_load_s)
+    schedule = Schedule(b, tuple(filled))
+    for _ in range(cfg.refine_rounds):
+        result = run(scenario, Scheduled(schedule))
+        per_bucket = _bucket_attainment(result, bucket_s=b, slo=slo, start=0.0, n=n)
+        bumped = list(schedule.replicas)
+        changed = False
+        for i, (met, total) in enumerate(per_bucket):
+            if total and met < cfg.target * total and bumped[i] < scenario.max_replicas:
+                bumped[i] += 1
+                changed = True
+        if not changed:
+            break
+        schedule = Schedule(b, tuple(_fill_gaps(bumped, bucket_s=b, load_s=scenario.model_load_s)))
+    return schedule

@@ -1,0 +1,235 @@
+"""`ours`: the controller's own state and policy, fed with the gateway's events as they happen.
+
+Nothing is re-implemented: each gateway milestone becomes the same `surgescale.events.Event` the
+live gateway emits (enqueue, dispatch, first_token with `ttft_ms`, complete with `queue_ms`,
+`e2e_ms`, `tpot_ms`, and a `snapshot` of queue depth and in-flight every `snapshot_s`), folded
+into `controller.state.ModelState` at once (events at once: the Redis hop is a millisecond and is
+left out), and `controller.policy.decide` runs unchanged on `ModelState.observe(...)`.
+
+Cadence, as in the live controller: an evaluation on every material change (an enqueue or a
+completion), rate-limited to one per `min_interval_s`, plus a periodic `tick_s` for scale-down
+and scale-to-zero. Decisions act at once on the cluster model: replicas on the Deployment and
+nodes on the static NodePool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ddsketch import DDSketch
+
+from controller.policy import PolicySpec, PolicyState, decide
+from controller.state import ClusterCounts, ModelState, StateSettings
+from controller.windows import QuantileWindow
+from sim.evaluate.cluster import NodeMode
+from sim.evaluate.gateway import Request
+from surgescale.events import Event, EventType
+
+if TYPE_CHECKING:
+    from sim.evaluate.world import Scenario, World
+
+_GW = "sim-gateway"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OursConfig:
+    """Cadence of the controller loop in the evaluator."""
+
+    min_interval_s: float = 0.05
+    tick_s: float = 1.0
+    snapshot_s: float = 1.0
+    scale_down_delay_s: float = 300.0
+    scale_to_zero_idle_s: float | None = 600.0
+
+
+class CachedQuantileWindow(QuantileWindow):
+    """`controller.windows.QuantileWindow` with the closed buckets' merge kept between queries.
+
+    Same buckets, same sketches, same answers (merging sketches only adds bin counts); only the
+    cost differs: a query merges two sketches instead of one per bucket, which matters when the
+    policy is evaluated tens of thousands of times per simulated hour.
+    """
+
+    __slots__ = ("_closed", "_closed_key")
+
+    def __init__(
+        self, window_s: float, bucket_s: float = 5.0, relative_accuracy: float = 0.01
+    ) -> None:
+        super().__init__(window_s, bucket_s, relative_accuracy)
+        self._closed: DDSketch | None = None
+        self._closed_key: tuple[int, int] | None = None
+
+    def quantile(self, now: float, q: float) -> float | None:
+        oldest = int((now - self.window_s) / self.bucket_s)
+        buckets = self._buckets
+        while buckets and buckets[0][0] <= oldest:
+            buckets.popleft()
+            self._cache.clear()
+        if q in self._cache:
+            return self._cache[q]
+        if not buckets:
+            return None
+        key = (buckets[0][0], buckets[-1][0])
+        if key != self._closed_key or self._closed is None:
+            closed = DDSketch(self.relative_accuracy)
+            for index, sketch in buckets:
+                if index != key[1]:
+                    closed.merge(sketch)
+            self._closed, self._closed_key = closed, key
+        merged = DDSketch(self.relative_accuracy)
+        merged.merge(self._closed)
+        merged.merge(buckets[-1][1])
+        value = merged.get_quantile_value(q)
+        result = None if value is None else float(value)
+        self._cache[q] = result
+        return result
+
+
+def policy_spec(scenario: Scenario, config: OursConfig) -> PolicySpec:
+    """The InferenceScaler spec the scenario implies."""
+    return PolicySpec(
+        min_replicas=scenario.min_replicas,
+        max_replicas=scenario.max_replicas,
+        ttft_slo_s=scenario.slo_ttft_s,
+        concurrency_per_replica=scenario.pod_concurrency,
+        gpus_per_replica=scenario.gpus_per_replica,
+        gpus_per_node=scenario.gpus_per_node,
+        scale_down_delay_s=config.scale_down_delay_s,
+        scale_to_zero_idle_s=config.scale_to_zero_idle_s,
+    )
+
+
+class Ours:
+    """The surgescale controller in virtual time."""
+
+    node_mode = NodeMode.STATIC
+
+    def __init__(self, config: OursConfig | None = None, *, name: str = "ours") -> None:
+        from sim.evaluate.world import Ingress
+
+        self.name = name
+        self.ingress = Ingress.GATEWAY
+        self.config = config or OursConfig()
+        self.decisions = 0
+        self.reasons: dict[str, int] = {}
+
+    def initial(self, scenario: Scenario) -> tuple[int, int | None]:
+        return scenario.initial_replicas, None
+
+    def attach(self, world: World) -> None:
+        self.world = world
+        self.clock = world.clock
+        self.spec = policy_spec(world.scenario, self.config)
+        self.model = world.scenario.model
+        settings = StateSettings()
+        self.state = ModelState(self.model, settings)
+        self.state.ttft_s = CachedQuantileWindow(settings.latency_window_s)
+        self.state.tpot_s = CachedQuantileWindow(settings.latency_window_s)
+        replicas = world.cluster.desired_replicas
+        self.policy_state = PolicyState.initial(replicas, world.cluster.desired_nodes)
+        self._last_eval = -1e9
+        self._pending = False
+        self._seq = 0
+        world.gateway.listeners.append(self)
+        self.clock.every(self.config.snapshot_s, self._snapshot, first=0.0)
+        self.clock.every(self.config.tick_s, self._tick)
+
+    # ---- events (as the live gateway emits them) ----------------------------------------------
+
+    def _event(self, kind: EventType, req: Request | None, now: float, **fields: Any) -> Event:
+        return Event(
+            type=kind,
+            model=self.model,
+            gateway=_GW,
+            ts_ms=int(now * 1000),
+            request_id="" if req is None else req.id,
+            **fields,
+        )
+
+    def on_enqueue(self, req: Request, now: float) -> None:
+        ev = self._event(EventType.ENQUEUE, req, now, prompt_tokens=req.prompt_tokens)
+        self.state.apply(ev, now)
+        self._material()
+
+    def on_dispatch(self, req: Request, now: float) -> None:
+        queue_ms = (now - req.arrival) * 1000.0
+        ev = self._event(EventType.DISPATCH, req, now, pod=req.pod, queue_ms=queue_ms)
+        self.state.apply(ev, now)
+
+    def on_first_token(self, req: Request, now: float) -> None:
+        ev = self._event(EventType.FIRST_TOKEN, req, now, ttft_ms=(now - req.arrival) * 1000.0)
+        self.state.apply(ev, now)
+
+    def on_complete(self, req: Request, now: float) -> None:
+        tpot = req.tpot
+        queue_s = (req.dispatch if req.dispatch is not None else req.arrival) - req.arrival
+        ev = self._event(
+            EventType.COMPLETE,
+            req,
+            now,
+            status=200,
+            output_tokens=req.output_tokens,
+            queue_ms=queue_s * 1000.0,
+            ttft_ms=None if req.ttft is None else req.ttft * 1000.0,
+            tpot_ms=None if tpot is None else tpot * 1000.0,
+            e2e_ms=(now - req.arrival) * 1000.0,
+        )
+        self.state.apply(ev, now)
+        self._material()
+
+    def _snapshot(self, _: object) -> None:
+        self._seq += 1
+        gw = self.world.gateway
+        ev = self._event(
+            EventType.SNAPSHOT,
+            None,
+            self.clock.now,
+            queue_depth=len(gw.queue),
+            in_flight=gw.in_flight,
+            seq=self._seq,
+            interval_ms=int(self.config.snapshot_s * 1000),
+        )
+        self.state.apply(ev, self.clock.now)
+
+    # ---- the loop -----------------------------------------------------------------------------
+
+    def _material(self) -> None:
+        if self._pending:
+            return
+        now = self.clock.now
+        due = self._last_eval + self.config.min_interval_s
+        if now >= due:
+            self._evaluate(None)
+        else:
+            self._pending = True
+            self.clock.at(due, self._evaluate, None)
+
+    def _tick(self, _: object) -> None:
+        if not self._pending:
+            self._evaluate(None)
+
+    def _evaluate(self, _: object) -> None:
+        self._pending = False
+        now = self.clock.now
+        self._last_eval = now
+        cluster = self.world.cluster
+        ready, starting = cluster.counts()
+        nodes_ready, nodes_booting = cluster.node_counts()
+        counts = ClusterCounts(
+            ready_replicas=ready,
+            starting_replicas=starting,
+            ready_nodes=nodes_ready,
+            starting_nodes=nodes_booting,
+        )
+        obs = self.state.observe(
+            now, cluster=counts, concurrency_per_replica=self.spec.concurrency_per_replica
+        )
+        decision, self.policy_state = decide(obs, self.policy_state, self.spec, now)
+        self.decisions += 1
+        if not decision.valid:
+            key = decision.reason.split(" (")[0]
+            self.reasons[key] = self.reasons.get(key, 0) + 1
+            return
+        if decision.replicas != cluster.desired_replicas or decision.nodes != cluster.desired_nodes:
+            cluster.scale(decision.replicas, decision.nodes)

@@ -1,0 +1,205 @@
+"""Run policies on a scenario: the registry of policies, one run each, in parallel processes.
+
+`POLICIES` names every policy the evaluator knows. `evaluate(scenario, names, jobs=...)` runs
+them (the oracle's planning first where `oracle` or `static-peak` asks for it) and returns one
+`PolicyRun` per policy: its summary row (`sim.evaluate.metrics`) and the time series the report
+plots. Runs are independent and deterministic under the scenario's seed, so they can go to
+worker processes (`jobs`); the results do not depend on how they were spread.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from sim.evaluate.hpa import hpa_cpu, hpa_memory, keda_prometheus
+from sim.evaluate.kpa import Kpa
+from sim.evaluate.metrics import Burst, find_bursts, percentile, summarize
+from sim.evaluate.oracle import Fixed, OracleConfig, Schedule, Scheduled, plan
+from sim.evaluate.ours import Ours
+from sim.evaluate.pods import EngineFactory, engine_factory
+from sim.evaluate.world import Autoscaler, RunResult, Scenario, World
+
+POLICIES: tuple[str, ...] = (
+    "ours",
+    "hpa-memory",
+    "hpa-cpu",
+    "keda-prometheus",
+    "kpa",
+    "static-peak",
+    "oracle",
+)
+DEFAULT_POLICIES: tuple[str, ...] = (
+    "ours",
+    "hpa-memory",
+    "keda-prometheus",
+    "kpa",
+    "static-peak",
+    "oracle",
+)
+_SIMPLE: dict[str, Callable[[], Autoscaler]] = {
+    "ours": Ours,
+    "hpa-memory": hpa_memory,
+    "hpa-cpu": hpa_cpu,
+    "keda-prometheus": keda_prometheus,
+    "kpa": Kpa,
+}
+
+
+class UnknownPolicyError(ValueError):
+    """A policy name that is not in `POLICIES`."""
+
+
+@dataclass(slots=True)
+class PolicyRun:
+    """One policy's figures and the series the report plots."""
+
+    summary: dict[str, Any]
+    times: list[float] = field(default_factory=list)
+    desired: list[int] = field(default_factory=list)
+    ready: list[int] = field(default_factory=list)
+    nodes: list[int] = field(default_factory=list)
+    queue: list[int] = field(default_factory=list)
+    arrival_rate: list[float] = field(default_factory=list)
+    ttft_p95: list[float | None] = field(default_factory=list)
+
+
+def check_names(names: Sequence[str]) -> list[str]:
+    out = []
+    for name in names:
+        if name not in POLICIES:
+            raise UnknownPolicyError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def run_one(
+    scenario: Scenario, autoscaler: object, factory: EngineFactory | None = None
+) -> RunResult:
+    """One run of one autoscaler (any object with the `Autoscaler` shape)."""
+    engines = factory or engine_factory(scenario.profile)
+    world = World(scenario, engine_factory=engines, autoscaler=autoscaler)  # type: ignore[arg-type]
+    return world.run()
+
+
+def _series(result: RunResult, summary: dict[str, Any]) -> PolicyRun:
+    sc = result.scenario
+    run = PolicyRun(summary=summary)
+    step = sc.sample_s
+    buckets: dict[int, list[float]] = {}
+    for req in result.requests:
+        buckets.setdefault(int(req.arrival // step), []).append(
+            math.inf if req.ttft is None else req.ttft
+        )
+    for s in result.samples:
+        run.times.append(s.t)
+        run.desired.append(s.desired)
+        run.ready.append(s.ready)
+        run.nodes.append(s.nodes_ready + s.nodes_booting)
+        run.queue.append(s.queue)
+        run.arrival_rate.append(s.arrivals / step)
+        values = sorted(buckets.get(int(s.t // step) - 1, []))
+        p95 = percentile(values, 95) if values else None
+        if values and p95 is None:
+            p95 = math.inf
+        run.ttft_p95.append(p95)
+    return run
+
+
+def _run_named(
+    scenario: Scenario, name: str, bursts: list[Burst], schedule: Schedule | None
+) -> PolicyRun:
+    if name in _SIMPLE:
+        autoscaler: object = _SIMPLE[name]()
+    elif name == "oracle":
+        assert schedule is not None
+        autoscaler = Scheduled(schedule)
+    elif name == "static-peak":
+        assert schedule is not None
+        autoscaler = Fixed(max(schedule.peak, 1))
+    else:
+        raise UnknownPolicyError(name)
+    result = run_one(scenario, autoscaler)
+    summary = summarize(result, bursts)
+    return _series(result, summary)
+
+
+def oracle_schedule(scenario: Scenario, config: OracleConfig | None = None) -> Schedule:
+    """Plan the oracle's schedule for `scenario`."""
+    factory = engine_factory(scenario.profile)
+    return plan(
+        scenario,
+        engine_factory=factory,
+        run=lambda sc, a: run_one(sc, a, factory),
+        config=config,
+    )
+
+
+def _oracle_family(
+    scenario: Scenario, names: list[str], bursts: list[Burst], config: OracleConfig | None
+) -> list[PolicyRun]:
+    started = time.perf_counter()
+    schedule = oracle_schedule(scenario, config)
+    planning = time.perf_counter() - started
+    out = []
+    for name in names:
+        run = _run_named(scenario, name, bursts, schedule)
+        run.summary["planning_wall_s"] = planning
+        out.append(run)
+    return out
+
+
+@dataclass(slots=True)
+class Evaluation:
+    scenario: Scenario
+    runs: list[PolicyRun]
+    bursts: list[Burst]
+    wall_s: float
+
+    @property
+    def simulated_s(self) -> float:
+        return float(sum(r.summary["sim_s"] for r in self.runs))
+
+
+def evaluate(
+    scenario: Scenario,
+    names: Sequence[str],
+    *,
+    jobs: int = 1,
+    oracle: OracleConfig | None = None,
+) -> Evaluation:
+    """Run every named policy on `scenario`; results in the order of `names`."""
+    wanted = check_names(names)
+    bursts = find_bursts(scenario.requests)
+    clairvoyant = [n for n in wanted if n in ("oracle", "static-peak")]
+    simple = [n for n in wanted if n not in clairvoyant]
+    started = time.perf_counter()
+    results: dict[str, PolicyRun] = {}
+    if jobs <= 1:
+        if clairvoyant:
+            for run in _oracle_family(scenario, clairvoyant, bursts, oracle):
+                results[run.summary["policy"]] = run
+        for name in simple:
+            results[name] = _run_named(scenario, name, bursts, None)
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            family = (
+                pool.submit(_oracle_family, scenario, clairvoyant, bursts, oracle)
+                if clairvoyant
+                else None
+            )
+            futures = {n: pool.submit(_run_named, scenario, n, bursts, None) for n in simple}
+            if family is not None:
+                for run in family.result():
+                    results[run.summary["policy"]] = run
+            for name, fut in futures.items():
+                results[name] = fut.result()
+    wall = time.perf_counter() - started
+    return Evaluation(
+        scenario=scenario, runs=[results[n] for n in wanted], bursts=bursts, wall_s=wall
+    )

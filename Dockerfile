@@ -6,6 +6,15 @@
 # digest as well, build with --build-arg PYTHON_IMAGE=python:3.11.13-slim-bookworm@sha256:<digest>.
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
+# ---- optional data for the simulators (dev overlay, docker-compose) ----
+# Empty unless supplied as named build contexts, which replace these stages:
+#   docker build --build-context calibration=../shared/data/calibration \
+#                --build-context karpenter-crds=../shared/data/karpenter-crds -t surgescale:dev .
+# (docker-compose.yml does this.) Without them the gateway and the controller work as usual;
+# only the simulated pods and cluster need the tables and CRDs.
+FROM scratch AS calibration
+FROM scratch AS karpenter-crds
+
 # ---- build stage: a virtualenv with the project and its dependencies, no compilers kept ----
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
@@ -31,10 +40,13 @@ RUN groupadd --system --gid 10001 surgescale \
     && useradd --system --uid 10001 --gid surgescale --no-create-home \
        --home-dir /nonexistent --shell /usr/sbin/nologin surgescale
 COPY --from=build /opt/surgescale /opt/surgescale
+COPY --from=calibration / /opt/surgescale/data/calibration/
+COPY --from=karpenter-crds / /opt/surgescale/data/karpenter-crds/
 ENV PATH=/opt/surgescale/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    SURGESCALE_DATA_DIR=/data
+    SURGESCALE_CALIBRATION_DIR=/opt/surgescale/data/calibration \
+    SURGESCALE_KARPENTER_CRDS=/opt/surgescale/data/karpenter-crds
 WORKDIR /tmp
 # Numeric user so Kubernetes can check runAsNonRoot without resolving names.
 USER 10001:10001

@@ -63,8 +63,11 @@ def test_multi_stage_pinned_slim_non_root_entrypoint() -> None:
     base = args["PYTHON_IMAGE"]
     assert re.fullmatch(r"python:3\.11\.\d+-slim-[a-z]+(@sha256:[0-9a-f]{64})?", base), base
     froms = [a for w, a in ins if w == "FROM"]
-    assert len(froms) >= 2, "expected a build stage and a runtime stage"
-    assert all(f.startswith("${PYTHON_IMAGE}") for f in froms)
+    python_stages = [f for f in froms if f.startswith("${PYTHON_IMAGE}")]
+    assert len(python_stages) >= 2, "expected a build stage and a runtime stage"
+    assert froms[-1].startswith("${PYTHON_IMAGE}"), "the runtime stage must use the pinned base"
+    for f in froms:
+        assert f in python_stages or f.startswith("scratch AS "), f"unexpected base {f}"
     runtime_start = max(i for i, (w, _) in enumerate(ins) if w == "FROM")
     runtime = ins[runtime_start:]
     users = [a for w, a in runtime if w == "USER"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.manifests.clis import check_argv
 from tests.manifests.kube import (
     MANIFESTS,
     Obj,
@@ -19,8 +20,11 @@ from tests.manifests.kube import (
 
 KUSTOMIZATIONS = [
     "base",
+    "base/crd",
     "overlays/dev",
+    "overlays/dev/model",
     "overlays/prod",
+    "overlays/sim",
     "models/llama3-8b",
     "karpenter",
     "karpenter/headroom",
@@ -120,3 +124,35 @@ def test_prod_has_karpenter_monitoring_and_no_simulators() -> None:
     assert scaler["spec"]["capacity"]["nodePoolRef"]["name"] == pool["metadata"]["name"]
     assert scaler["spec"]["scaleTargetRef"]["name"] == "llama3-8b"
     assert "registry.example.com/surgescale/surgescale:0.1.0" in _images(objs)
+
+
+def test_sim_overlay_is_the_dev_model_unchanged() -> None:
+    """The objects the simulated cluster gets are exactly the dev overlay's."""
+    dev, sim = render("overlays/dev"), render("overlays/sim")
+    assert sorted(key(o) for o in sim) == sorted(
+        [
+            "Namespace/surgescale",
+            "CustomResourceDefinition/inferencescalers.surgescale.io",
+            "Deployment/surgescale/llama3-8b",
+            "Service/surgescale/llama3-8b",
+            "InferenceScaler/surgescale/llama3-8b",
+        ]
+    )
+    for obj in sim:
+        twin = find(dev, obj["kind"], obj["metadata"]["name"])
+        if obj["kind"] in ("Namespace", "CustomResourceDefinition"):
+            assert obj.get("spec") == twin.get("spec"), key(obj)  # base adds labels, no more
+        else:
+            assert obj == twin, key(obj)
+
+
+@pytest.mark.parametrize("overlay", ["overlays/dev", "overlays/prod"])
+def test_container_args_use_real_flags(overlay: str) -> None:
+    """Every surgescale container's command line names flags its CLI really has."""
+    checked = 0
+    for obj, pod in pod_specs(render(overlay)):
+        for container in pod["containers"]:
+            if container["image"].split(":")[0].endswith("surgescale"):
+                assert check_argv(container["args"]) == [], key(obj)
+                checked += 1
+    assert checked >= 2

@@ -1,0 +1,151 @@
+"""docker-compose.yml is validated without Docker: parsed by the `compose-spec` package (the
+compose_spec Rust library: the Compose Specification, unknown keys are errors) after PyYAML has
+resolved the merge keys, then checked for the demo's topology, references that resolve,
+hardening, build contexts that exist (and never the holdout data) and command lines that the
+real CLI accepts. There is no container engine in CI, so the file is never run there."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from compose_spec import PyCompose
+
+from tests.manifests.clis import check_argv
+from tests.manifests.kube import MANIFESTS, REPO
+
+COMPOSE = REPO / "docker-compose.yml"
+OURS = "surgescale:dev"
+
+
+def _load() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return data
+
+
+def _interpolate(text: str) -> str:
+    """Compose's `${VAR:-default}` / `${VAR}` with this process's environment."""
+
+    def sub(m: re.Match[str]) -> str:
+        return os.environ.get(m.group(1)) or (m.group(3) or "")
+
+    return re.sub(r"\$\{([A-Z0-9_]+)(:-([^}]*))?\}", sub, text)
+
+
+def _flag(argv: list[str], name: str) -> str:
+    for arg in argv:
+        if arg.startswith(f"{name}="):
+            return arg.split("=", 1)[1]
+    raise AssertionError(f"{name} not in {argv}")
+
+
+def test_compose_spec_accepts_the_file() -> None:
+    compose = PyCompose.from_json(json.dumps(_load()))
+    compose.validate()
+    assert {"redis", "sim-cluster", "gateway", "controller", "loadgen"} <= set(
+        compose.service_names()
+    )
+
+
+def test_compose_spec_rejects_a_typo() -> None:
+    data = _load()
+    data["services"]["gateway"]["comand"] = data["services"]["gateway"].pop("command")
+    with pytest.raises(ValueError, match="comand"):
+        PyCompose.from_json(json.dumps(data)).validate()
+
+
+def test_references_resolve() -> None:
+    services = _load()["services"]
+    for name, svc in services.items():
+        for dep in svc.get("depends_on", {}):
+            assert dep in services, f"{name} depends on unknown service {dep}"
+        mode = svc.get("network_mode", "")
+        if mode.startswith("service:"):
+            target = mode.split(":", 1)[1]
+            assert target in services, f"{name} shares the network of unknown {target}"
+            assert "ports" not in svc, f"{name} cannot publish ports in a shared namespace"
+        for cfg in svc.get("configs", []):
+            assert cfg["source"] in _load()["configs"], f"{name}: unknown config {cfg}"
+
+
+def test_one_image_built_once_from_our_dockerfile() -> None:
+    services = _load()["services"]
+    builders = [n for n, s in services.items() if "build" in s]
+    assert builders == ["sim-cluster"]
+    build = services["sim-cluster"]["build"]
+    assert (REPO / build["context"] / build["dockerfile"]).resolve() == REPO / "Dockerfile"
+    dockerfile = (REPO / "Dockerfile").read_text()
+    for name, path in build["additional_contexts"].items():
+        assert f"FROM scratch AS {name}" in dockerfile, f"context {name} replaces no stage"
+        resolved = (REPO / _interpolate(path)).resolve()
+        assert resolved.is_dir(), f"build context {name}: {resolved} does not exist"
+        assert "holdout" not in resolved.parts, "the holdout data must never enter an image"
+    ours = [n for n, s in services.items() if s.get("image") == OURS]
+    assert set(ours) == {"sim-cluster", "gateway", "controller", "loadgen"}
+
+
+def test_every_service_is_hardened() -> None:
+    for name, svc in _load()["services"].items():
+        assert svc.get("read_only") is True, name
+        assert svc.get("cap_drop") == ["ALL"], name
+        assert "no-new-privileges:true" in svc.get("security_opt", []), name
+        assert "privileged" not in svc, name
+        image = svc["image"]
+        assert ":" in image.rsplit("/", 1)[-1], f"{name}: {image} has no tag"
+        assert not image.endswith(":latest"), name
+        if image == OURS or image.startswith("redis:"):
+            user = svc["user"].split(":")[0]
+            assert user.isdigit(), f"{name}: user {user} is not numeric"
+            assert int(user) > 0, f"{name} runs as root"
+
+
+def test_topology_matches_the_demo() -> None:
+    data = _load()
+    services = data["services"]
+    cluster_argv = services["sim-cluster"]["command"]
+    assert cluster_argv[:2] == ["sim", "cluster"]
+    api_port = _flag(cluster_argv, "--port")
+    kubeconfig = yaml.safe_load(data["configs"]["kubeconfig"]["content"])
+    (cluster,) = kubeconfig["clusters"]
+    assert cluster["cluster"]["server"] == f"http://127.0.0.1:{api_port}"
+    gateway = services["gateway"]["command"]
+    assert gateway[0] == "gateway"
+    published = services["sim-cluster"]["ports"]
+    assert any(p.endswith(f":{_flag(gateway, '--port')}") for p in published)
+    assert _flag(gateway, "--redis-url") == "redis://redis:6379/0"
+    controller = services["controller"]["command"]
+    assert controller[0] == "controller"
+    assert _flag(controller, "--redis-url") == "redis://redis:6379/0"
+    assert _flag(controller, "--kubeconfig") == "/etc/surgescale/kubeconfig"
+    loadgen = services["loadgen"]["command"]
+    assert loadgen[:2] == ["sim", "load"]
+    # The setup job applies the overlay the simulated cluster understands.
+    setup = services["setup"]["command"]
+    overlay = _flag(setup, "--kustomize").removeprefix("/manifests/")
+    assert (MANIFESTS / overlay / "kustomization.yaml").is_file()
+    namespace = kubeconfig["contexts"][0]["context"]["namespace"]
+    assert _flag(gateway, "--namespace") == namespace
+    assert _flag(controller, "--namespace") == namespace
+
+
+@pytest.mark.parametrize("service", ["sim-cluster", "gateway", "controller", "loadgen"])
+def test_commands_use_real_flags(service: str) -> None:
+    argv = _load()["services"][service]["command"]
+    assert check_argv(argv) == []
+
+
+def test_cli_check_can_fail() -> None:
+    assert check_argv(["sim", "cluster", "--no-such-flag=1"])
+    assert check_argv(["no-such-command"])
+
+
+def test_paths_in_compose_exist() -> None:
+    setup = _load()["services"]["setup"]
+    for volume in setup["volumes"]:
+        assert (REPO / volume["source"]).resolve().is_dir()
+    assert Path(COMPOSE).name == "docker-compose.yml"

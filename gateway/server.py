@@ -116,7 +116,9 @@ def run(settings: GatewaySettings) -> int:
     stopping = False
 
     def start(index: int) -> BaseProcess:
-        proc: BaseProcess = ctx.Process(  # type: ignore[attr-defined]target=run_worker, args=(settings, index), name=f"gateway-w{index}")
+        proc: BaseProcess = ctx.Process(  # type: ignore[attr-defined]
+            target=run_worker, args=(settings, index), name=f"gateway-w{index}"
+        )
         proc.start()
         return proc
 

@@ -117,6 +117,8 @@ class ViewState:
     arrival_rate: float
     queue_depth: int
     in_flight: int
+    waiting: int
+    """Requests sent without a first token yet (client side: gateway and engine queues)."""
     ttft_p95_s: float | None
     replicas_desired: int
     replicas_starting: int
@@ -141,7 +143,11 @@ def render(state: ViewState) -> Panel:
         ttft_style = "dim"
     table.add_row("phase", f"{state.phase}  ({state.elapsed_s:.0f} / {state.duration_s:.0f} s)")
     table.add_row("arrival rate", f"{state.arrival_rate:.1f} req/s")
-    table.add_row("queue depth", f"{state.queue_depth} queued, {state.in_flight} in flight")
+    table.add_row(
+        "queue depth",
+        f"{state.queue_depth} queued at the gateway, {state.in_flight} in flight; "
+        f"{state.waiting} waiting for a first token",
+    )
     table.add_row(
         "TTFT p95",
         Text.assemble((ttft, ttft_style), f"   (SLO {state.slo_s:g} s)"),
@@ -168,7 +174,7 @@ def line(state: ViewState) -> str:
     ttft = "-" if state.ttft_p95_s is None else f"{state.ttft_p95_s:.2f}s"
     return (
         f"[{state.title}] t={state.elapsed_s:5.1f}s {state.phase:<6} "
-        f"rate={state.arrival_rate:5.1f}/s queue={state.queue_depth:<4} "
+        f"rate={state.arrival_rate:5.1f}/s queue={state.queue_depth:<4} waiting={state.waiting:<4} "
         f"ttft_p95={ttft:<6} replicas={state.replicas_desired}/{state.replicas_starting}/"
         f"{state.replicas_ready} nodes={state.nodes_desired}/{state.nodes_ready} "
         f"sent={state.sent} | {state.decision}"

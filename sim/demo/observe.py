@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 
 KARPENTER = ("karpenter.sh", "v1", "nodepools")
+NODECLAIMS = ("karpenter.sh", "v1", "nodeclaims")
+POOL_LABEL = "karpenter.sh/nodepool"
 SCALER = ("surgescale.io", "v1alpha1", "inferencescalers")
 
 
@@ -38,6 +40,11 @@ class ObservedNames:
     nodepool: str
     scaler: str | None = None
     """Name of the InferenceScaler to follow (None with the baseline)."""
+
+
+def _label(obj: Obj, key: str) -> str | None:
+    value = ((obj.get("metadata") or {}).get("labels") or {}).get(key)
+    return None if value is None else str(value)
 
 
 def _is_ready(obj: Obj) -> bool:
@@ -59,6 +66,7 @@ class ClusterObserver:
     pods: dict[str, Obj] = field(default_factory=dict)
     nodepools: dict[str, Obj] = field(default_factory=dict)
     nodes: dict[str, Obj] = field(default_factory=dict)
+    nodeclaims: dict[str, Obj] = field(default_factory=dict)
     scalers: dict[str, Obj] = field(default_factory=dict)
     samples: list[ClusterSample] = field(default_factory=list)
     changes: list[ScaleChange] = field(default_factory=list)
@@ -96,6 +104,12 @@ class ClusterObserver:
                 self.nodepools,
                 custom.list_cluster_custom_object,
                 {"group": KARPENTER[0], "version": KARPENTER[1], "plural": KARPENTER[2]},
+            ),
+            (
+                "nodeclaims",
+                self.nodeclaims,
+                custom.list_cluster_custom_object,
+                {"group": NODECLAIMS[0], "version": NODECLAIMS[1], "plural": NODECLAIMS[2]},
             ),
         ]
         if self.names.scaler is not None:
@@ -218,7 +232,16 @@ class ClusterObserver:
             else:
                 starting += 1
         pool = self.nodepools.get(self.names.nodepool) or {}
-        nodes_desired = int((pool.get("spec") or {}).get("replicas") or 0)
+        replicas = (pool.get("spec") or {}).get("replicas")
+        if replicas is not None:
+            nodes_desired = int(replicas)
+        else:  # a dynamic pool: what Karpenter has claimed
+            nodes_desired = sum(
+                1
+                for c in self.nodeclaims.values()
+                if _label(c, POOL_LABEL) == self.names.nodepool
+                and not (c.get("metadata") or {}).get("deletionTimestamp")
+            )
         nodes_ready = sum(1 for n in self._pool_nodes() if _is_ready(n))
         return ClusterSample(
             t=now,
@@ -230,13 +253,7 @@ class ClusterObserver:
         )
 
     def _pool_nodes(self) -> list[Obj]:
-        labelled = [
-            n
-            for n in self.nodes.values()
-            if ((n.get("metadata") or {}).get("labels") or {}).get("karpenter.sh/nodepool")
-            == self.names.nodepool
-        ]
-        return labelled
+        return [n for n in self.nodes.values() if _label(n, POOL_LABEL) == self.names.nodepool]
 
     def _update(self) -> None:
         sample = self.current()

@@ -78,6 +78,8 @@ class RunRecord:
     """Times at which a pod became Ready (pods Ready at the start are not listed)."""
     node_ready_at: tuple[float, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    event_counts: tuple[tuple[str, int], ...] = ()
+    """Counts of the gateway's events seen during the run (enqueued, completed, rejected)."""
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)
@@ -101,4 +103,5 @@ class RunRecord:
             pod_ready_at=tuple(data["pod_ready_at"]),
             node_ready_at=tuple(data["node_ready_at"]),
             notes=tuple(data.get("notes", ())),
+            event_counts=tuple((str(k), int(v)) for k, v in data.get("event_counts", ())),
         )

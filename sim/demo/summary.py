@@ -8,7 +8,7 @@ Definitions, shared by the report and `surgescale bench e2e`:
   `arrival_rate(t) * slo` (at least 1);
 - reaction times, from the load step: to the first replica increase seen on the API server (the
   scale PATCH), to the first pod Ready after it, to the first node Ready after it, and to the end
-  of the last backlog episode that began after the step (the queue drained; 0 if none formed);
+  of the largest backlog episode that began after the step (the queue drained; 0 if none formed);
 - SLO attainment: requests with a first token within the SLO over all requests sent (errors and
   rejections count as misses);
 - GPU-minutes: the integral of GPUs held by pods (starting or Ready) over the run; node-minutes
@@ -137,24 +137,33 @@ class Summary:
 
 
 def backlog_end(record: RunRecord, *, after: float) -> float | None:
-    """End of the last backlog episode that began at or after `after` (None if none began)."""
+    """End of the largest backlog episode that began at or after `after` (None if none began).
+
+    An episode runs while waiting(t) stays above `max(1, arrival_rate(t) * slo)`; the largest
+    is the one with the highest peak, so a stray pair of requests in prefill later on does not
+    count as the queue not being drained.
+    """
     times = [t for t in grid(record.duration_s) if t >= after]
     if not times:
         return None
     waiting = waiting_series(record.requests, times)
     rates = arrival_rate_series(record.requests, times)
-    end: float | None = None
+    best_peak = 0
+    best_end: float | None = None
+    peak = 0
     in_backlog = False
     for t, w, lam in zip(times, waiting, rates, strict=True):
-        over = w > max(1.0, lam * record.slo_s)
-        if over:
+        if w > max(1.0, lam * record.slo_s):
             in_backlog = True
+            peak = max(peak, w)
         elif in_backlog:
-            end = t
             in_backlog = False
-    if in_backlog:
-        end = record.duration_s
-    return end
+            if peak > best_peak:
+                best_peak, best_end = peak, t
+            peak = 0
+    if in_backlog and peak > best_peak:
+        best_end = record.duration_s
+    return best_end
 
 
 def reaction(record: RunRecord) -> Reaction:

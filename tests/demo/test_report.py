@@ -127,3 +127,20 @@ def test_report_holds_the_plots(tmp_path: Path) -> None:
     (tmp_path / "report.html").unlink()
     assert main([str(tmp_path)]) == 0
     assert (tmp_path / "report.html").exists()
+
+
+def test_a_later_blip_does_not_undo_the_drain() -> None:
+    record = _run()
+    blip = (
+        RequestResult(sent_at=27.0, status="ok", ttft_s=0.5, e2e_s=1.0),
+        RequestResult(sent_at=27.0, status="ok", ttft_s=0.5, e2e_s=1.0),
+        RequestResult(sent_at=27.0, status="ok", ttft_s=0.5, e2e_s=1.0),
+    )
+    with_blip = RunRecord.from_json(record.to_json())
+    with_blip = RunRecord(
+        **{
+            **{f: getattr(with_blip, f) for f in with_blip.__dataclass_fields__},
+            "requests": record.requests + blip,
+        }
+    )
+    assert summarize(with_blip).reaction.drain_s == summarize(record).reaction.drain_s

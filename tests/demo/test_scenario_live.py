@@ -75,6 +75,7 @@ def test_render_shows_every_figure() -> None:
         arrival_rate=15.5,
         queue_depth=42,
         in_flight=16,
+        waiting=50,
         ttft_p95_s=2.5,
         replicas_desired=5,
         replicas_starting=3,
@@ -91,6 +92,7 @@ def test_render_shows_every_figure() -> None:
     for needle in (
         "15.5 req/s",
         "42 queued",
+        "50 waiting",
         "2.50 s",
         "SLO 1 s",
         "5 desired, 3 starting, 2 ready",

@@ -1,0 +1,452 @@
+"""One run of the demo scenario with one autoscaler: bring the loop up, drive load, tear it down.
+
+`run_arm(config, arm)` starts, all on loopback:
+
+- the simulated cluster (`surgescale sim cluster`, a child process: it also runs every simulated
+  vLLM pod, so its token streaming gets a core of its own) with the GPU NodePool — static and
+  scaled by our controller, or dynamic (Karpenter provisions for Pending pods) under the KEDA
+  baseline, which is how a KEDA user runs Karpenter;
+- the gateway (`surgescale gateway`, a child) routing the model by its Service's EndpointSlices;
+  under the baseline its per-pod cap is lifted so it behaves like a plain Service and requests
+  queue inside vLLM, where the TTFT histogram the baseline scrapes can see them;
+- the autoscaler: our controller (`surgescale controller`, a child) or the KEDA + Prometheus +
+  HPA loop (`sim.demo.baseline`, in this process, its periods divided by the speed factor);
+- in this process: the load replay (`sim.demo.loaddrive`), the cluster informers
+  (`sim.demo.observe`), the events follower and the live view (`sim.demo.live`).
+
+Everything is stopped in reverse order in `finally` blocks, so the end of the run, an error and a
+Ctrl-C (task cancellation) all leave no process, port or Redis key behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import math
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import aiohttp
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import config as k8s_config
+from rich.console import Console
+
+from sim.demo import objects
+from sim.demo.baseline import BaselineTarget, KedaBaseline, running
+from sim.demo.hpa import KedaSpec
+from sim.demo.live import EventTally, LiveView, ViewState, follow_events
+from sim.demo.loaddrive import LoadProgress, replay
+from sim.demo.observe import ClusterObserver, ObservedNames
+from sim.demo.procs import Children, StartError, spawn, surgescale_argv, wait_http
+from sim.demo.record import RunRecord
+from sim.demo.scenario import Arrival
+from surgescale.events import RedisClient, StreamKeys, close, connect
+from surgescale.events.localredis import free_port
+
+log = logging.getLogger(__name__)
+
+
+class Arm(enum.StrEnum):
+    """Which autoscaler drives the run."""
+
+    OURS = "surgescale"
+    KEDA = "keda"
+
+    @property
+    def label(self) -> str:
+        return "surgescale (events, ms)" if self is Arm.OURS else "KEDA + Prometheus + HPA"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DemoConfig:
+    """Everything one demo run needs."""
+
+    setup: objects.ModelSetup = field(default_factory=objects.ModelSetup)
+    speed: float = 10.0
+    schedule: tuple[Arrival, ...] = ()
+    duration_s: float = 100.0
+    load_step_at: float | None = None
+    burst_end_at: float | None = None
+    phases: tuple[tuple[float, str], ...] = ()
+    """(start time, name) of the scenario's phases, for the live view."""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    kubeconfig: Path | None = None
+    """An API server to use instead of starting the simulated cluster."""
+    work_dir: Path = Path("surgescale-demo")
+    live: bool = True
+    keda: KedaSpec = field(default_factory=KedaSpec)
+    """The baseline's periods in real-world seconds (divided by `speed` when used)."""
+    ours_pod_concurrency: int | None = None
+    """The gateway's per-pod cap for our arm (None = the pods' max_num_seqs)."""
+    request_timeout_s: float = 300.0
+    setup_timeout_s: float = 120.0
+    seed: int = 0
+
+    @property
+    def initial_nodes(self) -> int:
+        s = self.setup
+        return math.ceil(s.initial_replicas * s.gpus_per_replica / s.gpus_per_node)
+
+
+@dataclass(slots=True)
+class ArmContext:
+    """The live handles of one run (read by the view)."""
+
+    arm: Arm
+    config: DemoConfig
+    t0: float = 0.0
+    progress: LoadProgress = field(default_factory=LoadProgress)
+    tally: EventTally | None = None
+    observer: ClusterObserver | None = None
+    baseline: KedaBaseline | None = None
+
+    def phase(self, t: float) -> str:
+        name = "setup" if t < 0 else "drain"
+        for start, label in self.config.phases:
+            if t >= start:
+                name = label
+        if t >= self.config.duration_s:
+            name = "drain"
+        return name
+
+    def frame(self) -> ViewState:
+        loop = asyncio.get_running_loop()
+        t = loop.time() - self.t0 if self.t0 else 0.0
+        now_ms = _wall_ms()
+        sample = self.observer.current() if self.observer else None
+        queue, flight = self.tally.queue_depth(now_ms) if self.tally else (0, 0)
+        if self.baseline is not None:
+            decision = self.baseline.status.last_reason
+        elif self.observer is not None:
+            decision = self.observer.scaler_reason() or "—"
+        else:
+            decision = "—"
+        return ViewState(
+            title=self.arm.label,
+            elapsed_s=max(0.0, t),
+            duration_s=self.config.duration_s,
+            phase=self.phase(t),
+            slo_s=self.config.setup.slo_s,
+            arrival_rate=self.tally.arrival_rate(now_ms) if self.tally else 0.0,
+            queue_depth=queue,
+            in_flight=flight,
+            waiting=self.progress.waiting,
+            ttft_p95_s=self.tally.ttft_p95(now_ms) if self.tally else None,
+            replicas_desired=sample.replicas_desired if sample else 0,
+            replicas_starting=sample.replicas_starting if sample else 0,
+            replicas_ready=sample.replicas_ready if sample else 0,
+            nodes_desired=sample.nodes_desired if sample else 0,
+            nodes_ready=sample.nodes_ready if sample else 0,
+            sent=self.progress.sent,
+            finished=self.progress.finished,
+            decision=decision,
+        )
+
+
+def _wall_ms() -> float:
+    return time.time() * 1000.0
+
+
+async def _api_client(kubeconfig: Path) -> k8s.ApiClient:
+    configuration = k8s.Configuration()
+    await k8s_config.load_kube_config(
+        config_file=str(kubeconfig), client_configuration=configuration
+    )
+    return k8s.ApiClient(configuration=configuration)
+
+
+async def _wait_file(path: Path, child_ok: Callable[[], bool], timeout_s: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not await asyncio.to_thread(path.exists):
+        if not child_ok() or loop.time() > deadline:
+            raise StartError(f"{path} was not written")
+        await asyncio.sleep(0.05)
+
+
+async def _wait_ready_replicas(
+    api: k8s.ApiClient, setup: objects.ModelSetup, timeout_s: float
+) -> None:
+    apps = k8s.AppsV1Api(api)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        dep = await apps.read_namespaced_deployment(setup.deployment, setup.namespace)
+        ready = int((dep.status.ready_replicas if dep.status else 0) or 0)
+        if ready >= setup.initial_replicas:
+            return
+        if loop.time() > deadline:
+            raise StartError(
+                f"the model's first {setup.initial_replicas} replica(s) were not Ready within "
+                f"{timeout_s:.0f}s ({ready} ready)"
+            )
+        await asyncio.sleep(0.1)
+
+
+async def _warm_up(gateway_url: str, model: str, timeout_s: float) -> None:
+    """One tiny request through the gateway, retried until it succeeds (routing is live)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    body = {"model": model, "prompt": "hi", "max_tokens": 1}
+    last = ""
+    async with aiohttp.ClientSession() as session:
+        while loop.time() < deadline:
+            try:
+                async with session.post(
+                    f"{gateway_url}/v1/completions",
+                    json=body,
+                    timeout=aiohttp.ClientTimeout(total=10),
+                ) as resp:
+                    await resp.read()
+                    if resp.status == 200:
+                        return
+                    last = f"HTTP {resp.status}"
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                last = type(exc).__name__
+            await asyncio.sleep(0.2)
+    raise StartError(f"the gateway did not serve a first request within {timeout_s:.0f}s ({last})")
+
+
+async def _delete_keys(redis: RedisClient, prefix: str) -> None:
+    keys = [key async for key in redis.scan_iter(match=f"{prefix}:*")]
+    if keys:
+        await redis.delete(*keys)
+
+
+@contextlib.asynccontextmanager
+async def _redis(url: str) -> AsyncIterator[RedisClient]:
+    client = connect(url)
+    try:
+        yield client
+    finally:
+        await close(client)
+
+
+async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = None) -> RunRecord:
+    """Run the scenario once with `arm` driving the scaling; return what was recorded."""
+    console = console or Console()
+    setup = config.setup
+    work = config.work_dir / arm.value
+    work.mkdir(parents=True, exist_ok=True)
+    prefix = f"demo-{uuid.uuid4().hex[:10]}"
+    keys = StreamKeys(prefix=prefix)
+    ctx = ArmContext(arm=arm, config=config)
+    children = Children()
+    loop = asyncio.get_running_loop()
+    rng = random.Random(config.seed)
+    notes: list[str] = []
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(children.stop_all)
+        redis = await stack.enter_async_context(_redis(config.redis_url))
+        stack.push_async_callback(_delete_keys, redis, prefix)
+
+        # --- the cluster ------------------------------------------------------------------
+        if config.kubeconfig is None:
+            kubeconfig = work / "kubeconfig"
+            kubeconfig.unlink(missing_ok=True)
+            port = free_port()
+            pool = f"{setup.nodepool}:{setup.gpus_per_node}:{setup.node_boot_s:g}:{config.initial_nodes}"
+            pool_flag = ["--nodepool", pool]
+            if arm is Arm.KEDA:
+                pool_flag = [
+                    "--dynamic-nodepool",
+                    f"{setup.nodepool}:{setup.gpus_per_node}:{setup.node_boot_s:g}:30s",
+                ]
+            cluster = children.add(
+                await spawn(
+                    "cluster",
+                    surgescale_argv(
+                        "sim",
+                        "cluster",
+                        "--port",
+                        str(port),
+                        "--speed",
+                        f"{config.speed:g}",
+                        "--kubeconfig",
+                        str(kubeconfig),
+                        "--log-level",
+                        "WARNING",
+                        *pool_flag,
+                    ),
+                    log_dir=work,
+                )
+            )
+            await wait_http(cluster, f"http://127.0.0.1:{port}/version", timeout_s=60)
+            await _wait_file(kubeconfig, lambda: cluster.running, 10)
+        else:
+            kubeconfig = config.kubeconfig
+        api = await _api_client(kubeconfig)
+        stack.push_async_callback(api.close)
+        await objects.apply(api, setup, ours=arm is Arm.OURS, speed=config.speed)
+
+        # --- gateway ---------------------------------------------------------------------
+        gw_port = free_port()
+        cap = config.ours_pod_concurrency or setup.max_num_seqs
+        if arm is Arm.KEDA:
+            cap = 100_000  # a plain Service: no cap, vLLM queues internally
+        gateway = children.add(
+            await spawn(
+                "gateway",
+                surgescale_argv(
+                    "gateway",
+                    "--port",
+                    str(gw_port),
+                    "--model",
+                    f"{setup.model}={setup.service}",
+                    "--kubeconfig",
+                    str(kubeconfig),
+                    "--namespace",
+                    setup.namespace,
+                    "--pod-concurrency",
+                    str(cap),
+                    "--redis-url",
+                    config.redis_url,
+                    "--events-prefix",
+                    prefix,
+                    "--max-queue-wait",
+                    f"{config.request_timeout_s:g}",
+                    "--log-level",
+                    "WARNING",
+                ),
+                log_dir=work,
+            )
+        )
+        gateway_url = f"http://127.0.0.1:{gw_port}"
+        await wait_http(gateway, f"{gateway_url}/healthz", timeout_s=60)
+
+        # --- autoscaler ------------------------------------------------------------------
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        if arm is Arm.OURS:
+            ctl_port = free_port()
+            controller = children.add(
+                await spawn(
+                    "controller",
+                    surgescale_argv(
+                        "controller",
+                        "--kubeconfig",
+                        str(kubeconfig),
+                        "--redis-url",
+                        config.redis_url,
+                        "--namespace",
+                        setup.namespace,
+                        "--stream-prefix",
+                        prefix,
+                        "--http-host",
+                        "127.0.0.1",
+                        "--http-port",
+                        str(ctl_port),
+                        "--log-level",
+                        "WARNING",
+                    ),
+                    log_dir=work,
+                )
+            )
+            await wait_http(controller, f"http://127.0.0.1:{ctl_port}/healthz", timeout_s=60)
+        else:
+            spec = replace(
+                config.keda,
+                min_replicas=setup.min_replicas,
+                max_replicas=setup.max_replicas,
+                threshold_s=setup.slo_s,
+            ).scaled(config.speed)
+            ctx.baseline = KedaBaseline(
+                api=api,
+                http=http,
+                target=BaselineTarget(
+                    namespace=setup.namespace,
+                    deployment=setup.deployment,
+                    service=setup.service,
+                    model=setup.model,
+                ),
+                spec=spec,
+                phase_s=rng.uniform(0, spec.scrape_interval_s),
+            )
+
+        # --- wait for the starting point ---------------------------------------------------
+        await _wait_ready_replicas(api, setup, config.setup_timeout_s)
+        await _warm_up(gateway_url, setup.model, 60)
+
+        ctx.tally = EventTally(model=setup.model)
+        follower = asyncio.create_task(follow_events(redis, keys=keys, tally=ctx.tally))
+        stack.push_async_callback(_cancel, follower)
+        ctx.observer = ClusterObserver(
+            api=api,
+            names=ObservedNames(
+                namespace=setup.namespace,
+                deployment=setup.deployment,
+                pod_selector=setup.selector,
+                nodepool=setup.nodepool,
+                scaler=setup.scaler if arm is Arm.OURS else None,
+            ),
+            t0=loop.time(),
+        )
+        if ctx.baseline is not None:
+            baseline = ctx.baseline
+            ctx.observer.reason_of = lambda target: baseline.status.last_reason
+        await ctx.observer.start()
+        stack.push_async_callback(ctx.observer.stop)
+        if ctx.baseline is not None:
+            await stack.enter_async_context(running(ctx.baseline))
+
+        # --- the run ---------------------------------------------------------------------
+        view = LiveView(ctx.frame, live=config.live, console=console)
+        ctx.t0 = loop.time()
+        ctx.observer.t0 = ctx.t0
+        async with view.running():
+            results = await replay(
+                config.schedule,
+                base_url=gateway_url,
+                model=setup.model,
+                t0=ctx.t0,
+                progress=ctx.progress,
+                timeout_s=config.request_timeout_s + 30.0,
+            )
+            # let the last events and status reach us before the books close
+            await asyncio.sleep(0.5)
+        end = loop.time() - ctx.t0
+        observer = ctx.observer
+        notes.append(
+            f"{arm.label}: gateway events seen: {ctx.tally.enqueued} enqueued, "
+            f"{ctx.tally.completed} completed, {ctx.tally.rejected} rejected."
+        )
+        if ctx.baseline is not None:
+            st = ctx.baseline.status
+            notes.append(
+                f"{arm.label}: {st.scrapes} scrapes ({st.scrape_errors} failed), "
+                f"{len(st.decisions)} scale decisions; periods divided by {config.speed:g}."
+            )
+        return RunRecord(
+            name=arm.value,
+            label=arm.label,
+            slo_s=setup.slo_s,
+            speed=config.speed,
+            duration_s=max(end, config.duration_s),
+            load_step_at=config.load_step_at,
+            burst_end_at=config.burst_end_at,
+            gpus_per_replica=setup.gpus_per_replica,
+            gpus_per_node=setup.gpus_per_node,
+            requests=tuple(results),
+            cluster=tuple(observer.samples),
+            changes=tuple(observer.changes),
+            pod_ready_at=tuple(observer.pod_ready_at),
+            node_ready_at=tuple(observer.node_ready_at),
+            notes=tuple(notes),
+            event_counts=(
+                ("enqueued", ctx.tally.enqueued),
+                ("completed", ctx.tally.completed),
+                ("rejected", ctx.tally.rejected),
+            ),
+        )
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task

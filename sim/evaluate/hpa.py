@@ -95,21 +95,17 @@ class HpaBaseline:
         self.keda_state = KedaState()
         self.resource_metric: float | None = None
         rng = world.rng
-        self.clock.every(spec.hpa_sync_s, self._sync, first=rng.uniform(0, spec.hpa_sync_s))
+        self.sync_phase = rng.uniform(0, spec.hpa_sync_s)
+        """Time of the first HPA sync; the others follow every `hpa_sync_s`."""
+        self.clock.every(spec.hpa_sync_s, self._sync, first=self.sync_phase)
         if self.config.metric is HpaMetric.TTFT_P95:
             self.store = HistogramStore(retention_s=max(spec.query_window_s * 2, 120.0))
             self.counts: dict[str, list[int]] = {}
             world.gateway.listeners.append(self)
-            self.clock.every(
-                spec.scrape_interval_s,
-                self._scrape,
-                first=rng.uniform(0, spec.scrape_interval_s),
-            )
-            self.clock.every(
-                spec.polling_interval_s,
-                self._poll,
-                first=rng.uniform(0, spec.polling_interval_s),
-            )
+            self.scrape_phase = rng.uniform(0, spec.scrape_interval_s)
+            self.poll_phase = rng.uniform(0, spec.polling_interval_s)
+            self.clock.every(spec.scrape_interval_s, self._scrape, first=self.scrape_phase)
+            self.clock.every(spec.polling_interval_s, self._poll, first=self.poll_phase)
         else:
             self._busy: dict[str, float] = {}
             period = self.config.metrics_interval_s

@@ -84,7 +84,9 @@ class Kpa:
         world.gateway.listeners.append(self)
         phase = world.rng.uniform(0, cfg.bucket_s)
         self.clock.every(cfg.bucket_s, self._collect, first=phase)
-        self.clock.every(cfg.tick_s, self._tick, first=phase + world.rng.uniform(0, cfg.tick_s))
+        self.tick_phase = phase + world.rng.uniform(0, cfg.tick_s)
+        """Time of the first decision tick; the others follow every `tick_s`."""
+        self.clock.every(cfg.tick_s, self._tick, first=self.tick_phase)
 
     # ---- concurrency, time-weighted ----------------------------------------------------------
 

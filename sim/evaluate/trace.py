@@ -49,12 +49,13 @@ class Trace:
         return self.requests[-1].arrival_s if self.requests else 0.0
 
 
-def _parse_azure_time(text: str) -> float:
-    """Seconds since the epoch of an Azure timestamp; 7-digit fractions are allowed."""
+def _parse_azure_time(text: str) -> tuple[int, float]:
+    """(whole seconds since the epoch, fraction) of an Azure timestamp (7-digit fractions);
+    kept apart so that differences keep sub-microsecond precision."""
     text = text.strip()
     whole, _, frac = text.partition(".")
-    base = datetime.fromisoformat(whole).timestamp()
-    return base + (float("0." + frac) if frac else 0.0)
+    base = int(datetime.fromisoformat(whole).timestamp())
+    return base, (float("0." + frac) if frac else 0.0)
 
 
 def _read_azure_csv(path: Path) -> list[TraceRequest]:
@@ -64,17 +65,18 @@ def _read_azure_csv(path: Path) -> list[TraceRequest]:
         needed = {"TIMESTAMP", "ContextTokens", "GeneratedTokens"}
         if reader.fieldnames is None or not needed <= set(reader.fieldnames):
             raise TraceError(f"{path}: expected CSV columns {sorted(needed)}")
-        start: float | None = None
+        start: tuple[int, float] | None = None
         for line, row in enumerate(reader, start=2):
             try:
-                ts = _parse_azure_time(row["TIMESTAMP"])
+                stamp = _parse_azure_time(row["TIMESTAMP"])
                 prompt = int(row["ContextTokens"])
                 output = int(row["GeneratedTokens"])
             except (ValueError, TypeError) as exc:
                 raise TraceError(f"{path}:{line}: {exc}") from exc
             if start is None:
-                start = ts
-            out.append(TraceRequest(ts - start, max(prompt, 1), max(output, 1)))
+                start = stamp
+            offset = (stamp[0] - start[0]) + (stamp[1] - start[1])
+            out.append(TraceRequest(offset, max(prompt, 1), max(output, 1)))
     return out
 
 

@@ -17,11 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ddsketch import DDSketch
-
 from controller.policy import PolicySpec, PolicyState, decide
 from controller.state import ClusterCounts, ModelState, StateSettings
-from controller.windows import QuantileWindow
 from sim.evaluate.cluster import NodeMode
 from sim.evaluate.gateway import Request
 from surgescale.events import Event, EventType
@@ -41,49 +38,6 @@ class OursConfig:
     snapshot_s: float = 1.0
     scale_down_delay_s: float = 300.0
     scale_to_zero_idle_s: float | None = 600.0
-
-
-class CachedQuantileWindow(QuantileWindow):
-    """`controller.windows.QuantileWindow` with the closed buckets' merge kept between queries.
-
-    Same buckets, same sketches, same answers (merging sketches only adds bin counts); only the
-    cost differs: a query merges two sketches instead of one per bucket, which matters when the
-    policy is evaluated tens of thousands of times per simulated hour.
-    """
-
-    __slots__ = ("_closed", "_closed_key")
-
-    def __init__(
-        self, window_s: float, bucket_s: float = 5.0, relative_accuracy: float = 0.01
-    ) -> None:
-        super().__init__(window_s, bucket_s, relative_accuracy)
-        self._closed: DDSketch | None = None
-        self._closed_key: tuple[int, int] | None = None
-
-    def quantile(self, now: float, q: float) -> float | None:
-        oldest = int((now - self.window_s) / self.bucket_s)
-        buckets = self._buckets
-        while buckets and buckets[0][0] <= oldest:
-            buckets.popleft()
-            self._cache.clear()
-        if q in self._cache:
-            return self._cache[q]
-        if not buckets:
-            return None
-        key = (buckets[0][0], buckets[-1][0])
-        if key != self._closed_key or self._closed is None:
-            closed = DDSketch(self.relative_accuracy)
-            for index, sketch in buckets:
-                if index != key[1]:
-                    closed.merge(sketch)
-            self._closed, self._closed_key = closed, key
-        merged = DDSketch(self.relative_accuracy)
-        merged.merge(self._closed)
-        merged.merge(buckets[-1][1])
-        value = merged.get_quantile_value(q)
-        result = None if value is None else float(value)
-        self._cache[q] = result
-        return result
 
 
 def policy_spec(scenario: Scenario, config: OursConfig) -> PolicySpec:
@@ -122,10 +76,7 @@ class Ours:
         self.clock = world.clock
         self.spec = policy_spec(world.scenario, self.config)
         self.model = world.scenario.model
-        settings = StateSettings()
-        self.state = ModelState(self.model, settings)
-        self.state.ttft_s = CachedQuantileWindow(settings.latency_window_s)
-        self.state.tpot_s = CachedQuantileWindow(settings.latency_window_s)
+        self.state = ModelState(self.model, StateSettings())
         replicas = world.cluster.desired_replicas
         self.policy_state = PolicyState.initial(replicas, world.cluster.desired_nodes)
         self._last_eval = -1e9

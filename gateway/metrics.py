@@ -84,7 +84,8 @@ class GatewayMetrics:
         )
         self._added = Histogram(
             p + "added_latency_seconds",
-            "Proxy latency the gateway adds before the first byte (excluding queueing)",
+            "Gateway time before the first byte: handling before the send to the pod (queueing "
+            "excluded) plus, for streams, forwarding the first chunk",
             ["model"],
             buckets=_OVERHEAD_BUCKETS,
             registry=r,

@@ -218,12 +218,19 @@ async def _forward(
                 code="upstream_timeout",
             )
         break
-    ex.metrics.added.observe(ex.overhead_before_send(sent_at))
+    overhead = ex.overhead_before_send(sent_at)
     try:
         if parsed.stream and upstream.status == 200:
             return await _stream(
-                request, ex, upstream, first, strip_usage=strip_usage, endpoint=endpoint
+                request,
+                ex,
+                upstream,
+                first,
+                strip_usage=strip_usage,
+                endpoint=endpoint,
+                overhead=overhead,
             )
+        ex.metrics.added.observe(overhead)
         data = await upstream.read()
         ex.status = upstream.status
         ex.output_tokens = usage_tokens(data) if upstream.status == 200 else None
@@ -259,7 +266,9 @@ async def _stream(
     *,
     strip_usage: bool,
     endpoint: Endpoint,
+    overhead: float,
 ) -> web.StreamResponse:
+    """Forward a stream; `overhead` is the gateway's time before the send, queueing excluded."""
     state = ex.state
     ex.first_at = first_at = state.clock()
     ttft_s = first_at - ex.arrived
@@ -277,7 +286,6 @@ async def _stream(
     events = 0
     tokens: int | None = None
     pending = b""
-    chunks = ex.metrics.chunks
     read = _reader(upstream)
     data = first
     try:
@@ -297,10 +305,11 @@ async def _stream(
             else:
                 out = data
             if out:
-                n = out.count(b"data:")
-                events += n
-                chunks.inc(n)
+                first_write = not events
+                events += out.count(b"data:")
                 await response.write(out)
+                if first_write:
+                    ex.metrics.added.observe(overhead + state.clock() - first_at)
             data = await read()
         if pending:
             await response.write(pending)
@@ -310,6 +319,7 @@ async def _stream(
         await response.write(
             sse_error(f"the pod failed mid-stream ({exc.kind})", code="upstream_error")
         )
+    ex.metrics.chunks.inc(events)
     # Without a usage chunk: count events, less `[DONE]` and a chat stream's role-only chunk.
     if tokens is None:
         tokens = max(0, events - (2 if endpoint is Endpoint.CHAT else 1))

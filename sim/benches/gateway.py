@@ -1,0 +1,396 @@
+"""`surgescale bench gateway`: what the gateway costs, measured against the same simulated pods.
+
+Three processes: simulated vLLM pods (`sim.pod.runtime.start_pod`), one gateway worker
+(`gateway.server.run_worker`, uvloop, events on), and this load generator. Phases:
+
+1. **added TTFT**: open-loop streaming `/v1/completions` at `--rate` requests/s (Poisson
+   arrivals), alternating direct-to-pod and through-gateway requests so both see the same pod
+   load; TTFT is send to first token chunk at the client. Added TTFT = gateway percentile minus
+   direct percentile (p50, p99), plus total-time percentiles for both.
+2. **chunks/s per core**: `--streams` concurrent long streams through the gateway; streamed
+   chunks counted at the client, divided by the gateway process's CPU seconds (from /proc).
+3. **requests/s**: closed-loop short non-streamed requests through the gateway at `--concurrency`;
+   completed requests per wall second, and per gateway CPU second.
+
+Prints a table, then one JSON line with `added_ttft_p50_ms`, `added_ttft_p99_ms`,
+`chunks_per_s_per_core`, `requests_per_s` (and the underlying figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import os
+import random
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import aiohttp
+
+from gateway.server import run_worker
+from gateway.settings import GatewaySettings
+from surgescale.events.localredis import ensure_redis, free_port
+
+MODEL = "bench-model"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="surgescale bench gateway", description=__doc__.split("\n")[0])
+    p.add_argument("--pods", type=int, default=2, help="simulated pods (default 2)")
+    p.add_argument("--rate", type=float, default=200.0, help="phase 1 requests/s (default 200)")
+    p.add_argument("--seconds", type=float, default=10.0, help="phase 1 duration (default 10)")
+    p.add_argument("--tokens", type=int, default=16, help="phase 1 output tokens (default 16)")
+    p.add_argument("--streams", type=int, default=64, help="phase 2 concurrent streams")
+    p.add_argument("--stream-tokens", type=int, default=512, help="phase 2 tokens per stream")
+    p.add_argument("--throughput-seconds", type=float, default=6.0, help="phase 2/3 duration")
+    p.add_argument("--concurrency", type=int, default=64, help="phase 3 concurrent requests")
+    p.add_argument("--redis-url", help="events target (default: find or start one; 'none': off)")
+    p.add_argument("--seed", type=int, default=1)
+    return p
+
+
+# ------------------------------------------------------------------ processes
+def _pods_main(n: int, out: Any) -> None:
+    import uvloop
+
+    from sim.pod.runtime import PodOptions, start_pod
+
+    async def run() -> None:
+        pods = [await start_pod(PodOptions(model=MODEL, seed=i)) for i in range(n)]
+        out.put([p.url for p in pods])
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        for pod in pods:
+            await pod.stop()
+
+    uvloop.run(run())
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, from /proc (Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError as exc:
+        raise SystemExit(f"cannot read CPU time of pid {pid} from /proc: {exc}") from exc
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+@contextlib.contextmanager
+def _process(target: Any, *args: Any) -> Iterator[BaseProcess]:
+    proc: BaseProcess = multiprocessing.get_context("fork").Process(
+        target=target, args=args, daemon=True
+    )
+    proc.start()
+    try:
+        yield proc
+    finally:
+        if proc.is_alive() and proc.pid is not None:
+            os.kill(proc.pid, signal.SIGTERM)
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+
+
+# ----------------------------------------------------------------- the load
+@dataclass
+class Sample:
+    via_gateway: bool
+    ttft: float
+    total: float
+    ok: bool
+
+
+async def _one_stream(
+    http: aiohttp.ClientSession, url: str, tokens: int, via_gateway: bool
+) -> Sample:
+    body = {"model": MODEL, "prompt": "benchmark", "max_tokens": tokens, "stream": True}
+    start = time.perf_counter()
+    ttft = 0.0
+    async with http.post(url + "/v1/completions", json=body) as resp:
+        if resp.status != 200:
+            await resp.read()
+            return Sample(via_gateway, 0.0, 0.0, False)
+        async for data in resp.content.iter_any():
+            if not ttft and b'"text"' in data:
+                ttft = time.perf_counter() - start
+    return Sample(via_gateway, ttft, time.perf_counter() - start, ttft > 0)
+
+
+async def _added_ttft(
+    http: aiohttp.ClientSession, *, pods: list[str], gateway: str, args: argparse.Namespace
+) -> list[Sample]:
+    rng = random.Random(args.seed)
+    total = int(args.rate * args.seconds)
+    tasks: list[asyncio.Task[Sample]] = []
+    start = time.perf_counter()
+    at = 0.0
+    for i in range(total):
+        at += rng.expovariate(args.rate)
+        delay = start + at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        via = i % 2 == 1
+        target = gateway if via else pods[(i // 2) % len(pods)]
+        tasks.append(asyncio.create_task(_one_stream(http, target, args.tokens, via)))
+    samples = await asyncio.gather(*tasks)
+    warm = int(args.rate * 1.0)  # the first second warms connections and caches
+    return list(samples[warm:])
+
+
+async def _chunks(
+    http: aiohttp.ClientSession, gateway: str, pid: int, args: argparse.Namespace
+) -> dict[str, float]:
+    body = {"model": MODEL, "prompt": "x", "max_tokens": args.stream_tokens, "stream": True}
+    chunks = 0
+    stop_at = 0.0
+
+    async def worker() -> None:
+        nonlocal chunks
+        while time.perf_counter() < stop_at:
+            async with http.post(gateway + "/v1/completions", json=body) as resp:
+                async for data in resp.content.iter_any():
+                    chunks += data.count(b"data:")
+
+    await asyncio.gather(*[_warm(http, gateway) for _ in range(4)])
+    cpu0, wall0 = _cpu_seconds(pid), time.perf_counter()
+    stop_at = wall0 + args.throughput_seconds
+    await asyncio.gather(*[worker() for _ in range(args.streams)])
+    cpu, wall = _cpu_seconds(pid) - cpu0, time.perf_counter() - wall0
+    return {
+        "chunks": chunks,
+        "chunks_per_s": chunks / wall,
+        "gateway_cpu_util": cpu / wall,
+        "chunks_per_s_per_core": chunks / cpu if cpu > 0 else 0.0,
+    }
+
+
+async def _requests(
+    http: aiohttp.ClientSession, gateway: str, pid: int, args: argparse.Namespace
+) -> dict[str, float]:
+    body = {"model": MODEL, "prompt": "x", "max_tokens": 1}
+    done = failed = 0
+    stop_at = 0.0
+
+    async def worker() -> None:
+        nonlocal done, failed
+        while time.perf_counter() < stop_at:
+            async with http.post(gateway + "/v1/completions", json=body) as resp:
+                await resp.read()
+                if resp.status == 200:
+                    done += 1
+                else:
+                    failed += 1
+
+    cpu0, wall0 = _cpu_seconds(pid), time.perf_counter()
+    stop_at = wall0 + args.throughput_seconds
+    await asyncio.gather(*[worker() for _ in range(args.concurrency)])
+    cpu, wall = _cpu_seconds(pid) - cpu0, time.perf_counter() - wall0
+    return {
+        "requests_per_s": done / wall,
+        "requests_failed": failed,
+        "requests_per_s_per_core": done / cpu if cpu > 0 else 0.0,
+    }
+
+
+async def _warm(http: aiohttp.ClientSession, url: str) -> None:
+    body = {"model": MODEL, "prompt": "x", "max_tokens": 2}
+    async with http.post(url + "/v1/completions", json=body) as resp:
+        await resp.read()
+
+
+async def _wait_gateway(http: aiohttp.ClientSession, url: str, pods: int) -> None:
+    want = f'surgescale_gateway_ready_pods{{model="{MODEL}"}} {float(pods)}'
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(aiohttp.ClientError):
+            async with http.get(url + "/metrics") as resp:
+                if want in await resp.text():
+                    return
+        await asyncio.sleep(0.1)
+    raise SystemExit(f"the gateway at {url} did not see {pods} ready pods within 30 s")
+
+
+async def _overhead_buckets(
+    http: aiohttp.ClientSession, url: str, name: str = "surgescale_gateway_added_latency_seconds"
+) -> dict[float, float]:
+    """One of the gateway's histograms: upper bound (s) -> cumulative count."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with http.get(url + "/metrics") as resp:
+        text = await resp.text()
+    out: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                out[float(sample.labels["le"])] = sample.value
+    return out
+
+
+def _bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """Quantile (ms) of the observations between two histogram snapshots, interpolated."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1] if counts else 0.0
+    if total <= 0:
+        return float("nan")
+    rank, lower, seen = q * total, 0.0, 0.0
+    for bound, cumulative in zip(bounds, counts, strict=True):
+        if cumulative >= rank:
+            if bound == float("inf"):
+                return lower * 1000
+            inside = cumulative - seen
+            frac = (rank - seen) / inside if inside else 1.0
+            return (lower + (bound - lower) * frac) * 1000
+        lower, seen = bound, cumulative
+    return lower * 1000
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _run(args: argparse.Namespace, pods: list[str], gateway: str, pid: int) -> dict[str, Any]:
+    import gc
+
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+        await _wait_gateway(http, gateway, len(pods))
+        for url in [*pods, gateway]:
+            await _warm(http, url)
+        gc.collect()
+        buckets0 = await _overhead_buckets(http, gateway)
+        ttft0 = await _overhead_buckets(http, gateway, "surgescale_gateway_ttft_seconds")
+        cpu0, wall0 = _cpu_seconds(pid), time.perf_counter()
+        samples = await _added_ttft(http, pods=pods, gateway=gateway, args=args)
+        phase1_util = (_cpu_seconds(pid) - cpu0) / (time.perf_counter() - wall0)
+        buckets1 = await _overhead_buckets(http, gateway)
+        ttft1 = await _overhead_buckets(http, gateway, "surgescale_gateway_ttft_seconds")
+        chunk_figures = await _chunks(http, gateway, pid, args)
+        request_figures = await _requests(http, gateway, pid, args)
+    good = [s for s in samples if s.ok]
+    direct = [s for s in good if not s.via_gateway]
+    via = [s for s in good if s.via_gateway]
+    out: dict[str, Any] = {}
+    for name, q in (("p50", 0.50), ("p99", 0.99)):
+        d_ttft, g_ttft = _pct([s.ttft for s in direct], q), _pct([s.ttft for s in via], q)
+        d_total, g_total = _pct([s.total for s in direct], q), _pct([s.total for s in via], q)
+        out[f"direct_ttft_{name}_ms"] = d_ttft * 1000
+        out[f"gateway_ttft_{name}_ms"] = g_ttft * 1000
+        out[f"added_ttft_{name}_ms"] = (g_ttft - d_ttft) * 1000
+        out[f"direct_total_{name}_ms"] = d_total * 1000
+        out[f"gateway_total_{name}_ms"] = g_total * 1000
+    out["gateway_internal_p50_ms"] = _bucket_quantile(buckets0, buckets1, 0.50)
+    out["gateway_internal_p99_ms"] = _bucket_quantile(buckets0, buckets1, 0.99)
+    out["gateway_seen_ttft_p50_ms"] = _bucket_quantile(ttft0, ttft1, 0.50)
+    out["load_average_1m"] = os.getloadavg()[0]
+    out["cpus"] = os.cpu_count() or 0
+    out["phase1_requests"] = len(samples)
+    out["phase1_failed"] = len(samples) - len(good)
+    out["phase1_gateway_cpu_util"] = phase1_util
+    out.update(chunk_figures)
+    out.update(request_figures)
+    return out
+
+
+async def _forget_events(url: str, prefix: str) -> None:
+    """Delete the benchmark's event streams."""
+    from surgescale.events import close, connect
+
+    client = connect(url)
+    try:
+        async for key in client.scan_iter(match=f"{prefix}:*"):
+            await client.delete(key)
+    finally:
+        await close(client)
+
+
+def _print_table(r: dict[str, Any], args: argparse.Namespace) -> None:
+    print(
+        f"gateway benchmark: {args.pods} simulated pods, one gateway worker (uvloop, events on); "
+        f"machine load average {r['load_average_1m']:.1f} on {r['cpus']} CPUs"
+    )
+    print(
+        f"\n1. streaming at {args.rate:g} req/s, {args.tokens} tokens ({r['phase1_requests']} "
+        f"measured, {r['phase1_failed']} failed; gateway CPU {r['phase1_gateway_cpu_util']:.0%})"
+    )
+    print(f"   {'':<10}{'direct':>10}{'gateway':>10}{'added':>10}")
+    for q in ("p50", "p99"):
+        print(
+            f"   TTFT {q:<5}{r[f'direct_ttft_{q}_ms']:>9.2f} {r[f'gateway_ttft_{q}_ms']:>9.2f} "
+            f"{r[f'added_ttft_{q}_ms']:>9.2f}  ms"
+        )
+    print(
+        f"   the gateway's own time before the first byte (its histogram): "
+        f"p50 {r['gateway_internal_p50_ms']:.2f} ms, p99 {r['gateway_internal_p99_ms']:.2f} ms"
+    )
+    for q in ("p50", "p99"):
+        print(
+            f"   total {q:<4}{r[f'direct_total_{q}_ms']:>9.2f} {r[f'gateway_total_{q}_ms']:>9.2f} "
+            f"{r[f'gateway_total_{q}_ms'] - r[f'direct_total_{q}_ms']:>9.2f}  ms"
+        )
+    print(
+        f"\n2. {args.streams} streams x {args.stream_tokens} tokens: {r['chunks_per_s']:,.0f} chunks/s "
+        f"at {r['gateway_cpu_util']:.0%} of a core = {r['chunks_per_s_per_core']:,.0f} chunks/s per core"
+    )
+    print(
+        f"\n3. {args.concurrency} concurrent 1-token requests: {r['requests_per_s']:,.0f} req/s "
+        f"({r['requests_per_s_per_core']:,.0f} per gateway core, {r['requests_failed']} failed)"
+    )
+    print()  # fmt: skip
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    import uvloop
+
+    with contextlib.ExitStack() as stack:
+        redis_url: str | None
+        if args.redis_url and args.redis_url.lower() == "none":
+            redis_url = None
+        else:
+            redis_url = stack.enter_context(ensure_redis(args.redis_url))
+        prefix = f"bench-gateway-{os.getpid()}"
+        if redis_url is not None:  # runs after the gateway has stopped (LIFO)
+            stack.callback(lambda: uvloop.run(_forget_events(str(redis_url), prefix)))
+        queue: Any = multiprocessing.get_context("fork").Queue()
+        stack.enter_context(_process(_pods_main, args.pods, queue))
+        pods: list[str] = queue.get(timeout=60)
+        port = free_port()
+        settings = GatewaySettings(
+            port=port,
+            static_pods=[f"{MODEL}={u}" for u in pods],
+            pod_concurrency=1024,
+            max_queue_length=100_000,
+            redis_url=redis_url,
+            events_prefix=prefix,
+            log_level="WARNING",
+            health_interval_s=1.0,
+        )
+        gateway_proc = stack.enter_context(_process(run_worker, settings))
+        assert gateway_proc.pid is not None
+        result = uvloop.run(_run(args, pods, f"http://127.0.0.1:{port}", gateway_proc.pid))
+    _print_table(result, args)
+    keys = ("added_ttft_p50_ms", "added_ttft_p99_ms", "chunks_per_s_per_core", "requests_per_s")
+    ordered = {k: round(result[k], 3) for k in keys}
+    ordered.update(
+        {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items() if k not in keys}
+    )
+    print(json.dumps(ordered))
+    return 0

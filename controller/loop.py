@@ -66,7 +66,7 @@ class ControllerConfig:
     lease_namespace: str = "default"
     lease_duration_s: float = 4.0
     lease_retry_s: float = 1.0
-    min_eval_interval_s: float = 0.01
+    min_eval_interval_s: float = 0.05
     tick_s: float = 1.0
     status_interval_s: float = 1.0
     http_host: str = "127.0.0.1"
@@ -89,6 +89,8 @@ class Scaler:
     state: PolicyState | None = None
     last_eval: float = -math.inf
     pending_trigger: float | None = None
+    evaluated_queue: int = 0
+    """Queue depth seen by the last evaluation (growth beyond it is urgent)."""
     timer: asyncio.TimerHandle | None = None
     decision: Decision | None = None
     observation: Observation | None = None
@@ -332,8 +334,13 @@ class Controller:
             changed = self.store.ingest(events, now)
             self.metrics.events.inc(len(events))
             for model in changed:
-                for scaler in self.by_model.get(model, ()):
-                    self.request_eval(scaler, trigger=now)
+                scalers = self.by_model.get(model)
+                if not scalers:
+                    continue
+                queue = self.store.models[model].queue_depth
+                for scaler in scalers:
+                    # A growing queue may need capacity now: it skips the rate limit.
+                    self.request_eval(scaler, trigger=now, urgent=queue > scaler.evaluated_queue)
             try:
                 await batch.ack()
             except Exception as exc:  # a lost ack means a redelivery, which the state tolerates
@@ -442,8 +449,9 @@ class Controller:
 
     # --- decide --------------------------------------------------------------------------------
 
-    def request_eval(self, scaler: Scaler, *, trigger: float | None) -> None:
-        """Evaluate now, or once at the end of the rate-limit interval (keeping the oldest trigger)."""
+    def request_eval(self, scaler: Scaler, *, trigger: float | None, urgent: bool = False) -> None:
+        """Evaluate now, or once at the end of the rate-limit interval (keeping the oldest
+        trigger); `urgent` (the queue grew since the last evaluation) evaluates now regardless."""
         if trigger is not None and (
             scaler.pending_trigger is None or trigger < scaler.pending_trigger
         ):
@@ -451,7 +459,7 @@ class Controller:
         loop = asyncio.get_running_loop()
         now = loop.time()
         due = scaler.last_eval + self.config.min_eval_interval_s
-        if now >= due:
+        if urgent or now >= due:
             self.evaluate(scaler, now)
         elif scaler.timer is None:
             scaler.timer = loop.call_at(due, self._deferred, scaler)
@@ -493,6 +501,7 @@ class Controller:
             now, cluster=counts, concurrency_per_replica=scaler.policy_spec.concurrency_per_replica
         )
         decision, scaler.state = decide(obs, scaler.state, scaler.policy_spec, now)
+        scaler.evaluated_queue = obs.queue_depth
         previous = scaler.decision
         scaler.decision, scaler.observation = decision, obs
         if not decision.valid:

@@ -206,7 +206,9 @@ def decide(
         can_zero and spec.scale_to_zero_idle_s is not None and idle_for >= spec.scale_to_zero_idle_s
     )
     floor = max(spec.min_replicas, in_flight_need)
-    if not idle:
+    if idle:
+        need = 0  # no enqueue for the idle period: whatever the rate windows still hold is past
+    else:
         floor = max(floor, 1)
     recommended = min(max(need, floor), spec.max_replicas)
     recommended = max(recommended, min(spec.min_replicas, spec.max_replicas))

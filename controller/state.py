@@ -89,6 +89,12 @@ class ModelState:
         self.last_data_at: float | None = None
         self.events = 0
         self.forgotten = 0
+        self._max_tracked = settings.max_tracked_requests
+        self._arrivals = 0
+        self._completions = 0
+        self._ttft: list[float] = []
+        self._tpot: list[float] = []
+        self._service: list[float] = []
 
     def _gateway(self, name: str) -> GatewayView:
         view = self.gateways.get(name)
@@ -99,44 +105,48 @@ class ModelState:
 
     def apply(self, event: Event, now: float) -> None:
         """Fold one event (received at `now`) into the state."""
-        self.events += 1
-        self.last_data_at = now
-        gw = self._gateway(event.gateway)
+        self.fold(event, now)
+        self.commit(now)
+
+    def fold(self, event: Event, now: float) -> None:
+        """Fold one event's counts in; its samples wait for `commit` (once per batch)."""
+        gw = self.gateways.get(event.gateway)
+        if gw is None:
+            gw = self._gateway(event.gateway)
         gw.last_seen = now
         kind = event.type
-        rid = event.request_id
         if kind is _ENQUEUE:
             gw.queue += 1
             phase = gw.phase
-            if len(phase) >= self.settings.max_tracked_requests:
+            if len(phase) >= self._max_tracked:
                 del phase[next(iter(phase))]
-            phase[rid] = True
-            self.arrivals_short.add(now)
-            self.arrivals_long.add(now)
-            self.last_enqueue_at = now
+            phase[event.request_id] = True
+            self._arrivals += 1
         elif kind is _DISPATCH:
+            rid = event.request_id
             if gw.phase.get(rid) is not False:
-                gw.queue = max(gw.queue - 1, 0)
+                if gw.queue > 0:
+                    gw.queue -= 1
                 gw.in_flight += 1
                 gw.phase[rid] = False
         elif kind is _FIRST_TOKEN:
             if event.ttft_ms is not None:
-                self.ttft_s.add(now, event.ttft_ms / 1000.0)
+                self._ttft.append(event.ttft_ms / 1000.0)
         elif kind is _COMPLETE:
-            was_queued = gw.phase.pop(rid, False)
-            if was_queued:
-                gw.queue = max(gw.queue - 1, 0)
-            else:
-                gw.in_flight = max(gw.in_flight - 1, 0)
-            self.completions.add(now)
+            if gw.phase.pop(event.request_id, False):
+                if gw.queue > 0:
+                    gw.queue -= 1
+            elif gw.in_flight > 0:
+                gw.in_flight -= 1
+            self._completions += 1
             if event.tpot_ms is not None:
-                self.tpot_s.add(now, event.tpot_ms / 1000.0)
+                self._tpot.append(event.tpot_ms / 1000.0)
             if event.e2e_ms is not None:
                 service_ms = event.e2e_ms - (event.queue_ms or 0.0)
                 if service_ms > 0:
-                    self.service_s.add(now, service_ms / 1000.0)
+                    self._service.append(service_ms / 1000.0)
         elif kind is _REJECT or kind is _CANCEL:
-            was = gw.phase.pop(rid, None)
+            was = gw.phase.pop(event.request_id, None)
             if was is True:
                 gw.queue = max(gw.queue - 1, 0)
             elif was is False:
@@ -148,6 +158,28 @@ class ModelState:
             gw.seq = event.seq
             if event.interval_ms:
                 gw.interval_s = event.interval_ms / 1000.0
+
+    def commit(self, now: float) -> None:
+        """Move the samples folded since the last commit into the windows, all timed `now`."""
+        self.last_data_at = now
+        if self._arrivals:
+            self.arrivals_short.add(now, self._arrivals)
+            self.arrivals_long.add(now, self._arrivals)
+            self.last_enqueue_at = now
+            self._arrivals = 0
+        if self._completions:
+            self.completions.add(now, self._completions)
+            self._completions = 0
+        if self._ttft:
+            self.ttft_s.add_many(now, self._ttft)
+            self._ttft = []
+        if self._tpot:
+            self.tpot_s.add_many(now, self._tpot)
+            self._tpot = []
+        if self._service:
+            for value in self._service:
+                self.service_s.add(now, value)
+            self._service = []
 
     def forget_silent(self, now: float) -> list[str]:
         """Drop gateways silent for `forget_after_intervals` snapshot intervals; their names."""
@@ -209,6 +241,7 @@ class StateStore:
     def __init__(self, settings: StateSettings | None = None) -> None:
         self.settings = settings or StateSettings()
         self.models: dict[str, ModelState] = {}
+        self.events = 0
 
     def model(self, name: str) -> ModelState:
         state = self.models.get(name)
@@ -219,17 +252,22 @@ class StateStore:
 
     def ingest(self, events: Iterable[Event], now: float) -> set[str]:
         """Apply a batch of events received at `now`; the names of the models they touched."""
-        changed: set[str] = set()
+        touched: dict[str, ModelState] = {}
         models = self.models
         last_name = ""
         last: ModelState | None = None
+        count = 0
         for event in events:
             name = event.model
             if name != last_name or last is None:
-                last = models.get(name)
+                last = touched.get(name)
                 if last is None:
-                    last = self.model(name)
+                    last = models.get(name) or self.model(name)
+                    touched[name] = last
                 last_name = name
-                changed.add(name)
-            last.apply(event, now)
-        return changed
+            last.fold(event, now)
+            count += 1
+        for state in touched.values():
+            state.commit(now)
+        self.events += count
+        return set(touched)

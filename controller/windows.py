@@ -2,7 +2,8 @@
 
 Each window is a ring of fixed-width time buckets, so adding a sample is O(1) and old samples
 leave by whole buckets. Quantiles use DDSketch (relative-error streaming quantiles) per bucket,
-merged on query. Nothing here reads a clock; `controller.state` passes its own time in.
+merged on query (at most every `refresh_s`), with weighted sampling past a per-bucket count so
+the cost per event stays flat at high rates. Nothing here reads a clock; `controller.state` passes its own time in.
 """
 
 from __future__ import annotations
@@ -89,45 +90,81 @@ class MeanWindow:
 class QuantileWindow:
     """Quantiles of samples over the last `window_s` seconds: one DDSketch per bucket."""
 
-    __slots__ = ("_buckets", "_cache", "bucket_s", "relative_accuracy", "window_s")
+    __slots__ = (
+        "_buckets",
+        "_cache",
+        "_seen",
+        "bucket_s",
+        "full_rate_samples",
+        "refresh_s",
+        "relative_accuracy",
+        "window_s",
+    )
 
     def __init__(
-        self, window_s: float, bucket_s: float = 5.0, relative_accuracy: float = 0.01
+        self,
+        window_s: float,
+        bucket_s: float = 5.0,
+        relative_accuracy: float = 0.01,
+        full_rate_samples: int = 2048,
+        refresh_s: float = 0.5,
     ) -> None:
         self.window_s = window_s
         self.bucket_s = bucket_s
         self.relative_accuracy = relative_accuracy
         self._buckets: deque[tuple[int, DDSketch]] = deque()
-        self._cache: dict[float, float | None] = {}
+        self._cache: dict[float, tuple[float, float | None]] = {}
+        """q -> (computed at, value)."""
+        self._seen = 0
+        self.refresh_s = refresh_s
+        self.full_rate_samples = full_rate_samples
 
     def add(self, now: float, value: float) -> None:
-        if not math.isfinite(value) or value < 0:
-            return
+        self.add_many(now, [value])
+
+    def add_many(self, now: float, values: list[float]) -> None:
+        """Add samples taken at `now`. Past `full_rate_samples` in one bucket, every k-th sample
+        is kept with weight k (k doubling as the bucket fills), which bounds the cost at high
+        event rates while keeping the quantiles unbiased."""
         index = int(now / self.bucket_s)
         buckets = self._buckets
         if not buckets or buckets[-1][0] < index:
             buckets.append((index, DDSketch(self.relative_accuracy)))
-        buckets[-1][1].add(value)
-        self._cache.clear()
+            self._seen = 0
+        sketch = buckets[-1][1]
+        seen = self._seen
+        limit = self.full_rate_samples
+        for value in values:
+            seen += 1
+            if seen <= limit:
+                weight = 1
+            else:
+                weight = 1 << min((seen - 1) // limit, 10)
+                if seen % weight:
+                    continue
+            if value >= 0 and math.isfinite(value):
+                sketch.add(value, weight)
+        self._seen = seen
 
     def quantile(self, now: float, q: float) -> float | None:
-        """The q-quantile of the window, or None with no samples."""
+        """The q-quantile of the window, or None with no samples. Recomputed (a merge of the
+        buckets' sketches) at most every `refresh_s` while samples keep arriving."""
         oldest = int((now - self.window_s) / self.bucket_s)
         buckets = self._buckets
         expired = False
         while buckets and buckets[0][0] <= oldest:
             buckets.popleft()
             expired = True
-        if expired:
-            self._cache.clear()
-        if q in self._cache:
-            return self._cache[q]
         if not buckets:
+            self._cache.clear()
             return None
+        cached = self._cache.get(q)
+        if cached is not None and not expired and now - cached[0] < self.refresh_s:
+            return cached[1]
         merged = DDSketch(self.relative_accuracy)
         for _, sketch in buckets:
             merged.merge(sketch)
         value = merged.get_quantile_value(q)
         result = None if value is None else float(value)
-        self._cache[q] = result
+        self._cache[q] = (now, result)
         return result

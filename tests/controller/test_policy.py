@@ -307,3 +307,14 @@ def test_fresh_state_waits_a_full_delay_before_scaling_down() -> None:
     assert d.replicas == 5
     d, state = decide(obs(1061.0, ready_replicas=5, last_enqueue_at=1061.0), state, SPEC, 1061.0)
     assert d.replicas == 4
+
+
+def test_idle_overrides_a_rate_window_longer_than_the_idle_period() -> None:
+    spec = replace(SPEC, scale_to_zero_idle_s=1.0)
+    state = warm(2, now=0.0, spec=spec)
+    # The short-window rate still shows the last arrivals, but nothing was enqueued for 1 s.
+    d, state = decide(
+        obs(1.5, ready_replicas=2, arrival_rate_short=5.0, last_enqueue_at=0.4), state, spec, 1.5
+    )
+    assert d.replicas == 0
+    assert "zero" in d.reason

@@ -1,0 +1,573 @@
+"""`surgescale bench controller`: reaction latency of the controller under background event load.
+
+Set-up (three processes on this machine, real Redis, real HTTP):
+- this process runs the simulated Kubernetes API server (`sim.cluster`, in-process), the trial
+  driver and the clock; our CRD, a model Deployment scaled to zero and its InferenceScaler
+  (minReplicas 0, concurrencyPerReplica 1, priorRequestSeconds 1000: one queued request already
+  needs a replica; scale to zero after 0.3 s idle) are created in it;
+- the controller runs as its own process (`python -m controller`), as in production;
+- a load generator process emits background events through `EventProducer` at a fixed rate:
+  full request lifecycles (enqueue, dispatch, first_token, complete) on four other models, plus
+  20% `first_token` events on the measured model (so its scaler is being re-evaluated all the
+  time, as under real traffic).
+
+A trial: wait until the Deployment is at zero, emit one `enqueue` for the model (t0, just before
+`emit`), and take t1 when the store of the simulated API server applies the scale PATCH
+(a synchronous store listener in this process, so t0 and t1 share a clock). Then the request is
+cancelled, the controller scales back to zero after the idle period and the next trial starts
+after a random 50 to 150 ms. Reported per load level: p50/p99/max of t1 - t0, the generator's
+achieved rate and the controller's consumed rate (from its /metrics). The highest sustained rate
+is searched by raising the load until p99 passes 100 ms (or the generator cannot go faster,
+which is then said). Last line: JSON with `reaction_p50_ms`, `reaction_p99_ms` (at 10k/s),
+`max_events_per_s`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from controller import crd
+from sim.cluster import ClusterOptions, start_cluster
+from surgescale.events import Event, EventProducer, EventType, StreamKeys, close, connect
+from surgescale.events.localredis import ensure_redis, free_port
+
+MODEL = "bench-model"
+NS = "default"
+DEPLOYMENT = "bench-model"
+REPO = Path(__file__).resolve().parents[2]
+
+
+# --- load generator (its own process) -------------------------------------------------------
+
+
+def _background_events(n_bg_models: int = 4) -> list[Event]:
+    """A cycle of 1,000 background events: 80% lifecycles on other models, 20% on the target."""
+    out: list[Event] = []
+    ts = int(time.time() * 1000)
+    i = 0
+    while len(out) < 1000:
+        model = f"bg-{i % n_bg_models}"
+        rid = f"bg{i}"
+        out.append(
+            Event(type=EventType.ENQUEUE, model=model, gateway="bg", ts_ms=ts, request_id=rid)
+        )
+        out.append(
+            Event(
+                type=EventType.DISPATCH,
+                model=model,
+                gateway="bg",
+                ts_ms=ts,
+                request_id=rid,
+                queue_ms=3.0,
+                pod="p",
+            )
+        )
+        out.append(
+            Event(
+                type=EventType.FIRST_TOKEN,
+                model=MODEL,
+                gateway="bg",
+                ts_ms=ts,
+                request_id=rid,
+                ttft_ms=80.0 + i % 40,
+            )
+        )
+        out.append(
+            Event(
+                type=EventType.FIRST_TOKEN,
+                model=model,
+                gateway="bg",
+                ts_ms=ts,
+                request_id=rid,
+                ttft_ms=90.0,
+            )
+        )
+        out.append(
+            Event(
+                type=EventType.COMPLETE,
+                model=model,
+                gateway="bg",
+                ts_ms=ts,
+                request_id=rid,
+                status=200,
+                output_tokens=100,
+                ttft_ms=90.0,
+                tpot_ms=12.0,
+                e2e_ms=1300.0,
+                queue_ms=3.0,
+            )
+        )
+        i += 1
+    return out
+
+
+async def _loadgen(redis_url: str, prefix: str, rate: float) -> None:
+    redis = connect(redis_url)
+    producer = EventProducer(redis, keys=StreamKeys(prefix), batch_limit=5_000, maxlen=200_000)
+    await producer.start()
+    events = _background_events()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    started = loop.time()
+    sent = 0
+    n = len(events)
+    while not stop.is_set():
+        due = int(rate * (loop.time() - started))
+        backlog = producer.stats.buffered
+        if due > sent and backlog < 50_000:  # do not build an ever-growing buffer
+            for k in range(sent, due):
+                producer.emit(events[k % n])
+            sent = due
+        elif due > sent:
+            sent = due  # could not keep up: skip (counted as not achieved)
+        await asyncio.sleep(0.002)
+    elapsed = loop.time() - started
+    flushed = producer.stats.flushed
+    await producer.close(timeout=1.0)
+    await close(redis)
+    print(json.dumps({"achieved": flushed / elapsed if elapsed > 0 else 0.0}), flush=True)
+
+
+# --- the measuring side ---------------------------------------------------------------------
+
+
+@dataclass
+class Level:
+    target_rate: float
+    achieved_rate: float
+    consumed_rate: float
+    latencies_ms: list[float]
+    timeouts: int
+    inside_ms: tuple[float, float]
+    """The controller's own histogram (batch arrival to PATCH sent): p50, p99 bucket bounds."""
+
+    def pct(self, q: float) -> float:
+        xs = sorted(self.latencies_ms)
+        if not xs:
+            return float("inf")
+        k = min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))
+        return xs[k]
+
+
+class Watcher:
+    """Times the moment the API server stores a new replica count of the Deployment."""
+
+    def __init__(self) -> None:
+        self.replicas = 0
+        self.changed = asyncio.Event()
+        self.changes: list[tuple[float, int]] = []
+
+    def __call__(self, event: Any) -> None:
+        if event.rt.kind != "Deployment" or event.obj["metadata"]["name"] != DEPLOYMENT:
+            return
+        replicas = int((event.obj.get("spec") or {}).get("replicas") or 0)
+        if replicas != self.replicas:
+            self.changes.append((time.perf_counter(), replicas))
+            self.replicas = replicas
+            self.changed.set()
+
+    async def until(self, predicate: Any, timeout: float) -> float | None:
+        deadline = time.perf_counter() + timeout
+        while not predicate(self.replicas):
+            self.changed.clear()
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                return None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), left)
+        return self.changes[-1][0] if self.changes else time.perf_counter()
+
+
+async def _apply(url: str) -> None:
+    async with aiohttp.ClientSession(base_url=url) as http:
+        steps = [
+            ("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd.crd_manifest()),
+            (
+                f"/apis/apps/v1/namespaces/{NS}/deployments",
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": {"name": DEPLOYMENT, "namespace": NS},
+                    "spec": {
+                        "replicas": 0,
+                        "selector": {"matchLabels": {"app": DEPLOYMENT}},
+                        "template": {
+                            "metadata": {
+                                "labels": {"app": DEPLOYMENT},
+                                "annotations": {"surgescale.io/model": MODEL},
+                            },
+                            "spec": {
+                                "containers": [
+                                    {
+                                        "name": "vllm",
+                                        "image": "vllm",
+                                        "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                                    }
+                                ]
+                            },
+                        },
+                    },
+                },
+            ),
+            (
+                f"/apis/{crd.GROUP}/{crd.VERSION}/namespaces/{NS}/{crd.PLURAL}",
+                {
+                    "apiVersion": f"{crd.GROUP}/{crd.VERSION}",
+                    "kind": crd.KIND,
+                    "metadata": {"name": DEPLOYMENT, "namespace": NS},
+                    "spec": {
+                        "model": MODEL,
+                        "scaleTargetRef": {"name": DEPLOYMENT},
+                        "minReplicas": 0,
+                        "maxReplicas": 2,
+                        "target": {"concurrencyPerReplica": 1, "priorRequestSeconds": 1000},
+                        "scaleToZero": {"idleSeconds": 0.3},
+                        "scaleDown": {"delaySeconds": 0},
+                    },
+                },
+            ),
+        ]
+        for path, body in steps:
+            async with http.post(path, json=body) as resp:
+                if resp.status >= 300:
+                    raise RuntimeError(f"POST {path}: {resp.status} {await resp.text()}")
+            await asyncio.sleep(0.2)
+
+
+async def _scrape(http_port: int) -> str:
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{http_port}/metrics") as resp,
+        ):
+            return await resp.text()
+    except aiohttp.ClientError:
+        return ""
+
+
+def _buckets(text: str) -> dict[float, float]:
+    """Cumulative counts of the controller's decision-latency histogram for the model."""
+    out: dict[float, float] = {}
+    head = "surgescale_controller_decision_latency_seconds_bucket{"
+    for line in text.splitlines():
+        if line.startswith(head) and f'model="{MODEL}"' in line:
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def _bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """Upper bound (ms) of the bucket holding the q-quantile of the observations in between."""
+    deltas = sorted((le, after.get(le, 0.0) - before.get(le, 0.0)) for le in after)
+    total = deltas[-1][1] if deltas else 0.0
+    if total <= 0:
+        return float("nan")
+    for le, count in deltas:
+        if count >= q * total:
+            return le * 1000.0
+    return float("inf")
+
+
+async def _events_consumed(http_port: int) -> float:
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{http_port}/metrics") as resp,
+        ):
+            text = await resp.text()
+    except aiohttp.ClientError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith("surgescale_controller_events_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def _measure_level(
+    *,
+    rate: float,
+    trials: int,
+    redis_url: str,
+    prefix: str,
+    producer: EventProducer,
+    watcher: Watcher,
+    http_port: int,
+    gw: dict[str, int],
+) -> Level:
+    gen: asyncio.subprocess.Process | None = None
+    if rate > 0:
+        gen = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "sim.benches.controller",
+            "--loadgen",
+            "--redis-url",
+            redis_url,
+            "--prefix",
+            prefix,
+            "--rate",
+            str(rate),
+            stdout=asyncio.subprocess.PIPE,
+            cwd=str(REPO),
+        )
+        await asyncio.sleep(1.5)  # let the load settle
+    consumed0, t_start = await _events_consumed(http_port), time.perf_counter()
+    hist0 = _buckets(await _scrape(http_port))
+    lat: list[float] = []
+    timeouts = 0
+    for i in range(trials):
+        if await watcher.until(lambda r: r == 0, 10.0) is None:
+            timeouts += 1
+            continue
+        await asyncio.sleep(random.uniform(0.05, 0.15))
+        rid = f"trial-{uuid.uuid4().hex[:8]}-{i}"
+        ev = Event(
+            type=EventType.ENQUEUE,
+            model=MODEL,
+            gateway="bench",
+            ts_ms=int(time.time() * 1000),
+            request_id=rid,
+        )
+        t0 = time.perf_counter()
+        gw["queue"] = 1
+        producer.emit(ev)
+        t1 = await watcher.until(lambda r: r > 0, 5.0)
+        gw["queue"] = 0
+        producer.emit(
+            Event(
+                type=EventType.CANCEL,
+                model=MODEL,
+                gateway="bench",
+                ts_ms=int(time.time() * 1000),
+                request_id=rid,
+            )
+        )
+        if t1 is None:
+            timeouts += 1
+        else:
+            lat.append((t1 - t0) * 1000.0)
+    consumed = (await _events_consumed(http_port) - consumed0) / (time.perf_counter() - t_start)
+    hist1 = _buckets(await _scrape(http_port))
+    inside = (_bucket_quantile(hist0, hist1, 0.5), _bucket_quantile(hist0, hist1, 0.99))
+    achieved = 0.0
+    if gen is not None:
+        gen.send_signal(signal.SIGTERM)
+        out, _ = await gen.communicate()
+        with contextlib.suppress(Exception):
+            achieved = float(json.loads(out.decode().strip().splitlines()[-1])["achieved"])
+    return Level(rate, achieved, consumed, lat, timeouts, inside)
+
+
+async def _snapshots(producer: EventProducer, gw: dict[str, int]) -> None:
+    seq = 0
+    while True:
+        seq += 1
+        producer.emit(
+            Event(
+                type=EventType.SNAPSHOT,
+                model=MODEL,
+                gateway="bench",
+                ts_ms=int(time.time() * 1000),
+                queue_depth=gw["queue"],
+                in_flight=0,
+                seq=seq,
+                interval_ms=250,
+            )
+        )
+        await asyncio.sleep(0.25)
+
+
+def _row(level: Level) -> str:
+    return (
+        f"{level.target_rate:>10,.0f} {level.achieved_rate:>10,.0f} {level.consumed_rate:>10,.0f} "
+        f"{len(level.latencies_ms):>6} {level.pct(0.5):>8.1f} {level.pct(0.99):>8.1f} "
+        f"{max(level.latencies_ms, default=float('nan')):>8.1f} {level.timeouts:>4} "
+        f"{level.inside_ms[0]:>7.1f} {level.inside_ms[1]:>7.1f}"
+    )
+
+
+async def _run(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    cluster = await start_cluster(ClusterOptions(speed=1.0))
+    watcher = Watcher()
+    cluster.store.subscribe(watcher)
+    tmp = Path(tempfile.mkdtemp(prefix="surgescale-bench-"))
+    kubeconfig = cluster.write_kubeconfig(tmp / "kubeconfig")
+    await _apply(cluster.url)
+    http_port = free_port()
+    ctl = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "controller",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--redis-url",
+        redis_url,
+        "--namespace",
+        NS,
+        "--stream-prefix",
+        prefix,
+        "--http-host",
+        "127.0.0.1",
+        "--http-port",
+        str(http_port),
+        "--tick-s",
+        "0.05",
+        "--lease-duration-s",
+        "2",
+        "--lease-retry-s",
+        "0.5",
+        "--identity",
+        "bench-controller",
+        "--log-level",
+        "WARNING",
+        cwd=str(REPO),
+    )
+    redis = connect(redis_url)
+    producer = EventProducer(redis, keys=StreamKeys(prefix))
+    await producer.start()
+    gw = {"queue": 0}
+    snaps = asyncio.create_task(_snapshots(producer, gw))
+    levels: list[Level] = []
+    try:
+        # Warm-up: wait for leadership and the first wake, not measured.
+        await asyncio.sleep(1.0)
+        await _measure_level(
+            rate=0,
+            trials=3,
+            redis_url=redis_url,
+            prefix=prefix,
+            producer=producer,
+            watcher=watcher,
+            http_port=http_port,
+            gw=gw,
+        )
+        print(
+            f"controller reaction latency, {args.trials} trials per level, {os.cpu_count()} CPUs; "
+            "t0 = emit of the enqueue, t1 = the API server stores the PATCHed replicas"
+        )
+        print(
+            f"{'target ev/s':>10} {'achieved':>10} {'consumed':>10} {'trials':>6} {'p50 ms':>8} "
+            f"{'p99 ms':>8} {'max ms':>8} {'lost':>4} {'ctl p50':>7} {'ctl p99':>7}"
+        )
+
+        async def level(rate: float) -> Level:
+            lv = await _measure_level(
+                rate=rate,
+                trials=args.trials,
+                redis_url=redis_url,
+                prefix=prefix,
+                producer=producer,
+                watcher=watcher,
+                http_port=http_port,
+                gw=gw,
+            )
+            levels.append(lv)
+            print(_row(lv), flush=True)
+            return lv
+
+        for rate in args.rates:
+            await level(rate)
+        # Search for the highest rate with p99 <= 100 ms.
+        ok = [lv for lv in levels if lv.pct(0.99) <= 100.0 and lv.timeouts == 0]
+        best = max((lv.achieved_rate if lv.target_rate > 0 else 0.0 for lv in ok), default=0.0)
+        limited_by_generator = False
+        if not args.no_search:
+            rate = (
+                max(args.rates) * 1.5
+                if ok and max(args.rates) in [lv.target_rate for lv in ok]
+                else 0.0
+            )
+            while 0 < rate <= args.search_max:
+                lv = await level(rate)
+                if lv.pct(0.99) > 100.0 or lv.timeouts:
+                    break
+                best = max(best, lv.achieved_rate)
+                if lv.achieved_rate < 0.9 * rate:
+                    limited_by_generator = True
+                    break
+                rate *= 1.5
+        at10k = next((lv for lv in levels if lv.target_rate == 10_000), levels[0])
+        return {
+            "reaction_p50_ms": round(at10k.pct(0.5), 2),
+            "reaction_p99_ms": round(at10k.pct(0.99), 2),
+            "max_events_per_s": round(best),
+            "max_limited_by_generator": limited_by_generator,
+            "levels": [
+                {
+                    "target": lv.target_rate,
+                    "achieved": round(lv.achieved_rate),
+                    "consumed": round(lv.consumed_rate),
+                    "p50_ms": round(lv.pct(0.5), 2),
+                    "p99_ms": round(lv.pct(0.99), 2),
+                    "trials": len(lv.latencies_ms),
+                    "lost": lv.timeouts,
+                }
+                for lv in levels
+            ],
+        }
+    finally:
+        snaps.cancel()
+        ctl.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(ctl.wait(), 10)
+        except TimeoutError:
+            ctl.kill()
+        await producer.close()
+        with contextlib.suppress(Exception):  # leave nothing behind in a shared Redis
+            async for key in redis.scan_iter(match=f"{prefix}:*", count=1000):
+                await redis.delete(key)
+        await close(redis)
+        await cluster.stop()
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="surgescale bench controller", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--trials", type=int, default=60, help="trials per load level (>= 50 for p99)"
+    )
+    parser.add_argument(
+        "--rates",
+        type=float,
+        nargs="+",
+        default=[0, 10_000, 50_000],
+        help="background event rates to measure (events/s)",
+    )
+    parser.add_argument("--search-max", type=float, default=400_000, help="stop the search here")
+    parser.add_argument("--no-search", action="store_true", help="only the given rates")
+    parser.add_argument(
+        "--redis-url", default=None, help="Redis (default: REDIS_URL, local, or a private one)"
+    )
+    parser.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--rate", type=float, default=0.0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.loadgen:
+        asyncio.run(_loadgen(args.redis_url, args.prefix, args.rate))
+        return 0
+    with ensure_redis(args.redis_url) as url:
+        result = asyncio.run(_run(args, url))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

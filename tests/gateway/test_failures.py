@@ -159,3 +159,23 @@ async def test_redis_down_while_serving(harness: Harness) -> None:
         )
     finally:
         server.stop()
+
+
+async def test_hung_pod_times_out_with_504(
+    harness: Harness, redis: RedisClient, keys: StreamKeys
+) -> None:
+    pod = await harness.pod()
+    gw = await harness.gateway(
+        static_pods=[f"{MODEL}={pod.url}"], first_byte_timeout_s=0.5, health_interval_s=30.0
+    )
+    queue = gw.state.scheduler.queues[MODEL]
+    await wait_for(lambda: queue.ready_pods == 1, what="pod ready")
+    await pod.set_faults(hang=True)
+    with pytest.raises(openai.APIStatusError) as info:
+        await gw.client().completions.create(model=MODEL, prompt="x", max_tokens=2)
+    assert info.value.status_code == 504
+    events = await events_of(redis, keys, {"complete"})
+    complete = next(e for e in events if e.type is EventType.COMPLETE)
+    assert (complete.status, complete.reason) == (504, "upstream_timeout")
+    assert (queue.queued, queue.in_flight) == (0, 0)
+    await pod.set_faults(hang=False)

@@ -139,6 +139,9 @@ async def test_models_and_errors(harness: Harness) -> None:
             assert resp.status == 413
             body = await resp.json()
             assert set(body["error"]) == {"message", "type", "param", "code"}
+        huge = {"X-Padding": "x" * 10_000}
+        async with http.post(gw.url + "/v1/completions", json=big, headers=huge) as resp:
+            assert resp.status in (400, 431)  # header over the limit
         async with http.post(gw.url + "/v1/completions", data=b"{") as resp:
             assert resp.status == 400
             assert "JSON" in (await resp.json())["error"]["message"]

@@ -155,3 +155,27 @@ async def test_snapshots_carry_absolute_counts_and_sequence(
     assert len(set(seqs)) == len(seqs)
     assert all(e.gateway == "gw-test" and e.interval_ms == 50 for e in snaps)
     assert all(e.in_flight == 0 for e in snaps)
+
+
+async def test_per_key_concurrency_lets_another_key_pass(harness: Harness) -> None:
+    pod = await harness.pod()
+    gw = await harness.gateway(
+        static_pods=[f"{MODEL}={pod.url}"], api_keys=["key-a", "key-b"], per_key_concurrency=1
+    )
+    queue = gw.state.scheduler.queues[MODEL]
+    await wait_for(lambda: queue.ready_pods == 1, what="pod ready")
+    heavy = gw.client(api_key="key-a")
+    long = [
+        asyncio.create_task(heavy.completions.create(model=MODEL, prompt="x", max_tokens=3000))
+        for _ in range(3)
+    ]
+    await wait_for(lambda: (queue.queued, queue.in_flight) == (2, 1), what="key-a limited to one")
+    reply = await gw.client(api_key="key-b").completions.create(
+        model=MODEL, prompt="x", max_tokens=2
+    )
+    assert reply.choices[0].text
+    assert queue.queued == 2  # key-a's others still wait: key-b went past them
+    for task in long:
+        task.cancel()
+    await asyncio.gather(*long, return_exceptions=True)
+    await wait_for(lambda: (queue.queued, queue.in_flight) == (0, 0), what="all slots free")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from collections.abc import Callable
 
 
@@ -47,10 +48,19 @@ class SimClock:
         return asyncio.get_running_loop().call_later(self.wall(sim_seconds), callback)
 
 
+_last_stamp: tuple[int, str] = (0, "")
+
+
 def timestamp(now: dt.datetime | None = None) -> str:
     """An RFC 3339 UTC timestamp with second precision, as Kubernetes writes them."""
-    moment = now or dt.datetime.now(dt.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    global _last_stamp
+    if now is not None:
+        return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    second = int(time.time())
+    if _last_stamp[0] != second:  # formatting is the cost; one string per second is enough
+        moment = dt.datetime.fromtimestamp(second, dt.UTC)
+        _last_stamp = (second, moment.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return _last_stamp[1]
 
 
 def micro_timestamp() -> str:

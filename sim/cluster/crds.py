@@ -9,6 +9,7 @@ Deleting the CRD stops serving it and deletes its objects.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -127,12 +128,19 @@ class CrdController:
 
 
 def load_crd_files(directory: Path) -> list[dict[str, Any]]:
-    """Read every CRD manifest (`*.yaml`) in a directory."""
-    out = []
-    for path in sorted(directory.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
-                out.append(doc)
+    """Read every CRD manifest (`*.yaml`) in a directory (parsed once per process)."""
+    out = _load_crd_files(directory.resolve())
     if not out:
         raise FileNotFoundError(f"no CustomResourceDefinition manifests in {directory}")
+    return [clone(doc) for doc in out]
+
+
+@functools.lru_cache(maxsize=8)
+def _load_crd_files(directory: Path) -> list[dict[str, Any]]:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    out = []
+    for path in sorted(directory.glob("*.yaml")):
+        for doc in yaml.load_all(path.read_text(), Loader=loader):
+            if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
+                out.append(doc)
     return out

@@ -17,7 +17,9 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
+
+from sim.pod.runtime import PodOptions, RunningPod, start_pod
 
 from .admission import now_condition
 from .clock import SimClock, timestamp
@@ -25,15 +27,6 @@ from .resources import Registry
 from .store import Obj, Store, WatchEvent, clone
 
 log = logging.getLogger(__name__)
-
-
-class PodServer(Protocol):
-    url: str
-
-    @property
-    def ready(self) -> bool: ...
-
-    async def stop(self, grace_seconds: float = 0.0) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +42,7 @@ class _Running:
     uid: str
     ip: str
     task: asyncio.Task[None] | None = None
-    server: PodServer | None = None
+    server: RunningPod | None = None
     terminating: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -111,6 +104,11 @@ class Kubelet:
         self.started_servers = 0
         store.subscribe(self._on_event)
 
+    def server_for(self, namespace: str, name: str) -> RunningPod | None:
+        """The simulated vLLM server a pod runs, if it runs one (for fault injection)."""
+        running = self._pods.get((namespace, name))
+        return running.server if running is not None else None
+
     def _alloc_ip(self) -> str:
         n = self._next_ip
         self._next_ip += 1
@@ -119,8 +117,13 @@ class Kubelet:
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
         return task
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("kubelet task %s failed", task.get_name(), exc_info=task.exception())
 
     def _on_event(self, ev: WatchEvent) -> None:
         if ev.rt.key == self.node_rt.key and ev.type == "DELETED":
@@ -224,8 +227,6 @@ class Kubelet:
     async def _start_server(
         self, key: tuple[str, str], running: _Running, pod: Obj, model: PodModel
     ) -> bool:
-        from sim.pod.runtime import PodOptions, start_pod
-
         kwargs: dict[str, Any] = {
             "model": model.model,
             "load_seconds": self.clock.wall(model.load_seconds),
@@ -262,10 +263,9 @@ class Kubelet:
 
         self._patch_status(key, running.uid, started)
         await self.clock.sleep(model.load_seconds)
-        wait_ready = getattr(server, "wait_ready", None)
-        if wait_ready is not None and not server.ready:
+        if not server.ready:
             with contextlib.suppress(Exception):
-                await wait_ready(30.0)
+                await server.wait_ready(30.0)
         return not running.terminating and running.server is server
 
     def _mark_ready(self, key: tuple[str, str], running: _Running, names: list[str]) -> None:
@@ -303,10 +303,8 @@ class Kubelet:
                 return
             if server.ready:
                 continue
-            if not getattr(server, "stopped", False) and not getattr(
-                getattr(server, "faults", None), "crash", False
-            ):
-                continue
+            if not server.stopped and not server.faults.crash:
+                continue  # stopping or hung: not a crash
 
             def crashed(p: Obj) -> None:
                 st = p.setdefault("status", {})
@@ -370,7 +368,12 @@ def _set_conditions(status: Obj, **values: str) -> None:
         prev = conds.get(type_)
         if prev is None or prev.get("status") != value:
             conds[type_] = now_condition(type_, value)
-    order = ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"]
-    status["conditions"] = sorted(
-        conds.values(), key=lambda c: order.index(c["type"]) if c["type"] in order else 99
+    status["conditions"] = sorted(conds.values(), key=lambda c: _ORDER.get(c["type"], 99))
+
+
+_ORDER = {
+    t: n
+    for n, t in enumerate(
+        ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"]
     )
+}

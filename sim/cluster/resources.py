@@ -55,6 +55,12 @@ class ResourceType:
     printer_columns: tuple[PrinterColumn, ...] | None = None
     validator: Validator | None = field(default=None, compare=False)
     tracks_generation: bool = True
+    key: str = field(init=False, compare=False)
+    """A unique key: `plural.group/version` (`pods/v1` for the core group)."""
+
+    def __post_init__(self) -> None:
+        key = f"{self.plural}.{self.group}/{self.version}" if self.group else f"{self.plural}/v1"
+        object.__setattr__(self, "key", key)
 
     @property
     def api_version(self) -> str:
@@ -63,11 +69,6 @@ class ResourceType:
     @property
     def group_version(self) -> str:
         return self.api_version
-
-    @property
-    def key(self) -> str:
-        """A unique key: `plural.group/version` (`pods/v1` for the core group)."""
-        return f"{self.plural}.{self.group}/{self.version}" if self.group else f"{self.plural}/v1"
 
     def verbs(self) -> list[str]:
         return [

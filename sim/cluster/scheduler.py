@@ -12,8 +12,11 @@ pod is nominated to that node (`status.nominatedNodeName`), as kube-scheduler's 
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from typing import Any
+
+import orjson
 
 from .admission import now_condition
 from .reconcile import Reconciler
@@ -21,6 +24,7 @@ from .resources import Registry
 from .store import Obj, Store, WatchEvent, clone
 
 GPU = "nvidia.com/gpu"
+BIND_BATCH = 200
 
 
 def quantity(value: Any) -> float:
@@ -29,7 +33,12 @@ def quantity(value: Any) -> float:
         return 0.0
     if isinstance(value, (int, float)):
         return float(value)
-    text = str(value).strip()
+    return _parse_quantity(str(value))
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_quantity(value: str) -> float:
+    text = value.strip()
     suffixes = {
         "m": 1e-3,
         "k": 1e3,
@@ -106,26 +115,72 @@ def unschedulable(pod: Obj) -> bool:
     return False
 
 
+class _BestFit:
+    """Feasible nodes bucketed by free GPUs: best fit (most allocated node that fits) in O(GPUs)."""
+
+    def __init__(self, names: list[str], free: dict[str, int]) -> None:
+        self.buckets: dict[int, dict[str, None]] = defaultdict(dict)
+        for name in names:
+            self.buckets[free[name]][name] = None
+
+    def take(self, need: int) -> str | None:
+        for amount in sorted(k for k, v in self.buckets.items() if v and k >= need):
+            return next(iter(self.buckets[amount]))
+        return None
+
+    def move(self, name: str, before: int, after: int) -> None:
+        bucket = self.buckets.get(before)
+        if bucket is not None and name in bucket:
+            del bucket[name]
+            self.buckets[after][name] = None
+
+
 class Scheduler:
+    """Keeps pending pods and per-node GPU use up to date from events; binds in passes."""
+
     def __init__(self, registry: Registry, store: Store) -> None:
         self.store = store
         self.pod_rt = registry.require("", "v1", "pods")
         self.node_rt = registry.require("", "v1", "nodes")
         self.reconciler: Reconciler[str] = Reconciler("scheduler", self._pass)
         self.bound = 0
+        self._pending: dict[tuple[str, str], None] = {}
+        self._placed: dict[tuple[str, str], tuple[str, int]] = {}
+        self._used: dict[str, int] = defaultdict(int)
+        self._on_node: dict[str, dict[tuple[str, str], None]] = defaultdict(dict)
         store.subscribe(self._on_event)
 
     def _on_event(self, ev: WatchEvent) -> None:
         if ev.rt.key == self.node_rt.key:
             self.reconciler.mark("all")
-        elif ev.rt.key == self.pod_rt.key:
-            spec = ev.obj.get("spec") or {}
-            if (
-                ev.type == "DELETED"
-                or not spec.get("nodeName")
-                or (ev.obj["metadata"].get("deletionTimestamp"))
-            ):
+            return
+        if ev.rt.key != self.pod_rt.key:
+            return
+        meta = ev.obj["metadata"]
+        key = (meta["namespace"], meta["name"])
+        node = (ev.obj.get("spec") or {}).get("nodeName")
+        placed = self._placed.get(key)
+        if ev.type == "DELETED":
+            self._pending.pop(key, None)
+            if placed is not None:
+                del self._placed[key]
+                self._used[placed[0]] -= placed[1]
+                self._on_node[placed[0]].pop(key, None)
+            self.reconciler.mark("all")
+        elif node:
+            self._pending.pop(key, None)
+            if placed is None:
+                gpus = pod_gpus(ev.obj)
+                self._placed[key] = (node, gpus)
+                self._used[node] += gpus
+                self._on_node[node][key] = None
+            if meta.get("deletionTimestamp"):
                 self.reconciler.mark("all")
+        elif meta.get("deletionTimestamp"):
+            self._pending.pop(key, None)
+        elif key not in self._pending:
+            self._pending[key] = None
+            self.reconciler.mark("all")
 
     def start(self) -> None:
         self.reconciler.start()
@@ -133,20 +188,27 @@ class Scheduler:
     async def stop(self) -> None:
         await self.reconciler.stop()
 
+    def _pods_by_node(self) -> dict[str, list[Obj]]:
+        out: dict[str, list[Obj]] = defaultdict(list)
+        for node, keys in self._on_node.items():
+            for key in keys:
+                pod = self.store.try_get(self.pod_rt, *key)
+                if pod is not None:
+                    out[node].append(pod)
+        return out
+
     def _pass(self, _key: str) -> None:
-        nodes = {n["metadata"]["name"]: n for n in self.store.items(self.node_rt)}
-        used: dict[str, int] = defaultdict(int)
-        by_node: dict[str, list[Obj]] = defaultdict(list)
         pending: list[Obj] = []
-        for pod in self.store.items(self.pod_rt):
-            node_name = pod.get("spec", {}).get("nodeName")
-            if node_name:
-                used[node_name] += pod_gpus(pod)
-                by_node[node_name].append(pod)
-            elif not pod["metadata"].get("deletionTimestamp"):
+        for key in list(self._pending):
+            pod = self.store.try_get(self.pod_rt, *key)
+            if pod is None or pod.get("spec", {}).get("nodeName"):
+                self._pending.pop(key, None)
+            else:
                 pending.append(pod)
         if not pending:
             return
+        nodes = {n["metadata"]["name"]: n for n in self.store.items(self.node_rt)}
+        used = self._used
         candidates = [
             n
             for n in nodes.values()
@@ -161,21 +223,52 @@ class Scheduler:
                 p["metadata"]["name"],
             )
         )
+        free = {
+            n["metadata"]["name"]: node_gpus(n) - used[n["metadata"]["name"]] for n in candidates
+        }
+        fits: dict[bytes, _BestFit] = {}
+        by_node: dict[str, list[Obj]] | None = None
+        lowest: int | None = None
+        bound = 0
         for pod in pending:
             need = pod_gpus(pod)
-            fits = [
-                n
-                for n in candidates
-                if node_matches(pod, n) and node_gpus(n) - used[n["metadata"]["name"]] >= need
-            ]
-            if fits:
-                best = max(fits, key=lambda n: (used[n["metadata"]["name"]], n["metadata"]["name"]))
-                name = best["metadata"]["name"]
-                used[name] += need
-                by_node[name].append(pod)
+            spec = pod.get("spec") or {}
+            sig = orjson.dumps(
+                [spec.get("nodeSelector"), spec.get("tolerations")], option=orjson.OPT_SORT_KEYS
+            )
+            fit = fits.get(sig)
+            if fit is None:
+                fit = fits[sig] = _BestFit(
+                    [n["metadata"]["name"] for n in candidates if node_matches(pod, n)], free
+                )
+            name = fit.take(need)
+            if name is not None:
+                before = free[name]
+                free[name] -= need
+                for other in fits.values():
+                    other.move(name, before, free[name])
+                if by_node is not None:
+                    by_node[name].append(pod)
                 self._bind(pod, name)
+                bound += 1
+                if bound >= BIND_BATCH:  # let the loop breathe; the next pass continues
+                    self.reconciler.mark("all")
+                    return
                 continue
-            nominated = self._preempt(pod, need, candidates, used, by_node)
+            nominated = None
+            if by_node is None:
+                by_node = self._pods_by_node()
+                lowest = min(
+                    (
+                        int(p["spec"].get("priority", 0))
+                        for ps in by_node.values()
+                        for p in ps
+                        if not p["metadata"].get("deletionTimestamp") and pod_gpus(p) > 0
+                    ),
+                    default=2**31,
+                )
+            if lowest is not None and int(spec.get("priority", 0)) > lowest:
+                nominated = self._preempt(pod, need, candidates, used, by_node)
             self._mark_unschedulable(pod, len(nodes), nominated)
 
     def _preempt(

@@ -22,6 +22,7 @@ from .selectors import LabelSelector
 from .store import Obj, Store, WatchEvent, clone, random_suffix
 
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"
+CREATE_BATCH = 250
 
 
 def template_hash(template: Obj) -> str:
@@ -195,8 +196,11 @@ class WorkloadControllers:
         alive = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
         want = int(rs["spec"].get("replicas", 0))
         if len(alive) < want:
-            for _ in range(want - len(alive)):
+            burst = min(want - len(alive), CREATE_BATCH)
+            for _ in range(burst):
                 alive.append(self._create_pod(rs))
+            if len(alive) < want:  # like the real controller, create in batches
+                self.replicasets.mark(key)
         elif len(alive) > want:
 
             def rank(p: Obj) -> tuple[int, int, str]:

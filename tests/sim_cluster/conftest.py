@@ -8,6 +8,7 @@ import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes_asyncio import client, config
@@ -31,6 +32,28 @@ async def cluster() -> AsyncIterator[RunningCluster]:
         yield c
     finally:
         await c.stop()
+
+
+ClusterFactory = Callable[..., Awaitable[RunningCluster]]
+
+
+@pytest.fixture
+async def make_cluster() -> AsyncIterator[ClusterFactory]:
+    """Start clusters with custom options; all are stopped at the end of the test."""
+    started: list[RunningCluster] = []
+
+    async def make(**options: Any) -> RunningCluster:
+        options.setdefault("speed", FAST)
+        options.setdefault("seed", 11)
+        c = await start_cluster(ClusterOptions(**options))
+        started.append(c)
+        return c
+
+    try:
+        yield make
+    finally:
+        for c in started:
+            await c.stop()
 
 
 @pytest.fixture

@@ -113,12 +113,19 @@ async def test_scale_subresource_get_patch_put(api: client.ApiClient) -> None:
     assert scale.status.selector == "app=s"
     await apps.patch_namespaced_deployment_scale("s", "default", {"spec": {"replicas": 4}})
     assert (await apps.read_namespaced_deployment("s", "default")).spec.replicas == 4
-    scale = await apps.read_namespaced_deployment_scale("s", "default")
-    scale.spec.replicas = 2
-    await apps.replace_namespaced_deployment_scale("s", "default", scale)
+    stale = await apps.read_namespaced_deployment_scale("s", "default")
+    for _ in range(10):  # the controllers write status meanwhile: retry on conflict, as clients do
+        scale = await apps.read_namespaced_deployment_scale("s", "default")
+        scale.spec.replicas = 2
+        try:
+            await apps.replace_namespaced_deployment_scale("s", "default", scale)
+            break
+        except ApiException as exc:
+            assert exc.status == 409
     assert (await apps.read_namespaced_deployment("s", "default")).spec.replicas == 2
-    with pytest.raises(ApiException) as exc:  # the scale's resourceVersion is now stale
-        await apps.replace_namespaced_deployment_scale("s", "default", scale)
+    stale.spec.replicas = 7
+    with pytest.raises(ApiException) as exc:  # its resourceVersion is older than the last write
+        await apps.replace_namespaced_deployment_scale("s", "default", stale)
     assert exc.value.status == 409
     with pytest.raises(ApiException) as exc:
         await apps.patch_namespaced_deployment_scale("s", "default", {"spec": {"replicas": -1}})

@@ -143,6 +143,13 @@ async def serve_completion(request: web.Request, endpoint: Endpoint) -> web.Stre
         state.scheduler.finish(model, ticket)
         _report_cancel(ex)
         raise
+    except Exception:
+        # A bug or an error type nobody foresaw: still free the slot and close the books.
+        log.exception("request %s failed inside the gateway", ticket.request_id)
+        ex.status, ex.reason = 500, "gateway_error"
+        state.scheduler.finish(model, ticket)
+        _report_complete(ex)
+        raise
     state.scheduler.finish(model, ticket)
     _report_complete(ex)
     return response

@@ -132,16 +132,25 @@ def run(settings: GatewaySettings) -> int:
     procs = [start(i) for i in range(settings.workers)]
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    restarts: list[float] = []
     while True:
         alive = [p for p in procs if p.is_alive()]
         if stopping and not alive:
             return 0
         if not stopping:
             for i, proc in enumerate(procs):
-                if not proc.is_alive():
-                    log.error("worker %d exited with %s; restarting it", i, proc.exitcode)
-                    time.sleep(0.5)
-                    procs[i] = start(i)
+                if proc.is_alive():
+                    continue
+                now = time.monotonic()
+                restarts = [t for t in restarts if now - t < 60.0] + [now]
+                if len(restarts) > 5 * settings.workers:
+                    log.error("workers keep dying (last exit code %s); giving up", proc.exitcode)
+                    on_signal(signal.SIGTERM, None)
+                    for other in procs:
+                        other.join(settings.drain_timeout_s + 5.0)
+                    return 1
+                log.error("worker %d exited with %s; restarting it", i, proc.exitcode)
+                procs[i] = start(i)
         time.sleep(0.2)
 
 

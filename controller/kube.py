@@ -27,6 +27,7 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.watch import Watch
 
+from controller import crd
 from controller.actuator import ConflictError, ScaleTarget, TargetKind
 from surgescale.retry import Backoff, ExponentialBackoff, PermanentError, TemporaryError
 
@@ -253,6 +254,56 @@ class Informer:
                 self.errors += 1
                 log.warning("informer %s failed (%d in a row): %r", self.name, failures, exc)
                 await asyncio.sleep(self._backoff.compute(failures))
+
+
+def controller_informers(
+    api: client.ApiClient,
+    *,
+    namespace: str | None,
+    on_scaler: Handler,
+    on_deployment: Handler,
+    on_nodes: Handler,
+) -> dict[str, Informer]:
+    """The controller's informers by name: InferenceScalers and Deployments (one namespace or
+    all), Nodes of Karpenter NodePools, and NodePools (their handler also gets the Nodes)."""
+    custom = client.CustomObjectsApi(api)
+    apps = client.AppsV1Api(api)
+    core = client.CoreV1Api(api)
+    if namespace:
+        scalers = Informer(
+            "inferencescalers",
+            custom.list_namespaced_custom_object,
+            crd.GROUP,
+            crd.VERSION,
+            namespace,
+            crd.PLURAL,
+            handler=on_scaler,
+        )
+        deployments = Informer(
+            "deployments", apps.list_namespaced_deployment, namespace, handler=on_deployment
+        )
+    else:
+        scalers = Informer(
+            "inferencescalers",
+            custom.list_cluster_custom_object,
+            crd.GROUP,
+            crd.VERSION,
+            crd.PLURAL,
+            handler=on_scaler,
+        )
+        deployments = Informer(
+            "deployments", apps.list_deployment_for_all_namespaces, handler=on_deployment
+        )
+    nodes = Informer("nodes", core.list_node, label_selector=NODEPOOL_LABEL, handler=on_nodes)
+    pools = Informer(
+        "nodepools",
+        custom.list_cluster_custom_object,
+        KARPENTER_GROUP,
+        KARPENTER_VERSION,
+        "nodepools",
+        handler=on_nodes,
+    )
+    return {i.name: i for i in (scalers, deployments, nodes, pools)}
 
 
 class KubeWriter:

@@ -32,23 +32,21 @@ from kubernetes_asyncio import client
 from controller import crd
 from controller.actuator import Actuator, ScaleTarget, TargetKind
 from controller.kube import (
-    NODEPOOL_LABEL,
     Informer,
     KubeScaleAPI,
     KubeWriter,
     connect_api,
-    now_rfc3339,
+    controller_informers,
 )
 from controller.lease import LeaseElector
 from controller.ops import Health, Metrics, build_app, log_decision
-from controller.policy import Decision, Observation, PolicySpec, PolicyState, decide
+from controller.policy import Decision, Observation, PolicyState, decide
+from controller.report import Reporter
+from controller.scaler import Key, Scaler, cluster_counts
 from controller.state import ClusterCounts, StateSettings, StateStore
-from surgescale.events import EventConsumer, RedisClient, StreamKeys, close, connect
-from surgescale.retry import PermanentError, TemporaryError
+from surgescale.events import Batch, EventConsumer, RedisClient, StreamKeys, close, connect
 
 log = logging.getLogger(__name__)
-
-Key = tuple[str, str]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,76 +74,6 @@ class ControllerConfig:
     state: StateSettings = field(default_factory=StateSettings)
 
 
-@dataclass(slots=True)
-class Scaler:
-    """One InferenceScaler as the controller sees it."""
-
-    key: Key
-    uid: str | None = None
-    generation: int = 0
-    spec: crd.InferenceScalerSpec | None = None
-    policy_spec: PolicySpec | None = None
-    error: crd.SpecError | None = None
-    state: PolicyState | None = None
-    last_eval: float = -math.inf
-    pending_trigger: float | None = None
-    evaluated_queue: int = 0
-    """Queue depth seen by the last evaluation (growth beyond it is urgent)."""
-    timer: asyncio.TimerHandle | None = None
-    decision: Decision | None = None
-    observation: Observation | None = None
-    last_scale_time: str | None = None
-    last_scale_reason: str = ""
-    status_written: dict[str, Any] | None = None
-    conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
-    reported_error: str | None = None
-
-    @property
-    def name(self) -> str:
-        return f"{self.key[0]}/{self.key[1]}"
-
-    @property
-    def model(self) -> str | None:
-        return None if self.spec is None else self.spec.model
-
-    def deployment(self) -> ScaleTarget | None:
-        if self.spec is None:
-            return None
-        return ScaleTarget(TargetKind.DEPLOYMENT, self.spec.scale_target_ref.name, self.key[0])
-
-    def node_target(self) -> ScaleTarget | None:
-        cap = None if self.spec is None else self.spec.capacity
-        if cap is None:
-            return None
-        if cap.strategy is crd.CapacityStrategy.STATIC_NODE_POOL and cap.node_pool_ref:
-            return ScaleTarget(TargetKind.NODEPOOL, cap.node_pool_ref.name)
-        if cap.strategy is crd.CapacityStrategy.HEADROOM and cap.headroom_deployment_ref:
-            return ScaleTarget(TargetKind.DEPLOYMENT, cap.headroom_deployment_ref.name, self.key[0])
-        return None
-
-    def set_condition(self, kind: str, ok: bool, reason: str, message: str) -> None:
-        status = "True" if ok else "False"
-        old = self.conditions.get(kind)
-        if (
-            old
-            and old["status"] == status
-            and old["reason"] == reason
-            and old["message"] == message
-        ):
-            return
-        changed = old is None or old["status"] != status
-        self.conditions[kind] = {
-            "type": kind,
-            "status": status,
-            "reason": reason,
-            "message": message,
-            "lastTransitionTime": now_rfc3339()
-            if changed or old is None
-            else old["lastTransitionTime"],
-            "observedGeneration": self.generation,
-        }
-
-
 class Controller:
     """One controller instance (leader or standby)."""
 
@@ -170,10 +98,9 @@ class Controller:
         self.actuator: Actuator | None = None
         self.elector: LeaseElector | None = None
         self.consumer: EventConsumer | None = None
-        self.writer: KubeWriter | None = None
+        self.reporter: Reporter | None = None
         self.informers: dict[str, Informer] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._background: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self.http_port: int | None = None
         self._consumer_alive = False
@@ -191,8 +118,8 @@ class Controller:
         self.actuator = Actuator(
             KubeScaleAPI(api), on_send=self._on_send, on_applied=self._on_applied
         )
-        self.writer = KubeWriter(
-            api, group=crd.GROUP, version=crd.VERSION, plural=crd.PLURAL, kind=crd.KIND
+        self.reporter = Reporter(
+            KubeWriter(api, group=crd.GROUP, version=crd.VERSION, plural=crd.PLURAL, kind=crd.KIND)
         )
         self.elector = LeaseElector(
             api,
@@ -203,51 +130,13 @@ class Controller:
             retry_period_s=cfg.lease_retry_s,
             on_change=self._on_leadership,
         )
-        custom = client.CustomObjectsApi(api)
-        apps = client.AppsV1Api(api)
-        core = client.CoreV1Api(api)
-        if cfg.namespace:
-            scalers = Informer(
-                "inferencescalers",
-                custom.list_namespaced_custom_object,
-                crd.GROUP,
-                crd.VERSION,
-                cfg.namespace,
-                crd.PLURAL,
-                handler=self._on_scaler,
-            )
-            deployments = Informer(
-                "deployments",
-                apps.list_namespaced_deployment,
-                cfg.namespace,
-                handler=self._on_deployment,
-            )
-        else:
-            scalers = Informer(
-                "inferencescalers",
-                custom.list_cluster_custom_object,
-                crd.GROUP,
-                crd.VERSION,
-                crd.PLURAL,
-                handler=self._on_scaler,
-            )
-            deployments = Informer(
-                "deployments",
-                apps.list_deployment_for_all_namespaces,
-                handler=self._on_deployment,
-            )
-        nodes = Informer(
-            "nodes", core.list_node, label_selector=NODEPOOL_LABEL, handler=self._on_nodes
+        self.informers = controller_informers(
+            api,
+            namespace=cfg.namespace,
+            on_scaler=self._on_scaler,
+            on_deployment=self._on_deployment,
+            on_nodes=self._on_nodes,
         )
-        pools = Informer(
-            "nodepools",
-            custom.list_cluster_custom_object,
-            "karpenter.sh",
-            "v1",
-            "nodepools",
-            handler=self._on_nodes,
-        )
-        self.informers = {i.name: i for i in (scalers, deployments, nodes, pools)}
         self.consumer = EventConsumer(
             self._redis,
             group=f"{cfg.group_prefix}-{cfg.identity}",
@@ -262,7 +151,14 @@ class Controller:
         self._spawn(self._consume(), "consume")
         self._spawn(self.elector.run(), "lease")
         self._spawn(self._tick(), "tick")
-        self._spawn(self._status_loop(), "status")
+        self._spawn(
+            self.reporter.run(
+                self.scalers.values,
+                leading=lambda: self.is_leader,
+                interval_s=cfg.status_interval_s,
+            ),
+            "status",
+        )
         if cfg.http_port is not None:
             self._runner = web.AppRunner(build_app(self.metrics, self.health), shutdown_timeout=2.0)
             await self._runner.setup()
@@ -287,7 +183,9 @@ class Controller:
         for scaler in self.scalers.values():
             if scaler.timer is not None:
                 scaler.timer.cancel()
-        tasks = self._tasks + list(self._background)
+        if self.reporter is not None:
+            await self.reporter.close(timeout / 3)
+        tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.wait(tasks, timeout=timeout) if tasks else None
@@ -328,6 +226,7 @@ class Controller:
         assert self.consumer is not None
         loop = asyncio.get_running_loop()
         self._consumer_alive = True
+        acking: asyncio.Future[None] | None = None
         async for batch in self.consumer.batches():
             now = loop.time()
             events = batch.events
@@ -341,10 +240,18 @@ class Controller:
                 for scaler in scalers:
                     # A growing queue may need capacity now: it skips the rate limit.
                     self.request_eval(scaler, trigger=now, urgent=queue > scaler.evaluated_queue)
-            try:
-                await batch.ack()
-            except Exception as exc:  # a lost ack means a redelivery, which the state tolerates
-                log.warning("ack failed: %r", exc)
+            # Ack after the effect (the state has the events), without holding up the next read:
+            # at most one ack in flight; a lost ack only means a redelivery after a restart.
+            if acking is not None:
+                await acking
+            acking = asyncio.ensure_future(self._ack(batch))
+
+    @staticmethod
+    async def _ack(batch: Batch) -> None:
+        try:
+            await batch.ack()
+        except Exception as exc:
+            log.warning("ack failed: %r", exc)
 
     def _on_scaler(self, kind: str, obj: dict[str, Any]) -> None:
         if kind == "SYNC":
@@ -414,37 +321,14 @@ class Controller:
 
     def cluster_counts(self, scaler: Scaler) -> ClusterCounts | None:
         """Ready / starting replicas and nodes of a scaler's targets; None if the target is unknown."""
-        target = scaler.deployment()
         deployments = self.informers.get("deployments")
-        if target is None or deployments is None or not deployments.synced.is_set():
+        if deployments is None or not deployments.synced.is_set():
             return None
-        dep = deployments.objects.get((target.namespace, target.name))
-        if dep is None:
-            return None
-        spec_replicas = int((dep.get("spec") or {}).get("replicas") or 0)
-        status = dep.get("status") or {}
-        ready = int(status.get("readyReplicas") or 0)
-        total = int(status.get("replicas") or 0)
-        starting = max(max(spec_replicas, total) - ready, 0)
-        ready_nodes = starting_nodes = 0
-        node_target = scaler.node_target()
-        if node_target is not None and node_target.kind is TargetKind.NODEPOOL:
-            nodes = self.informers["nodes"].objects.values()
-            pool_nodes = [
-                n
-                for n in nodes
-                if ((n.get("metadata") or {}).get("labels") or {}).get(NODEPOOL_LABEL)
-                == node_target.name
-            ]
-            ready_nodes = sum(1 for n in pool_nodes if _node_ready(n))
-            pool = self.informers["nodepools"].objects.get(("", node_target.name))
-            wanted = int(((pool or {}).get("spec") or {}).get("replicas") or 0)
-            starting_nodes = max(wanted - ready_nodes, len(pool_nodes) - ready_nodes, 0)
-        return ClusterCounts(
-            ready_replicas=ready,
-            starting_replicas=starting,
-            ready_nodes=ready_nodes,
-            starting_nodes=starting_nodes,
+        return cluster_counts(
+            scaler,
+            deployments=deployments.objects,
+            nodes=self.informers["nodes"].objects.values(),
+            pools=self.informers["nodepools"].objects,
         )
 
     # --- decide --------------------------------------------------------------------------------
@@ -614,108 +498,9 @@ class Controller:
         self, target: ScaleTarget, previous: int | None, value: int, reason: str
     ) -> None:
         scaler = self.by_target.get(target)
-        if scaler is None or self.writer is None:
-            return
-        obs = scaler.observation
-        if target == scaler.deployment():
-            scaler.last_scale_time = now_rfc3339()
-            scaler.last_scale_reason = reason
-            verb = "ScaledUp" if previous is None or value > previous else "ScaledDown"
-        else:
-            verb = "NodesScaled" if target.kind is TargetKind.NODEPOOL else "HeadroomScaled"
-        inputs = (
-            ""
-            if obs is None
-            else f" (queue {obs.queue_depth}, in flight {obs.in_flight}, ready {obs.ready_replicas}, "
-            f"starting {obs.starting_replicas}, arrival {obs.arrival_rate_short:.2f}/s)"
-        )
-        message = (
-            f"{target} {previous if previous is not None else '?'} -> {value}: {reason}{inputs}"
-        )
-        self._fire(
-            self.writer.event(
-                namespace=scaler.key[0],
-                name=scaler.key[1],
-                uid=scaler.uid,
-                reason=verb,
-                message=message,
-            )
-        )
-
-    def _fire(self, coro: Any) -> None:
-        if len(self._background) > 100:  # the API server is struggling: drop, do not pile up
-            coro.close()
-            return
-        task: asyncio.Task[None] = asyncio.create_task(self._quiet(coro))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    @staticmethod
-    async def _quiet(coro: Any) -> None:
-        try:
-            await coro
-        except (TemporaryError, PermanentError) as exc:
-            log.warning("write failed: %s", exc)
-
-    def status_of(self, scaler: Scaler) -> dict[str, Any]:
-        """The status subresource body for a scaler."""
-        status: dict[str, Any] = {"observedGeneration": scaler.generation}
-        obs, decision = scaler.observation, scaler.decision
-        if obs is not None:
-            status.update(
-                queueDepth=obs.queue_depth,
-                inFlight=obs.in_flight,
-                arrivalRate=round(obs.arrival_rate_short, 3),
-                readyReplicas=obs.ready_replicas,
-                startingReplicas=obs.starting_replicas,
-                readyNodes=obs.ready_nodes,
-                ttftP95Ms=None if obs.ttft_p95_s is None else round(obs.ttft_p95_s * 1000, 1),
-                tpotP95Ms=None if obs.tpot_p95_s is None else round(obs.tpot_p95_s * 1000, 2),
-            )
-        if decision is not None and decision.valid:
-            status.update(desiredReplicas=decision.replicas, desiredNodes=decision.nodes)
-        if scaler.last_scale_time:
-            status.update(
-                lastScaleTime=scaler.last_scale_time, lastScaleReason=scaler.last_scale_reason
-            )
-        status["conditions"] = list(scaler.conditions.values())
-        return {k: v for k, v in status.items() if v is not None}
+        if scaler is not None and self.reporter is not None:
+            self.reporter.scaled(scaler, target, previous, value, reason)
 
     async def write_status(self, scaler: Scaler) -> bool:
-        """PATCH the status if it changed since the last write; True if written."""
-        if self.writer is None:
-            return False
-        status = self.status_of(scaler)
-        if status == scaler.status_written:
-            return False
-        await self.writer.patch_status(scaler.key[0], scaler.key[1], status)
-        scaler.status_written = status
-        if scaler.error is not None and scaler.reported_error != str(scaler.error):
-            scaler.reported_error = str(scaler.error)
-            await self.writer.event(
-                namespace=scaler.key[0],
-                name=scaler.key[1],
-                uid=scaler.uid,
-                reason="InvalidSpec",
-                message=str(scaler.error),
-                warning=True,
-            )
-        return True
-
-    async def _status_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.status_interval_s)
-            if not self.is_leader:
-                continue
-            for scaler in list(self.scalers.values()):
-                try:
-                    await self.write_status(scaler)
-                except (TemporaryError, PermanentError) as exc:
-                    log.warning("status of %s: %s", scaler.name, exc)
-
-
-def _node_ready(node: dict[str, Any]) -> bool:
-    for cond in (node.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Ready":
-            return bool(cond.get("status") == "True")
-    return False
+        """PATCH one scaler's status now if it changed (tests; the loop throttles it)."""
+        return False if self.reporter is None else await self.reporter.write_status(scaler)

@@ -18,6 +18,7 @@ from controller.kube import connect_api
 from controller.loop import Controller, ControllerConfig
 from sim.cluster import ClusterOptions, NodePoolConfig, RunningCluster, start_cluster
 from surgescale.events import Event, EventProducer, EventType, RedisClient, StreamKeys
+from surgescale.events.localredis import free_port
 
 MODEL = "llama3-8b"
 NS = "default"
@@ -176,6 +177,7 @@ async def sim(redis_url: str, keys: StreamKeys, tmp_path: Path) -> AsyncIterator
             nodepools=(NodePoolConfig(name="gpu", gpus_per_node=2, boot_seconds=4.0, replicas=0),),
             default_load_s=1.0,
             container_start_s=0.1,
+            pod_port=free_port(),  # other test runs may share this machine's 127.x addresses
         )
     )
     kubeconfig = cluster.write_kubeconfig(tmp_path / "kubeconfig")

@@ -10,6 +10,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
+
 from controller.loop import Controller
 from sim.cluster import errors as sim_errors
 from tests.controller.conftest import NS, Gateway, Sim, eventually
@@ -62,9 +64,11 @@ async def test_load_step_scales_the_deployment_and_the_nodepool_follows(
         reasons = [r for r, _ in await sim.events("llama")]
         assert "ScaledUp" in reasons
         assert "NodesScaled" in reasons
-    metrics = ctl.metrics.render().decode()
-    assert 'surgescale_controller_decision_latency_seconds_count{model="llama3-8b"} 1.0' in metrics
-    assert 'surgescale_controller_desired_replicas{model="llama3-8b"} 6.0' in metrics
+    metrics = await _scrape(ctl)
+    assert metrics['surgescale_controller_decision_latency_seconds_count{model="llama3-8b"}'] >= 1
+    assert metrics['surgescale_controller_desired_replicas{model="llama3-8b"}'] == 6
+    assert metrics['surgescale_controller_queue_depth{model="llama3-8b"}'] >= 40
+    assert metrics["surgescale_controller_leader"] == 1
 
 
 async def test_invalid_scaler_gets_a_condition_and_the_others_keep_working(sim: Sim) -> None:
@@ -213,6 +217,24 @@ async def test_leader_failover_standby_takes_over_and_decides_at_once(
             lambda: _at_least(sim, "llama", before + 1), timeout=5.0, what="new leader to scale"
         )
         assert second.actuator.stats.patches >= 1
+
+
+async def _scrape(ctl: Controller) -> dict[str, float]:
+    """GET /metrics (and the probes) over HTTP; the samples by series name with labels."""
+    base = f"http://127.0.0.1:{ctl.http_port}"
+    async with aiohttp.ClientSession() as http:
+        for probe in ("/healthz", "/readyz"):
+            async with http.get(base + probe) as resp:
+                assert resp.status == 200, (probe, await resp.text())
+        async with http.get(base + "/metrics") as resp:
+            assert resp.status == 200
+            text = await resp.text()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
 
 
 async def _at_least(sim: Sim, name: str, n: int) -> bool:

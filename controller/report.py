@@ -1,0 +1,127 @@
+"""Reporting back to the cluster: a Kubernetes Event per scale, and the throttled status writer.
+
+`Reporter.scaled(...)` is called by the actuator's hook after each successful scale PATCH and
+posts an Event (reason `ScaledUp` / `ScaledDown` / `NodesScaled` / `HeadroomScaled`) with the
+decision's reason and inputs, in the background (bounded: when the API server is slow, Events are
+dropped rather than piled up). `Reporter.run(...)` writes each InferenceScaler's status at most
+once per interval and only when it changed, and only while this instance leads; an invalid spec
+also gets one Warning Event per distinct error. Scale itself is never written here
+(`controller.actuator` is the only writer of scale).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
+
+from controller.actuator import ScaleTarget, TargetKind
+from controller.kube import KubeWriter, now_rfc3339
+from controller.scaler import Scaler, status_of
+from surgescale.retry import PermanentError, TemporaryError
+
+log = logging.getLogger(__name__)
+
+
+class Reporter:
+    """Events and status for the InferenceScalers, through a `KubeWriter`."""
+
+    def __init__(self, writer: KubeWriter, *, max_background: int = 100) -> None:
+        self._writer = writer
+        self._max_background = max_background
+        self._background: set[asyncio.Task[None]] = set()
+        self.dropped_events = 0
+
+    def scaled(
+        self, scaler: Scaler, target: ScaleTarget, previous: int | None, value: int, reason: str
+    ) -> None:
+        """A scale PATCH on one of `scaler`'s targets succeeded: record it and post an Event."""
+        obs = scaler.observation
+        if target == scaler.deployment():
+            scaler.last_scale_time = now_rfc3339()
+            scaler.last_scale_reason = reason
+            verb = "ScaledUp" if previous is None or value > previous else "ScaledDown"
+        else:
+            verb = "NodesScaled" if target.kind is TargetKind.NODEPOOL else "HeadroomScaled"
+        inputs = (
+            ""
+            if obs is None
+            else f" (queue {obs.queue_depth}, in flight {obs.in_flight}, "
+            f"ready {obs.ready_replicas}, starting {obs.starting_replicas}, "
+            f"arrival {obs.arrival_rate_short:.2f}/s)"
+        )
+        was = previous if previous is not None else "?"
+        self._fire(
+            self._writer.event(
+                namespace=scaler.key[0],
+                name=scaler.key[1],
+                uid=scaler.uid,
+                reason=verb,
+                message=f"{target} {was} -> {value}: {reason}{inputs}",
+            )
+        )
+
+    def _fire(self, coro: Coroutine[Any, Any, None]) -> None:
+        if len(self._background) >= self._max_background:
+            coro.close()
+            self.dropped_events += 1
+            return
+        task = asyncio.create_task(self._quiet(coro))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @staticmethod
+    async def _quiet(coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            await coro
+        except (TemporaryError, PermanentError) as exc:
+            log.warning("event write failed: %s", exc)
+
+    async def write_status(self, scaler: Scaler) -> bool:
+        """PATCH the status if it changed since the last write; True if written."""
+        status = status_of(scaler)
+        if status == scaler.status_written:
+            return False
+        await self._writer.patch_status(scaler.key[0], scaler.key[1], status)
+        scaler.status_written = status
+        if scaler.error is not None and scaler.reported_error != str(scaler.error):
+            scaler.reported_error = str(scaler.error)
+            await self._writer.event(
+                namespace=scaler.key[0],
+                name=scaler.key[1],
+                uid=scaler.uid,
+                reason="InvalidSpec",
+                message=str(scaler.error),
+                warning=True,
+            )
+        return True
+
+    async def run(
+        self,
+        scalers: Callable[[], Iterable[Scaler]],
+        *,
+        leading: Callable[[], bool],
+        interval_s: float,
+    ) -> None:
+        """Every `interval_s`, while `leading()`, write the status of each changed scaler."""
+        while True:
+            await asyncio.sleep(interval_s)
+            if not leading():
+                continue
+            for scaler in list(scalers()):
+                try:
+                    await self.write_status(scaler)
+                except (TemporaryError, PermanentError) as exc:
+                    log.warning("status of %s: %s", scaler.name, exc)
+
+    async def close(self, timeout: float = 1.0) -> None:
+        """Let in-flight Event writes finish (bounded), then cancel the rest."""
+        tasks = list(self._background)
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

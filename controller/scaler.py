@@ -1,0 +1,168 @@
+"""One InferenceScaler as the controller sees it, and the pure views derived from it.
+
+`Scaler` holds the parsed spec (or the `SpecError` that made it invalid), the policy state, the
+last observation and decision, and the conditions; `status_of` renders the status subresource;
+`cluster_counts` turns the informers' Deployment / Node / NodePool objects into the policy's
+ready and starting counts. No I/O here: `controller.loop` does the watching and the writing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller import crd
+from controller.actuator import ScaleTarget, TargetKind
+from controller.kube import NODEPOOL_LABEL, now_rfc3339
+from controller.policy import Decision, Observation, PolicySpec, PolicyState
+from controller.state import ClusterCounts
+
+Key = tuple[str, str]
+"""(namespace, name)"""
+Obj = dict[str, Any]
+
+
+@dataclass(slots=True)
+class Scaler:
+    """One InferenceScaler as the controller sees it."""
+
+    key: Key
+    uid: str | None = None
+    generation: int = 0
+    spec: crd.InferenceScalerSpec | None = None
+    policy_spec: PolicySpec | None = None
+    error: crd.SpecError | None = None
+    state: PolicyState | None = None
+    last_eval: float = -math.inf
+    pending_trigger: float | None = None
+    evaluated_queue: int = 0
+    """Queue depth seen by the last evaluation (growth beyond it is urgent)."""
+    timer: asyncio.TimerHandle | None = None
+    decision: Decision | None = None
+    observation: Observation | None = None
+    last_scale_time: str | None = None
+    last_scale_reason: str = ""
+    status_written: dict[str, Any] | None = None
+    conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reported_error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.key[0]}/{self.key[1]}"
+
+    @property
+    def model(self) -> str | None:
+        return None if self.spec is None else self.spec.model
+
+    def deployment(self) -> ScaleTarget | None:
+        if self.spec is None:
+            return None
+        return ScaleTarget(TargetKind.DEPLOYMENT, self.spec.scale_target_ref.name, self.key[0])
+
+    def node_target(self) -> ScaleTarget | None:
+        cap = None if self.spec is None else self.spec.capacity
+        if cap is None:
+            return None
+        if cap.strategy is crd.CapacityStrategy.STATIC_NODE_POOL and cap.node_pool_ref:
+            return ScaleTarget(TargetKind.NODEPOOL, cap.node_pool_ref.name)
+        if cap.strategy is crd.CapacityStrategy.HEADROOM and cap.headroom_deployment_ref:
+            return ScaleTarget(TargetKind.DEPLOYMENT, cap.headroom_deployment_ref.name, self.key[0])
+        return None
+
+    def set_condition(self, kind: str, ok: bool, reason: str, message: str) -> None:
+        status = "True" if ok else "False"
+        old = self.conditions.get(kind)
+        if (
+            old
+            and old["status"] == status
+            and old["reason"] == reason
+            and old["message"] == message
+        ):
+            return
+        changed = old is None or old["status"] != status
+        self.conditions[kind] = {
+            "type": kind,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": now_rfc3339()
+            if changed or old is None
+            else old["lastTransitionTime"],
+            "observedGeneration": self.generation,
+        }
+
+
+def cluster_counts(
+    scaler: Scaler,
+    *,
+    deployments: Mapping[Key, Obj],
+    nodes: Iterable[Obj],
+    pools: Mapping[Key, Obj],
+) -> ClusterCounts | None:
+    """Ready / starting replicas (from the Deployment) and nodes (from the NodePool and its
+    Nodes) of a scaler's targets; None while the Deployment is unknown."""
+    target = scaler.deployment()
+    if target is None:
+        return None
+    dep = deployments.get((target.namespace, target.name))
+    if dep is None:
+        return None
+    spec_replicas = int((dep.get("spec") or {}).get("replicas") or 0)
+    status = dep.get("status") or {}
+    ready = int(status.get("readyReplicas") or 0)
+    total = int(status.get("replicas") or 0)
+    starting = max(max(spec_replicas, total) - ready, 0)
+    ready_nodes = starting_nodes = 0
+    node_target = scaler.node_target()
+    if node_target is not None and node_target.kind is TargetKind.NODEPOOL:
+        pool_nodes = [
+            n
+            for n in nodes
+            if ((n.get("metadata") or {}).get("labels") or {}).get(NODEPOOL_LABEL)
+            == node_target.name
+        ]
+        ready_nodes = sum(1 for n in pool_nodes if node_ready(n))
+        pool = pools.get(("", node_target.name))
+        wanted = int(((pool or {}).get("spec") or {}).get("replicas") or 0)
+        starting_nodes = max(wanted - ready_nodes, len(pool_nodes) - ready_nodes, 0)
+    return ClusterCounts(
+        ready_replicas=ready,
+        starting_replicas=starting,
+        ready_nodes=ready_nodes,
+        starting_nodes=starting_nodes,
+    )
+
+
+def status_of(scaler: Scaler) -> dict[str, Any]:
+    """The status subresource body for a scaler."""
+    status: dict[str, Any] = {"observedGeneration": scaler.generation}
+    obs, decision = scaler.observation, scaler.decision
+    if obs is not None:
+        status.update(
+            queueDepth=obs.queue_depth,
+            inFlight=obs.in_flight,
+            arrivalRate=round(obs.arrival_rate_short, 3),
+            readyReplicas=obs.ready_replicas,
+            startingReplicas=obs.starting_replicas,
+            readyNodes=obs.ready_nodes,
+            ttftP95Ms=None if obs.ttft_p95_s is None else round(obs.ttft_p95_s * 1000, 1),
+            tpotP95Ms=None if obs.tpot_p95_s is None else round(obs.tpot_p95_s * 1000, 2),
+        )
+    if decision is not None and decision.valid:
+        status.update(desiredReplicas=decision.replicas, desiredNodes=decision.nodes)
+    if scaler.last_scale_time:
+        status.update(
+            lastScaleTime=scaler.last_scale_time, lastScaleReason=scaler.last_scale_reason
+        )
+    status["conditions"] = list(scaler.conditions.values())
+    return {k: v for k, v in status.items() if v is not None}
+
+
+def node_ready(node: dict[str, Any]) -> bool:
+    for cond in (node.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return bool(cond.get("status") == "True")
+    return False

@@ -124,10 +124,17 @@ def test_topology_matches_the_demo() -> None:
     assert _flag(controller, "--kubeconfig") == "/etc/surgescale/kubeconfig"
     loadgen = services["loadgen"]["command"]
     assert loadgen[:2] == ["sim", "load"]
-    # The setup job applies the overlay the simulated cluster understands.
-    setup = services["setup"]["command"]
-    overlay = _flag(setup, "--kustomize").removeprefix("/manifests/")
+    # The setup jobs apply the CRD, then the overlay the simulated cluster understands.
+    crd = _flag(services["setup-crd"]["command"], "--kustomize").removeprefix("/manifests/")
+    overlay = _flag(services["setup"]["command"], "--kustomize").removeprefix("/manifests/")
+    assert (crd, overlay) == ("base/crd", "overlays/sim")
+    assert (MANIFESTS / crd / "kustomization.yaml").is_file()
     assert (MANIFESTS / overlay / "kustomization.yaml").is_file()
+    assert "setup-crd" in services["setup"]["depends_on"]
+    for part in ("gateway", "controller"):
+        assert services[part]["depends_on"]["setup"]["condition"] == (
+            "service_completed_successfully"
+        )
     namespace = kubeconfig["contexts"][0]["context"]["namespace"]
     assert _flag(gateway, "--namespace") == namespace
     assert _flag(controller, "--namespace") == namespace

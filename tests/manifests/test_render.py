@@ -3,6 +3,8 @@ and each overlay holds what it promises (dev: simulators, no Karpenter; prod: no
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from tests.manifests.clis import check_argv
@@ -126,8 +128,8 @@ def test_prod_has_karpenter_monitoring_and_no_simulators() -> None:
     assert "registry.example.com/surgescale/surgescale:0.1.0" in _images(objs)
 
 
-def test_sim_overlay_is_the_dev_model_unchanged() -> None:
-    """The objects the simulated cluster gets are exactly the dev overlay's."""
+def test_sim_overlay_is_the_dev_model_plus_simulated_gpus() -> None:
+    """The simulated cluster gets the dev overlay's objects, with only GPUs and nodes added."""
     dev, sim = render("overlays/dev"), render("overlays/sim")
     assert sorted(key(o) for o in sim) == sorted(
         [
@@ -139,11 +141,22 @@ def test_sim_overlay_is_the_dev_model_unchanged() -> None:
         ]
     )
     for obj in sim:
-        twin = find(dev, obj["kind"], obj["metadata"]["name"])
+        twin = copy.deepcopy(find(dev, obj["kind"], obj["metadata"]["name"]))
         if obj["kind"] in ("Namespace", "CustomResourceDefinition"):
             assert obj.get("spec") == twin.get("spec"), key(obj)  # base adds labels, no more
-        else:
-            assert obj == twin, key(obj)
+            continue
+        if obj["kind"] == "Deployment":
+            resources = twin["spec"]["template"]["spec"]["containers"][0]["resources"]
+            resources["requests"]["nvidia.com/gpu"] = "1"
+            resources["limits"]["nvidia.com/gpu"] = "1"
+        if obj["kind"] == "InferenceScaler":
+            assert twin["spec"]["capacity"]["strategy"] == "None"
+            twin["spec"]["capacity"] = {
+                **twin["spec"]["capacity"],
+                "strategy": "StaticNodePool",
+                "nodePoolRef": {"name": "gpu"},
+            }
+        assert obj == twin, key(obj)
 
 
 @pytest.mark.parametrize("overlay", ["overlays/dev", "overlays/prod"])

@@ -91,11 +91,19 @@ class EventTally:
         return queue, flight
 
 
-async def follow_events(
-    redis: RedisClient, *, keys: StreamKeys, tally: EventTally, group: str = "demo-view"
-) -> None:
-    """Feed `tally` from the event streams until cancelled (own group, acks as it goes)."""
-    consumer = EventConsumer(redis, group=group, keys=keys, block_ms=100, discover_interval_s=0.5)
+async def events_from_now(
+    redis: RedisClient, *, keys: StreamKeys, group: str = "demo-view"
+) -> EventConsumer:
+    """A consumer in a group of the view's own that starts at the streams' current ends."""
+    consumer = EventConsumer(
+        redis, group=group, keys=keys, block_ms=100, discover_interval_s=0.5, start_id="$"
+    )
+    await consumer.discover()  # groups exist from here on: nothing after this is missed
+    return consumer
+
+
+async def follow_events(consumer: EventConsumer, tally: EventTally) -> None:
+    """Feed `tally` from the consumer until cancelled (acks as it goes)."""
     try:
         async for batch in consumer.batches():
             for event in batch.events:

@@ -40,6 +40,7 @@ class ModelSetup:
     max_replicas: int = 8
     slo_s: float = 1.0
     scale_down_delay_s: float = 300.0
+    scale_down_period_s: float = 30.0
     nodepool: str = "gpu"
     pod_port: int = 8000
 
@@ -143,7 +144,10 @@ def inference_scaler(setup: ModelSetup, *, speed: float) -> Obj:
             "maxReplicas": setup.max_replicas,
             "slo": {"ttftP95Ms": setup.slo_s * 1000.0},
             "target": {"concurrencyPerReplica": setup.max_num_seqs},
-            "scaleDown": {"delaySeconds": setup.scale_down_delay_s / speed},
+            "scaleDown": {
+                "delaySeconds": setup.scale_down_delay_s / speed,
+                "periodSeconds": setup.scale_down_period_s / speed,
+            },
             "capacity": {
                 "strategy": "StaticNodePool",
                 "nodePoolRef": {"name": setup.nodepool},

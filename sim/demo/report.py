@@ -99,6 +99,15 @@ def plot_capacity(runs: Sequence[RunRecord], path: Path) -> None:
             ls="--",
             label="nodes ready",
         )
+        ax.step(
+            t,
+            [c.nodes_desired for c in samples],
+            where="post",
+            color=_COLORS["nodes"],
+            ls=":",
+            lw=1,
+            label="nodes desired",
+        )
         ax.set_xlabel("time (s)")
         ax.set_ylabel("count")
         ax.set_title(run.label)
@@ -108,7 +117,7 @@ def plot_capacity(runs: Sequence[RunRecord], path: Path) -> None:
         times = grid(run.duration_s, 0.5)
         twin.plot(
             times,
-            arrival_rate_series(run.requests, times),
+            arrival_rate_series(run.requests, times, window_s=5.0),
             color=_COLORS["demand"],
             alpha=0.6,
             lw=1,

@@ -20,7 +20,6 @@ from rich.table import Table
 
 from sim.demo import objects
 from sim.demo.record import RunRecord
-from sim.demo.report import summary_rows, write_report
 from sim.demo.scenario import (
     Scenario,
     arrivals,
@@ -144,6 +143,8 @@ async def run_all(
 
 
 def summary_table(records: Sequence[RunRecord]) -> Table:
+    from sim.demo.report import summary_rows  # matplotlib loads only when a report is drawn
+
     summaries = [summarize(r) for r in records]
     table = Table(title="summary")
     table.add_column("")
@@ -155,6 +156,8 @@ def summary_table(records: Sequence[RunRecord]) -> Table:
 
 
 def finish(records: Sequence[RunRecord], out: Path, console: Console) -> Path:
+    from sim.demo.report import write_report
+
     page = write_report(records, out)
     console.print(summary_table(records))
     return page

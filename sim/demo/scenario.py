@@ -32,7 +32,7 @@ class Scenario:
     quiet_s: float = 15.0
     burst_s: float = 35.0
     decay_s: float = 20.0
-    tail_s: float = 30.0
+    tail_s: float = 45.0
     base_rps: float = 1.0
     burst_rps: float = 12.0
     max_prompt_tokens: int = 2048

@@ -40,7 +40,7 @@ from rich.console import Console
 from sim.demo import objects
 from sim.demo.baseline import BaselineTarget, KedaBaseline, running
 from sim.demo.hpa import KedaSpec
-from sim.demo.live import EventTally, LiveView, ViewState, follow_events
+from sim.demo.live import EventTally, LiveView, ViewState, events_from_now, follow_events
 from sim.demo.loaddrive import LoadProgress, replay
 from sim.demo.observe import ClusterObserver, ObservedNames
 from sim.demo.procs import Children, StartError, spawn, surgescale_argv, wait_http
@@ -232,6 +232,10 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
     """Run the scenario once with `arm` driving the scaling; return what was recorded."""
     console = console or Console()
     setup = config.setup
+    if config.kubeconfig is None:
+        # Pods get 127.x addresses on one port; a port of our own keeps them clear of any other
+        # simulated cluster on this machine.
+        setup = replace(setup, pod_port=free_port())
     work = config.work_dir / arm.value
     work.mkdir(parents=True, exist_ok=True)
     prefix = f"demo-{uuid.uuid4().hex[:10]}"
@@ -272,6 +276,8 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
                         str(kubeconfig),
                         "--log-level",
                         "WARNING",
+                        "--pod-port",
+                        str(setup.pod_port),
                         *pool_flag,
                     ),
                     log_dir=work,
@@ -283,7 +289,6 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
             kubeconfig = config.kubeconfig
         api = await _api_client(kubeconfig)
         stack.push_async_callback(api.close)
-        await objects.apply(api, setup, ours=arm is Arm.OURS, speed=config.speed)
 
         # --- gateway ---------------------------------------------------------------------
         gw_port = free_port()
@@ -318,7 +323,7 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
             )
         )
         gateway_url = f"http://127.0.0.1:{gw_port}"
-        await wait_http(gateway, f"{gateway_url}/healthz", timeout_s=60)
+        waits = [wait_http(gateway, f"{gateway_url}/healthz", timeout_s=60)]
 
         # --- autoscaler ------------------------------------------------------------------
         http = await stack.enter_async_context(aiohttp.ClientSession())
@@ -347,7 +352,9 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
                     log_dir=work,
                 )
             )
-            await wait_http(controller, f"http://127.0.0.1:{ctl_port}/healthz", timeout_s=60)
+            waits.append(
+                wait_http(controller, f"http://127.0.0.1:{ctl_port}/healthz", timeout_s=60)
+            )
         else:
             spec = replace(
                 config.keda,
@@ -368,12 +375,17 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
                 phase_s=rng.uniform(0, spec.scrape_interval_s),
             )
 
+        # The children start while the objects are applied.
+        await objects.apply(api, setup, ours=arm is Arm.OURS, speed=config.speed)
+        await asyncio.gather(*waits)
+
         # --- wait for the starting point ---------------------------------------------------
         await _wait_ready_replicas(api, setup, config.setup_timeout_s)
         await _warm_up(gateway_url, setup.model, 60)
 
         ctx.tally = EventTally(model=setup.model)
-        follower = asyncio.create_task(follow_events(redis, keys=keys, tally=ctx.tally))
+        consumer = await events_from_now(redis, keys=keys)
+        follower = asyncio.create_task(follow_events(consumer, ctx.tally))
         stack.push_async_callback(_cancel, follower)
         ctx.observer = ClusterObserver(
             api=api,

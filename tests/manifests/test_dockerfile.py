@@ -81,17 +81,68 @@ def test_multi_stage_pinned_slim_non_root_entrypoint() -> None:
     assert all(c.startswith("--from=") for c in copies), "runtime stage copies sources"
 
 
+def _dockerignore_rules() -> list[tuple[bool, re.Pattern[str]]]:
+    """(include?, pattern) in file order, with Docker's matching: `**/` is any depth, `*` stays
+    within one path element, and a pattern also matches everything below a matching directory."""
+    rules = []
+    for line in (REPO / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        include = line.startswith("!")
+        pattern = line.removeprefix("!").strip("/")
+        regex = ""
+        i = 0
+        while i < len(pattern):
+            if pattern.startswith("**/", i):
+                regex, i = regex + "(?:.*/)?", i + 3
+            elif pattern.startswith("**", i):
+                regex, i = regex + ".*", i + 2
+            elif pattern[i] == "*":
+                regex, i = regex + "[^/]*", i + 1
+            elif pattern[i] == "?":
+                regex, i = regex + "[^/]", i + 1
+            else:
+                regex, i = regex + re.escape(pattern[i]), i + 1
+        rules.append((include, re.compile(rf"{regex}(?:/.*)?")))
+    return rules
+
+
+def _in_context(path: str, rules: list[tuple[bool, re.Pattern[str]]]) -> bool:
+    keep = True
+    for include, pattern in rules:
+        if pattern.fullmatch(path):
+            keep = include
+    return keep
+
+
 def test_build_context_holds_every_package_installed() -> None:
-    """setuptools' `packages.find.include` roots are all COPYed and not ignored."""
+    """Every file of the packages setuptools installs is in the build context, and no more."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     roots = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
-    ignore = (REPO / ".dockerignore").read_text().splitlines()
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+        timeout=60,
+    ).stdout.split()
+    rules = _dockerignore_rules()
+    context = {f for f in files if _in_context(f, rules)}
+    for f in files:
+        top = f.split("/", 1)[0]
+        if top in roots and "__pycache__" not in f:
+            assert f in context, f"{f} is installed but left out of the build context"
+    assert {"pyproject.toml", "README.md"} <= context
+    outside = sorted(f for f in context if f.split("/", 1)[0] not in roots)
+    assert outside == ["README.md", "pyproject.toml"], outside
     copied = " ".join(a for w, a in _instructions() if w == "COPY")
     for root in roots:
-        assert f"!{root}/" in ignore, f".dockerignore drops package {root}"
         assert re.search(rf"\b{root}\b", copied), f"Dockerfile does not COPY package {root}"
-        assert (REPO / root).is_dir()
-    assert "!pyproject.toml" in ignore
+    assert _in_context("sim/cluster/server.py", rules)
+    assert not _in_context("tests/conftest.py", rules)
+    assert not _in_context("sim/__pycache__/x.pyc", rules)
 
 
 @pytest.mark.parametrize("secret", [".env", ".venv", ".git"])

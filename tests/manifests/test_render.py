@@ -4,9 +4,14 @@ and each overlay holds what it promises (dev: simulators, no Karpenter; prod: no
 from __future__ import annotations
 
 import copy
+import os
+import re
+from pathlib import Path
 
 import pytest
 
+from controller.cli import parse_args
+from gateway.settings import ENV_PREFIX, load_settings
 from tests.manifests.clis import check_argv
 from tests.manifests.kube import (
     MANIFESTS,
@@ -169,3 +174,47 @@ def test_container_args_use_real_flags(overlay: str) -> None:
                 assert check_argv(container["args"]) == [], key(obj)
                 checked += 1
     assert checked >= 2
+
+
+@pytest.mark.parametrize("overlay", ["overlays/dev", "overlays/prod"])
+def test_gateway_config_loads_with_the_gateways_own_settings(
+    overlay: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ConfigMap's gateway.yaml is valid for `gateway.settings` and routes every scaler."""
+    objs = render(overlay)
+    text = find(objs, "ConfigMap", "surgescale-gateway")["data"]["gateway.yaml"]
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    for name in list(os.environ):
+        if name.startswith(ENV_PREFIX):
+            monkeypatch.delenv(name)
+    settings = load_settings(path)
+    assert settings.host == "0.0.0.0"
+    services = {s["metadata"]["name"]: s for s in of_kind(objs, "Service")}
+    for scaler in of_kind(objs, "InferenceScaler"):
+        route = settings.route(scaler["spec"]["model"])
+        assert route is not None, f"the gateway does not route {scaler['spec']['model']}"
+        assert route.service in services
+        port_names = [p["name"] for p in services[route.service]["spec"]["ports"]]
+        assert route.port_name in port_names
+    gateway = find(objs, "Deployment", "surgescale-gateway")["spec"]["template"]["spec"]
+    (container,) = gateway["containers"]
+    assert container["ports"][0]["containerPort"] == settings.port
+
+
+def test_controller_args_parse_with_the_controllers_own_settings() -> None:
+    objs = render("overlays/prod")
+    (container,) = find(objs, "Deployment", "surgescale-controller")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    env = {e["name"]: e.get("value", "") for e in container["env"]}
+    argv = [
+        re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1)) or "surgescale", a)
+        for a in container["args"][1:]
+    ]
+    settings = parse_args(argv)
+    assert settings.http_port == container["ports"][0]["containerPort"]
+    assert settings.redis_url == "redis://surgescale-redis:6379/0"
+    assert any(s["metadata"]["name"] == "surgescale-redis" for s in of_kind(objs, "Service"))
+    probe = container["readinessProbe"]["httpGet"]
+    assert (probe["path"], probe["port"]) == ("/readyz", "metrics")

@@ -32,7 +32,7 @@ from gateway.server import serve
 from gateway.settings import GatewaySettings, ModelRoute
 from sim.cluster import ClusterOptions, NodePoolConfig, RunningCluster, start_cluster
 from surgescale.events import close, connect
-from tests.manifests.kube import MANIFESTS, Obj, find, render, renderers
+from tests.manifests.kube import MANIFESTS, Obj, find, render, renderers, validation_errors
 from tests.manifests.rbac import Attributes, Authorizer, RecordingProxy, attributes
 
 NS = "surgescale"
@@ -306,6 +306,13 @@ async def test_rbac_permits_every_real_call_and_grants_nothing_unused(
 
         await eventually(status_written, what="status with desiredNodes")
         calls = {who: [attributes(c) for c in p.calls] for who, p in env.proxies.items()}
+        # The NodeClaims the simulated Karpenter made for our pool pass the real CRD schema.
+        claims = await client.CustomObjectsApi(env.api).list_cluster_custom_object(
+            "karpenter.sh", "v1", "nodeclaims"
+        )
+        assert claims["items"], "no NodeClaim was created for the requested node"
+        for claim in claims["items"]:
+            assert validation_errors(claim) == [], claim["metadata"]["name"]
 
     for who, rbac in (("controller", controller_rbac), ("gateway", gateway_rbac)):
         made = calls[who]

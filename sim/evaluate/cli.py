@@ -153,6 +153,8 @@ def main(argv: list[str]) -> int:
         "summary": str(summary),
         "simulated_s": round(simulated, 1),
         "wall_s": round(evaluation.wall_s, 2),
+        "cpu_s": round(evaluation.cpu_s, 2),
+        "speedup_cpu_x": round(simulated / evaluation.cpu_s, 1) if evaluation.cpu_s > 0 else None,
         "trace_s": round(scenario.duration_s, 1),
         "policies": names,
         "jobs": max(args.jobs, 1),

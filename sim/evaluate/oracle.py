@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from sim.evaluate.cluster import NodeMode
+from sim.evaluate.gateway import Request
 from sim.evaluate.pods import EngineFactory
 from sim.evaluate.trace import TraceRequest
 
@@ -57,23 +58,56 @@ class Schedule:
         return max(self.replicas, default=0)
 
 
+class _Judge:
+    """Ends a trial run as soon as its verdict is known: too many misses, or all first tokens."""
+
+    def __init__(self, *, start: float, slo: float, total: int, allowed_misses: int) -> None:
+        self.start = start
+        self.slo = slo
+        self.pending = total
+        self.allowed = allowed_misses
+        self.misses = 0
+        self.world: World | None = None
+
+    def on_enqueue(self, req: Request, now: float) -> None:
+        pass
+
+    def on_dispatch(self, req: Request, now: float) -> None:
+        pass
+
+    def on_first_token(self, req: Request, now: float) -> None:
+        if req.arrival < self.start or self.world is None:
+            return
+        self.pending -= 1
+        if now - req.arrival > self.slo:
+            self.misses += 1
+        if self.misses > self.allowed or self.pending <= 0:
+            self.world.stop_requested = True
+
+    def on_complete(self, req: Request, now: float) -> None:
+        pass
+
+
 class Fixed:
     """A fixed replica count from t = 0, warm: the trial runs of the search and `static-peak`."""
 
     node_mode = NodeMode.STATIC
 
-    def __init__(self, replicas: int, *, name: str = "static-peak") -> None:
+    def __init__(self, replicas: int, *, name: str = "static-peak", judge: _Judge | None = None):
         from sim.evaluate.world import Ingress
 
         self.name = name
         self.ingress = Ingress.GATEWAY
         self.replicas = replicas
+        self.judge = judge
 
     def initial(self, scenario: Scenario) -> tuple[int, int | None]:
         return self.replicas, None
 
     def attach(self, world: World) -> None:
-        pass
+        if self.judge is not None:
+            self.judge.world = world
+            world.gateway.listeners.append(self.judge)
 
 
 class Scheduled:
@@ -147,6 +181,30 @@ def _bucket_attainment(
     return out
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Trial:
+    """Does `replicas` warm replicas serve the bucket's requests at the target attainment?"""
+
+    run: Callable[[Scenario, object], RunResult]
+    scenario: Scenario
+    offset: float
+    """Start of the judged bucket inside the trial's scenario (after the warm-up)."""
+    slo: float
+    in_bucket: int
+    target: float
+
+    def ok(self, replicas: int) -> bool:
+        allowed = math.floor((1.0 - self.target) * self.in_bucket + 1e-9)
+        judge = _Judge(
+            start=self.offset, slo=self.slo, total=self.in_bucket, allowed_misses=allowed
+        )
+        result = self.run(self.scenario, Fixed(replicas, name="oracle-trial", judge=judge))
+        met, total = _bucket_attainment(
+            result, bucket_s=math.inf, slo=self.slo, start=self.offset, n=1
+        )[0]
+        return total == 0 or met >= self.target * total
+
+
 def _fill_gaps(replicas: list[int], *, bucket_s: float, load_s: float) -> list[int]:
     """Keep a replica through a dip no longer than a model load (cheaper than re-loading it)."""
     out = list(replicas)
@@ -206,11 +264,15 @@ def plan(
             sample_s=1e9,
         )
 
-        def ok(replicas: int, sub: Scenario = sub, offset: float = start - warm_from) -> bool:
-            result = run(sub, Fixed(replicas, name="oracle-trial"))
-            met, total = _bucket_attainment(result, bucket_s=b, slo=slo, start=offset, n=1)[0]
-            return total == 0 or met >= cfg.target * total
-
+        trial = _Trial(
+            run=run,
+            scenario=sub,
+            offset=start - warm_from,
+            slo=slo,
+            in_bucket=in_bucket,
+            target=cfg.target,
+        )
+        ok = trial.ok
         r = max(previous, 1)
         if ok(r):
             while r > 1 and ok(r - 1):

@@ -37,7 +37,7 @@ TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("peak_replicas", "peak repl.", "d"),
     ("reaction_s", "reaction s", "1f"),
 )
-CSV_SKIP = ("reactions_s",)
+CSV_SKIP = ("reactions_s", "oracle_schedule")
 
 
 def _fmt(value: Any, kind: str) -> str:

@@ -124,8 +124,10 @@ def _run_named(
         autoscaler = Fixed(max(schedule.peak, 1))
     else:
         raise UnknownPolicyError(name)
+    cpu = time.process_time()
     result = run_one(scenario, autoscaler)
     summary = summarize(result, bursts)
+    summary["cpu_s"] = time.process_time() - cpu
     return _series(result, summary)
 
 
@@ -144,12 +146,16 @@ def _oracle_family(
     scenario: Scenario, names: list[str], bursts: list[Burst], config: OracleConfig | None
 ) -> list[PolicyRun]:
     started = time.perf_counter()
+    cpu = time.process_time()
     schedule = oracle_schedule(scenario, config)
     planning = time.perf_counter() - started
+    planning_cpu = time.process_time() - cpu
     out = []
     for name in names:
         run = _run_named(scenario, name, bursts, schedule)
         run.summary["planning_wall_s"] = planning
+        run.summary["planning_cpu_s"] = planning_cpu
+        run.summary["oracle_schedule"] = list(schedule.replicas)
         out.append(run)
     return out
 
@@ -164,6 +170,15 @@ class Evaluation:
     @property
     def simulated_s(self) -> float:
         return float(sum(r.summary["sim_s"] for r in self.runs))
+
+    @property
+    def cpu_s(self) -> float:
+        """CPU seconds of all runs, the oracle's planning counted once."""
+        total = sum(r.summary.get("cpu_s", 0.0) for r in self.runs)
+        planning = {
+            float(r.summary["planning_cpu_s"]) for r in self.runs if "planning_cpu_s" in r.summary
+        }
+        return float(total + sum(planning))
 
 
 def evaluate(

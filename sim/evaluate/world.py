@@ -174,6 +174,8 @@ class World:
         self.samples: list[Sample] = []
         self.ready_times: list[float] = []
         self.pod_ready_hooks: list[Callable[[Pod], None]] = []
+        self.stop_requested = False
+        """Set by an observer that has seen enough (the oracle's trial runs); ends the run."""
 
     def _pod_ready(self, pod: Pod) -> None:
         self.ready_times.append(self.clock.now)
@@ -208,6 +210,9 @@ class World:
         )
         self.recorder.arrivals = 0
 
+    def _stopped(self) -> bool:
+        return self.stop_requested
+
     def run(self) -> RunResult:
         """Replay the scenario to its end and return what happened."""
         started = time.perf_counter()
@@ -222,11 +227,12 @@ class World:
             self.clock.at(sc.requests[0].arrival_s, self._arrive, 0)
         self.clock.every(sc.sample_s, self._sample, first=0.0)
         horizon = sc.duration_s + sc.tail_s
-        self.clock.run(horizon)
+        stop = self._stopped
+        self.clock.run(horizon, stop)
         total = len(sc.requests)
         give_up = sc.duration_s + sc.max_drain_s
-        while self.gateway.completed < total and self.clock.now < give_up:
-            self.clock.run(min(self.clock.now + 30.0, give_up))
+        while self.gateway.completed < total and self.clock.now < give_up and not stop():
+            self.clock.run(min(self.clock.now + 30.0, give_up), stop)
         finishes = [r.finish for r in self.recorder.requests if r.finish is not None]
         end = max([horizon, *finishes]) if total == self.gateway.completed else self.clock.now
         return RunResult(

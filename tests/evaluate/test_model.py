@@ -113,3 +113,26 @@ def test_step_trace_has_the_rates_it_was_asked_for() -> None:
     after = sum(1 for r in trace.requests if r.arrival_s >= 100.0)
     assert 70 <= before <= 130
     assert 850 <= after <= 1150
+
+
+def test_fast_quantile_window_answers_as_the_controllers_own() -> None:
+    import random
+
+    from controller.windows import QuantileWindow
+    from sim.evaluate.ours import FastQuantileWindow
+
+    rng = random.Random(11)
+    theirs, mine = QuantileWindow(60.0), FastQuantileWindow(60.0)
+    now = 0.0
+    checked = 0
+    for _ in range(3000):
+        now += rng.expovariate(20.0)
+        value = rng.lognormvariate(-1.0, 1.2)
+        theirs.add(now, value)
+        mine.add(now, value)
+        if rng.random() < 0.2:
+            for q in (0.5, 0.95, 0.99):
+                assert mine.quantile(now, q) == theirs.quantile(now, q)
+                checked += 1
+    assert checked > 100
+    assert mine.quantile(now + 61.0, 0.95) is None

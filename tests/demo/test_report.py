@@ -122,9 +122,13 @@ def test_report_holds_the_plots(tmp_path: Path) -> None:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert f'src="{name}"' in text
     assert "load step → scale PATCH" in text
+    assert text.count("<th>keda</th>") == 1
     assert (tmp_path / "summary.json").exists()
-    # rebuilt from the raw runs alone
-    (tmp_path / "report.html").unlink()
+
+
+def test_report_rebuilds_from_the_raw_run(tmp_path: Path) -> None:
+    assert main([str(tmp_path)]) == 2  # nothing to rebuild from
+    (tmp_path / "run-surgescale.json").write_bytes(_run().to_json())
     assert main([str(tmp_path)]) == 0
     assert (tmp_path / "report.html").exists()
 

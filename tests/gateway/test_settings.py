@@ -49,6 +49,7 @@ def test_env_lists_and_static_pod_strings(monkeypatch: pytest.MonkeyPatch) -> No
         pytest.param({"static_pods": ["nonsense"]}, "MODEL=URL", id="static-pod"),
         pytest.param({"models": [{"name": "x"}]}, "models", id="route-without-selector"),
         pytest.param({"log_level": "loud"}, "log_level", id="log-level"),
+        pytest.param({"redis_url": "http://x"}, "redis_url", id="redis-url"),
     ],
 )
 def test_errors_name_the_field(kwargs: dict[str, object], field: str) -> None:

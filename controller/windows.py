@@ -123,9 +123,10 @@ class QuantileWindow:
         self.add_many(now, [value])
 
     def add_many(self, now: float, values: list[float]) -> None:
-        """Add samples taken at `now`. Past `full_rate_samples` in one bucket, every k-th sample
-        is kept with weight k (k doubling as the bucket fills), which bounds the cost at high
-        event rates while keeping the quantiles unbiased."""
+        """Add samples taken at `now`. Past `full_rate_samples` (n) in one bucket, every k-th
+        sample is kept with weight k, k doubling with each doubling of the count (so each
+        doubling keeps n/2 samples): the cost grows with the log of the rate, and the weights
+        keep the quantiles unbiased."""
         index = int(now / self.bucket_s)
         buckets = self._buckets
         if not buckets or buckets[-1][0] < index:
@@ -138,8 +139,8 @@ class QuantileWindow:
             seen += 1
             if seen <= limit:
                 weight = 1
-            else:
-                weight = 1 << min((seen - 1) // limit, 10)
+            else:  # each doubling of the count keeps limit/2 samples, weighted to match
+                weight = 1 << ((seen - 1) // limit).bit_length()
                 if seen % weight:
                     continue
             if value >= 0 and math.isfinite(value):

@@ -14,7 +14,7 @@ import aiohttp
 
 from controller.loop import Controller
 from sim.cluster import errors as sim_errors
-from tests.controller.conftest import NS, Gateway, Sim, eventually
+from tests.controller.conftest import NS, Gateway, Sim, deployment, eventually
 
 
 async def _ready_leader(ctl: Controller, gw: Gateway) -> None:
@@ -239,3 +239,60 @@ async def _scrape(ctl: Controller) -> dict[str, float]:
 
 async def _at_least(sim: Sim, name: str, n: int) -> bool:
     return await sim.replicas(name) >= n
+
+
+async def test_idle_model_scales_to_zero_and_wakes_on_the_first_enqueue(
+    sim: Sim, gateway_factory: Callable[[], Gateway]
+) -> None:
+    await sim.create_model("llama", replicas=2, minReplicas=0, scaleToZero={"idleSeconds": 1.0})
+    ctl = await sim.controller("solo")
+    async with gateway_factory() as gw:
+        await _ready_leader(ctl, gw)
+
+        async def zero() -> bool:
+            return await sim.replicas("llama") == 0
+
+        await eventually(zero, timeout=10.0, what="scale to zero after 1 s idle")
+        assert await sim.pool_replicas() == 0  # and the nodes go with it
+        gw.enqueue(1)
+
+        async def awake() -> bool:
+            return await sim.replicas("llama") >= 1
+
+        await eventually(awake, timeout=5.0, what="instant wake on the first enqueue")
+        assert await sim.pool_replicas() >= 1
+    reasons = [r for r, _ in await sim.events("llama")]
+    assert "ScaledDown" in reasons
+    assert "ScaledUp" in reasons
+
+
+async def test_headroom_strategy_sizes_the_placeholder_deployment(
+    sim: Sim, gateway_factory: Callable[[], Gateway]
+) -> None:
+    await sim.apps.create_namespaced_deployment(NS, deployment("headroom", 0))  # type: ignore[arg-type]
+    await sim.create_model(
+        "llama",
+        replicas=1,
+        capacity={
+            "strategy": "Headroom",
+            "headroomDeploymentRef": {"name": "headroom"},
+            "gpusPerReplica": 1,
+            "gpusPerNode": 2,
+            "headroomReplicas": 1,
+        },
+    )
+    ctl = await sim.controller("solo")
+    async with gateway_factory() as gw:
+        await _ready_leader(ctl, gw)
+        # Idle at 1 replica: nodes = ceil((1 + 1) / 2) = 1, whose spare slot holds 1 placeholder.
+        await eventually(lambda: _equals(sim, "headroom", 1), what="one placeholder when idle")
+        gw.enqueue(40)
+        await eventually(lambda: _equals(sim, "llama", 6), timeout=5.0, what="scale-up to 6")
+        # 6 replicas + 1 headroom -> 4 nodes = 8 slots, 2 of them placeholders.
+        await eventually(lambda: _equals(sim, "headroom", 2), what="placeholders for 4 nodes")
+    reasons = [r for r, _ in await sim.events("llama")]
+    assert "HeadroomScaled" in reasons
+
+
+async def _equals(sim: Sim, name: str, n: int) -> bool:
+    return await sim.replicas(name) == n

@@ -125,3 +125,18 @@ def test_ingest_reports_changed_models() -> None:
     assert changed == {M, "other"}
     assert store.model("other").queue_depth == 1
     assert store.model(M).queue_depth == 2
+
+
+def test_quantiles_stay_unbiased_when_sampling_kicks_in() -> None:
+    """Past `full_rate_samples` per bucket only some samples are kept, with weights. A rising
+    stream (early samples small, late ones large) shows any bias: unweighted sampling would
+    over-represent the early, small values."""
+    w = QuantileWindow(60.0, bucket_s=5.0, full_rate_samples=1024)
+    n = 100_000
+    values = [i / n for i in range(n)]
+    for i in range(0, n, 500):
+        w.add_many(1.0, values[i : i + 500])
+    for q in (0.25, 0.5, 0.95):
+        assert w.quantile(1.0, q) == pytest.approx(q, rel=0.03), q
+    kept = w._buckets[0][1]
+    assert kept.count == pytest.approx(n, rel=0.01)  # total weight = samples seen

@@ -179,3 +179,23 @@ async def test_hung_pod_times_out_with_504(
     assert (complete.status, complete.reason) == (504, "upstream_timeout")
     assert (queue.queued, queue.in_flight) == (0, 0)
     await pod.set_faults(hang=False)
+
+
+async def test_redis_absent_from_the_start(harness: Harness) -> None:
+    from surgescale.events.localredis import free_port
+
+    pod = await harness.pod()
+    gw = await harness.gateway(
+        static_pods=[f"{MODEL}={pod.url}"], redis_url=f"redis://127.0.0.1:{free_port()}/0"
+    )
+    queue = gw.state.scheduler.queues[MODEL]
+    await wait_for(lambda: queue.ready_pods == 1, what="pod ready")
+    reply = await gw.client().completions.create(model=MODEL, prompt="x", max_tokens=2)
+    assert reply.choices[0].text
+    reporter = gw.state.reporter
+    assert reporter is not None
+    assert reporter.producer is not None
+    producer = reporter.producer
+    await wait_for(lambda: not producer.connected, what="the producer to notice Redis is away")
+    assert producer.stats.flushed == 0
+    assert producer.stats.buffered > 0

@@ -41,8 +41,10 @@ class EventTally:
         self._snapshots: dict[str, tuple[int, int, int]] = {}
         """gateway -> (ts_ms, queue_depth, in_flight)."""
         self.enqueued = 0
+        self.first_tokens = 0
         self.completed = 0
         self.rejected = 0
+        self.cancelled = 0
 
     def add(self, event: Event) -> None:
         if event.model != self.model:
@@ -51,18 +53,26 @@ class EventTally:
         if kind is EventType.ENQUEUE:
             self._enqueues.append(event.ts_ms)
             self.enqueued += 1
-        elif kind is EventType.FIRST_TOKEN and event.ttft_ms is not None:
-            self._ttfts.append((event.ts_ms, event.ttft_ms / 1000.0))
+        elif kind is EventType.FIRST_TOKEN:
+            self.first_tokens += 1
+            if event.ttft_ms is not None:
+                self._ttfts.append((event.ts_ms, event.ttft_ms / 1000.0))
         elif kind is EventType.COMPLETE:
             self.completed += 1
         elif kind is EventType.REJECT:
             self.rejected += 1
+        elif kind is EventType.CANCEL:
+            self.cancelled += 1
         elif kind is EventType.SNAPSHOT:
             self._snapshots[event.gateway] = (
                 event.ts_ms,
                 event.queue_depth or 0,
                 event.in_flight or 0,
             )
+
+    def waiting(self) -> int:
+        """Admitted requests without a first token yet (gateway queue and engine queues)."""
+        return max(0, self.enqueued - self.first_tokens - self.rejected - self.cancelled)
 
     def _trim(self, now_ms: float) -> None:
         while self._enqueues and self._enqueues[0] < now_ms - self.window_ms:

@@ -24,11 +24,12 @@ from sim.demo.scenario import (
     Scenario,
     arrivals,
     default_sizes_path,
+    from_trace,
     load_sizes,
-    trace_arrivals,
 )
 from sim.demo.stack import Arm, DemoConfig, run_arm
 from sim.demo.summary import summarize
+from sim.load.trace import TraceError, read_trace
 from surgescale.events.localredis import ensure_redis
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,15 @@ def build_config(args: argparse.Namespace, *, live: bool) -> DemoConfig:
     setup = objects.ModelSetup()
     if args.trace is not None:
         duration = args.duration or 120.0
-        schedule = trace_arrivals(args.trace, duration_s=duration)
+        try:
+            trace = read_trace(args.trace)
+        except (OSError, TraceError) as exc:
+            raise SystemExit(f"--trace {args.trace}: {exc}") from exc
+        schedule = from_trace(
+            [(r.at, r.input_tokens, r.output_tokens) for r in trace], duration_s=duration
+        )
+        if not schedule:
+            raise SystemExit(f"--trace {args.trace}: no requests in the first {duration:g} s")
         return DemoConfig(
             setup=setup,
             speed=args.speed,

@@ -13,7 +13,6 @@ served in real time, so the phases below are wall-clock seconds.
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import math
 import random
 from collections.abc import Sequence
@@ -152,55 +151,23 @@ def write_jsonl(schedule: Sequence[Arrival], path: Path) -> Path:
     return path
 
 
-def trace_arrivals(
-    path: Path,
+def from_trace(
+    requests: Sequence[tuple[float, int, int]],
     *,
     duration_s: float,
-    time_scale: float = 1.0,
     max_prompt_tokens: int = 8192,
     max_output_tokens: int = 512,
 ) -> list[Arrival]:
-    """The first `duration_s` seconds of an Azure 2023 CSV or a JSONL trace, as a schedule.
-
-    CSV: `TIMESTAMP,ContextTokens,GeneratedTokens` (offsets from the first row). JSONL: the load
-    generator's `{"timestamp": ms, "input_length": N, "output_length": M}` lines. `time_scale`
-    > 1 plays the trace faster (the gaps are divided by it).
-    """
-    rows: list[tuple[float, int, int]] = []
-    if path.suffix.lower() in (".jsonl", ".json"):
-        for raw in path.read_bytes().splitlines():
-            if not raw.strip():
-                continue
-            item = orjson.loads(raw)
-            rows.append(
-                (
-                    float(item["timestamp"]) / 1000.0,
-                    int(item["input_length"]),
-                    int(item["output_length"]),
-                )
-            )
-    else:
-        first: dt.datetime | None = None
-        with path.open(newline="") as f:
-            for row in csv.DictReader(f):
-                stamp = dt.datetime.fromisoformat(row["TIMESTAMP"].strip()[:26])
-                first = first or stamp
-                rows.append(
-                    (
-                        (stamp - first).total_seconds(),
-                        int(row["ContextTokens"]),
-                        int(row["GeneratedTokens"]),
-                    )
-                )
-    if not rows:
-        raise ValueError(f"{path}: no requests in the trace")
-    start = min(r[0] for r in rows)
+    """(at, input tokens, output tokens) of a trace -> the schedule of its first `duration_s`."""
+    if not requests:
+        return []
+    start = min(r[0] for r in requests)
     out = [
         Arrival(
-            at_s=(t - start) / time_scale,
+            at_s=at - start,
             prompt_tokens=max(1, min(p, max_prompt_tokens)),
             output_tokens=max(1, min(o, max_output_tokens)),
         )
-        for t, p, o in sorted(rows)
+        for at, p, o in sorted(requests)
     ]
     return [a for a in out if a.at_s < duration_s]

@@ -11,7 +11,7 @@
   queue inside vLLM, where the TTFT histogram the baseline scrapes can see them;
 - the autoscaler: our controller (`surgescale controller`, a child) or the KEDA + Prometheus +
   HPA loop (`sim.demo.baseline`, in this process, its periods divided by the speed factor);
-- in this process: the load replay (`sim.demo.loaddrive`), the cluster informers
+- in this process: the load generator (`sim.load.runner.run_load`), the cluster informers
   (`sim.demo.observe`), the events follower and the live view (`sim.demo.live`).
 
 Everything is stopped in reverse order in `finally` blocks, so the end of the run, an error and a
@@ -41,11 +41,14 @@ from sim.demo import objects
 from sim.demo.baseline import BaselineTarget, KedaBaseline, running
 from sim.demo.hpa import KedaSpec
 from sim.demo.live import EventTally, LiveView, ViewState, events_from_now, follow_events
-from sim.demo.loaddrive import LoadProgress, replay
 from sim.demo.observe import ClusterObserver, ObservedNames
 from sim.demo.procs import Children, StartError, spawn, surgescale_argv, wait_http
-from sim.demo.record import RunRecord
+from sim.demo.record import RequestResult, RunRecord
 from sim.demo.scenario import Arrival
+from sim.load.runner import run_load
+from sim.load.summary import OK
+from sim.load.summary import RequestResult as LoadResult
+from sim.load.trace import LoadRequest
 from surgescale.events import RedisClient, StreamKeys, close, connect
 from surgescale.events.localredis import free_port
 
@@ -95,6 +98,31 @@ class DemoConfig:
 
 
 @dataclass(slots=True)
+class LoadProgress:
+    """Finished requests, counted as the load generator reports them."""
+
+    finished: int = 0
+
+    def done(self, result: LoadResult) -> None:
+        self.finished += 1
+
+
+def to_result(r: LoadResult) -> RequestResult:
+    """The load generator's record of a request, in the report's terms."""
+    if r.status == OK:
+        status = "ok"
+    elif r.status.startswith("http_"):
+        status = r.status.removeprefix("http_")
+    else:
+        status = r.status
+    sent = r.sent_s if r.sent_s is not None else r.scheduled_s
+    e2e = r.e2e_s
+    return RequestResult(
+        sent_at=sent, status=status, ttft_s=r.ttft_s, e2e_s=e2e, output_tokens=r.output_tokens
+    )
+
+
+@dataclass(slots=True)
 class ArmContext:
     """The live handles of one run (read by the view)."""
 
@@ -136,14 +164,14 @@ class ArmContext:
             arrival_rate=self.tally.arrival_rate(now_ms) if self.tally else 0.0,
             queue_depth=queue,
             in_flight=flight,
-            waiting=self.progress.waiting,
+            waiting=self.tally.waiting() if self.tally else 0,
             ttft_p95_s=self.tally.ttft_p95(now_ms) if self.tally else None,
             replicas_desired=sample.replicas_desired if sample else 0,
             replicas_starting=sample.replicas_starting if sample else 0,
             replicas_ready=sample.replicas_ready if sample else 0,
             nodes_desired=sample.nodes_desired if sample else 0,
             nodes_ready=sample.nodes_ready if sample else 0,
-            sent=self.progress.sent,
+            sent=sum(1 for a in self.config.schedule if a.at_s <= t) if self.t0 else 0,
             finished=self.progress.finished,
             decision=decision,
         )
@@ -411,14 +439,20 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
         ctx.t0 = loop.time()
         ctx.observer.t0 = ctx.t0
         async with view.running():
-            results = await replay(
-                config.schedule,
-                base_url=gateway_url,
+            report = await run_load(
+                [
+                    LoadRequest(
+                        at=a.at_s, input_tokens=a.prompt_tokens, output_tokens=a.output_tokens
+                    )
+                    for a in config.schedule
+                ],
+                target_url=gateway_url,
                 model=setup.model,
-                t0=ctx.t0,
-                progress=ctx.progress,
-                timeout_s=config.request_timeout_s + 30.0,
+                request_timeout=config.request_timeout_s + 30.0,
+                ttft_slo_s=setup.slo_s,
+                on_result=ctx.progress.done,
             )
+            results = [to_result(r) for r in report.results]
             # let the last events and status reach us before the books close
             await asyncio.sleep(0.5)
         end = loop.time() - ctx.t0

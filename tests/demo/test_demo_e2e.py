@@ -23,7 +23,7 @@ import orjson
 from sim.demo.report import PLOTS
 from sim.demo.run import add_options, build_config
 
-TERMINAL = {"ok", "error", "timeout"}
+TERMINAL = {"ok", "timeout", "connection_error", "protocol_error"}  # not "cancelled"
 REPO = Path(__file__).resolve().parents[2]
 LOAD = ["--speed", "30", "--duration", "24", "--seed", "7"]
 

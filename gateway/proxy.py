@@ -70,6 +70,8 @@ class _Exchange:
     pod: Pod | None = None
     admitted_at: float = 0.0
     slot_at: float = 0.0
+    dispatched: bool = False
+    """A `dispatch` event went out (so the controller counts this request as in flight)."""
     first_at: float | None = None
     status: int = 200
     output_tokens: int | None = None
@@ -137,6 +139,7 @@ async def serve_completion(request: web.Request, endpoint: Endpoint) -> web.Stre
     queue_s = ex.slot_at - ex.admitted_at
     ex.metrics.queue_wait.observe(queue_s)
     _emit(ex, EventType.DISPATCH, pod=ex.pod.url, queue_ms=(ex.slot_at - arrived) * 1000.0)
+    ex.dispatched = True
     try:
         response = await _forward(request, ex, parsed, endpoint)
     except (asyncio.CancelledError, ConnectionResetError):
@@ -391,11 +394,11 @@ def _upstream_error(failure: _UpstreamFailed) -> web.Response:
 
 def _report_cancel(ex: _Exchange) -> None:
     ex.metrics.cancelled.inc()
-    dispatched = ex.ticket.attempts > 0
+    pod = ex.pod.url if ex.pod is not None else ""
     _emit(
         ex,
         EventType.CANCEL,
-        pod=(ex.pod.url if ex.pod is not None else "") if dispatched else None,
+        pod=pod if ex.dispatched else None,
         reason="client_disconnect",
         e2e_ms=(ex.state.clock() - ex.arrived) * 1000.0,
     )

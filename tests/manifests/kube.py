@@ -11,7 +11,8 @@ Validation:
   (strict: unknown fields are errors), for the oldest and the newest Kubernetes we support;
 - custom resources against the `openAPIV3Schema` of their CRD (Karpenter's real CRDs from
   shared/data, our own generated one), converted to JSON Schema draft 4 with the API server's
-  structural rules: unknown fields are errors unless `x-kubernetes-preserve-unknown-fields`.
+  structural rules: unknown fields are errors unless `x-kubernetes-preserve-unknown-fields`;
+  then, if the schema passes, the CRD's create-time CEL rules (`tests.manifests.cel`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ import kubernetes_validate
 import kubernetes_validate.utils
 import referencing
 import yaml
+
+from tests.manifests.cel import cel_errors
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
@@ -185,7 +188,8 @@ class CrdSchema:
             return ["metadata.name: required"]
         body["metadata"] = {}  # ObjectMeta is validated by the API server, not the CRD schema
         found = sorted(self.validator.iter_errors(body), key=lambda e: list(e.absolute_path))
-        return [".".join(map(str, e.absolute_path)) + ": " + e.message for e in found]
+        errors = [".".join(map(str, e.absolute_path)) + ": " + e.message for e in found]
+        return errors or cel_errors(self.raw, body)
 
 
 def crd_schema(crd: Mapping[str, Any]) -> CrdSchema:

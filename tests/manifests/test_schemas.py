@@ -84,6 +84,31 @@ def _nodepool() -> Obj:
             "spec.disruption.consolidateAfter",
             id="bad-duration",
         ),
+        # Karpenter's CEL rules for static pools, evaluated with cel-python:
+        pytest.param(
+            lambda o: o["spec"]["limits"].update(cpu="64"),
+            "spec: only 'limits.nodes' is supported on static NodePools",
+            id="static-cpu-limit",
+        ),
+        pytest.param(
+            lambda o: o["spec"].update(weight=10),
+            "spec: 'weight' is not supported on static NodePools",
+            id="static-weight",
+        ),
+        pytest.param(
+            lambda o: o["spec"]["template"]["metadata"]["labels"].update(
+                {"karpenter.sh/nodepool": "x"}
+            ),
+            "spec.template.metadata.labels",
+            id="restricted-label",
+        ),
+        pytest.param(
+            lambda o: o["spec"]["template"]["spec"]["requirements"].append(
+                {"key": "karpenter.k8s.aws/instance-gpu-count", "operator": "Gt", "values": []}
+            ),
+            "spec.template.spec.requirements",
+            id="gt-without-value",
+        ),
     ],
 )
 def test_karpenter_schema_rejects_bad_nodepools(

@@ -70,6 +70,7 @@ class _Exchange:
     pod: Pod | None = None
     admitted_at: float = 0.0
     slot_at: float = 0.0
+    queue_ms: float | None = None
     dispatched: bool = False
     """A `dispatch` event went out (so the controller counts this request as in flight)."""
     first_at: float | None = None
@@ -138,7 +139,8 @@ async def serve_completion(request: web.Request, endpoint: Endpoint) -> web.Stre
     ex.slot_at = state.clock()
     queue_s = ex.slot_at - ex.admitted_at
     ex.metrics.queue_wait.observe(queue_s)
-    _emit(ex, EventType.DISPATCH, pod=ex.pod.url, queue_ms=(ex.slot_at - arrived) * 1000.0)
+    ex.queue_ms = (ex.slot_at - arrived) * 1000.0
+    _emit(ex, EventType.DISPATCH, pod=ex.pod.url, queue_ms=ex.queue_ms)
     ex.dispatched = True
     try:
         response = await _forward(request, ex, parsed, endpoint)
@@ -419,6 +421,7 @@ def _report_complete(ex: _Exchange) -> None:
         pod=ex.pod.url if ex.pod is not None else None,
         status=ex.status,
         output_tokens=tokens,
+        queue_ms=ex.queue_ms,
         ttft_ms=ttft_ms,
         tpot_ms=tpot_ms,
         e2e_ms=e2e_ms,

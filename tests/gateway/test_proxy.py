@@ -57,6 +57,7 @@ async def test_chat_non_stream(harness: Harness, redis: RedisClient, keys: Strea
     assert complete.status == 200
     assert complete.output_tokens == 12
     assert complete.e2e_ms is not None
+    assert complete.queue_ms == dispatch.queue_ms
     assert complete.e2e_ms >= dispatch.queue_ms
     assert _accounting(request) == (0, 0)
 

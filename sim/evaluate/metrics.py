@@ -97,8 +97,11 @@ def reactions(result: RunResult, bursts: Sequence[Burst]) -> list[float | None]:
     return out
 
 
-def summarize(result: RunResult, bursts: Sequence[Burst]) -> dict[str, Any]:
-    """One policy's row: the keys of `summary.json`."""
+def summarize(
+    result: RunResult, bursts: Sequence[Burst], *, reactive: bool = True
+) -> dict[str, Any]:
+    """One policy's row: the keys of `summary.json`. Clairvoyant policies (`reactive=False`)
+    act before a burst, so they get no reaction times."""
     sc = result.scenario
     slo = sc.slo_ttft_s
     ttfts = sorted(math.inf if r.ttft is None else r.ttft for r in result.requests)
@@ -106,7 +109,7 @@ def summarize(result: RunResult, bursts: Sequence[Burst]) -> dict[str, Any]:
     total = len(sc.requests)
     met = sum(1 for t in ttfts if t <= slo)
     completed = sum(1 for r in result.requests if r.finish is not None)
-    react = reactions(result, bursts)
+    react = reactions(result, bursts) if reactive else [None for _ in bursts]
     reacted = [r for r in react if r is not None]
     desired = [s.desired for s in result.samples]
     ready = [s.ready for s in result.samples]

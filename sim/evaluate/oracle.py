@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 
 from sim.evaluate.cluster import NodeMode
 from sim.evaluate.gateway import Request
-from sim.evaluate.pods import EngineFactory
 from sim.evaluate.trace import TraceRequest
 
 if TYPE_CHECKING:
@@ -158,9 +157,6 @@ class Scheduled:
         self.world.cluster.scale(self.replicas_at(now, sc.model_load_s), self.nodes_at(now, sc))
 
 
-RunFn = Callable[["Scenario", EngineFactory, object], "RunResult"]
-
-
 def _bucket_attainment(
     result: RunResult, *, bucket_s: float, slo: float, start: float, n: int
 ) -> list[tuple[int, int]]:
@@ -222,23 +218,31 @@ def _fill_gaps(replicas: list[int], *, bucket_s: float, load_s: float) -> list[i
     return out
 
 
-def plan(
+def bucket_count(scenario: Scenario, config: OracleConfig) -> int:
+    return int(scenario.duration_s // config.bucket_s) + 1
+
+
+def plan_buckets(
     scenario: Scenario,
     *,
-    engine_factory: EngineFactory,
+    first: int,
+    stop: int,
     run: Callable[[Scenario, object], RunResult],
-    config: OracleConfig | None = None,
-) -> Schedule:
-    """The oracle's replica schedule for `scenario` (see the module docstring)."""
-    cfg = config or OracleConfig()
+    config: OracleConfig,
+) -> list[int]:
+    """The fewest replicas meeting the target in each bucket of `range(first, stop)`.
+
+    Independent of where the search starts (each answer is the smallest passing count), so
+    ranges can be planned in parallel and joined.
+    """
+    cfg = config
     b = cfg.bucket_s
     reqs = scenario.requests
-    n = int(scenario.duration_s // b) + 1
     slo = scenario.slo_ttft_s
     chosen: list[int] = []
     lo_index = 0
     previous = 1
-    for i in range(n):
+    for i in range(first, stop):
         start, end = i * b, (i + 1) * b
         warm_from = max(start - cfg.warmup_s, 0.0)
         while lo_index < len(reqs) and reqs[lo_index].arrival_s < warm_from:
@@ -263,16 +267,14 @@ def plan(
             max_drain_s=slo + 0.5,
             sample_s=1e9,
         )
-
-        trial = _Trial(
+        ok = _Trial(
             run=run,
             scenario=sub,
             offset=start - warm_from,
             slo=slo,
             in_bucket=in_bucket,
             target=cfg.target,
-        )
-        ok = trial.ok
+        ).ok
         r = max(previous, 1)
         if ok(r):
             while r > 1 and ok(r - 1):
@@ -283,18 +285,45 @@ def plan(
                 r += 1
         chosen.append(r)
         previous = r
-    filled = _fill_gaps(chosen, bucket_s=b, load_s=scenario.model_load_s)
-    schedule = Schedule(b, tuple(filled))
-    for _ in range(cfg.refine_rounds):
+    return chosen
+
+
+def finalize(
+    scenario: Scenario,
+    chosen: list[int],
+    *,
+    run: Callable[[Scenario, object], RunResult],
+    config: OracleConfig,
+) -> tuple[Schedule, RunResult | None]:
+    """Fill short dips, play the schedule, bump the buckets that still missed; returns the
+    schedule and, when the last replay used exactly it, that replay (the oracle's own run)."""
+    b = config.bucket_s
+    n = len(chosen)
+    slo = scenario.slo_ttft_s
+    schedule = Schedule(b, tuple(_fill_gaps(chosen, bucket_s=b, load_s=scenario.model_load_s)))
+    for _ in range(config.refine_rounds):
         result = run(scenario, Scheduled(schedule))
         per_bucket = _bucket_attainment(result, bucket_s=b, slo=slo, start=0.0, n=n)
         bumped = list(schedule.replicas)
         changed = False
         for i, (met, total) in enumerate(per_bucket):
-            if total and met < cfg.target * total and bumped[i] < scenario.max_replicas:
+            if total and met < config.target * total and bumped[i] < scenario.max_replicas:
                 bumped[i] += 1
                 changed = True
         if not changed:
-            break
+            return schedule, result
         schedule = Schedule(b, tuple(_fill_gaps(bumped, bucket_s=b, load_s=scenario.model_load_s)))
-    return schedule
+    return schedule, None
+
+
+def plan(
+    scenario: Scenario,
+    *,
+    run: Callable[[Scenario, object], RunResult],
+    config: OracleConfig | None = None,
+) -> tuple[Schedule, RunResult | None]:
+    """The oracle's replica schedule for `scenario` (see the module docstring), planned in one
+    process, and the run of it when `finalize` has one."""
+    cfg = config or OracleConfig()
+    chosen = plan_buckets(scenario, first=0, stop=bucket_count(scenario, cfg), run=run, config=cfg)
+    return finalize(scenario, chosen, run=run, config=cfg)

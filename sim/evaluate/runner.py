@@ -19,7 +19,16 @@ from typing import Any
 from sim.evaluate.hpa import hpa_cpu, hpa_memory, keda_prometheus
 from sim.evaluate.kpa import Kpa
 from sim.evaluate.metrics import Burst, find_bursts, percentile, summarize
-from sim.evaluate.oracle import Fixed, OracleConfig, Schedule, Scheduled, plan
+from sim.evaluate.oracle import (
+    Fixed,
+    OracleConfig,
+    Schedule,
+    Scheduled,
+    bucket_count,
+    finalize,
+    plan,
+    plan_buckets,
+)
 from sim.evaluate.ours import Ours
 from sim.evaluate.pods import EngineFactory, engine_factory
 from sim.evaluate.world import Autoscaler, RunResult, Scenario, World
@@ -126,34 +135,48 @@ def _run_named(
         raise UnknownPolicyError(name)
     cpu = time.process_time()
     result = run_one(scenario, autoscaler)
-    summary = summarize(result, bursts)
+    summary = summarize(result, bursts, reactive=name in _SIMPLE)
     summary["cpu_s"] = time.process_time() - cpu
     return _series(result, summary)
 
 
-def oracle_schedule(scenario: Scenario, config: OracleConfig | None = None) -> Schedule:
-    """Plan the oracle's schedule for `scenario`."""
+def _runner(scenario: Scenario) -> Callable[[Scenario, object], RunResult]:
     factory = engine_factory(scenario.profile)
-    return plan(
-        scenario,
-        engine_factory=factory,
-        run=lambda sc, a: run_one(sc, a, factory),
-        config=config,
-    )
+    return lambda sc, a: run_one(sc, a, factory)
 
 
-def _oracle_family(
-    scenario: Scenario, names: list[str], bursts: list[Burst], config: OracleConfig | None
-) -> list[PolicyRun]:
-    started = time.perf_counter()
+def oracle_schedule(scenario: Scenario, config: OracleConfig | None = None) -> Schedule:
+    """Plan the oracle's schedule for `scenario` in this process."""
+    return plan(scenario, run=_runner(scenario), config=config)[0]
+
+
+def _plan_chunk(
+    scenario: Scenario, first: int, stop: int, config: OracleConfig
+) -> tuple[list[int], float]:
     cpu = time.process_time()
-    schedule = oracle_schedule(scenario, config)
-    planning = time.perf_counter() - started
-    planning_cpu = time.process_time() - cpu
+    chosen = plan_buckets(scenario, first=first, stop=stop, run=_runner(scenario), config=config)
+    return chosen, time.process_time() - cpu
+
+
+def _finish_oracle(
+    scenario: Scenario,
+    chosen: list[int],
+    names: list[str],
+    bursts: list[Burst],
+    config: OracleConfig,
+    planning_cpu: float,
+) -> list[PolicyRun]:
+    """Refine the planned schedule, then the oracle's and static-peak's runs."""
+    cpu = time.process_time()
+    schedule, replay = finalize(scenario, chosen, run=_runner(scenario), config=config)
+    planning_cpu += time.process_time() - cpu
     out = []
     for name in names:
-        run = _run_named(scenario, name, bursts, schedule)
-        run.summary["planning_wall_s"] = planning
+        if name == "oracle" and replay is not None:  # the last refinement run is the oracle's
+            run = _series(replay, summarize(replay, bursts, reactive=False))
+            run.summary["cpu_s"] = 0.0
+        else:
+            run = _run_named(scenario, name, bursts, schedule)
         run.summary["planning_cpu_s"] = planning_cpu
         run.summary["oracle_schedule"] = list(schedule.replicas)
         out.append(run)
@@ -181,6 +204,12 @@ class Evaluation:
         return float(total + sum(planning))
 
 
+def _chunks(n: int, parts: int) -> list[tuple[int, int]]:
+    parts = max(min(parts, n), 1)
+    size = -(-n // parts)
+    return [(i, min(i + size, n)) for i in range(0, n, size)]
+
+
 def evaluate(
     scenario: Scenario,
     names: Sequence[str],
@@ -188,32 +217,51 @@ def evaluate(
     jobs: int = 1,
     oracle: OracleConfig | None = None,
 ) -> Evaluation:
-    """Run every named policy on `scenario`; results in the order of `names`."""
+    """Run every named policy on `scenario`; results in the order of `names`.
+
+    With `jobs > 1` the runs and the oracle's planning (split into ranges of buckets, which
+    give the same answers as one pass) share a pool of worker processes.
+    """
     wanted = check_names(names)
+    cfg = oracle or OracleConfig()
     bursts = find_bursts(scenario.requests)
     clairvoyant = [n for n in wanted if n in ("oracle", "static-peak")]
     simple = [n for n in wanted if n not in clairvoyant]
+    n_buckets = bucket_count(scenario, cfg)
     started = time.perf_counter()
     results: dict[str, PolicyRun] = {}
     if jobs <= 1:
         if clairvoyant:
-            for run in _oracle_family(scenario, clairvoyant, bursts, oracle):
+            chosen, planning_cpu = _plan_chunk(scenario, 0, n_buckets, cfg)
+            for run in _finish_oracle(scenario, chosen, clairvoyant, bursts, cfg, planning_cpu):
                 results[run.summary["policy"]] = run
         for name in simple:
             results[name] = _run_named(scenario, name, bursts, None)
     else:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            family = (
-                pool.submit(_oracle_family, scenario, clairvoyant, bursts, oracle)
+            chunks = (
+                [
+                    pool.submit(_plan_chunk, scenario, a, b, cfg)
+                    for a, b in _chunks(n_buckets, jobs * 2)
+                ]
                 if clairvoyant
-                else None
+                else []
             )
             futures = {n: pool.submit(_run_named, scenario, n, bursts, None) for n in simple}
-            if family is not None:
+            if chunks:
+                joined: list[int] = []
+                joined_cpu = 0.0
+                for chunk in chunks:
+                    part, part_cpu = chunk.result()
+                    joined.extend(part)
+                    joined_cpu += part_cpu
+                family = pool.submit(
+                    _finish_oracle, scenario, joined, clairvoyant, bursts, cfg, joined_cpu
+                )
                 for run in family.result():
                     results[run.summary["policy"]] = run
-            for name, fut in futures.items():
-                results[name] = fut.result()
+            for name, future in futures.items():
+                results[name] = future.result()
     wall = time.perf_counter() - started
     return Evaluation(
         scenario=scenario, runs=[results[n] for n in wanted], bursts=bursts, wall_s=wall

@@ -86,3 +86,20 @@ def test_cli_bad_input_is_a_clear_error(
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o" / "summary.json").exists()
+
+
+def test_parallel_planning_gives_the_same_results_as_one_process() -> None:
+    from sim.evaluate.runner import evaluate
+    from sim.evaluate.world import Scenario
+
+    trace = poisson(rate=4.0, duration_s=120.0, prompt_tokens=3000, output_tokens=24, seed=9)
+    sc = Scenario(name="p", requests=trace.requests, model_load_s=20.0, node_boot_s=40.0)
+    volatile = {"wall_s", "speedup_x", "cpu_s", "planning_cpu_s"}
+
+    def rows(jobs: int) -> list[dict[str, object]]:
+        ev = evaluate(sc, ["oracle", "static-peak", "kpa"], jobs=jobs)
+        return [{k: v for k, v in r.summary.items() if k not in volatile} for r in ev.runs]
+
+    one = rows(1)
+    assert one == rows(2)
+    assert len(one[0]["oracle_schedule"]) == 4  # type: ignore[arg-type]  # 120 s / 30 s buckets

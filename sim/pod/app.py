@@ -180,39 +180,56 @@ async def _stream(
     resp = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
-    await resp.prepare(request)
+    if request.version >= (1, 1):
+        resp.enable_chunked_encoding()
+    await resp.prepare(request)  # a StreamResponse sends its headers here
     if encoder.chat:
         await resp.write(encoder.role())
-    loop = asyncio.get_running_loop()
-    driver = state.driver
-    times = stream.token_times
-    sent = 0
-    last = max_tokens - 1
-    while True:
-        n = len(times)
-        if n > sent:
-            if n - sent == 1:
-                data = encoder.token(sent, finish_reason if sent == last else None)
-            else:
-                data = b"".join(
-                    encoder.token(i, finish_reason if i == last else None) for i in range(sent, n)
-                )
-            await resp.write(data)
-            now = loop.time()
-            for i in range(sent, n):
-                driver.record_timing_error(now - times[i])
-            sent = n
-        if stream.done and sent == len(times):
-            break
+    transport = request.transport
+    if transport is None:
+        state.driver.cancel(stream)
+        return resp
+    stream.sink = _sink(
+        transport, encoder, state.driver, max_tokens - 1, finish_reason, resp.chunked
+    )
+    for i in range(stream.tokens):  # tokens that came before the sink was in place
+        stream.sink(i, stream.last_at or 0.0)
+    while not stream.done:
         if stream.failed:
-            if request.transport is not None:
-                request.transport.abort()
+            transport.abort()
             return resp
         await stream.wait()
-    tail = encoder.usage(stream.prompt_tokens, sent) if include_usage else b""
+    tail = encoder.usage(stream.prompt_tokens, stream.tokens) if include_usage else b""
     await resp.write(tail + encoder.done())
     await resp.write_eof()
     return resp
+
+
+def _sink(
+    transport: asyncio.Transport,
+    encoder: ChunkEncoder,
+    driver: Driver,
+    last: int,
+    finish_reason: str,
+    chunked: bool,
+) -> Callable[[int, float], bool]:
+    """Write one token's SSE chunk straight to the socket (called by the driver, no await).
+
+    The response was prepared by aiohttp (headers sent, chunked framing on); the chunks are
+    framed here the same way, and aiohttp's `write_eof` ends the body afterwards."""
+    clock = driver.clock
+    record = driver.record_timing_error
+    token = encoder.token
+
+    def sink(index: int, model_time: float) -> bool:
+        if transport.is_closing():
+            return False
+        data = token(index, finish_reason if index == last else None)
+        transport.write(b"%x\r\n%b\r\n" % (len(data), data) if chunked else data)
+        record(clock() - model_time)
+        return True
+
+    return sink
 
 
 async def get_faults(request: web.Request) -> web.Response:
@@ -236,14 +253,16 @@ async def post_faults(request: web.Request) -> web.Response:
     return web.json_response(faults.as_dict())
 
 
-def timing_summary(values: list[float]) -> dict[str, float | int]:
-    """Count, p50, p99 and max (in ms) of token timing errors."""
-    if not values:
-        return {"tokens": 0, "p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0}
-    values = sorted(values)
+def timing_summary(signed: list[float]) -> dict[str, float | int]:
+    """Token timing error (written - model time): count, mean (signed), and p50/p99/max of its
+    magnitude, in ms."""
+    if not signed:
+        return {"tokens": 0, "mean_ms": 0.0, "p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0}
+    values = sorted(abs(v) for v in signed)
     q = statistics.quantiles(values, n=100, method="inclusive") if len(values) > 1 else values * 99
     return {
         "tokens": len(values),
+        "mean_ms": statistics.fmean(signed) * 1e3,
         "p50_ms": q[49] * 1e3,
         "p99_ms": q[98] * 1e3,
         "max_ms": values[-1] * 1e3,

@@ -1,28 +1,36 @@
 """The live driver of one pod's engine: one asyncio task stepping `sim.engine.Engine` in real time.
 
 Steps are chained on model time (each starts where the previous one ended), so a late wake-up
-does not drift the model; only a lag beyond `RESYNC_S` re-anchors the model on the clock. After a
-step's end the driver hands each request's new token to its `Stream` and wakes the handler
-waiting on it; the HTTP side (`sim.pod.app`) writes the chunk and reports how late it was
-against the model time (the timing error the pod benchmark measures).
+does not drift the model; only a lag beyond `RESYNC_S` re-anchors the model on the clock.
+
+Delivery is the hot path (one pod may stream to thousands of clients): the engine decides a
+step's outputs when the step is planned, so the driver writes them itself, synchronously, through
+each stream's `sink` (set by the HTTP handler: it frames and writes the SSE chunk to the socket),
+instead of waking one handler task per token. Writing N chunks takes time, so the fan-out starts
+half its expected duration (at most `MAX_LEAD_S`, at most half the step) before the step's model
+end time: the written-minus-model timing error is centred on zero. Handlers are woken only at the end of their request (or on failure, or, for
+streams without a sink yet, on each token). Every write's error is kept for `/admin/stats`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from array import array
 from collections.abc import Callable
 
-from sim.engine import Engine
+from sim.engine import Engine, TokenOutput
 
 log = logging.getLogger(__name__)
 
 RESYNC_S = 0.25
+MAX_LEAD_S = 0.005  # never write a token more than this before its model time
+Sink = Callable[[int, float], bool]  # (token index, model time) -> False if the client is gone
 
 
 class Stream:
-    """One request's view of the engine: token times as they happen, and a wake-up."""
+    """One request's view of the engine."""
 
     __slots__ = (
         "_waiter",
@@ -31,32 +39,38 @@ class Stream:
         "done",
         "failed",
         "first_at",
+        "last_at",
         "prompt_tokens",
         "request_id",
-        "token_times",
+        "sink",
+        "tokens",
     )
 
     def __init__(self, request_id: str, prompt_tokens: int, arrival: float) -> None:
         self.request_id = request_id
         self.prompt_tokens = prompt_tokens
         self.arrival = arrival
-        self.token_times: list[float] = []  # model time of each token produced so far
-        self.first_at: float | None = None
+        self.tokens = 0  # tokens produced so far
+        self.first_at: float | None = None  # model time of the first token
+        self.last_at: float | None = None  # model time of the latest token
         self.admitted_at: float | None = None
         self.done = False
         self.failed: str | None = None  # set when the pod dies under the request
+        self.sink: Sink | None = None
         self._waiter: asyncio.Future[None] | None = None
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
 
     async def wait(self) -> None:
-        """Return once there is something new (a token, the end, or a failure)."""
+        """Return once there is something new (a token without sink, the end, a failure)."""
         self._waiter = asyncio.get_running_loop().create_future()
-        await self._waiter
-        self._waiter = None
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
 
 
 class Driver:
@@ -64,31 +78,33 @@ class Driver:
 
     def __init__(self, engine: Engine, *, clock: Callable[[], float] | None = None) -> None:
         self.engine = engine
-        loop = asyncio.get_running_loop()
-        self._clock = clock or loop.time
+        # time.monotonic is what asyncio's loop.time() reads; uvloop's loop.time() has 1 ms steps
+        self.clock = clock or time.monotonic
         self._streams: dict[str, Stream] = {}
         self._wake = asyncio.Event()
-        self._paused = asyncio.Event()
-        self._paused.set()  # set = running
-        self._task: asyncio.Task[None] | None = None
+        self._running = asyncio.Event()
+        self._running.set()  # cleared = hung
         self._idle = asyncio.Event()
         self._idle.set()
-        self.timing_errors = array("d")  # seconds late, per token written (bounded)
+        self._task: asyncio.Task[None] | None = None
+        self._per_token_s = 5e-6  # fan-out cost per token (EWMA), for centring
+        self.timing_errors = array("d")  # written - model time, seconds, per token (bounded)
         self.timing_errors_cap = 2_000_000
         self.on_admitted: Callable[[Stream, float], None] | None = None
-        self.on_token: Callable[[Stream, float], None] | None = None
+        self.on_first_token: Callable[[Stream, float], None] | None = None
+        self.on_itl: Callable[[float, int], None] | None = None  # (gap, how many tokens)
         self.on_finished: Callable[[Stream, float], None] | None = None
 
     @property
     def active(self) -> int:
         return len(self._streams)
 
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="sim-pod-engine")
+
     async def wait_idle(self) -> None:
         """Return when no request is in flight."""
         await self._idle.wait()
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="sim-pod-engine")
 
     async def close(self) -> None:
         """Stop stepping; every unfinished stream is failed and woken."""
@@ -104,20 +120,20 @@ class Driver:
     def fail_all(self, reason: str) -> None:
         for stream in self._streams.values():
             stream.failed = reason
-            stream._wake()
+            stream.wake()
         self._streams.clear()
         self._idle.set()
 
     def pause(self, paused: bool) -> None:
         """Freeze (hang fault) or resume stepping."""
         if paused:
-            self._paused.clear()
+            self._running.clear()
         else:
-            self._paused.set()
+            self._running.set()
 
     def submit(self, request_id: str, prompt_tokens: int, max_tokens: int) -> Stream:
         """Queue a request now; raises `RequestRejected` if it can never run."""
-        now = self._clock()
+        now = self.clock()
         self.engine.add(request_id, prompt_tokens, max_tokens, now)
         stream = Stream(request_id, prompt_tokens, now)
         self._streams[request_id] = stream
@@ -138,11 +154,11 @@ class Driver:
 
     async def _run(self) -> None:
         engine = self.engine
-        clock = self._clock
+        clock = self.clock
         next_start: float | None = None
         while True:
-            if not self._paused.is_set():
-                await self._paused.wait()
+            if not self._running.is_set():
+                await self._running.wait()
                 next_start = None
             if not engine.has_work:
                 self._wake.clear()
@@ -157,34 +173,61 @@ class Driver:
                 await self._wake.wait()
                 next_start = None
                 continue
-            delay = result.end - clock()
+            lead = min(self._per_token_s * len(result.outputs) / 2, result.duration / 2, MAX_LEAD_S)
+            delay = result.end - lead - clock()
             if delay > 0:
                 await asyncio.sleep(delay)
             next_start = result.end
-            streams = self._streams
-            end = result.end
-            if result.admitted and self.on_admitted is not None:
-                for rid in result.admitted:
-                    s = streams.get(rid)
-                    if s is not None and s.admitted_at is None:
-                        s.admitted_at = result.start
-                        self.on_admitted(s, result.start)
-            on_token = self.on_token
-            on_finished = self.on_finished
-            for out in result.outputs:
-                s = streams.get(out.request_id)
-                if s is None:
-                    continue
-                s.token_times.append(end)
-                if out.first:
-                    s.first_at = end
-                if on_token is not None:
-                    on_token(s, end)
-                if out.finished:
-                    s.done = True
-                    del streams[out.request_id]
-                    if on_finished is not None:
-                        on_finished(s, end)
-                s._wake()
-            if not streams:
-                self._idle.set()
+            began = clock()
+            self._deliver(result.start, result.end, result.admitted, result.outputs)
+            if result.outputs:
+                per = (clock() - began) / len(result.outputs)
+                self._per_token_s += 0.2 * (per - self._per_token_s)
+
+    def _deliver(
+        self,
+        start: float,
+        end: float,
+        admitted: tuple[str, ...],
+        outputs: tuple[TokenOutput, ...],
+    ) -> None:
+        streams = self._streams
+        if admitted and self.on_admitted is not None:
+            for rid in admitted:
+                s = streams.get(rid)
+                if s is not None and s.admitted_at is None:
+                    s.admitted_at = start
+                    self.on_admitted(s, start)
+        gaps: dict[float, int] = {}
+        for out in outputs:
+            s = streams.get(out.request_id)
+            if s is None:
+                continue
+            if s.last_at is None:
+                s.first_at = end
+                if self.on_first_token is not None:
+                    self.on_first_token(s, end)
+            else:
+                gap = end - s.last_at
+                gaps[gap] = gaps.get(gap, 0) + 1
+            s.last_at = end
+            s.tokens = out.total
+            sink = s.sink
+            if sink is not None and not sink(out.total - 1, end):
+                self.cancel(s)
+                s.failed = "client gone"
+                s.wake()
+                continue
+            if out.finished:
+                s.done = True
+                streams.pop(out.request_id, None)
+                if self.on_finished is not None:
+                    self.on_finished(s, end)
+                s.wake()
+            elif sink is None:
+                s.wake()
+        if gaps and self.on_itl is not None:
+            for gap, n in gaps.items():
+                self.on_itl(gap, n)
+        if not streams:
+            self._idle.set()

@@ -2,13 +2,20 @@
 
 One `CollectorRegistry` per pod (many pods share a process). Gauges are read from the engine at
 scrape time; histograms and counters are fed by the driver's callbacks (`sim.pod.driver`).
-Buckets are vLLM's defaults (v1 `PrometheusStatLogger`).
+Buckets are vLLM's defaults (v1 `PrometheusStatLogger`). The histograms are `CountingHistogram`s,
+a custom collector that can record one value many times at once: a decode step gives every
+stream the same inter-token gap, so the ITL histogram costs one update per step, not per token.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from bisect import bisect_left
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from sim.engine import Engine
 
@@ -28,6 +35,32 @@ REQUEST_LATENCY_BUCKETS = (
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
+class CountingHistogram(Collector):
+    """A Prometheus histogram with one label value whose `observe` takes a count."""
+
+    def __init__(self, name: str, doc: str, buckets: tuple[float, ...], model: str) -> None:
+        self.name = name
+        self.doc = doc
+        self.buckets = buckets
+        self.model = model
+        self.counts = [0] * (len(buckets) + 1)  # last: +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float, count: int = 1) -> None:
+        self.counts[bisect_left(self.buckets, value)] += count
+        self.sum += value * count
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.doc, labels=["model_name"])
+        cumulative = 0
+        points = []
+        for le, n in zip((*self.buckets, float("inf")), self.counts, strict=True):
+            cumulative += n
+            points.append(("+Inf" if le == float("inf") else repr(float(le)), float(cumulative)))
+        family.add_metric([self.model], points, sum_value=self.sum)
+        yield family
+
+
 class PodMetrics:
     """The metric families of one pod, already bound to its `model_name`."""
 
@@ -43,8 +76,10 @@ class PodMetrics:
         def counter(name: str, doc: str) -> Counter:
             return Counter(name, doc, labels, registry=r)
 
-        def hist(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
-            return Histogram(name, doc, labels, buckets=buckets, registry=r)
+        def hist(name: str, doc: str, buckets: tuple[float, ...]) -> CountingHistogram:
+            h = CountingHistogram(name, doc, buckets, model)
+            r.register(h)
+            return h
 
         self.running = gauge(
             "vllm:num_requests_running", "Number of requests in model execution batches."
@@ -71,18 +106,18 @@ class PodMetrics:
             "vllm:time_to_first_token_seconds",
             "Histogram of time to first token in seconds.",
             TTFT_BUCKETS,
-        ).labels(model)
+        )
         self.itl = hist(
             "vllm:inter_token_latency_seconds",
             "Histogram of inter-token latency in seconds.",
             ITL_BUCKETS,
-        ).labels(model)
+        )
         self.e2e = hist(
             "vllm:e2e_request_latency_seconds",
             "Histogram of e2e request latency in seconds.",
             REQUEST_LATENCY_BUCKETS,
-        ).labels(model)
-        self.queue = hist("vllm:request_queue_time_seconds", "Histogram of time spent in WAITING phase for request.", REQUEST_LATENCY_BUCKETS).labels(model)  # fmt: skip
+        )
+        self.queue = hist("vllm:request_queue_time_seconds", "Histogram of time spent in WAITING phase for request.", REQUEST_LATENCY_BUCKETS)  # fmt: skip
         self._preemptions_seen = 0
         self._generated_seen = 0
 

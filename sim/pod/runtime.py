@@ -158,20 +158,17 @@ def _wire_metrics(driver: Driver, metrics: PodMetrics) -> None:
     def admitted(s: Stream, t: float) -> None:
         metrics.queue.observe(t - s.arrival)
 
-    def token(s: Stream, t: float) -> None:
-        times = s.token_times
-        if len(times) == 1:
-            metrics.ttft.observe(t - s.arrival)
-            metrics.prompt_tokens.inc(s.prompt_tokens)
-        else:
-            metrics.itl.observe(t - times[-2])
+    def first_token(s: Stream, t: float) -> None:
+        metrics.ttft.observe(t - s.arrival)
+        metrics.prompt_tokens.inc(s.prompt_tokens)
 
     def finished(s: Stream, t: float) -> None:
         metrics.e2e.observe(t - s.arrival)
         metrics.success.inc()
 
     driver.on_admitted = admitted
-    driver.on_token = token
+    driver.on_first_token = first_token
+    driver.on_itl = metrics.itl.observe
     driver.on_finished = finished
 
 

@@ -180,16 +180,28 @@ def test_container_args_use_real_flags(overlay: str) -> None:
 def test_gateway_config_loads_with_the_gateways_own_settings(
     overlay: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The ConfigMap's gateway.yaml is valid for `gateway.settings` and routes every scaler."""
+    """The ConfigMap's gateway.yaml, with the Deployment's environment, is valid for
+    `gateway.settings` and routes every InferenceScaler's model to a real Service port."""
     objs = render(overlay)
     text = find(objs, "ConfigMap", "surgescale-gateway")["data"]["gateway.yaml"]
-    path = tmp_path / "gateway.yaml"
-    path.write_text(text)
+    gateway = find(objs, "Deployment", "surgescale-gateway")["spec"]["template"]["spec"]
+    (container,) = gateway["containers"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "config"]
     for name in list(os.environ):
         if name.startswith(ENV_PREFIX):
             monkeypatch.delenv(name)
-    settings = load_settings(path)
+    fields = {"metadata.namespace": "surgescale", "metadata.name": "surgescale-gateway-abc"}
+    for env in container["env"]:
+        value = env.get("value") or fields[env["valueFrom"]["fieldRef"]["fieldPath"]]
+        if env["name"] == f"{ENV_PREFIX}CONFIG":
+            assert value.startswith(mount["mountPath"] + "/")
+            value = str(tmp_path / value.removeprefix(mount["mountPath"] + "/"))
+            Path(value).write_text(text)
+        monkeypatch.setenv(env["name"], value)
+    settings = load_settings()
     assert settings.host == "0.0.0.0"
+    assert settings.namespace == "surgescale"
+    assert settings.gateway_id == "surgescale-gateway-abc"
     services = {s["metadata"]["name"]: s for s in of_kind(objs, "Service")}
     for scaler in of_kind(objs, "InferenceScaler"):
         route = settings.route(scaler["spec"]["model"])
@@ -197,8 +209,6 @@ def test_gateway_config_loads_with_the_gateways_own_settings(
         assert route.service in services
         port_names = [p["name"] for p in services[route.service]["spec"]["ports"]]
         assert route.port_name in port_names
-    gateway = find(objs, "Deployment", "surgescale-gateway")["spec"]["template"]["spec"]
-    (container,) = gateway["containers"]
     assert container["ports"][0]["containerPort"] == settings.port
 
 

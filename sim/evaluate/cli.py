@@ -20,7 +20,13 @@ import orjson
 
 from sim.evaluate.oracle import OracleConfig
 from sim.evaluate.report import markdown_table, write_plots, write_summary
-from sim.evaluate.runner import DEFAULT_POLICIES, POLICIES, UnknownPolicyError, evaluate
+from sim.evaluate.runner import (
+    DEFAULT_POLICIES,
+    POLICIES,
+    UnknownPolicyError,
+    evaluate,
+    steady_start,
+)
 from sim.evaluate.trace import TraceError, rate_scale, read_trace
 from sim.evaluate.world import Scenario
 
@@ -80,7 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pod-concurrency", type=_count, default=32, help="per-pod concurrency cap")
     p.add_argument("--min-replicas", type=_count, default=0)
     p.add_argument("--max-replicas", type=_count, default=16)
-    p.add_argument("--initial-replicas", type=_count, default=1)
+    p.add_argument(
+        "--initial-replicas",
+        type=_count,
+        default=None,
+        help="ready replicas at t=0 (default: what the oracle needs for the first bucket)",
+    )
     p.add_argument("--profile", default="llama3-8b-h200", help="sim.engine profile")
     p.add_argument("--oracle-bucket", type=_positive, default=30.0, help="oracle bucket, s")
     p.add_argument("--oracle-target", type=_positive, default=0.99, help="per-bucket attainment")
@@ -124,13 +135,15 @@ def main(argv: list[str]) -> int:
         profile=args.profile,
         min_replicas=args.min_replicas,
         max_replicas=args.max_replicas,
-        initial_replicas=min(max(args.initial_replicas, args.min_replicas), args.max_replicas),
+        initial_replicas=min(max(args.initial_replicas or 1, args.min_replicas), args.max_replicas),
         seed=args.seed,
     )
     if not scenario.requests:
         print("surgescale sim evaluate: the trace has no requests", file=sys.stderr)
         return 2
     oracle = OracleConfig(bucket_s=args.oracle_bucket, target=args.oracle_target)
+    if args.initial_replicas is None:
+        scenario = steady_start(scenario, oracle)
     try:
         evaluation = evaluate(scenario, names, jobs=max(args.jobs, 1), oracle=oracle)
     except UnknownPolicyError as exc:
@@ -142,7 +155,8 @@ def main(argv: list[str]) -> int:
     rows = [r.summary for r in evaluation.runs]
     print(
         f"{scenario.name}: {len(scenario.requests)} requests over {scenario.duration_s:.0f} s "
-        f"(rate x{args.rate_scale:g}, seed {args.seed})"
+        f"(rate x{args.rate_scale:g}, seed {args.seed}, {scenario.initial_replicas} replicas "
+        "ready at the start)"
     )
     print(markdown_table(rows))
     for path in plots:

@@ -130,6 +130,7 @@ def summarize(
         "scale_events": result.scale_events,
         "reaction_s": sum(reacted) / len(reacted) if reacted else None,
         "reactions_s": react,
+        "initial_replicas": sc.initial_replicas,
         "peak_replicas": max(desired, default=0),
         "mean_ready_replicas": sum(ready) / len(ready) if ready else 0.0,
         "sim_s": sim_s,

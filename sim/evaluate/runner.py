@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sim.evaluate.hpa import hpa_cpu, hpa_memory, keda_prometheus
@@ -202,6 +202,14 @@ class Evaluation:
             float(r.summary["planning_cpu_s"]) for r in self.runs if "planning_cpu_s" in r.summary
         }
         return float(total + sum(planning))
+
+
+def steady_start(scenario: Scenario, config: OracleConfig | None = None) -> Scenario:
+    """The scenario with `initial_replicas` set to what the first bucket needs (at least 1)."""
+    cfg = config or OracleConfig()
+    first = plan_buckets(scenario, first=0, stop=1, run=_runner(scenario), config=cfg)
+    replicas = min(max(first[0] if first else 1, 1, scenario.min_replicas), scenario.max_replicas)
+    return replace(scenario, initial_replicas=replicas)
 
 
 def _chunks(n: int, parts: int) -> list[tuple[int, int]]:

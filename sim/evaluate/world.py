@@ -51,6 +51,8 @@ class Scenario:
     """For the autoscalers that can scale to zero (ours, KPA); HPA-based ones keep >= 1."""
     max_replicas: int = 16
     initial_replicas: int = 1
+    """Ready replicas of the reactive policies at t = 0 (the CLI's default: what the oracle
+    needs for the first bucket, i.e. a system already in steady state when the trace starts)."""
     seed: int = 0
     tail_s: float = 60.0
     """Accounting continues this long after the last arrival (or until the last completion)."""

@@ -8,8 +8,8 @@ step's outputs when the step is planned, so the driver writes them itself, synch
 each stream's `sink` (set by the HTTP handler: it frames and writes the SSE chunk to the socket),
 instead of waking one handler task per token. Writing N chunks takes time, so the fan-out starts
 half its expected duration (at most `MAX_LEAD_S`, at most half the step) before the step's model
-end time: the written-minus-model timing error is centred on zero. Handlers are woken only at the end of their request (or on failure, or, for
-streams without a sink yet, on each token). Every write's error is kept for `/admin/stats`.
+end time: the written-minus-model timing error is centred on zero. Handlers are woken only at the end of their request (or on failure); a
+streaming handler writes the tokens made before its sink was in place when it installs it. Every write's error is kept for `/admin/stats`.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class Stream:
             w.set_result(None)
 
     async def wait(self) -> None:
-        """Return once there is something new (a token without sink, the end, a failure)."""
+        """Return once the request has ended (done or failed)."""
         self._waiter = asyncio.get_running_loop().create_future()
         try:
             await self._waiter
@@ -223,8 +223,6 @@ class Driver:
                 streams.pop(out.request_id, None)
                 if self.on_finished is not None:
                     self.on_finished(s, end)
-                s.wake()
-            elif sink is None:
                 s.wake()
         if gaps and self.on_itl is not None:
             for gap, n in gaps.items():

@@ -28,28 +28,25 @@ import math
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import aiohttp
-from kubernetes_asyncio import client as k8s
-from kubernetes_asyncio import config as k8s_config
 from rich.console import Console
 
-from sim.demo import objects
+from sim.demo import objects, startup
 from sim.demo.baseline import BaselineTarget, KedaBaseline, running
 from sim.demo.hpa import KedaSpec
 from sim.demo.live import EventTally, LiveView, ViewState, events_from_now, follow_events
 from sim.demo.observe import ClusterObserver, ObservedNames
-from sim.demo.procs import Children, StartError, spawn, surgescale_argv, wait_http
+from sim.demo.procs import Children, spawn, surgescale_argv, wait_http
 from sim.demo.record import RequestResult, RunRecord
 from sim.demo.scenario import Arrival
 from sim.load.runner import run_load
 from sim.load.summary import OK
 from sim.load.summary import RequestResult as LoadResult
 from sim.load.trace import LoadRequest
-from surgescale.events import RedisClient, StreamKeys, close, connect
+from surgescale.events import StreamKeys
 from surgescale.events.localredis import free_port
 
 log = logging.getLogger(__name__)
@@ -181,81 +178,6 @@ def _wall_ms() -> float:
     return time.time() * 1000.0
 
 
-async def _api_client(kubeconfig: Path) -> k8s.ApiClient:
-    configuration = k8s.Configuration()
-    await k8s_config.load_kube_config(
-        config_file=str(kubeconfig), client_configuration=configuration
-    )
-    return k8s.ApiClient(configuration=configuration)
-
-
-async def _wait_file(path: Path, child_ok: Callable[[], bool], timeout_s: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not await asyncio.to_thread(path.exists):
-        if not child_ok() or loop.time() > deadline:
-            raise StartError(f"{path} was not written")
-        await asyncio.sleep(0.05)
-
-
-async def _wait_ready_replicas(
-    api: k8s.ApiClient, setup: objects.ModelSetup, timeout_s: float
-) -> None:
-    apps = k8s.AppsV1Api(api)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        dep = await apps.read_namespaced_deployment(setup.deployment, setup.namespace)
-        ready = int((dep.status.ready_replicas if dep.status else 0) or 0)
-        if ready >= setup.initial_replicas:
-            return
-        if loop.time() > deadline:
-            raise StartError(
-                f"the model's first {setup.initial_replicas} replica(s) were not Ready within "
-                f"{timeout_s:.0f}s ({ready} ready)"
-            )
-        await asyncio.sleep(0.1)
-
-
-async def _warm_up(gateway_url: str, model: str, timeout_s: float) -> None:
-    """One tiny request through the gateway, retried until it succeeds (routing is live)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    body = {"model": model, "prompt": "hi", "max_tokens": 1}
-    last = ""
-    async with aiohttp.ClientSession() as session:
-        while loop.time() < deadline:
-            try:
-                async with session.post(
-                    f"{gateway_url}/v1/completions",
-                    json=body,
-                    timeout=aiohttp.ClientTimeout(total=10),
-                ) as resp:
-                    await resp.read()
-                    if resp.status == 200:
-                        return
-                    last = f"HTTP {resp.status}"
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                last = type(exc).__name__
-            await asyncio.sleep(0.2)
-    raise StartError(f"the gateway did not serve a first request within {timeout_s:.0f}s ({last})")
-
-
-async def _delete_keys(redis: RedisClient, prefix: str) -> None:
-    keys = [key async for key in redis.scan_iter(match=f"{prefix}:*")]
-    if keys:
-        await redis.delete(*keys)
-
-
-@contextlib.asynccontextmanager
-async def _redis(url: str) -> AsyncIterator[RedisClient]:
-    client = connect(url)
-    try:
-        yield client
-    finally:
-        await close(client)
-
-
 async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = None) -> RunRecord:
     """Run the scenario once with `arm` driving the scaling; return what was recorded."""
     console = console or Console()
@@ -273,10 +195,15 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
     loop = asyncio.get_running_loop()
     rng = random.Random(config.seed)
     notes: list[str] = []
+    started = loop.time()
+
+    def say(message: str) -> None:
+        console.print(f"  [dim]{loop.time() - started:5.1f}s[/dim] {message}", highlight=False)
+
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(children.stop_all)
-        redis = await stack.enter_async_context(_redis(config.redis_url))
-        stack.push_async_callback(_delete_keys, redis, prefix)
+        redis = await stack.enter_async_context(startup.redis_client(config.redis_url))
+        stack.push_async_callback(startup.delete_keys, redis, prefix)
 
         # --- the cluster ------------------------------------------------------------------
         if config.kubeconfig is None:
@@ -312,10 +239,11 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
                 )
             )
             await wait_http(cluster, f"http://127.0.0.1:{port}/version", timeout_s=60)
-            await _wait_file(kubeconfig, lambda: cluster.running, 10)
+            say(f"simulated cluster up on :{port} (speed x{config.speed:g})")
+            await startup.wait_file(kubeconfig, lambda: cluster.running, 10)
         else:
             kubeconfig = config.kubeconfig
-        api = await _api_client(kubeconfig)
+        api = await startup.api_client(kubeconfig)
         stack.push_async_callback(api.close)
 
         # --- gateway ---------------------------------------------------------------------
@@ -406,15 +334,20 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
         # The children start while the objects are applied.
         await objects.apply(api, setup, ours=arm is Arm.OURS, speed=config.speed)
         await asyncio.gather(*waits)
+        say(
+            f"gateway up on :{gw_port}; "
+            + ("controller up" if arm is Arm.OURS else "KEDA loop ready")
+        )
 
         # --- wait for the starting point ---------------------------------------------------
-        await _wait_ready_replicas(api, setup, config.setup_timeout_s)
-        await _warm_up(gateway_url, setup.model, 60)
+        await startup.wait_ready_replicas(api, setup, config.setup_timeout_s)
+        await startup.warm_up(gateway_url, setup.model, 60)
+        say(f"{setup.initial_replicas} replica(s) of {setup.model} Ready and serving: load starts")
 
         ctx.tally = EventTally(model=setup.model)
         consumer = await events_from_now(redis, keys=keys)
         follower = asyncio.create_task(follow_events(consumer, ctx.tally))
-        stack.push_async_callback(_cancel, follower)
+        stack.push_async_callback(startup.cancel, follower)
         ctx.observer = ClusterObserver(
             api=api,
             names=ObservedNames(
@@ -456,6 +389,7 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
             # let the last events and status reach us before the books close
             await asyncio.sleep(0.5)
         end = loop.time() - ctx.t0
+        say("load done; stopping everything")
         observer = ctx.observer
         notes.append(
             f"{arm.label}: gateway events seen: {ctx.tally.enqueued} enqueued, "
@@ -490,9 +424,3 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
             ),
         )
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task

@@ -17,7 +17,7 @@ import yaml
 from compose_spec import PyCompose
 
 from tests.manifests.clis import check_argv
-from tests.manifests.kube import MANIFESTS, REPO
+from tests.manifests.kube import MANIFESTS, REPO, render
 
 COMPOSE = REPO / "docker-compose.yml"
 OURS = "surgescale:dev"
@@ -135,7 +135,14 @@ def test_topology_matches_the_demo() -> None:
         assert services[part]["depends_on"]["setup"]["condition"] == (
             "service_completed_successfully"
         )
+    # The simulated pool is the one the sim overlay's InferenceScaler sizes, with its GPUs.
+    pool_name, gpus_per_node, *_ = _flag(cluster_argv, "--nodepool").split(":")
+    (scaler,) = [o for o in render("overlays/sim") if o["kind"] == "InferenceScaler"]
+    capacity = scaler["spec"]["capacity"]
+    assert capacity["nodePoolRef"]["name"] == pool_name
+    assert capacity["gpusPerNode"] == int(gpus_per_node)
     namespace = kubeconfig["contexts"][0]["context"]["namespace"]
+    assert scaler["metadata"]["namespace"] == namespace
     assert _flag(gateway, "--namespace") == namespace
     assert _flag(controller, "--namespace") == namespace
 

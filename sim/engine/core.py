@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import math
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,18 +92,20 @@ class _Req:
 
 
 class _Jump:
-    """A run of pure-decode steps in progress: scalars only, applied to the requests at its end."""
+    """A run of pure-decode steps: their end times are computed lazily (scalars only) and applied
+    to the requests once, when the run ends."""
 
     __slots__ = (
         "batch",
-        "context",
+        "context0",
         "curve",
         "cut_arrival",
+        "cut_hit",
         "done",
+        "ends",
         "limit",
-        "projected",
         "reason",
-        "t",
+        "start",
     )
 
     def __init__(
@@ -112,7 +115,7 @@ class _Jump:
         limit: int,
         reason: str,
         cut_arrival: float,
-        t: float,
+        start: float,
         context: int,
         curve: Callable[[int], float],
     ) -> None:
@@ -120,11 +123,12 @@ class _Jump:
         self.limit = limit  # steps it may run
         self.reason = reason  # what ends it at `limit`: "finish" | "blocks"
         self.cut_arrival = cut_arrival  # it ends early once a step ends at or after this
-        self.t = t  # end of the last step run
-        self.context = context  # context sum of the next step
+        self.cut_hit = False
+        self.start = start
+        self.context0 = context  # context sum of its first step
         self.curve = curve
-        self.done = 0
-        self.projected: float | None = None
+        self.ends: list[float] = []  # end time of each step computed so far
+        self.done = 0  # steps already applied to the clock and counters
 
 
 class Engine:
@@ -151,6 +155,7 @@ class Engine:
         self._clock = 0.0  # end of the last planned step (no step may start before it)
         self._pending: StepResult | None = None  # advance(): planned, not yet delivered
         self._jump: _Jump | None = None  # advance(): skipped steps not yet applied to requests
+        self._jump_cache: _Jump | None = None  # the run planned to follow the pending step
         self._curves: dict[int, Callable[[int], float]] = {}
         self.preemptions = 0
         self.generation_tokens = 0
@@ -195,6 +200,7 @@ class Engine:
             raise RequestRejected(f"duplicate request id {request_id!r}")
         if self._jump is not None:
             self._end_jump()
+        self._jump_cache = None
         if prompt_tokens < 1 or max_tokens < 1:
             raise RequestRejected("prompt_tokens and max_tokens must be at least 1")
         total = prompt_tokens + max_tokens
@@ -218,6 +224,7 @@ class Engine:
         """Drop a request (client gone); frees its blocks. False if unknown or already done."""
         if self._jump is not None:
             self._end_jump()
+        self._jump_cache = None
         req = self._by_id.pop(request_id, None)
         if req is None:
             return False
@@ -266,7 +273,11 @@ class Engine:
                     break
                 self._pending = None
                 self._deliver(pending, events)
-                self._jump = self._plan_jump(self._clock)
+                cached, self._jump_cache = self._jump_cache, None
+                if cached is not None and cached.start == self._clock:
+                    self._jump = cached
+                else:
+                    self._jump = self._plan_jump(self._clock)
                 if self._jump is not None:
                     continue
             start = self._next_start()
@@ -289,24 +300,16 @@ class Engine:
                 return self._next_start()
             if pending.preempted or any(o.first or o.finished for o in pending.outputs):
                 return pending.end
-            jump = self._plan_jump(pending.end)
+            jump = self._jump_cache
+            if jump is None or jump.start != pending.end:
+                jump = self._jump_cache = self._plan_jump(pending.end)
             if jump is None:
                 return pending.end
-        if jump.projected is None:
-            t, context, done = jump.t, jump.context, jump.done
-            curve, slow, batch = jump.curve, self.slowdown, jump.batch
-            reason = jump.reason
-            while done < jump.limit:
-                t += curve(context) * slow
-                done += 1
-                context += batch
-                if t >= jump.cut_arrival:
-                    reason = "arrival"
-                    break
-            if reason == "finish":
-                t += curve(context) * slow
-            jump.projected = t
-        return jump.projected
+        self._extend(jump, math.inf)
+        t = jump.ends[-1] if jump.ends else jump.start
+        if jump.reason == "finish" and not jump.cut_hit:
+            t += jump.curve(jump.context0 + len(jump.ends) * jump.batch) * self.slowdown
+        return t
 
     # ---- internals ----------------------------------------------------------------------------
     def _next_start(self) -> float | None:
@@ -478,34 +481,44 @@ class Engine:
             limit=limit,
             reason=reason,
             cut_arrival=cut_arrival,
-            t=start,
+            start=start,
             context=context,
             curve=self._curve(batch),
         )
 
-    def _run_jump(self, jump: _Jump, until: float) -> bool:
-        """Run the jump's steps that end by `until`; True once the jump is over."""
-        t, context, done, limit = jump.t, jump.context, jump.done, jump.limit
-        curve, slow, batch, cut = jump.curve, self.slowdown, jump.batch, jump.cut_arrival
-        over = True
-        start_done = done
-        while done < limit:
-            d = curve(context) * slow
-            if t + d > until:
-                over = False
-                break
-            t += d
-            done += 1
+    def _extend(self, jump: _Jump, until: float) -> None:
+        """Compute the jump's step end times up to the first one past `until` (or its end)."""
+        ends = jump.ends
+        n = len(ends)
+        t = ends[-1] if n else jump.start
+        if jump.cut_hit or n >= jump.limit or t > until:
+            return
+        batch, limit, cut = jump.batch, jump.limit, jump.cut_arrival
+        context = jump.context0 + n * batch
+        curve, slow = jump.curve, self.slowdown
+        append = ends.append
+        while n < limit and t <= until:
+            t += curve(context) * slow
+            append(t)
+            n += 1
             context += batch
             if t >= cut:
+                jump.cut_hit = True
                 break
-        k = done - start_done
-        jump.t, jump.context, jump.done = t, context, done
-        self.generation_tokens += k * batch
-        self.steps += k
-        self.skipped_steps += k
-        self._clock = t
-        return over
+
+    def _run_jump(self, jump: _Jump, until: float) -> bool:
+        """Run the jump's steps that end by `until`; True once the jump is over."""
+        self._extend(jump, until)
+        ends = jump.ends
+        k = bisect_right(ends, until, jump.done)
+        new = k - jump.done
+        if new:
+            self.generation_tokens += new * jump.batch
+            self.steps += new
+            self.skipped_steps += new
+            self._clock = ends[k - 1]
+            jump.done = k
+        return k == len(ends) and (jump.cut_hit or k >= jump.limit)
 
     def _end_jump(self) -> None:
         """Apply a jump's steps to the requests and the KV cache (O(batch), once per jump)."""

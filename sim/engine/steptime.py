@@ -209,6 +209,11 @@ class StepTimeModel:
         lb = math.log2(max(batch, 1))
         vals = tuple(_interp(xs, ys, lb) for xs, ys in self.decode_rows)
         lctx = self.decode_log_ctx
+        # one (x0, x1, y0, slope) per segment between measured contexts, clamped outside
+        segments = tuple(
+            (lctx[i], lctx[i + 1], vals[i], (vals[i + 1] - vals[i]) / (lctx[i + 1] - lctx[i]))
+            for i in range(len(lctx) - 1)
+        )
         lo_x, hi_x, lo_y, hi_y = lctx[0], lctx[-1], vals[0], vals[-1]
         w, k, bw = self.weight_bytes, self.kv_bytes_per_token, self.bytes_per_s
         fb, a, rate = self.flops_per_token * batch, self.attn_flops_per_pair, self.flops_per_s
@@ -220,12 +225,14 @@ class StepTimeModel:
             mem = (w + k * context_sum) / bw
             comp = (fb + a * context_sum) / rate
             x = log2(context_sum * inv_batch) if context_sum > batch else 0.0
+            corr = hi_y
             if x <= lo_x:
                 corr = lo_y
-            elif x >= hi_x:
-                corr = hi_y
-            else:
-                corr = _interp(lctx, vals, x)
+            elif x < hi_x:
+                for x0, x1, y0, slope in segments:
+                    if x < x1:
+                        corr = y0 + slope * (x - x0)
+                        break
             return (mem if mem > comp else comp) * corr + extra
 
         return seconds

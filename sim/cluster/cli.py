@@ -107,6 +107,7 @@ async def _serve(args: argparse.Namespace) -> int:
         karpenter_crds=args.karpenter_crds,
         pod_port=args.pod_port,
         default_load_s=args.load_seconds,
+        full_gc_every_s=300.0,
     )
     cluster = await start_cluster(options, host=args.host, port=args.port)
     path = cluster.write_kubeconfig(args.kubeconfig)

@@ -25,6 +25,7 @@ from .admission import Admission
 from .clock import SimClock
 from .crds import CrdController, load_crd_files
 from .endpoints import EndpointSliceController
+from .gctune import FullGcPolicy
 from .karpenter import Karpenter
 from .kubelet import Kubelet
 from .resources import Registry, ResourceType
@@ -71,6 +72,9 @@ class ClusterOptions:
     batch_max_s: float = 10.0
     seed: int | None = None
     priority_classes: dict[str, int] = field(default_factory=lambda: {"surgescale-headroom": -10})
+    full_gc_every_s: float | None = None
+    """If set: no automatic full garbage collections while the cluster runs, one every this
+    many wall seconds instead (see `gctune`); for processes that own the interpreter."""
 
 
 def nodepool_manifest(cfg: NodePoolConfig) -> Obj:
@@ -260,6 +264,8 @@ async def start_cluster(
     for pool in store.items(registry.require("karpenter.sh", "v1", "nodepools")):
         karpenter.pools.mark(pool["metadata"]["name"])
     parts: list[Any] = [workloads, scheduler, endpoints, karpenter, kubelet]
+    if options.full_gc_every_s is not None:
+        parts.append(FullGcPolicy(options.full_gc_every_s))
     for part in parts:
         part.start() if hasattr(part, "start") else None
     del crds

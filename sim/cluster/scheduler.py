@@ -145,7 +145,8 @@ class Scheduler:
         self.reconciler: Reconciler[str] = Reconciler("scheduler", self._pass)
         self.bound = 0
         self._pending: dict[tuple[str, str], None] = {}
-        self._placed: dict[tuple[str, str], tuple[str, int]] = {}
+        self._placed: dict[tuple[str, str], tuple[str, int, int]] = {}  # node, GPUs, priority
+        self._priorities: dict[int, int] = defaultdict(int)  # priority -> placed GPU pods
         self._used: dict[str, int] = defaultdict(int)
         self._on_node: dict[str, dict[tuple[str, str], None]] = defaultdict(dict)
         store.subscribe(self._on_event)
@@ -166,14 +167,19 @@ class Scheduler:
                 del self._placed[key]
                 self._used[placed[0]] -= placed[1]
                 self._on_node[placed[0]].pop(key, None)
+                if placed[1] > 0:
+                    self._priorities[placed[2]] -= 1
             self.reconciler.mark("all")
         elif node:
             self._pending.pop(key, None)
             if placed is None:
                 gpus = pod_gpus(ev.obj)
-                self._placed[key] = (node, gpus)
+                priority = int(ev.obj["spec"].get("priority", 0))
+                self._placed[key] = (node, gpus, priority)
                 self._used[node] += gpus
                 self._on_node[node][key] = None
+                if gpus > 0:
+                    self._priorities[priority] += 1
             if meta.get("deletionTimestamp"):
                 self.reconciler.mark("all")
         elif meta.get("deletionTimestamp"):
@@ -256,18 +262,11 @@ class Scheduler:
                     return
                 continue
             nominated = None
-            if by_node is None:
-                by_node = self._pods_by_node()
-                lowest = min(
-                    (
-                        int(p["spec"].get("priority", 0))
-                        for ps in by_node.values()
-                        for p in ps
-                        if not p["metadata"].get("deletionTimestamp") and pod_gpus(p) > 0
-                    ),
-                    default=2**31,
-                )
-            if lowest is not None and int(spec.get("priority", 0)) > lowest:
+            if lowest is None:
+                lowest = min((p for p, n in self._priorities.items() if n > 0), default=2**31)
+            if int(spec.get("priority", 0)) > lowest:  # someone might be evicted for it
+                if by_node is None:
+                    by_node = self._pods_by_node()
                 nominated = self._preempt(pod, need, candidates, used, by_node)
             self._mark_unschedulable(pod, len(nodes), nominated)
 

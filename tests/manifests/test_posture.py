@@ -299,3 +299,33 @@ def test_keda_scaledobject_targets_the_same_model() -> None:
     scaler = find(render("models/llama3-8b"), "InferenceScaler", "llama3-8b")
     assert float(trigger["metadata"]["threshold"]) == scaler["spec"]["slo"]["ttftP95Ms"] / 1000
     assert scaled["spec"]["pollingInterval"] == 30
+
+
+def test_objects_without_an_offline_schema_have_their_required_fields() -> None:
+    """EC2NodeClass, ServiceMonitor, ScaledObject and Application have no CRD here; check the
+    fields their controllers require, and that they point at objects that exist."""
+    prod = render("overlays/prod")
+    (nodeclass,) = of_kind(prod, "EC2NodeClass")
+    spec = nodeclass["spec"]
+    assert spec["amiSelectorTerms"]
+    assert spec["subnetSelectorTerms"]
+    assert spec["securityGroupSelectorTerms"]
+    assert ("role" in spec) != ("instanceProfile" in spec), "exactly one of role/instanceProfile"
+    assert spec["metadataOptions"]["httpTokens"] == "required", "IMDSv2 only"
+    for pool in of_kind(prod, "NodePool") + of_kind(render("karpenter/headroom"), "NodePool"):
+        ref = pool["spec"]["template"]["spec"]["nodeClassRef"]
+        assert (ref["group"], ref["kind"], ref["name"]) == (
+            "karpenter.k8s.aws",
+            "EC2NodeClass",
+            nodeclass["metadata"]["name"],
+        )
+    for monitor in of_kind(prod, "ServiceMonitor"):
+        assert monitor["spec"]["selector"]["matchLabels"]
+        assert monitor["spec"]["endpoints"]
+    (scaled,) = render("keda")
+    assert scaled["spec"]["scaleTargetRef"]["kind"] == "Deployment"
+    assert scaled["spec"]["triggers"][0]["metadata"]["serverAddress"].startswith("http")
+    (app,) = load_file(MANIFESTS / "argocd" / "application.yaml")
+    assert app["spec"]["destination"]["namespace"] == "surgescale"
+    assert app["spec"]["source"]["targetRevision"]
+    assert app["spec"]["project"]

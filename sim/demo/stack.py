@@ -39,7 +39,7 @@ from sim.demo.baseline import BaselineTarget, KedaBaseline, running
 from sim.demo.hpa import KedaSpec
 from sim.demo.live import EventTally, LiveView, ViewState, events_from_now, follow_events
 from sim.demo.observe import ClusterObserver, ObservedNames
-from sim.demo.procs import Children, spawn, surgescale_argv, wait_http
+from sim.demo.procs import Children, StartError, spawn, surgescale_argv, wait_http
 from sim.demo.record import RequestResult, RunRecord
 from sim.demo.scenario import Arrival
 from sim.load.runner import run_load
@@ -273,7 +273,7 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
                     "--max-queue-wait",
                     f"{config.request_timeout_s:g}",
                     "--log-level",
-                    "WARNING",
+                    "INFO",
                 ),
                 log_dir=work,
             )
@@ -302,8 +302,12 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
                         "127.0.0.1",
                         "--http-port",
                         str(ctl_port),
+                        # its long arrival-rate window is a stabilizer like KEDA's 1 m query
+                        # window: both are divided by the speed factor (kept >= 5 s, 1 s buckets)
+                        "--long-window-s",
+                        f"{max(60.0 / config.speed, 5.0):g}",
                         "--log-level",
-                        "WARNING",
+                        "INFO",
                     ),
                     log_dir=work,
                 )
@@ -341,7 +345,10 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
 
         # --- wait for the starting point ---------------------------------------------------
         await startup.wait_ready_replicas(api, setup, config.setup_timeout_s)
-        await startup.warm_up(gateway_url, setup.model, 60)
+        try:
+            await startup.warm_up(gateway_url, setup.model, 120)
+        except StartError as exc:
+            raise StartError(f"{exc}; the gateway's log ends with:\n{gateway.log_tail()}") from exc
         say(f"{setup.initial_replicas} replica(s) of {setup.model} Ready and serving: load starts")
 
         ctx.tally = EventTally(model=setup.model)

@@ -6,9 +6,10 @@ does not drift the model; only a lag beyond `RESYNC_S` re-anchors the model on t
 Delivery is the hot path (one pod may stream to thousands of clients): the engine decides a
 step's outputs when the step is planned, so the driver writes them itself, synchronously, through
 each stream's `sink` (set by the HTTP handler: it frames and writes the SSE chunk to the socket),
-instead of waking one handler task per token. Writing N chunks takes time, so the fan-out starts
-half its expected duration (at most `MAX_LEAD_S`, at most half the step) before the step's model
-end time: the written-minus-model timing error is centred on zero. Handlers are woken only at the end of their request (or on failure); a
+instead of waking one handler task per token. Writing N chunks takes time and a sleep ends late
+(timer granularity, waiting for the CPU), so the driver aims its wake-up at the step's model end
+minus half the expected fan-out minus the measured wake-up lateness (in all at most `MAX_LEAD_S`
+and half the step): the written-minus-model timing error is centred on zero. Handlers are woken only at the end of their request (or on failure); a
 streaming handler writes the tokens made before its sink was in place when it installs it. Every write's error is kept for `/admin/stats`.
 """
 
@@ -88,6 +89,7 @@ class Driver:
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._per_token_s = 5e-6  # fan-out cost per token (EWMA), for centring
+        self._wake_late_s = 0.0  # how late sleeps end (timer granularity, run-queue wait; EWMA)
         self.timing_errors = array("d")  # written - model time, seconds, per token (bounded)
         self.timing_errors_cap = 2_000_000
         self.on_admitted: Callable[[Stream, float], None] | None = None
@@ -173,10 +175,14 @@ class Driver:
                 await self._wake.wait()
                 next_start = None
                 continue
-            lead = min(self._per_token_s * len(result.outputs) / 2, result.duration / 2, MAX_LEAD_S)
-            delay = result.end - lead - clock()
+            lead = self._per_token_s * len(result.outputs) / 2 + self._wake_late_s
+            lead = min(lead, result.duration / 2, MAX_LEAD_S)
+            target = result.end - lead
+            delay = target - clock()
             if delay > 0:
                 await asyncio.sleep(delay)
+                late = clock() - target
+                self._wake_late_s += 0.1 * (min(max(late, 0.0), MAX_LEAD_S) - self._wake_late_s)
             next_start = result.end
             began = clock()
             self._deliver(result.start, result.end, result.admitted, result.outputs)

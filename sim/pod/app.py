@@ -157,6 +157,9 @@ async def _generate(request: web.Request, *, chat: bool) -> web.StreamResponse:
             return await _stream(
                 request, state, stream, encoder, max_tokens, finish_reason, include_usage
             )
+        transport = request.transport
+        if transport is not None:  # a client that hangs up aborts its request, as in vLLM
+            stream.sink = lambda _index, _when: not transport.is_closing()
         while not stream.done:
             if stream.failed:
                 return error_response(503, stream.failed, type_="ServiceUnavailableError")

@@ -194,3 +194,30 @@ async def test_gauges_show_running_and_waiting(http: aiohttp.ClientSession) -> N
             t.cancel()
     finally:
         await pod.stop()
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "non-stream"])
+async def test_client_hanging_up_aborts_the_request(pod: RunningPod, stream: bool) -> None:
+    body = orjson.dumps(
+        {"model": "llama3-8b", "prompt": "hello", "max_tokens": 5000, "stream": stream}
+    )
+    port = int(pod.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    for _ in range(500):
+        if pod.engine.running:
+            break
+        await asyncio.sleep(0.01)
+    assert pod.engine.running == 1
+    if stream:
+        await reader.readline()  # the response has started
+    writer.close()
+    for _ in range(500):
+        if not pod.engine.has_work:
+            break
+        await asyncio.sleep(0.01)
+    assert not pod.engine.has_work  # aborted, not decoding 5000 tokens for nobody
+    assert pod.engine.generation_tokens < 5000

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OracleConfig:
     bucket_s: float = 30.0
-    warmup_s: float = 30.0
+    warmup_s: float = 15.0
     target: float = 0.99
     """Attainment each bucket must reach (TTFT <= SLO) with the chosen replica count."""
     refine_rounds: int = 1

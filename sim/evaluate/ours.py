@@ -40,6 +40,7 @@ class OursConfig:
     tick_s: float = 1.0
     snapshot_s: float = 1.0
     scale_down_delay_s: float = 300.0
+    scale_down_period_s: float = 30.0
     scale_to_zero_idle_s: float | None = 600.0
 
 
@@ -98,6 +99,7 @@ def policy_spec(scenario: Scenario, config: OursConfig) -> PolicySpec:
         gpus_per_replica=scenario.gpus_per_replica,
         gpus_per_node=scenario.gpus_per_node,
         scale_down_delay_s=config.scale_down_delay_s,
+        scale_down_period_s=config.scale_down_period_s,
         scale_to_zero_idle_s=config.scale_to_zero_idle_s,
     )
 

@@ -25,6 +25,7 @@ from .admission import Admission
 from .clock import SimClock
 from .crds import CrdController, load_crd_files
 from .endpoints import EndpointSliceController
+from .events import EventRecorder
 from .gctune import FullGcPolicy
 from .karpenter import Karpenter
 from .kubelet import Kubelet
@@ -60,6 +61,8 @@ class ClusterOptions:
     speed: float = 1.0
     """Simulated seconds per wall second for every lifecycle delay."""
     nodepools: tuple[NodePoolConfig, ...] = ()
+    record_events: bool = True
+    """Write Kubernetes Events (Scheduled, FailedScheduling, ScalingReplicaSet, ...)."""
     karpenter_crds: Path | None = None
     """Directory with karpenter.sh CRD YAML; None = the default path."""
     pod_port: int = 8000
@@ -264,6 +267,9 @@ async def start_cluster(
     for pool in store.items(registry.require("karpenter.sh", "v1", "nodepools")):
         karpenter.pools.mark(pool["metadata"]["name"])
     parts: list[Any] = [workloads, scheduler, endpoints, karpenter, kubelet]
+    recorder = EventRecorder(registry, store, enabled=options.record_events)
+    for part in (workloads, scheduler, karpenter, kubelet):
+        part.events = recorder
     if options.full_gc_every_s is not None:
         parts.append(FullGcPolicy(options.full_gc_every_s))
     for part in parts:

@@ -26,6 +26,7 @@ from typing import Any
 
 from .admission import now_condition
 from .clock import SimClock, timestamp
+from .events import EventRecorder
 from .reconcile import Reconciler
 from .resources import Registry
 from .scheduler import GPU, node_matches, node_ready, pod_gpus, quantity, unschedulable
@@ -56,6 +57,14 @@ class PoolShape:
 
 
 class Karpenter:
+    """NodePool/NodeClaim/Node lifecycles; see the module docstring."""
+
+    events: EventRecorder | None = None
+
+    def _event(self, obj: Obj, type_: str, reason: str, message: str, source: str) -> None:
+        if self.events is not None:
+            self.events.emit(obj, type_, reason, message, source)
+
     def __init__(
         self,
         registry: Registry,
@@ -293,7 +302,11 @@ class Karpenter:
         if validator is not None and hasattr(validator, "default"):
             validator.default(claim)
         self.provisioned += 1
-        return self.store.create(rt, claim)
+        created = self.store.create(rt, claim)
+        self._event(
+            pool, "Normal", "NodeClaimCreated", f"Created NodeClaim {claim_name}", "karpenter"
+        )
+        return created
 
     async def _launch(self, name: str) -> None:
         claim = self.store.try_get(self.claim_rt, "", name)
@@ -391,7 +404,10 @@ class Karpenter:
             now_condition("Ready", "True", "KubeletReady", "kubelet is posting ready status")
         ]
         new_node["metadata"]["labels"]["karpenter.sh/initialized"] = "true"
-        self.store.update(self.node_rt, new_node, check_rv=False)
+        ready_node = self.store.update(self.node_rt, new_node, check_rv=False)
+        self._event(
+            ready_node, "Normal", "NodeReady", f"Node {name} status is now: NodeReady", "kubelet"
+        )
 
         def ready(c: Obj) -> None:
             conds = [
@@ -601,6 +617,13 @@ class Karpenter:
                 since = self._empty_since.setdefault(name, now)
                 if now - since >= after:
                     self._empty_since.pop(name, None)
+                    self._event(
+                        claim,
+                        "Normal",
+                        "DisruptionTerminating",
+                        "Disrupting NodeClaim: Empty",
+                        "karpenter",
+                    )
                     self.store.delete(self.claim_rt, "", name)
 
 

@@ -23,6 +23,7 @@ from sim.pod.runtime import PodOptions, RunningPod, start_pod
 
 from .admission import now_condition
 from .clock import SimClock, timestamp
+from .events import EventRecorder
 from .resources import Registry
 from .store import Obj, Store, WatchEvent, clone
 
@@ -80,6 +81,12 @@ def pod_port(pod: Obj, default: int) -> int:
 
 class Kubelet:
     """One kubelet for all simulated nodes (they share this process)."""
+
+    events: EventRecorder | None = None
+
+    def _event(self, obj: Obj, type_: str, reason: str, message: str, source: str) -> None:
+        if self.events is not None:
+            self.events.emit(obj, type_, reason, message, source)
 
     def __init__(
         self,
@@ -319,6 +326,9 @@ class Kubelet:
                 _set_conditions(st, Ready="False", ContainersReady="False")
 
             self._patch_status(key, running.uid, crashed)
+            self._event(
+                pod, "Warning", "BackOff", "Back-off restarting failed container vllm", "kubelet"
+            )
             running.server = None
             with contextlib.suppress(Exception):
                 await server.stop(0.0)
@@ -337,7 +347,12 @@ class Kubelet:
                 cs["ready"] = False
             _set_conditions(st, Ready="False", ContainersReady="False")
 
-        self._patch_status(key, running.uid, not_ready)
+        pod_now = self._patch_status(key, running.uid, not_ready)
+        if pod_now is not None:
+            for c in pod_now["spec"].get("containers") or []:
+                self._event(
+                    pod_now, "Normal", "Killing", f"Stopping container {c.get('name')}", "kubelet"
+                )
         server, running.server = running.server, None
         if server is not None:
             try:

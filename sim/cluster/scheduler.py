@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from .admission import now_condition
+from .events import EventRecorder
 from .reconcile import Reconciler
 from .resources import Registry
 from .store import Obj, Store, WatchEvent, clone
@@ -137,6 +138,12 @@ class _BestFit:
 
 class Scheduler:
     """Keeps pending pods and per-node GPU use up to date from events; binds in passes."""
+
+    events: EventRecorder | None = None
+
+    def _event(self, obj: Obj, type_: str, reason: str, message: str, source: str) -> None:
+        if self.events is not None:
+            self.events.emit(obj, type_, reason, message, source)
 
     def __init__(self, registry: Registry, store: Store) -> None:
         self.store = store
@@ -320,6 +327,13 @@ class Scheduler:
         for victim in victims:
             meta = victim["metadata"]
             self.store.delete(self.pod_rt, meta["namespace"], meta["name"])
+            self._event(
+                victim,
+                "Normal",
+                "Preempted",
+                f"Preempted by pod {pod['metadata']['uid']} on node {name}",
+                "default-scheduler",
+            )
         return name
 
     def _bind(self, pod: Obj, node_name: str) -> None:
@@ -332,6 +346,14 @@ class Scheduler:
         status["conditions"] = conds
         self.store.update(self.pod_rt, new, check_rv=False)
         self.bound += 1
+        meta = pod["metadata"]
+        self._event(
+            pod,
+            "Normal",
+            "Scheduled",
+            f"Successfully assigned {meta['namespace']}/{meta['name']} to {node_name}",
+            "default-scheduler",
+        )
 
     def _mark_unschedulable(self, pod: Obj, n_nodes: int, nominated: str | None) -> None:
         message = (
@@ -355,3 +377,4 @@ class Scheduler:
         else:
             st.pop("nominatedNodeName", None)
         self.store.update(self.pod_rt, new, check_rv=False)
+        self._event(pod, "Warning", "FailedScheduling", message, "default-scheduler")

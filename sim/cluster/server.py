@@ -428,6 +428,16 @@ async def _patch(ctx: ApiContext, request: web.Request, t: Target) -> web.Respon
     assert t.name is not None
     raw = await request.read()
     ctype = request.headers.get("Content-Type", "")
+    existing = ctx.store.try_get(t.rt, t.namespace or "", t.name)
+    if existing is None and ctype.startswith(patches.APPLY) and t.sub is None:
+        # server-side apply creates what does not exist yet
+        obj = _check_object(t.rt, patches.parse_body(raw, patches.APPLY), t)
+        _ensure_namespace(ctx, t.rt, obj)
+        obj.pop("status", None)
+        ctx.admit(t.rt, obj, None)
+        if _dry_run(request):
+            return _json(obj, 201)
+        return _json(ctx.store.create(t.rt, obj), 201)
     old = ctx.store.get(t.rt, t.namespace or "", t.name)
     if t.sub == "scale":
         patched_scale = patches.apply_patch(scale_of(t.rt, old), raw, ctype)

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from .admission import now_condition
+from .events import EventRecorder
 from .reconcile import Reconciler
 from .resources import Registry
 from .selectors import LabelSelector
@@ -62,6 +63,12 @@ def controller_of(obj: Obj) -> dict[str, Any] | None:
 
 class WorkloadControllers:
     """The deployment and replicaset controllers over one store."""
+
+    events: EventRecorder | None = None
+
+    def _event(self, obj: Obj, type_: str, reason: str, message: str, source: str) -> None:
+        if self.events is not None:
+            self.events.emit(obj, type_, reason, message, source)
 
     def __init__(self, registry: Registry, store: Store, admit: Any) -> None:
         self.store = store
@@ -127,10 +134,26 @@ class WorkloadControllers:
                 "spec": {"replicas": replicas, "selector": selector, "template": template},
             }
             current = self.store.create(self.rs_rt, rs)
+            self._event(
+                deploy,
+                "Normal",
+                "ScalingReplicaSet",
+                f"Scaled up replica set {rs_name} to {replicas}",
+                "deployment-controller",
+            )
         elif current["spec"].get("replicas") != replicas:
+            before = int(current["spec"].get("replicas", 0))
             new = clone(current)
             new["spec"]["replicas"] = replicas
             current = self.store.update(self.rs_rt, new)
+            direction = "up" if replicas > before else "down"
+            self._event(
+                deploy,
+                "Normal",
+                "ScalingReplicaSet",
+                f"Scaled {direction} replica set {rs_name} from {before} to {replicas}",
+                "deployment-controller",
+            )
         for old in owned:
             if old["metadata"]["name"] != rs_name and old["spec"].get("replicas", 0) != 0:
                 new = clone(old)
@@ -214,6 +237,13 @@ class WorkloadControllers:
             surplus, alive = alive[: len(alive) - want], alive[len(alive) - want :]
             for pod in surplus:
                 self.store.delete(self.pod_rt, key[0], pod["metadata"]["name"])
+                self._event(
+                    rs,
+                    "Normal",
+                    "SuccessfulDelete",
+                    f"Deleted pod: {pod['metadata']['name']}",
+                    "replicaset-controller",
+                )
         ready = sum(1 for p in alive if pod_is_ready(p))
         status = {
             "replicas": len(alive),
@@ -251,7 +281,11 @@ class WorkloadControllers:
         if not pod["metadata"]["annotations"]:
             del pod["metadata"]["annotations"]
         self.admit(self.pod_rt, pod, None)
-        return self.store.create(self.pod_rt, pod)
+        created = self.store.create(self.pod_rt, pod)
+        self._event(
+            rs, "Normal", "SuccessfulCreate", f"Created pod: {name}", "replicaset-controller"
+        )
+        return created
 
 
 def _neg(ts: str) -> str:

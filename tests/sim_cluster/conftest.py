@@ -107,7 +107,7 @@ def kubectl(cluster: RunningCluster, tmp_path: Path) -> Kubectl:
 
 
 async def eventually(
-    check: Callable[[], Awaitable[bool] | bool], *, timeout: float = 15.0, what: str = ""
+    check: Callable[[], Awaitable[bool] | bool], *, timeout: float = 40.0, what: str = ""
 ) -> None:
     """Poll `check` until it holds (generous timeout; the clock is fast anyway)."""
     loop = asyncio.get_running_loop()

@@ -226,6 +226,35 @@ async def test_events_and_dry_run(api: client.ApiClient) -> None:
             "type": "Normal",
         },
     )
-    assert len((await core.list_namespaced_event("default")).items) == 1
+    mine = await core.list_namespaced_event("default", field_selector="involvedObject.name=x")
+    assert [e.reason for e in mine.items] == ["Scaled"]
     await core.create_namespaced_config_map("default", {"metadata": {"name": "dry"}}, dry_run="All")
     assert not (await core.list_namespaced_config_map("default")).items
+
+
+async def test_lifecycle_events_are_recorded(api: client.ApiClient) -> None:
+    apps: Any = client.AppsV1Api(api)
+    core: Any = client.CoreV1Api(api)
+    await apps.create_namespaced_deployment("default", deployment("ev", 1))
+
+    async def reasons() -> set[str]:
+        items = (await core.list_namespaced_event("default")).items
+        return {e.reason for e in items}
+
+    for _ in range(200):
+        if {"ScalingReplicaSet", "SuccessfulCreate", "Scheduled"} <= await reasons():
+            break
+        await asyncio.sleep(0.05)
+    assert {"ScalingReplicaSet", "SuccessfulCreate", "Scheduled"} <= await reasons()
+
+
+async def test_server_side_apply_creates_then_patches(cluster: RunningCluster) -> None:
+    url = f"{cluster.url}/api/v1/namespaces/default/configmaps/ssa?fieldManager=me"
+    headers = {"Content-Type": "application/apply-patch+yaml"}
+    async with aiohttp.ClientSession() as http:
+        body = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa}\ndata: {a: '1'}\n"
+        async with http.patch(url, data=body, headers=headers) as r:
+            assert r.status == 201
+        async with http.patch(url, data=body.replace("'1'", "'2'"), headers=headers) as r:
+            assert r.status == 200
+            assert (await r.json())["data"] == {"a": "2"}

@@ -242,7 +242,7 @@ class Engine:
 
         Its outputs happen at `result.end`; call `step(result.end)` (or later) next.
         """
-        if self._pending is not None:
+        if self._pending is not None or self._jump is not None:
             raise RuntimeError("step() and advance() cannot drive the same engine")
         if now < self._clock - 1e-9:
             raise ValueError(f"step at {now} starts before the previous step ends ({self._clock})")

@@ -156,7 +156,10 @@ async def test_scale_from_zero_and_pod_leaving(
         await events_of(redis, keys, {"enqueue"}, timeout=5)
         assert queue.ready_pods == 0
         await apps.create_namespaced_deployment("default", _deployment(1, pod_port))
-        reply = await asyncio.wait_for(held, 30)
+        await wait_for(
+            lambda: queue.ready_pods == 1, timeout=20, what="the first pod via the slice"
+        )
+        reply = await asyncio.wait_for(held, 20)
         assert reply.choices[0].text
         events = await events_of(redis, keys, {"dispatch"})
         dispatch = next(e for e in events if e.type is EventType.DISPATCH)

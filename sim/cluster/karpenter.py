@@ -266,12 +266,18 @@ class Karpenter:
         shape = self.shape(pool)
         tmpl = pool["spec"].get("template") or {}
         tspec = tmpl.get("spec") or {}
+        single_valued = {  # Karpenter labels nodes with requirements that pin one value
+            r["key"]: r["values"][0]
+            for r in tspec.get("requirements") or []
+            if r.get("operator") == "In" and len(r.get("values") or []) == 1
+        }
         labels = {
-            **((tmpl.get("metadata") or {}).get("labels") or {}),
-            POOL_LABEL: name,
             "node.kubernetes.io/instance-type": f"sim-gpu-{shape.gpus_per_node}x",
             "karpenter.sh/capacity-type": "on-demand",
             "topology.kubernetes.io/zone": "sim-zone-a",
+            **single_valued,
+            **((tmpl.get("metadata") or {}).get("labels") or {}),
+            POOL_LABEL: name,
         }
         for _ in range(10):
             claim_name = f"{name}-{random_suffix(rng=self.store.rng)}"
@@ -325,15 +331,12 @@ class Karpenter:
         self._node_seq += 1
         seq = self._node_seq
         labels = {
-            **(claim["metadata"].get("labels") or {}),
-            "kubernetes.io/hostname": name,
             "kubernetes.io/os": "linux",
             "kubernetes.io/arch": "amd64",
-            "karpenter.sh/capacity-type": "on-demand",
-            "karpenter.sh/registered": "true",
-            "node.kubernetes.io/instance-type": f"sim-gpu-{gpus}x",
-            "topology.kubernetes.io/zone": "sim-zone-a",
             "nvidia.com/gpu.count": str(gpus),
+            **(claim["metadata"].get("labels") or {}),
+            "kubernetes.io/hostname": name,
+            "karpenter.sh/registered": "true",
         }
         node = {
             "metadata": {

@@ -290,3 +290,55 @@ async def test_deleting_a_nodeclaim_drains_its_node(cluster: RunningCluster) -> 
         what="old pods evicted",
     )
     await eventually(lambda: len(ready_pods(cluster, "d")) == 2, what="replacement node + pods")
+
+
+async def test_applied_nodepool_labels_taints_and_selectors(make_cluster: ClusterFactory) -> None:
+    cluster = await make_cluster()
+    pool = {
+        "apiVersion": "karpenter.sh/v1",
+        "kind": "NodePool",
+        "metadata": {
+            "name": "h200",
+            "annotations": {"surgescale.io/gpus-per-node": "8", "surgescale.io/boot-seconds": "30"},
+        },
+        "spec": {
+            "replicas": 1,
+            "template": {
+                "metadata": {"labels": {"surgescale.io/gpu": "h200"}},
+                "spec": {
+                    "nodeClassRef": {
+                        "group": "karpenter.k8s.aws",
+                        "kind": "EC2NodeClass",
+                        "name": "gpu",
+                    },
+                    "requirements": [
+                        {
+                            "key": "node.kubernetes.io/instance-type",
+                            "operator": "In",
+                            "values": ["p5e.48xlarge"],
+                        }
+                    ],
+                    "taints": [{"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}],
+                },
+            },
+        },
+    }
+    create(cluster, "karpenter.sh", "nodepools", pool)
+    plain = model_deployment("plain", 1, model=None)
+    create(cluster, "apps", "deployments", plain)
+    picky = model_deployment("picky", 1, model=None)
+    picky["spec"]["template"]["spec"]["nodeSelector"] = {"surgescale.io/gpu": "h200"}
+    picky["spec"]["template"]["spec"]["tolerations"] = [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    create(cluster, "apps", "deployments", picky)
+    await eventually(lambda: len(ready_pods(cluster, "picky")) == 1, what="picky pod runs")
+    node = cluster.store.get(
+        cluster.resource("", "v1", "nodes"), "", ready_pods(cluster, "picky")[0]["spec"]["nodeName"]
+    )
+    labels = node["metadata"]["labels"]
+    assert labels["node.kubernetes.io/instance-type"] == "p5e.48xlarge"
+    assert labels["karpenter.sh/nodepool"] == "h200"
+    assert labels["surgescale.io/gpu"] == "h200"
+    await asyncio.sleep(0.3)
+    assert not pods(cluster, "plain")[0]["spec"].get("nodeName"), "untolerated taint keeps it off"

@@ -90,8 +90,8 @@ class Driver:
         self._task: asyncio.Task[None] | None = None
         self._per_token_s = 5e-6  # fan-out cost per token (EWMA), for centring
         self._wake_late_s = 0.0  # how late sleeps end (timer granularity, run-queue wait; EWMA)
-        self.timing_errors = array("d")  # written - model time, seconds, per token (bounded)
-        self.timing_errors_cap = 2_000_000
+        self.timing_errors = array("d")  # written - model time, seconds, recent tokens
+        self.timing_errors_cap = 500_000  # 4 MB per pod; the older half goes when full
         self.on_admitted: Callable[[Stream, float], None] | None = None
         self.on_first_token: Callable[[Stream, float], None] | None = None
         self.on_itl: Callable[[float, int], None] | None = None  # (gap, how many tokens)
@@ -151,8 +151,10 @@ class Driver:
                 self._idle.set()
 
     def record_timing_error(self, seconds: float) -> None:
-        if len(self.timing_errors) < self.timing_errors_cap:
-            self.timing_errors.append(seconds)
+        errors = self.timing_errors
+        if len(errors) >= self.timing_errors_cap:
+            del errors[: len(errors) // 2]
+        errors.append(seconds)
 
     async def _run(self) -> None:
         engine = self.engine

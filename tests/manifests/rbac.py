@@ -249,3 +249,25 @@ class RecordingProxy:
             ],
             "current-context": "proxy",
         }
+
+
+UNUSED_OK: dict[tuple[str, str, str], str] = {
+    ("apps", "deployments/scale", "get"): "re-read of the scale after a 409 on the PATCH",
+    ("karpenter.sh", "nodepools/scale", "get"): "re-read of the scale after a 409 on the PATCH",
+}
+"""Granted permissions a short run may not exercise, and why they are still needed."""
+
+
+def denied_calls(rbac: Authorizer, calls: list[Call]) -> list[str]:
+    """The recorded calls the rules do not permit (empty when all are allowed)."""
+    return sorted({str(a) for a in map(attributes, calls) if not rbac.allowed(a)})
+
+
+def unused_grants(rbac: Authorizer, calls: list[Call]) -> list[tuple[str, str, str]]:
+    """Granted (group, resource, verb) never used by `calls` and not explained in UNUSED_OK."""
+    used = {(a.group, a.full_resource, a.verb) for a in map(attributes, calls) if a.resource}
+    return sorted(rbac.granted() - used - set(UNUSED_OK))
+
+
+def used_grants(calls: list[Call]) -> set[tuple[str, str, str]]:
+    return {(a.group, a.full_resource, a.verb) for a in map(attributes, calls) if a.resource}

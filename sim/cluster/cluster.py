@@ -23,6 +23,7 @@ from aiohttp import web
 
 from .admission import Admission
 from .clock import SimClock
+from .context import ApiContext
 from .crds import CrdController, load_crd_files
 from .endpoints import EndpointSliceController
 from .events import EventRecorder
@@ -31,7 +32,7 @@ from .karpenter import Karpenter
 from .kubelet import Kubelet
 from .resources import Registry, ResourceType
 from .scheduler import Scheduler
-from .server import ApiContext, build_app
+from .server import build_app
 from .store import Obj, Store
 from .workloads import WorkloadControllers
 

@@ -10,65 +10,28 @@ Every error is rendered as a `kind: Status` body with the right HTTP code.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from . import discovery, errors, openapi, patches, protobuf, tables
+from .context import (
+    CTX,
+    ApiContext,
+    Target,
+    error_response,
+    json_response,
+    wants_table,
+)
 from .resources import Registry, ResourceType
+from .scale import scale_of, write_scale
 from .selectors import FieldSelector, LabelSelector
-from .store import Obj, Store, WatchEvent, clone
+from .store import Obj, clone
+from .watchstream import serve_watch
 
 log = logging.getLogger(__name__)
-
-Admission = Callable[[ResourceType, Obj, Obj | None], None]
-"""Mutates (defaults) and/or validates an object before it is stored; raises ApiError."""
-
-
-@dataclass
-class ApiContext:
-    """What the handlers need: the registry, the store and the admission chain."""
-
-    registry: Registry
-    store: Store
-    admission: list[Admission] = field(default_factory=list)
-    server_address: str = ""
-    default_watch_timeout_s: float = 1800.0
-
-    def admit(self, rt: ResourceType, obj: Obj, old: Obj | None) -> None:
-        for hook in self.admission:
-            hook(rt, obj, old)
-
-
-CTX: web.AppKey[ApiContext] = web.AppKey("surgescale_sim_cluster_ctx", ApiContext)
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
-
-
-def _error(exc: errors.ApiError) -> web.Response:
-    return _json(exc.status(), status=exc.code)
-
-
-def _wants_table(request: web.Request) -> bool:
-    accept = request.headers.get("Accept", "")
-    return "as=Table" in accept and "g=meta.k8s.io" in accept
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    rt: ResourceType
-    namespace: str | None
-    name: str | None
-    sub: str | None
-    watch_path: bool = False
 
 
 def _parse_resource_path(registry: Registry, parts: list[str]) -> Target | None:
@@ -112,7 +75,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             raise errors.page_not_found(request.path)
         return await _serve_resource(ctx, request, target)
     except errors.ApiError as exc:
-        return _error(exc)
+        return error_response(exc)
 
 
 def _serve_simple(ctx: ApiContext, request: web.Request, parts: list[str]) -> web.Response | None:
@@ -123,13 +86,13 @@ def _serve_simple(ctx: ApiContext, request: web.Request, parts: list[str]) -> we
     if path in ("healthz", "livez", "readyz"):
         return web.Response(text="ok")
     if path == "version":
-        return _json(discovery.version_info())
+        return json_response(discovery.version_info())
     if path == "api":
-        return _json(discovery.api_versions(ctx.server_address or request.host))
+        return json_response(discovery.api_versions(ctx.server_address or request.host))
     if path == "apis":
-        return _json(discovery.api_group_list(reg))
+        return json_response(discovery.api_group_list(reg))
     if path == "api/v1":
-        return _json(discovery.resource_list(reg, "", "v1"))
+        return json_response(discovery.resource_list(reg, "", "v1"))
     if parts[:1] == ["apis"] and len(parts) in (2, 3):
         doc = (
             discovery.api_group(reg, parts[1])
@@ -138,16 +101,16 @@ def _serve_simple(ctx: ApiContext, request: web.Request, parts: list[str]) -> we
         )
         if doc is None:
             raise errors.page_not_found(request.path)
-        return _json(doc)
+        return json_response(doc)
     if path == "openapi/v2":
         if "protobuf" in request.headers.get("Accept", ""):
             return web.Response(
                 body=openapi.v2_protobuf(),
                 content_type="application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
             )
-        return _json(openapi.v2_json(reg))
+        return json_response(openapi.v2_json(reg))
     if path == "openapi/v3":
-        return _json(openapi.v3_root(reg))
+        return json_response(openapi.v3_root(reg))
     if parts[:2] == ["openapi", "v3"]:
         rest = parts[2:]
         doc = None
@@ -157,9 +120,9 @@ def _serve_simple(ctx: ApiContext, request: web.Request, parts: list[str]) -> we
             doc = openapi.gv_document(reg, rest[1], rest[2])
         if doc is None:
             raise errors.page_not_found(request.path)
-        return _json(doc)
+        return json_response(doc)
     if path == "":
-        return _json(
+        return json_response(
             {
                 "paths": [
                     "/api",
@@ -231,7 +194,7 @@ async def _serve_resource(ctx: ApiContext, request: web.Request, t: Target) -> w
     if t.name is None:
         if method == "GET":
             if t.watch_path or request.query.get("watch") in ("true", "1", "True"):
-                return await _watch(ctx, request, t)
+                return await serve_watch(ctx, request, t)
             return _list(ctx, request, t)
         if method == "POST":
             return await _create(ctx, request, t)
@@ -239,13 +202,13 @@ async def _serve_resource(ctx: ApiContext, request: web.Request, t: Target) -> w
             return await _delete_collection(ctx, request, t)
         raise errors.method_not_allowed(f"{method} is not supported on a collection")
     if t.watch_path and method == "GET":
-        return await _watch(ctx, request, t)
+        return await serve_watch(ctx, request, t)
     if method == "GET":
         obj = ctx.store.get(t.rt, t.namespace or "", t.name)
         if t.sub == "scale":
-            return _json(scale_of(t.rt, obj))
-        if _wants_table(request) and t.sub is None:
-            return _json(
+            return json_response(scale_of(t.rt, obj))
+        if wants_table(request) and t.sub is None:
+            return json_response(
                 tables.to_table(
                     t.rt,
                     [obj],
@@ -253,7 +216,7 @@ async def _serve_resource(ctx: ApiContext, request: web.Request, t: Target) -> w
                     include=request.query.get("includeObject", "Metadata"),
                 )
             )
-        return _json(obj)
+        return json_response(obj)
     if method == "PUT":
         return await _update(ctx, request, t)
     if method == "PATCH":
@@ -277,8 +240,8 @@ def _list(ctx: ApiContext, request: web.Request, t: Target) -> web.Response:
         limit=limit,
         continue_token=q.get("continue") or None,
     )
-    if _wants_table(request):
-        return _json(
+    if wants_table(request):
+        return json_response(
             tables.to_table(
                 t.rt,
                 items,
@@ -290,7 +253,7 @@ def _list(ctx: ApiContext, request: web.Request, t: Target) -> web.Response:
     meta: dict[str, Any] = {"resourceVersion": rv}
     if token:
         meta["continue"] = token
-    return _json(
+    return json_response(
         {
             "kind": f"{t.rt.kind}List",
             "apiVersion": t.rt.api_version,
@@ -298,76 +261,6 @@ def _list(ctx: ApiContext, request: web.Request, t: Target) -> web.Response:
             "items": items,
         }
     )
-
-
-async def _watch(ctx: ApiContext, request: web.Request, t: Target) -> web.StreamResponse:
-    q = request.query
-    labels = LabelSelector.parse(q.get("labelSelector"))
-    fields = FieldSelector.parse(q.get("fieldSelector"))
-    if t.name is not None:
-        fields = FieldSelector((*fields.terms, ("metadata.name", True, t.name)))
-    timeout = float(q.get("timeoutSeconds") or ctx.default_watch_timeout_s)
-    as_table = _wants_table(request)
-    include = q.get("includeObject", "Metadata")
-    response = web.StreamResponse(headers={"Content-Type": "application/json"})
-    response.enable_chunked_encoding()
-    try:
-        watcher = ctx.store.watch(
-            t.rt, t.namespace, labels=labels, fields=fields, since=q.get("resourceVersion") or None
-        )
-    except errors.ApiError as exc:
-        if exc.code != 410:
-            raise
-        await response.prepare(request)
-        await response.write(orjson.dumps({"type": "ERROR", "object": exc.status()}) + b"\n")
-        return response
-    await response.prepare(request)
-    first = True
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    try:
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            try:
-                event = await asyncio.wait_for(watcher.queue.get(), remaining)
-            except TimeoutError:
-                break
-            if event is None:
-                break
-            chunks = [event]
-            while not watcher.queue.empty():
-                nxt = watcher.queue.get_nowait()
-                if nxt is None:
-                    watcher.closed = True
-                    break
-                chunks.append(nxt)
-            data = bytearray()
-            for ev in chunks:
-                if as_table:
-                    data += _table_event(t.rt, ev, include, first)
-                    first = False
-                else:
-                    data += ev.json_line()
-            await response.write(bytes(data))
-            if watcher.closed and watcher.queue.empty():
-                break
-    except (ConnectionResetError, asyncio.CancelledError):
-        ctx.store.unwatch(watcher)
-        raise
-    finally:
-        ctx.store.unwatch(watcher)
-    with contextlib.suppress(ConnectionResetError):
-        await response.write_eof()
-    return response
-
-
-def _table_event(rt: ResourceType, ev: WatchEvent, include: str, first: bool) -> bytes:
-    table = tables.to_table(
-        rt, [ev.obj], resource_version=str(ev.rv), include=include, with_definitions=first
-    )
-    return orjson.dumps({"type": ev.type, "object": table}) + b"\n"
 
 
 async def _create(ctx: ApiContext, request: web.Request, t: Target) -> web.Response:
@@ -378,8 +271,8 @@ async def _create(ctx: ApiContext, request: web.Request, t: Target) -> web.Respo
     _ensure_namespace(ctx, t.rt, obj)
     ctx.admit(t.rt, obj, None)
     if _dry_run(request):
-        return _json(obj, 201)
-    return _json(ctx.store.create(t.rt, obj), 201)
+        return json_response(obj, 201)
+    return json_response(ctx.store.create(t.rt, obj), 201)
 
 
 def _apply_write(ctx: ApiContext, t: Target, old: Obj, new: Obj, *, dry: bool) -> Obj:
@@ -419,9 +312,9 @@ async def _update(ctx: ApiContext, request: web.Request, t: Target) -> web.Respo
     body = await _body(request)
     old = ctx.store.get(t.rt, t.namespace or "", t.name)
     if t.sub == "scale":
-        return _json(_write_scale(ctx, t, old, body, dry=_dry_run(request)))
+        return json_response(write_scale(ctx, t, old, body, dry=_dry_run(request)))
     obj = _check_object(t.rt, body, t)
-    return _json(_apply_write(ctx, t, old, obj, dry=_dry_run(request)))
+    return json_response(_apply_write(ctx, t, old, obj, dry=_dry_run(request)))
 
 
 async def _patch(ctx: ApiContext, request: web.Request, t: Target) -> web.Response:
@@ -436,14 +329,14 @@ async def _patch(ctx: ApiContext, request: web.Request, t: Target) -> web.Respon
         obj.pop("status", None)
         ctx.admit(t.rt, obj, None)
         if _dry_run(request):
-            return _json(obj, 201)
-        return _json(ctx.store.create(t.rt, obj), 201)
+            return json_response(obj, 201)
+        return json_response(ctx.store.create(t.rt, obj), 201)
     old = ctx.store.get(t.rt, t.namespace or "", t.name)
     if t.sub == "scale":
         patched_scale = patches.apply_patch(scale_of(t.rt, old), raw, ctype)
-        return _json(_write_scale(ctx, t, old, patched_scale, dry=_dry_run(request)))
+        return json_response(write_scale(ctx, t, old, patched_scale, dry=_dry_run(request)))
     patched = patches.apply_patch(clone(old), raw, ctype)
-    return _json(_apply_write(ctx, t, old, patched, dry=_dry_run(request)))
+    return json_response(_apply_write(ctx, t, old, patched, dry=_dry_run(request)))
 
 
 def _delete_options(request: web.Request, body: Any) -> tuple[int | None, str | None, str | None]:
@@ -468,11 +361,11 @@ async def _delete(ctx: ApiContext, request: web.Request, t: Target) -> web.Respo
     body = patches.parse_body(raw, "application/json") if raw.strip() else None
     grace, rv, uid = _delete_options(request, body)
     if _dry_run(request):
-        return _json(ctx.store.get(t.rt, t.namespace or "", t.name))
+        return json_response(ctx.store.get(t.rt, t.namespace or "", t.name))
     obj = ctx.store.delete(
         t.rt, t.namespace or "", t.name, grace_seconds=grace, expect_rv=rv, expect_uid=uid
     )
-    return _json(obj)
+    return json_response(obj)
 
 
 async def _delete_collection(ctx: ApiContext, request: web.Request, t: Target) -> web.Response:
@@ -493,7 +386,7 @@ async def _delete_collection(ctx: ApiContext, request: web.Request, t: Target) -
             deleted.append(
                 ctx.store.delete(t.rt, meta.get("namespace", ""), meta["name"], grace_seconds=grace)
             )
-    return _json(
+    return json_response(
         {
             "kind": f"{t.rt.kind}List",
             "apiVersion": t.rt.api_version,
@@ -501,72 +394,6 @@ async def _delete_collection(ctx: ApiContext, request: web.Request, t: Target) -
             "items": deleted,
         }
     )
-
-
-# ---- scale subresource ---------------------------------------------------------------------
-def _path_get(obj: Obj, path: str) -> Any:
-    cur: Any = obj
-    for part in path.strip(".").split("."):
-        if not isinstance(cur, dict):
-            return None
-        cur = cur.get(part)
-    return cur
-
-
-def _path_set(obj: Obj, path: str, value: Any) -> None:
-    parts = path.strip(".").split(".")
-    cur = obj
-    for part in parts[:-1]:
-        cur = cur.setdefault(part, {})
-    cur[parts[-1]] = value
-
-
-def scale_of(rt: ResourceType, obj: Obj) -> Obj:
-    """The autoscaling/v1 Scale view of an object with a scale subresource."""
-    assert rt.scale is not None
-    meta = obj["metadata"]
-    status: dict[str, Any] = {"replicas": int(_path_get(obj, rt.scale.status_replicas_path) or 0)}
-    if rt.scale.label_selector_path:
-        selector = _path_get(obj, rt.scale.label_selector_path)
-        if selector is None and rt.kind in ("Deployment", "ReplicaSet"):
-            selector = str(LabelSelector.from_object(obj.get("spec", {}).get("selector")))
-        if selector:
-            status["selector"] = selector
-    return {
-        "kind": "Scale",
-        "apiVersion": "autoscaling/v1",
-        "metadata": {
-            k: meta[k]
-            for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
-            if k in meta
-        },
-        "spec": {"replicas": int(_path_get(obj, rt.scale.spec_replicas_path) or 0)},
-        "status": status,
-    }
-
-
-def _write_scale(ctx: ApiContext, t: Target, old: Obj, scale: Any, *, dry: bool) -> Obj:
-    rt = t.rt
-    assert rt.scale is not None
-    assert t.name is not None
-    if not isinstance(scale, dict):
-        raise errors.bad_request("a Scale must be an object")
-    replicas = (scale.get("spec") or {}).get("replicas")
-    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
-        raise errors.invalid(
-            "Scale",
-            t.name,
-            [("spec.replicas", f"Invalid value: {replicas!r}: must be a non-negative integer")],
-            "autoscaling",
-        )
-    new = clone(old)
-    rv = (scale.get("metadata") or {}).get("resourceVersion")
-    if rv and rv != old["metadata"]["resourceVersion"]:
-        raise errors.conflict(rt.plural, t.name, rt.group)
-    _path_set(new, rt.scale.spec_replicas_path, replicas)
-    ctx.admit(rt, new, old)
-    stored = new if dry else ctx.store.update(rt, new)
-    return scale_of(rt, stored)
 
 
 def build_app(ctx: ApiContext) -> web.Application:

@@ -106,9 +106,12 @@ def compare(record: RunRecord, result: RunResult, *, tolerance: float = 0.15) ->
     sim = _step_series(list(result.replica_changes), times)
     diffs = [abs(a - b) for a, b in zip(live, sim, strict=True)]
     mean_diff = sum(diffs) / len(diffs) if diffs else 0.0
+    slo = result.scenario.slo_ttft_s
     return {
         "requests_live": len(record.requests),
         "requests_sim": len(result.requests),
+        "slo_attainment_live": sum(1 for t in live_ttft if t <= slo) / max(len(live_ttft), 1),
+        "slo_attainment_sim": sum(1 for t in sim_ttft if t <= slo) / max(len(sim_ttft), 1),
         "ttft_p95_live_s": live_p95,
         "ttft_p95_sim_s": sim_p95,
         "ttft_p95_rel_diff": rel,

@@ -1,0 +1,69 @@
+"""The cross-check's plumbing: a demo configuration becomes the same scenario in virtual time,
+and the comparison measures TTFT p95 and replica curves (the live run itself is
+`python -m sim.evaluate.crosscheck`, too long for the test budget)."""
+
+from __future__ import annotations
+
+from sim.demo.record import ClusterSample, RequestResult, RunRecord
+from sim.demo.scenario import Arrival
+from sim.demo.stack import DemoConfig
+from sim.evaluate.crosscheck import compare, scenario_from_demo, simulate
+
+
+def _config() -> DemoConfig:
+    schedule = tuple(Arrival(at_s=0.5 * i, prompt_tokens=600, output_tokens=40) for i in range(40))
+    return DemoConfig(speed=10.0, schedule=schedule, duration_s=25.0)
+
+
+def test_demo_config_maps_to_compressed_timings() -> None:
+    config = _config()
+    scenario, ours = scenario_from_demo(config)
+    setup = config.setup
+    assert scenario.model_load_s == setup.model_load_s / 10.0
+    assert scenario.node_boot_s == setup.node_boot_s / 10.0
+    assert scenario.gpus_per_replica == setup.gpus_per_replica
+    assert scenario.pod_concurrency == setup.max_num_seqs
+    assert ours.scale_down_delay_s == setup.scale_down_delay_s / 10.0
+    assert [r.arrival_s for r in scenario.requests] == [a.at_s for a in config.schedule]
+
+
+def test_compare_agrees_with_itself_and_flags_a_difference() -> None:
+    config = _config()
+    result = simulate(config)
+    assert len(result.requests) == 40
+
+    def record(scale: float) -> RunRecord:
+        return RunRecord(
+            name="surgescale",
+            label="x",
+            slo_s=1.0,
+            speed=10.0,
+            duration_s=25.0,
+            load_step_at=None,
+            burst_end_at=None,
+            gpus_per_replica=4,
+            gpus_per_node=8,
+            requests=tuple(
+                RequestResult(sent_at=r.arrival, status="ok", ttft_s=(r.ttft or 0.0) * scale)
+                for r in result.requests
+            ),
+            cluster=tuple(
+                ClusterSample(
+                    t=t,
+                    replicas_desired=n,
+                    replicas_starting=0,
+                    replicas_ready=n,
+                    nodes_desired=1,
+                    nodes_ready=1,
+                )
+                for t, n in result.replica_changes
+            ),
+        )
+
+    same = compare(record(1.0), result)
+    assert same["agree"] is True
+    assert same["ttft_p95_rel_diff"] == 0.0
+    assert same["replicas_mean_abs_diff"] == 0.0
+    off = compare(record(1.5), result)
+    assert off["agree"] is False
+    assert abs(off["ttft_p95_rel_diff"] - 1 / 3) < 1e-9

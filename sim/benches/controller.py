@@ -155,6 +155,8 @@ class Level:
     latencies_ms: list[float]
     timeouts: int
     inside_ms: tuple[float, float]
+    controller_cpu: float
+    """CPU seconds per second the controller process used during the level (1.0 = one core)."""
     """The controller's own histogram (batch arrival to PATCH sent): p50, p99 bucket bounds."""
 
     def pct(self, q: float) -> float:
@@ -284,6 +286,15 @@ def _bucket_quantile(before: dict[float, float], after: dict[float, float], q: f
     return float("inf")
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc; 0 where unavailable)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 async def _events_consumed(http_port: int) -> float:
     try:
         async with (
@@ -308,6 +319,7 @@ async def _measure_level(
     producer: EventProducer,
     watcher: Watcher,
     http_port: int,
+    controller_pid: int,
     gw: dict[str, int],
 ) -> Level:
     gen: asyncio.subprocess.Process | None = None
@@ -328,6 +340,7 @@ async def _measure_level(
         )
         await asyncio.sleep(1.5)  # let the load settle
     consumed0, t_start = await _events_consumed(http_port), time.perf_counter()
+    cpu0 = _cpu_seconds(controller_pid)
     hist0 = _buckets(await _scrape(http_port))
     lat: list[float] = []
     timeouts = 0
@@ -362,7 +375,9 @@ async def _measure_level(
             timeouts += 1
         else:
             lat.append((t1 - t0) * 1000.0)
-    consumed = (await _events_consumed(http_port) - consumed0) / (time.perf_counter() - t_start)
+    elapsed = time.perf_counter() - t_start
+    consumed = (await _events_consumed(http_port) - consumed0) / elapsed
+    cpu = (_cpu_seconds(controller_pid) - cpu0) / elapsed
     hist1 = _buckets(await _scrape(http_port))
     inside = (_bucket_quantile(hist0, hist1, 0.5), _bucket_quantile(hist0, hist1, 0.99))
     achieved = 0.0
@@ -371,7 +386,7 @@ async def _measure_level(
         out, _ = await gen.communicate()
         with contextlib.suppress(Exception):
             achieved = float(json.loads(out.decode().strip().splitlines()[-1])["achieved"])
-    return Level(rate, achieved, consumed, lat, timeouts, inside)
+    return Level(rate, achieved, consumed, lat, timeouts, inside, cpu)
 
 
 async def _snapshots(producer: EventProducer, gw: dict[str, int]) -> None:
@@ -398,7 +413,7 @@ def _row(level: Level) -> str:
         f"{level.target_rate:>10,.0f} {level.achieved_rate:>10,.0f} {level.consumed_rate:>10,.0f} "
         f"{len(level.latencies_ms):>6} {level.pct(0.5):>8.1f} {level.pct(0.99):>8.1f} "
         f"{max(level.latencies_ms, default=float('nan')):>8.1f} {level.timeouts:>4} "
-        f"{level.inside_ms[0]:>7.1f} {level.inside_ms[1]:>7.1f}"
+        f"{level.inside_ms[0]:>7.1f} {level.inside_ms[1]:>7.1f} {level.controller_cpu:>7.0%}"
     )
 
 
@@ -456,6 +471,7 @@ async def _run(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
             producer=producer,
             watcher=watcher,
             http_port=http_port,
+            controller_pid=ctl.pid,
             gw=gw,
         )
         print(
@@ -464,7 +480,7 @@ async def _run(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
         )
         print(
             f"{'target ev/s':>10} {'achieved':>10} {'consumed':>10} {'trials':>6} {'p50 ms':>8} "
-            f"{'p99 ms':>8} {'max ms':>8} {'lost':>4} {'ctl p50':>7} {'ctl p99':>7}"
+            f"{'p99 ms':>8} {'max ms':>8} {'lost':>4} {'ctl p50':>7} {'ctl p99':>7} {'ctl cpu':>7}"
         )
 
         async def level(rate: float) -> Level:
@@ -476,6 +492,7 @@ async def _run(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
                 producer=producer,
                 watcher=watcher,
                 http_port=http_port,
+                controller_pid=ctl.pid,
                 gw=gw,
             )
             levels.append(lv)
@@ -518,6 +535,7 @@ async def _run(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
                     "p99_ms": round(lv.pct(0.99), 2),
                     "trials": len(lv.latencies_ms),
                     "lost": lv.timeouts,
+                    "controller_cpu": round(lv.controller_cpu, 3),
                 }
                 for lv in levels
             ],

@@ -46,11 +46,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pods", type=int, default=2, help="simulated pods (default 2)")
     p.add_argument("--rate", type=float, default=200.0, help="phase 1 requests/s (default 200)")
     p.add_argument("--seconds", type=float, default=10.0, help="phase 1 duration (default 10)")
-    p.add_argument("--tokens", type=int, default=16, help="phase 1 output tokens (default 16)")
+    p.add_argument("--tokens", type=int, default=4, help="phase 1 output tokens (default 4)")
     p.add_argument("--streams", type=int, default=64, help="phase 2 concurrent streams")
     p.add_argument("--stream-tokens", type=int, default=512, help="phase 2 tokens per stream")
     p.add_argument("--throughput-seconds", type=float, default=6.0, help="phase 2/3 duration")
     p.add_argument("--concurrency", type=int, default=64, help="phase 3 concurrent requests")
+    p.add_argument(
+        "--warm-connections", type=int, default=96, help="connections opened per target first"
+    )
     p.add_argument("--redis-url", help="events target (default: find or start one; 'none': off)")
     p.add_argument("--seed", type=int, default=1)
     return p
@@ -273,23 +276,32 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def _run(args: argparse.Namespace, pods: list[str], gateway: str, pid: int) -> dict[str, Any]:
+async def _run(
+    args: argparse.Namespace, pods: list[str], gateway: str, pid: int, pods_pid: int
+) -> dict[str, Any]:
     import gc
 
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
         await _wait_gateway(http, gateway, len(pods))
-        for url in [*pods, gateway]:
-            await _warm(http, url)
+        # Open the connections phase 1 will need beforehand: a connect during the measurement
+        # can hit a full accept queue (a 1 s SYN retry), which is not what is being measured.
+        for _ in range(args.warm_connections // 16):
+            await asyncio.gather(*[_warm(http, u) for u in [*pods, gateway] for _ in range(16)])
         gc.collect()
+        gc.freeze()
         lag: list[float] = []
         monitor = asyncio.create_task(_loop_lag(lag))
         buckets0 = await _overhead_buckets(http, gateway)
         ttft0 = await _overhead_buckets(http, gateway, "surgescale_gateway_ttft_seconds")
         cpu0, wall0 = _cpu_seconds(pid), time.perf_counter()
+        pods_cpu0, own_cpu0 = _cpu_seconds(pods_pid), time.process_time()
         samples = await _added_ttft(http, pods=pods, gateway=gateway, args=args)
-        phase1_util = (_cpu_seconds(pid) - cpu0) / (time.perf_counter() - wall0)
+        wall = time.perf_counter() - wall0
+        phase1_util = (_cpu_seconds(pid) - cpu0) / wall
+        pods_util = (_cpu_seconds(pods_pid) - pods_cpu0) / wall
+        own_util = (time.process_time() - own_cpu0) / wall
         monitor.cancel()
         buckets1 = await _overhead_buckets(http, gateway)
         ttft1 = await _overhead_buckets(http, gateway, "surgescale_gateway_ttft_seconds")
@@ -317,6 +329,8 @@ async def _run(args: argparse.Namespace, pods: list[str], gateway: str, pid: int
     out["phase1_requests"] = len(samples)
     out["phase1_failed"] = len(samples) - len(good)
     out["phase1_gateway_cpu_util"] = phase1_util
+    out["phase1_pods_cpu_util"] = pods_util
+    out["phase1_loadgen_cpu_util"] = own_util
     out.update(chunk_figures)
     out.update(request_figures)
     return out
@@ -341,7 +355,8 @@ def _print_table(r: dict[str, Any], args: argparse.Namespace) -> None:
     )
     print(
         f"\n1. streaming at {args.rate:g} req/s, {args.tokens} tokens ({r['phase1_requests']} "
-        f"measured, {r['phase1_failed']} failed; gateway CPU {r['phase1_gateway_cpu_util']:.0%})"
+        f"measured, {r['phase1_failed']} failed; CPU: gateway {r['phase1_gateway_cpu_util']:.0%}, "
+        f"pods {r['phase1_pods_cpu_util']:.0%}, load generator {r['phase1_loadgen_cpu_util']:.0%})"
     )
     print(f"   {'':<10}{'direct':>10}{'gateway':>10}{'added':>10}")
     for q in ("p50", "p99"):
@@ -387,7 +402,7 @@ def main(argv: list[str]) -> int:
         if redis_url is not None:  # runs after the gateway has stopped (LIFO)
             stack.callback(lambda: uvloop.run(_forget_events(str(redis_url), prefix)))
         queue: Any = multiprocessing.get_context("fork").Queue()
-        stack.enter_context(_process(_pods_main, args.pods, queue))
+        pods_proc = stack.enter_context(_process(_pods_main, args.pods, queue))
         pods: list[str] = queue.get(timeout=60)
         port = free_port()
         settings = GatewaySettings(
@@ -402,7 +417,10 @@ def main(argv: list[str]) -> int:
         )
         gateway_proc = stack.enter_context(_process(run_worker, settings))
         assert gateway_proc.pid is not None
-        result = uvloop.run(_run(args, pods, f"http://127.0.0.1:{port}", gateway_proc.pid))
+        assert pods_proc.pid is not None
+        result = uvloop.run(
+            _run(args, pods, f"http://127.0.0.1:{port}", gateway_proc.pid, pods_proc.pid)
+        )
     _print_table(result, args)
     keys = ("added_ttft_p50_ms", "added_ttft_p99_ms", "chunks_per_s_per_core", "requests_per_s")
     ordered = {k: round(result[k], 3) for k in keys}

@@ -27,6 +27,7 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sim.engine.profiles import Profile
 
@@ -51,9 +52,9 @@ class EngineEvent:
     output_tokens: int
 
 
-@dataclass(frozen=True, slots=True)
-class TokenOutput:
-    """One request's output of one step: one new token (`total` so far)."""
+class TokenOutput(NamedTuple):
+    """One request's output of one step: one new token (`total` so far). A NamedTuple: a big
+    batch makes thousands per step, and a frozen dataclass costs several times more to build."""
 
     request_id: str
     total: int
@@ -346,53 +347,69 @@ class Engine:
         scheduled: list[tuple[_Req, int]] = []
         preempted: list[str] = []
         admitted: list[str] = []
+        n_dec = dctx = ptok = kvread = 0
+        pairs = 0.0
+        free = self._free
         i = 0
-        while i < len(running) and budget > 0:
+        nrun = len(running)
+        while i < nrun and budget > 0:
             req = running[i]
-            n = min(req.prompt + req.generated - req.computed, budget)
-            need = -(-(req.computed + n) // bs) - req.blocks
-            if need > self._free:
+            c = req.computed
+            left = req.prompt + req.generated - c
+            n = left if left < budget else budget
+            need = -(-(c + n) // bs) - req.blocks
+            if need > free:
+                self._free = free
                 while need > self._free and running[-1] is not req:
                     preempted.append(self._preempt(running.pop()))
                 if need > self._free:
                     preempted.append(self._preempt(running.pop()))
+                    free = self._free
                     break
-            self._free -= need
+                free = self._free
+                nrun = len(running)
+            free -= need
             req.blocks += need
             scheduled.append((req, n))
             budget -= n
             i += 1
+            if left == 1:  # a decode: the last sampled token
+                n_dec += 1
+                dctx += c + 1
+            else:
+                ptok += n
+                pairs += n * c + n * (n + 1) / 2
+                kvread += c + n
         if not preempted:
             waiting = self._waiting
             while waiting and budget > 0 and len(running) < self.max_num_seqs:
                 req = waiting[0]
                 if req.arrival > start:
                     break
-                n = min(req.prompt + req.generated - req.computed, budget)
-                need = -(-(req.computed + n) // bs) - req.blocks
-                if need > self._free:
+                c = req.computed
+                left = req.prompt + req.generated - c
+                n = left if left < budget else budget
+                need = -(-(c + n) // bs) - req.blocks
+                if need > free:
                     break
                 waiting.popleft()
-                if req.generated == 0 and req.computed == 0:
+                if req.generated == 0 and c == 0:
                     admitted.append(req.id)
-                self._free -= need
+                free -= need
                 req.blocks += need
                 running.append(req)
                 scheduled.append((req, n))
                 budget -= n
+                if left == 1:
+                    n_dec += 1
+                    dctx += c + 1
+                else:
+                    ptok += n
+                    pairs += n * c + n * (n + 1) / 2
+                    kvread += c + n
+        self._free = free
         if not scheduled:
             return None
-        n_dec = dctx = ptok = kvread = 0
-        pairs = 0.0
-        for req, n in scheduled:
-            if n == 1 and req.computed == req.prompt + req.generated - 1:
-                n_dec += 1
-                dctx += req.computed + 1
-            else:
-                o = req.computed
-                ptok += n
-                pairs += n * o + n * (n + 1) / 2
-                kvread += o + n
         if ptok == 0:
             duration = self._decode_seconds(n_dec, dctx)
         else:

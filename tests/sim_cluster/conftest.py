@@ -4,6 +4,7 @@ a kubeconfig for it, a kubernetes_asyncio ApiClient, and an async `kubectl` runn
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -72,9 +73,6 @@ class KubectlResult:
     err: str
 
 
-Kubectl = Callable[..., Awaitable[KubectlResult]]
-
-
 def kubectl_binary() -> str:
     found = shutil.which("kubectl")
     if found is None:
@@ -82,28 +80,47 @@ def kubectl_binary() -> str:
     return found
 
 
-@pytest.fixture
-def kubectl(cluster: RunningCluster, tmp_path: Path) -> Kubectl:
-    path = cluster.write_kubeconfig(tmp_path / "kubectl.kubeconfig")
-    binary = kubectl_binary()
+EXTRA_KUBECTLS = [p for p in os.environ.get("SURGESCALE_EXTRA_KUBECTL", "").split(":") if p]
+"""More kubectl binaries to run the kubectl tests with (e.g. an unpacked kubectl 1.20)."""
 
-    async def run(*args: str, stdin: str | None = None, timeout: float = 30.0) -> KubectlResult:
+
+@dataclass
+class Kubectl:
+    """Runs one kubectl binary against the test cluster without blocking the event loop."""
+
+    binary: str
+    kubeconfig: Path
+    home: Path
+
+    def argv(self, *args: str) -> list[str]:
+        return [self.binary, "--kubeconfig", str(self.kubeconfig), *args]
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"HOME": str(self.home), "PATH": "/usr/bin:/bin"}
+
+    async def __call__(
+        self, *args: str, stdin: str | None = None, timeout: float = 30.0
+    ) -> KubectlResult:
         proc = await asyncio.create_subprocess_exec(
-            binary,
-            "--kubeconfig",
-            str(path),
-            *args,
+            *self.argv(*args),
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+            env=self.env,
         )
         out, err = await asyncio.wait_for(
             proc.communicate(stdin.encode() if stdin is not None else None), timeout
         )
         return KubectlResult(proc.returncode or 0, out.decode(), err.decode())
 
-    return run
+
+@pytest.fixture(params=["kubectl", *EXTRA_KUBECTLS])
+def kubectl(cluster: RunningCluster, tmp_path: Path, request: pytest.FixtureRequest) -> Kubectl:
+    binary = kubectl_binary() if request.param == "kubectl" else str(request.param)
+    if not os.access(binary, os.X_OK):
+        pytest.fail(f"SURGESCALE_EXTRA_KUBECTL names {binary}, which is not an executable")
+    return Kubectl(binary, cluster.write_kubeconfig(tmp_path / "kubectl.kubeconfig"), tmp_path)
 
 
 async def eventually(

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import tempfile
-from pathlib import Path
 
 from controller.crd import render_yaml
 from sim.cluster import RunningCluster
 
-from .conftest import Kubectl, eventually, kubectl_binary
+from .conftest import Kubectl, eventually
 
 DEPLOYMENT = """
 apiVersion: apps/v1
@@ -74,12 +72,8 @@ async def test_apply_scale_and_watch(cluster: RunningCluster, kubectl: Kubectl) 
     assert cluster.store.get(deploys, "default", "llama")["spec"]["replicas"] == 3
 
     proc = await asyncio.create_subprocess_exec(
-        kubectl_binary(),
-        "--kubeconfig",
-        _kubeconfig(cluster),
-        "get",
-        "pods",
-        "--watch",
+        *kubectl.argv("get", "pods", "--watch"),
+        env=kubectl.env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         stdin=asyncio.subprocess.DEVNULL,
@@ -113,10 +107,6 @@ async def test_apply_scale_and_watch(cluster: RunningCluster, kubectl: Kubectl) 
     await eventually(
         lambda: cluster.store.count(cluster.resource("", "v1", "nodes")) == 2, what="second node"
     )
-
-
-def _kubeconfig(cluster: RunningCluster) -> str:
-    return str(cluster.write_kubeconfig(Path(tempfile.mkdtemp()) / "kc"))
 
 
 async def test_apply_our_crd_and_an_inferencescaler(kubectl: Kubectl) -> None:

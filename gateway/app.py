@@ -105,9 +105,7 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
         sock_connect=s.connect_timeout_s,
         sock_read=s.idle_timeout_s,
     )
-    async with aiohttp.ClientSession(
-        connector=connector, timeout=timeout, auto_decompress=False
-    ) as session:
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         state.session = session
         yield
     state.session = None

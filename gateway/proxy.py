@@ -185,6 +185,8 @@ async def _forward(
     strip_usage = parsed.stream and settings.request_usage and not parsed.client_wants_usage
     body = with_usage_requested(parsed.payload) if strip_usage else parsed.raw
     headers = {"Content-Type": "application/json", "X-Request-Id": ex.ticket.request_id}
+    if settings.upstream_api_key is not None:
+        headers["Authorization"] = "Bearer " + settings.upstream_api_key.get_secret_value()
     while True:
         pod = ex.pod
         assert pod is not None

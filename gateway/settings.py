@@ -125,6 +125,8 @@ class GatewaySettings(BaseSettings):
     """Longest silence between two chunks of a stream."""
     retries: int = Field(default=1, ge=0, le=5)
     """Extra attempts on another pod after a connect error or a 5xx before the first byte."""
+    upstream_api_key: SecretStr | None = None
+    """Bearer key sent to the pods (vLLM started with --api-key); clients' keys never are."""
     request_usage: bool = True
     """Ask pods for the usage chunk in streams (stripped again if the client did not ask)."""
 

@@ -207,28 +207,31 @@ class Driver:
                     s.admitted_at = start
                     self.on_admitted(s, start)
         gaps: dict[float, int] = {}
-        for out in outputs:
-            s = streams.get(out.request_id)
+        on_first = self.on_first_token
+        get = streams.get
+        for rid, total, _first, finished in outputs:
+            s = get(rid)
             if s is None:
                 continue
-            if s.last_at is None:
+            last = s.last_at
+            if last is None:
                 s.first_at = end
-                if self.on_first_token is not None:
-                    self.on_first_token(s, end)
+                if on_first is not None:
+                    on_first(s, end)
             else:
-                gap = end - s.last_at
+                gap = end - last
                 gaps[gap] = gaps.get(gap, 0) + 1
             s.last_at = end
-            s.tokens = out.total
+            s.tokens = total
             sink = s.sink
-            if sink is not None and not sink(out.total - 1, end):
+            if sink is not None and not sink(total - 1, end):
                 self.cancel(s)
                 s.failed = "client gone"
                 s.wake()
                 continue
-            if out.finished:
+            if finished:
                 s.done = True
-                streams.pop(out.request_id, None)
+                streams.pop(rid, None)
                 if self.on_finished is not None:
                     self.on_finished(s, end)
                 s.wake()

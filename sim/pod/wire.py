@@ -84,6 +84,9 @@ WORDS = tuple(
 )
 
 
+WORDS_BYTES = tuple(w.encode() for w in WORDS)
+
+
 class StreamOptions(BaseModel):
     include_usage: bool = False
 
@@ -201,7 +204,7 @@ class ChunkEncoder:
         )
 
     def token(self, index: int, finish_reason: str | None = None) -> bytes:
-        word = token_text(index, self.offset).encode()
+        word = WORDS_BYTES[(index + self.offset) % len(WORDS_BYTES)]
         if finish_reason is None:
             return self._head + word + self._tail
         return self._head + word + (self._tail_last % finish_reason.encode())

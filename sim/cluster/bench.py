@@ -194,7 +194,9 @@ async def _wait_ready(cluster: Any, app: str, count: int, timeout: float) -> int
     return ready
 
 
-async def realtime(pods: int, *, boot_s: float, start_s: float, step: int) -> dict[str, Any]:
+async def realtime(
+    pods: int, *, boot_s: float, start_s: float, step: int, idle_s: float = 3.0
+) -> dict[str, Any]:
     """Populate `pods` pods on pods/10 nodes, then time a scale-up against its schedule."""
     nodes = math.ceil(pods / PODS_PER_NODE)
     step_nodes = math.ceil(step / PODS_PER_NODE)
@@ -223,8 +225,8 @@ async def realtime(pods: int, *, boot_s: float, start_s: float, step: int) -> di
         populate_s = time.perf_counter() - t0
         monitor.start()
         cpu0 = time.process_time()
-        await asyncio.sleep(3.0)
-        idle_cpu = (time.process_time() - cpu0) / 3.0
+        await asyncio.sleep(idle_s)
+        idle_cpu = (time.process_time() - cpu0) / idle_s
         idle_lag = await monitor.stop()
         monitor.start()
         t1 = time.perf_counter()
@@ -291,6 +293,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             boot_s=args.boot_s,
             start_s=args.start_s,
             step=max(PODS_PER_NODE, int(size * args.step_fraction)),
+            idle_s=args.idle_s,
         )
         rows.append(row)
         print(
@@ -332,6 +335,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--max-pods", type=int, default=10_000)
     p.add_argument("--boot-s", type=float, default=5.0, help="node boot time (s, speed 1)")
     p.add_argument("--start-s", type=float, default=2.0, help="container start time (s)")
+    p.add_argument("--idle-s", type=float, default=3.0, help="idle time measured at each size")
     p.add_argument(
         "--step-fraction",
         type=float,

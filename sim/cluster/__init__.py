@@ -9,10 +9,12 @@ Pods, a GPU-aware scheduler with preemption of headroom pods, a kubelet running 
 pods on their own 127.x addresses, EndpointSlices of Ready pods, and Karpenter NodePools
 (static and dynamic) -> NodeClaims -> Nodes.
 
-Modules: `cluster` (assembly, `start_cluster`), `server` (HTTP), `store`, `resources`,
-`selectors`, `patches`, `tables`, `discovery`, `openapi`, `admission`, `validation`, `crds`,
-`workloads`, `scheduler`, `kubelet`, `endpoints`, `karpenter`, `clock`, `reconcile`;
-`cli` and `bench` are the `surgescale sim cluster` and `surgescale bench cluster` commands.
+Modules: `cluster` (assembly, `start_cluster`), `server` (routing and verbs), `context`,
+`scale` and `watchstream` (HTTP helpers, scale subresource, watch streams), `store`,
+`resources`, `selectors`, `patches`, `protobuf`, `tables`, `discovery`, `openapi`, `admission`,
+`validation`, `crds`, `workloads`, `scheduler`, `kubelet`, `endpoints`, `karpenter` and
+`nodeclaims`, `events`, `clock`, `reconcile`, `gctune`; `cli` and `bench` are the
+`surgescale sim cluster` and `surgescale bench cluster` commands. See docs/sim-cluster.md.
 """
 
 from .clock import SimClock

@@ -18,7 +18,7 @@ TABLE_8B_H200 = "h200_llama3_8b_forward.json"
 TABLE_70B_TP4_H200 = "h200_llama3_70b_tp4_shard_forward.json"
 
 
-class CalibrationError(RuntimeError):
+class CalibrationError(ValueError):
     """A calibration table is missing or malformed; the message names the file and the field."""
 
 

@@ -10,7 +10,8 @@ stream with an SSE error event. A client that goes away cancels the upstream req
 connection is closed, which aborts the request in vLLM), frees the slot and is reported as
 `cancel`. The event accounting rules are in `gateway.reporting`.
 
-Ops endpoints (`/healthz`, `/readyz`, `/metrics`, `/v1/models`) live in `gateway.ops`.
+Forwarding a stream is `gateway.streaming`; ops endpoints (`/healthz`, `/readyz`, `/metrics`,
+`/v1/models`) live in `gateway.ops`.
 """
 
 from __future__ import annotations
@@ -18,73 +19,31 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
 
-from gateway.admission import Pod, Ticket
-from gateway.metrics import ModelMetrics
+from gateway.admission import Ticket
+from gateway.exchange import Exchange, UpstreamFailed, emit
 from gateway.openai_api import (
     Endpoint,
     InvalidRequest,
     ParsedRequest,
     error_response,
-    has_output,
-    has_usage,
     invalid_response,
     parse_request,
-    sse_error,
-    take_usage,
     usage_tokens,
     with_usage_requested,
 )
 from gateway.scheduler import Rejected
 from gateway.state import STATE, GatewayState
+from gateway.streaming import first_chunk, stream_back
 from surgescale.events import EventType
 
 log = logging.getLogger(__name__)
 
 _RETRYABLE = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
 """Failures before the first byte that another pod may not have (refused, reset, closed)."""
-
-
-class _UpstreamFailed(Exception):
-    """The pod failed before the first byte."""
-
-    def __init__(self, status: int, message: str, body: bytes | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.body = body
-
-
-@dataclass(slots=True, eq=False)
-class _Exchange:
-    """One request's trip through the gateway (mutable: the pod changes on a retry)."""
-
-    state: GatewayState
-    model: str
-    ticket: Ticket
-    metrics: ModelMetrics
-    pod: Pod | None = None
-    admitted_at: float = 0.0
-    slot_at: float = 0.0
-    queue_ms: float | None = None
-    dispatched: bool = False
-    """A `dispatch` event went out (so the controller counts this request as in flight)."""
-    first_at: float | None = None
-    status: int = 200
-    output_tokens: int | None = None
-    reason: str | None = None
-
-    @property
-    def arrived(self) -> float:
-        return self.ticket.arrived
-
-    def overhead_before_send(self, sent_at: float) -> float:
-        """Gateway time before the request left for the pod, queueing excluded."""
-        return (self.admitted_at - self.arrived) + (sent_at - self.slot_at)
 
 
 def handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -116,14 +75,14 @@ async def serve_completion(request: web.Request, endpoint: Endpoint) -> web.Stre
             param="model",
         )
     ticket = Ticket(request_id=state.next_request_id(), tenant=tenant, arrived=arrived)
-    ex = _Exchange(state=state, model=model, ticket=ticket, metrics=state.metrics.model(model))
+    ex = Exchange(state=state, model=model, ticket=ticket, metrics=state.metrics.model(model))
     try:
         state.scheduler.admit(model, ticket)
     except Rejected as rej:
         return _reject(ex, rej)
     ex.admitted_at = state.clock()
     ex.metrics.admitted.inc()
-    _emit(
+    emit(
         ex,
         EventType.ENQUEUE,
         prompt_tokens=parsed.prompt_tokens,
@@ -140,7 +99,7 @@ async def serve_completion(request: web.Request, endpoint: Endpoint) -> web.Stre
     queue_s = ex.slot_at - ex.admitted_at
     ex.metrics.queue_wait.observe(queue_s)
     ex.queue_ms = (ex.slot_at - arrived) * 1000.0
-    _emit(ex, EventType.DISPATCH, pod=ex.pod.url, queue_ms=ex.queue_ms)
+    emit(ex, EventType.DISPATCH, pod=ex.pod.url, queue_ms=ex.queue_ms)
     ex.dispatched = True
     try:
         response = await _forward(request, ex, parsed, endpoint)
@@ -175,7 +134,7 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
 
 
 async def _forward(
-    request: web.Request, ex: _Exchange, parsed: ParsedRequest, endpoint: Endpoint
+    request: web.Request, ex: Exchange, parsed: ParsedRequest, endpoint: Endpoint
 ) -> web.StreamResponse:
     """Send to the pod (retrying on another before the first byte); answer the client."""
     state = ex.state
@@ -197,18 +156,18 @@ async def _forward(
                 try:
                     if upstream.status >= 500:
                         detail = await upstream.read()
-                        raise _UpstreamFailed(
+                        raise UpstreamFailed(
                             upstream.status, f"pod answered {upstream.status}", detail
                         )
-                    first = await _first_chunk(upstream) if parsed.stream else b""
+                    first = await first_chunk(upstream) if parsed.stream else b""
                 except BaseException:
                     upstream.close()
                     raise
-        except (_UpstreamFailed, *_RETRYABLE) as exc:
+        except (UpstreamFailed, *_RETRYABLE) as exc:
             failure = (
                 exc
-                if isinstance(exc, _UpstreamFailed)
-                else _UpstreamFailed(502, f"pod unreachable: {type(exc).__name__}")
+                if isinstance(exc, UpstreamFailed)
+                else UpstreamFailed(502, f"pod unreachable: {type(exc).__name__}")
             )
             if ex.ticket.attempts > settings.retries:
                 ex.status, ex.reason = failure.status, "upstream_error"
@@ -235,7 +194,7 @@ async def _forward(
     overhead = ex.overhead_before_send(sent_at)
     try:
         if parsed.stream and upstream.status == 200:
-            return await _stream(
+            return await stream_back(
                 request,
                 ex,
                 upstream,
@@ -258,121 +217,10 @@ async def _forward(
         upstream.close()
 
 
-async def _first_chunk(upstream: aiohttp.ClientResponse) -> bytes:
-    """A 200 stream's bytes up to its first token; a stream that ends before counts as failed."""
-    if upstream.status != 200:
-        return b""
-    read = upstream.content.readany
-    data = await read()
-    while not has_output(data):
-        more = await read()
-        if not more:
-            raise _UpstreamFailed(502, "the pod closed the stream before the first token")
-        data += more
-    return data
-
-
-async def _stream(
-    request: web.Request,
-    ex: _Exchange,
-    upstream: aiohttp.ClientResponse,
-    first: bytes,
-    *,
-    strip_usage: bool,
-    endpoint: Endpoint,
-    overhead: float,
-) -> web.StreamResponse:
-    """Forward a stream; `overhead` is the gateway's time before the send, queueing excluded."""
-    state = ex.state
-    ex.first_at = first_at = state.clock()
-    ttft_s = first_at - ex.arrived
-    ex.metrics.ttft.observe(ttft_s)
-    _emit(ex, EventType.FIRST_TOKEN, pod=ex.pod.url if ex.pod else None, ttft_ms=ttft_s * 1000.0)
-    response = web.StreamResponse(
-        status=200,
-        headers={
-            "Content-Type": upstream.headers.get("Content-Type", "text/event-stream"),
-            "Cache-Control": "no-cache",
-            "X-Request-Id": ex.ticket.request_id,
-        },
-    )
-    await response.prepare(request)
-    events = 0
-    tokens: int | None = None
-    pending = b""
-    read = _reader(upstream)
-    data = first
-    try:
-        while data:
-            if strip_usage or pending or has_usage(data):
-                # Frame on event boundaries so a usage chunk can be read (and stripped) whole.
-                pending += data
-                cut = pending.rfind(b"\n\n")
-                if cut < 0:
-                    data = await read()
-                    continue
-                out, pending = pending[: cut + 2], pending[cut + 2 :]
-                if has_usage(out):
-                    out, seen = take_usage(out, strip=strip_usage)
-                    if seen is not None:
-                        tokens = seen
-            else:
-                out = data
-            if out:
-                first_write = not events
-                events += out.count(b"data:")
-                await response.write(out)
-                if first_write:
-                    ex.metrics.added.observe(overhead + state.clock() - first_at)
-            data = await read()
-        if pending:
-            await response.write(pending)
-    except _Broken as exc:
-        ex.status, ex.reason = 502, "upstream_error_mid_stream"
-        log.warning("stream %s broke mid-way: %r", ex.ticket.request_id, exc.__cause__)
-        await response.write(
-            sse_error(f"the pod failed mid-stream ({exc.kind})", code="upstream_error")
-        )
-    ex.metrics.chunks.inc(events)
-    # Without a usage chunk: count events, less `[DONE]` and a chat stream's role-only chunk.
-    if tokens is None:
-        tokens = max(0, events - (2 if endpoint is Endpoint.CHAT else 1))
-    ex.output_tokens = tokens
-    await response.write_eof()
-    return response
-
-
-class _Broken(Exception):
-    """The upstream stream failed after its first byte."""
-
-    def __init__(self, kind: str) -> None:
-        super().__init__(kind)
-        self.kind = kind
-
-
-def _reader(upstream: aiohttp.ClientResponse) -> Callable[[], Awaitable[bytes]]:
-    """`readany` of the upstream body, with its failures told apart from the client's."""
-    readany = upstream.content.readany
-
-    async def read() -> bytes:
-        try:
-            return await readany()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _Broken(type(exc).__name__) from exc
-
-    return read
-
-
-def _emit(ex: _Exchange, kind: EventType, **fields: object) -> None:
-    reporter = ex.state.reporter
-    if reporter is not None:
-        reporter.emit(kind, ex.model, ex.ticket.request_id, **fields)
-
-
-def _reject(ex: _Exchange, rej: Rejected) -> web.Response:
+def _reject(ex: Exchange, rej: Rejected) -> web.Response:
     ex.state.metrics.rejected(ex.model, rej.reason)
     queue_ms = (ex.state.clock() - ex.arrived) * 1000.0 if rej.queued else None
-    _emit(ex, EventType.REJECT, status=rej.status, reason=rej.reason, queue_ms=queue_ms)
+    emit(ex, EventType.REJECT, status=rej.status, reason=rej.reason, queue_ms=queue_ms)
     return _rejection(ex.state, rej)
 
 
@@ -387,7 +235,7 @@ def _rejection(state: GatewayState, rej: Rejected) -> web.Response:
     )
 
 
-def _upstream_error(failure: _UpstreamFailed) -> web.Response:
+def _upstream_error(failure: UpstreamFailed) -> web.Response:
     if failure.body and failure.body.lstrip().startswith(b'{"error"'):
         return web.Response(
             status=failure.status, body=failure.body, content_type="application/json"
@@ -396,10 +244,10 @@ def _upstream_error(failure: _UpstreamFailed) -> web.Response:
     return error_response(status, failure.message, kind="upstream_error", code="upstream_error")
 
 
-def _report_cancel(ex: _Exchange) -> None:
+def _report_cancel(ex: Exchange) -> None:
     ex.metrics.cancelled.inc()
     pod = ex.pod.url if ex.pod is not None else ""
-    _emit(
+    emit(
         ex,
         EventType.CANCEL,
         pod=pod if ex.dispatched else None,
@@ -408,7 +256,7 @@ def _report_cancel(ex: _Exchange) -> None:
     )
 
 
-def _report_complete(ex: _Exchange) -> None:
+def _report_complete(ex: Exchange) -> None:
     state = ex.state
     state.metrics.completed(ex.model, ex.status)
     e2e_ms = (state.clock() - ex.arrived) * 1000.0
@@ -417,7 +265,7 @@ def _report_complete(ex: _Exchange) -> None:
     tokens = ex.output_tokens
     if ttft_ms is not None and tokens is not None and tokens > 1:
         tpot_ms = (e2e_ms - ttft_ms) / (tokens - 1)
-    _emit(
+    emit(
         ex,
         EventType.COMPLETE,
         pod=ex.pod.url if ex.pod is not None else None,

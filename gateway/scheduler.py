@@ -45,7 +45,6 @@ class Scheduler:
         self.queues: dict[str, ModelQueue] = {}
         self._waiters: dict[Ticket, asyncio.Future[None]] = {}
         self.draining = False
-        self.on_ready_change: Callable[[str], None] | None = None
 
     def queue(self, model: str) -> ModelQueue:
         q = self.queues.get(model)

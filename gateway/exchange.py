@@ -1,0 +1,60 @@
+"""One request's trip through the gateway, and the events it produces.
+
+`Exchange` carries what the proxy learns about a request as it goes (pod, timings, outcome);
+`emit` sends one of its events. Shared by `gateway.proxy` (the request path) and
+`gateway.streaming` (forwarding a stream).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.admission import Pod, Ticket
+from gateway.metrics import ModelMetrics
+from gateway.state import GatewayState
+from surgescale.events import EventType
+
+
+class UpstreamFailed(Exception):
+    """The pod failed before the first byte."""
+
+    def __init__(self, status: int, message: str, body: bytes | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.body = body
+
+
+@dataclass(slots=True, eq=False)
+class Exchange:
+    """One request's trip through the gateway (mutable: the pod changes on a retry)."""
+
+    state: GatewayState
+    model: str
+    ticket: Ticket
+    metrics: ModelMetrics
+    pod: Pod | None = None
+    admitted_at: float = 0.0
+    slot_at: float = 0.0
+    queue_ms: float | None = None
+    dispatched: bool = False
+    """A `dispatch` event went out (so the controller counts this request as in flight)."""
+    first_at: float | None = None
+    status: int = 200
+    output_tokens: int | None = None
+    reason: str | None = None
+
+    @property
+    def arrived(self) -> float:
+        return self.ticket.arrived
+
+    def overhead_before_send(self, sent_at: float) -> float:
+        """Gateway time before the request left for the pod, queueing excluded."""
+        return (self.admitted_at - self.arrived) + (sent_at - self.slot_at)
+
+
+def emit(ex: Exchange, kind: EventType, **fields: object) -> None:
+    """Send one event about this request (a no-op when events are off)."""
+    reporter = ex.state.reporter
+    if reporter is not None:
+        reporter.emit(kind, ex.model, ex.ticket.request_id, **fields)

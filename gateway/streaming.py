@@ -1,0 +1,127 @@
+"""Forwarding a pod's SSE stream to the client, chunk by chunk, as it arrives.
+
+`first_chunk` reads a stream up to its first token (the end of the retry window);
+`stream_back` sends it on: each `write` waits for the client's socket to drain, so a slow client
+slows its own upstream read (aiohttp stops reading a full buffer) and nothing piles up here. It
+reads the usage chunk the gateway asked for (and strips it if the client did not ask), counts
+chunks, and ends a stream that breaks mid-way with an SSE error event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+
+from gateway.exchange import Exchange, UpstreamFailed, emit
+from gateway.openai_api import Endpoint, has_output, has_usage, sse_error, take_usage
+from surgescale.events import EventType
+
+log = logging.getLogger(__name__)
+
+
+async def first_chunk(upstream: aiohttp.ClientResponse) -> bytes:
+    """A 200 stream's bytes up to its first token; a stream that ends before counts as failed."""
+    if upstream.status != 200:
+        return b""
+    read = upstream.content.readany
+    data = await read()
+    while not has_output(data):
+        more = await read()
+        if not more:
+            raise UpstreamFailed(502, "the pod closed the stream before the first token")
+        data += more
+    return data
+
+
+async def stream_back(
+    request: web.Request,
+    ex: Exchange,
+    upstream: aiohttp.ClientResponse,
+    first: bytes,
+    *,
+    strip_usage: bool,
+    endpoint: Endpoint,
+    overhead: float,
+) -> web.StreamResponse:
+    """Forward a stream; `overhead` is the gateway's time before the send, queueing excluded."""
+    state = ex.state
+    ex.first_at = first_at = state.clock()
+    ttft_s = first_at - ex.arrived
+    ex.metrics.ttft.observe(ttft_s)
+    emit(ex, EventType.FIRST_TOKEN, pod=ex.pod.url if ex.pod else None, ttft_ms=ttft_s * 1000.0)
+    response = web.StreamResponse(
+        status=200,
+        headers={
+            "Content-Type": upstream.headers.get("Content-Type", "text/event-stream"),
+            "Cache-Control": "no-cache",
+            "X-Request-Id": ex.ticket.request_id,
+        },
+    )
+    await response.prepare(request)
+    events = 0
+    tokens: int | None = None
+    pending = b""
+    read = _reader(upstream)
+    data = first
+    try:
+        while data:
+            if strip_usage or pending or has_usage(data):
+                # Frame on event boundaries so a usage chunk can be read (and stripped) whole.
+                pending += data
+                cut = pending.rfind(b"\n\n")
+                if cut < 0:
+                    data = await read()
+                    continue
+                out, pending = pending[: cut + 2], pending[cut + 2 :]
+                if has_usage(out):
+                    out, seen = take_usage(out, strip=strip_usage)
+                    if seen is not None:
+                        tokens = seen
+            else:
+                out = data
+            if out:
+                first_write = not events
+                events += out.count(b"data:")
+                await response.write(out)
+                if first_write:
+                    ex.metrics.added.observe(overhead + state.clock() - first_at)
+            data = await read()
+        if pending:
+            await response.write(pending)
+    except _Broken as exc:
+        ex.status, ex.reason = 502, "upstream_error_mid_stream"
+        log.warning("stream %s broke mid-way: %r", ex.ticket.request_id, exc.__cause__)
+        await response.write(
+            sse_error(f"the pod failed mid-stream ({exc.kind})", code="upstream_error")
+        )
+    ex.metrics.chunks.inc(events)
+    # Without a usage chunk: count events, less `[DONE]` and a chat stream's role-only chunk.
+    if tokens is None:
+        tokens = max(0, events - (2 if endpoint is Endpoint.CHAT else 1))
+    ex.output_tokens = tokens
+    await response.write_eof()
+    return response
+
+
+class _Broken(Exception):
+    """The upstream stream failed after its first byte."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+def _reader(upstream: aiohttp.ClientResponse) -> Callable[[], Awaitable[bytes]]:
+    """`readany` of the upstream body, with its failures told apart from the client's."""
+    readany = upstream.content.readany
+
+    async def read() -> bytes:
+        try:
+            return await readany()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _Broken(type(exc).__name__) from exc
+
+    return read

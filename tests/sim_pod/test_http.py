@@ -221,3 +221,37 @@ async def test_client_hanging_up_aborts_the_request(pod: RunningPod, stream: boo
         await asyncio.sleep(0.01)
     assert not pod.engine.has_work  # aborted, not decoding 5000 tokens for nobody
     assert pod.engine.generation_tokens < 5000
+
+
+async def test_latency_histograms_hold_model_times(
+    pod: RunningPod, http: aiohttp.ClientSession
+) -> None:
+    from sim.engine import get_profile
+
+    async with http.post(
+        pod.url + COMPLETIONS,
+        json={"model": "llama3-8b", "prompt": "abcd" * 1000, "max_tokens": 11},
+    ) as r:
+        assert r.status == 200
+    async with http.get(pod.url + "/metrics") as r:
+        text = await r.text()
+    step = get_profile("llama3-8b-h200").step
+    n = 1000
+    prefill = step.seconds(
+        n_decode=0,
+        decode_context=0,
+        prefill_tokens=n,
+        prefill_pairs=n * (n + 1) / 2,
+        prefill_kv_read=n,
+    )
+    decode = [step.decode_seconds(1, n + i) for i in range(1, 11)]
+    ttft = next(iter(_samples(text, "vllm:time_to_first_token_seconds_sum").values()))
+    itl = next(iter(_samples(text, "vllm:inter_token_latency_seconds_sum").values()))
+    e2e = next(iter(_samples(text, "vllm:e2e_request_latency_seconds_sum").values()))
+    queue = next(iter(_samples(text, "vllm:request_queue_time_seconds_sum").values()))
+    assert prefill <= ttft < prefill + 0.5  # + the wait for the engine's next step
+    # gaps are model step times (exactly, unless a stall > 250 ms made the pod re-anchor)
+    assert sum(decode) * (1 - 1e-9) <= itl < sum(decode) + 0.3
+    assert list(_samples(text, "vllm:inter_token_latency_seconds_count").values()) == [10.0]
+    assert e2e == pytest.approx(ttft + itl, rel=1e-6)
+    assert 0 <= queue <= ttft - prefill + 1e-9

@@ -51,7 +51,8 @@ async def test_replay_follows_the_scaled_schedule(
     for r, t in zip(report.results, times, strict=True):
         assert r.scheduled_s == pytest.approx(t / 1000 / 2)
         assert r.sent_s is not None
-        assert 0 <= r.sent_s - r.scheduled_s < 0.1, r  # generous: shared CI machine
+        # never early; late only by what a busy machine costs (generous: shared CI machine)
+        assert 0 <= r.sent_s - r.scheduled_s < 0.5, r
         assert r.output_tokens == 7
         assert r.ttft_s is not None
         assert r.e2e_s is not None

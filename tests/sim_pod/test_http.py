@@ -179,7 +179,7 @@ async def test_gauges_show_running_and_waiting(http: aiohttp.ClientSession) -> N
     pod = await start_pod(PodOptions(model="llama3-8b", max_num_seqs=2))
     try:
         tasks = [
-            asyncio.ensure_future(http.post(pod.url + CHAT, json=_chat(max_tokens=200)))
+            asyncio.ensure_future(http.post(pod.url + CHAT, json=_chat(max_tokens=3000)))
             for _ in range(5)
         ]
         for _ in range(500):

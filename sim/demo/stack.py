@@ -201,9 +201,10 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
         console.print(f"  [dim]{loop.time() - started:5.1f}s[/dim] {message}", highlight=False)
 
     async with contextlib.AsyncExitStack() as stack:
-        stack.push_async_callback(children.stop_all)
+        # Exit runs these in reverse: children stop first, then their keys go, then the client.
         redis = await stack.enter_async_context(startup.redis_client(config.redis_url))
-        stack.push_async_callback(startup.delete_keys, redis, prefix)
+        stack.push_async_callback(startup.bounded, startup.delete_keys(redis, prefix), "keys")
+        stack.push_async_callback(children.stop_all)
 
         # --- the cluster ------------------------------------------------------------------
         if config.kubeconfig is None:
@@ -244,7 +245,7 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
         else:
             kubeconfig = config.kubeconfig
         api = await startup.api_client(kubeconfig)
-        stack.push_async_callback(api.close)
+        stack.push_async_callback(startup.bounded, api.close(), "API client")
 
         # --- gateway ---------------------------------------------------------------------
         gw_port = free_port()
@@ -354,7 +355,7 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
         ctx.tally = EventTally(model=setup.model)
         consumer = await events_from_now(redis, keys=keys)
         follower = asyncio.create_task(follow_events(consumer, ctx.tally))
-        stack.push_async_callback(startup.cancel, follower)
+        stack.push_async_callback(startup.bounded, startup.cancel(follower), "events")
         ctx.observer = ClusterObserver(
             api=api,
             names=ObservedNames(
@@ -370,7 +371,7 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
             baseline = ctx.baseline
             ctx.observer.reason_of = lambda target: baseline.status.last_reason
         await ctx.observer.start()
-        stack.push_async_callback(ctx.observer.stop)
+        stack.push_async_callback(startup.bounded, ctx.observer.stop(), "watches")
         if ctx.baseline is not None:
             await stack.enter_async_context(running(ctx.baseline))
 

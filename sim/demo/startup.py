@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from kubernetes_asyncio import client as k8s
@@ -18,6 +20,8 @@ from kubernetes_asyncio import config as k8s_config
 from sim.demo import objects
 from sim.demo.procs import StartError
 from surgescale.events import RedisClient, close, connect
+
+log = logging.getLogger(__name__)
 
 
 async def api_client(kubeconfig: Path) -> k8s.ApiClient:
@@ -93,6 +97,16 @@ async def redis_client(url: str) -> AsyncIterator[RedisClient]:
         yield client
     finally:
         await close(client)
+
+
+async def bounded(step: Awaitable[Any], what: str, timeout_s: float = 10.0) -> None:
+    """Await a clean-up step for at most `timeout_s`; a step that fails or hangs is logged."""
+    try:
+        await asyncio.wait_for(step, timeout_s)
+    except TimeoutError:
+        log.warning("stopping %s took longer than %.0fs; moving on", what, timeout_s)
+    except Exception as exc:
+        log.warning("stopping %s failed: %s", what, exc)
 
 
 async def cancel(task: asyncio.Task[None]) -> None:

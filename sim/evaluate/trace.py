@@ -1,9 +1,10 @@
 """Request traces for the evaluator: read them, rescale them, make synthetic ones.
 
-Two formats, the same the load generator (`sim.load`) replays:
+Two formats, read by the load generator's own readers (`sim.load.trace`), so both replay the
+same requests at the same times:
 
-- the Azure LLM inference trace 2023 CSV (`TIMESTAMP,ContextTokens,GeneratedTokens`, timestamps
-  like `2023-11-16 18:17:03.9799600`), times taken relative to the first row;
+- the Azure LLM inference trace 2023 CSV (`TIMESTAMP,ContextTokens,GeneratedTokens`), times
+  relative to the first row;
 - JSON lines `{"timestamp": <ms from start>, "input_length": N, "output_length": M}`.
 
 `rate_scale(trace, x)` plays the same requests `x` times faster (timestamps divided by `x`), as the
@@ -13,14 +14,12 @@ Synthetic patterns (`poisson`, `step`) are seeded and exist for tests and short 
 
 from __future__ import annotations
 
-import csv
 import math
 import random
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
-import orjson
+from sim.load import trace as load_trace
 
 
 class TraceError(ValueError):
@@ -49,70 +48,22 @@ class Trace:
         return self.requests[-1].arrival_s if self.requests else 0.0
 
 
-def _parse_azure_time(text: str) -> tuple[int, float]:
-    """(whole seconds since the epoch, fraction) of an Azure timestamp (7-digit fractions);
-    kept apart so that differences keep sub-microsecond precision."""
-    text = text.strip()
-    whole, _, frac = text.partition(".")
-    base = int(datetime.fromisoformat(whole).timestamp())
-    return base, (float("0." + frac) if frac else 0.0)
-
-
-def _read_azure_csv(path: Path) -> list[TraceRequest]:
-    out: list[TraceRequest] = []
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        needed = {"TIMESTAMP", "ContextTokens", "GeneratedTokens"}
-        if reader.fieldnames is None or not needed <= set(reader.fieldnames):
-            raise TraceError(f"{path}: expected CSV columns {sorted(needed)}")
-        start: tuple[int, float] | None = None
-        for line, row in enumerate(reader, start=2):
-            try:
-                stamp = _parse_azure_time(row["TIMESTAMP"])
-                prompt = int(row["ContextTokens"])
-                output = int(row["GeneratedTokens"])
-            except (ValueError, TypeError) as exc:
-                raise TraceError(f"{path}:{line}: {exc}") from exc
-            if start is None:
-                start = stamp
-            offset = (stamp[0] - start[0]) + (stamp[1] - start[1])
-            out.append(TraceRequest(offset, max(prompt, 1), max(output, 1)))
-    return out
-
-
-def _read_jsonl(path: Path) -> list[TraceRequest]:
-    out: list[TraceRequest] = []
-    with path.open("rb") as handle:
-        for line, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = orjson.loads(raw)
-                ts = float(obj["timestamp"]) / 1000.0
-                prompt = int(obj["input_length"])
-                output = int(obj["output_length"])
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                raise TraceError(f"{path}:{line}: {exc!r}") from exc
-            out.append(TraceRequest(ts, max(prompt, 1), max(output, 1)))
-    return out
-
-
 def read_trace(path: str | Path, *, max_duration_s: float | None = None) -> Trace:
-    """Read an Azure CSV or a JSONL trace, sorted by arrival, optionally cut at a duration."""
+    """Read an Azure CSV or a JSONL trace with the load generator's readers (`sim.load.trace`),
+    sorted by arrival, optionally cut at a duration."""
     path = Path(path)
     if not path.is_file():
         raise TraceError(f"{path}: no such trace file")
-    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
-        requests = _read_jsonl(path)
-    else:
-        requests = _read_azure_csv(path)
+    try:
+        loaded = load_trace.read_trace(path)
+    except load_trace.TraceError as exc:
+        raise TraceError(str(exc)) from exc
+    requests = sorted(
+        (TraceRequest(r.at, r.input_tokens, r.output_tokens) for r in loaded),
+        key=lambda r: r.arrival_s,
+    )
     if not requests:
         raise TraceError(f"{path}: the trace has no requests")
-    requests.sort(key=lambda r: r.arrival_s)
-    first = requests[0].arrival_s
-    requests = [
-        TraceRequest(r.arrival_s - first, r.prompt_tokens, r.output_tokens) for r in requests
-    ]
     if max_duration_s is not None:
         requests = [r for r in requests if r.arrival_s <= max_duration_s]
     name = path.stem.replace("AzureLLMInferenceTrace_", "azure-")

@@ -24,6 +24,7 @@ from sim.pod.runtime import PodOptions, RunningPod, start_pod
 from .admission import now_condition
 from .clock import SimClock, timestamp
 from .events import EventRecorder
+from .reconcile import IterationBudget
 from .resources import Registry
 from .store import Obj, Store, WatchEvent, clone
 
@@ -108,6 +109,7 @@ class Kubelet:
         self._pods: dict[tuple[str, str], _Running] = {}
         self._next_ip = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._budget = IterationBudget(50)
         self.started_servers = 0
         store.subscribe(self._on_event)
 
@@ -218,6 +220,7 @@ class Kubelet:
             ]
             _set_conditions(st, Initialized="True", Ready="False", ContainersReady="False")
 
+        await self._budget.take()
         self._patch_status(key, running.uid, creating)
         model = pod_model(pod, self.default_load_s)
         if model is None:
@@ -225,6 +228,7 @@ class Kubelet:
         else:
             if not await self._start_server(key, running, pod, model):
                 return
+        await self._budget.take()
         if running.terminating:
             return
         self._mark_ready(key, running, container_names)

@@ -76,11 +76,14 @@ def _request(port: int, prompt_tokens: int, max_tokens: int) -> bytes:
 class _Pod:
     """A `surgescale sim pod` child process pinned to one CPU."""
 
+    loop = "uvloop"  # the pod's event loop (`--pod-loop`)
+
     def __init__(self, *, max_num_seqs: int, cpu: int | None, profile: str, nice: int = 0) -> None:
         self.port = free_port()
         cmd = [
             sys.executable, "-m", "surgescale", "sim", "pod", "--port", str(self.port),
             "--model", MODEL, "--profile", profile, "--max-num-seqs", str(max_num_seqs),
+            "--loop", self.loop,
         ]  # fmt: skip
 
         def pin() -> None:
@@ -317,7 +320,9 @@ def main(argv: list[str]) -> int:
         help="niceness for the pod and the clients (negative needs root; ignored otherwise): "
         "a shared machine's other load otherwise decides the result",
     )
+    p.add_argument("--pod-loop", choices=("uvloop", "asyncio"), default="uvloop")
     args = p.parse_args(argv)
+    _Pod.loop = args.pod_loop
     try:
         import uvloop
 

@@ -38,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slowdown", type=float, default=1.0, help="fault: step-time multiplier")
     p.add_argument("--hang", action="store_true", help="fault: start frozen")
     p.add_argument("--grace", type=float, default=5.0, help="seconds in-flight work gets on stop")
+    p.add_argument(
+        "--loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="event loop (default uvloop)",
+    )
     return p
 
 
@@ -73,12 +79,13 @@ def main(argv: list[str]) -> int:
         print(f"surgescale sim pod: {exc}")
         return 2
     run = asyncio.run
-    try:
-        import uvloop
+    if args.loop == "uvloop":
+        try:
+            import uvloop
 
-        run = uvloop.run
-    except ImportError:
-        pass
+            run = uvloop.run
+        except ImportError:
+            pass
     try:
         return run(_serve(args))
     except CalibrationError as exc:

@@ -18,7 +18,7 @@ from collections import deque
 from typing import Protocol
 
 from sim.evaluate.clock import Clock
-from sim.evaluate.pods import FINISH, FIRST_TOKEN, Pod, PodState
+from sim.evaluate.pods import FINISH, FIRST_TOKEN, REJECTED, Pod, PodState
 
 
 class Request:
@@ -86,6 +86,7 @@ class Gateway:
         """Ready pods, in the order they turned Ready."""
         self.drained_callback: _Drained | None = None
         self.completed = 0
+        self.rejected = 0
 
     # ---- inputs ------------------------------------------------------------------------------
 
@@ -143,6 +144,14 @@ class Gateway:
             req.first_token = when
             for listener in self.listeners:
                 listener.on_first_token(req, when)
+        elif kind == REJECTED:  # never served: no first token, counted as a miss
+            req.finish = when
+            self.in_flight -= 1
+            self.completed += 1
+            self.rejected += 1
+            del self.requests[request_id]
+            for listener in self.listeners:
+                listener.on_complete(req, when)
         elif kind == FINISH:
             if req.first_token is None:  # a one-token answer: first token and end at once
                 req.first_token = when

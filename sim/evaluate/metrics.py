@@ -109,6 +109,7 @@ def summarize(
     total = len(sc.requests)
     met = sum(1 for t in ttfts if t <= slo)
     completed = sum(1 for r in result.requests if r.finish is not None)
+    rejected = sum(1 for r in result.requests if r.finish is not None and r.first_token is None)
     react = reactions(result, bursts) if reactive else [None for _ in bursts]
     reacted = [r for r in react if r is not None]
     desired = [s.desired for s in result.samples]
@@ -119,6 +120,7 @@ def summarize(
         "scenario": sc.name,
         "requests": total,
         "completed": completed,
+        "rejected": rejected,
         "slo_ttft_s": slo,
         "slo_attainment": met / total if total else 1.0,
         "ttft_p50_s": percentile(ttfts, 50),

@@ -16,7 +16,7 @@ import enum
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sim.engine import Engine, EngineEvent, EventKind, get_profile
+from sim.engine import Engine, EngineEvent, EventKind, RequestRejected, get_profile
 from sim.evaluate.clock import Clock
 
 if TYPE_CHECKING:
@@ -46,6 +46,9 @@ EngineFactory = Callable[[int], EngineLike]
 
 FIRST_TOKEN = 1
 FINISH = 2
+REJECTED = 3
+"""The engine refused the request (longer than the model or the KV cache takes): it ends at
+once without a first token, as vLLM's 400 would."""
 
 Sink = Callable[["Pod", int, str, float], None]
 """Receives (pod, kind, request_id, time) for each engine event, in time order."""
@@ -68,6 +71,7 @@ class Pod:
         "node_ref",
         "outstanding",
         "ready_at",
+        "rejected",
         "sink",
         "state",
     )
@@ -84,6 +88,7 @@ class Pod:
         self.ready_at: float | None = None
         self.end_at: float | None = None
         self.outstanding = 0
+        self.rejected = 0
         self.busy_total = 0.0
         self._busy_since: float | None = None
         self._gen = 0
@@ -98,10 +103,16 @@ class Pod:
         """Hand a request to the engine now."""
         now = self.clock.now
         self._drain(now)
+        try:
+            self.engine.add(request_id, prompt_tokens, max_tokens, now)
+        except RequestRejected:
+            self.rejected += 1
+            if self.sink is not None:
+                self.sink(self, REJECTED, request_id, now)
+            return
         if self.outstanding == 0:
             self._busy_since = now
         self.outstanding += 1
-        self.engine.add(request_id, prompt_tokens, max_tokens, now)
         self._reschedule()
 
     def _wake(self, gen: Any) -> None:

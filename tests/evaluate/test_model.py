@@ -136,3 +136,20 @@ def test_fast_quantile_window_answers_as_the_controllers_own() -> None:
                 checked += 1
     assert checked > 100
     assert mine.quantile(now + 61.0, 0.95) is None
+
+
+def test_a_request_the_engine_refuses_ends_at_once_as_a_miss() -> None:
+    from sim.evaluate.metrics import summarize
+    from sim.evaluate.trace import TraceRequest
+
+    requests = (
+        TraceRequest(0.0, 500, 20),
+        TraceRequest(0.1, 40_000, 20),  # longer than max_model_len: vLLM answers 400
+        TraceRequest(0.2, 500, 20),
+    )
+    sc = Scenario(name="reject", requests=requests, tail_s=0.0)
+    result = run_one(sc, Fixed(1))
+    row = summarize(result, [])
+    assert row["completed"] == 3
+    assert row["rejected"] == 1
+    assert row["slo_attainment"] == pytest.approx(2 / 3)

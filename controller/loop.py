@@ -71,6 +71,11 @@ class ControllerConfig:
     http_port: int | None = 0
     """None = no ops HTTP server."""
     consumer_block_ms: int = 50
+    consumer_count: int = 100
+    """Stream entries per read (each holds a producer batch of events): smaller reads keep a
+    trigger from waiting behind a huge batch when the controller is catching up."""
+    ingest_chunk: int = 512
+    """Events folded in before urgent models are re-checked, within one batch."""
     state: StateSettings = field(default_factory=StateSettings)
 
 
@@ -144,6 +149,7 @@ class Controller:
             keys=StreamKeys(cfg.stream_prefix),
             start_id="$",
             block_ms=cfg.consumer_block_ms,
+            count=cfg.consumer_count,
             discover_interval_s=0.5,
         )
         for informer in self.informers.values():
@@ -227,19 +233,24 @@ class Controller:
         loop = asyncio.get_running_loop()
         self._consumer_alive = True
         acking: asyncio.Future[None] | None = None
+        chunk = max(self.config.ingest_chunk, 1)
         async for batch in self.consumer.batches():
             now = loop.time()
             events = batch.events
-            changed = self.store.ingest(events, now)
+            for start in range(0, len(events), chunk):
+                part = events[start : start + chunk] if len(events) > chunk else events
+                changed = self.store.ingest(part, now)
+                for model in changed:
+                    scalers = self.by_model.get(model)
+                    if not scalers:
+                        continue
+                    queue = self.store.models[model].queue_depth
+                    for scaler in scalers:
+                        # A growing queue may need capacity now: it skips the rate limit.
+                        self.request_eval(
+                            scaler, trigger=now, urgent=queue > scaler.evaluated_queue
+                        )
             self.metrics.events.inc(len(events))
-            for model in changed:
-                scalers = self.by_model.get(model)
-                if not scalers:
-                    continue
-                queue = self.store.models[model].queue_depth
-                for scaler in scalers:
-                    # A growing queue may need capacity now: it skips the rate limit.
-                    self.request_eval(scaler, trigger=now, urgent=queue > scaler.evaluated_queue)
             # Ack after the effect (the state has the events), without holding up the next read:
             # at most one ack in flight; a lost ack only means a redelivery after a restart.
             if acking is not None:
@@ -488,11 +499,13 @@ class Controller:
     def _on_send(self, target: ScaleTarget, replicas: int, trigger_at: float | None) -> None:
         self.metrics.patches.labels(target.kind.value).inc()
         scaler = self.by_target.get(target)
-        if trigger_at is None or scaler is None or scaler.model is None:
+        if trigger_at is None or scaler is None or scaler.model is None or self.actuator is None:
             return
         if target == scaler.deployment():
+            before = self.actuator.applied(target)
+            direction = "up" if before is None or replicas > before else "down"
             latency = asyncio.get_running_loop().time() - trigger_at
-            self.metrics.decision_latency.labels(scaler.model).observe(latency)
+            self.metrics.decision_latency.labels(scaler.model, direction).observe(latency)
 
     def _on_applied(
         self, target: ScaleTarget, previous: int | None, value: int, reason: str

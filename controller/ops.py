@@ -48,8 +48,9 @@ class Metrics:
         r = self.registry
         self.decision_latency = Histogram(
             "surgescale_controller_decision_latency_seconds",
-            "From the arrival of the triggering event to the scale PATCH being sent.",
-            ["model"],
+            "From the arrival of the triggering event to the scale PATCH being sent "
+            "(direction up: the urgent path; down: rate-limited evaluations).",
+            ["model", "direction"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )

@@ -106,7 +106,7 @@ class QuantileWindow:
         window_s: float,
         bucket_s: float = 5.0,
         relative_accuracy: float = 0.01,
-        full_rate_samples: int = 2048,
+        full_rate_samples: int = 512,
         refresh_s: float = 0.5,
     ) -> None:
         self.window_s = window_s

@@ -127,7 +127,8 @@ async def _loadgen(redis_url: str, prefix: str, rate: float) -> None:
     started = loop.time()
     sent = 0
     n = len(events)
-    while not stop.is_set():
+    parent = os.getppid()
+    while not stop.is_set() and os.getppid() == parent:  # never outlive the bench
         due = int(rate * (loop.time() - started))
         backlog = producer.stats.buffered
         if due > sent and backlog < 50_000:  # do not build an ever-growing buffer
@@ -268,7 +269,7 @@ def _buckets(text: str) -> dict[float, float]:
     out: dict[float, float] = {}
     head = "surgescale_controller_decision_latency_seconds_bucket{"
     for line in text.splitlines():
-        if line.startswith(head) and f'model="{MODEL}"' in line:
+        if line.startswith(head) and f'model="{MODEL}"' in line and 'direction="up"' in line:
             le = line.split('le="', 1)[1].split('"', 1)[0]
             out[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
     return out
@@ -501,25 +502,37 @@ async def _run(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
 
         for rate in args.rates:
             await level(rate)
-        # Search for the highest rate with p99 <= 100 ms.
-        ok = [lv for lv in levels if lv.pct(0.99) <= 100.0 and lv.timeouts == 0]
-        best = max((lv.achieved_rate if lv.target_rate > 0 else 0.0 for lv in ok), default=0.0)
+
+        # Search for the highest rate with p99 <= 100 ms: upwards while it holds, then
+        # geometric bisection between the best passing and the lowest failing rate.
+        def passes(lv: Level) -> bool:
+            return lv.pct(0.99) <= 100.0 and lv.timeouts == 0
+
+        best = max((lv.achieved_rate for lv in levels if passes(lv)), default=0.0)
+        failing = [lv.target_rate for lv in levels if not passes(lv)]
+        lo = max((lv.target_rate for lv in levels if passes(lv)), default=0.0)
+        hi = min((r for r in failing if r > lo), default=None)
         limited_by_generator = False
-        if not args.no_search:
-            rate = (
-                max(args.rates) * 1.5
-                if ok and max(args.rates) in [lv.target_rate for lv in ok]
-                else 0.0
-            )
-            while 0 < rate <= args.search_max:
-                lv = await level(rate)
-                if lv.pct(0.99) > 100.0 or lv.timeouts:
+        steps = 0
+        while not args.no_search and steps < args.search_steps:
+            steps += 1
+            if hi is None:
+                rate = max(lo * 1.5, 1_000.0)
+                if rate > args.search_max:
                     break
+            else:
+                rate = round((lo * hi) ** 0.5, -3) if lo > 0 else hi / 4
+                if hi - lo <= 0.15 * hi or rate in (lo, hi):
+                    break
+            lv = await level(rate)
+            if passes(lv):
                 best = max(best, lv.achieved_rate)
+                lo = rate
                 if lv.achieved_rate < 0.9 * rate:
                     limited_by_generator = True
                     break
-                rate *= 1.5
+            else:
+                hi = rate
         at10k = next((lv for lv in levels if lv.target_rate == 10_000), levels[0])
         return {
             "reaction_p50_ms": round(at10k.pct(0.5), 2),
@@ -571,6 +584,9 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--search-max", type=float, default=400_000, help="stop the search here")
     parser.add_argument("--no-search", action="store_true", help="only the given rates")
+    parser.add_argument(
+        "--search-steps", type=int, default=4, help="extra levels to find the highest rate"
+    )
     parser.add_argument(
         "--redis-url", default=None, help="Redis (default: REDIS_URL, local, or a private one)"
     )

@@ -65,7 +65,12 @@ async def test_load_step_scales_the_deployment_and_the_nodepool_follows(
         assert "ScaledUp" in reasons
         assert "NodesScaled" in reasons
     metrics = await _scrape(ctl)
-    assert metrics['surgescale_controller_decision_latency_seconds_count{model="llama3-8b"}'] >= 1
+    assert (
+        metrics[
+            'surgescale_controller_decision_latency_seconds_count{direction="up",model="llama3-8b"}'
+        ]
+        >= 1
+    )
     assert metrics['surgescale_controller_desired_replicas{model="llama3-8b"}'] == 6
     assert metrics['surgescale_controller_queue_depth{model="llama3-8b"}'] >= 40
     assert metrics["surgescale_controller_leader"] == 1

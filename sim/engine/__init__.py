@@ -23,16 +23,10 @@ virtual-time evaluator (`sim.evaluate`) drive the same model.
 """
 
 from sim.engine.calibration import CalibrationError, CalibrationTable, load_table
-from sim.engine.core import (
-    Engine,
-    EngineEvent,
-    EventKind,
-    RequestRejected,
-    StepResult,
-    TokenOutput,
-)
+from sim.engine.core import Engine
 from sim.engine.profiles import PROFILE_NAMES, Profile, UnknownProfileError, get_profile
 from sim.engine.steptime import StepTimeModel, TensorParallel
+from sim.engine.types import EngineEvent, EventKind, RequestRejected, StepResult, TokenOutput
 
 __all__ = [
     "PROFILE_NAMES",

@@ -16,120 +16,35 @@ planned at a time passed in:
 
 State changes are committed when a step is planned; the outputs belong to the step's end time.
 Two drivers use this one model (see the package docstring): `step(now)` for the live pod, and
-`advance(until)` for virtual time, which skips runs of steps in which the batch cannot change.
+`advance(until)` for virtual time, which skips runs of steps in which the batch cannot change
+(`sim.engine.decoderun`). Value types live in `sim.engine.types`.
 """
 
 from __future__ import annotations
 
-import enum
-import math
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import NamedTuple
 
+from sim.engine.decoderun import DecodeRun, apply_run, extend, plan_run, projected_change
 from sim.engine.profiles import Profile
+from sim.engine.types import (
+    EngineEvent,
+    EventKind,
+    Req,
+    RequestRejected,
+    StepResult,
+    TokenOutput,
+)
 
-
-class RequestRejected(ValueError):
-    """The request can never be served (too long for the model or the cache, or bad sizes)."""
-
-
-class EventKind(enum.Enum):
-    FIRST_TOKEN = "first_token"
-    FINISHED = "finished"
-    PREEMPTED = "preempted"
-
-
-@dataclass(frozen=True, slots=True)
-class EngineEvent:
-    """Something that happened to one request at an exact (model) time."""
-
-    time: float
-    request_id: str
-    kind: EventKind
-    output_tokens: int
-
-
-class TokenOutput(NamedTuple):
-    """One request's output of one step: one new token (`total` so far). A NamedTuple: a big
-    batch makes thousands per step, and a frozen dataclass costs several times more to build."""
-
-    request_id: str
-    total: int
-    first: bool
-    finished: bool
-
-
-@dataclass(frozen=True, slots=True)
-class StepResult:
-    """A planned step: when it starts and ends, what it emits at its end, whom it preempted."""
-
-    start: float
-    end: float
-    outputs: tuple[TokenOutput, ...]
-    preempted: tuple[str, ...]
-    admitted: tuple[str, ...]  # requests that left the waiting queue for the first time
-    num_decode: int
-    num_prefill_tokens: int
-
-    @property
-    def duration(self) -> float:
-        return self.end - self.start
-
-
-class _Req:
-    __slots__ = ("arrival", "blocks", "computed", "generated", "id", "max_tokens", "prompt")
-
-    def __init__(self, request_id: str, prompt: int, max_tokens: int, arrival: float) -> None:
-        self.id = request_id
-        self.prompt = prompt
-        self.max_tokens = max_tokens
-        self.arrival = arrival
-        self.computed = 0  # tokens whose KV is in the cache
-        self.generated = 0  # output tokens sampled so far
-        self.blocks = 0
-
-
-class _Jump:
-    """A run of pure-decode steps: their end times are computed lazily (scalars only) and applied
-    to the requests once, when the run ends."""
-
-    __slots__ = (
-        "batch",
-        "context0",
-        "curve",
-        "cut_arrival",
-        "cut_hit",
-        "done",
-        "ends",
-        "limit",
-        "reason",
-        "start",
-    )
-
-    def __init__(
-        self,
-        *,
-        batch: int,
-        limit: int,
-        reason: str,
-        cut_arrival: float,
-        start: float,
-        context: int,
-        curve: Callable[[int], float],
-    ) -> None:
-        self.batch = batch
-        self.limit = limit  # steps it may run
-        self.reason = reason  # what ends it at `limit`: "finish" | "blocks"
-        self.cut_arrival = cut_arrival  # it ends early once a step ends at or after this
-        self.cut_hit = False
-        self.start = start
-        self.context0 = context  # context sum of its first step
-        self.curve = curve
-        self.ends: list[float] = []  # end time of each step computed so far
-        self.done = 0  # steps already applied to the clock and counters
+__all__ = [
+    "Engine",
+    "EngineEvent",
+    "EventKind",
+    "RequestRejected",
+    "StepResult",
+    "TokenOutput",
+]
 
 
 class Engine:
@@ -150,13 +65,13 @@ class Engine:
         self.block_size = profile.block_size
         self.slowdown = 1.0  # step-time multiplier (fault injection)
         self._free = self.num_kv_blocks
-        self._running: list[_Req] = []
-        self._waiting: deque[_Req] = deque()
-        self._by_id: dict[str, _Req] = {}
+        self._running: list[Req] = []
+        self._waiting: deque[Req] = deque()
+        self._by_id: dict[str, Req] = {}
         self._clock = 0.0  # end of the last planned step (no step may start before it)
         self._pending: StepResult | None = None  # advance(): planned, not yet delivered
-        self._jump: _Jump | None = None  # advance(): skipped steps not yet applied to requests
-        self._jump_cache: _Jump | None = None  # the run planned to follow the pending step
+        self._jump: DecodeRun | None = None  # advance(): skipped steps not yet applied to requests
+        self._jump_cache: DecodeRun | None = None  # the run planned to follow the pending step
         self._curves: dict[int, Callable[[int], float]] = {}
         self.preemptions = 0
         self.generation_tokens = 0
@@ -211,12 +126,12 @@ class Engine:
                 f"However, you requested {total} tokens ({prompt_tokens} in the messages, "
                 f"{max_tokens} in the completion)."
             )
-        if math.ceil(total / self.block_size) > self.num_kv_blocks:
+        if -(-total // self.block_size) > self.num_kv_blocks:
             raise RequestRejected(
                 f"request needs {total} tokens of KV cache; the cache holds "
                 f"{self.num_kv_blocks * self.block_size}"
             )
-        req = _Req(request_id, prompt_tokens, max_tokens, now)
+        req = Req(request_id, prompt_tokens, max_tokens, now)
         self._by_id[request_id] = req
         self._waiting.append(req)
         self.prompt_tokens += prompt_tokens
@@ -306,11 +221,7 @@ class Engine:
                 jump = self._jump_cache = self._plan_jump(pending.end)
             if jump is None:
                 return pending.end
-        self._extend(jump, math.inf)
-        t = jump.ends[-1] if jump.ends else jump.start
-        if jump.reason == "finish" and not jump.cut_hit:
-            t += jump.curve(jump.context0 + len(jump.ends) * jump.batch) * self.slowdown
-        return t
+        return projected_change(jump, self.slowdown)
 
     # ---- internals ----------------------------------------------------------------------------
     def _next_start(self) -> float | None:
@@ -344,7 +255,7 @@ class Engine:
         bs = self.block_size
         budget = self.max_num_batched_tokens
         running = self._running
-        scheduled: list[tuple[_Req, int]] = []
+        scheduled: list[tuple[Req, int]] = []
         preempted: list[str] = []
         admitted: list[str] = []
         n_dec = dctx = ptok = kvread = 0
@@ -444,7 +355,7 @@ class Engine:
             start, start + duration, tuple(outputs), tuple(preempted), tuple(admitted), n_dec, ptok
         )
 
-    def _preempt(self, req: _Req) -> str:
+    def _preempt(self, req: Req) -> str:
         self._free += req.blocks
         req.blocks = 0
         req.computed = 0
@@ -452,80 +363,21 @@ class Engine:
         self.preemptions += 1
         return req.id
 
-    def _extra_blocks(self, steps: int) -> int:
-        bs = self.block_size
-        return sum(-(-(r.computed + steps) // bs) - r.blocks for r in self._running)
-
-    def _plan_jump(self, start: float) -> _Jump | None:
-        """The run of uneventful pure-decode steps that can start at `start`, if any."""
-        running = self._running
-        batch = len(running)
-        if batch == 0 or self.max_num_batched_tokens < batch:
-            return None
-        context = 0
-        remaining = 1 << 62
-        for r in running:
-            if r.prompt + r.generated - r.computed != 1:
-                return None
-            context += r.computed + 1
-            remaining = min(remaining, r.max_tokens - r.generated)
-        limit = remaining - 1  # the step in which a request finishes is planned normally
-        if limit <= 0:
-            return None
-        cut_arrival = math.inf
-        if self._waiting and batch < self.max_num_seqs and self.max_num_batched_tokens > batch:
-            head = self._waiting[0]
-            if head.arrival <= start:
-                first_chunk = min(head.prompt + head.generated, self.max_num_batched_tokens - batch)
-                if -(-first_chunk // self.block_size) <= self._free - self._extra_blocks(1):
-                    return None  # it joins in the next step
-            else:
-                cut_arrival = head.arrival
-        reason = "finish"
-        if self._extra_blocks(limit) > self._free:
-            lo, hi = 0, limit  # largest m with extra(m) <= free
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                if self._extra_blocks(mid) <= self._free:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            limit, reason = lo, "blocks"
-            if limit == 0:
-                return None
-        return _Jump(
-            batch=batch,
-            limit=limit,
-            reason=reason,
-            cut_arrival=cut_arrival,
+    def _plan_jump(self, start: float) -> DecodeRun | None:
+        return plan_run(
             start=start,
-            context=context,
-            curve=self._curve(batch),
+            running=self._running,
+            waiting=self._waiting,
+            free_blocks=self._free,
+            block_size=self.block_size,
+            max_num_seqs=self.max_num_seqs,
+            max_num_batched_tokens=self.max_num_batched_tokens,
+            curve=self._curve,
         )
 
-    def _extend(self, jump: _Jump, until: float) -> None:
-        """Compute the jump's step end times up to the first one past `until` (or its end)."""
-        ends = jump.ends
-        n = len(ends)
-        t = ends[-1] if n else jump.start
-        if jump.cut_hit or n >= jump.limit or t > until:
-            return
-        batch, limit, cut = jump.batch, jump.limit, jump.cut_arrival
-        context = jump.context0 + n * batch
-        curve, slow = jump.curve, self.slowdown
-        append = ends.append
-        while n < limit and t <= until:
-            t += curve(context) * slow
-            append(t)
-            n += 1
-            context += batch
-            if t >= cut:
-                jump.cut_hit = True
-                break
-
-    def _run_jump(self, jump: _Jump, until: float) -> bool:
+    def _run_jump(self, jump: DecodeRun, until: float) -> bool:
         """Run the jump's steps that end by `until`; True once the jump is over."""
-        self._extend(jump, until)
+        extend(jump, until, self.slowdown)
         ends = jump.ends
         k = bisect_right(ends, until, jump.done)
         new = k - jump.done
@@ -543,15 +395,4 @@ class Engine:
         if jump is None:
             return
         self._jump = None
-        k = jump.done
-        if k == 0:
-            return
-        bs = self.block_size
-        used = 0
-        for r in self._running:
-            r.computed += k
-            r.generated += k
-            blocks = -(-r.computed // bs)
-            used += blocks - r.blocks
-            r.blocks = blocks
-        self._free -= used
+        self._free -= apply_run(jump, self._running, self.block_size)

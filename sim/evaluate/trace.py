@@ -19,6 +19,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
 from sim.load import trace as load_trace
 
 
@@ -68,6 +70,25 @@ def read_trace(path: str | Path, *, max_duration_s: float | None = None) -> Trac
         requests = [r for r in requests if r.arrival_s <= max_duration_s]
     name = path.stem.replace("AzureLLMInferenceTrace_", "azure-")
     return Trace(name=name, requests=tuple(requests))
+
+
+def write_jsonl(trace: Trace, path: str | Path) -> Path:
+    """Write the trace in the load generator's JSONL format (so `surgescale sim load --trace` and
+    `surgescale demo --trace` can replay exactly what the evaluator ran)."""
+    path = Path(path)
+    with path.open("wb") as handle:
+        for r in trace.requests:
+            handle.write(
+                orjson.dumps(
+                    {
+                        "timestamp": round(r.arrival_s * 1000.0, 3),
+                        "input_length": r.prompt_tokens,
+                        "output_length": r.output_tokens,
+                    }
+                )
+                + b"\n"
+            )
+    return path
 
 
 def rate_scale(trace: Trace, factor: float) -> Trace:

@@ -52,6 +52,17 @@ def test_jsonl_trace_and_bad_input(tmp_path: Path) -> None:
         rate_scale(trace, 0)
 
 
+def test_a_trace_written_as_jsonl_reads_back_the_same(tmp_path: Path) -> None:
+    from sim.evaluate.trace import write_jsonl
+
+    trace = poisson(rate=5.0, duration_s=30.0, prompt_tokens=300, output_tokens=7, seed=2)
+    back = read_trace(write_jsonl(trace, tmp_path / "t.jsonl"))
+    assert len(back.requests) == len(trace.requests)
+    for a, b in zip(back.requests, trace.requests, strict=True):
+        assert a.arrival_s == pytest.approx(b.arrival_s, abs=1e-6)
+        assert (a.prompt_tokens, a.output_tokens) == (b.prompt_tokens, b.output_tokens)
+
+
 def test_clock_runs_in_time_order_and_breaks_ties_by_insertion() -> None:
     clock = Clock()
     seen: list[tuple[float, str]] = []

@@ -76,6 +76,8 @@ class WorkloadControllers:
         self.deploy_rt = registry.require("apps", "v1", "deployments")
         self.rs_rt = registry.require("apps", "v1", "replicasets")
         self.pod_rt = registry.require("", "v1", "pods")
+        self._alive: dict[tuple[str, str], set[tuple[str, str]]] = {}  # RS -> live pods
+        self._ready: dict[tuple[str, str], set[tuple[str, str]]] = {}  # RS -> Ready pods
         self.deployments: Reconciler[tuple[str, str]] = Reconciler("deployments", self._sync_deploy)
         self.replicasets: Reconciler[tuple[str, str]] = Reconciler("replicasets", self._sync_rs)
         store.subscribe(self._on_event)
@@ -95,13 +97,28 @@ class WorkloadControllers:
             self.deployments.mark(key)
         elif ev.rt.key == self.rs_rt.key:
             self.replicasets.mark(key)
+            if ev.type == "DELETED":
+                self._alive.pop(key, None)
+                self._ready.pop(key, None)
             ref = controller_of(ev.obj)
             if ref and ref.get("kind") == "Deployment":
                 self.deployments.mark((key[0], ref["name"]))
         elif ev.rt.key == self.pod_rt.key:
             ref = controller_of(ev.obj)
             if ref and ref.get("kind") == "ReplicaSet":
-                self.replicasets.mark((key[0], ref["name"]))
+                rs_key = (key[0], ref["name"])
+                alive = self._alive.setdefault(rs_key, set())
+                ready = self._ready.setdefault(rs_key, set())
+                if ev.type == "DELETED" or meta.get("deletionTimestamp"):
+                    alive.discard(key)
+                    ready.discard(key)
+                else:
+                    alive.add(key)
+                    if pod_is_ready(ev.obj):
+                        ready.add(key)
+                    else:
+                        ready.discard(key)
+                self.replicasets.mark(rs_key)
 
     # ---- deployments ------------------------------------------------------------------------
     def _sync_deploy(self, key: tuple[str, str]) -> None:
@@ -213,18 +230,15 @@ class WorkloadControllers:
         rs = self.store.try_get(self.rs_rt, *key)
         if rs is None or rs["metadata"].get("deletionTimestamp"):
             return
-        pods = [
-            o for rt, o in self.store.dependents(rs["metadata"]["uid"]) if rt.key == self.pod_rt.key
-        ]
-        alive = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+        alive_keys = self._alive.setdefault(key, set())
         want = int(rs["spec"].get("replicas", 0))
-        if len(alive) < want:
-            burst = min(want - len(alive), CREATE_BATCH)
-            for _ in range(burst):
-                alive.append(self._create_pod(rs))
-            if len(alive) < want:  # like the real controller, create in batches
+        if len(alive_keys) < want:
+            for _ in range(min(want - len(alive_keys), CREATE_BATCH)):
+                self._create_pod(rs)  # its ADDED event puts it into alive_keys
+            if len(alive_keys) < want:  # like the real controller, create in batches
                 self.replicasets.mark(key)
-        elif len(alive) > want:
+        elif len(alive_keys) > want:
+            alive = [p for p in (self.store.try_get(self.pod_rt, *k) for k in alive_keys) if p]
 
             def rank(p: Obj) -> tuple[int, int, str]:
                 return (
@@ -234,8 +248,7 @@ class WorkloadControllers:
                 )
 
             alive.sort(key=rank)
-            surplus, alive = alive[: len(alive) - want], alive[len(alive) - want :]
-            for pod in surplus:
+            for pod in alive[: len(alive) - want]:
                 self.store.delete(self.pod_rt, key[0], pod["metadata"]["name"])
                 self._event(
                     rs,
@@ -244,10 +257,10 @@ class WorkloadControllers:
                     f"Deleted pod: {pod['metadata']['name']}",
                     "replicaset-controller",
                 )
-        ready = sum(1 for p in alive if pod_is_ready(p))
+        ready = len(self._ready.get(key, ()))
         status = {
-            "replicas": len(alive),
-            "fullyLabeledReplicas": len(alive),
+            "replicas": len(alive_keys),
+            "fullyLabeledReplicas": len(alive_keys),
             "readyReplicas": ready,
             "availableReplicas": ready,
             "observedGeneration": rs["metadata"].get("generation", 1),

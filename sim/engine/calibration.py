@@ -9,9 +9,10 @@ the GPU/model combinations built from them.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from sim.datafiles import data_dir
 
 ENV_DIR = "SURGESCALE_CALIBRATION_DIR"
 TABLE_8B_H200 = "h200_llama3_8b_forward.json"
@@ -53,11 +54,9 @@ class CalibrationTable:
 
 
 def default_dir() -> Path:
-    """`$SURGESCALE_CALIBRATION_DIR`, else `<repo>/../shared/data/calibration`."""
-    env = os.environ.get(ENV_DIR)
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data" / "calibration"
+    """`$SURGESCALE_CALIBRATION_DIR`, else `<repo>/../shared/data/calibration`, else the copy
+    packaged with surgescale (`sim.datafiles`)."""
+    return data_dir("calibration", ENV_DIR)
 
 
 def load_table(name: str, directory: Path | None = None) -> CalibrationTable:

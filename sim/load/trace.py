@@ -11,13 +11,14 @@ Errors name the file, the line and the field. Synthetic arrivals live in `sim.lo
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import orjson
+
+from sim.datafiles import data_dir
 
 ENV_TRACES = "SURGESCALE_TRACES_DIR"
 
@@ -37,11 +38,9 @@ class LoadRequest:
 
 
 def default_traces_dir() -> Path:
-    """`$SURGESCALE_TRACES_DIR`, else `<repo>/../shared/data/traces/azure2023`."""
-    env = os.environ.get(ENV_TRACES)
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data" / "traces" / "azure2023"
+    """`$SURGESCALE_TRACES_DIR`, else `<repo>/../shared/data/traces/azure2023`, else the copy
+    packaged with surgescale (`sim.datafiles`)."""
+    return data_dir("traces/azure2023", ENV_TRACES)
 
 
 def _parse_ts(text: str) -> datetime:

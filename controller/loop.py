@@ -109,6 +109,7 @@ class Controller:
         self._runner: web.AppRunner | None = None
         self.http_port: int | None = None
         self._consumer_alive = False
+        self._kicked = False
         self.on_decision: Callable[[Scaler, Observation, Decision], None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -250,6 +251,11 @@ class Controller:
                         self.request_eval(
                             scaler, trigger=now, urgent=queue > scaler.evaluated_queue
                         )
+                if self._kicked:
+                    # A scale was just submitted: let the actuator put it on the wire before
+                    # folding in the rest of a large batch.
+                    self._kicked = False
+                    await asyncio.sleep(0)
             self.metrics.events.inc(len(events))
             # Ack after the effect (the state has the events), without holding up the next read:
             # at most one ack in flight; a lost ack only means a redelivery after a restart.
@@ -462,6 +468,7 @@ class Controller:
                 slots = max(cap.gpus_per_node // cap.gpus_per_replica, 1)
                 node_value = max(decision.nodes * slots - decision.replicas, 0)
         reason = decision.reason
+        self._kicked = decision.replicas != current or self._kicked
         if decision.replicas >= current:  # nodes ahead of the pods
             if node_target is not None and node_value is not None:
                 self.actuator.submit(node_target, node_value, trigger_at=trigger, reason=reason)

@@ -142,7 +142,8 @@ async def _loadgen(redis_url: str, prefix: str, rate: float) -> None:
     flushed = producer.stats.flushed
     await producer.close(timeout=1.0)
     await close(redis)
-    print(json.dumps({"achieved": flushed / elapsed if elapsed > 0 else 0.0}), flush=True)
+    with contextlib.suppress(BrokenPipeError):  # the bench may be gone already
+        print(json.dumps({"achieved": flushed / elapsed if elapsed > 0 else 0.0}), flush=True)
 
 
 # --- the measuring side ---------------------------------------------------------------------

@@ -45,10 +45,12 @@ class EventTally:
         self.completed = 0
         self.rejected = 0
         self.cancelled = 0
+        self.changed = asyncio.Event()
 
     def add(self, event: Event) -> None:
         if event.model != self.model:
             return
+        self.changed.set()
         kind = event.type
         if kind is EventType.ENQUEUE:
             self._enqueues.append(event.ts_ms)
@@ -69,6 +71,24 @@ class EventTally:
                 event.queue_depth or 0,
                 event.in_flight or 0,
             )
+
+    def accounted(self, requests: int) -> bool:
+        """Every one of `requests` was enqueued and has ended (complete, reject or cancel)."""
+        ended = self.completed + self.rejected + self.cancelled
+        return self.enqueued >= requests and ended >= self.enqueued
+
+    async def settled(self, requests: int, *, timeout_s: float) -> bool:
+        """Wait (bounded) until the events account for `requests`; say whether they did."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not self.accounted(requests):
+            self.changed.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), remaining)
+        return True
 
     def waiting(self) -> int:
         """Admitted requests without a first token yet (gateway queue and engine queues)."""

@@ -394,14 +394,15 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
                 on_result=ctx.progress.done,
             )
             results = [to_result(r) for r in report.results]
-            # let the last events and status reach us before the books close
-            await asyncio.sleep(0.5)
+            # the books close when the gateway's events account for every request (bounded)
+            await ctx.tally.settled(len(results), timeout_s=10.0)
         end = loop.time() - ctx.t0
         say("load done; stopping everything")
         observer = ctx.observer
         notes.append(
             f"{arm.label}: gateway events seen: {ctx.tally.enqueued} enqueued, "
-            f"{ctx.tally.completed} completed, {ctx.tally.rejected} rejected."
+            f"{ctx.tally.completed} completed, {ctx.tally.rejected} rejected, "
+            f"{ctx.tally.cancelled} cancelled."
         )
         if ctx.baseline is not None:
             st = ctx.baseline.status
@@ -429,6 +430,8 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
                 ("enqueued", ctx.tally.enqueued),
                 ("completed", ctx.tally.completed),
                 ("rejected", ctx.tally.rejected),
+                ("cancelled", ctx.tally.cancelled),
+                ("first_token", ctx.tally.first_tokens),
             ),
         )
     raise AssertionError("unreachable")  # pragma: no cover

@@ -63,7 +63,9 @@ def test_short_demo_scales_up_loses_nothing_and_reports(tmp_path: Path, redis_ur
     assert all(s in TERMINAL or s.isdigit() for s in statuses), statuses
     counts = dict(run["event_counts"])
     assert counts["enqueued"] == len(requests), counts
-    assert counts["completed"] + counts["rejected"] == len(requests), counts
+    # each request has one terminal event at the gateway (a client that hangs up right after
+    # [DONE] may be booked as a cancel there: terminal all the same)
+    assert counts["completed"] + counts["rejected"] + counts["cancelled"] == len(requests), counts
 
     page = (out / "report.html").read_text()
     for name in PLOTS:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import orjson
 
+from sim.load.trace import default_traces_dir
+
 FALLBACK_SIZES: tuple[tuple[int, int], ...] = ((512, 128),)
 
 
@@ -90,11 +92,9 @@ class Arrival:
 
 
 def default_sizes_path() -> Path:
-    """`<repo>/../shared/data/traces/azure2023/AzureLLMInferenceTrace_conv.csv`."""
-    repo = Path(__file__).resolve().parents[2]
-    return (
-        repo.parent / "shared" / "data" / "traces" / "azure2023" / "AzureLLMInferenceTrace_conv.csv"
-    )
+    """The Azure 2023 conversation trace, wherever `sim.load.trace` finds the traces
+    (`$SURGESCALE_TRACES_DIR`, `<repo>/../shared/data/...`, or the copy in the package)."""
+    return default_traces_dir() / "AzureLLMInferenceTrace_conv.csv"
 
 
 def load_sizes(path: Path) -> list[tuple[int, int]]:

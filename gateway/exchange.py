@@ -40,6 +40,8 @@ class Exchange:
     dispatched: bool = False
     """A `dispatch` event went out (so the controller counts this request as in flight)."""
     first_at: float | None = None
+    client_gone: bool = False
+    """The client disconnected while its answer was being written."""
     status: int = 200
     output_tokens: int | None = None
     reason: str | None = None

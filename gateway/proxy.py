@@ -115,7 +115,10 @@ async def serve_completion(request: web.Request, endpoint: Endpoint) -> web.Stre
         _report_complete(ex)
         raise
     state.scheduler.finish(model, ticket)
-    _report_complete(ex)
+    if ex.client_gone:
+        _report_cancel(ex)
+    else:
+        _report_complete(ex)
     return response
 
 

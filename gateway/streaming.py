@@ -9,6 +9,7 @@ chunks, and ends a stream that breaks mid-way with an SSE error event.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -94,15 +95,22 @@ async def stream_back(
     except _Broken as exc:
         ex.status, ex.reason = 502, "upstream_error_mid_stream"
         log.warning("stream %s broke mid-way: %r", ex.ticket.request_id, exc.__cause__)
-        await response.write(
-            sse_error(f"the pod failed mid-stream ({exc.kind})", code="upstream_error")
-        )
+        with contextlib.suppress(ConnectionResetError):
+            await response.write(
+                sse_error(f"the pod failed mid-stream ({exc.kind})", code="upstream_error")
+            )
+    except ConnectionResetError:
+        # The client went away mid-stream: an ordinary end, not a server error to log.
+        ex.client_gone = True
+        ex.metrics.chunks.inc(events)
+        return response
     ex.metrics.chunks.inc(events)
     # Without a usage chunk: count events, less `[DONE]` and a chat stream's role-only chunk.
     if tokens is None:
         tokens = max(0, events - (2 if endpoint is Endpoint.CHAT else 1))
     ex.output_tokens = tokens
-    await response.write_eof()
+    with contextlib.suppress(ConnectionResetError):  # all was sent; only the terminator was lost
+        await response.write_eof()
     return response
 
 

@@ -288,6 +288,20 @@ def _bucket_quantile(before: dict[float, float], after: dict[float, float], q: f
     return float("inf")
 
 
+async def _wait_caught_up(http_port: int, timeout: float = 120.0) -> float:
+    """Wait until the controller has consumed the backlog of an earlier level (its event counter
+    nearly stops: only snapshots and trials arrive); the seconds it took."""
+    started = time.perf_counter()
+    last = await _events_consumed(http_port)
+    while time.perf_counter() - started < timeout:
+        await asyncio.sleep(0.5)
+        now = await _events_consumed(http_port)
+        if now - last < 50:
+            break
+        last = now
+    return time.perf_counter() - started
+
+
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (Linux /proc; 0 where unavailable)."""
     try:
@@ -324,6 +338,7 @@ async def _measure_level(
     controller_pid: int,
     gw: dict[str, int],
 ) -> Level:
+    await _wait_caught_up(http_port)
     gen: asyncio.subprocess.Process | None = None
     if rate > 0:
         gen = await asyncio.create_subprocess_exec(

@@ -120,13 +120,16 @@ async def _one_stream(
     body = {"model": MODEL, "prompt": "benchmark", "max_tokens": tokens, "stream": True}
     start = time.perf_counter()
     ttft = 0.0
-    async with http.post(url + "/v1/completions", json=body) as resp:
-        if resp.status != 200:
-            await resp.read()
-            return Sample(via_gateway, 0.0, 0.0, False)
-        async for data in resp.content.iter_any():
-            if not ttft and b'"text"' in data:
-                ttft = time.perf_counter() - start
+    try:
+        async with asyncio.timeout(15), http.post(url + "/v1/completions", json=body) as resp:
+            if resp.status != 200:
+                await resp.read()
+                return Sample(via_gateway, 0.0, 0.0, False)
+            async for data in resp.content.iter_any():
+                if not ttft and b'"text"' in data:
+                    ttft = time.perf_counter() - start
+    except (aiohttp.ClientError, TimeoutError):
+        return Sample(via_gateway, 0.0, 0.0, False)
     return Sample(via_gateway, ttft, time.perf_counter() - start, ttft > 0)
 
 
@@ -156,20 +159,21 @@ async def _chunks(
 ) -> dict[str, float]:
     body = {"model": MODEL, "prompt": "x", "max_tokens": args.stream_tokens, "stream": True}
     chunks = 0
-    stop_at = 0.0
 
     async def worker() -> None:
         nonlocal chunks
-        while time.perf_counter() < stop_at:
-            async with http.post(gateway + "/v1/completions", json=body) as resp:
-                async for data in resp.content.iter_any():
-                    chunks += data.count(b"data:")
+        while True:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.post(gateway + "/v1/completions", json=body) as resp:
+                    async for data in resp.content.iter_any():
+                        chunks += data.count(b"data:")
 
-    await asyncio.gather(*[_warm(http, gateway) for _ in range(4)])
     cpu0, wall0 = _cpu_seconds(pid), time.perf_counter()
-    stop_at = wall0 + args.throughput_seconds
-    await asyncio.gather(*[worker() for _ in range(args.streams)])
-    cpu, wall = _cpu_seconds(pid) - cpu0, time.perf_counter() - wall0
+    workers = [asyncio.create_task(worker()) for _ in range(args.streams)]
+    await asyncio.sleep(args.throughput_seconds)
+    cpu, wall, counted = _cpu_seconds(pid) - cpu0, time.perf_counter() - wall0, chunks
+    await _stop(workers)
+    chunks = counted
     return {
         "chunks": chunks,
         "chunks_per_s": chunks / wall,
@@ -183,22 +187,28 @@ async def _requests(
 ) -> dict[str, float]:
     body = {"model": MODEL, "prompt": "x", "max_tokens": 1}
     done = failed = 0
-    stop_at = 0.0
 
     async def worker() -> None:
         nonlocal done, failed
-        while time.perf_counter() < stop_at:
-            async with http.post(gateway + "/v1/completions", json=body) as resp:
-                await resp.read()
-                if resp.status == 200:
-                    done += 1
-                else:
-                    failed += 1
+        while True:
+            try:
+                async with http.post(gateway + "/v1/completions", json=body) as resp:
+                    await resp.read()
+                    ok = resp.status == 200
+            except aiohttp.ClientError:
+                ok = False
+            if ok:
+                done += 1
+            else:
+                failed += 1
 
     cpu0, wall0 = _cpu_seconds(pid), time.perf_counter()
-    stop_at = wall0 + args.throughput_seconds
-    await asyncio.gather(*[worker() for _ in range(args.concurrency)])
+    workers = [asyncio.create_task(worker()) for _ in range(args.concurrency)]
+    await asyncio.sleep(args.throughput_seconds)
     cpu, wall = _cpu_seconds(pid) - cpu0, time.perf_counter() - wall0
+    done_at_stop, failed_at_stop = done, failed
+    await _stop(workers)
+    done, failed = done_at_stop, failed_at_stop
     return {
         "requests_per_s": done / wall,
         "requests_failed": failed,
@@ -214,10 +224,18 @@ async def _loop_lag(out: list[float], period: float = 0.005) -> None:
         out.append(time.perf_counter() - start - period)
 
 
+async def _stop(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def _warm(http: aiohttp.ClientSession, url: str) -> None:
+    """One short request (failures ignored: warming only opens connections)."""
     body = {"model": MODEL, "prompt": "x", "max_tokens": 2}
-    async with http.post(url + "/v1/completions", json=body) as resp:
-        await resp.read()
+    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+        async with asyncio.timeout(10), http.post(url + "/v1/completions", json=body) as resp:
+            await resp.read()
 
 
 async def _wait_gateway(http: aiohttp.ClientSession, url: str, pods: int) -> None:
@@ -282,7 +300,7 @@ async def _run(
     import gc
 
     connector = aiohttp.TCPConnector(limit=0)
-    timeout = aiohttp.ClientTimeout(total=120)
+    timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
         await _wait_gateway(http, gateway, len(pods))
         # Open the connections phase 1 will need beforehand: a connect during the measurement

@@ -25,7 +25,7 @@ from .resources import Registry
 from .store import Obj, Store, WatchEvent, clone
 
 GPU = "nvidia.com/gpu"
-BIND_BATCH = 100
+BIND_BATCH = 50
 
 
 def quantity(value: Any) -> float:
@@ -156,10 +156,26 @@ class Scheduler:
         self._priorities: dict[int, int] = defaultdict(int)  # priority -> placed GPU pods
         self._used: dict[str, int] = defaultdict(int)
         self._on_node: dict[str, dict[tuple[str, str], None]] = defaultdict(dict)
+        self._capacity: dict[str, int] = {}  # node -> allocatable GPUs
+        self._schedulable: dict[str, None] = {}  # Ready, not cordoned, not being deleted
         store.subscribe(self._on_event)
 
     def _on_event(self, ev: WatchEvent) -> None:
         if ev.rt.key == self.node_rt.key:
+            name = ev.obj["metadata"]["name"]
+            if ev.type == "DELETED":
+                self._capacity.pop(name, None)
+                self._schedulable.pop(name, None)
+            else:
+                self._capacity[name] = node_gpus(ev.obj)
+                if (
+                    node_ready(ev.obj)
+                    and not ev.obj.get("spec", {}).get("unschedulable")
+                    and not ev.obj["metadata"].get("deletionTimestamp")
+                ):
+                    self._schedulable[name] = None
+                else:
+                    self._schedulable.pop(name, None)
             self.reconciler.mark("all")
             return
         if ev.rt.key != self.pod_rt.key:
@@ -220,15 +236,17 @@ class Scheduler:
                 pending.append(pod)
         if not pending:
             return
-        nodes = {n["metadata"]["name"]: n for n in self.store.items(self.node_rt)}
         used = self._used
-        candidates = [
-            n
-            for n in nodes.values()
-            if node_ready(n)
-            and not n.get("spec", {}).get("unschedulable")
-            and not n["metadata"].get("deletionTimestamp")
-        ]
+        n_nodes = len(self._capacity)
+        candidates_cache: list[Obj] | None = None
+
+        def candidates() -> list[Obj]:  # every schedulable node (for preemption), on demand
+            nonlocal candidates_cache
+            if candidates_cache is None:
+                found = (self.store.try_get(self.node_rt, "", n) for n in self._schedulable)
+                candidates_cache = [n for n in found if n is not None]
+            return candidates_cache
+
         pending.sort(
             key=lambda p: (
                 -int(p["spec"].get("priority", 0)),
@@ -236,9 +254,8 @@ class Scheduler:
                 p["metadata"]["name"],
             )
         )
-        free = {
-            n["metadata"]["name"]: node_gpus(n) - used[n["metadata"]["name"]] for n in candidates
-        }
+        free = {n: self._capacity[n] - used[n] for n in self._schedulable}
+        with_room = [n for n, f in free.items() if f > 0]
         fits: dict[bytes, _BestFit] = {}
         by_node: dict[str, list[Obj]] | None = None
         lowest: int | None = None
@@ -247,12 +264,16 @@ class Scheduler:
             need = pod_gpus(pod)
             spec = pod.get("spec") or {}
             sig = orjson.dumps(
-                [spec.get("nodeSelector"), spec.get("tolerations")], option=orjson.OPT_SORT_KEYS
+                [spec.get("nodeSelector"), spec.get("tolerations"), need == 0],
+                option=orjson.OPT_SORT_KEYS,
             )
             fit = fits.get(sig)
             if fit is None:
+                names = with_room if need > 0 else list(free)  # GPU-less pods fit anywhere
+                room = (self.store.try_get(self.node_rt, "", n) for n in names)
                 fit = fits[sig] = _BestFit(
-                    [n["metadata"]["name"] for n in candidates if node_matches(pod, n)], free
+                    [n["metadata"]["name"] for n in room if n is not None and node_matches(pod, n)],
+                    free,
                 )
             name = fit.take(need)
             if name is not None:
@@ -274,8 +295,12 @@ class Scheduler:
             if int(spec.get("priority", 0)) > lowest:  # someone might be evicted for it
                 if by_node is None:
                     by_node = self._pods_by_node()
-                nominated = self._preempt(pod, need, candidates, used, by_node)
-            self._mark_unschedulable(pod, len(nodes), nominated)
+                nominated = self._preempt(pod, need, candidates(), used, by_node)
+            if self._mark_unschedulable(pod, n_nodes, nominated):
+                bound += 1  # a write all the same: it counts against the pass's budget
+                if bound >= BIND_BATCH:
+                    self.reconciler.mark("all")
+                    return
 
     def _preempt(
         self,
@@ -355,7 +380,8 @@ class Scheduler:
             "default-scheduler",
         )
 
-    def _mark_unschedulable(self, pod: Obj, n_nodes: int, nominated: str | None) -> None:
+    def _mark_unschedulable(self, pod: Obj, n_nodes: int, nominated: str | None) -> bool:
+        """Record why the pod waits; False when it already said so (nothing written)."""
         message = (
             (
                 f"0/{n_nodes} nodes are available: {n_nodes} Insufficient {GPU}. "
@@ -366,7 +392,7 @@ class Scheduler:
         )
         status = pod.get("status") or {}
         if unschedulable(pod) and status.get("nominatedNodeName") == nominated:
-            return
+            return False
         new = clone(pod)
         st = new.setdefault("status", {})
         conds = [c for c in st.get("conditions") or [] if c.get("type") != "PodScheduled"]
@@ -378,3 +404,4 @@ class Scheduler:
             st.pop("nominatedNodeName", None)
         self.store.update(self.pod_rt, new, check_rv=False)
         self._event(pod, "Warning", "FailedScheduling", message, "default-scheduler")
+        return True

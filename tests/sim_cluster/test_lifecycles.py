@@ -342,3 +342,12 @@ async def test_applied_nodepool_labels_taints_and_selectors(make_cluster: Cluste
     assert labels["surgescale.io/gpu"] == "h200"
     await asyncio.sleep(0.3)
     assert not pods(cluster, "plain")[0]["spec"].get("nodeName"), "untolerated taint keeps it off"
+
+
+async def test_pods_without_gpus_fit_on_full_gpu_nodes(cluster: RunningCluster) -> None:
+    create(cluster, "apps", "deployments", model_deployment("full", 8, model=None))
+    await eventually(lambda: len(ready_pods(cluster, "full")) == 8, what="node's GPUs all used")
+    cpu_only = model_deployment("cpu", 2, model=None)
+    del cpu_only["spec"]["template"]["spec"]["containers"][0]["resources"]
+    create(cluster, "apps", "deployments", cpu_only)
+    await eventually(lambda: len(ready_pods(cluster, "cpu")) == 2, what="GPU-less pods run")

@@ -53,6 +53,8 @@ class Child:
     log_path: Path
     process: asyncio.subprocess.Process | None = None
     started_at: float = field(default=0.0)
+    cpu_at_start: float = 0.0
+    """CPU seconds at the start of the measured window (set by the caller)."""
 
     @property
     def pid(self) -> int | None:
@@ -61,6 +63,18 @@ class Child:
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.returncode is None
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU time the child has used so far (Linux /proc; None elsewhere)."""
+        if self.process is None:
+            return None
+        try:
+            with open(f"/proc/{self.process.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
 
     def log_tail(self, lines: int = 30) -> str:
         try:

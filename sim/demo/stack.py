@@ -104,6 +104,17 @@ class LoadProgress:
         self.finished += 1
 
 
+def _cpu_note(children: Children, own_cpu0: float, wall_s: float) -> str:
+    """CPU used during the load by each process, as a share of one core."""
+    parts = []
+    for child in children.items:
+        used = child.cpu_seconds()
+        if used is not None:
+            parts.append(f"{child.name} {100 * (used - child.cpu_at_start) / wall_s:.0f}%")
+    parts.append(f"demo+load {100 * (time.process_time() - own_cpu0) / wall_s:.0f}%")
+    return "CPU during the load (share of one core): " + ", ".join(parts)
+
+
 def to_result(r: LoadResult) -> RequestResult:
     """The load generator's record of a request, in the report's terms."""
     if r.status == OK:
@@ -198,7 +209,9 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
     started = loop.time()
 
     def say(message: str) -> None:
-        console.print(f"  [dim]{loop.time() - started:5.1f}s[/dim] {message}", highlight=False)
+        console.print(
+            f"  [dim]{loop.time() - started:5.1f}s[/dim] {message}", highlight=False, soft_wrap=True
+        )
 
     async with contextlib.AsyncExitStack() as stack:
         # Exit runs these in reverse: children stop first, then their keys go, then the client.
@@ -379,6 +392,9 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
         view = LiveView(ctx.frame, live=config.live, console=console)
         ctx.t0 = loop.time()
         ctx.observer.t0 = ctx.t0
+        own_cpu0 = time.process_time()
+        for child in children.items:
+            child.cpu_at_start = child.cpu_seconds() or 0.0
         async with view.running():
             report = await run_load(
                 [
@@ -397,7 +413,9 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
             # the books close when the gateway's events account for every request (bounded)
             await ctx.tally.settled(len(results), timeout_s=10.0)
         end = loop.time() - ctx.t0
-        say("load done; stopping everything")
+        cpu = _cpu_note(children, own_cpu0, end)
+        say(f"load done; stopping everything. {cpu}")
+        notes.append(f"{arm.label}: {cpu}")
         observer = ctx.observer
         notes.append(
             f"{arm.label}: gateway events seen: {ctx.tally.enqueued} enqueued, "

@@ -34,12 +34,12 @@ from pathlib import Path
 import aiohttp
 from rich.console import Console
 
-from sim.demo import objects, startup
+from sim.demo import commands, objects, startup
 from sim.demo.baseline import BaselineTarget, KedaBaseline, running
 from sim.demo.hpa import KedaSpec
 from sim.demo.live import EventTally, LiveView, ViewState, events_from_now, follow_events
 from sim.demo.observe import ClusterObserver, ObservedNames
-from sim.demo.procs import Children, StartError, spawn, surgescale_argv, wait_http
+from sim.demo.procs import Children, StartError, spawn, wait_http
 from sim.demo.record import RequestResult, RunRecord
 from sim.demo.scenario import Arrival
 from sim.load.runner import run_load
@@ -224,34 +224,10 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
             kubeconfig = work / "kubeconfig"
             kubeconfig.unlink(missing_ok=True)
             port = free_port()
-            pool = f"{setup.nodepool}:{setup.gpus_per_node}:{setup.node_boot_s:g}:{config.initial_nodes}"
-            pool_flag = ["--nodepool", pool]
-            if arm is Arm.KEDA:
-                pool_flag = [
-                    "--dynamic-nodepool",
-                    f"{setup.nodepool}:{setup.gpus_per_node}:{setup.node_boot_s:g}:30s",
-                ]
-            cluster = children.add(
-                await spawn(
-                    "cluster",
-                    surgescale_argv(
-                        "sim",
-                        "cluster",
-                        "--port",
-                        str(port),
-                        "--speed",
-                        f"{config.speed:g}",
-                        "--kubeconfig",
-                        str(kubeconfig),
-                        "--log-level",
-                        "WARNING",
-                        "--pod-port",
-                        str(setup.pod_port),
-                        *pool_flag,
-                    ),
-                    log_dir=work,
-                )
+            argv = commands.cluster_argv(
+                config, setup, ours=arm is Arm.OURS, port=port, kubeconfig=kubeconfig
             )
+            cluster = children.add(await spawn("cluster", argv, log_dir=work))
             await wait_http(cluster, f"http://127.0.0.1:{port}/version", timeout_s=60)
             say(f"simulated cluster up on :{port} (speed x{config.speed:g})")
             await startup.wait_file(kubeconfig, lambda: cluster.running, 10)
@@ -262,36 +238,10 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
 
         # --- gateway ---------------------------------------------------------------------
         gw_port = free_port()
-        cap = config.ours_pod_concurrency or setup.max_num_seqs
-        if arm is Arm.KEDA:
-            cap = 100_000  # a plain Service: no cap, vLLM queues internally
-        gateway = children.add(
-            await spawn(
-                "gateway",
-                surgescale_argv(
-                    "gateway",
-                    "--port",
-                    str(gw_port),
-                    "--model",
-                    f"{setup.model}={setup.service}",
-                    "--kubeconfig",
-                    str(kubeconfig),
-                    "--namespace",
-                    setup.namespace,
-                    "--pod-concurrency",
-                    str(cap),
-                    "--redis-url",
-                    config.redis_url,
-                    "--events-prefix",
-                    prefix,
-                    "--max-queue-wait",
-                    f"{config.request_timeout_s:g}",
-                    "--log-level",
-                    "INFO",
-                ),
-                log_dir=work,
-            )
+        argv = commands.gateway_argv(
+            config, setup, ours=arm is Arm.OURS, port=gw_port, kubeconfig=kubeconfig, prefix=prefix
         )
+        gateway = children.add(await spawn("gateway", argv, log_dir=work))
         gateway_url = f"http://127.0.0.1:{gw_port}"
         waits = [wait_http(gateway, f"{gateway_url}/healthz", timeout_s=60)]
 
@@ -299,43 +249,15 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
         http = await stack.enter_async_context(aiohttp.ClientSession())
         if arm is Arm.OURS:
             ctl_port = free_port()
-            controller = children.add(
-                await spawn(
-                    "controller",
-                    surgescale_argv(
-                        "controller",
-                        "--kubeconfig",
-                        str(kubeconfig),
-                        "--redis-url",
-                        config.redis_url,
-                        "--namespace",
-                        setup.namespace,
-                        "--stream-prefix",
-                        prefix,
-                        "--http-host",
-                        "127.0.0.1",
-                        "--http-port",
-                        str(ctl_port),
-                        # its long arrival-rate window is a stabilizer like KEDA's 1 m query
-                        # window: both are divided by the speed factor (kept >= 5 s, 1 s buckets)
-                        "--long-window-s",
-                        f"{max(60.0 / config.speed, 5.0):g}",
-                        "--log-level",
-                        "INFO",
-                    ),
-                    log_dir=work,
-                )
+            argv = commands.controller_argv(
+                config, setup, port=ctl_port, kubeconfig=kubeconfig, prefix=prefix
             )
+            controller = children.add(await spawn("controller", argv, log_dir=work))
             waits.append(
                 wait_http(controller, f"http://127.0.0.1:{ctl_port}/healthz", timeout_s=60)
             )
         else:
-            spec = replace(
-                config.keda,
-                min_replicas=setup.min_replicas,
-                max_replicas=setup.max_replicas,
-                threshold_s=setup.slo_s,
-            ).scaled(config.speed)
+            spec = commands.baseline_spec(config, setup)
             ctx.baseline = KedaBaseline(
                 api=api,
                 http=http,

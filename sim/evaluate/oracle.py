@@ -13,7 +13,8 @@ miss the target in the full run get one more replica and the schedule is replaye
 (`refine_rounds`). GPU time paid by the oracle includes those loads, so it is what a perfect
 autoscaler under the same cold start would pay: the lower bound the others are measured against.
 
-`static-peak` holds the oracle's largest bucket count for the whole run, pre-provisioned.
+`static-peak` holds the largest bucket count of the oracle's plan (before the full-run
+refinement) for the whole run, pre-provisioned.
 """
 
 from __future__ import annotations
@@ -201,7 +202,7 @@ class _Trial:
         return total == 0 or met >= self.target * total
 
 
-def _fill_gaps(replicas: list[int], *, bucket_s: float, load_s: float) -> list[int]:
+def fill_gaps(replicas: list[int], *, bucket_s: float, load_s: float) -> list[int]:
     """Keep a replica through a dip no longer than a model load (cheaper than re-loading it)."""
     out = list(replicas)
     max_gap = int(load_s // bucket_s)
@@ -300,7 +301,7 @@ def finalize(
     b = config.bucket_s
     n = len(chosen)
     slo = scenario.slo_ttft_s
-    schedule = Schedule(b, tuple(_fill_gaps(chosen, bucket_s=b, load_s=scenario.model_load_s)))
+    schedule = Schedule(b, tuple(fill_gaps(chosen, bucket_s=b, load_s=scenario.model_load_s)))
     for _ in range(config.refine_rounds):
         result = run(scenario, Scheduled(schedule))
         per_bucket = _bucket_attainment(result, bucket_s=b, slo=slo, start=0.0, n=n)
@@ -312,7 +313,7 @@ def finalize(
                 changed = True
         if not changed:
             return schedule, result
-        schedule = Schedule(b, tuple(_fill_gaps(bumped, bucket_s=b, load_s=scenario.model_load_s)))
+        schedule = Schedule(b, tuple(fill_gaps(bumped, bucket_s=b, load_s=scenario.model_load_s)))
     return schedule, None
 
 

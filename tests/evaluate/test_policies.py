@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from sim.evaluate.hpa import HpaBaseline, hpa_memory, keda_prometheus
+from sim.evaluate.hpa import HpaBaseline, hpa_cpu, hpa_memory, keda_prometheus
 from sim.evaluate.kpa import Kpa
 from sim.evaluate.metrics import find_bursts, summarize
 from sim.evaluate.oracle import Fixed, Scheduled
@@ -57,6 +57,7 @@ def runs() -> dict[str, Run]:
     autoscalers: list[Any] = [
         Ours(),
         hpa_memory(),
+        hpa_cpu(),
         keda_prometheus(),
         Kpa(),
         Fixed(schedule.peak),
@@ -138,6 +139,19 @@ def test_hpa_memory_pins_at_max_on_its_sync_cadence(runs: dict[str, Run]) -> Non
         assert replicas <= max(previous + 4, 2 * previous)  # default scale-up policies
         previous = replicas
     assert previous == 6  # maxReplicas
+
+
+def test_hpa_cpu_scales_on_its_sync_cadence_when_the_engine_is_busy(runs: dict[str, Run]) -> None:
+    run = runs["hpa-cpu"]
+    hpa: HpaBaseline = run.autoscaler
+    changes = _changes_after(run.result, 0.0)
+    assert changes, "a busy engine loop reads ~100% CPU: the HPA must scale up"
+    for t, _ in changes:
+        k = (t - hpa.sync_phase) / 15.0
+        assert abs(k - round(k)) < 1e-6
+    first_up = changes[0][0]
+    # metrics-server needs a 15 s window with the engine busy, then an HPA sync acts on it
+    assert STEP_AT < first_up <= STEP_AT + 15.0 + 15.0 + 15.0
 
 
 def test_kpa_ticks_every_two_seconds_panics_and_halves_at_most(runs: dict[str, Run]) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import orjson
@@ -151,6 +152,18 @@ def main(argv: list[str]) -> int:
         return 2
     out: Path = args.out
     summary = write_summary(evaluation, out)
+    settings = {f.name: getattr(scenario, f.name) for f in fields(scenario) if f.name != "requests"}
+    settings.update(
+        trace=str(trace_path),
+        rate_scale=args.rate_scale,
+        requests=len(scenario.requests),
+        duration_s=scenario.duration_s,
+        policies=names,
+        oracle_bucket_s=oracle.bucket_s,
+        oracle_target=oracle.target,
+        oracle_warmup_s=oracle.warmup_s,
+    )
+    (out / "scenario.json").write_bytes(orjson.dumps(settings, option=orjson.OPT_INDENT_2))
     plots = [] if args.no_plots else write_plots(evaluation, out)
     rows = [r.summary for r in evaluation.runs]
     print(

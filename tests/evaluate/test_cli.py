@@ -62,6 +62,10 @@ def test_cli_writes_summary_table_plots_and_a_json_last_line(
         assert row["requests"] == row["completed"] > 100
         assert isinstance(row["scale_events"], int)
     assert any(line.startswith("| ours |") for line in lines)
+    settings = orjson.loads((out / "scenario.json").read_bytes())
+    assert settings["model_load_s"] == 20.0
+    assert settings["node_boot_s"] == 40.0
+    assert settings["requests"] == rows[0]["requests"]
     for name in ("summary.csv", "summary.md", "replicas.png", "ttft.png", "slo_cost.png"):
         assert (out / name).stat().st_size > 0, name
     assert (out / "replicas.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -353,7 +353,9 @@ class Controller:
     def request_eval(self, scaler: Scaler, *, trigger: float | None, urgent: bool = False) -> None:
         """Evaluate now, or once at the end of the rate-limit interval (keeping the oldest
         trigger); `urgent` (the queue grew since the last evaluation) evaluates now regardless."""
-        if trigger is not None and (
+        if urgent:
+            scaler.pending_trigger = trigger  # the batch that grew the queue triggered this
+        elif trigger is not None and (
             scaler.pending_trigger is None or trigger < scaler.pending_trigger
         ):
             scaler.pending_trigger = trigger

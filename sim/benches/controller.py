@@ -157,9 +157,9 @@ class Level:
     latencies_ms: list[float]
     timeouts: int
     inside_ms: tuple[float, float]
+    """The controller's own histogram (batch arrival to PATCH sent): p50, p99 bucket bounds."""
     controller_cpu: float
     """CPU seconds per second the controller process used during the level (1.0 = one core)."""
-    """The controller's own histogram (batch arrival to PATCH sent): p50, p99 bucket bounds."""
 
     def pct(self, q: float) -> float:
         xs = sorted(self.latencies_ms)

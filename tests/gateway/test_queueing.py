@@ -179,3 +179,36 @@ async def test_per_key_concurrency_lets_another_key_pass(harness: Harness) -> No
         task.cancel()
     await asyncio.gather(*long, return_exceptions=True)
     await wait_for(lambda: (queue.queued, queue.in_flight) == (0, 0), what="all slots free")
+
+
+async def test_fair_share_of_a_full_queue(
+    harness: Harness, redis: RedisClient, keys: StreamKeys
+) -> None:
+    gw = await harness.gateway(
+        static_pods=[f"{MODEL}=http://127.0.0.1:9"],  # never ready: everything queues
+        api_keys=["key-a", "key-b"],
+        fairness=True,
+        max_queue_length=2,
+    )
+    queue = gw.state.scheduler.queues[MODEL]
+    hog = gw.client(api_key="key-a")
+    first = asyncio.create_task(hog.completions.create(model=MODEL, prompt="1", max_tokens=1))
+    await wait_for(lambda: queue.queued == 1, what="key-a's first request queued")
+    second = asyncio.create_task(hog.completions.create(model=MODEL, prompt="2", max_tokens=1))
+    await wait_for(lambda: queue.queued == 2, what="key-a filling the queue")
+    late = asyncio.create_task(
+        gw.client(api_key="key-b").completions.create(model=MODEL, prompt="x", max_tokens=1)
+    )
+    with pytest.raises(openai.RateLimitError) as info:
+        await second  # key-a's newest gives its place to key-b
+    assert info.value.code == "fair_share"
+    assert queue.queued == 2
+    assert not first.done()
+    assert not late.done()
+    for task in (first, late):
+        task.cancel()
+    await asyncio.gather(first, late, return_exceptions=True)
+    events = await events_of(redis, keys, {"reject"})
+    reject = next(e for e in events if e.type is EventType.REJECT)
+    assert reject.reason == "fair_share"
+    assert reject.queue_ms is not None  # it had been queued: the controller subtracts it

@@ -73,7 +73,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
 def build_config(args: argparse.Namespace, *, live: bool) -> DemoConfig:
     if args.speed <= 0:
         raise SystemExit("--speed must be > 0")
-    out = args.out or Path("surgescale-demo") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = args.out or Path(f"surgescale-demo-{dt.datetime.now():%Y%m%d-%H%M%S}")
     setup = objects.ModelSetup()
     if args.trace is not None:
         duration = args.duration or 120.0

@@ -1,7 +1,12 @@
 """The closed-loop demo, its report and the end-to-end comparison with a KEDA-style loop.
 
-- `cli`: `surgescale demo` (orchestration, live view, report);
-- `bench`: `surgescale bench e2e`;
+- `cli`: `surgescale demo`; `bench`: `surgescale bench e2e`; `run`: options, config and runs
+  shared by both;
+- `stack`: one run with one autoscaler (children, load, watches, live view, teardown);
+  `commands`: the children's command lines; `startup`: readiness waits and clean-up helpers;
+  `procs`: child processes in their own groups, bounded stop; `objects`: the Kubernetes objects;
+- `scenario`: the burst schedule; `observe`: cluster informers; `live`: the live view;
+- `record`, `summary`, `report`: recorded runs, their figures, the HTML/PNG report;
 - `promql`, `hpa`: the pure Prometheus query and KEDA/HPA decision of the baseline;
-- `baseline`: the baseline's I/O shell (scrapes pods, talks to the cluster API).
+  `baseline`: the baseline's I/O shell (scrapes pods, talks to the cluster API).
 """

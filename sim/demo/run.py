@@ -50,7 +50,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="S",
-        help="length of the load in seconds (default scenario: 100; a trace: 120)",
+        help="length of the load in seconds (default scenario: 115; a trace: 120)",
     )
     p.add_argument("--trace", type=Path, default=None, help="replay this Azure CSV or JSONL trace")
     p.add_argument(

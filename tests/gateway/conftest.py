@@ -91,7 +91,8 @@ class Harness:
 
 
 @pytest.fixture
-async def harness(redis_url: str, keys: StreamKeys) -> AsyncIterator[Harness]:
+async def harness(redis_url: str, keys: StreamKeys, redis: RedisClient) -> AsyncIterator[Harness]:
+    """Pods and gateways of one test, stopped before `redis` deletes the test's keys."""
     h = Harness(keys=keys, redis_url=redis_url)
     try:
         yield h

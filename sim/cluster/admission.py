@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from . import errors
+from . import errors, structure
 from .clock import timestamp
 from .resources import ResourceType
 from .selectors import LabelSelector
@@ -27,6 +27,10 @@ class Admission:
         self._ips = itertools.count(10)
 
     def __call__(self, rt: ResourceType, obj: Obj, old: Obj | None) -> None:
+        # types first, so the handlers can trust them (custom kinds: metadata only here)
+        causes = structure.check(rt.kind if rt.validator is None else structure.CUSTOM, obj)
+        if causes:
+            raise errors.invalid(rt.kind, _name(obj), causes, rt.group)
         handler = getattr(self, f"_admit_{rt.kind.lower()}", None)
         if handler is not None and rt.group in (
             "",
@@ -173,6 +177,8 @@ class Admission:
 
 def _name(obj: Obj) -> str:
     meta: Any = obj.get("metadata") or {}
+    if not isinstance(meta, dict):
+        return ""
     return str(meta.get("name") or meta.get("generateName") or "")
 
 

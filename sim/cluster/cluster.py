@@ -30,6 +30,7 @@ from .events import EventRecorder
 from .gctune import FullGcPolicy
 from .karpenter import Karpenter
 from .kubelet import Kubelet
+from .namespaces import NamespaceController
 from .resources import Registry, ResourceType
 from .scheduler import Scheduler
 from .server import build_app
@@ -244,6 +245,7 @@ async def start_cluster(
     ctx = ApiContext(registry=registry, store=store)
     ctx.admission.append(Admission(store))
     crds = CrdController(registry, store)
+    namespaces = NamespaceController(registry, store)
     workloads = WorkloadControllers(registry, store, ctx.admit)
     scheduler = Scheduler(registry, store)
     kubelet = Kubelet(
@@ -275,7 +277,7 @@ async def start_cluster(
         parts.append(FullGcPolicy(options.full_gc_every_s))
     for part in parts:
         part.start() if hasattr(part, "start") else None
-    del crds
+    del crds, namespaces  # they live on as store subscribers
     app = build_app(ctx)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()

@@ -49,13 +49,16 @@ def _merge_key(items: list[Any]) -> str | None:
 
 
 def _strategic_list(target: list[Any] | None, patch: list[Any]) -> list[Any]:
-    base = list(target or [])
+    base = list(target) if isinstance(target, list) else []
     directives = [p for p in patch if isinstance(p, dict) and "$patch" in p]
     items = [p for p in patch if not (isinstance(p, dict) and "$patch" in p)]
     if any(d.get("$patch") == "replace" for d in directives):
         return items
     key = _merge_key(items + [d for d in directives if len(d) > 1]) or _merge_key(base)
-    if key is None or not all(isinstance(i, dict) for i in base + items):
+    if key is None or not all(
+        isinstance(i, dict) and isinstance(i.get(key), (str, int, float, bool, type(None)))
+        for i in base + items + directives
+    ):
         return items
     out = list(base)
     index = {item.get(key): n for n, item in enumerate(out)}
@@ -143,9 +146,12 @@ def apply_patch(target: dict[str, Any], body: bytes, content_type: str) -> dict[
     else:
         if not isinstance(patch, dict):
             raise bad_request("a merge patch must be a JSON object")
-        result = (
-            strategic_merge(target, patch) if ctype == STRATEGIC else merge_patch(target, patch)
-        )
+        try:
+            result = (
+                strategic_merge(target, patch) if ctype == STRATEGIC else merge_patch(target, patch)
+            )
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ApiError(422, "Invalid", f"cannot apply the patch: {exc}") from exc
     if not isinstance(result, dict):
         raise ApiError(422, "Invalid", "the patch did not produce an object")
     return result

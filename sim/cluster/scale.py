@@ -64,6 +64,9 @@ def write_scale(ctx: ApiContext, t: Target, old: Obj, scale: Any, *, dry: bool) 
     assert t.name is not None
     if not isinstance(scale, dict):
         raise errors.bad_request("a Scale must be an object")
+    for part in ("spec", "metadata", "status"):
+        if scale.get(part) is not None and not isinstance(scale[part], dict):
+            raise errors.invalid("Scale", t.name, [(part, "must be an object")], "autoscaling")
     replicas = (scale.get("spec") or {}).get("replicas")
     if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
         raise errors.invalid(

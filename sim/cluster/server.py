@@ -10,6 +10,7 @@ Every error is rendered as a `kind: Status` body with the right HTTP code.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import Any
@@ -76,6 +77,11 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         return await _serve_resource(ctx, request, target)
     except errors.ApiError as exc:
         return error_response(exc)
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise
+    except Exception as exc:  # a bug of ours: say so as a Status, keep serving
+        log.exception("internal error serving %s %s", request.method, request.path)
+        return error_response(errors.ApiError(500, "InternalError", f"internal error: {exc!r}"))
 
 
 def _serve_simple(ctx: ApiContext, request: web.Request, parts: list[str]) -> web.Response | None:

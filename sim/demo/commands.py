@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sim.datafiles import data_dir
 from sim.demo.hpa import KedaSpec
 from sim.demo.objects import ModelSetup
 from sim.demo.procs import surgescale_argv
@@ -22,6 +23,11 @@ if TYPE_CHECKING:
 
 UNCAPPED = 100_000
 """The gateway's per-pod cap under the KEDA loop: none to speak of."""
+
+
+def karpenter_crds() -> Path:
+    """`$SURGESCALE_KARPENTER_CRDS`, the shared data beside the repo, or the packaged copy."""
+    return data_dir("karpenter-crds", "SURGESCALE_KARPENTER_CRDS")
 
 
 def cluster_argv(
@@ -43,6 +49,7 @@ def cluster_argv(
         "--speed", f"{config.speed:g}",
         "--kubeconfig", str(kubeconfig),
         "--pod-port", str(setup.pod_port),
+        "--karpenter-crds", str(karpenter_crds()),
         "--log-level", "WARNING",
         *pool,
     )  # fmt: skip

@@ -25,6 +25,7 @@ def test_ours_gets_a_static_pool_and_a_capped_gateway() -> None:
     assert "--dynamic-nodepool" not in cluster
     assert _value(cluster, "--speed") == "10"
     assert _value(cluster, "--pod-port") == "4321"
+    assert (Path(_value(cluster, "--karpenter-crds")) / "karpenter.sh_nodepools.yaml").is_file()
     gateway = commands.gateway_argv(CONFIG, SETUP, ours=True, port=2, kubeconfig=KC, prefix="p")
     assert _value(gateway, "--pod-concurrency") == str(SETUP.max_num_seqs)
     assert _value(gateway, "--events-prefix") == "p"

@@ -172,6 +172,11 @@ class Driver:
             if next_start is None or now - next_start > RESYNC_S:
                 next_start = max(now, engine.busy_until)
             result = engine.step(next_start)
+            if result is None and now > next_start:
+                # Requests that arrived after the previous step's model end (a late wake-up)
+                # can run from now on.
+                next_start = now
+                result = engine.step(next_start)
             if result is None:  # nothing can run yet: wait for an arrival
                 self._wake.clear()
                 await self._wake.wait()

@@ -44,7 +44,7 @@ from controller.policy import Decision, Observation, PolicyState, decide
 from controller.report import Reporter
 from controller.scaler import Key, Scaler, cluster_counts
 from controller.state import ClusterCounts, StateSettings, StateStore
-from surgescale.events import Batch, EventConsumer, RedisClient, StreamKeys, close, connect
+from surgescale.events import Delivery, EventConsumer, RedisClient, StreamKeys, close, connect
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,8 @@ class ControllerConfig:
     trigger from waiting behind a huge batch when the controller is catching up."""
     ingest_chunk: int = 512
     """Events folded in before urgent models are re-checked, within one batch."""
+    ack_interval_s: float = 0.05
+    """Acks are grouped: at most one XACK round per interval."""
     state: StateSettings = field(default_factory=StateSettings)
 
 
@@ -234,6 +236,8 @@ class Controller:
         loop = asyncio.get_running_loop()
         self._consumer_alive = True
         acking: asyncio.Future[None] | None = None
+        unacked: list[Delivery] = []
+        acked_at = -math.inf
         chunk = max(self.config.ingest_chunk, 1)
         async for batch in self.consumer.batches():
             now = loop.time()
@@ -257,16 +261,22 @@ class Controller:
                     self._kicked = False
                     await asyncio.sleep(0)
             self.metrics.events.inc(len(events))
-            # Ack after the effect (the state has the events), without holding up the next read:
-            # at most one ack in flight; a lost ack only means a redelivery after a restart.
-            if acking is not None:
-                await acking
-            acking = asyncio.ensure_future(self._ack(batch))
+            # Ack after the effect (the state has the events), grouped: one XACK round per
+            # `ack_interval_s` at most and never more than one in flight, so acking costs Redis
+            # and this loop little; a lost or late ack only means a redelivery after a restart.
+            unacked.extend(batch.deliveries)
+            if (acking is None or acking.done()) and (
+                now - acked_at >= self.config.ack_interval_s or len(unacked) >= 10_000
+            ):
+                acking = asyncio.ensure_future(self._ack(self.consumer, unacked))
+                unacked, acked_at = [], now
+        if unacked:
+            await self._ack(self.consumer, unacked)
 
     @staticmethod
-    async def _ack(batch: Batch) -> None:
+    async def _ack(consumer: EventConsumer, deliveries: list[Delivery]) -> None:
         try:
-            await batch.ack()
+            await consumer.ack(deliveries)
         except Exception as exc:
             log.warning("ack failed: %r", exc)
 

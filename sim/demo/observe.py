@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kubernetes_asyncio import client as k8s
@@ -77,6 +77,7 @@ class ClusterObserver:
     _last_desired: dict[str, int] = field(default_factory=dict)
     _synced: set[str] = field(default_factory=set)
     _recording: bool = False
+    _unexplained: list[int] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     reason_of: Callable[[str], str] | None = None
@@ -204,10 +205,32 @@ class ClusterObserver:
         old = self._last_desired.get(target)
         self._last_desired[target] = value
         if self._recording and old is not None and old != value:
-            reason = self.reason_of(target) if self.reason_of else self.scaler_reason()
+            if self.reason_of is not None:
+                reason = self.reason_of(target)
+            else:  # the scaler's status follows the PATCH (throttled): filled in when it does
+                reason = ""
+                self._unexplained.append(len(self.changes))
             self.changes.append(
                 ScaleChange(t=self.t(), target=target, old=old, new=value, reason=reason)
             )
+            if self.reason_of is None:
+                self._explain()
+
+    def _explain(self) -> None:
+        """Give waiting changes the scaler's reason once its status shows their new size."""
+        status = self.scaler_status()
+        reason = str(status.get("lastScaleReason") or "")
+        if not reason:
+            return
+        shown = {"replicas": status.get("desiredReplicas"), "nodes": status.get("desiredNodes")}
+        still: list[int] = []
+        for index in self._unexplained:
+            change = self.changes[index]
+            if shown.get(change.target) == change.new:
+                self.changes[index] = replace(change, reason=reason)
+            else:
+                still.append(index)
+        self._unexplained[:] = still
 
     def scaler_status(self) -> Obj:
         if self.names.scaler is None:
@@ -256,6 +279,8 @@ class ClusterObserver:
         return [n for n in self.nodes.values() if _label(n, POOL_LABEL) == self.names.nodepool]
 
     def _update(self) -> None:
+        if self._unexplained:
+            self._explain()
         sample = self.current()
         self._desired("replicas", sample.replicas_desired)
         if self.names.nodepool in self.nodepools:

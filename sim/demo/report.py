@@ -217,6 +217,20 @@ def summary_rows(summaries: Sequence[Summary]) -> list[tuple[str, list[str]]]:
     ]
 
 
+def _decisions(run: RunRecord) -> str:
+    """The run's scale changes as seen on the API server, with the autoscaler's reason."""
+    rows = "".join(
+        f"<tr><td>{c.t:.2f}</td><td>{html.escape(c.target)}</td><td>{c.old} → {c.new}</td>"
+        f'<td class="reason">{html.escape(c.reason)}</td></tr>'
+        for c in run.changes
+    )
+    return (
+        f"<details><summary>{html.escape(run.label)}: {len(run.changes)} scale changes</summary>"
+        "<table><thead><tr><th>t (s)</th><th>what</th><th>size</th><th>reason</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table></details>"
+    )
+
+
 def _html(runs: Sequence[RunRecord], summaries: Sequence[Summary]) -> str:
     head = "".join(f"<th>{html.escape(s.label)}</th>" for s in summaries)
     body = "".join(
@@ -228,6 +242,7 @@ def _html(runs: Sequence[RunRecord], summaries: Sequence[Summary]) -> str:
     run = runs[0]
     notes = "".join(f"<li>{html.escape(n)}</li>" for r in runs for n in r.notes)
     figures = "".join(f'<figure><img src="{p}" alt="{p[:-4]}"></figure>' for p in PLOTS)
+    decisions = "".join(_decisions(r) for r in runs)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>surgescale demo report</title>
 <style>
@@ -236,6 +251,7 @@ table {{ border-collapse: collapse; margin: 1em 0; }}
 th, td {{ border: 1px solid #ccc; padding: 4px 10px; text-align: right; }}
 tbody th {{ text-align: left; font-weight: normal; }}
 img {{ max-width: 100%; }}
+td.reason {{ text-align: left; font-family: monospace; font-size: 90%; }}
 </style></head><body>
 <h1>surgescale demo report</h1>
 <p>Speed factor {run.speed:g} (cold starts, node boots and every control-loop period divided by
@@ -243,6 +259,8 @@ it; request serving runs in real time). TTFT SLO {run.slo_s:g} s. Times in secon
 started; the shaded band is the burst.</p>
 <table><thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>
 {figures}
+<h2>Scale decisions</h2>
+{decisions}
 <h2>Notes</h2><ul>
 <li>Waiting = requests sent without a first token yet (in the gateway's queue or a vLLM queue).</li>
 <li>The queue is drained when the backlog above arrival rate x SLO is gone for good.</li>

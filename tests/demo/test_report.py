@@ -123,6 +123,8 @@ def test_report_holds_the_plots(tmp_path: Path) -> None:
         assert f'src="{name}"' in text
     assert "load step → scale PATCH" in text
     assert text.count("<th>keda</th>") == 1
+    assert "1 → 3" in text  # the scale changes and their reasons are listed
+    assert ">queue<" in text
     assert (tmp_path / "summary.json").exists()
 
 

@@ -6,8 +6,9 @@ factor), each on a fresh simulated cluster. For each it measures, from the load 
 PATCH (first replica increase on the API server), the first new pod Ready, the queue drained, and
 the TTFT p99 of the requests sent during the burst. Prints a table, writes the report, and ends
 with one JSON line: `ours_patch_s`, `baseline_patch_s`, `ours_pod_ready_s`,
-`baseline_pod_ready_s`, `ours_node_ready_s`, `baseline_node_ready_s`, `ours_drain_s`, `baseline_drain_s`, `ours_ttft_p99_s`,
-`baseline_ttft_p99_s`, `speed`, `report`. Times are wall seconds of the compressed run; multiply
+`baseline_pod_ready_s`, `ours_node_ready_s`, `baseline_node_ready_s`, `ours_drain_s`,
+`baseline_drain_s`, `ours_ttft_p99_s`, `baseline_ttft_p99_s`, the SLO attainments, `speed`,
+`report`. Times are wall seconds of the compressed run; multiply
 the periods-bound ones by `speed` for their real-world size.
 """
 

@@ -25,7 +25,7 @@ from .resources import Registry
 from .store import Obj, Store, WatchEvent, clone
 
 GPU = "nvidia.com/gpu"
-BIND_BATCH = 50
+BIND_BATCH = 25
 
 
 def quantity(value: Any) -> float:

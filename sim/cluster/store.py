@@ -347,8 +347,7 @@ class Store:
         del self._objects[rt.key][key]
         self._index_owners(rt, key, old, add=False)
         rv = self._next_rv()
-        gone = clone(old)
-        gone["metadata"]["resourceVersion"] = str(rv)
+        gone = {**old, "metadata": {**old["metadata"], "resourceVersion": str(rv)}}  # shallow
         self._publish(rt, "DELETED", gone, rv)
         uid = old["metadata"].get("uid")
         if uid:  # background cascading deletion of dependents

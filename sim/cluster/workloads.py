@@ -23,7 +23,7 @@ from .selectors import LabelSelector
 from .store import Obj, Store, WatchEvent, clone, random_suffix
 
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"
-CREATE_BATCH = 100
+CREATE_BATCH = 50
 
 
 def template_hash(template: Obj) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import zlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -242,7 +243,7 @@ class Kubelet:
             "model": model.model,
             "load_seconds": self.clock.wall(model.load_seconds),
             "max_num_seqs": model.max_num_seqs,
-            "seed": hash(key) & 0xFFFF,
+            "seed": zlib.crc32(f"{key[0]}/{key[1]}".encode()) & 0xFFFF,
         }
         if model.profile:
             kwargs["profile"] = model.profile

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import zlib
 import logging
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 

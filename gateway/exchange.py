@@ -42,6 +42,8 @@ class Exchange:
     first_at: float | None = None
     client_gone: bool = False
     """The client disconnected while its answer was being written."""
+    done_sent: bool = False
+    """The stream's `[DONE]` terminator reached the client: the answer is whole."""
     status: int = 200
     output_tokens: int | None = None
     reason: str | None = None

@@ -105,7 +105,10 @@ async def serve_completion(request: web.Request, endpoint: Endpoint) -> web.Stre
         response = await _forward(request, ex, parsed, endpoint)
     except (asyncio.CancelledError, ConnectionResetError):
         state.scheduler.finish(model, ticket)
-        _report_cancel(ex)
+        if ex.done_sent:
+            _report_complete(ex)  # the client hung up after the whole answer
+        else:
+            _report_cancel(ex)
         raise
     except Exception:
         # A bug or an error type nobody foresaw: still free the slot and close the books.
@@ -115,7 +118,7 @@ async def serve_completion(request: web.Request, endpoint: Endpoint) -> web.Stre
         _report_complete(ex)
         raise
     state.scheduler.finish(model, ticket)
-    if ex.client_gone:
+    if ex.client_gone and not ex.done_sent:
         _report_cancel(ex)
     else:
         _report_complete(ex)

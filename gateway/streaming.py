@@ -89,6 +89,11 @@ async def stream_back(
                 await response.write(out)
                 if first_write:
                     ex.metrics.added.observe(overhead + state.clock() - first_at)
+                if _DONE in out:
+                    # The client has its whole answer; do not wait for the upstream's close
+                    # (a client that hangs up now has completed, not cancelled).
+                    ex.done_sent = True
+                    break
             data = await read()
         if pending:
             await response.write(pending)
@@ -112,6 +117,9 @@ async def stream_back(
     with contextlib.suppress(ConnectionResetError):  # all was sent; only the terminator was lost
         await response.write_eof()
     return response
+
+
+_DONE = b"data: [DONE]"
 
 
 class _Broken(Exception):

@@ -8,6 +8,7 @@ import asyncio
 import aiohttp
 import openai
 import pytest
+from aiohttp import web
 
 from surgescale.events import EventType, RedisClient, StreamKeys
 from tests.gateway.conftest import MODEL, Harness, events_of, read_events, wait_for
@@ -212,3 +213,52 @@ async def test_fair_share_of_a_full_queue(
     reject = next(e for e in events if e.type is EventType.REJECT)
     assert reject.reason == "fair_share"
     assert reject.queue_ms is not None  # it had been queued: the controller subtracts it
+
+
+async def test_a_client_that_hangs_up_right_after_done_is_booked_complete(
+    harness: Harness, redis: RedisClient, keys: StreamKeys
+) -> None:
+    # An upstream that lingers after `[DONE]` before closing its stream, as a busy pod can: the
+    # client has its whole answer and hangs up while the gateway still waits for the upstream end.
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def lingering(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b'data: {"choices":[{"index":0,"text":"hi"}]}\n\n')
+        await resp.write(b"data: [DONE]\n\n")
+        await asyncio.sleep(1.0)
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_post("/v1/completions", lingering)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    try:
+        gw = await harness.gateway(static_pods=[f"{MODEL}=http://{host}:{port}"])
+        queue = gw.state.scheduler.queues[MODEL]
+        await wait_for(lambda: queue.ready_pods == 1, what="upstream ready")
+        body = {"model": MODEL, "prompt": "x", "max_tokens": 3, "stream": True}
+        async with aiohttp.ClientSession() as http:
+            response = await http.post(gw.url + "/v1/completions", json=body)
+            async for line in response.content:
+                if line.startswith(b"data: [DONE]"):
+                    break
+            response.close()
+        await wait_for(lambda: queue.in_flight == 0, what="the slot to be freed")
+        events = await events_of(redis, keys, {"enqueue"})
+
+        async def booked() -> bool:
+            nonlocal events
+            events = await read_events(redis, keys)
+            return any(e.type in (EventType.COMPLETE, EventType.CANCEL) for e in events)
+
+        await wait_for(booked, what="a terminal event")
+        kinds = [e.type for e in events if e.type in (EventType.COMPLETE, EventType.CANCEL)]
+        assert kinds == [EventType.COMPLETE]
+    finally:
+        await runner.cleanup()

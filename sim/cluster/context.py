@@ -31,6 +31,7 @@ class ApiContext:
     admission: list[Admission] = field(default_factory=list)
     server_address: str = ""
     default_watch_timeout_s: float = 1800.0
+    bookmark_interval_s: float = 60.0
 
     def admit(self, rt: ResourceType, obj: Obj, old: Obj | None) -> None:
         for hook in self.admission:

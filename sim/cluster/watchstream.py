@@ -4,7 +4,8 @@ A watch starts from the request's `resourceVersion` (replaying the store's histo
 or with ADDED events for every matching object when there is none; a resourceVersion older than
 the history gets an ERROR event carrying a 410 Expired Status, as the real server sends. The
 stream ends at `timeoutSeconds` (or the server default), when the client goes away, or when
-the store drops a watcher that cannot keep up.
+the store drops a watcher that cannot keep up. With `allowWatchBookmarks=true` an idle stream
+gets a BOOKMARK carrying the current resourceVersion every `bookmark_interval_s`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ async def serve_watch(ctx: ApiContext, request: web.Request, t: Target) -> web.S
     timeout = float(q.get("timeoutSeconds") or ctx.default_watch_timeout_s)
     as_table = wants_table(request)
     include = q.get("includeObject", "Metadata")
+    bookmarks = q.get("allowWatchBookmarks") in ("true", "1", "True") and not as_table
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     response.enable_chunked_encoding()
     try:
@@ -52,9 +54,13 @@ async def serve_watch(ctx: ApiContext, request: web.Request, t: Target) -> web.S
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
+            wait = min(remaining, ctx.bookmark_interval_s) if bookmarks else remaining
             try:
-                event = await asyncio.wait_for(watcher.queue.get(), remaining)
+                event = await asyncio.wait_for(watcher.queue.get(), wait)
             except TimeoutError:
+                if bookmarks and loop.time() < deadline:
+                    await response.write(_bookmark(t.rt, ctx.store.rv))
+                    continue
                 break
             if event is None:
                 break
@@ -83,6 +89,13 @@ async def serve_watch(ctx: ApiContext, request: web.Request, t: Target) -> web.S
     with contextlib.suppress(ConnectionResetError):
         await response.write_eof()
     return response
+
+
+def _bookmark(rt: ResourceType, rv: int) -> bytes:
+    """A BOOKMARK: only the resourceVersion the client may resume from (nothing is skipped:
+    every change to this watch's objects before `rv` has been sent already)."""
+    obj = {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": {"resourceVersion": str(rv)}}
+    return orjson.dumps({"type": "BOOKMARK", "object": obj}) + b"\n"
 
 
 def _table_event(rt: ResourceType, ev: WatchEvent, include: str, first: bool) -> bytes:

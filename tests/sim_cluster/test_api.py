@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import aiohttp
@@ -258,3 +259,28 @@ async def test_server_side_apply_creates_then_patches(cluster: RunningCluster) -
         async with http.patch(url, data=body.replace("'1'", "'2'"), headers=headers) as r:
             assert r.status == 200
             assert (await r.json())["data"] == {"a": "2"}
+
+
+async def test_idle_watch_gets_bookmarks(cluster: RunningCluster) -> None:
+    cluster.ctx.bookmark_interval_s = 0.1
+    url = f"{cluster.url}/api/v1/namespaces/default/configmaps"
+    params = {
+        "watch": "1",
+        "allowWatchBookmarks": "true",
+        "timeoutSeconds": "3",
+        "resourceVersion": str(cluster.store.rv),
+    }
+    types: list[str] = []
+    async with aiohttp.ClientSession() as http, http.get(url, params=params) as resp:
+        async for line in resp.content:
+            event = json.loads(line)
+            types.append(event["type"])
+            if event["type"] == "BOOKMARK":
+                assert int(event["object"]["metadata"]["resourceVersion"]) >= 1
+                if types.count("BOOKMARK") == 2:
+                    async with http.post(url, json={"metadata": {"name": "after"}}) as r:
+                        assert r.status == 201
+            if event["type"] == "ADDED":
+                break
+    assert types[:2] == ["BOOKMARK", "BOOKMARK"]
+    assert types[-1] == "ADDED"

@@ -31,14 +31,13 @@ from sim.evaluate.runner import (
 from sim.evaluate.trace import TraceError, rate_scale, read_trace
 from sim.evaluate.world import Scenario
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def default_trace() -> Path:
-    """`$SURGESCALE_TRACES_DIR` or `<repo>/../shared/data/traces/azure2023`, conv trace."""
-    base = os.environ.get("SURGESCALE_TRACES_DIR")
-    root = Path(base) if base else REPO.parent / "shared" / "data" / "traces" / "azure2023"
-    return root / "AzureLLMInferenceTrace_conv.csv"
+    """The conv trace in the load generator's default directory: `$SURGESCALE_TRACES_DIR`, else
+    `<repo>/../shared/data/traces/azure2023`, else the copy packaged in `sim/data`."""
+    from sim.load.trace import default_traces_dir
+
+    return default_traces_dir() / "AzureLLMInferenceTrace_conv.csv"
 
 
 def _positive(text: str) -> float:

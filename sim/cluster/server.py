@@ -33,6 +33,7 @@ from .store import Obj, clone
 from .watchstream import serve_watch
 
 log = logging.getLogger(__name__)
+PROTECTED_NAMESPACES = ("default", "kube-system", "kube-public")
 
 
 def _parse_resource_path(registry: Registry, parts: list[str]) -> Target | None:
@@ -363,6 +364,12 @@ async def _delete(ctx: ApiContext, request: web.Request, t: Target) -> web.Respo
     assert t.name is not None
     if t.sub is not None:
         raise errors.method_not_allowed("cannot delete a subresource")
+    if t.rt.plural == "namespaces" and t.rt.group == "" and t.name in PROTECTED_NAMESPACES:
+        raise errors.ApiError(
+            403,
+            "Forbidden",
+            f'namespaces "{t.name}" is forbidden: this namespace may not be deleted',
+        )
     raw = await request.read()
     body = patches.parse_body(raw, "application/json") if raw.strip() else None
     grace, rv, uid = _delete_options(request, body)

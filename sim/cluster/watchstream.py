@@ -81,9 +81,8 @@ async def serve_watch(ctx: ApiContext, request: web.Request, t: Target) -> web.S
             await response.write(bytes(data))
             if watcher.closed and watcher.queue.empty():
                 break
-    except (ConnectionResetError, asyncio.CancelledError):
-        ctx.store.unwatch(watcher)
-        raise
+    except ConnectionResetError:
+        return response  # the client went away: the normal end of a watch
     finally:
         ctx.store.unwatch(watcher)
     with contextlib.suppress(ConnectionResetError):

@@ -127,5 +127,7 @@ async def test_deleting_a_namespace_deletes_its_objects(cluster: RunningCluster)
             assert r.status == 201
         async with http.delete(f"{ns_url}/tmp") as r:
             assert r.status == 200
+        async with http.delete(f"{ns_url}/default") as r:
+            assert r.status == 403, "the default namespace may not be deleted"
     cms = cluster.resource("", "v1", "configmaps")
     await eventually(lambda: not cluster.store.select(cms, "tmp")[0], what="contents deleted")

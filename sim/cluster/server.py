@@ -30,6 +30,7 @@ from .resources import Registry, ResourceType
 from .scale import scale_of, write_scale
 from .selectors import FieldSelector, LabelSelector
 from .store import Obj, clone
+from .validation import SchemaValidator
 from .watchstream import serve_watch
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,20 @@ def _check_object(rt: ResourceType, obj: Any, target: Target) -> Obj:
     return obj
 
 
+def _prune_unknown(request: web.Request, rt: ResourceType, obj: Obj) -> None:
+    """Structural pruning of custom objects; with `fieldValidation=Strict` (kubectl's default)
+    unknown fields are a 400, as the real server's strict decoding error."""
+    if not isinstance(rt.validator, SchemaValidator):
+        return
+    dropped = rt.validator.prune(obj)
+    if dropped and request.query.get("fieldValidation") == "Strict":
+        fields = ", ".join(f'unknown field "{p}"' for p in dropped)
+        raise errors.bad_request(
+            f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
+            f"strict decoding error: {fields}"
+        )
+
+
 def _ensure_namespace(ctx: ApiContext, rt: ResourceType, obj: Obj) -> None:
     if not rt.namespaced:
         return
@@ -276,13 +291,22 @@ async def _create(ctx: ApiContext, request: web.Request, t: Target) -> web.Respo
     obj = _check_object(t.rt, await _body(request), t)
     obj.pop("status", None) if t.rt.has_status and t.rt.plural not in ("nodes",) else None
     _ensure_namespace(ctx, t.rt, obj)
+    _prune_unknown(request, t.rt, obj)
     ctx.admit(t.rt, obj, None)
     if _dry_run(request):
         return json_response(obj, 201)
     return json_response(ctx.store.create(t.rt, obj), 201)
 
 
-def _apply_write(ctx: ApiContext, t: Target, old: Obj, new: Obj, *, dry: bool) -> Obj:
+def _apply_write(
+    ctx: ApiContext,
+    t: Target,
+    old: Obj,
+    new: Obj,
+    *,
+    dry: bool,
+    request: web.Request | None = None,
+) -> Obj:
     """Store `new` as the next version of `old`, honouring the subresource split."""
     assert t.name is not None
     rt = t.rt
@@ -308,6 +332,8 @@ def _apply_write(ctx: ApiContext, t: Target, old: Obj, new: Obj, *, dry: bool) -
     kind, api_version = new.get("kind"), new.get("apiVersion")
     if (kind and kind != rt.kind) or (api_version and api_version != rt.api_version):
         raise errors.bad_request(f"kind/apiVersion must be {rt.kind} {rt.api_version}")
+    if request is not None:
+        _prune_unknown(request, rt, new)
     ctx.admit(rt, new, old)
     if dry:
         return new
@@ -321,7 +347,7 @@ async def _update(ctx: ApiContext, request: web.Request, t: Target) -> web.Respo
     if t.sub == "scale":
         return json_response(write_scale(ctx, t, old, body, dry=_dry_run(request)))
     obj = _check_object(t.rt, body, t)
-    return json_response(_apply_write(ctx, t, old, obj, dry=_dry_run(request)))
+    return json_response(_apply_write(ctx, t, old, obj, dry=_dry_run(request), request=request))
 
 
 async def _patch(ctx: ApiContext, request: web.Request, t: Target) -> web.Response:
@@ -334,6 +360,7 @@ async def _patch(ctx: ApiContext, request: web.Request, t: Target) -> web.Respon
         obj = _check_object(t.rt, patches.parse_body(raw, patches.APPLY), t)
         _ensure_namespace(ctx, t.rt, obj)
         obj.pop("status", None)
+        _prune_unknown(request, t.rt, obj)
         ctx.admit(t.rt, obj, None)
         if _dry_run(request):
             return json_response(obj, 201)
@@ -343,7 +370,7 @@ async def _patch(ctx: ApiContext, request: web.Request, t: Target) -> web.Respon
         patched_scale = patches.apply_patch(scale_of(t.rt, old), raw, ctype)
         return json_response(write_scale(ctx, t, old, patched_scale, dry=_dry_run(request)))
     patched = patches.apply_patch(clone(old), raw, ctype)
-    return json_response(_apply_write(ctx, t, old, patched, dry=_dry_run(request)))
+    return json_response(_apply_write(ctx, t, old, patched, dry=_dry_run(request), request=request))
 
 
 def _delete_options(request: web.Request, body: Any) -> tuple[int | None, str | None, str | None]:

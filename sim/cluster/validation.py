@@ -82,6 +82,30 @@ def _copy(value: Any) -> Any:
     return value
 
 
+def _prune(schema: Any, value: Any, path: str, dropped: list[str]) -> None:
+    if not isinstance(schema, dict) or schema.get("x-kubernetes-preserve-unknown-fields"):
+        return
+    if isinstance(value, dict):
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        for key in list(value):
+            if path == "" and key in ("apiVersion", "kind", "metadata"):
+                continue
+            sub_path = f"{path}.{key}" if path else key
+            if isinstance(props, dict) and key in props:
+                _prune(props[key], value[key], sub_path, dropped)
+            elif isinstance(extra, dict):
+                _prune(extra, value[key], sub_path, dropped)
+            elif extra is True or (props is None and extra is None):
+                continue  # a free-form object
+            else:
+                dropped.append(sub_path)
+                del value[key]
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for n, item in enumerate(value):
+            _prune(schema["items"], item, f"{path}[{n}]", dropped)
+
+
 class SchemaValidator:
     """Validates (and defaults) objects against one CRD version's openAPIV3Schema."""
 
@@ -95,6 +119,12 @@ class SchemaValidator:
 
     def default(self, obj: Obj) -> None:
         apply_defaults(self.schema, obj)
+
+    def prune(self, obj: Obj) -> list[str]:
+        """Drop fields the schema does not declare (structural pruning); returns their paths."""
+        dropped: list[str] = []
+        _prune(self.schema, obj, "", dropped)
+        return dropped
 
     def __call__(self, obj: Obj) -> list[tuple[str, str]]:
         out = []

@@ -215,3 +215,24 @@ async def test_karpenter_objects_validated_against_real_crds(api: client.ApiClie
 def _any(x: Any) -> Any:
     """kubernetes_asyncio accepts plain dicts for its model parameters."""
     return x
+
+
+async def test_unknown_fields_are_pruned_or_refused_when_strict(
+    cluster: RunningCluster, api: client.ApiClient
+) -> None:
+    await client.ApiextensionsV1Api(api).create_custom_resource_definition(_any(WIDGET_CRD))
+    url = f"{cluster.url}/apis/example.com/v1/namespaces/default/widgets"
+    body = {
+        "apiVersion": "example.com/v1",
+        "kind": "Widget",
+        "metadata": {"name": "w"},
+        "spec": {"size": 2, "sise": 3},
+    }
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, params={"fieldValidation": "Strict"}, json=body) as r:
+            answer = await r.json()
+            assert r.status == 400
+            assert 'unknown field "spec.sise"' in answer["message"]
+        async with http.post(url, json=body) as r:
+            assert r.status == 201
+            assert (await r.json())["spec"] == {"size": 2, "replicas": 1}

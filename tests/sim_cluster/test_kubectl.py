@@ -8,7 +8,7 @@ import contextlib
 from controller.crd import render_yaml
 from sim.cluster import RunningCluster
 
-from .conftest import Kubectl, eventually
+from .conftest import Kubectl, eventually, kubectl_binary
 
 DEPLOYMENT = """
 apiVersion: apps/v1
@@ -136,3 +136,15 @@ async def test_errors_come_back_as_kubectl_messages(kubectl: Kubectl) -> None:
     assert 'deployments.apps "missing" not found' in r.err
     r = await kubectl("get", "widgets")
     assert r.code != 0
+
+
+async def test_apply_with_a_typo_fails_like_a_real_server(kubectl: Kubectl) -> None:
+    r = await kubectl("apply", "-f", "-", stdin=render_yaml())
+    assert r.code == 0, r.err
+    r = await kubectl("apply", "-f", "-", stdin=SCALER.replace("maxReplicas: 4", "maxReplica: 4"))
+    if r.code == 0:  # kubectl < 1.25 asks for no field validation: the field is pruned instead
+        assert kubectl.binary != kubectl_binary(), "kubectl 1.32 asks for Strict validation"
+        got = await kubectl("get", "inferencescaler", "llama", "-o", "jsonpath={.spec}")
+        assert '"maxReplica"' not in got.out
+    else:
+        assert 'unknown field "spec.maxReplica"' in r.err

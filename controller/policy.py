@@ -6,12 +6,20 @@ in `controller.state`; writing the result lives in `controller.actuator`.
 
 How a decision is made (all rates in requests per second):
 
-- **Service rate.** `mu` is what one Ready replica completes per second at its target concurrency.
-  Before any request has been observed it is the prior
-  `concurrency_per_replica / prior_request_seconds` (32 / 4 s = 8 req/s by default): a guess that
-  the observed rate replaces as soon as the controller has one.
-- **Need.** `ceil(arrival_rate_short / (mu * target_utilization) + queue_unexplained / (mu * ttft_slo))`:
-  enough replicas to serve the current arrival rate and drain the queue within the TTFT SLO.
+- **Service rate.** `mu` is what one Ready replica completes per second at its target concurrency
+  (`controller.state` measures it while the replicas are full, see there). Before any request has
+  been observed it is the prior `concurrency_per_replica / prior_request_seconds`
+  (32 / 4 s = 8 req/s by default): a guess that the observed rate replaces as soon as the
+  controller has one.
+- **Arrival rate for sizing.** A 2 s window holds few arrivals, so its rate is noisy (Poisson: a
+  count `n` varies by about `sqrt(n)`). The sizing rate is the long-window rate unless the short
+  window exceeds it by more than noise: `max(long, short - arrival_noise_z * sqrt(short / w))`
+  where `w` is the short window's length (`Observation.arrival_short_window_s`; without it the
+  short rate is used as is). A real step still shows at once (at 39 req/s over 2 s the bound is
+  30 req/s) and the queue term covers the rest; a noisy reading around a steady mean does not
+  size the fleet.
+- **Need.** `ceil(arrival / (mu * target_utilization) + queue_unexplained / (mu * ttft_slo))`:
+  enough replicas to serve the arrival rate and drain the queue within the TTFT SLO.
 - **No double counting.** Replicas already starting are part of the Deployment's replica count,
   so the target is compared with the current desired count, never added to it. The queue that
   piles up while they start is *expected*: the state carries `expected_queue`, a fluid model of
@@ -62,6 +70,9 @@ class PolicySpec:
     """Typical in-pod request duration assumed before a service rate has been observed."""
     target_utilization: float = 0.9
     """Fraction of a replica's service rate the arrival rate may use."""
+    arrival_noise_z: float = 2.0
+    """Standard deviations of Poisson noise the short-window rate must exceed the long-window
+    rate by before it sizes the fleet (0 = use the short rate as is)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,6 +97,8 @@ class Observation:
     ready_nodes: int = 0
     starting_nodes: int = 0
     has_data: bool = True
+    arrival_short_window_s: float | None = None
+    """Length of the short arrival window (for its noise bound); None = take the rate as is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +160,18 @@ def service_rate(observation: Observation, spec: PolicySpec) -> float:
     return spec.concurrency_per_replica / max(spec.prior_request_seconds, 1e-3)
 
 
+def sizing_arrival(observation: Observation, spec: PolicySpec) -> float:
+    """The arrival rate the fleet is sized for: the short-window rate where it exceeds the
+    long-window rate by more than Poisson noise, else the long-window rate."""
+    short = max(observation.arrival_rate_short, 0.0)
+    window = observation.arrival_short_window_s
+    if window is None or window <= 0 or spec.arrival_noise_z <= 0:
+        return short
+    long = max(observation.arrival_rate_long, 0.0)
+    lower = short - spec.arrival_noise_z * math.sqrt(short / window)
+    return max(long, lower, 0.0)
+
+
 def _hold(state: PolicyState, reason: str) -> tuple[Decision, PolicyState]:
     nodes = state.nodes if state.nodes >= 0 else 0
     return Decision(valid=False, replicas=state.replicas, nodes=nodes, reason=reason), state
@@ -176,6 +201,7 @@ def decide(
     queue = max(obs.queue_depth, 0)
     in_flight = max(obs.in_flight, 0)
     arrival = max(obs.arrival_rate_short, 0.0)
+    sizing = sizing_arrival(obs, spec)
 
     # Expected backlog: grows while capacity is short (e.g. during a cold start), decays after.
     dt = 0.0 if state.last_now is None else now - state.last_now
@@ -190,7 +216,7 @@ def decide(
 
     util = min(max(spec.target_utilization, 0.05), 1.0)
     slo = max(spec.ttft_slo_s, 1e-3)
-    raw = arrival / (mu * util) + unexplained / (mu * slo)
+    raw = sizing / (mu * util) + unexplained / (mu * slo)
     need = math.ceil(raw - 1e-9) if raw > 0 else 0
     in_flight_need = math.ceil(in_flight / max(spec.concurrency_per_replica, 1))
 
@@ -224,7 +250,7 @@ def decide(
     if recommended > current:
         target = recommended
         reason = (
-            f"scale up: arrival {arrival:.2f}/s, queue {queue} ({unexplained:.0f} unexplained), "
+            f"scale up: arrival {sizing:.2f}/s, queue {queue} ({unexplained:.0f} unexplained), "
             f"mu {mu:.2f}/s"
         )
         expected = float(queue)  # the new capacity is sized for all of today's queue

@@ -13,6 +13,20 @@ at the next snapshot when something is. A gateway that has not sent a snapshot f
 
 Ready / starting replicas and nodes come from the Kubernetes watches (`controller.kube`) as a
 `ClusterCounts`.
+
+**Service rate (capacity per replica).** A replica's capacity is what it completes per second
+when it is *full*; a lightly loaded replica finishes its small batches quickly, so Little's law
+on the mean in-pod time at low load (`concurrency / mean in-pod time`) overstates it, several
+times over for long prompts, where prefill of a full batch dominates. So `observe` measures it
+directly: between two observations during which the Ready replicas were near their cap
+(`in_flight >= saturation_fraction * ready * concurrency`), the completions in that interval
+count against `ready * interval` replica-seconds; the ratio over `capacity_window_s` is the
+measured capacity once it rests on at least `min_capacity_replica_s` replica-seconds, and it is
+kept after the window empties (a quiet spell says nothing new about capacity) until the replicas
+are full again and measure anew. The
+reported rate is the lower of that measurement and the Little's-law figure (at full load the two
+agree; at low load only the measurement is right), and the Little's-law figure alone until the
+replicas have been seen full.
 """
 
 from __future__ import annotations
@@ -21,7 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from controller.policy import Observation
-from controller.windows import MeanWindow, QuantileWindow, RateWindow
+from controller.windows import MeanWindow, QuantileWindow, RateWindow, RatioWindow
 from surgescale.events import Event, EventType
 
 _ENQUEUE = EventType.ENQUEUE
@@ -41,6 +55,14 @@ class StateSettings:
     long_window_s: float = 60.0
     latency_window_s: float = 60.0
     service_window_s: float = 120.0
+    capacity_window_s: float = 600.0
+    """Window of the saturated-throughput (capacity) measurement."""
+    saturation_fraction: float = 0.8
+    """Ready replicas count as full when in flight >= this fraction of their total concurrency."""
+    min_capacity_replica_s: float = 5.0
+    """Replica-seconds of full operation before the capacity measurement is used."""
+    max_capacity_gap_s: float = 5.0
+    """A longer gap between two observations is not used for the capacity measurement."""
     default_snapshot_interval_s: float = 1.0
     """Assumed for a gateway until a snapshot says its `interval_ms`."""
     forget_after_intervals: float = 3.0
@@ -83,6 +105,12 @@ class ModelState:
         self.arrivals_long = RateWindow(settings.long_window_s, bucket_s=1.0)
         self.completions = RateWindow(settings.long_window_s, bucket_s=1.0)
         self.service_s = MeanWindow(settings.service_window_s, bucket_s=5.0)
+        self.capacity = RatioWindow(settings.capacity_window_s, bucket_s=5.0)
+        """Completions per replica-second while the Ready replicas were full."""
+        self.completed_total = 0
+        self._full_since: tuple[float, int, int] | None = None
+        self._last_capacity: float | None = None
+        """(time, completed_total, ready) at the last observation that found the replicas full."""
         self.ttft_s = QuantileWindow(settings.latency_window_s)
         self.tpot_s = QuantileWindow(settings.latency_window_s)
         self.last_enqueue_at: float | None = None
@@ -169,6 +197,7 @@ class ModelState:
             self._arrivals = 0
         if self._completions:
             self.completions.add(now, self._completions)
+            self.completed_total += self._completions
             self._completions = 0
         if self._ttft:
             self.ttft_s.add_many(now, self._ttft)
@@ -202,19 +231,49 @@ class ModelState:
     def in_flight(self) -> int:
         return sum(gw.in_flight for gw in self.gateways.values())
 
-    def service_rate(self, now: float, concurrency_per_replica: int) -> float | None:
-        """Completions/s of one replica at its concurrency: Little's law on the mean in-pod time.
+    def sample_capacity(self, now: float, ready: int, concurrency_per_replica: int) -> None:
+        """Count the interval since the last observation if the replicas were full through it."""
+        settings = self.settings
+        full = self._full_since
+        if full is not None:
+            since, completed, was_ready = full
+            dt = now - since
+            if 0 < dt <= settings.max_capacity_gap_s and was_ready > 0:
+                self.capacity.add(now, self.completed_total - completed, was_ready * dt)
+        cap = ready * max(concurrency_per_replica, 1)
+        if ready > 0 and self.in_flight >= settings.saturation_fraction * cap:
+            self._full_since = (now, self.completed_total, ready)
+        else:
+            self._full_since = None
 
-        The in-pod time is `e2e_ms - queue_ms` of completed requests; None before any.
+    def measured_capacity(self, now: float) -> float | None:
+        """Completions per replica-second while full over the capacity window; once the window
+        holds too little, the last such figure (full load may be rare, and a quiet spell says
+        nothing new about capacity); None before enough of it was ever seen."""
+        measured = self.capacity.ratio(now, self.settings.min_capacity_replica_s)
+        if measured is not None and measured > 0:
+            self._last_capacity = measured
+        return self._last_capacity
+
+    def service_rate(self, now: float, concurrency_per_replica: int) -> float | None:
+        """Completions/s one replica sustains at its concurrency (see the module docstring).
+
+        The lower of the measured capacity and Little's law on the mean in-pod time
+        (`e2e_ms - queue_ms` of completed requests); None before any request completed.
         """
         mean_service = self.service_s.mean(now)
-        return None if mean_service is None else concurrency_per_replica / mean_service
+        little = None if mean_service is None else concurrency_per_replica / mean_service
+        measured = self.measured_capacity(now)
+        if measured is None or measured <= 0:
+            return little
+        return measured if little is None else min(little, measured)
 
     def observe(
         self, now: float, *, cluster: ClusterCounts, concurrency_per_replica: int
     ) -> Observation:
         """The policy's input for this model at `now`."""
         self.forget_silent(now)
+        self.sample_capacity(now, cluster.ready_replicas, concurrency_per_replica)
         mu = self.service_rate(now, concurrency_per_replica)
         has_data = self.last_data_at is not None and bool(self.gateways)
         return Observation(
@@ -225,6 +284,7 @@ class ModelState:
             starting_replicas=cluster.starting_replicas,
             arrival_rate_short=self.arrivals_short.rate(now),
             arrival_rate_long=self.arrivals_long.rate(now),
+            arrival_short_window_s=self.settings.short_window_s,
             service_rate_per_replica=mu,
             ttft_p95_s=self.ttft_s.quantile(now, 0.95),
             tpot_p95_s=self.tpot_s.quantile(now, 0.95),

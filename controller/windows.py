@@ -87,6 +87,53 @@ class MeanWindow:
         return self._sum / self._count
 
 
+class RatioWindow:
+    """Sum of numerators over sum of denominators of the last `window_s` seconds.
+
+    For rates measured over selected intervals only (e.g. completions per replica-second while
+    the replicas are full): each `add` is one interval's (count, exposure).
+    """
+
+    __slots__ = ("_buckets", "_den", "_num", "bucket_s", "window_s")
+
+    def __init__(self, window_s: float, bucket_s: float = 5.0) -> None:
+        self.window_s = window_s
+        self.bucket_s = bucket_s
+        self._buckets: deque[list[float]] = deque()  # [index, numerator, denominator]
+        self._num = 0.0
+        self._den = 0.0
+
+    def add(self, now: float, numerator: float, denominator: float) -> None:
+        index = int(now / self.bucket_s)
+        buckets = self._buckets
+        if buckets and buckets[-1][0] >= index:
+            buckets[-1][1] += numerator
+            buckets[-1][2] += denominator
+        else:
+            buckets.append([index, numerator, denominator])
+        self._num += numerator
+        self._den += denominator
+
+    def totals(self, now: float) -> tuple[float, float]:
+        """(numerator sum, denominator sum) over the window."""
+        oldest = int((now - self.window_s) / self.bucket_s)
+        buckets = self._buckets
+        while buckets and buckets[0][0] <= oldest:
+            _, num, den = buckets.popleft()
+            self._num -= num
+            self._den -= den
+        if not buckets:
+            self._num = self._den = 0.0
+        return self._num, self._den
+
+    def ratio(self, now: float, min_denominator: float = 0.0) -> float | None:
+        """The ratio, or None while the window holds less than `min_denominator` exposure."""
+        num, den = self.totals(now)
+        if den <= 0 or den < min_denominator:
+            return None
+        return num / den
+
+
 class QuantileWindow:
     """Quantiles of samples over the last `window_s` seconds: one DDSketch per bucket."""
 

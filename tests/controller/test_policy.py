@@ -318,3 +318,48 @@ def test_idle_overrides_a_rate_window_longer_than_the_idle_period() -> None:
     )
     assert d.replicas == 0
     assert "zero" in d.reason
+
+
+# ---- arrival rate used for sizing: the short window must beat Poisson noise -----------------
+
+
+@pytest.mark.parametrize(
+    ("short", "long", "window", "expected"),
+    [
+        (31.0, 22.0, 2.0, 3),  # noisy 2 s reading around a 22/s mean: 23.1/s sizes, not 31/s
+        (31.0, 22.0, None, 4),  # no window length known: the short rate as is
+        (39.0, 1.0, 2.0, 4),  # a real step (1 -> 39/s) still sizes at once: 30.2/s
+        (0.0, 20.0, 2.0, 3),  # a quiet gap inside a busy minute: the long rate holds the floor
+    ],
+)
+def test_sizing_arrival_table(
+    short: float, long: float, window: float | None, expected: int
+) -> None:
+    o = obs(
+        0.0,
+        ready_replicas=1,
+        in_flight=1,
+        arrival_rate_short=short,
+        arrival_rate_long=long,
+        arrival_short_window_s=window,
+    )
+    d, _ = decide(o, warm(1), SPEC, 0.0)
+    assert d.recommended == expected
+
+
+def test_noisy_window_around_a_steady_mean_holds_the_size() -> None:
+    """Readings 24-31/s around a steady 22/s (mu 10, util 0.9) never ask beyond 3 replicas."""
+    state = warm(3)
+    peak = 0
+    for i, short in enumerate([24.0, 31.0, 27.0, 29.0, 22.0, 30.0, 25.0]):
+        o = obs(
+            float(i),
+            ready_replicas=3,
+            in_flight=40,
+            arrival_rate_short=short,
+            arrival_rate_long=22.0,
+            arrival_short_window_s=2.0,
+        )
+        d, state = decide(o, state, SPEC, float(i))
+        peak = max(peak, d.replicas)
+    assert peak == 3

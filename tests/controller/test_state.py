@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from controller.state import ClusterCounts, StateSettings, StateStore
-from controller.windows import MeanWindow, QuantileWindow, RateWindow
+from controller.windows import MeanWindow, QuantileWindow, RateWindow, RatioWindow
 from surgescale.events import Event, EventType
 
 M = "llama3-8b"
@@ -140,3 +140,58 @@ def test_quantiles_stay_unbiased_when_sampling_kicks_in() -> None:
         assert w.quantile(1.0, q) == pytest.approx(q, rel=0.03), q
     kept = w._buckets[0][1]
     assert kept.count == pytest.approx(n, rel=0.01)  # total weight = samples seen
+
+
+def _full_load(store: StateStore, *, seconds: int, ready: int, in_flight: int) -> Any:
+    """Each second: 20 completions of 0.5 s in-pod time, then a snapshot of `in_flight`."""
+    o = None
+    for s in range(seconds + 1):
+        t = float(s)
+        if s:
+            store.ingest(
+                [
+                    ev(EventType.COMPLETE, f"c{s}-{i}", e2e_ms=500.0, queue_ms=0.0)
+                    for i in range(20)
+                ],
+                t,
+            )
+        store.ingest([ev(EventType.SNAPSHOT, queue_depth=20, in_flight=in_flight)], t)
+        o = observe(store, t, ready_replicas=ready)
+    return o
+
+
+def test_service_rate_is_measured_while_replicas_are_full() -> None:
+    # Two full replicas (60 of 64 slots) complete 20/s together: 10/s each. Little's law on the
+    # 0.5 s in-pod time would say 32 / 0.5 = 64/s, six times the real capacity.
+    store = StateStore()
+    o = _full_load(store, seconds=10, ready=2, in_flight=60)
+    assert o.service_rate_per_replica == pytest.approx(10.0)
+    # The measurement outlives the busy period (capacity window), while Little's law still holds.
+    store.ingest([ev(EventType.SNAPSHOT, queue_depth=0, in_flight=2)], 30.0)
+    assert observe(store, 30.0, ready_replicas=2).service_rate_per_replica == pytest.approx(10.0)
+    # ... and after the capacity window (600 s) has emptied: a quiet spell says nothing new.
+    store.ingest([ev(EventType.SNAPSHOT, queue_depth=0, in_flight=0)], 1000.0)
+    assert observe(store, 1000.0, ready_replicas=2).service_rate_per_replica == pytest.approx(10.0)
+
+
+def test_service_rate_at_low_load_is_littles_law_until_replicas_fill() -> None:
+    store = StateStore()
+    o = _full_load(store, seconds=10, ready=2, in_flight=8)  # 8 of 64 slots: not full
+    assert o.service_rate_per_replica == pytest.approx(32 / 0.5)
+
+
+def test_capacity_needs_enough_replica_seconds() -> None:
+    store = StateStore(StateSettings(min_capacity_replica_s=50.0))
+    o = _full_load(store, seconds=10, ready=2, in_flight=60)  # 20 replica-seconds < 50
+    assert o.service_rate_per_replica == pytest.approx(32 / 0.5)
+
+
+def test_ratio_window_slides() -> None:
+    w = RatioWindow(10.0, bucket_s=1.0)
+    assert w.ratio(0.0) is None
+    w.add(0.5, 10.0, 2.0)
+    w.add(5.5, 30.0, 2.0)
+    assert w.ratio(6.0) == pytest.approx(10.0)
+    assert w.ratio(6.0, min_denominator=5.0) is None
+    assert w.ratio(12.0) == pytest.approx(15.0)  # the first interval left the window
+    assert w.ratio(30.0) is None

@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from aiohttp import web
+
+from sim.datafiles import data_dir
 
 from .admission import Admission
 from .clock import SimClock
@@ -42,8 +43,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def default_crd_dir() -> Path:
-    env = os.environ.get("SURGESCALE_KARPENTER_CRDS")
-    return Path(env) if env else REPO_ROOT.parent / "shared" / "data" / "karpenter-crds"
+    """`$SURGESCALE_KARPENTER_CRDS`, else `<repo>/../shared/data/karpenter-crds`, else the copy
+    packaged with surgescale (`sim.datafiles`)."""
+    return data_dir("karpenter-crds", "SURGESCALE_KARPENTER_CRDS")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

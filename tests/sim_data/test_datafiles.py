@@ -43,3 +43,15 @@ def test_without_shared_data_the_packaged_copy_is_used(
 def test_an_override_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("SURGESCALE_CALIBRATION_DIR", str(tmp_path))
     assert default_dir() == tmp_path
+
+
+def test_the_cluster_finds_the_packaged_karpenter_crds(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from sim.cluster.cluster import default_crd_dir
+
+    monkeypatch.setattr(datafiles, "SHARED", tmp_path / "nowhere")
+    monkeypatch.delenv("SURGESCALE_KARPENTER_CRDS", raising=False)
+    crds = default_crd_dir()
+    assert crds == datafiles.PACKAGED / "karpenter-crds"
+    assert (crds / "karpenter.sh_nodepools.yaml").is_file()

@@ -39,7 +39,6 @@ from .store import Obj, Store
 from .workloads import WorkloadControllers
 
 log = logging.getLogger(__name__)
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def default_crd_dir() -> Path:

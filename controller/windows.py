@@ -140,6 +140,8 @@ class QuantileWindow:
     __slots__ = (
         "_buckets",
         "_cache",
+        "_closed",
+        "_closed_key",
         "_seen",
         "bucket_s",
         "full_rate_samples",
@@ -165,6 +167,9 @@ class QuantileWindow:
         self._seen = 0
         self.refresh_s = refresh_s
         self.full_rate_samples = full_rate_samples
+        self._closed: DDSketch | None = None
+        """The merge of every bucket but the newest, kept while those buckets stay the same."""
+        self._closed_key: tuple[int, int] | None = None
 
     def add(self, now: float, value: float) -> None:
         self.add_many(now, [value])
@@ -209,9 +214,18 @@ class QuantileWindow:
         cached = self._cache.get(q)
         if cached is not None and not expired and now - cached[0] < self.refresh_s:
             return cached[1]
+        # Merging DDSketches only adds bin counts, so the closed buckets are merged once and
+        # reused until one expires or a new bucket opens: a refresh then merges two sketches.
+        key = (buckets[0][0], buckets[-1][0])
+        if self._closed is None or self._closed_key != key:
+            closed = DDSketch(self.relative_accuracy)
+            for index, sketch in buckets:
+                if index != key[1]:
+                    closed.merge(sketch)
+            self._closed, self._closed_key = closed, key
         merged = DDSketch(self.relative_accuracy)
-        for _, sketch in buckets:
-            merged.merge(sketch)
+        merged.merge(self._closed)
+        merged.merge(buckets[-1][1])
         value = merged.get_quantile_value(q)
         result = None if value is None else float(value)
         self._cache[q] = (now, result)

@@ -17,11 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ddsketch import DDSketch
-
 from controller.policy import PolicySpec, PolicyState, decide
 from controller.state import ClusterCounts, ModelState, StateSettings
-from controller.windows import QuantileWindow
 from sim.evaluate.cluster import NodeMode
 from sim.evaluate.gateway import Request
 from surgescale.events import Event, EventType
@@ -42,51 +39,6 @@ class OursConfig:
     scale_down_delay_s: float = 300.0
     scale_down_period_s: float = 30.0
     scale_to_zero_idle_s: float | None = 600.0
-
-
-class FastQuantileWindow(QuantileWindow):
-    """`controller.windows.QuantileWindow` that keeps the merge of its closed buckets.
-
-    Same buckets, sketches, refresh rule and answers (merging DDSketches only adds bin counts,
-    so the grouping does not matter; `tests/evaluate` checks the equality); a refresh merges two
-    sketches instead of one per bucket. In a simulated hour the policy refreshes its TTFT and
-    TPOT quantiles thousands of times, where the merges dominated the run time.
-    """
-
-    __slots__ = ("_closed", "_closed_key")
-
-    def __init__(self, window_s: float, bucket_s: float = 5.0, **kwargs: Any) -> None:
-        super().__init__(window_s, bucket_s, **kwargs)
-        self._closed: DDSketch | None = None
-        self._closed_key: tuple[int, int] | None = None
-
-    def quantile(self, now: float, q: float) -> float | None:
-        oldest = int((now - self.window_s) / self.bucket_s)
-        buckets = self._buckets
-        expired = False
-        while buckets and buckets[0][0] <= oldest:
-            buckets.popleft()
-            expired = True
-        if not buckets:
-            self._cache.clear()
-            return None
-        cached = self._cache.get(q)
-        if cached is not None and not expired and now - cached[0] < self.refresh_s:
-            return cached[1]
-        key = (buckets[0][0], buckets[-1][0])
-        if self._closed is None or self._closed_key != key:
-            closed = DDSketch(self.relative_accuracy)
-            for index, sketch in buckets:
-                if index != key[1]:
-                    closed.merge(sketch)
-            self._closed, self._closed_key = closed, key
-        merged = DDSketch(self.relative_accuracy)
-        merged.merge(self._closed)
-        merged.merge(buckets[-1][1])
-        value = merged.get_quantile_value(q)
-        result = None if value is None else float(value)
-        self._cache[q] = (now, result)
-        return result
 
 
 def policy_spec(scenario: Scenario, config: OursConfig) -> PolicySpec:
@@ -128,8 +80,6 @@ class Ours:
         self.model = world.scenario.model
         settings = StateSettings()
         self.state = ModelState(self.model, settings)
-        self.state.ttft_s = FastQuantileWindow(settings.latency_window_s)
-        self.state.tpot_s = FastQuantileWindow(settings.latency_window_s)
         replicas = world.cluster.desired_replicas
         self.policy_state = PolicyState.initial(replicas, world.cluster.desired_nodes)
         self._last_eval = -1e9

@@ -18,6 +18,8 @@ from .store import Obj, Store, clone
 
 
 class EventRecorder:
+    """Writes core/v1 Events into the store (see the module docstring)."""
+
     def __init__(
         self, registry: Registry, store: Store, *, enabled: bool = True, limit: int = 2000
     ) -> None:
@@ -83,3 +85,14 @@ class EventRecorder:
         if len(self._seen) > 4 * self.limit:
             alive = set(self._order)
             self._seen = {k: v for k, v in self._seen.items() if v in alive}
+
+
+class EventSource:
+    """Mixin of the simulated controllers: `_event` records through `events` when one is set
+    (the cluster sets it on every part at start; without it, events are simply not recorded)."""
+
+    events: EventRecorder | None = None
+
+    def _event(self, obj: Obj, type_: str, reason: str, message: str, source: str) -> None:
+        if self.events is not None:
+            self.events.emit(obj, type_, reason, message, source)

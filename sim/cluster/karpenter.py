@@ -26,7 +26,6 @@ from typing import Any
 
 from .admission import now_condition
 from .clock import SimClock
-from .events import EventRecorder
 from .nodeclaims import FINALIZER, POOL_LABEL, NodeClaimLifecycle
 from .reconcile import Reconciler
 from .resources import Registry
@@ -57,12 +56,6 @@ class PoolShape:
 
 class Karpenter(NodeClaimLifecycle):
     """NodePool/NodeClaim/Node lifecycles; see the module docstring."""
-
-    events: EventRecorder | None = None
-
-    def _event(self, obj: Obj, type_: str, reason: str, message: str, source: str) -> None:
-        if self.events is not None:
-            self.events.emit(obj, type_, reason, message, source)
 
     def __init__(
         self,

@@ -24,7 +24,7 @@ from sim.pod.runtime import PodOptions, RunningPod, start_pod
 
 from .admission import now_condition
 from .clock import SimClock, timestamp
-from .events import EventRecorder
+from .events import EventSource
 from .reconcile import IterationBudget
 from .resources import Registry
 from .store import Obj, Store, WatchEvent, clone
@@ -81,14 +81,8 @@ def pod_port(pod: Obj, default: int) -> int:
     return default
 
 
-class Kubelet:
+class Kubelet(EventSource):
     """One kubelet for all simulated nodes (they share this process)."""
-
-    events: EventRecorder | None = None
-
-    def _event(self, obj: Obj, type_: str, reason: str, message: str, source: str) -> None:
-        if self.events is not None:
-            self.events.emit(obj, type_, reason, message, source)
 
     def __init__(
         self,

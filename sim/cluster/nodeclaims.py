@@ -16,7 +16,7 @@ from typing import Any
 
 from .admission import now_condition
 from .clock import SimClock, timestamp
-from .events import EventRecorder
+from .events import EventSource
 from .scheduler import GPU
 from .store import Obj, Store, clone
 from .workloads import owner_ref
@@ -25,10 +25,9 @@ POOL_LABEL = "karpenter.sh/nodepool"
 FINALIZER = "karpenter.sh/termination"
 
 
-class NodeClaimLifecycle:
+class NodeClaimLifecycle(EventSource):
     store: Store
     clock: SimClock
-    events: EventRecorder | None
     default_gpus: int
     default_boot_s: float
     pod_rt: Any
@@ -41,9 +40,6 @@ class NodeClaimLifecycle:
 
     @property
     def claim_rt(self) -> Any:
-        raise NotImplementedError
-
-    def _event(self, obj: Obj, type_: str, reason: str, message: str, source: str) -> None:
         raise NotImplementedError
 
     def _pods_on(self, node_name: str) -> list[Obj]:

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from .admission import now_condition
-from .events import EventRecorder
+from .events import EventSource
 from .reconcile import Reconciler
 from .resources import Registry
 from .store import Obj, Store, WatchEvent, clone
@@ -136,14 +136,8 @@ class _BestFit:
             self.buckets[after][name] = None
 
 
-class Scheduler:
+class Scheduler(EventSource):
     """Keeps pending pods and per-node GPU use up to date from events; binds in passes."""
-
-    events: EventRecorder | None = None
-
-    def _event(self, obj: Obj, type_: str, reason: str, message: str, source: str) -> None:
-        if self.events is not None:
-            self.events.emit(obj, type_, reason, message, source)
 
     def __init__(self, registry: Registry, store: Store) -> None:
         self.store = store

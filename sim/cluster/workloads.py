@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from .admission import now_condition
-from .events import EventRecorder
+from .events import EventSource
 from .reconcile import Reconciler
 from .resources import Registry
 from .selectors import LabelSelector
@@ -61,14 +61,8 @@ def controller_of(obj: Obj) -> dict[str, Any] | None:
     return None
 
 
-class WorkloadControllers:
+class WorkloadControllers(EventSource):
     """The deployment and replicaset controllers over one store."""
-
-    events: EventRecorder | None = None
-
-    def _event(self, obj: Obj, type_: str, reason: str, message: str, source: str) -> None:
-        if self.events is not None:
-            self.events.emit(obj, type_, reason, message, source)
 
     def __init__(self, registry: Registry, store: Store, admit: Any) -> None:
         self.store = store

@@ -20,15 +20,24 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
+# Where pip must trust a CA bundle of the machine's (mounted read-only into the build), e.g.
+#   podman build --volume /etc/ssl/certs:/etc/ssl/certs:ro \
+#                --build-arg PIP_CERT=/etc/ssl/certs/ca-certificates.crt ...
+# (tools/compose_check does this); unset, pip uses the image's own bundle.
+ARG PIP_CERT
 WORKDIR /src
 RUN python -m venv /opt/surgescale
-# Dependencies first (they change less often than the code), then the packages themselves.
-COPY pyproject.toml README* ./
+# Dependencies first, in a layer of their own keyed by pyproject.toml alone (they change less
+# often than the code), then the packages themselves without dependencies.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\\n')" > requirements.txt \
+    && /opt/surgescale/bin/pip install --no-cache-dir -r requirements.txt
+COPY README* ./
 COPY surgescale ./surgescale
 COPY gateway ./gateway
 COPY controller ./controller
 COPY sim ./sim
-RUN /opt/surgescale/bin/pip install --no-cache-dir . \
+RUN /opt/surgescale/bin/pip install --no-cache-dir --no-deps . \
     && /opt/surgescale/bin/python -m compileall -q /opt/surgescale/lib
 
 # ---- runtime stage: slim base, the virtualenv, an unprivileged user, nothing else ----

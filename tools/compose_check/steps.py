@@ -1,0 +1,99 @@
+"""Steps of the compose check: each named, timed, and failing with a `CheckError` that says which
+step failed and why. Commands run through `run`, which keeps their output for the error."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+
+class CheckError(Exception):
+    """The check failed at `step`; the message says what is wrong or missing."""
+
+    def __init__(self, step: str, message: str) -> None:
+        super().__init__(f"{step}: {message}")
+        self.step = step
+        self.message = message
+
+
+def say(message: str) -> None:
+    """Progress goes to stderr, so that stdout ends with the JSON line alone."""
+    print(f"compose-check: {message}", file=sys.stderr, flush=True)
+
+
+def tail(text: str, lines: int = 30) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    step: str,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    stdin: bytes | None = None,
+    check: bool = True,
+    quiet: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command to completion; on failure raise a `CheckError` naming `step` with the
+    command's last output lines. `quiet=False` streams its output to stderr as it goes."""
+    full_env = {**os.environ, **(env or {})}
+    try:
+        if quiet:
+            proc = subprocess.run(
+                list(argv),
+                input=stdin.decode() if stdin is not None else None,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=full_env,
+                check=False,
+            )
+        else:
+            proc = subprocess.run(
+                list(argv),
+                stdout=sys.stderr,
+                stderr=subprocess.STDOUT,
+                text=True,
+                timeout=timeout,
+                env=full_env,
+                check=False,
+            )
+    except FileNotFoundError as exc:
+        raise CheckError(step, f"{argv[0]} is not installed") from exc
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        raise CheckError(
+            step, f"`{' '.join(argv)}` did not finish within {timeout:.0f} s\n{tail(out)}"
+        ) from exc
+    if check and proc.returncode != 0:
+        output = (proc.stdout or "") + (proc.stderr or "")
+        raise CheckError(
+            step,
+            f"`{' '.join(argv)}` exited {proc.returncode}"
+            + (f"\n{tail(output)}" if output else " (its output is above)"),
+        )
+    return proc
+
+
+@dataclass
+class Timings:
+    """Wall seconds per step, in the order the steps ran."""
+
+    steps: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        start = time.monotonic()
+        say(f"{name} ...")
+        try:
+            yield
+        finally:
+            took = time.monotonic() - start
+            self.steps[name] = round(self.steps.get(name, 0.0) + took, 1)
+            say(f"{name}: {took:.1f} s")

@@ -34,7 +34,8 @@ def _load() -> dict[str, Any]:
 
 def _kubeconfig_mount(svc: dict[str, Any]) -> Path:
     (mount,) = [v for v in svc["volumes"] if v["target"] == "/etc/surgescale/kubeconfig"]
-    assert mount["type"] == "bind" and mount["read_only"] is True
+    assert mount["type"] == "bind"
+    assert mount["read_only"] is True
     return (REPO / mount["source"]).resolve()
 
 

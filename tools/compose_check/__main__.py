@@ -53,11 +53,17 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         "default: ../shared/data beside the repository, else the copy in sim/data",
     )
     parser.add_argument("--load-seconds", type=int, default=25, help="length of the compose load")
-    parser.add_argument("--fresh", action="store_true", help="remove the cached images first")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start from nothing: remove the check's images and cached root filesystem first",
+    )
     return parser.parse_args(argv)
 
 
 def _fresh(engine: engine_mod.Engine, cache: Path) -> None:
+    """Forget what earlier runs left: the check's images and the cached root filesystem (the
+    builds then also run with --no-cache)."""
     for image in (
         images.SURGESCALE_IMAGE,
         images.KUBECTL_IMAGE,
@@ -86,7 +92,11 @@ def main(argv: list[str] | None = None) -> int:
                 _fresh(engine, args.cache)
             with timings.step("images"):
                 built = images.build_all(
-                    engine, repo=REPO, cache=args.cache, shared_data=args.shared_data
+                    engine,
+                    repo=REPO,
+                    cache=args.cache,
+                    shared_data=args.shared_data,
+                    no_cache=args.fresh,
                 )
             compose_file = REPO / "docker-compose.yml"
             compose = load_compose(compose_file)

@@ -153,6 +153,7 @@ def build(
     context: Path,
     build_args: dict[str, str],
     build_contexts: dict[str, Path] | None = None,
+    no_cache: bool = False,
 ) -> str:
     """`podman build` on the host network, with this machine's CA bundle mounted read-only and
     handed to pip as PIP_CERT."""
@@ -170,6 +171,7 @@ def build(
         str(containerfile),
         "-t",
         tag,
+        *(["--no-cache"] if no_cache else []),
     ]
     for key, value in build_args.items():
         argv += ["--build-arg", f"{key}={value}"]
@@ -181,7 +183,9 @@ def build(
     return "built"
 
 
-def build_all(engine: Engine, *, repo: Path, cache: Path, shared_data: Path) -> Built:
+def build_all(
+    engine: Engine, *, repo: Path, cache: Path, shared_data: Path, no_cache: bool = False
+) -> Built:
     images = {BASE_IMAGE: base_image(engine, cache=cache)}
     base = {"BASE_IMAGE": BASE_IMAGE}
     images[REDIS_IMAGE] = build(
@@ -191,6 +195,7 @@ def build_all(engine: Engine, *, repo: Path, cache: Path, shared_data: Path) -> 
         containerfile=DEPLOY / "redis.Containerfile",
         context=DEPLOY,
         build_args=base,
+        no_cache=no_cache,
     )
     images[KUBECTL_IMAGE] = build(
         engine,
@@ -199,6 +204,7 @@ def build_all(engine: Engine, *, repo: Path, cache: Path, shared_data: Path) -> 
         containerfile=DEPLOY / "kubectl.Containerfile",
         context=DEPLOY,
         build_args=base,
+        no_cache=no_cache,
     )
     images[SURGESCALE_IMAGE] = build(
         engine,
@@ -211,6 +217,7 @@ def build_all(engine: Engine, *, repo: Path, cache: Path, shared_data: Path) -> 
             "calibration": shared_data / "calibration",
             "karpenter-crds": shared_data / "karpenter-crds",
         },
+        no_cache=no_cache,
     )
     return Built(images=images)
 

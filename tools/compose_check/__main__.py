@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             result.update(
                 images_built=built.count,
                 images=built.images,
+                image_s=built.seconds,
                 image_mb=round(images.image_size(engine, images.SURGESCALE_IMAGE) / 1e6),
                 requests=requests,
                 failed=failed,

@@ -38,32 +38,20 @@ def run(
     env: Mapping[str, str] | None = None,
     stdin: bytes | None = None,
     check: bool = True,
-    quiet: bool = True,
 ) -> subprocess.CompletedProcess[str]:
     """Run a command to completion; on failure raise a `CheckError` naming `step` with the
-    command's last output lines. `quiet=False` streams its output to stderr as it goes."""
+    command's last output lines."""
     full_env = {**os.environ, **(env or {})}
     try:
-        if quiet:
-            proc = subprocess.run(
-                list(argv),
-                input=stdin.decode() if stdin is not None else None,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                env=full_env,
-                check=False,
-            )
-        else:
-            proc = subprocess.run(
-                list(argv),
-                stdout=sys.stderr,
-                stderr=subprocess.STDOUT,
-                text=True,
-                timeout=timeout,
-                env=full_env,
-                check=False,
-            )
+        proc = subprocess.run(
+            list(argv),
+            input=stdin.decode() if stdin is not None else None,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=full_env,
+            check=False,
+        )
     except FileNotFoundError as exc:
         raise CheckError(step, f"{argv[0]} is not installed") from exc
     except subprocess.TimeoutExpired as exc:
@@ -76,7 +64,7 @@ def run(
         raise CheckError(
             step,
             f"`{' '.join(argv)}` exited {proc.returncode}"
-            + (f"\n{tail(output)}" if output else " (its output is above)"),
+            + (f"\n{tail(output)}" if output else " with no output"),
         )
     return proc
 

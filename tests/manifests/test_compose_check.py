@@ -23,7 +23,7 @@ from tests.manifests.clis import CHECKED
 from tests.manifests.kube import REPO
 from tools.compose_check import engine, images
 from tools.compose_check.stack import load_compose, plan, rewrite, write_override
-from tools.compose_check.steps import CheckError, run
+from tools.compose_check.steps import CheckError, exclusive, run
 
 COMPOSE = REPO / "docker-compose.yml"
 
@@ -216,3 +216,15 @@ def test_the_image_leaves_out_only_what_its_parts_never_import() -> None:
     )
     assert naming, "the left-out library is not used at all: drop it from pyproject.toml"
     assert all(n.startswith(("sim/demo/", "sim/evaluate/")) for n in naming), naming
+
+
+def test_one_check_at_a_time(tmp_path: Path) -> None:
+    lock = tmp_path / "cache" / "lock"
+    with (
+        exclusive(lock, wait_s=1),
+        pytest.raises(CheckError, match="another compose check held"),
+        exclusive(lock, wait_s=0.1),
+    ):
+        pass
+    with exclusive(lock, wait_s=0.1):
+        pass

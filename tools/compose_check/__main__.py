@@ -6,6 +6,7 @@ stderr; the last line on stdout is one JSON object. Exit 1 on any failure, namin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ from typing import Any
 from tools.compose_check import engine as engine_mod
 from tools.compose_check import images
 from tools.compose_check.stack import Stack, load_compose, plan, write_override
-from tools.compose_check.steps import CheckError, Timings, run, say
+from tools.compose_check.steps import CheckError, Timings, exclusive, run, say
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -84,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"ok": False}
     stack: Stack | None = None
     code = 1
-    with tempfile.TemporaryDirectory(prefix="compose-check-") as tmp:
+    with contextlib.ExitStack() as scope:
+        tmp = scope.enter_context(tempfile.TemporaryDirectory(prefix="compose-check-"))
         try:
+            scope.enter_context(exclusive(args.cache / "lock", wait_s=1200))
             with timings.step("engine"):
                 engine = engine_mod.prepare(cache=args.cache)
             if args.fresh:

@@ -3,6 +3,7 @@ step failed and why. Commands run through `run`, which keeps their output for th
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 class CheckError(Exception):
@@ -85,3 +87,30 @@ class Timings:
             took = time.monotonic() - start
             self.steps[name] = round(self.steps.get(name, 0.0) + took, 1)
             say(f"{name}: {took:.1f} s")
+
+
+@contextmanager
+def exclusive(path: Path, *, wait_s: float) -> Iterator[None]:
+    """One compose check at a time on a machine (they share the project name, the published
+    port and the image tags): wait up to `wait_s` for the lock file, else a CheckError."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = path.open("a+")
+    except OSError as exc:
+        raise CheckError("lock", f"cannot open {path}: {exc}") from exc
+    with handle:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise CheckError(
+                        "lock", f"another compose check held {path} for {wait_s:.0f} s"
+                    ) from None
+                time.sleep(2.0)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

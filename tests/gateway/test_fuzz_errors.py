@@ -179,7 +179,7 @@ def raw_requests(draw: st.DrawFn) -> bytes:
     line = f"{method} {path} {version}".rstrip().encode("utf-8", "surrogatepass")
     headers = [b"Host: gw", b"Connection: close"]
     headers += draw(st.lists(st.sampled_from(_HEADERS), max_size=3))
-    body = draw(_BODIES)
+    body: bytes = draw(_BODIES)
     length = draw(st.sampled_from(_LENGTHS))
     if b"Transfer-Encoding: chunked" not in headers:
         headers.append(b"Content-Length: " + (length or str(len(body))).encode())

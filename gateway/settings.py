@@ -11,14 +11,16 @@ Kubernetes API (`models[*].service` or `.label_selector`, plus `kubeconfig`/`in_
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -145,9 +147,10 @@ class GatewaySettings(BaseSettings):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_header_bytes: int = Field(default=8190, ge=1024)
     """Longest request line / header field accepted."""
-    api_keys: list[SecretStr] = Field(default_factory=list)
-    """Bearer keys accepted (empty: no authentication, refused at start unless
-    `allow_unauthenticated`)."""
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    """Bearer keys accepted, comma-separated in the environment (SURGESCALE_GATEWAY_API_KEYS,
+    from a Secret); empty: no authentication, refused at start unless
+    `allow_unauthenticated`."""
 
     # --- hardening (client connections, request bounds, open access)
     allow_unauthenticated: bool = False
@@ -196,6 +199,8 @@ class GatewaySettings(BaseSettings):
     @classmethod
     def _parse_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
 

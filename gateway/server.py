@@ -55,13 +55,18 @@ async def serve(
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     try:
-        server, _ = await listen(
+        server, factory = await listen(
             runner,
             host=settings.host,
             port=settings.port,
             max_connections=settings.max_connections,
             reuse_port=settings.workers > 1,
             backlog=1024,
+        )
+        connections = runner.server
+        assert connections is not None
+        state.metrics.watch_connections(
+            open_now=lambda: len(connections.connections), refused=lambda: factory.refused
         )
         # Everything built so far lives as long as the process: keep it out of the cyclic
         # collector's way, so full collections (pauses on the request path) stay short.

@@ -146,13 +146,20 @@ async def test_connections_beyond_the_cap_get_a_json_503(harness: Harness) -> No
         head, _, body = reply.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 503"), head
         assert orjson.loads(body)["error"]["code"] == "service_unavailable"
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(url + "/metrics") as r,
+        ):
+            assert r.status == 503  # still full: the scrape itself is refused
         # Once the idle ones are shed, there is room again.
         assert all(await asyncio.gather(*(_closed_by_peer(r, within=4) for r, _ in held)))
         async with (
             aiohttp.ClientSession() as http,
-            http.get(url + "/healthz") as r,
+            http.get(url + "/metrics") as r,
         ):
-            assert r.status == 200
+            text = await r.text()
+        assert "surgescale_gateway_connections_refused_total 2.0" in text, text[-600:]
+        assert "surgescale_gateway_connections_open 1.0" in text
 
 
 async def test_no_api_keys_refuses_to_start_unless_allowed(harness: Harness) -> None:

@@ -84,7 +84,8 @@ async def test_idle_and_slowloris_connections_are_shed_and_normal_requests_serve
             await wait_for(lambda: _ready(http, url), what="pod ready")
             done = asyncio.Event()
             opened = time.monotonic()
-            idle = [(await asyncio.open_connection(host, int(port)))[0] for _ in range(200)]
+            # Keep the writers: a StreamWriter closes its connection when collected.
+            idle = [await asyncio.open_connection(host, int(port)) for _ in range(200)]
             slow = [await _slowloris(host, int(port), done) for _ in range(100)]
             body = {"model": MODEL, "prompt": "x", "max_tokens": 2}
             statuses: list[int] = []
@@ -98,7 +99,7 @@ async def test_idle_and_slowloris_connections_are_shed_and_normal_requests_serve
 
             load = asyncio.create_task(normal())
             closed = await asyncio.gather(
-                *(_closed_by_peer(r, within=timeout + 3.0) for r in idle + slow)
+                *(_closed_by_peer(r, within=timeout + 3.0) for r in [r for r, _ in idle] + slow)
             )
             done.set()
             await load
@@ -140,9 +141,10 @@ async def test_connections_beyond_the_cap_get_a_json_503(harness: Harness) -> No
         host, port = url.removeprefix("http://").split(":")
         held = [await asyncio.open_connection(host, int(port)) for _ in range(20)]
         await asyncio.sleep(0.1)  # let the server register them
-        reader, _ = await asyncio.open_connection(host, int(port))
+        reader, writer = await asyncio.open_connection(host, int(port))
         async with asyncio.timeout(5):
             reply = await reader.read()
+        writer.close()
         head, _, body = reply.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 503"), head
         assert orjson.loads(body)["error"]["code"] == "service_unavailable"

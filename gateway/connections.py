@@ -13,7 +13,9 @@ here:
 - `OpenAIErrorHandler`, aiohttp's request handler with one method changed: the errors the HTTP
   layer answers by itself (a malformed request line or header, an unhandled exception) come out
   as `{"error": {...}}` JSON like every other error, never as text or a traceback. Errors the
-  router raises (404, 405) are turned into the same shape by the `openai_errors` middleware.
+  router raises (404, 405) are turned into the same shape by the `openai_errors` middleware
+  (under any runner) and, under `listen()`, also those raised before middlewares run (an unknown
+  `Expect` header: 417).
 """
 
 from __future__ import annotations
@@ -48,16 +50,38 @@ async def openai_errors(request: web.Request, handler: _Handler) -> web.StreamRe
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        message = exc.text if exc.text and exc.text != f"{exc.status}: {exc.reason}" else ""
-        headers = {k: v for k, v in exc.headers.items() if k.lower() not in _BODY_HEADERS}
-        return web.Response(
-            status=exc.status,
-            body=status_error_body(
-                exc.status, message or f"{exc.reason or _phrase(exc.status)} ({request.path})"
-            ),
-            content_type="application/json",
-            headers=headers,
-        )
+        return _as_json(request, exc)
+
+
+def _as_json(request: web.BaseRequest, exc: web.HTTPException) -> web.Response:
+    message = exc.text if exc.text and exc.text != f"{exc.status}: {exc.reason}" else ""
+    headers = {k: v for k, v in exc.headers.items() if k.lower() not in _BODY_HEADERS}
+    return web.Response(
+        status=exc.status,
+        body=status_error_body(
+            exc.status, message or f"{exc.reason or _phrase(exc.status)} ({request.path})"
+        ),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+_ServerHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+def _json_http_errors(inner: _ServerHandler) -> _ServerHandler:
+    """The application's entry, with HTTP exceptions raised before its middlewares run (an
+    unknown `Expect` on a path with no route) answered as OpenAI-shaped JSON too."""
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            return await inner(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return _as_json(request, exc)
+
+    return handle
 
 
 _BODY_HEADERS = frozenset({"content-type", "content-length", "content-encoding"})
@@ -143,6 +167,7 @@ async def listen(
 ) -> tuple[asyncio.Server, CappedFactory]:
     """Listen on host:port for `runner` (after `setup()`); close the server before cleanup."""
     assert runner.server is not None, "call runner.setup() first"
+    runner.server.request_handler = _json_http_errors(runner.server.request_handler)
     factory = CappedFactory(runner.server, limit=max_connections)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(

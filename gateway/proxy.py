@@ -147,6 +147,8 @@ async def _read_body(request: web.Request, limit: int, *, timeout: float) -> byt
         raise InvalidRequest(
             f"request body exceeds the limit of {limit} bytes", status=413
         ) from None
+    except web.RequestPayloadError as exc:  # e.g. a Content-Encoding that does not decode
+        raise InvalidRequest(f"the request body could not be read: {exc}") from None
     except TimeoutError:
         raise InvalidRequest(
             f"the request body did not arrive within {timeout:g}s",

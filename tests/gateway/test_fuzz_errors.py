@@ -255,6 +255,14 @@ _KNOWN = [
     b"GARBAGE\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: gw\r\nX-Long: " + b"a" * 20000 + b"\r\n\r\n",
     b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40 + b"\r\n\r\n",
+    # Found by this fuzzer: an unknown Expect (417 before any middleware runs) on a route and
+    # on no route, and a body whose Content-Encoding does not decode (was a 500).
+    b"POST /v1/completions HTTP/1.1\r\nHost: gw\r\nConnection: close\r\nExpect: teapot\r\n"
+    b"Content-Length: 2\r\n\r\n{}",
+    b"POST /nope HTTP/1.1\r\nHost: gw\r\nConnection: close\r\nExpect: teapot\r\n"
+    b"Content-Length: 2\r\n\r\n{}",
+    b"POST /v1/completions HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n"
+    b"Content-Encoding: gzip\r\nContent-Length: 2\r\n\r\n{}",
 ]
 
 

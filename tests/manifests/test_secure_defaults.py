@@ -155,3 +155,12 @@ def test_vllm_drains_within_a_grace_period_longer_than_the_longest_stream() -> N
     assert limits["max_output_tokens"] <= max_len
     worst_tpot_s = 0.04  # a full batch of long contexts on one H200 (docs/deploy.md)
     assert bound >= limits["max_output_tokens"] * worst_tpot_s
+
+
+def test_a_gateway_replica_that_goes_away_lets_the_longest_stream_finish() -> None:
+    objs = render("overlays/prod")
+    pod = find(objs, "Deployment", "surgescale-gateway")["spec"]["template"]["spec"]
+    drain = _gateway_yaml(objs)["drain_timeout_s"]
+    limits = _gateway_yaml(objs)["request_limits"]["llama3-8b"]
+    assert drain >= limits["max_output_tokens"] * 0.04
+    assert pod["terminationGracePeriodSeconds"] > drain

@@ -25,7 +25,7 @@ from surgescale.events.client import close, connect
 from surgescale.events.consumer import EventConsumer
 from surgescale.events.keys import StreamKeys
 from surgescale.events.localredis import ensure_redis
-from surgescale.events.producer import EventProducer
+from surgescale.events.producer import EventProducer, StreamLimits
 from surgescale.events.schema import Event, EventType, decode, encode, to_dict
 
 
@@ -92,7 +92,12 @@ async def _throughput(url: str, total: int) -> dict[str, float]:
     proc = ctx.Process(target=_consumer_proc, args=(url, prefix, total, queue))
     proc.start()
     await asyncio.sleep(1.0)  # let the consumer start and create its group
-    producer = EventProducer(client, keys=keys, maxlen=total + 10, buffer_limit=total + 10)
+    producer = EventProducer(
+        client,
+        keys=keys,
+        limits=StreamLimits(max_events=total + 10_000),
+        buffer_limit=total + 10,
+    )
     await producer.start()
     cpu0 = time.process_time()
     t0 = time.perf_counter()

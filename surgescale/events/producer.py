@@ -30,13 +30,12 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
 from surgescale.events.keys import StreamKeys
 from surgescale.events.schema import Event, encode_batch
@@ -85,7 +84,7 @@ class StreamLimits:
 
 
 def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, ResponseError) and str(exc).startswith("OOM")
+    return isinstance(exc, OutOfMemoryError) or str(exc).startswith("OOM")
 
 
 class EventProducer:
@@ -103,7 +102,6 @@ class EventProducer:
         backoff: Backoff | None = None,
         origin: str | None = None,
         register_interval_s: float = 30.0,
-        wall_s: Callable[[], float] = time.time,
     ) -> None:
         self._redis = redis
         self.keys = keys or StreamKeys()
@@ -115,7 +113,6 @@ class EventProducer:
         """stream -> largest recent events-per-entry (decays slowly), the MAXLEN divisor."""
         self._trimmed_at: dict[str, float] = {}
         self._register_interval_s = register_interval_s
-        self._wall_s = wall_s
         self._buffer: deque[Event] = deque()
         self._buffer_limit = buffer_limit
         self._batch_limit = batch_limit
@@ -255,7 +252,7 @@ class EventProducer:
             return 0
         self._trimmed_at[stream] = now
         added = 0
-        oldest_ms = int((self._wall_s() - self.limits.max_age_s) * 1000)
+        oldest_ms = int((time.time() - self.limits.max_age_s) * 1000)
         if oldest_ms > 0:
             pipe.xtrim(stream, minid=f"{oldest_ms}-0", approximate=not force)
             added += 1

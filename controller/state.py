@@ -249,15 +249,14 @@ class ModelState:
         self.fold(event, now, wall_ms)
         self.commit(now)
 
-    def _first_time(self, event: Event) -> bool:
-        """False if this event (by its id) was applied before."""
-        origin = event.origin or ""
+    def _first_time(self, origin: str, eseq: int) -> bool:
+        """False if the event `eseq` of `origin` was applied before."""
         tracker = self._seen.get(origin)
         if tracker is None:
             if len(self._seen) >= self.settings.max_origins:
                 del self._seen[next(iter(self._seen))]
             tracker = self._seen[origin] = SeqTracker(self.settings.max_seq_gaps)
-        return tracker.first_time(event.eseq)  # type: ignore[arg-type]
+        return tracker.first_time(eseq)
 
     def age_s(self, gateway: str, lag_s: float, now: float, first_lag_s: float) -> float:
         """How long ago an event of `gateway` received `lag_s` after its `ts_ms` happened.
@@ -300,7 +299,8 @@ class ModelState:
         if gw is None:
             gw = self._gateway(event.gateway)
         gw.last_seen = now
-        if event.eseq is not None and not self._first_time(event):
+        eseq = event.eseq
+        if eseq is not None and not self._first_time(event.origin or "", eseq):
             self.duplicates += 1
             return
         if wall_ms is None:

@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 
 Ack = Callable[[], Awaitable[None]]
 
+DEAD_LETTER_MAXLEN = 1_000
+"""Entries kept in the dead-letter stream: each may hold a whole batch entry (<= ~30 KB)."""
+
 
 class Poison(NamedTuple):
     """A stream entry (or part of a batch entry) to set aside in the dead-letter stream."""
@@ -413,7 +416,12 @@ class EventConsumer:
                 }
                 for k, v in fields.items():
                     record[b"raw:" + (k if isinstance(k, bytes) else str(k).encode())] = v
-                pipe.xadd(self.keys.dead_letter, record, maxlen=100_000, approximate=True)  # type: ignore[arg-type]
+                pipe.xadd(
+                    self.keys.dead_letter,
+                    record,  # type: ignore[arg-type]
+                    maxlen=DEAD_LETTER_MAXLEN,
+                    approximate=True,
+                )
                 if ack:
                     pipe.xack(stream, self.group, entry_id)
             await pipe.execute()

@@ -69,8 +69,9 @@ class ProducerStats:
 class StreamLimits:
     """What one model's stream may hold in Redis (see docs/events.md for the sizing)."""
 
-    max_events: int = 200_000
-    """Events kept per stream (about; trimming is approximate by one Redis macro node)."""
+    max_events: int = 100_000
+    """Events kept per stream (about; trimming is approximate by one Redis macro node):
+    15 MB in full entries, 31 MB at one event per entry (docs/events.md)."""
     max_age_s: float = 300.0
     """Entries older than this (by the producer's clock) are trimmed."""
     trim_interval_s: float = 1.0

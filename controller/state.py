@@ -120,6 +120,9 @@ class GatewayView:
     snapshot_origin: str | None = None
     snapshot_ts_ms: int | None = None
     """Origin and `ts_ms` of the snapshot applied last (to ignore older ones)."""
+    floor: float = 0.0
+    floor_epoch: int = -1
+    """This gateway's lag floor while a batch is folded in (see `ModelState._floor`)."""
     phase: dict[str, bool] = field(default_factory=dict)
     """request id -> True while queued, False while at a pod."""
 
@@ -189,11 +192,6 @@ def _sample(into: dict[int, list[float]], at: float, value: float) -> None:
         values.append(value)
 
 
-def _quantum_time(q: int, now: float) -> float:
-    """A time inside 50 ms quantum `q`: `now` if it is the quantum of `now`, else its middle."""
-    return now if int(now * 20.0) == q else (q + 0.5) / 20.0
-
-
 class ModelState:
     """Everything the controller knows about one model from its events."""
 
@@ -228,7 +226,16 @@ class ModelState:
         when a silent gateway is forgotten, so its backlog after an outage is known as such."""
         self._max_tracked = settings.max_tracked_requests
         self._history_s = settings.short_window_s
-        # Samples folded since the last commit, by event time (in 50 ms quanta).
+        self._max_lag_s = settings.max_event_lag_s
+        self._epoch = 0
+        """Batch counter: a gateway view's `floor` is this batch's if its epoch matches."""
+        self._floor_views: list[tuple[str, GatewayView]] = []
+        # Samples folded since the last commit: of about now, and older ones by 50 ms quantum.
+        self._arrivals_now = 0
+        self._completions_now = 0
+        self._ttft_now: list[float] = []
+        self._tpot_now: list[float] = []
+        self._service_now: list[float] = []
         self._arrivals: dict[int, int] = {}
         self._completions: dict[int, int] = {}
         self._completed_fresh = 0
@@ -258,58 +265,69 @@ class ModelState:
             tracker = self._seen[origin] = SeqTracker(self.settings.max_seq_gaps)
         return tracker.first_time(eseq)
 
-    def age_s(self, gateway: str, lag_s: float, now: float, first_lag_s: float) -> float:
-        """How long ago an event of `gateway` received `lag_s` after its `ts_ms` happened.
-
-        `first_lag_s` seeds an unknown gateway's floor: the smallest lag in its batch (the
-        newest event of a flushed backlog is about fresh).
-        """
+    def _floor(self, gw: GatewayView, name: str, now: float, first_lag_s: float) -> float:
+        """`name`'s lag floor for this batch: the last one relaxed by the time since (or, for a
+        gateway not seen before, `first_lag_s`: the newest event of a flushed backlog is about
+        fresh), clamped to the trusted skew; written back at `commit`."""
         settings = self.settings
-        skew = settings.max_clock_skew_s
-        entry = self._lag_floor.get(gateway)
+        entry = self._lag_floor.get(name)
         if entry is None:
-            floor = min(first_lag_s, lag_s)
+            floor = first_lag_s
             if len(self._lag_floor) >= settings.max_origins:
                 del self._lag_floor[next(iter(self._lag_floor))]
-            entry = self._lag_floor[gateway] = [0.0, now]
         else:
-            floor = min(lag_s, entry[0] + (now - entry[1]) * settings.clock_relax_per_s)
+            floor = entry[0] + (now - entry[1]) * settings.clock_relax_per_s
+        skew = settings.max_clock_skew_s
         floor = min(max(floor, -skew), skew)
-        entry[0], entry[1] = floor, now
-        age = lag_s - floor
-        if age <= 0.0:
-            return 0.0
-        return min(age, settings.max_event_lag_s)
+        gw.floor, gw.floor_epoch = floor, self._epoch
+        self._floor_views.append((name, gw))
+        return floor
 
     def fold(
         self,
         event: Event,
         now: float,
         wall_ms: int | None = None,
-        *,
         first_lag_s: float = 0.0,
     ) -> None:
         """Fold one event's counts in; its samples wait for `commit` (once per batch).
 
         `now` is when it was received (the controller's clock); `wall_ms` the controller's wall
         clock at that moment, which places the event at its own time (module docstring;
-        `first_lag_s`: see `age_s`). None times it `now`.
+        `first_lag_s`: the smallest lag in the batch). None times it `now`.
         """
         gw = self.gateways.get(event.gateway)
         if gw is None:
             gw = self._gateway(event.gateway)
         gw.last_seen = now
         eseq = event.eseq
-        if eseq is not None and not self._first_time(event.origin or "", eseq):
-            self.duplicates += 1
-            return
-        if wall_ms is None:
-            at = now
-        else:
-            age = self.age_s(event.gateway, (wall_ms - event.ts_ms) / 1000.0, now, first_lag_s)
-            at = now - age
-            if age > self._history_s:
-                self.late_events += 1
+        if eseq is not None:
+            tracker = self._seen.get(event.origin or "")
+            if tracker is not None and eseq == tracker.high + 1:
+                tracker.high = eseq  # the next one in order: the common case
+            elif not self._first_time(event.origin or "", eseq):
+                self.duplicates += 1
+                return
+        # `at` is None for an event of about now (within one 50 ms quantum), the common case.
+        at: float | None = None
+        fresh = True
+        if wall_ms is not None:
+            lag = (wall_ms - event.ts_ms) * 0.001
+            floor = (
+                gw.floor
+                if gw.floor_epoch == self._epoch
+                else self._floor(gw, event.gateway, now, first_lag_s)
+            )
+            if lag < floor:
+                gw.floor = floor = max(lag, -self.settings.max_clock_skew_s)
+            age = lag - floor
+            if age > 0.05:
+                if age > self._max_lag_s:
+                    age = self._max_lag_s
+                at = now - age
+                if age > self._history_s:
+                    fresh = False
+                    self.late_events += 1
         kind = event.type
         if kind is _ENQUEUE:
             gw.queue += 1
@@ -317,11 +335,14 @@ class ModelState:
             if len(phase) >= self._max_tracked:
                 del phase[next(iter(phase))]
             phase[event.request_id] = True
-            q = int(at * 20.0)
-            self._arrivals[q] = self._arrivals.get(q, 0) + 1
-            last = self._last_arrival
-            if last is None or at > last:
-                self._last_arrival = at
+            if at is None:
+                self._arrivals_now += 1
+            else:
+                q = int(at * 20.0)
+                self._arrivals[q] = self._arrivals.get(q, 0) + 1
+                last = self._last_arrival
+                if last is None or at > last:
+                    self._last_arrival = at
         elif kind is _DISPATCH:
             rid = event.request_id
             if gw.phase.get(rid) is not False:
@@ -331,23 +352,35 @@ class ModelState:
                 gw.phase[rid] = False
         elif kind is _FIRST_TOKEN:
             if event.ttft_ms is not None:
-                _sample(self._ttft, at, event.ttft_ms / 1000.0)
+                if at is None:
+                    self._ttft_now.append(event.ttft_ms / 1000.0)
+                else:
+                    _sample(self._ttft, at, event.ttft_ms / 1000.0)
         elif kind is _COMPLETE:
             if gw.phase.pop(event.request_id, False):
                 if gw.queue > 0:
                     gw.queue -= 1
             elif gw.in_flight > 0:
                 gw.in_flight -= 1
-            q = int(at * 20.0)
-            self._completions[q] = self._completions.get(q, 0) + 1
-            if now - at <= self._history_s:
+            if at is None:
+                self._completions_now += 1
+            else:
+                q = int(at * 20.0)
+                self._completions[q] = self._completions.get(q, 0) + 1
+            if fresh:
                 self._completed_fresh += 1
             if event.tpot_ms is not None:
-                _sample(self._tpot, at, event.tpot_ms / 1000.0)
+                if at is None:
+                    self._tpot_now.append(event.tpot_ms / 1000.0)
+                else:
+                    _sample(self._tpot, at, event.tpot_ms / 1000.0)
             if event.e2e_ms is not None:
                 service_ms = event.e2e_ms - (event.queue_ms or 0.0)
                 if service_ms > 0:
-                    _sample(self._service, at, service_ms / 1000.0)
+                    if at is None:
+                        self._service_now.append(service_ms / 1000.0)
+                    else:
+                        _sample(self._service, at, service_ms / 1000.0)
         elif kind is _REJECT or kind is _CANCEL:
             was = gw.phase.pop(event.request_id, None)
             if was is True:
@@ -369,11 +402,21 @@ class ModelState:
 
     def commit(self, now: float) -> None:
         """Move the samples folded since the last commit into the windows, each at its time
-        (to 50 ms; exactly `now` for samples timed `now`)."""
+        (to 50 ms: samples of about now at `now`)."""
         self.last_data_at = now
+        self._epoch += 1
+        if self._floor_views:
+            for name, view in self._floor_views:
+                self._lag_floor[name] = [view.floor, now]
+            self._floor_views = []
+        if self._arrivals_now:
+            self.arrivals_short.add(now, self._arrivals_now)
+            self.arrivals_long.add(now, self._arrivals_now)
+            self.last_enqueue_at = now
+            self._arrivals_now = 0
         if self._arrivals:
             for q, n in self._arrivals.items():
-                at = _quantum_time(q, now)
+                at = (q + 0.5) / 20.0
                 self.arrivals_short.add(at, n)
                 self.arrivals_long.add(at, n)
             last = self._last_arrival
@@ -381,26 +424,34 @@ class ModelState:
                 self.last_enqueue_at = last
             self._arrivals = {}
             self._last_arrival = None
+        if self._completions_now:
+            self.completions.add(now, self._completions_now)
+            self._completions_now = 0
         if self._completions:
             for q, n in self._completions.items():
-                self.completions.add(_quantum_time(q, now), n)
-            self.completed_total += self._completed_fresh
+                self.completions.add((q + 0.5) / 20.0, n)
             self._completions = {}
-            self._completed_fresh = 0
-        if self._ttft:
+        self.completed_total += self._completed_fresh
+        self._completed_fresh = 0
+        if self._ttft_now:
+            self.ttft_s.add_many(now, self._ttft_now)
+            self._ttft_now = []
+        if self._tpot_now:
+            self.tpot_s.add_many(now, self._tpot_now)
+            self._tpot_now = []
+        for value in self._service_now:
+            self.service_s.add(now, value)
+        self._service_now = []
+        if self._ttft or self._tpot or self._service:
             for q, values in self._ttft.items():
-                self.ttft_s.add_many(_quantum_time(q, now), values)
-            self._ttft = {}
-        if self._tpot:
+                self.ttft_s.add_many((q + 0.5) / 20.0, values)
             for q, values in self._tpot.items():
-                self.tpot_s.add_many(_quantum_time(q, now), values)
-            self._tpot = {}
-        if self._service:
+                self.tpot_s.add_many((q + 0.5) / 20.0, values)
             for q, values in self._service.items():
-                at = _quantum_time(q, now)
+                at = (q + 0.5) / 20.0
                 for value in values:
                     self.service_s.add(at, value)
-            self._service = {}
+            self._ttft, self._tpot, self._service = {}, {}, {}
 
     def forget_silent(self, now: float) -> list[str]:
         """Drop gateways silent for `forget_after_intervals` snapshot intervals; their names."""
@@ -524,7 +575,7 @@ class StateStore:
                     last = models.get(name) or self.model(name)
                     touched[name] = last
                 last_name = name
-            last.fold(event, now, wall_ms, first_lag_s=first_lag_s)
+            last.fold(event, now, wall_ms, first_lag_s)
             count += 1
         for state in touched.values():
             state.commit(now)

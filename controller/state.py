@@ -49,6 +49,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from controller.dedupe import SeqTracker
 from controller.policy import Observation
 from controller.windows import MeanWindow, QuantileWindow, RateWindow, RatioWindow
 from surgescale.events import Event, EventType
@@ -141,46 +142,6 @@ class GatewayView:
         if event.ts_ms != applied_ts:
             return event.ts_ms < applied_ts
         return event.seq is not None and event.seq == self.seq
-
-
-class SeqTracker:
-    """Which `eseq` of one origin were applied: a high-water mark and a few open gaps."""
-
-    __slots__ = ("gaps", "high", "max_gaps")
-
-    def __init__(self, max_gaps: int) -> None:
-        self.high = 0
-        self.gaps: list[list[int]] = []
-        """[first, last] ranges below `high` not seen yet, oldest first."""
-        self.max_gaps = max_gaps
-
-    def first_time(self, n: int) -> bool:
-        """Record `n`; True if it was not seen before."""
-        high = self.high
-        if n == high + 1:
-            self.high = n
-            return True
-        if n > high:
-            if high > 0:  # the first event seen says nothing of what came before it
-                self.gaps.append([high + 1, n - 1])
-                if len(self.gaps) > self.max_gaps:
-                    del self.gaps[0]
-            self.high = n
-            return True
-        for i, gap in enumerate(self.gaps):
-            lo, hi = gap
-            if lo <= n <= hi:
-                if lo == hi:
-                    del self.gaps[i]
-                elif n == lo:
-                    gap[0] = n + 1
-                elif n == hi:
-                    gap[1] = n - 1
-                else:
-                    gap[1] = n - 1
-                    self.gaps.insert(i + 1, [n + 1, hi])
-                return True
-        return False
 
 
 def _sample(into: dict[int, list[float]], at: float, value: float) -> None:

@@ -356,3 +356,17 @@ def test_windows_take_late_samples_into_the_bucket_of_their_time() -> None:
     assert q.quantile(20.0, 0.5) == pytest.approx(3.0, rel=0.02)
     q.add_many(1.0, [100.0])  # far too old
     assert q.quantile(20.0, 0.99) == pytest.approx(3.0, rel=0.02)
+
+
+def test_seq_tracker_remembers_a_bounded_number_of_gaps() -> None:
+    from controller.dedupe import SeqTracker
+
+    t = SeqTracker(max_gaps=2)
+    assert [t.first_time(n) for n in (1, 3, 5, 7)] == [True] * 4  # gaps {2}, {4}, {6}
+    assert t.first_time(2) is False  # the oldest gap was given up: treated as seen
+    assert t.first_time(4) is True
+    assert t.first_time(4) is False
+    assert t.first_time(6) is True
+    assert [t.first_time(n) for n in (5, 7, 1)] == [False] * 3
+    t2 = SeqTracker(max_gaps=4)
+    assert [t2.first_time(n) for n in (10, 14, 12, 11, 13, 12)] == [True] * 5 + [False]

@@ -33,11 +33,6 @@ def _on_signal(signum: int, _frame: FrameType | None) -> None:
     raise Stopped(f"stopped by signal {signal.Signals(signum).name}")
 
 
-def _default_data() -> Path:
-    shared = REPO.parent / "shared" / "data"
-    return shared if (shared / "calibration").is_dir() else REPO / "sim" / "data"
-
-
 def _args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tools.compose_check", description=__doc__)
     parser.add_argument(
@@ -47,11 +42,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         help="kept across runs: the debootstrap root filesystem and podman-compose",
     )
     parser.add_argument(
-        "--shared-data",
+        "--data",
         type=Path,
-        default=Path(os.environ.get("SURGESCALE_SHARED_DATA", _default_data())),
+        default=Path(os.environ.get("SURGESCALE_DATA", REPO / "sim" / "data")),
         help="calibration tables and Karpenter CRDs for the image (named build contexts); "
-        "default: ../shared/data beside the repository, else the copy in sim/data",
+        "default: $SURGESCALE_DATA, else sim/data (as docker-compose.yml)",
     )
     parser.add_argument("--load-seconds", type=int, default=25, help="length of the compose load")
     parser.add_argument(
@@ -98,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                     engine,
                     repo=REPO,
                     cache=args.cache,
-                    shared_data=args.shared_data,
+                    data=args.data,
                     no_cache=args.fresh,
                 )
             compose_file = REPO / "docker-compose.yml"
@@ -114,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                     "REDIS_IMAGE": images.REDIS_IMAGE,
                     "KUBECTL_IMAGE": images.KUBECTL_IMAGE,
                     "SURGESCALE_IMAGE": images.SURGESCALE_IMAGE,
-                    "SURGESCALE_SHARED_DATA": str(args.shared_data),
+                    "SURGESCALE_DATA": str(args.data),
                 },
                 plan=the_plan,
             )

@@ -193,7 +193,7 @@ def _timed(job: Callable[[], str]) -> tuple[str, float]:
 
 
 def build_all(
-    engine: Engine, *, repo: Path, cache: Path, shared_data: Path, no_cache: bool = False
+    engine: Engine, *, repo: Path, cache: Path, data: Path, no_cache: bool = False
 ) -> Built:
     """The base image, then the three images on it, built side by side (mostly downloads and
     unpacking); a failing build raises its CheckError once all have ended."""
@@ -230,8 +230,8 @@ def build_all(
             context=repo,
             build_args={"PYTHON_IMAGE": BASE_IMAGE},
             build_contexts={
-                "calibration": shared_data / "calibration",
-                "karpenter-crds": shared_data / "karpenter-crds",
+                "calibration": data / "calibration",
+                "karpenter-crds": data / "karpenter-crds",
             },
             no_cache=no_cache,
         ),

@@ -36,7 +36,7 @@ def _kubeconfig_mount(svc: dict[str, Any]) -> Path:
     (mount,) = [v for v in svc["volumes"] if v["target"] == "/etc/surgescale/kubeconfig"]
     assert mount["type"] == "bind"
     assert mount["read_only"] is True
-    return (REPO / mount["source"]).resolve()
+    return (REPO / str(mount["source"])).resolve()
 
 
 def _interpolate(text: str, env: Mapping[str, str] = os.environ) -> str:

@@ -25,6 +25,9 @@ from tools.compose_check.steps import CheckError, Timings, exclusive, run, say
 REPO = Path(__file__).resolve().parents[2]
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 class Stopped(Exception):
     """A signal asked the check to stop; teardown still runs."""
 
@@ -73,7 +76,7 @@ def _fresh(engine: engine_mod.Engine, cache: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, _on_signal)
     start = time.monotonic()
     timings = Timings()
@@ -150,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
             result["failed_step"] = step
             say(f"FAILED at {exc}")
         finally:
+            # Teardown is bounded (its commands time out) and must not be cut short by a second
+            # signal.
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)
             if stack is not None:
                 with timings.step("teardown"):
                     left = stack.down()

@@ -16,6 +16,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from gateway.admission import DispatchPolicy, ModelQueue, Pod, Ticket, TicketState, Verdict
+from surgescale.slo import Slo
+
+_DEFAULT_SLO = Slo()
 
 
 class Rejected(Exception):
@@ -47,11 +50,14 @@ class Scheduler:
         *,
         clock: Callable[[], float],
         policies: Mapping[str, DispatchPolicy] | None = None,
+        objectives: Mapping[str, Slo] | None = None,
     ) -> None:
         self.limits = limits
         self.clock = clock
         self.policies = dict(policies or {})
         """model -> its dispatch order (models not named get the default deadline order)."""
+        self.objectives = dict(objectives or {})
+        """model -> its TTFT objective (models not named get `Slo()`)."""
         self.queues: dict[str, ModelQueue] = {}
         self._waiters: dict[Ticket, asyncio.Future[None]] = {}
         self.draining = False
@@ -67,6 +73,10 @@ class Scheduler:
                 policy=self.policies.get(model),
             )
         return q
+
+    def objective(self, model: str) -> Slo:
+        """The TTFT objective that sets `model`'s request deadlines."""
+        return self.objectives.get(model) or _DEFAULT_SLO
 
     # ----------------------------------------------------------- discovery
     def set_pods(self, model: str, ready: dict[str, bool], *, capacity: int) -> None:

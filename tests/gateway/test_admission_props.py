@@ -6,7 +6,14 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.admission import DispatchOrder, DispatchPolicy, ModelQueue, Ticket, TicketState
+from gateway.admission import (
+    DispatchOrder,
+    DispatchPolicy,
+    ModelQueue,
+    Ticket,
+    TicketState,
+    Verdict,
+)
 
 _OPS = st.lists(
     st.tuples(
@@ -114,8 +121,10 @@ def test_deadline_order_properties(
         if op == "offer":
             t = Ticket(request_id=str(len(tickets)), tenant=tenant, arrived=now)
             t.deadline = now + budget
-            tickets.append(t)
-            q.offer(t)
+            if q.offer(t).verdict is Verdict.ADMITTED:
+                tickets.append(t)
+            else:
+                assert t.state is TicketState.NEW  # refused: never entered the queue
         elif op in ("finish", "requeue"):
             running = [t for t in tickets if t.state is TicketState.ASSIGNED]
             if running:

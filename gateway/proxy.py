@@ -1,7 +1,9 @@
 """The request path: authenticate, validate, queue, dispatch, stream back, report.
 
-One handler serves `/v1/chat/completions` and `/v1/completions`. A request is admitted into its
-model's queue (`enqueue` at once, even at zero pods), waits for a slot (`gateway.scheduler`),
+One handler serves `/v1/chat/completions` and `/v1/completions`. A request gets its TTFT
+deadline (`surgescale.slo.Slo` of its model, from the estimated prompt size), is admitted into its
+model's queue (`enqueue` at once, even at zero pods), waits for a slot (`gateway.scheduler`; the
+queue is ordered by deadline, `gateway.dispatch`; a waiting stream gets SSE keep-alives),
 goes to the chosen pod (`dispatch`) and its answer is forwarded: a stream chunk by chunk as it
 arrives (each `write` waits for the client's socket to drain, so a slow client slows its own
 upstream read and nothing piles up), a plain response whole. A connect error, a 5xx or a stream

@@ -80,6 +80,7 @@ def gateway_argv(
         "--ttft-slo", f"{setup.slo_s:g}",
         "--dispatch", dispatch,
         "--late-max-wait", f"{config.late_max_wait_s:g}",
+        "--allow-unauthenticated",  # a local demo on loopback: no API keys on purpose
         "--log-level", "INFO",
     )  # fmt: skip
 

@@ -11,7 +11,11 @@ at once unless it was evaluated less than `min_eval_interval_s` ago, in which ca
 evaluation is scheduled (so bursts cost one evaluation per interval, and the first event of a
 burst never waits). A periodic tick evaluates everything (scale-down, idle, staleness). Only the
 leader actuates; a standby runs the same decisions and follows the Deployment's replicas, so a
-takeover decides at once.
+takeover decides at once, from what it observes (its policy state is reset to the replicas the
+cluster has, never to a scale-up it only imagined as a standby). Every write is fenced by the
+Lease's renew deadline at the moment of the write (`controller.lease`, `controller.actuator`);
+before a Deployment is scaled down its pods are ranked by in-flight requests
+(`controller.pods`).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from controller.kube import (
 )
 from controller.lease import LeaseElector
 from controller.ops import Health, Metrics, build_app, log_decision
+from controller.pods import DeletionCoster, KubePodAPI, selector_string
 from controller.policy import Decision, Observation, PolicyState, decide
 from controller.report import Reporter
 from controller.scaler import Key, Scaler, cluster_counts
@@ -62,8 +67,8 @@ class ControllerConfig:
     group_prefix: str = "surgescale-controller"
     lease_name: str = "surgescale-controller"
     lease_namespace: str = "default"
-    lease_duration_s: float = 4.0
-    lease_retry_s: float = 1.0
+    lease_duration_s: float = 3.0
+    lease_retry_s: float = 0.5
     min_eval_interval_s: float = 0.05
     tick_s: float = 1.0
     status_interval_s: float = 1.0
@@ -104,6 +109,7 @@ class Controller:
         self.by_target: dict[ScaleTarget, Scaler] = {}
         self.actuator: Actuator | None = None
         self.elector: LeaseElector | None = None
+        self.deletion_coster: DeletionCoster | None = None
         self.consumer: EventConsumer | None = None
         self.reporter: Reporter | None = None
         self.informers: dict[str, Informer] = {}
@@ -123,12 +129,6 @@ class Controller:
         if self._redis is None:
             self._redis = connect(cfg.redis_url)
         api = self._api
-        self.actuator = Actuator(
-            KubeScaleAPI(api), on_send=self._on_send, on_applied=self._on_applied
-        )
-        self.reporter = Reporter(
-            KubeWriter(api, group=crd.GROUP, version=crd.VERSION, plural=crd.PLURAL, kind=crd.KIND)
-        )
         self.elector = LeaseElector(
             api,
             namespace=cfg.lease_namespace,
@@ -137,6 +137,23 @@ class Controller:
             lease_duration_s=cfg.lease_duration_s,
             retry_period_s=cfg.lease_retry_s,
             on_change=self._on_leadership,
+        )
+        fence = self.elector.remaining
+        self.deletion_coster = DeletionCoster(
+            KubePodAPI(api),
+            selector=self._pod_selector,
+            in_flight=self._pod_in_flight,
+            fence=fence,
+        )
+        self.actuator = Actuator(
+            KubeScaleAPI(api),
+            on_send=self._on_send,
+            on_applied=self._on_applied,
+            fence=fence,
+            prepare=self.deletion_coster,
+        )
+        self.reporter = Reporter(
+            KubeWriter(api, group=crd.GROUP, version=crd.VERSION, plural=crd.PLURAL, kind=crd.KIND)
         )
         self.informers = controller_informers(
             api,
@@ -497,9 +514,28 @@ class Controller:
                 self.actuator.forget_pending()
             return
         for scaler in self.scalers.values():  # warm state: decide at once
-            if scaler.state is not None and scaler.deployment() is not None:
+            target = scaler.deployment()
+            if scaler.state is not None and target is not None:
+                # Act on what the cluster has, not on what this standby decided but never wrote.
+                scaler.state = scaler.state.with_replicas(self._current_replicas(target))
                 scaler.last_eval = -math.inf
                 self.request_eval(scaler, trigger=None)
+
+    def _pod_selector(self, target: ScaleTarget) -> str | None:
+        """The label selector of a model Deployment's pods (None for other targets)."""
+        scaler = self.by_target.get(target)
+        if scaler is None or scaler.deployment() != target:
+            return None
+        dep = self.informers["deployments"].objects.get((target.namespace, target.name)) or {}
+        return selector_string((dep.get("spec") or {}).get("selector"))
+
+    def _pod_in_flight(self, target: ScaleTarget) -> dict[str, int] | None:
+        """Requests in flight per pod of a model Deployment's model (None for other targets)."""
+        scaler = self.by_target.get(target)
+        if scaler is None or scaler.model is None or scaler.deployment() != target:
+            return None
+        model = self.store.models.get(scaler.model)
+        return {} if model is None else model.pod_in_flight()
 
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()

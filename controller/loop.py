@@ -498,14 +498,37 @@ class Controller:
                 node_value = max(decision.nodes * slots - decision.replicas, 0)
         reason = decision.reason
         self._kicked = decision.replicas != current or self._kicked
-        if decision.replicas >= current:  # nodes ahead of the pods
+        if decision.replicas > current:  # nodes ahead of the pods
             if node_target is not None and node_value is not None:
                 self.actuator.submit(node_target, node_value, trigger_at=trigger, reason=reason)
             self.actuator.submit(dep, decision.replicas, trigger_at=trigger, reason=reason)
         else:  # pods first, then their nodes
             self.actuator.submit(dep, decision.replicas, trigger_at=trigger, reason=reason)
             if node_target is not None and node_value is not None:
-                self.actuator.submit(node_target, node_value, trigger_at=trigger, reason=reason)
+                self._submit_nodes_after_pods(dep, node_target, node_value, decision, trigger)
+
+    def _submit_nodes_after_pods(
+        self,
+        dep: ScaleTarget,
+        node_target: ScaleTarget,
+        node_value: int,
+        decision: Decision,
+        trigger: float | None,
+    ) -> None:
+        """Fewer nodes only once the pods are down: a node removed while the pods that are to
+        stay still run on it takes their streams along (the pods' own scale-down may wait for
+        their deletion costs to be written). A later evaluation submits the nodes."""
+        assert self.actuator is not None
+        nodes_now = self.actuator.pending(node_target)
+        if nodes_now is None:
+            nodes_now = self.actuator.applied(node_target)
+        pods_settled = (
+            self.actuator.pending(dep) is None
+            and (self.actuator.applied(dep) or 0) <= decision.replicas
+        )
+        if nodes_now is not None and node_value < nodes_now and not pods_settled:
+            return
+        self.actuator.submit(node_target, node_value, trigger_at=trigger, reason=decision.reason)
 
     def _on_leadership(self, leader: bool) -> None:
         self.metrics.leader.set(1 if leader else 0)

@@ -47,7 +47,7 @@ async def _scale_down_by_cost(cluster: RunningCluster, api: client.ApiClient) ->
     )
     costs = dict(zip((p["metadata"]["name"] for p in by_age), (0, 1, 2, 3, 40, 7), strict=True))
     for name, cost in costs.items():
-        await core.patch_namespaced_pod(  # type: ignore[call-arg]
+        await core.patch_namespaced_pod(
             name, "default", {"metadata": {"annotations": {COST: str(cost)}}}, **MERGE
         )
     await apps.patch_namespaced_deployment_scale("m", "default", {"spec": {"replicas": 2}})

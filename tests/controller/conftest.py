@@ -152,7 +152,7 @@ class Sim:
     async def controller(self, identity: str, **overrides: Any) -> Controller:
         config = ControllerConfig(
             redis_url=self.redis_url,
-            kubeconfig=str(self.kubeconfig),
+            kubeconfig=str(overrides.pop("kubeconfig", self.kubeconfig)),
             namespace=NS,
             stream_prefix=self.keys.prefix,
             identity=identity,

@@ -5,15 +5,20 @@ ReplicaSet removes the idlest (issue 15). Real HTTP, real Redis."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes_asyncio import client
 
+from controller.loop import Controller
 from controller.pods import DELETION_COST, deletion_costs, pod_host, selector_string
 from surgescale.events import EventType
 from tests.controller.conftest import NS, Gateway, Sim, eventually
 from tests.controller.test_integration import _ready_leader
+from tests.manifests.kube import render
+from tests.manifests.rbac import Authorizer, RecordingProxy, used_grants
 
 
 async def _pods(sim: Sim, app: str) -> list[Any]:
@@ -28,7 +33,7 @@ def _ready(pod: Any) -> bool:
 
 
 async def test_scale_down_keeps_the_pods_with_streams_in_flight(
-    sim: Sim, gateway_factory: Callable[[], Gateway]
+    sim: Sim, gateway_factory: Callable[[], Gateway], tmp_path: Path
 ) -> None:
     await sim.create_model(
         "llama",
@@ -52,9 +57,34 @@ async def test_scale_down_keeps_the_pods_with_streams_in_flight(
     pods = await eventually(three_ready, timeout=20.0, what="three Ready pods")
     # The newest pod is the busiest: the ReplicaSet's own order (newest first) would pick it.
     pods.sort(key=lambda p: (p.metadata.creation_timestamp, p.metadata.name), reverse=True)
+    proxy = RecordingProxy(sim.cluster.url)  # what the controller asks the API server for
+    await proxy.start()
+    kubeconfig = tmp_path / "controller.kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(proxy.kubeconfig(NS)))
+    try:
+        left, ctl = await _scale_down(sim, gateway_factory, pods, kubeconfig)
+    finally:
+        await proxy.stop()
+    busy = pods[0]
+    assert left[0].metadata.name == busy.metadata.name
+    assert (left[0].metadata.annotations or {}).get(DELETION_COST) == "5"
+    assert ctl.deletion_coster is not None
+    assert ctl.deletion_coster.writes == 2  # the busy and the middle pod; 0 is the default
+    # The manifests' RBAC grants every call this made, pods list and patch among them.
+    granted = Authorizer.for_service_account(
+        render("overlays/dev"), "surgescale-controller", "surgescale"
+    ).granted()
+    used = used_grants(proxy.calls)
+    assert {("", "pods", "list"), ("", "pods", "patch")} <= used
+    assert used <= granted, used - granted
+
+
+async def _scale_down(
+    sim: Sim, gateway_factory: Callable[[], Gateway], pods: list[Any], kubeconfig: Path
+) -> tuple[list[Any], Controller]:
     busy, some, idle = pods
     async with gateway_factory() as gw:
-        ctl = await sim.controller("solo")
+        ctl = await sim.controller("solo", kubeconfig=kubeconfig)
         await _ready_leader(ctl, gw)  # reading the stream: it sees what follows
         assert await sim.replicas("llama") == 3  # a new leader waits a full delay
         plan = [(busy, 5), (some, 2), (idle, 0)]
@@ -76,10 +106,9 @@ async def test_scale_down_keeps_the_pods_with_streams_in_flight(
             return left if len(left) == 1 and await sim.replicas("llama") == 1 else None
 
         left = await eventually(down_to_one, timeout=15.0, what="the scale-down to 1")
-    assert left[0].metadata.name == busy.metadata.name
-    assert (left[0].metadata.annotations or {}).get(DELETION_COST) == "5"
-    assert ctl.deletion_coster is not None
-    assert ctl.deletion_coster.writes == 2  # the busy and the middle pod; 0 is the default
+    await ctl.stop()  # before its proxy goes
+    sim.controllers.remove(ctl)
+    return left, ctl
 
 
 def test_deletion_costs_match_pods_by_ip_or_name() -> None:

@@ -47,7 +47,7 @@ from controller.ops import Health, Metrics, build_app, log_decision
 from controller.pods import DeletionCoster, KubePodAPI, selector_string
 from controller.policy import Decision, Observation, PolicyState, decide
 from controller.report import Reporter
-from controller.scaler import Key, Scaler, cluster_counts
+from controller.scaler import Key, Scaler, cluster_counts, opt_in_refusal
 from controller.state import ClusterCounts, StateSettings, StateStore
 from surgescale.events import Delivery, EventConsumer, RedisClient, StreamKeys, close, connect
 
@@ -463,7 +463,16 @@ class Controller:
             "Observed" if decision.valid else "CannotDecide",
             decision.reason if not decision.valid else "events are current",
         )
-        if self.is_leader and decision.valid:
+        refusal = opt_in_refusal(
+            scaler,
+            deployments=self.informers["deployments"].objects,
+            pools=self.informers["nodepools"].objects,
+        )
+        if refusal is None:
+            scaler.set_condition("TargetAllowed", True, "OptedIn", "every scale target opted in")
+        else:
+            scaler.set_condition("TargetAllowed", False, "TargetNotOptedIn", refusal)
+        if self.is_leader and decision.valid and refusal is None:
             self._actuate(scaler, decision, current, trigger)
         if self.on_decision is not None:
             self.on_decision(scaler, obs, decision)

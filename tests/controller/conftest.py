@@ -22,6 +22,7 @@ from surgescale.events.localredis import free_port
 
 MODEL = "llama3-8b"
 NS = "default"
+OPT_IN = "surgescale.io/scalable"
 
 
 async def eventually(
@@ -42,7 +43,7 @@ def deployment(name: str, replicas: int, *, gpus: int = 1, load_s: float = 1.0) 
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NS},
+        "metadata": {"name": name, "namespace": NS, "labels": {OPT_IN: "true"}},
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": {"app": name}},

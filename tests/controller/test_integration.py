@@ -255,7 +255,12 @@ async def test_idle_model_scales_to_zero_and_wakes_on_the_first_enqueue(
             return await sim.replicas("llama") == 0
 
         await eventually(zero, timeout=10.0, what="scale to zero after 1 s idle")
-        assert await sim.pool_replicas() == 0  # and the nodes go with it
+
+        async def no_nodes() -> bool:
+            return await sim.pool_replicas() == 0
+
+        # and the nodes go after the pods (at a next evaluation, once the pods' scale landed)
+        await eventually(no_nodes, timeout=5.0, what="the nodes to follow the pods down")
         gw.enqueue(1)
 
         async def awake() -> bool:

@@ -2,8 +2,8 @@
 
 Settings come from flags, else environment variables `SURGESCALE_CONTROLLER_<NAME>` (validated
 once by pydantic-settings; a bad value names its field), else the defaults below. Without
-`--kubeconfig` the in-cluster service account is used. Shutdown is bounded: the Lease is
-released (a standby takes over at once), pending scale writes get a moment, then everything stops.
+`--kubeconfig` the in-cluster service account is used. Shutdown is bounded: pending scale writes
+get a moment, the Lease is released (a standby takes over at once), then everything stops.
 """
 
 from __future__ import annotations

@@ -203,14 +203,15 @@ class Controller:
         self._tasks.append(asyncio.create_task(coro, name=name))
 
     async def stop(self, timeout: float = 3.0) -> None:
-        """Release the Lease, flush pending writes (bounded), stop everything."""
+        """Flush pending writes while still leading (bounded), release the Lease, stop."""
         if self.consumer is not None:
             self.consumer.stop()
+        if self.actuator is not None:
+            # Before the release: once the Lease is given up, writes are fenced off.
+            await self.actuator.close(timeout / 3)
         if self.elector is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.elector.release(), timeout / 3)
-        if self.actuator is not None:
-            await self.actuator.close(timeout / 3)
         for scaler in self.scalers.values():
             if scaler.timer is not None:
                 scaler.timer.cancel()

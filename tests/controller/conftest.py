@@ -151,19 +151,21 @@ class Sim:
         ]
 
     async def controller(self, identity: str, **overrides: Any) -> Controller:
-        config = ControllerConfig(
-            redis_url=self.redis_url,
-            kubeconfig=str(overrides.pop("kubeconfig", self.kubeconfig)),
-            namespace=NS,
-            stream_prefix=self.keys.prefix,
-            identity=identity,
-            lease_name=f"lease-{self.keys.prefix}",
-            lease_duration_s=2.0,
-            lease_retry_s=0.25,
-            tick_s=0.25,
-            status_interval_s=0.25,
-            **overrides,
-        )
+        settings: dict[str, Any] = {
+            "redis_url": self.redis_url,
+            "kubeconfig": str(self.kubeconfig),
+            "namespace": NS,
+            "stream_prefix": self.keys.prefix,
+            "identity": identity,
+            "lease_name": f"lease-{self.keys.prefix}",
+            "lease_duration_s": 2.0,
+            "lease_retry_s": 0.25,
+            "tick_s": 0.25,
+            "status_interval_s": 0.25,
+        }
+        settings.update(overrides)  # any of these may be overridden
+        settings["kubeconfig"] = str(settings["kubeconfig"])
+        config = ControllerConfig(**settings)
         ctl = Controller(config)
         await ctl.start()
         self.controllers.append(ctl)

@@ -410,8 +410,13 @@ class Controller:
         elif not self.is_leader and current != scaler.state.replicas:
             scaler.state = scaler.state.with_replicas(current)
         model_state = self.store.model(scaler.spec.model)
+        pspec = scaler.policy_spec
         obs = model_state.observe(
-            now, cluster=counts, concurrency_per_replica=scaler.policy_spec.concurrency_per_replica
+            now,
+            cluster=counts,
+            concurrency_per_replica=pspec.concurrency_per_replica,
+            max_num_seqs=pspec.max_num_seqs,
+            tpot_slo_s=pspec.tpot_slo_s,
         )
         decision, scaler.state = decide(obs, scaler.state, scaler.policy_spec, now)
         scaler.evaluated_queue = obs.queue_depth
@@ -444,7 +449,7 @@ class Controller:
             "DataAvailable",
             decision.valid,
             "Observed" if decision.valid else "CannotDecide",
-            decision.reason if not decision.valid else "events are current",
+            decision.describe() if not decision.valid else "events are current",
         )
         if self.is_leader and decision.valid:
             self._actuate(scaler, decision, current, trigger)
@@ -479,7 +484,7 @@ class Controller:
                 cap = scaler.spec.capacity
                 slots = max(cap.gpus_per_node // cap.gpus_per_replica, 1)
                 node_value = max(decision.nodes * slots - decision.replicas, 0)
-        reason = decision.reason
+        reason = decision.describe()
         self._kicked = decision.replicas != current or self._kicked
         if decision.replicas >= current:  # nodes ahead of the pods
             if node_target is not None and node_value is not None:

@@ -34,6 +34,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from controller.changepoint import StepDetector
+from controller.concurrency import TpotByBatch, concurrency_basis
 from controller.policy import Observation
 from controller.windows import MeanWindow, QuantileWindow, RateWindow, RatioWindow
 from surgescale.events import Event, EventType
@@ -92,6 +94,8 @@ class GatewayView:
     seq: int | None = None
     phase: dict[str, bool] = field(default_factory=dict)
     """request id -> True while queued, False while at a pod."""
+    pod_cap: int | None = None
+    """The gateway's per-pod concurrency cap, from its snapshots."""
 
 
 class ModelState:
@@ -123,6 +127,12 @@ class ModelState:
         self._ttft: list[float] = []
         self._tpot: list[float] = []
         self._service: list[float] = []
+        self.step = StepDetector()
+        """Change detector on the arrivals (`controller.changepoint`)."""
+        self.tpot_by_batch = TpotByBatch()
+        """TPOT per batch size, for the concurrency the TPOT objective allows."""
+        self._ready = 0
+        """Ready replicas at the last observation (the batch of a completing request)."""
 
     def _gateway(self, name: str) -> GatewayView:
         view = self.gateways.get(name)
@@ -169,6 +179,9 @@ class ModelState:
             self._completions += 1
             if event.tpot_ms is not None:
                 self._tpot.append(event.tpot_ms / 1000.0)
+                if self._ready > 0:
+                    batch = (self.in_flight + 1) / self._ready
+                    self.tpot_by_batch.add(batch, event.tpot_ms / 1000.0)
             if event.e2e_ms is not None:
                 service_ms = event.e2e_ms - (event.queue_ms or 0.0)
                 if service_ms > 0:
@@ -186,11 +199,14 @@ class ModelState:
             gw.seq = event.seq
             if event.interval_ms:
                 gw.interval_s = event.interval_ms / 1000.0
+            if event.pod_cap:
+                gw.pod_cap = event.pod_cap
 
     def commit(self, now: float) -> None:
         """Move the samples folded since the last commit into the windows, all timed `now`."""
         self.last_data_at = now
         if self._arrivals:
+            self.step = self.step.observe(now, self._arrivals)
             self.arrivals_short.add(now, self._arrivals)
             self.arrivals_long.add(now, self._arrivals)
             self.last_enqueue_at = now
@@ -231,6 +247,29 @@ class ModelState:
     def in_flight(self) -> int:
         return sum(gw.in_flight for gw in self.gateways.values())
 
+    @property
+    def pod_cap(self) -> int | None:
+        """The smallest per-pod cap the gateways report (None if none says)."""
+        caps = [gw.pod_cap for gw in self.gateways.values() if gw.pod_cap]
+        return min(caps) if caps else None
+
+    def concurrency(
+        self, *, fixed: int | None, max_num_seqs: int, tpot_slo_s: float | None
+    ) -> int:
+        """The per-replica concurrency basis (`controller.concurrency`)."""
+        learned = (
+            None
+            if tpot_slo_s is None
+            else self.tpot_by_batch.largest_batch(tpot_slo_s, max_num_seqs=max_num_seqs)
+        )
+        return concurrency_basis(
+            fixed=fixed,
+            max_num_seqs=max_num_seqs,
+            tpot_slo_s=tpot_slo_s,
+            learned=learned,
+            pod_cap=self.pod_cap,
+        ).value
+
     def sample_capacity(self, now: float, ready: int, concurrency_per_replica: int) -> None:
         """Count the interval since the last observation if the replicas were full through it."""
         settings = self.settings
@@ -269,12 +308,25 @@ class ModelState:
         return measured if little is None else min(little, measured)
 
     def observe(
-        self, now: float, *, cluster: ClusterCounts, concurrency_per_replica: int
+        self,
+        now: float,
+        *,
+        cluster: ClusterCounts,
+        concurrency_per_replica: int | None,
+        max_num_seqs: int = 256,
+        tpot_slo_s: float | None = None,
     ) -> Observation:
-        """The policy's input for this model at `now`."""
+        """The policy's input for this model at `now`; `concurrency_per_replica` is the spec's
+        fixed value (None: from the TPOT objective, else `max_num_seqs`)."""
         self.forget_silent(now)
-        self.sample_capacity(now, cluster.ready_replicas, concurrency_per_replica)
-        mu = self.service_rate(now, concurrency_per_replica)
+        self._ready = cluster.ready_replicas
+        conc = self.concurrency(
+            fixed=concurrency_per_replica, max_num_seqs=max_num_seqs, tpot_slo_s=tpot_slo_s
+        )
+        self.sample_capacity(now, cluster.ready_replicas, conc)
+        mu = self.service_rate(now, conc)
+        if self.step.last_t is not None:
+            self.step = self.step.observe(max(now, self.step.last_t))
         has_data = self.last_data_at is not None and bool(self.gateways)
         return Observation(
             now_data=self.last_data_at if self.last_data_at is not None else now,
@@ -292,6 +344,9 @@ class ModelState:
             ready_nodes=cluster.ready_nodes,
             starting_nodes=cluster.starting_nodes,
             has_data=has_data,
+            arrival_step_rate=self.step.rate(now),
+            concurrency_per_replica=conc,
+            pod_cap=self.pod_cap,
         )
 
 

@@ -50,6 +50,8 @@ def policy_spec(scenario: Scenario, config: OursConfig) -> PolicySpec:
         concurrency_per_replica=scenario.pod_concurrency,
         gpus_per_replica=scenario.gpus_per_replica,
         gpus_per_node=scenario.gpus_per_node,
+        cold_start_s=scenario.model_load_s,
+        node_boot_s=scenario.node_boot_s,
         scale_down_delay_s=config.scale_down_delay_s,
         scale_down_period_s=config.scale_down_period_s,
         scale_to_zero_idle_s=config.scale_to_zero_idle_s,
@@ -177,12 +179,16 @@ class Ours:
             starting_nodes=nodes_booting,
         )
         obs = self.state.observe(
-            now, cluster=counts, concurrency_per_replica=self.spec.concurrency_per_replica
+            now,
+            cluster=counts,
+            concurrency_per_replica=self.spec.concurrency_per_replica,
+            max_num_seqs=self.spec.max_num_seqs,
+            tpot_slo_s=self.spec.tpot_slo_s,
         )
         decision, self.policy_state = decide(obs, self.policy_state, self.spec, now)
         self.decisions += 1
         if not decision.valid:
-            key = decision.reason.split(" (")[0]
+            key = decision.reason.value
             self.reasons[key] = self.reasons.get(key, 0) + 1
             return
         if decision.replicas != cluster.desired_replicas or decision.nodes != cluster.desired_nodes:

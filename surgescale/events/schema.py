@@ -98,6 +98,8 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """The snapshot period of the gateway that sent this snapshot."""
     api_key: str | None = None
     """An opaque tenant label (never the key itself), for fairness accounting."""
+    pod_cap: int | None = None
+    """The gateway's per-pod concurrency cap for the model (snapshot)."""
 
 
 _encoder: Final = msgspec.json.Encoder()

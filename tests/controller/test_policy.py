@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from controller.policy import (
+    Billing,
     Decision,
+    Reason,
     Observation,
     PolicySpec,
     PolicyState,
@@ -18,6 +20,8 @@ from controller.policy import (
     nodes_for,
     service_rate,
 )
+
+R = Reason
 
 SPEC = PolicySpec(
     min_replicas=0,
@@ -30,7 +34,10 @@ SPEC = PolicySpec(
     scale_to_zero_idle_s=120.0,
     gpus_per_replica=2,
     gpus_per_node=8,
+    billing=Billing.GPU,
+    drain_horizon_s=1.0,
 )
+"""The per-GPU rules: GPU billing, a queue drained within the TTFT SLO."""
 
 
 def obs(now: float, **kw: Any) -> Observation:
@@ -60,13 +67,13 @@ def warm(replicas: int, now: float = 0.0, spec: PolicySpec = SPEC, **kw: Any) ->
 
 
 @pytest.mark.parametrize(
-    ("start", "observation", "expected_replicas", "reason_word"),
+    ("start", "observation", "expected_replicas", "reason"),
     [
         pytest.param(
             2,
             obs(100, ready_replicas=2, arrival_rate_short=15.0, in_flight=20),
             2,
-            "steady",
+            R.STEADY,
             id="steady",
         ),
         # 45/s at mu 10 and utilization 0.9 -> ceil(5.0) = 5, plus 20 queued to drain in 1 s -> +2
@@ -74,31 +81,31 @@ def warm(replicas: int, now: float = 0.0, spec: PolicySpec = SPEC, **kw: Any) ->
             2,
             obs(100, ready_replicas=2, arrival_rate_short=45.0, queue_depth=20),
             7,
-            "up",
+            R.SCALE_UP,
             id="burst-up",
         ),
         pytest.param(
-            2, obs(100, ready_replicas=2, arrival_rate_short=1e6), 20, "up", id="capped-at-max"
+            2, obs(100, ready_replicas=2, arrival_rate_short=1e6), 20, R.SCALE_UP, id="capped-at-max"
         ),
-        pytest.param(0, obs(100, queue_depth=1), 1, "up", id="wake-on-queue"),
-        pytest.param(0, obs(100, last_enqueue_at=99.9), 1, "up", id="wake-on-enqueue"),
-        pytest.param(3, obs(100, has_data=False), 3, "no data", id="no-data-holds"),
-        pytest.param(3, obs(90, ready_replicas=3), 3, "stale", id="stale-holds"),
+        pytest.param(0, obs(100, queue_depth=1), 1, R.SCALE_UP, id="wake-on-queue"),
+        pytest.param(0, obs(100, last_enqueue_at=99.9), 1, R.SCALE_UP, id="wake-on-enqueue"),
+        pytest.param(3, obs(100, has_data=False), 3, R.NO_DATA, id="no-data-holds"),
+        pytest.param(3, obs(90, ready_replicas=3), 3, R.STALE_DATA, id="stale-holds"),
         pytest.param(
-            3, obs(90, ready_replicas=3, queue_depth=500), 3, "stale", id="stale-no-scale-up"
+            3, obs(90, ready_replicas=3, queue_depth=500), 3, R.STALE_DATA, id="stale-no-scale-up"
         ),
         # in-flight need: 200 in flight at 32 per replica -> 7 even with no arrivals
-        pytest.param(2, obs(100, ready_replicas=2, in_flight=200), 7, "up", id="in-flight-need"),
+        pytest.param(2, obs(100, ready_replicas=2, in_flight=200), 7, R.SCALE_UP, id="in-flight-need"),
     ],
 )
 def test_single_decision(
-    start: int, observation: Observation, expected_replicas: int, reason_word: str
+    start: int, observation: Observation, expected_replicas: int, reason: Reason
 ) -> None:
     state = warm(start, now=99.0)
     decision, _ = decide(observation, state, SPEC, 100.0)
     assert decision.replicas == expected_replicas, decision
-    assert reason_word in decision.reason
-    assert decision.valid == (reason_word not in ("no data", "stale"))
+    assert decision.reason is reason
+    assert decision.valid == (reason not in (R.NO_DATA, R.STALE_DATA))
     assert decision.nodes == (nodes_for(expected_replicas, SPEC) if decision.valid else state.nodes)
 
 
@@ -257,7 +264,7 @@ def test_scale_to_zero_after_idle_and_instant_wake() -> None:
         if zeroed_at is None and d.replicas == 0:
             zeroed_at = t
             assert d.nodes == 0
-            assert "zero" in d.reason
+            assert d.reason is R.SCALE_TO_ZERO
     assert zeroed_at == 120.0
     # The first enqueue wakes it on the same evaluation.
     d, state = decide(obs(t + 0.01, last_enqueue_at=t + 0.005), state, SPEC, t + 0.01)
@@ -297,7 +304,7 @@ def test_no_scale_down_while_ttft_breaches_slo() -> None:
             t,
         )
         assert d.replicas == 5
-    assert "SLO" in d.reason
+    assert d.reason is R.HOLD_LATENCY
 
 
 def test_fresh_state_waits_a_full_delay_before_scaling_down() -> None:
@@ -317,7 +324,7 @@ def test_idle_overrides_a_rate_window_longer_than_the_idle_period() -> None:
         obs(1.5, ready_replicas=2, arrival_rate_short=5.0, last_enqueue_at=0.4), state, spec, 1.5
     )
     assert d.replicas == 0
-    assert "zero" in d.reason
+    assert d.reason is R.SCALE_TO_ZERO
 
 
 # ---- arrival rate used for sizing: the short window must beat Poisson noise -----------------

@@ -33,6 +33,9 @@ class StepSettings:
     surprising."""
     hold_s: float = 5.0
     """How long a detected step rate is reported after the alarm."""
+    min_span_s: float = 1.0
+    """The new rate is estimated over at least this long: requests that arrive together (a
+    client's batch) say that the rate rose, not that it is their count per millisecond."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,7 +85,7 @@ class StepDetector:
         step_rate, step_at, alarms = self.step_rate, self.step_at, self.alarms
         if alarm is not None:
             t0, n = alarm
-            span = max(now - t0, 1e-3)
+            span = max(now - t0, s.min_span_s, 1e-3)
             rate = max(n - 1, 1) / span  # (n - 1) / T: unbiased for n Poisson arrivals in T
             if rate > base:
                 step_rate, step_at, alarms = rate, now, alarms + 1

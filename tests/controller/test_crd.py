@@ -19,6 +19,7 @@ from controller.crd import (
     spec_schema,
     to_policy_spec,
 )
+from controller.policy import Billing
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -97,6 +98,22 @@ def test_defaults() -> None:
     assert policy.ttft_slo_s == 1.0
     assert policy.tpot_slo_s is None
     assert spec.capacity.strategy.value == "None"
+    # Node billing; concurrency from the TPOT objective, else the engine's max_num_seqs.
+    assert policy.billing is Billing.NODE
+    assert policy.concurrency_per_replica is None
+    assert policy.max_num_seqs == 256
+    assert (policy.cold_start_s, policy.node_boot_s, policy.drain_horizon_s) == (60, 120, None)
+
+
+def test_billing_and_horizon_reach_the_policy() -> None:
+    raw = _with("capacity.billing", "GPU")
+    raw["target"].update(drainHorizonSeconds=30, maxNumSeqs=128, coldStartSeconds=20)
+    raw["capacity"]["nodeBootSeconds"] = 90
+    jsonschema.Draft4Validator(spec_schema()).validate(raw)
+    policy = to_policy_spec(parse_spec(raw))
+    assert policy.billing is Billing.GPU
+    assert (policy.drain_horizon_s, policy.max_num_seqs) == (30, 128)
+    assert (policy.cold_start_s, policy.node_boot_s) == (20, 90)
 
 
 def _with(path: str, value: Any) -> dict[str, Any]:
@@ -143,6 +160,24 @@ def _with(path: str, value: Any) -> dict[str, Any]:
             "spec.scaleDown.delaySecs",
             "not permitted",
             id="typo-field",
+        ),
+        pytest.param(
+            _with("capacity.billing", "Spot"),
+            "spec.capacity.billing",
+            "'Node' or 'GPU'",
+            id="bad-billing",
+        ),
+        pytest.param(
+            _with("target.drainHorizonSeconds", -1),
+            "spec.target.drainHorizonSeconds",
+            "greater than or equal to 0",
+            id="negative-horizon",
+        ),
+        pytest.param(
+            _with("capacity.nodeBootSeconds", -30),
+            "spec.capacity.nodeBootSeconds",
+            "greater than or equal to 0",
+            id="negative-node-boot",
         ),
         pytest.param({"model": "m"}, "spec.scaleTargetRef", "required", id="no-target"),
         pytest.param(None, "spec", "object", id="no-spec"),

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from controller.policy import PolicySpec, PolicyState, decide
+from controller.policy import Billing, PolicySpec, PolicyState, decide, nodes_for, replicas_on
 from controller.state import ClusterCounts, ModelState, StateSettings
 from sim.evaluate.cluster import NodeMode
 from sim.evaluate.gateway import Request
@@ -73,7 +73,14 @@ class Ours:
         self.reasons: dict[str, int] = {}
 
     def initial(self, scenario: Scenario) -> tuple[int, int | None]:
-        return scenario.initial_replicas, None
+        """The steady state ours keeps for the scenario's initial replicas: under node billing
+        the node(s) they need, filled (a replica on a node that is billed anyway is free)."""
+        spec = policy_spec(scenario, self.config)
+        if spec.billing is not Billing.NODE or scenario.initial_replicas <= 0:
+            return scenario.initial_replicas, None
+        nodes = nodes_for(scenario.initial_replicas, spec)
+        filled = min(max(replicas_on(nodes, spec), scenario.initial_replicas), spec.max_replicas)
+        return filled, nodes
 
     def attach(self, world: World) -> None:
         self.world = world

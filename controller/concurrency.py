@@ -70,10 +70,7 @@ class TpotByBatch:
         my = sum(p for _, p in points) / n
         sxx = sum((b - mx) ** 2 for b, _ in points)
         slope = 0.0 if sxx <= 0 else sum((b - mx) * (p - my) for b, p in points) / sxx
-        if slope <= 0:
-            crossing = ceiling
-        else:
-            crossing = mx + (tpot_slo_s - my) / slope
+        crossing = ceiling if slope <= 0 else mx + (tpot_slo_s - my) / slope
         return max(min(int(crossing), int(ceiling), max_num_seqs), 1)
 
 

@@ -42,7 +42,7 @@ from controller.lease import LeaseElector
 from controller.ops import Health, Metrics, build_app, log_decision
 from controller.policy import Decision, Observation, PolicyState, decide
 from controller.report import Reporter
-from controller.scaler import Key, Scaler, cluster_counts
+from controller.scaler import Key, Scaler, cluster_counts, concurrency_condition
 from controller.state import ClusterCounts, StateSettings, StateStore
 from surgescale.events import Delivery, EventConsumer, RedisClient, StreamKeys, close, connect
 
@@ -445,6 +445,7 @@ class Controller:
             leader=self.is_leader,
             level=logging.INFO if changed else logging.DEBUG,
         )
+        concurrency_condition(scaler, obs)
         scaler.set_condition(
             "DataAvailable",
             decision.valid,

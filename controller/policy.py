@@ -154,7 +154,8 @@ class Observation:
     arrival_step_rate: float | None = None
     """The new arrival rate of a step the change detector just declared certain (or None)."""
     concurrency_per_replica: int | None = None
-    """The per-replica concurrency basis (`controller.concurrency`); None = from the spec."""
+    """The per-replica concurrency the spec and TPOT objective ask for (`controller.concurrency`);
+    None = from the spec. The policy uses it capped by `pod_cap`."""
     pod_cap: int | None = None
     """The gateway's per-pod concurrency cap, when its snapshots say it."""
 
@@ -233,12 +234,16 @@ def replicas_on(nodes: int, spec: PolicySpec) -> int:
 
 
 def concurrency(observation: Observation, spec: PolicySpec) -> int:
-    """The per-replica concurrency basis: the observation's, else the spec's."""
+    """The per-replica concurrency basis: the observation's, else the spec's; never above the
+    gateway's per-pod cap (a replica gets no more than the gateway sends it)."""
     if observation.concurrency_per_replica is not None and observation.concurrency_per_replica > 0:
-        return observation.concurrency_per_replica
-    if spec.concurrency_per_replica is not None and spec.concurrency_per_replica > 0:
-        return spec.concurrency_per_replica
-    return max(spec.max_num_seqs, 1)
+        value = observation.concurrency_per_replica
+    elif spec.concurrency_per_replica is not None and spec.concurrency_per_replica > 0:
+        value = spec.concurrency_per_replica
+    else:
+        value = max(spec.max_num_seqs, 1)
+    cap = observation.pod_cap
+    return min(value, cap) if cap is not None and cap > 0 else value
 
 
 def service_rate(observation: Observation, spec: PolicySpec) -> float:

@@ -253,10 +253,9 @@ class ModelState:
         caps = [gw.pod_cap for gw in self.gateways.values() if gw.pod_cap]
         return min(caps) if caps else None
 
-    def concurrency(
-        self, *, fixed: int | None, max_num_seqs: int, tpot_slo_s: float | None
-    ) -> int:
-        """The per-replica concurrency basis (`controller.concurrency`)."""
+    def concurrency(self, *, fixed: int | None, max_num_seqs: int, tpot_slo_s: float | None) -> int:
+        """The per-replica concurrency the spec and the TPOT objective ask for
+        (`controller.concurrency`), before the gateway's per-pod cap."""
         learned = (
             None
             if tpot_slo_s is None
@@ -267,7 +266,7 @@ class ModelState:
             max_num_seqs=max_num_seqs,
             tpot_slo_s=tpot_slo_s,
             learned=learned,
-            pod_cap=self.pod_cap,
+            pod_cap=None,  # the policy caps it (and the status says when the two differ)
         ).value
 
     def sample_capacity(self, now: float, ready: int, concurrency_per_replica: int) -> None:

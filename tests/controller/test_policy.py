@@ -12,10 +12,10 @@ import pytest
 from controller.policy import (
     Billing,
     Decision,
-    Reason,
     Observation,
     PolicySpec,
     PolicyState,
+    Reason,
     decide,
     nodes_for,
     service_rate,
@@ -85,7 +85,11 @@ def warm(replicas: int, now: float = 0.0, spec: PolicySpec = SPEC, **kw: Any) ->
             id="burst-up",
         ),
         pytest.param(
-            2, obs(100, ready_replicas=2, arrival_rate_short=1e6), 20, R.SCALE_UP, id="capped-at-max"
+            2,
+            obs(100, ready_replicas=2, arrival_rate_short=1e6),
+            20,
+            R.SCALE_UP,
+            id="capped-at-max",
         ),
         pytest.param(0, obs(100, queue_depth=1), 1, R.SCALE_UP, id="wake-on-queue"),
         pytest.param(0, obs(100, last_enqueue_at=99.9), 1, R.SCALE_UP, id="wake-on-enqueue"),
@@ -95,7 +99,9 @@ def warm(replicas: int, now: float = 0.0, spec: PolicySpec = SPEC, **kw: Any) ->
             3, obs(90, ready_replicas=3, queue_depth=500), 3, R.STALE_DATA, id="stale-no-scale-up"
         ),
         # in-flight need: 200 in flight at 32 per replica -> 7 even with no arrivals
-        pytest.param(2, obs(100, ready_replicas=2, in_flight=200), 7, R.SCALE_UP, id="in-flight-need"),
+        pytest.param(
+            2, obs(100, ready_replicas=2, in_flight=200), 7, R.SCALE_UP, id="in-flight-need"
+        ),
     ],
 )
 def test_single_decision(

@@ -7,8 +7,8 @@ The arrivals are modelled as a Poisson process of rate `baseline` (an exponentia
 rate with time constant `baseline_tau_s`). For each alternative `ratio` in `ratios` a one-sided
 CUSUM accumulates the log-likelihood ratio of "rate is `ratio * baseline`" against "rate is
 `baseline`": `n * ln(ratio) - (ratio - 1) * baseline * dt` for `n` arrivals in `dt` seconds, reset
-at zero. When one of them passes `threshold` (`ln(1000)` ~ 6.9: under a steady rate a false
-alarm takes on the order of a thousand arrivals' worth of evidence), the step is *certain*: the
+at zero. When one of them passes `threshold` (`ln(10^6)` ~ 13.8, so that under a steady rate a
+false alarm is rare), the step is *certain*: the
 rate since that statistic last left zero (the change point estimate) becomes the new baseline and
 is reported as the step rate for `hold_s`. A large step is caught within a handful of arrivals
 (at 8x the baseline each arrival adds ~1.2, so about six of them); a small one takes more, and the
@@ -26,16 +26,15 @@ DEFAULT_RATIOS = (2.0, 4.0, 8.0, 16.0)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StepSettings:
     ratios: tuple[float, ...] = DEFAULT_RATIOS
-    threshold: float = math.log(1000.0)
+    threshold: float = math.log(1e6)
     baseline_tau_s: float = 30.0
     min_baseline: float = 0.05
     """Floor of the baseline rate (req/s), so the very first arrivals are not infinitely
     surprising."""
     hold_s: float = 5.0
     """How long a detected step rate is reported after the alarm."""
-    min_span_s: float = 1.0
-    """The new rate is estimated over at least this long: requests that arrive together (a
-    client's batch) say that the rate rose, not that it is their count per millisecond."""
+    min_gain: float = 1.5
+    """An alarm counts only when the new rate is at least this multiple of the baseline."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,9 +84,15 @@ class StepDetector:
         step_rate, step_at, alarms = self.step_rate, self.step_at, self.alarms
         if alarm is not None:
             t0, n = alarm
-            span = max(now - t0, s.min_span_s, 1e-3)
-            rate = max(n - 1, 1) / span  # (n - 1) / T: unbiased for n Poisson arrivals in T
-            if rate > base:
+            span = max(now - t0, 1e-3)
+            # (n - 1) / T is unbiased for n Poisson arrivals in T; one standard deviation below
+            # it, as a step seen over ~10 arrivals is uncertain by ~30 % (the rate windows
+            # follow within seconds). Requests that arrive together (a client's batch) say the
+            # rate rose, not that it is their count per millisecond, so the estimate is capped at
+            # the largest alternative tested.
+            k = max(n - 1, 1)
+            rate = min(max(k - math.sqrt(k), 1.0) / span, max(s.ratios) * base)
+            if rate >= s.min_gain * base:
                 step_rate, step_at, alarms = rate, now, alarms + 1
                 baseline = max(baseline, rate)
             scores = [0.0 for _ in s.ratios]

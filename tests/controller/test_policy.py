@@ -376,3 +376,141 @@ def test_noisy_window_around_a_steady_mean_holds_the_size() -> None:
         d, state = decide(o, state, SPEC, float(i))
         peak = max(peak, d.replicas)
     assert peak == 3
+
+
+# ---- node billing: replicas on nodes that stay are free; a node goes only when it frees --------
+
+NODE_SPEC = PolicySpec(
+    min_replicas=0,
+    max_replicas=12,
+    concurrency_per_replica=32,
+    scale_to_zero_idle_s=None,
+    gpus_per_replica=1,
+    gpus_per_node=4,
+    billing=Billing.NODE,
+    cold_start_s=60.0,
+    node_boot_s=120.0,
+    scale_down_period_s=10.0,
+)
+"""Four replicas per node; a release-and-return costs 2 * (60 + 120) = 360 node-seconds."""
+
+
+def demand(t: float, rate: float, ready: int) -> Observation:
+    # mu 10/s, utilization 0.9: rate 30 -> 4 replicas (1 node), rate 60 -> 7 (2 nodes)
+    return obs(t, ready_replicas=ready, arrival_rate_short=rate, in_flight=1, last_enqueue_at=t)
+
+
+def test_node_billing_fills_the_node() -> None:
+    d, _ = decide(demand(0.0, 5.0, 1), PolicyState.initial(1, 1), NODE_SPEC, 0.0)
+    assert (d.replicas, d.nodes, d.reason) == (4, 1, R.FILL_NODES)
+
+
+def test_node_release_only_when_a_node_frees() -> None:
+    """Demand falls from two nodes' worth to 5 replicas (still two nodes): nothing goes. Then to
+    one node's worth: the second node (and its replicas) go after the keep time, together."""
+    state = PolicyState.initial(8, 2)
+    seen: list[tuple[float, int, int]] = []
+    t = 0.0
+    for rate, until in [(60.0, 10.0), (40.0, 400.0), (20.0, 1000.0)]:
+        while t < until:
+            t += 1.0
+            d, state = decide(demand(t, rate, state.replicas), state, NODE_SPEC, t)
+            seen.append((t, d.replicas, d.nodes))
+    assert {(r, n) for _, r, n in seen} == {(8, 2), (4, 1)}  # never a replica off a kept node
+    released = next(t for t, r, _ in seen if r == 4)
+    assert released - 400.0 >= 360.0  # kept for the rent-or-buy time before it goes
+    assert released - 400.0 <= 362.0
+
+
+def test_gpu_billing_scales_replicas_down_on_the_same_node() -> None:
+    spec = replace(NODE_SPEC, billing=Billing.GPU, scale_down_delay_s=60.0)
+    state = warm(8, spec=spec)
+    for i in range(1, 200):
+        d, state = decide(demand(float(i), 40.0, state.replicas), state, spec, float(i))
+    assert d.replicas == 5  # today's behaviour: down to the need although the node stays
+    assert d.nodes == 2
+
+
+def _bursts(state: PolicyState, gap_s: float, count: int) -> tuple[PolicyState, list[Decision]]:
+    """`count` cycles of a 30 s burst (two nodes' worth) then `gap_s` quiet (one node's worth);
+    the decision at the first evaluation of each burst."""
+    t = state.last_now or 0.0
+    firsts = []
+    for _ in range(count):
+        for i in range(30):
+            t += 1.0
+            d, state = decide(demand(t, 60.0, state.replicas), state, NODE_SPEC, t)
+            if i == 0:
+                firsts.append(d)
+        end = t + gap_s
+        while t < end:
+            t += 1.0
+            d, state = decide(demand(t, 20.0, state.replicas), state, NODE_SPEC, t)
+    return state, firsts
+
+
+def test_burst_after_a_gap_is_served_from_kept_replicas() -> None:
+    state = PolicyState.initial(4, 1)
+    _, firsts = _bursts(state, gap_s=200.0, count=3)
+    assert firsts[0].reason is R.SCALE_UP  # the first burst finds one node
+    for d in firsts[1:]:  # 200 s gaps < the 360 s keep: the replicas are still there
+        assert d.replicas == 8
+        assert d.reason is R.STEADY
+
+
+def test_keep_time_is_learned_from_the_gaps_between_bursts() -> None:
+    """Gaps of 420 s outlast the default keep (360 s): the first ones find the node released;
+    once three such gaps were seen, keeping the node through them is cheaper and it stays."""
+    state = PolicyState.initial(4, 1)
+    state, firsts = _bursts(state, gap_s=420.0, count=6)
+    assert [d.reason for d in firsts[:4]] == [R.SCALE_UP] * 4
+    assert firsts[-1].keep_node_s == pytest.approx(420.0, abs=2.0)
+    assert [d.replicas for d in firsts[-2:]] == [8, 8]
+    assert all(d.reason is R.STEADY for d in firsts[-2:])
+
+
+def test_long_gaps_release_sooner() -> None:
+    """Bursts an hour apart: keeping a node through them costs more than coming back; the keep
+    time falls to the time it takes to get a node back."""
+    spec = replace(NODE_SPEC, max_keep_node_s=7200.0)
+    state = PolicyState.initial(4, 1)
+    t = 0.0
+    for _ in range(4):
+        for rate, span in [(60.0, 30), (20.0, 3600)]:
+            for _ in range(span):
+                t += 5.0 if rate < 60 and span > 100 else 1.0
+                d, state = decide(demand(t, rate, state.replicas), state, spec, t)
+    assert d.keep_node_s == pytest.approx(180.0)
+
+
+# ---- drain horizon and step ----------------------------------------------------------------
+
+
+def test_drain_horizon_is_when_capacity_can_arrive() -> None:
+    spec = replace(NODE_SPEC, billing=Billing.GPU, max_replicas=40)
+    o = obs(0.0, ready_replicas=2, in_flight=64, arrival_rate_short=18.0, queue_depth=600)
+    d, _ = decide(o, warm(2, spec=spec), spec, 0.0)
+    # 18/s -> 2 replicas; 600 queued over a 60 s cold start at 10/s -> +1, fits the node (4)
+    assert (d.replicas, d.drain_horizon_s) == (3, 60.0)
+    d, _ = decide(replace(o, queue_depth=6000), warm(2, spec=spec), spec, 0.0)
+    # 6000 queued needs new nodes: drained over cold start + node boot (180 s): 2 + 4
+    assert (d.replicas, d.drain_horizon_s) == (6, 180.0)
+    fixed = replace(spec, drain_horizon_s=1.0)
+    d, _ = decide(o, warm(2, spec=fixed), fixed, 0.0)
+    assert d.replicas == 40  # the old rule: drain within the TTFT SLO
+
+
+def test_a_detected_step_scales_before_a_queue_forms() -> None:
+    o = obs(0.0, ready_replicas=1, in_flight=5, arrival_rate_short=4.0, arrival_rate_long=4.0)
+    o = replace(o, arrival_short_window_s=2.0)
+    d, _ = decide(o, warm(1), SPEC, 0.0)
+    assert d.replicas == 1
+    d, _ = decide(replace(o, arrival_step_rate=40.0), warm(1), SPEC, 0.0)
+    assert (d.replicas, d.reason, d.step_rate) == (5, R.STEP_UP, 40.0)
+
+
+def test_pod_cap_bounds_the_concurrency() -> None:
+    o = obs(0.0, ready_replicas=1, in_flight=64, concurrency_per_replica=64)
+    assert decide(o, warm(1), SPEC, 0.0)[0].concurrency == 64
+    d, _ = decide(replace(o, pod_cap=16), warm(1), SPEC, 0.0)
+    assert (d.concurrency, d.recommended) == (16, 4)

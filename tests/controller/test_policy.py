@@ -36,6 +36,7 @@ SPEC = PolicySpec(
     gpus_per_node=8,
     billing=Billing.GPU,
     drain_horizon_s=1.0,
+    arrival_noise_z=2.0,
 )
 """The per-GPU rules: GPU billing, a queue drained within the TTFT SLO."""
 

@@ -189,3 +189,38 @@ def test_invalid_specs_name_the_field(raw: Any, field: str, words: str) -> None:
     assert info.value.field == field
     assert words in info.value.message
     assert str(info.value).startswith(field + ": ")
+
+
+def test_pod_cap_disagreement_is_a_condition() -> None:
+    from controller.policy import Observation
+    from controller.scaler import CONCURRENCY_CONDITION, Scaler, concurrency_condition
+
+    def seen(cap: int | None, wanted: int | None) -> dict[str, Any] | None:
+        scaler = Scaler(key=("ns", "isc"))
+        o = Observation(
+            now_data=0.0,
+            queue_depth=0,
+            in_flight=0,
+            ready_replicas=1,
+            starting_replicas=0,
+            arrival_rate_short=0.0,
+            arrival_rate_long=0.0,
+            service_rate_per_replica=None,
+            ttft_p95_s=None,
+            tpot_p95_s=None,
+            last_enqueue_at=None,
+            pod_cap=cap,
+            concurrency_per_replica=wanted,
+        )
+        concurrency_condition(scaler, o)
+        return scaler.conditions.get(CONCURRENCY_CONDITION)
+
+    assert seen(None, 64) is None  # no gateway said its cap yet
+    ok = seen(64, 64)
+    assert ok is not None
+    assert ok["status"] == "True"
+    bad = seen(32, 256)
+    assert bad is not None
+    assert (bad["status"], bad["reason"]) == ("False", "PodCapDiffers")
+    assert "32" in bad["message"]
+    assert "256" in bad["message"]

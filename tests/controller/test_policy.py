@@ -20,6 +20,7 @@ from controller.policy import (
     nodes_for,
     service_rate,
 )
+from controller.retention import keep_seconds
 
 R = Reason
 
@@ -515,3 +516,18 @@ def test_pod_cap_bounds_the_concurrency() -> None:
     assert decide(o, warm(1), SPEC, 0.0)[0].concurrency == 64
     d, _ = decide(replace(o, pod_cap=16), warm(1), SPEC, 0.0)
     assert (d.concurrency, d.recommended) == (16, 4)
+
+
+@pytest.mark.parametrize(
+    ("gaps", "keep"),
+    [
+        pytest.param((), 360.0, id="no-history: deterministic rent-or-buy (the penalty)"),
+        pytest.param((420.0, 420.0), 360.0, id="two gaps are not yet a pattern"),
+        pytest.param((420.0, 410.0, 430.0), 430.0, id="recurring gaps: keep through them"),
+        pytest.param((5.0, 8.0, 12.0), 180.0, id="short dips: never below the re-acquire time"),
+        pytest.param((3000.0, 3600.0, 2500.0), 180.0, id="long gaps: release early"),
+        pytest.param((200.0, 250.0, 5000.0, 6000.0), 250.0, id="mixed: cover the short ones"),
+    ],
+)
+def test_keep_seconds_table(gaps: tuple[float, ...], keep: float) -> None:
+    assert keep_seconds(gaps, reacquire_s=180.0, penalty_s=360.0) == pytest.approx(keep)

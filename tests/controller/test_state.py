@@ -201,7 +201,8 @@ def test_ratio_window_slides() -> None:
 
 
 def _poisson(rng: random.Random, rate: float, start: float, end: float) -> list[float]:
-    out, t = [], start
+    out: list[float] = []
+    t = start
     while True:
         t += rng.expovariate(rate)
         if t >= end:

@@ -181,6 +181,7 @@ def decide(
     in_flight = max(obs.in_flight, 0)
     arrival = max(obs.arrival_rate_short, 0.0)
     sizing = sizing_arrival(obs, spec)
+    sustained = sizing_arrival(replace(obs, arrival_step_rate=None), spec)
 
     # Expected backlog: grows while capacity is short (e.g. during a cold start), decays after.
     dt = 0.0 if state.last_now is None else now - state.last_now
@@ -195,16 +196,27 @@ def decide(
 
     util = min(max(spec.target_utilization, 0.05), 1.0)
     slo = max(spec.ttft_slo_s, 1e-3)
-    if spec.drain_horizon_s is not None:
-        horizon = max(spec.drain_horizon_s, slo)
-        need = _need(sizing, unexplained, mu, util, horizon)
-    else:  # replicas beyond the room on today's nodes wait for a node boot too
+    room = max(replicas_on(current_nodes, spec), current)
+
+    def sized(rate: float) -> tuple[int, float]:
+        if spec.drain_horizon_s is not None:
+            horizon = max(spec.drain_horizon_s, slo)
+            return _need(rate, unexplained, mu, util, horizon), horizon
         horizon = max(slo, spec.cold_start_s)
-        need = _need(sizing, unexplained, mu, util, horizon)
-        room = max(replicas_on(current_nodes, spec), current)
-        if need > room:
-            horizon = max(slo, reacquire_s(spec))
-            need = max(_need(sizing, unexplained, mu, util, horizon), room)
+        need = _need(rate, unexplained, mu, util, horizon)
+        if need <= room:
+            return need, horizon
+        # the replicas beyond the room on today's nodes wait for a node boot too
+        horizon = max(slo, reacquire_s(spec))
+        return max(_need(rate, unexplained, mu, util, horizon), room), horizon
+
+    need, horizon = sized(sustained)
+    sustained_need = need
+    if sizing > sustained:
+        # A step just detected says nothing yet about how long it lasts: it fills the room on
+        # today's nodes, and buys new nodes (useful only a boot and a cold start later) only
+        # once the rate windows show it is sustained.
+        need = max(need, min(sized(sizing)[0], room))
     in_flight_need = math.ceil(in_flight / max(conc, 1))
 
     # Idle tracking for scale to zero and instant wake.
@@ -220,7 +232,7 @@ def decide(
     )
     floor = max(spec.min_replicas, in_flight_need)
     if idle:
-        need = 0  # no enqueue for the idle period: whatever the rate windows still hold is past
+        need = sustained_need = 0  # no enqueue for the idle period: the rate windows are past
     else:
         floor = max(floor, 1)
     recommended = min(max(need, floor), spec.max_replicas)
@@ -234,7 +246,9 @@ def decide(
         node_window = ((now, current_nodes),)
     window = _push_window(window, now, recommended, delay)
     stabilized = max(v for _, v in window)
-    nodes_needed = nodes_for(recommended, spec)
+    # Nodes are kept for sustained demand: a step's extra replicas use the room there is.
+    sustained_rec = min(max(sustained_need, floor, spec.min_replicas), spec.max_replicas)
+    nodes_needed = nodes_for(min(recommended, sustained_rec), spec)
     keep_horizon = max(spec.max_keep_node_s, 0.0)
     node_window = _push_window(node_window, now, nodes_needed, keep_horizon)
     gaps = state.gaps.update(nodes_needed, now)

@@ -508,7 +508,12 @@ def test_a_detected_step_scales_before_a_queue_forms() -> None:
     d, _ = decide(o, warm(1), SPEC, 0.0)
     assert d.replicas == 1
     d, _ = decide(replace(o, arrival_step_rate=40.0), warm(1), SPEC, 0.0)
-    assert (d.replicas, d.reason, d.step_rate) == (5, R.STEP_UP, 40.0)
+    # 40/s wants 5 replicas; a step just seen fills today's node (4 slots of 2 GPUs) and does
+    # not yet buy a node that would come a boot and a cold start later ...
+    assert (d.replicas, d.nodes, d.reason, d.step_rate) == (4, 1, R.STEP_UP, 40.0)
+    # ... which the rate windows do once they show it.
+    d, _ = decide(replace(o, arrival_rate_short=40.0, arrival_rate_long=40.0), warm(1), SPEC, 0.0)
+    assert (d.replicas, d.nodes, d.reason) == (5, 2, R.SCALE_UP)
 
 
 def test_pod_cap_bounds_the_concurrency() -> None:

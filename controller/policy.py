@@ -38,7 +38,10 @@ How a decision is made (all rates in requests per second):
   `max_replicas`), and replicas go only with a node. A node demand no longer needs is kept for
   `keep_node_s`, learned from how long demand stayed away before (`controller.retention`: keep
   it while that costs less than a cold start plus node boot is expected to lose), then released
-  (rate-limited as above, never while latency is above its SLO).
+  (rate-limited as above, never while latency is above its SLO). A new node is bought only
+  when past bursts that lasted as long as the one going on mostly outlasted a node boot plus a
+  cold start (`DeferNode` otherwise, with `defer_short_bursts`): a node that arrives after the
+  burst serves nobody, and the replicas on the kept nodes take the burst meanwhile.
 - **Scale to zero** (only with `min_replicas == 0`) after `scale_to_zero_idle_s` with no queue,
   nothing in flight and no enqueue; until then at least one replica. **Instant wake**: a
   queued request or a recent enqueue at zero replicas asks for a replica on the same evaluation.
@@ -62,7 +65,7 @@ from controller.policy_types import (
     PolicyState,
     Reason,
 )
-from controller.retention import keep_seconds
+from controller.retention import keep_seconds, worth_buying
 
 __all__ = [
     "Billing",
@@ -252,6 +255,7 @@ def decide(
     keep_horizon = max(spec.max_keep_node_s, 0.0)
     node_window = _push_window(node_window, now, nodes_needed, keep_horizon)
     gaps = state.gaps.update(nodes_needed, now)
+    bursts = state.bursts.update(min(recommended, sustained_rec), now)
 
     step_up = obs.arrival_step_rate is not None and obs.arrival_step_rate >= sizing - 1e-9
     up_reason = Reason.STEP_UP if step_up else Reason.SCALE_UP
@@ -276,6 +280,17 @@ def decide(
         if idle and current > 0:
             target_nodes, reason = 0, Reason.SCALE_TO_ZERO
             detail = f"idle {idle_for:.0f}s"
+        elif (
+            nodes_needed > current_nodes
+            and spec.defer_short_bursts
+            and not worth_buying(
+                bursts.durations,
+                age=bursts.age(replicas_on(current_nodes, spec) + 1, now),
+                reacquire_s=reacquire_s(spec),
+            )
+        ):
+            target_nodes, reason = current_nodes, Reason.DEFER_NODE
+            detail = f"{nodes_needed} node(s) wanted; bursts like this ended before one came"
         elif nodes_needed > current_nodes or recommended > current:
             target_nodes, reason, detail = max(nodes_needed, current_nodes), up_reason, up_detail
         elif kept >= current_nodes or current_nodes <= nodes_needed:
@@ -295,6 +310,8 @@ def decide(
             last_down_at = now
         filled = min(replicas_on(target_nodes, spec), max(spec.max_replicas, 0))
         target = max(filled, recommended) if target_nodes > 0 else 0
+        if reason is Reason.DEFER_NODE:
+            target = filled  # the replicas the kept nodes hold, no more
         if idle and current > 0:
             window, node_window = ((now, 0),), ((now, 0),)
         elif target > current and reason is Reason.STEADY:
@@ -338,6 +355,7 @@ def decide(
         window=window,
         node_window=node_window,
         gaps=gaps,
+        bursts=bursts,
         last_now=now,
         last_down_at=last_down_at,
         busy_at=busy_at,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field, replace
 
-from controller.retention import Gaps
+from controller.retention import Excursions, Gaps
 
 
 class Billing(enum.StrEnum):
@@ -35,6 +35,8 @@ class Reason(enum.StrEnum):
     HOLD_LATENCY = "HoldLatency"
     HOLD_STABILIZING = "HoldStabilizing"
     HOLD_RATE_LIMIT = "HoldRateLimit"
+    DEFER_NODE = "DeferNode"
+    """No new node yet: bursts like this one ended before a node could serve them."""
     KEEP_NODE = "KeepNode"
     """A node demand does not need is kept: a burst may come back before it pays to release."""
     SCALE_DOWN = "ScaleDown"
@@ -73,6 +75,9 @@ class PolicySpec:
     release_penalty_s: float | None = None
     """Node-seconds a release costs when demand comes back; None = 2 * (cold start + boot)."""
     max_keep_node_s: float = 3600.0
+    defer_short_bursts: bool = True
+    """Under node billing, buy a node only when bursts like the one going on have outlasted a
+    node boot plus a cold start (`controller.retention.worth_buying`)."""
     stale_after_s: float = 5.0
     prior_request_seconds: float = 4.0
     """Typical in-pod request duration assumed before a service rate has been observed."""
@@ -133,6 +138,8 @@ class PolicyState:
     """Sliding-window maximum of the nodes needed, over `max_keep_node_s`."""
     gaps: Gaps = field(default_factory=Gaps)
     """How long demand stayed below each node level before it came back."""
+    bursts: Excursions = field(default_factory=Excursions)
+    """How long the sustained recommendation stayed at or above each replica count."""
 
     @staticmethod
     def initial(replicas: int, nodes: int | None = None) -> PolicyState:

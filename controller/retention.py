@@ -13,6 +13,12 @@ cost over the gaps seen, where a gap `g <= T` costs `g` (kept through it) and a 
 deterministic rent-or-buy rule `T = penalty_s` (never worse than twice the best choice in
 hindsight); it is never below `reacquire_s` (releasing for less time than it takes to get the
 node back saves nothing) nor above `max_keep_s`.
+
+The other side of the same choice is buying: a node asked for now serves only after
+`reacquire_s`. `Excursions` remembers how long demand stayed at or above each level (a burst; the
+policy feeds it replica counts, which see the many small bursts a node level would not), and
+`worth_buying` says whether bursts that lasted as long as the current one mostly went on for
+another `reacquire_s`: if not, a new node would arrive after the burst it was bought for.
 """
 
 from __future__ import annotations
@@ -72,3 +78,59 @@ def keep_seconds(
         if cost < best_cost - 1e-9:
             best, best_cost = threshold, cost
     return best
+
+
+@dataclass(frozen=True, slots=True)
+class Excursions:
+    """How long demand stayed at or above each node level (a *burst* at that level).
+
+    Dips shorter than `MERGE_S` do not end a burst (the need flickers at a level's edge)."""
+
+    active: tuple[tuple[int, float, float], ...] = ()
+    """(level, start, last time at or above it) of the bursts going on."""
+    durations: tuple[float, ...] = ()
+    """Completed bursts (seconds), oldest first, at most `MAX_GAPS`."""
+
+    def update(self, needed: int, now: float) -> Excursions:
+        """Fold in that `needed` nodes are needed at `now`."""
+        active = {level: (start, last) for level, start, last in self.active}
+        done: list[float] = []
+        for level, (start, last) in list(active.items()):
+            if level <= needed:
+                active[level] = (start, now)
+            elif now - last > MERGE_S:
+                done.append(last - start)
+                del active[level]
+        for level in range(1, needed + 1):
+            active.setdefault(level, (now, now))
+        durations = (self.durations + tuple(done))[-MAX_GAPS:] if done else self.durations
+        flat = tuple(sorted((lv, s, e) for lv, (s, e) in active.items()))
+        if flat == self.active and durations is self.durations:
+            return self
+        return Excursions(active=flat, durations=durations)
+
+    def age(self, level: int, now: float) -> float:
+        """How long the burst at `level` has been going on (0 if none)."""
+        for lv, start, _ in self.active:
+            if lv == level:
+                return now - start
+        return 0.0
+
+
+MERGE_S = 10.0
+
+
+def worth_buying(
+    durations: tuple[float, ...], *, age: float, reacquire_s: float, min_bursts: int = 3
+) -> bool:
+    """Whether a node bought now for a burst that has lasted `age` seconds is expected to serve
+    it: among the past bursts that lasted at least `age`, at least half lasted `age +
+    reacquire_s` (the node is Ready with its replicas by then). Buy when there is no history, and
+    when this burst is already longer than any seen (nothing says it ends soon)."""
+    if len(durations) < min_bursts:
+        return True
+    reached = [d for d in durations if d >= age]
+    if not reached:
+        return True
+    lasting = sum(1 for d in reached if d >= age + reacquire_s)
+    return 2 * lasting >= len(reached)

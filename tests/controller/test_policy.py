@@ -20,7 +20,7 @@ from controller.policy import (
     nodes_for,
     service_rate,
 )
-from controller.retention import keep_seconds
+from controller.retention import keep_seconds, worth_buying
 
 R = Reason
 
@@ -433,21 +433,29 @@ def test_gpu_billing_scales_replicas_down_on_the_same_node() -> None:
     assert d.nodes == 2
 
 
-def _bursts(state: PolicyState, gap_s: float, count: int) -> tuple[PolicyState, list[Decision]]:
-    """`count` cycles of a 30 s burst (two nodes' worth) then `gap_s` quiet (one node's worth);
-    the decision at the first evaluation of each burst."""
+def _bursts(
+    state: PolicyState,
+    gap_s: float,
+    count: int,
+    spec: PolicySpec | None = None,
+    burst_s: int = 30,
+) -> tuple[PolicyState, list[Decision]]:
+    """`count` cycles of a `burst_s` burst (two nodes' worth) then `gap_s` quiet (one node's
+    worth); the decision at the first evaluation of each burst. Node buying is not deferred
+    unless `spec` says so."""
+    spec = spec or replace(NODE_SPEC, defer_short_bursts=False)
     t = state.last_now or 0.0
     firsts = []
     for _ in range(count):
-        for i in range(30):
+        for i in range(burst_s):
             t += 1.0
-            d, state = decide(demand(t, 60.0, state.replicas), state, NODE_SPEC, t)
+            d, state = decide(demand(t, 60.0, state.replicas), state, spec, t)
             if i == 0:
                 firsts.append(d)
         end = t + gap_s
         while t < end:
             t += 1.0
-            d, state = decide(demand(t, 20.0, state.replicas), state, NODE_SPEC, t)
+            d, state = decide(demand(t, 20.0, state.replicas), state, spec, t)
     return state, firsts
 
 
@@ -469,6 +477,25 @@ def test_keep_time_is_learned_from_the_gaps_between_bursts() -> None:
     assert firsts[-1].keep_node_s == pytest.approx(420.0, abs=2.0)
     assert [d.replicas for d in firsts[-2:]] == [8, 8]
     assert all(d.reason is R.STEADY for d in firsts[-2:])
+
+
+def test_bursts_shorter_than_a_node_boot_do_not_buy_nodes() -> None:
+    """10 s bursts every 10 minutes: once a few were seen, a node that would be Ready 180 s later
+    is not bought for the next one (the kept node's replicas take it); a burst that outlasts
+    every one seen before buys it."""
+    state = PolicyState.initial(4, 1)
+    state, firsts = _bursts(state, gap_s=600.0, count=4, spec=NODE_SPEC, burst_s=10)
+    assert firsts[0].reason is R.SCALE_UP
+    assert [(d.reason, d.nodes, d.replicas) for d in firsts[-2:]] == [(R.DEFER_NODE, 1, 4)] * 2
+    t = state.last_now or 0.0
+    nodes = []
+    for _ in range(60):  # now a sustained step
+        t += 1.0
+        d, state = decide(demand(t, 60.0, state.replicas), state, NODE_SPEC, t)
+        nodes.append(d.nodes)
+    assert nodes[0] == 1
+    assert nodes[-1] == 2
+    assert nodes.index(2) <= 15  # bought once it outlasted the 10 s bursts (plus the merge)
 
 
 def test_long_gaps_release_sooner() -> None:
@@ -536,3 +563,19 @@ def test_pod_cap_bounds_the_concurrency() -> None:
 )
 def test_keep_seconds_table(gaps: tuple[float, ...], keep: float) -> None:
     assert keep_seconds(gaps, reacquire_s=180.0, penalty_s=360.0) == pytest.approx(keep)
+
+
+@pytest.mark.parametrize(
+    ("bursts", "age", "buy"),
+    [
+        pytest.param((), 0.0, True, id="no history"),
+        pytest.param((10.0, 12.0), 0.0, True, id="too little history"),
+        pytest.param((10.0, 12.0, 9.0), 0.0, False, id="short bursts"),
+        pytest.param((10.0, 12.0, 9.0), 13.0, True, id="longer than any seen"),
+        pytest.param((10.0, 400.0, 500.0), 0.0, True, id="most last past a boot"),
+        pytest.param((10.0, 20.0, 30.0, 400.0), 0.0, False, id="most end before one"),
+        pytest.param((10.0, 20.0, 30.0, 400.0), 25.0, True, id="outlived the short ones"),
+    ],
+)
+def test_worth_buying_table(bursts: tuple[float, ...], age: float, buy: bool) -> None:
+    assert worth_buying(bursts, age=age, reacquire_s=180.0) is buy

@@ -6,7 +6,7 @@ whole /8), passes through ContainerCreating, and, when its template names a mode
 `<ip>:<port>` through `sim.pod.runtime.start_pod`. It turns Ready after the model-load time
 (annotation `surgescale.io/load-seconds`, simulated seconds) and once the pod's server reports
 ready. Pods without a model are plain containers, Ready after `container_start_s`. A pod marked
-for deletion turns not-Ready at once (so the EndpointSlice drops it), lets in-flight requests
+for deletion turns not-Ready at once (its EndpointSlice endpoint turns `terminating`, not ready), lets in-flight requests
 finish for up to its grace period, stops, and only then disappears from the API. A model pod
 whose server crashes (fault injection) goes not-Ready and is restarted with a model reload.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,7 +103,9 @@ class Kubelet(EventSource):
         self.pod_rt = registry.require("", "v1", "pods")
         self.node_rt = registry.require("", "v1", "nodes")
         self._pods: dict[tuple[str, str], _Running] = {}
-        self._next_ip = 0
+        self._next_ip = random.SystemRandom().randrange(10_000_000)
+        """Where this kubelet's pod IPs start: random, so two simulated clusters on one machine
+        (parallel test runs, a demo beside the tests) do not hand out the same address."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._budget = IterationBudget(50)
         self.started_servers = 0

@@ -39,6 +39,8 @@ class OursConfig:
     scale_down_delay_s: float = 300.0
     scale_down_period_s: float = 30.0
     scale_to_zero_idle_s: float | None = 600.0
+    billing: Billing = Billing.NODE
+    """What the cloud bills (the InferenceScaler's `capacity.billing`)."""
 
 
 def policy_spec(scenario: Scenario, config: OursConfig) -> PolicySpec:
@@ -55,6 +57,7 @@ def policy_spec(scenario: Scenario, config: OursConfig) -> PolicySpec:
         scale_down_delay_s=config.scale_down_delay_s,
         scale_down_period_s=config.scale_down_period_s,
         scale_to_zero_idle_s=config.scale_to_zero_idle_s,
+        billing=config.billing,
     )
 
 

@@ -30,6 +30,7 @@ from sim.evaluate.runner import (
 )
 from sim.evaluate.trace import TraceError, rate_scale, read_trace
 from sim.evaluate.world import Scenario
+from surgescale.slo import Slo
 
 
 def default_trace() -> Path:
@@ -126,7 +127,7 @@ def main(argv: list[str]) -> int:
     scenario = Scenario(
         name=trace.name,
         requests=trace.requests,
-        slo_ttft_s=args.slo_ttft,
+        slo=Slo.checked(ttft_base_s=args.slo_ttft),
         model_load_s=args.model_load,
         node_boot_s=args.node_boot,
         gpus_per_node=args.gpus_per_node,

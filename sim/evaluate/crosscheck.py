@@ -30,6 +30,7 @@ from sim.evaluate.ours import Ours, OursConfig
 from sim.evaluate.pods import engine_factory
 from sim.evaluate.trace import TraceRequest
 from sim.evaluate.world import RunResult, Scenario, World
+from surgescale.slo import Slo
 
 if TYPE_CHECKING:
     from sim.demo.record import RunRecord
@@ -46,7 +47,7 @@ def scenario_from_demo(config: DemoConfig) -> tuple[Scenario, OursConfig]:
     scenario = Scenario(
         name="crosscheck",
         requests=requests,
-        slo_ttft_s=setup.slo_s,
+        slo=Slo(ttft_base_s=setup.slo_s),
         model_load_s=setup.model_load_s / speed,
         node_boot_s=setup.node_boot_s / speed,
         gpus_per_node=setup.gpus_per_node,

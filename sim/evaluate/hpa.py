@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from sim.demo.hpa import HpaState, KedaSpec, KedaState, MetricType, hpa_sync, keda_poll
 from sim.demo.promql import INF, HistogramSample, HistogramStore
 from sim.evaluate.cluster import NodeMode
-from sim.evaluate.gateway import Request
+from sim.evaluate.ingress import Request
 from sim.pod.metrics import TTFT_BUCKETS
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from sim.evaluate.cluster import NodeMode
-from sim.evaluate.gateway import Request
+from sim.evaluate.ingress import Request
 from sim.evaluate.trace import TraceRequest
 
 if TYPE_CHECKING:

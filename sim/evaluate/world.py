@@ -18,16 +18,18 @@ from typing import Protocol
 
 from sim.evaluate.clock import Clock
 from sim.evaluate.cluster import Cluster, ClusterConfig, NodeMode
-from sim.evaluate.gateway import Gateway, Request
+from sim.evaluate.ingress import Gateway, Request
 from sim.evaluate.pods import EngineFactory, Pod
 from sim.evaluate.trace import TraceRequest
+from surgescale.slo import Slo
 
 
 class Ingress(enum.StrEnum):
     """How requests reach the pods."""
 
     GATEWAY = "gateway"
-    """surgescale's gateway (or Knative's activator): FIFO queue, per-pod cap, least outstanding."""
+    """surgescale's gateway (`gateway.admission`; Knative's activator is modelled by the same
+    queue): per-pod cap, least outstanding."""
     SERVICE = "service"
     """A plain Kubernetes Service: a random ready pod at once, no cap (vLLM queues internally)."""
 
@@ -38,7 +40,8 @@ class Scenario:
 
     name: str
     requests: tuple[TraceRequest, ...]
-    slo_ttft_s: float = 1.0
+    slo: Slo = field(default_factory=Slo)
+    """The model's SLO: each request's TTFT deadline and the TPOT objective (`surgescale.slo`)."""
     model_load_s: float = 60.0
     node_boot_s: float = 120.0
     gpus_per_node: int = 8
@@ -60,6 +63,11 @@ class Scenario:
     """Give up on requests still unfinished this long after the last arrival."""
     sample_s: float = 5.0
     """Period of the recorded time series (plots, replica curves)."""
+
+    @property
+    def slo_ttft_s(self) -> float:
+        """The TTFT objective's base (the policy's `ttft_slo_s`, the KEDA threshold)."""
+        return self.slo.ttft_base_s
 
     @property
     def duration_s(self) -> float:
@@ -159,6 +167,8 @@ class World:
         self.gateway = Gateway(
             clock=self.clock,
             pod_concurrency=cap,
+            slo=scenario.slo,
+            model=scenario.model,
             rng=self.rng if autoscaler.ingress is Ingress.SERVICE else None,
         )
         self.cluster = Cluster(
@@ -187,8 +197,10 @@ class World:
 
     def _arrive(self, index: int) -> None:
         req = self.scenario.requests[index]
+        now = self.clock.now
+        deadline = self.scenario.slo.deadline(now, req.prompt_tokens)
         self.gateway.arrive(
-            Request(f"r{index}", self.clock.now, req.prompt_tokens, req.output_tokens)
+            Request(f"r{index}", now, req.prompt_tokens, req.output_tokens, deadline)
         )
         nxt = index + 1
         if nxt < len(self.scenario.requests):
@@ -205,7 +217,7 @@ class World:
                 starting=starting,
                 nodes_ready=nodes_ready,
                 nodes_booting=nodes_booting,
-                queue=len(self.gateway.queue),
+                queue=self.gateway.queue_depth,
                 in_flight=self.gateway.in_flight,
                 arrivals=self.recorder.arrivals,
             )

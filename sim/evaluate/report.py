@@ -1,13 +1,14 @@
 """The evaluator's outputs: `summary.json`, `summary.csv`, `summary.md` and the PNG plots.
 
-- `summary.json`: a list with one object per policy (`policy`, `slo_attainment` 0..1,
-  `ttft_p50_s`, `ttft_p95_s`, `ttft_p99_s`, `gpu_hours`, `scale_events`, and the rest of
+- `summary.json`: a list with one object per policy (`policy`, `billed_gpu_hours`, `gpu_hours`,
+  `slo_attainment`, `ttft_attainment`, `tpot_attainment` 0..1, `ttft_p50_s`, `ttft_p95_s`,
+  `ttft_p99_s`, `scale_events`, and the rest of
   `sim.evaluate.metrics.summarize`); percentiles that fall on a request never served are null;
 - `summary.csv`: the same rows;
 - `summary.md`: the markdown table (also printed by the command);
 - `replicas.png` (ready replicas of every policy against the arrival rate), `ttft.png` (TTFT p95
-  per sample period, log scale, with the SLO line), `slo_cost.png` (GPU-hours against SLO
-  attainment, one point per policy).
+  per sample period, log scale, with the SLO's base line), `pareto.png` (SLO attainment against
+  billed GPU-hours, one point per policy, and the Pareto front).
 
 Matplotlib runs on its Agg backend (no display needed).
 """
@@ -26,12 +27,15 @@ from sim.evaluate.runner import Evaluation
 
 TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("policy", "policy", "s"),
-    ("slo_attainment", "SLO att.", "pct"),
+    ("billed_gpu_hours", "billed GPU-h", "2f"),
+    ("slo_attainment", "within SLO", "pct"),
+    ("ttft_attainment", "TTFT met", "pct"),
+    ("tpot_attainment", "TPOT met", "pct"),
     ("ttft_p50_s", "TTFT p50 s", "3f"),
     ("ttft_p95_s", "TTFT p95 s", "3f"),
     ("ttft_p99_s", "TTFT p99 s", "3f"),
     ("tpot_p95_s", "TPOT p95 ms", "ms"),
-    ("gpu_hours", "GPU-h", "2f"),
+    ("gpu_hours", "pod GPU-h", "2f"),
     ("node_hours", "node-h", "2f"),
     ("scale_events", "scale ev.", "d"),
     ("peak_replicas", "peak repl.", "d"),
@@ -91,6 +95,15 @@ def write_summary(evaluation: Evaluation, out: Path) -> Path:
     return path
 
 
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (cost, attainment) points no other point beats on both, cheapest first."""
+    front: list[tuple[float, float]] = []
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or y > front[-1][1]:
+            front.append((x, y))
+    return front
+
+
 def write_plots(evaluation: Evaluation, out: Path) -> list[Path]:
     """Write the three PNG plots; return their paths."""
     import matplotlib
@@ -140,22 +153,35 @@ def write_plots(evaluation: Evaluation, out: Path) -> list[Path]:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 5))
-    for run in runs:
-        s = run.summary
-        ax.scatter(s["gpu_hours"], 100 * s["slo_attainment"], s=60)
+    points = [
+        (float(r.summary["billed_gpu_hours"]), 100 * float(r.summary["slo_attainment"]))
+        for r in runs
+    ]
+    for run, (x, y) in zip(runs, points, strict=True):
+        ax.scatter(x, y, s=60)
         ax.annotate(
-            s["policy"],
-            (s["gpu_hours"], 100 * s["slo_attainment"]),
+            run.summary["policy"],
+            (x, y),
             textcoords="offset points",
             xytext=(5, 5),
             fontsize="small",
         )
-    ax.set_xlabel("GPU-hours (lower is cheaper)")
-    ax.set_ylabel(f"SLO attainment, % of requests with TTFT <= {sc.slo_ttft_s:g} s")
+    front = pareto_front(points)
+    if front:
+        ax.step(
+            *zip(*front, strict=True),
+            where="post",
+            color="0.5",
+            linestyle=":",
+            label="Pareto front",
+        )
+        ax.legend(loc="lower right", fontsize="small")
+    ax.set_xlabel("billed GPU-hours (node-hours x GPUs per node; lower is cheaper)")
+    ax.set_ylabel("within SLO, % of requests")
     ax.set_title(f"{sc.name}: SLO against cost")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    paths.append(out / "slo_cost.png")
+    paths.append(out / "pareto.png")
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
     return paths

@@ -30,6 +30,9 @@ class Ingress(enum.StrEnum):
     GATEWAY = "gateway"
     """surgescale's gateway (`gateway.admission`; Knative's activator is modelled by the same
     queue): per-pod cap, least outstanding."""
+    UNCAPPED = "uncapped-gateway"
+    """The same admission core with no per-pod cap (the demo's baseline arm: requests go at once
+    to the least-loaded pod and queue inside vLLM)."""
     SERVICE = "service"
     """A plain Kubernetes Service: a random ready pod at once, no cap (vLLM queues internally)."""
 

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from gateway.admission import Ticket
+from gateway.admission import Pod, Ticket, TicketState
 from gateway.exchange import Exchange, UpstreamFailed, emit
 from gateway.openai_api import (
     Endpoint,
@@ -37,7 +37,7 @@ from gateway.openai_api import (
 )
 from gateway.scheduler import Rejected
 from gateway.state import STATE, GatewayState
-from gateway.streaming import first_chunk, stream_back
+from gateway.streaming import end_with_error, first_chunk, stream_back, wait_with_keepalive
 from surgescale.events import EventType
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,13 @@ async def serve_completion(request: web.Request, endpoint: Endpoint) -> web.Stre
             code="model_not_found",
             param="model",
         )
-    ticket = Ticket(request_id=state.next_request_id(), tenant=tenant, arrived=arrived)
+    budget = state.scheduler.objective(model).ttft_budget(parsed.prompt_tokens)
+    ticket = Ticket(
+        request_id=state.next_request_id(),
+        tenant=tenant,
+        arrived=arrived,
+        deadline=arrived + budget,
+    )
     ex = Exchange(state=state, model=model, ticket=ticket, metrics=state.metrics.model(model))
     try:
         state.scheduler.admit(model, ticket)
@@ -87,12 +93,13 @@ async def serve_completion(request: web.Request, endpoint: Endpoint) -> web.Stre
         EventType.ENQUEUE,
         prompt_tokens=parsed.prompt_tokens,
         api_key=tenant or None,
+        deadline_ms=budget * 1000.0,
     )
     try:
-        ex.pod = await state.scheduler.wait(model, ticket)
+        ex.pod = await _wait_for_slot(request, ex, stream=parsed.stream)
     except Rejected as rej:
-        return _reject(ex, rej)
-    except asyncio.CancelledError:
+        return await _answer(ex, _reject(ex, rej))
+    except (asyncio.CancelledError, ConnectionResetError):
         _report_cancel(ex)
         raise
     ex.slot_at = state.clock()
@@ -102,7 +109,7 @@ async def serve_completion(request: web.Request, endpoint: Endpoint) -> web.Stre
     emit(ex, EventType.DISPATCH, pod=ex.pod.url, queue_ms=ex.queue_ms)
     ex.dispatched = True
     try:
-        response = await _forward(request, ex, parsed, endpoint)
+        response = await _answer(ex, await _forward(request, ex, parsed, endpoint))
     except (asyncio.CancelledError, ConnectionResetError):
         state.scheduler.finish(model, ticket)
         if ex.done_sent:
@@ -123,6 +130,24 @@ async def serve_completion(request: web.Request, endpoint: Endpoint) -> web.Stre
     else:
         _report_complete(ex)
     return response
+
+
+async def _wait_for_slot(request: web.Request, ex: Exchange, *, stream: bool) -> Pod:
+    """The pod slot of an admitted request; a queued stream gets keep-alive comments meanwhile."""
+    scheduler = ex.state.scheduler
+    interval = ex.state.settings.keepalive_interval_s
+    wait = scheduler.wait(ex.model, ex.ticket)
+    if not stream or interval <= 0 or ex.ticket.state is TicketState.ASSIGNED:
+        return await wait
+    return await wait_with_keepalive(request, ex, wait, interval_s=interval)
+
+
+async def _answer(ex: Exchange, response: web.StreamResponse) -> web.StreamResponse:
+    """`response`, or, once keep-alives started the client's stream, it as an SSE error event."""
+    if ex.response is None or response is ex.response:
+        return response
+    assert isinstance(response, web.Response)
+    return await end_with_error(ex.response, response)
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:

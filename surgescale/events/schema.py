@@ -98,6 +98,12 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """The snapshot period of the gateway that sent this snapshot."""
     api_key: str | None = None
     """An opaque tenant label (never the key itself), for fairness accounting."""
+    deadline_ms: float | None = None
+    """The request's TTFT budget, ms from arrival (`surgescale.slo.Slo.ttft_budget`; enqueue)."""
+    deadline_met: bool | None = None
+    """Whether the first token came within `deadline_ms` (first_token)."""
+    pod_cap: int | None = None
+    """The gateway's per-pod concurrency cap for the model (snapshot)."""
 
 
 _encoder: Final = msgspec.json.Encoder()

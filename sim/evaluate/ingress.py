@@ -1,10 +1,12 @@
 """How requests reach the simulated pods: the gateway's own admission core, or a plain Service.
 
-With surgescale's gateway in front (`Gateway(service=False)`), nothing here decides who goes
-where: each request becomes a `gateway.admission.Ticket` (deadline from `surgescale.slo.Slo`) in
-the live gateway's `ModelQueue`, pods enter and leave it as discovery would tell it, and whatever
-`assign()` hands out is submitted to the chosen pod's engine — the same code that places requests
-in the live gateway, driven by the virtual clock. A request waits while no pod has a free slot
+With surgescale's gateway in front (no `rng`), nothing here decides who goes where: each request
+becomes a `gateway.admission.Ticket` (deadline from `surgescale.slo.Slo`) in the live gateway's
+`ModelQueue` with the model's `DispatchPolicy` (deadline-aware by default: requests that can
+still meet their deadline before late ones, with a bounded wait for the late), pods enter and
+leave it as discovery would tell it, and whatever `assign(now=...)` hands out is submitted to the
+chosen pod's engine — the same code that places requests in the live gateway, driven by the
+virtual clock. A request waits while no pod has a free slot
 (at zero replicas too: scale from zero) and is placed the moment a slot opens or a pod turns Ready.
 
 With `service=True` the ingress is a plain Kubernetes Service instead (a named baseline variant):
@@ -21,7 +23,7 @@ import random
 from collections import deque
 from typing import Protocol
 
-from gateway.admission import ModelQueue, Ticket, Verdict
+from gateway.admission import DispatchPolicy, ModelQueue, Ticket, Verdict
 from sim.evaluate.clock import Clock
 from sim.evaluate.pods import FINISH, FIRST_TOKEN, REJECTED, Pod, PodState
 from surgescale.slo import Slo
@@ -97,6 +99,7 @@ class Gateway:
         clock: Clock,
         pod_concurrency: int,
         slo: Slo,
+        dispatch: DispatchPolicy,
         model: str = "model",
         rng: random.Random | None = None,
     ) -> None:
@@ -105,7 +108,7 @@ class Gateway:
         self.slo = slo
         self.rng = rng
         """With an rng, a Kubernetes Service (random Ready pod, no cap) instead of the gateway."""
-        self.admission = ModelQueue(model, max_length=QUEUE_LIMIT)
+        self.admission = ModelQueue(model, max_length=QUEUE_LIMIT, policy=dispatch)
         self.tickets: dict[str, Ticket] = {}
         self.waiting: deque[Request] = deque()
         """Service mode only: requests that arrived while no endpoint was Ready."""
@@ -134,7 +137,7 @@ class Gateway:
             self.waiting.append(req)
             self._route_service()
             return
-        ticket = Ticket(request_id=req.id, tenant="", arrived=now)
+        ticket = Ticket(request_id=req.id, tenant="", arrived=now, deadline=req.deadline)
         offer = self.admission.offer(ticket)
         if offer.verdict is not Verdict.ADMITTED:  # cannot happen under QUEUE_LIMIT
             raise RuntimeError(f"admission refused {req.id}: {offer.verdict}")
@@ -168,7 +171,7 @@ class Gateway:
 
     def _assign(self) -> None:
         """Submit whatever the admission core hands out now."""
-        for ticket in self.admission.assign():
+        for ticket in self.admission.assign(now=self.clock.now):
             assert ticket.pod is not None
             self._send(self.requests[ticket.request_id], self.pods[ticket.pod.url])
 

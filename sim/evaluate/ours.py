@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from controller.policy import PolicySpec, PolicyState, decide
 from controller.schedule import EvalGate
 from controller.state import ClusterCounts, ModelState, StateSettings
+from gateway.admission import DispatchOrder
 from sim.evaluate.cluster import NodeMode
 from sim.evaluate.ingress import Request
 from surgescale.events import Event, EventType
@@ -77,15 +78,28 @@ class _Timer:
             self.callback()
 
 
+def ours_fifo() -> Ours:
+    """`ours` with the gateway's queue in plain arrival order (no deadline-aware dispatch)."""
+    return Ours(name="ours-fifo", dispatch_order=DispatchOrder.FIFO)
+
+
 class Ours:
     """The surgescale controller in virtual time."""
 
     node_mode = NodeMode.STATIC
 
-    def __init__(self, config: OursConfig | None = None, *, name: str = "ours") -> None:
+    def __init__(
+        self,
+        config: OursConfig | None = None,
+        *,
+        name: str = "ours",
+        dispatch_order: DispatchOrder | None = None,
+    ) -> None:
         from sim.evaluate.world import Ingress
 
         self.name = name
+        self.dispatch_order = dispatch_order
+        """None: the scenario's (deadline-aware); `ours-fifo` uses plain arrival order."""
         self.ingress = Ingress.GATEWAY
         self.config = config or OursConfig()
         self.decisions = 0

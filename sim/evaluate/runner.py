@@ -37,12 +37,13 @@ from sim.evaluate.oracle import (
     plan,
     plan_buckets,
 )
-from sim.evaluate.ours import Ours
+from sim.evaluate.ours import Ours, ours_fifo
 from sim.evaluate.pods import EngineFactory, engine_factory
 from sim.evaluate.world import Autoscaler, RunResult, Scenario, World
 
 POLICIES: tuple[str, ...] = (
     "ours",
+    "ours-fifo",
     "hpa-memory",
     "hpa-cpu",
     "keda-prometheus",
@@ -54,6 +55,7 @@ POLICIES: tuple[str, ...] = (
 )
 DEFAULT_POLICIES: tuple[str, ...] = (
     "ours",
+    "ours-fifo",
     "hpa-memory",
     "keda-prometheus",
     "kpa",
@@ -62,6 +64,7 @@ DEFAULT_POLICIES: tuple[str, ...] = (
 )
 _SIMPLE: dict[str, Callable[[], Autoscaler]] = {
     "ours": Ours,
+    "ours-fifo": ours_fifo,
     "hpa-memory": hpa_memory,
     "hpa-cpu": hpa_cpu,
     "keda-prometheus": keda_prometheus,
@@ -282,6 +285,7 @@ def choose_oracle(oracle: PolicyRun, static: PolicyRun, target: float) -> Policy
 
 _LONGEST_FIRST = (
     "ours",
+    "ours-fifo",
     "hpa-memory",
     "hpa-cpu",
     "keda-prometheus",

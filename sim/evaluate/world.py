@@ -13,9 +13,11 @@ import enum
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from gateway.admission import DispatchOrder, DispatchPolicy
+from gateway.settings import ModelSlo
 from sim.evaluate.clock import Clock
 from sim.evaluate.cluster import Cluster, ClusterConfig, NodeMode
 from sim.evaluate.ingress import Gateway, Request
@@ -45,6 +47,8 @@ class Scenario:
     requests: tuple[TraceRequest, ...]
     slo: Slo = field(default_factory=Slo)
     """The model's SLO: each request's TTFT deadline and the TPOT objective (`surgescale.slo`)."""
+    dispatch: DispatchPolicy = field(default_factory=lambda: ModelSlo().policy())
+    """How the gateway's queue hands out slots: the live gateway's default (deadline-aware)."""
     model_load_s: float = 60.0
     node_boot_s: float = 120.0
     gpus_per_node: int = 8
@@ -157,6 +161,15 @@ class _Recorder:
         pass
 
 
+def _dispatch(scenario: Scenario, autoscaler: Autoscaler) -> DispatchPolicy:
+    """The scenario's dispatch policy, or plain FIFO for a policy variant that asks for it
+    (`dispatch_order = DispatchOrder.FIFO`, e.g. `ours-fifo`)."""
+    order = getattr(autoscaler, "dispatch_order", None)
+    if isinstance(order, DispatchOrder) and order is not scenario.dispatch.order:
+        return replace(scenario.dispatch, order=order)
+    return scenario.dispatch
+
+
 class World:
     """The simulated system for one run."""
 
@@ -171,6 +184,7 @@ class World:
             clock=self.clock,
             pod_concurrency=cap,
             slo=scenario.slo,
+            dispatch=_dispatch(scenario, autoscaler),
             model=scenario.model,
             rng=self.rng if autoscaler.ingress is Ingress.SERVICE else None,
         )

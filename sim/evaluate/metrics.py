@@ -160,7 +160,7 @@ def summarize(
         "reaction_s": sum(reacted) / len(reacted) if reacted else None,
         "reactions_s": react,
         "initial_replicas": sc.initial_replicas,
-        "peak_replicas": max(desired, default=0),
+        "peak_replicas": max([*desired, *(n for _, n in result.replica_changes)], default=0),
         "mean_ready_replicas": sum(ready) / len(ready) if ready else 0.0,
         "sim_s": sim_s,
         "wall_s": result.wall_s,

@@ -230,7 +230,17 @@ def _oracle_run(
     run.summary["oracle_schedule"] = list(final.schedule.replicas)
     run.summary["oracle_meets_target"] = final.meets_target
     run.summary["oracle_plan"] = "schedule"
+    run.summary["warm_floor_billed_gpu_hours"] = warm_floor(scenario, chosen, config)
     return run
+
+
+def warm_floor(scenario: Scenario, chosen: Sequence[int], config: OracleConfig) -> float:
+    """Billed GPU-hours if each bucket's planned replicas were there exactly for that bucket,
+    packed on whole nodes, with no model load and no node boot paid: what the oracle's plan
+    would cost with free cold starts (its distance to this is what cold starts cost it)."""
+    per_node = max(scenario.gpus_per_node // max(scenario.gpus_per_replica, 1), 1)
+    nodes = sum(math.ceil(c / per_node) for c in chosen)
+    return nodes * scenario.gpus_per_node * config.bucket_s / 3600.0
 
 
 def _static_peak_run(
@@ -271,6 +281,7 @@ def choose_oracle(oracle: PolicyRun, static: PolicyRun, target: float) -> Policy
             "cpu_s": 0.0,
             "refine_cpu_s": o.get("refine_cpu_s", 0.0),
             "oracle_schedule_rejected": o.get("oracle_schedule"),
+            "warm_floor_billed_gpu_hours": o.get("warm_floor_billed_gpu_hours"),
         },
         times=static.times,
         desired=static.desired,

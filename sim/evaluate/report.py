@@ -104,6 +104,39 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, flo
     return front
 
 
+def write_pareto(rows: Sequence[dict[str, Any]], path: Path, *, title: str) -> Path:
+    """Within SLO against billed GPU-hours, one point per policy (policies on the same point
+    share one label), with the Pareto front; from summary rows, so it can be redrawn later."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[tuple[float, float], list[str]] = {}
+    for row in rows:
+        x, y = float(row["billed_gpu_hours"]), 100 * float(row["slo_attainment"])
+        groups.setdefault((round(x, 4), round(y, 4)), []).append(str(row["policy"]))
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for (x, y), names in groups.items():
+        ax.scatter(x, y, s=60)
+        ax.annotate(
+            "\n".join(names), (x, y), textcoords="offset points", xytext=(5, 5), fontsize="small"
+        )
+    front = pareto_front(list(groups))
+    if front:
+        ax.step(*zip(*front, strict=True), where="post", color="0.5", linestyle=":")
+    ax.set_xlabel("billed GPU-hours (node-hours x GPUs per node; lower is cheaper)")
+    ax.set_ylabel("within SLO, % of requests")
+    ax.set_title(f"{title}: SLO against billed cost (dotted: Pareto front)")
+    ax.margins(x=0.15, y=0.1)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def write_plots(evaluation: Evaluation, out: Path) -> list[Path]:
     """Write the three PNG plots; return their paths."""
     import matplotlib
@@ -152,36 +185,5 @@ def write_plots(evaluation: Evaluation, out: Path) -> list[Path]:
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(7, 5))
-    points = [
-        (float(r.summary["billed_gpu_hours"]), 100 * float(r.summary["slo_attainment"]))
-        for r in runs
-    ]
-    for run, (x, y) in zip(runs, points, strict=True):
-        ax.scatter(x, y, s=60)
-        ax.annotate(
-            run.summary["policy"],
-            (x, y),
-            textcoords="offset points",
-            xytext=(5, 5),
-            fontsize="small",
-        )
-    front = pareto_front(points)
-    if front:
-        ax.step(
-            *zip(*front, strict=True),
-            where="post",
-            color="0.5",
-            linestyle=":",
-            label="Pareto front",
-        )
-        ax.legend(loc="lower right", fontsize="small")
-    ax.set_xlabel("billed GPU-hours (node-hours x GPUs per node; lower is cheaper)")
-    ax.set_ylabel("within SLO, % of requests")
-    ax.set_title(f"{sc.name}: SLO against cost")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    paths.append(out / "pareto.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(write_pareto([r.summary for r in runs], out / "pareto.png", title=sc.name))
     return paths

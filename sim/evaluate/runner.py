@@ -55,7 +55,6 @@ POLICIES: tuple[str, ...] = (
 )
 DEFAULT_POLICIES: tuple[str, ...] = (
     "ours",
-    "ours-fifo",
     "hpa-memory",
     "keda-prometheus",
     "kpa",

@@ -95,3 +95,16 @@ def test_matrix_that_is_not_a_list_is_a_clear_error(
     spec.write_text('{"name": "x"}')
     assert main(["--matrix", str(spec), "--out", str(tmp_path / "o")]) == 2
     assert "expected a JSON list" in capsys.readouterr().err
+
+
+def test_default_policy_set_is_ours_against_the_usual_baselines_and_the_oracle() -> None:
+    from sim.evaluate.runner import DEFAULT_POLICIES
+
+    assert DEFAULT_POLICIES == (
+        "ours",
+        "hpa-memory",
+        "keda-prometheus",
+        "kpa",
+        "static-peak",
+        "oracle",
+    )

@@ -16,6 +16,7 @@ matrix`).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from dataclasses import fields, replace
@@ -36,6 +37,8 @@ from sim.evaluate.runner import (
 from sim.evaluate.trace import TraceError, rate_scale, read_trace
 from sim.evaluate.world import Scenario
 from surgescale.slo import Slo
+
+log = logging.getLogger(__name__)
 
 
 def default_trace() -> Path:
@@ -299,14 +302,23 @@ def _matrix(args: argparse.Namespace, names: list[str], oracle: OracleConfig) ->
                 file=sys.stderr,
             )
             continue
-        evaluation = evaluate(
-            scenario,
-            names,
-            jobs=max(args.jobs, 1),
-            oracle=oracle,
-            derive_bound=entry.max_replicas is None,
-            steady=True,
-        )
+        try:
+            evaluation = evaluate(
+                scenario,
+                names,
+                jobs=max(args.jobs, 1),
+                oracle=oracle,
+                derive_bound=entry.max_replicas is None,
+                steady=True,
+            )
+        except Exception as exc:  # one entry failing must not lose the others
+            log.exception("matrix entry %s failed", entry.name)
+            refused.append({"entry": entry.name, "reason": f"failed: {exc!r}"})
+            print(
+                f"surgescale sim evaluate: refused matrix entry {entry.name}: failed: {exc!r}",
+                file=sys.stderr,
+            )
+            continue
         evaluations.append(evaluation)
         _write_outputs(
             evaluation,

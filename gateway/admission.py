@@ -209,7 +209,11 @@ class ModelQueue:
         if ticket.state is not TicketState.QUEUED:
             return
         ticket.state = TicketState.DONE
-        self._lanes[ticket.tenant].count -= 1
+        lane = self._lanes[ticket.tenant]
+        lane.count -= 1
+        if not lane.count:  # a key with nothing queued is forgotten (state stays bounded)
+            del self._lanes[ticket.tenant]
+            self._rotation.remove(ticket.tenant)
         if ticket.attempts:
             self.requeued -= 1
             self.in_flight -= 1
@@ -316,7 +320,7 @@ class ModelQueue:
         ticket.pod = None
         pod.outstanding -= 1
         self.in_flight -= 1
-        self._running_by[ticket.tenant] -= 1
+        _decrement(self._running_by, ticket.tenant)
         if pod.leaving and pod.outstanding == 0 and self.pods.get(pod.url) is pod:
             del self.pods[pod.url]
 
@@ -355,3 +359,12 @@ class ModelQueue:
         if top is None or top == tenant or holders[top] <= share:
             return None
         return self._lanes[top].newest()
+
+
+def _decrement(counts: dict[str, int], tenant: str) -> None:
+    """Count one less for `tenant`, forgetting it at zero (keys come and go)."""
+    left = counts[tenant] - 1
+    if left:
+        counts[tenant] = left
+    else:
+        del counts[tenant]

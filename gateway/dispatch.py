@@ -54,9 +54,9 @@ class DispatchPolicy:
     """How one model's queue hands out slots. Validate with `DispatchPolicy.checked`."""
 
     order: DispatchOrder = DispatchOrder.DEADLINE
-    first_token_s: float = 0.0
+    first_token_s: float = 0.1
     """Expected time from dispatch to the first token (a request dispatched later than
-    `deadline - first_token_s` counts as late)."""
+    `deadline - first_token_s` counts as late). The gateway's default too."""
     late_max_wait_s: float = 30.0
     """A request that has waited this long (from arrival) goes before every newer one."""
 
@@ -65,7 +65,7 @@ class DispatchPolicy:
         cls,
         *,
         order: DispatchOrder | str = DispatchOrder.DEADLINE,
-        first_token_s: float = 0.0,
+        first_token_s: float = 0.1,
         late_max_wait_s: float = 30.0,
     ) -> DispatchPolicy:
         """A policy, or `ValueError` naming the field that is unknown, negative or not finite."""

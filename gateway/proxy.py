@@ -1,7 +1,9 @@
 """The request path: authenticate, validate, queue, dispatch, stream back, report.
 
-One handler serves `/v1/chat/completions` and `/v1/completions`. A request is admitted into its
-model's queue (`enqueue` at once, even at zero pods), waits for a slot (`gateway.scheduler`),
+One handler serves `/v1/chat/completions` and `/v1/completions`. A request gets its TTFT
+deadline (`surgescale.slo.Slo` of its model, from the estimated prompt size), is admitted into its
+model's queue (`enqueue` at once, even at zero pods), waits for a slot (`gateway.scheduler`; the
+queue is ordered by deadline, `gateway.dispatch`; a waiting stream gets SSE keep-alives),
 goes to the chosen pod (`dispatch`) and its answer is forwarded: a stream chunk by chunk as it
 arrives (each `write` waits for the client's socket to drain, so a slow client slows its own
 upstream read and nothing piles up), a plain response whole. A connect error, a 5xx or a stream
@@ -29,6 +31,7 @@ from gateway.openai_api import (
     Endpoint,
     InvalidRequest,
     ParsedRequest,
+    check_bounds,
     error_response,
     invalid_response,
     parse_request,
@@ -62,7 +65,10 @@ async def serve_completion(request: web.Request, endpoint: Endpoint) -> web.Stre
             401, "invalid or missing API key", kind="invalid_request_error", code="invalid_api_key"
         )
     try:
-        parsed = parse_request(await _read_body(request, state.settings.max_body_bytes), endpoint)
+        body = await _read_body(
+            request, state.settings.max_body_bytes, timeout=state.settings.body_timeout_s
+        )
+        parsed = parse_request(body, endpoint)
     except InvalidRequest as exc:
         return invalid_response(exc)
     model = parsed.model
@@ -74,6 +80,11 @@ async def serve_completion(request: web.Request, endpoint: Endpoint) -> web.Stre
             code="model_not_found",
             param="model",
         )
+    max_n, max_output_tokens = state.settings.limits_for(model)
+    try:
+        check_bounds(parsed, max_n=max_n, max_output_tokens=max_output_tokens)
+    except InvalidRequest as exc:
+        return invalid_response(exc)
     budget = state.scheduler.objective(model).ttft_budget(parsed.prompt_tokens)
     ticket = Ticket(
         request_id=state.next_request_id(),
@@ -150,17 +161,26 @@ async def _answer(ex: Exchange, response: web.StreamResponse) -> web.StreamRespo
     return await end_with_error(ex.response, response)
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
+async def _read_body(request: web.Request, limit: int, *, timeout: float) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise InvalidRequest(
             f"request body of {length} bytes exceeds the limit of {limit}", status=413
         )
     try:
-        return await request.read()
+        async with asyncio.timeout(timeout):
+            return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise InvalidRequest(
             f"request body exceeds the limit of {limit} bytes", status=413
+        ) from None
+    except web.RequestPayloadError as exc:  # e.g. a Content-Encoding that does not decode
+        raise InvalidRequest(f"the request body could not be read: {exc}") from None
+    except TimeoutError:
+        raise InvalidRequest(
+            f"the request body did not arrive within {timeout:g}s",
+            status=408,
+            code="request_timeout",
         ) from None
 
 

@@ -331,15 +331,6 @@ def bound_from_plan(chosen: Sequence[int], *, min_replicas: int) -> int:
     return max(2 * max(chosen, default=1), 2, min_replicas)
 
 
-def steady_start(scenario: Scenario, config: OracleConfig | None = None) -> Scenario:
-    """The scenario with `initial_replicas` set to what the first bucket needs (at least 1)."""
-    cfg = config or OracleConfig()
-    skip = infeasible(scenario, engine_factory(scenario.profile))
-    first = plan_buckets(scenario, first=0, stop=1, run=_runner(scenario), config=cfg, skip=skip)
-    replicas = min(max(first[0] if first else 1, 1, scenario.min_replicas), scenario.max_replicas)
-    return replace(scenario, initial_replicas=replicas)
-
-
 def _chunks(n: int, parts: int) -> list[tuple[int, int]]:
     parts = max(min(parts, n), 1)
     size = -(-n // parts)

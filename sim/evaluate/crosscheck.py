@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from controller.state import StateSettings
+from sim.demo.commands import controller_long_window_s
 from sim.evaluate.metrics import percentile
 from sim.evaluate.ours import Ours, OursConfig
 from sim.evaluate.pods import engine_factory
@@ -65,6 +67,8 @@ def scenario_from_demo(config: DemoConfig) -> tuple[Scenario, OursConfig]:
     ours = OursConfig(
         scale_down_delay_s=setup.scale_down_delay_s / speed,
         scale_down_period_s=setup.scale_down_period_s / speed,
+        # the live controller's command line (`sim.demo.commands.controller_argv`)
+        state=StateSettings(long_window_s=controller_long_window_s(speed)),
     )
     return scenario, ours
 

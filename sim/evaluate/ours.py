@@ -17,7 +17,7 @@ NodePool.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from controller.policy import Billing, PolicySpec, PolicyState, decide, nodes_for, replicas_on
@@ -46,6 +46,8 @@ class OursConfig:
     scale_to_zero_idle_s: float | None = 600.0
     billing: Billing = Billing.NODE
     """What the cloud bills (the InferenceScaler's `capacity.billing`)."""
+    state: StateSettings = field(default_factory=StateSettings)
+    """The controller's measurement settings (its command line's, e.g. `--long-window-s`)."""
 
 
 def policy_spec(scenario: Scenario, config: OursConfig) -> PolicySpec:
@@ -126,8 +128,7 @@ class Ours:
         self.clock = world.clock
         self.spec = policy_spec(world.scenario, self.config)
         self.model = world.scenario.model
-        settings = StateSettings()
-        self.state = ModelState(self.model, settings)
+        self.state = ModelState(self.model, self.config.state)
         replicas = world.cluster.desired_replicas
         self.policy_state = PolicyState.initial(replicas, world.cluster.desired_nodes)
         self.gate = EvalGate()

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from controller.state import StateSettings
+from sim.demo.commands import controller_argv
 from sim.demo.record import ClusterSample, RequestResult, RunRecord
 from sim.demo.scenario import Arrival
 from sim.demo.stack import DemoConfig
@@ -35,6 +37,19 @@ def test_demo_config_maps_to_compressed_timings() -> None:
     assert scenario.pod_concurrency == setup.max_num_seqs
     assert ours.scale_down_delay_s == setup.scale_down_delay_s / 10.0
     assert [r.arrival_s for r in scenario.requests] == [a.at_s for a in config.schedule]
+
+
+def test_evaluator_runs_the_live_controllers_measurement_settings() -> None:
+    """The live demo's controller runs with its long arrival window divided by the speed; the
+    evaluator's controller state must measure with the same window, or a step that the live loop
+    answers with a node stays on the first node in virtual time (the merged policy buys nodes
+    only for sustained demand, which the long window decides)."""
+    config = _config()
+    _, ours = scenario_from_demo(config)
+    argv = controller_argv(config, config.setup, port=0, kubeconfig=Path("kubeconfig"), prefix="xc")
+    live_long = float(argv[argv.index("--long-window-s") + 1])
+    assert ours.state.long_window_s == live_long
+    assert ours.state == StateSettings(long_window_s=live_long)
 
 
 def test_compare_agrees_with_itself_and_flags_a_difference() -> None:

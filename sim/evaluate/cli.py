@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--matrix",
         default=None,
-        help="'default' or a JSON file of entries: run a scenario matrix (see docs/evaluate.md)",
+        help="'default', 'fixed32' or a JSON file of entries: run a scenario matrix (see docs/evaluate.md)",
     )
     p.add_argument(
         "--rate-scale", type=_positive, default=1.0, help="play the trace X times faster"

@@ -6,7 +6,9 @@
 `default` is Llama-3-8B on H200 (1 GPU per replica, 60 s model load) and Llama-3-70B TP4 on H200
 (4 GPUs per replica, 2 replicas per 8-GPU node, 120 s model load), each on the Azure conv and
 code traces at 1x and 4x: eight scenarios, all with the same SLO (TTFT deadline 1 s + 0.1 s per
-1,000 prompt tokens, TPOT 50 ms). A matrix file is a JSON list of entries with the fields of
+1,000 prompt tokens, TPOT 50 ms), with the live defaults for concurrency: the gateway caps a pod
+at the engine's `max_num_seqs` (256) and the policy learns a replica's concurrency from the TPOT
+objective. `fixed32` is the same eight with both fixed at 32 (`-fixed32` names). A matrix file is a JSON list of entries with the fields of
 `Entry` (pydantic: a bad field is named). An entry that cannot run — a bad field, a missing
 trace, an unknown profile, a replica larger than its node — is refused with a message on stderr
 and the others run.
@@ -51,7 +53,9 @@ class Entry(BaseModel):
     gpus_per_node: int = Field(default=8, ge=1)
     model_load_s: float = Field(default=60.0, ge=0)
     node_boot_s: float = Field(default=120.0, ge=0)
-    pod_concurrency: int = Field(default=32, ge=1)
+    pod_concurrency: int | None = Field(default=None, ge=1)
+    """None: the live defaults (the gateway caps a pod at the engine's `max_num_seqs`, the policy
+    learns the per-replica concurrency from `slo_tpot_s`); N: both fixed at N."""
     slo_ttft_s: float = Field(default=1.0, gt=0)
     slo_ttft_per_input_token_s: float = Field(default=0.0001, ge=0)
     slo_tpot_s: float | None = Field(default=0.05, ge=0)
@@ -60,7 +64,8 @@ class Entry(BaseModel):
     """None: derived from the trace (twice the oracle's peak)."""
 
 
-def _default() -> list[Entry]:
+def _default(pod_concurrency: int | None = None) -> list[Entry]:
+    suffix = "" if pod_concurrency is None else f"-fixed{pod_concurrency}"
     out = []
     for model, profile, gpus, load in (
         ("8b", "llama3-8b-h200", 1, 60.0),
@@ -70,19 +75,24 @@ def _default() -> list[Entry]:
             for scale in (1.0, 4.0):
                 out.append(
                     Entry(
-                        name=f"{model}-{trace}-{scale:g}x",
+                        name=f"{model}-{trace}-{scale:g}x{suffix}",
                         trace=trace,
                         rate_scale=scale,
                         profile=profile,
                         model=f"llama3-{model}",
                         gpus_per_replica=gpus,
                         model_load_s=load,
+                        pod_concurrency=pod_concurrency,
                     )
                 )
     return out
 
 
 DEFAULT: tuple[Entry, ...] = tuple(_default())
+FIXED32: tuple[Entry, ...] = tuple(_default(32))
+"""The default matrix with the per-pod cap and the policy's concurrency fixed at 32 (the
+evaluator's setting before the TPOT-derived concurrency): the trade made visible."""
+NAMED: dict[str, tuple[Entry, ...]] = {"default": DEFAULT, "fixed32": FIXED32}
 
 
 class Refused(ValueError):
@@ -92,11 +102,12 @@ class Refused(ValueError):
 def load(spec: str) -> tuple[list[Entry], list[dict[str, str]]]:
     """The entries of `default` or of a JSON file, and the refused ones (index/name, reason).
     A file that is not a JSON list raises `Refused`."""
-    if spec == "default":
-        return list(DEFAULT), []
+    if spec in NAMED:
+        return list(NAMED[spec]), []
     path = Path(spec)
     if not path.is_file():
-        raise Refused(f"--matrix: no such matrix {spec!r} (use 'default' or a JSON file)")
+        names = ", ".join(repr(n) for n in NAMED)
+        raise Refused(f"--matrix: no such matrix {spec!r} (use {names} or a JSON file)")
     try:
         raw = orjson.loads(path.read_bytes())
     except orjson.JSONDecodeError as exc:
@@ -125,7 +136,7 @@ def build(entry: Entry, *, traces_dir: Path, duration_s: float | None, seed: int
             f"gpus_per_replica {entry.gpus_per_replica} > gpus_per_node {entry.gpus_per_node}"
         )
     try:
-        get_profile(entry.profile)
+        profile = get_profile(entry.profile)
     except UnknownProfileError as exc:
         raise Refused(f"profile: {exc}") from exc
     path = (
@@ -150,7 +161,8 @@ def build(entry: Entry, *, traces_dir: Path, duration_s: float | None, seed: int
         node_boot_s=entry.node_boot_s,
         gpus_per_node=entry.gpus_per_node,
         gpus_per_replica=entry.gpus_per_replica,
-        pod_concurrency=entry.pod_concurrency,
+        pod_concurrency=entry.pod_concurrency or profile.max_num_seqs,
+        fixed_concurrency=entry.pod_concurrency is not None,
         profile=entry.profile,
         model=entry.model,
         min_replicas=entry.min_replicas,

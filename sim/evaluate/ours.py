@@ -24,6 +24,7 @@ from controller.policy import Billing, PolicySpec, PolicyState, decide, nodes_fo
 from controller.schedule import EvalGate
 from controller.state import ClusterCounts, ModelState, StateSettings
 from gateway.admission import DispatchOrder
+from sim.engine import get_profile
 from sim.evaluate.cluster import NodeMode
 from sim.evaluate.ingress import Request
 from surgescale.events import Event, EventType
@@ -57,7 +58,8 @@ def policy_spec(scenario: Scenario, config: OursConfig) -> PolicySpec:
         max_replicas=scenario.max_replicas,
         ttft_slo_s=scenario.slo_ttft_s,
         tpot_slo_s=scenario.slo.tpot_s,
-        concurrency_per_replica=scenario.pod_concurrency,
+        concurrency_per_replica=scenario.pod_concurrency if scenario.fixed_concurrency else None,
+        max_num_seqs=get_profile(scenario.profile).max_num_seqs,
         gpus_per_replica=scenario.gpus_per_replica,
         gpus_per_node=scenario.gpus_per_node,
         cold_start_s=scenario.model_load_s,
@@ -193,6 +195,7 @@ class Ours:
             in_flight=gw.in_flight,
             seq=self._seq,
             interval_ms=int(self.config.snapshot_s * 1000),
+            pod_cap=gw.pod_concurrency,
         )
         self.state.apply(ev, self.clock.now)
         self._material()

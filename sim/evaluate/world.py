@@ -54,7 +54,12 @@ class Scenario:
     gpus_per_node: int = 8
     gpus_per_replica: int = 1
     pod_concurrency: int = 32
-    """The gateway's per-pod concurrency cap (and Knative's containerConcurrency)."""
+    """The gateway's per-pod concurrency cap (and Knative's containerConcurrency); the live
+    gateway's default is the engine's `max_num_seqs` (256)."""
+    fixed_concurrency: bool = True
+    """True: ours' InferenceScaler fixes `concurrencyPerReplica` at `pod_concurrency`; False:
+    it leaves it unset, as the live default, so the policy learns the per-replica concurrency
+    from the TPOT objective (`controller.concurrency`; `max_num_seqs` without one)."""
     profile: str = "llama3-8b-h200"
     model: str = "llama3-8b"
     min_replicas: int = 0

@@ -108,3 +108,74 @@ def test_default_policy_set_is_ours_against_the_usual_baselines_and_the_oracle()
         "static-peak",
         "oracle",
     )
+
+
+def test_default_matrix_runs_the_live_concurrency_defaults_and_fixed32_is_a_variant(
+    tmp_path: Path,
+) -> None:
+    """Default: the gateway caps a pod at the engine's max_num_seqs and ours' policy learns the
+    per-replica concurrency from the TPOT objective (no fixed concurrencyPerReplica); `fixed32`
+    is the same scenarios with both fixed at 32."""
+    from sim.engine import get_profile
+    from sim.evaluate.ours import OursConfig, policy_spec
+
+    trace = write_jsonl(
+        poisson(rate=1.0, duration_s=20.0, prompt_tokens=600, output_tokens=16, seed=1),
+        tmp_path / "t.jsonl",
+    )
+    default, _ = matrix.load("default")
+    fixed, _ = matrix.load("fixed32")
+    assert [e.name + "-fixed32" for e in default] == [e.name for e in fixed]
+    for live, pinned in zip(default, fixed, strict=True):
+        a = matrix.build(
+            live.model_copy(update={"trace": str(trace)}),
+            traces_dir=tmp_path,
+            duration_s=None,
+            seed=0,
+        )
+        b = matrix.build(
+            pinned.model_copy(update={"trace": str(trace)}),
+            traces_dir=tmp_path,
+            duration_s=None,
+            seed=0,
+        )
+        seqs = get_profile(live.profile).max_num_seqs
+        assert (a.pod_concurrency, a.fixed_concurrency) == (seqs, False)
+        assert (b.pod_concurrency, b.fixed_concurrency) == (32, True)
+        spec_a = policy_spec(a, OursConfig())
+        assert spec_a.concurrency_per_replica is None
+        assert spec_a.max_num_seqs == seqs
+        assert spec_a.tpot_slo_s == live.slo_tpot_s
+        assert policy_spec(b, OursConfig()).concurrency_per_replica == 32
+
+
+def test_ours_learns_concurrency_below_the_cap_from_the_tpot_objective() -> None:
+    """In virtual time, as live: the gateway's snapshots report its per-pod cap and the policy's
+    concurrency comes from the TPOT samples, below max_num_seqs when batches that large would
+    miss a tight TPOT objective."""
+    from sim.evaluate.ours import Ours
+    from sim.evaluate.pods import engine_factory
+    from sim.evaluate.trace import poisson as arrivals
+    from sim.evaluate.world import Scenario, World
+    from surgescale.slo import Slo
+
+    requests = arrivals(rate=40.0, duration_s=90.0, prompt_tokens=300, output_tokens=200, seed=3)
+    scenario = Scenario(
+        name="learn",
+        requests=requests.requests,
+        slo=Slo(ttft_base_s=1.0, tpot_s=0.012),
+        pod_concurrency=256,
+        fixed_concurrency=False,
+        model_load_s=5.0,
+        node_boot_s=10.0,
+        min_replicas=1,
+        max_replicas=1,
+        initial_replicas=1,
+        tail_s=5.0,
+    )
+    ours = Ours()
+    World(scenario, engine_factory=engine_factory(scenario.profile), autoscaler=ours).run()
+    assert ours.state.pod_cap == 256
+    learned = ours.state.concurrency(fixed=None, max_num_seqs=256, tpot_slo_s=0.012)
+    assert 1 <= learned < 256
+    assert ours.state.concurrency(fixed=None, max_num_seqs=256, tpot_slo_s=None) == 256

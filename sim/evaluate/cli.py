@@ -106,7 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-boot", type=_non_negative, default=120.0, help="GPU node boot, s")
     p.add_argument("--gpus-per-node", type=_count, default=8)
     p.add_argument("--gpus-per-replica", type=_count, default=1)
-    p.add_argument("--pod-concurrency", type=_count, default=32, help="per-pod concurrency cap")
+    p.add_argument(
+        "--pod-concurrency",
+        type=_count,
+        default=None,
+        help="per-pod cap and ours' fixed concurrencyPerReplica (default: the live defaults, "
+        "the engine's max_num_seqs as the cap and a concurrency learned from the TPOT objective)",
+    )
     p.add_argument("--min-replicas", type=_count, default=0)
     p.add_argument(
         "--max-replicas",
@@ -153,13 +159,13 @@ def main(argv: list[str]) -> int:
         trace = rate_scale(trace, args.rate_scale)
         if args.gpus_per_replica < 1 or args.gpus_per_node < args.gpus_per_replica:
             raise ValueError("--gpus-per-replica must be >= 1 and <= --gpus-per-node")
-        if args.pod_concurrency < 1:
+        if args.pod_concurrency is not None and args.pod_concurrency < 1:
             raise ValueError("--pod-concurrency must be >= 1")
         if args.max_replicas is not None and args.max_replicas < max(args.min_replicas, 1):
             raise ValueError("--max-replicas must be >= max(1, --min-replicas)")
         from sim.engine import get_profile
 
-        get_profile(args.profile)
+        profile = get_profile(args.profile)
         slo = Slo.checked(
             ttft_base_s=args.slo_ttft,
             ttft_per_input_token_s=args.slo_ttft_per_1k_tokens / 1000.0,
@@ -178,7 +184,8 @@ def main(argv: list[str]) -> int:
         node_boot_s=args.node_boot,
         gpus_per_node=args.gpus_per_node,
         gpus_per_replica=args.gpus_per_replica,
-        pod_concurrency=args.pod_concurrency,
+        pod_concurrency=args.pod_concurrency or profile.max_num_seqs,
+        fixed_concurrency=args.pod_concurrency is not None,
         profile=args.profile,
         min_replicas=args.min_replicas,
         max_replicas=bound if bound is not None else max(args.min_replicas, 1),

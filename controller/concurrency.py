@@ -11,11 +11,7 @@ batch it ran in (in-flight requests per Ready replica when it completed) in a `T
   keeps its recent samples; a line through the bins' p95 (least squares, bins with at least
   `min_samples`) says where TPOT crosses the objective, clamped to `[1, max_num_seqs]` and never
   above a bin whose own p95 already misses it. Until two bins have data the seed is
-  `max_num_seqs` (the engine profile's own batch limit). Samples expire after `max_age_s`
-  (`prune`), like every other window of the state: TPOT depends on more than the batch (a burst
-  of long prompts stalls decode with prefill chunks), and a bin whose samples date from such a
-  burst is never refreshed once the fleet it shrank keeps batches small, so without expiry one
-  burst would pin the concurrency low for good;
+  `max_num_seqs` (the engine profile's own batch limit);
 - and never above the gateway's per-pod cap when the gateway reports one (`pod_cap`): a replica
   cannot get more than the gateway sends it.
 """
@@ -29,47 +25,24 @@ from dataclasses import dataclass
 BIN_WIDTH = 8
 MIN_SAMPLES = 20
 SAMPLES_PER_BIN = 64
-MAX_AGE_S = 300.0
 
 
 class TpotByBatch:
     """Recent TPOT samples (seconds) per batch-size bin."""
 
-    def __init__(
-        self,
-        *,
-        bin_width: int = BIN_WIDTH,
-        per_bin: int = SAMPLES_PER_BIN,
-        max_age_s: float = MAX_AGE_S,
-    ) -> None:
+    def __init__(self, *, bin_width: int = BIN_WIDTH, per_bin: int = SAMPLES_PER_BIN) -> None:
         self.bin_width = max(bin_width, 1)
         self.per_bin = per_bin
-        self.max_age_s = max_age_s
         self.bins: dict[int, deque[float]] = {}
-        self.times: dict[int, deque[float]] = {}
-        """Per bin, when each sample was added (in order: `add` is called as events arrive)."""
 
-    def add(self, batch: float, tpot_s: float, *, at: float = 0.0) -> None:
+    def add(self, batch: float, tpot_s: float) -> None:
         if not (batch > 0 and math.isfinite(batch) and tpot_s > 0 and math.isfinite(tpot_s)):
             return
         key = int((batch - 1e-9) // self.bin_width)
         samples = self.bins.get(key)
         if samples is None:
             samples = self.bins[key] = deque(maxlen=self.per_bin)
-            self.times[key] = deque(maxlen=self.per_bin)
         samples.append(tpot_s)
-        self.times[key].append(at)
-
-    def prune(self, now: float) -> None:
-        """Drop the samples added more than `max_age_s` before `now` (and emptied bins)."""
-        horizon = now - self.max_age_s
-        for key in list(self.bins):
-            times, samples = self.times[key], self.bins[key]
-            while times and times[0] < horizon:
-                times.popleft()
-                samples.popleft()
-            if not samples:
-                del self.bins[key], self.times[key]
 
     def p95_by_batch(self, min_samples: int = MIN_SAMPLES) -> list[tuple[float, float]]:
         """(bin centre batch, TPOT p95) for the bins with enough samples, by batch."""

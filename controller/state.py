@@ -80,9 +80,6 @@ class StateSettings:
     service_window_s: float = 120.0
     capacity_window_s: float = 600.0
     """Window of the saturated-throughput (capacity) measurement."""
-    tpot_window_s: float = 300.0
-    """How long a TPOT-by-batch sample counts for the learned concurrency
-    (`controller.concurrency`)."""
     saturation_fraction: float = 0.8
     """Ready replicas count as full when in flight >= this fraction of their total concurrency."""
     min_capacity_replica_s: float = 5.0
@@ -245,7 +242,7 @@ class ModelState:
         self._service: dict[int, list[float]] = {}
         self.step = StepDetector()
         """Change detector on the arrivals (`controller.changepoint`)."""
-        self.tpot_by_batch = TpotByBatch(max_age_s=settings.tpot_window_s)
+        self.tpot_by_batch = TpotByBatch()
         """TPOT per batch size, for the concurrency the TPOT objective allows."""
         self._ready = 0
         """Ready replicas at the last observation (the batch of a completing request)."""
@@ -385,7 +382,7 @@ class ModelState:
                     _sample(self._tpot, at, event.tpot_ms / 1000.0)
                 if fresh and self._ready > 0:
                     batch = (self.in_flight + 1) / self._ready
-                    self.tpot_by_batch.add(batch, event.tpot_ms / 1000.0, at=now)
+                    self.tpot_by_batch.add(batch, event.tpot_ms / 1000.0)
             if event.e2e_ms is not None:
                 service_ms = event.e2e_ms - (event.queue_ms or 0.0)
                 if service_ms > 0:
@@ -585,7 +582,6 @@ class ModelState:
         fixed value (None: from the TPOT objective, else `max_num_seqs`)."""
         self.forget_silent(now)
         self._ready = cluster.ready_replicas
-        self.tpot_by_batch.prune(now)
         conc = self.concurrency(
             fixed=concurrency_per_replica, max_num_seqs=max_num_seqs, tpot_slo_s=tpot_slo_s
         )

@@ -44,7 +44,7 @@ class Probe:
     def __init__(self, stack: Stack, producer: EventProducer) -> None:
         self.stack = stack
         self.producer = producer
-        self.metrics_url = stack.controllers["leader"].metrics_url
+        self.metrics_url = stack.controllers[stack.leader].metrics_url
 
     def event(self, gateway: str, kind: EventType, **fields: Any) -> Event:
         return Event(

@@ -9,7 +9,8 @@ dying bench takes them along, see `sim.demo.procs`):
   a static GPU NodePool of two 8-GPU nodes, the model's Deployment (1 GPU per replica, 4 sequences
   per pod, a 2 s model load), its Service and our InferenceScaler;
 - the gateway (`surgescale gateway`) routing the model by its EndpointSlices, with an API key;
-- zero to two controllers (`surgescale controller`), the first started is the leader, each
+- zero to two controllers (`surgescale controller`, identities `ctl-1`, `ctl-2`), started side
+  by side; the one that takes the Lease is `Stack.leader`, the other `Stack.standby`; each
   talking to the API server through its own listener of a `RecordingProxy`.
 
 It waits until the leader holds the Lease, one replica is Ready and a first request went through
@@ -167,7 +168,10 @@ class Stack:
     gateway: Child | None = None
     gateway_url: str = ""
     controllers: dict[str, Controller] = field(default_factory=dict)
-    _kube_n: int = 0
+    leader: str = ""
+    """Identity of the controller that took the Lease first."""
+    standby: str = ""
+    """Identity of the other one ('' with a single controller)."""
 
     @property
     def api_key(self) -> str:
@@ -190,10 +194,9 @@ class Stack:
         status = dep.get("status") or {}
         return int(spec.get("replicas") or 0), int(status.get("readyReplicas") or 0)
 
-    async def start_controller(self, identity: str, *, wait_lease: bool = False) -> Controller:
+    async def start_controller(self, identity: str) -> Controller:
         """Start a controller whose API traffic goes through its own proxy listener."""
         url = await self.proxy.listen(identity)
-        self._kube_n += 1
         kubeconfig = write_kubeconfig(self.work / f"kubeconfig-{identity}", url)
         port = free_port()
         argv = surgescale_argv(
@@ -211,13 +214,18 @@ class Stack:
         ctl = Controller(identity, child, f"http://127.0.0.1:{port}/metrics")
         self.controllers[identity] = ctl
         await wait_http(child, f"http://127.0.0.1:{port}/healthz", timeout_s=60)
-        if wait_lease:
-            deadline = time.monotonic() + 30.0
-            while await self.lease_holder() != identity:
-                if time.monotonic() > deadline or not child.running:
-                    raise StartError(f"{identity} did not take the Lease; log:\n{child.log_tail()}")
-                await asyncio.sleep(0.1)
         return ctl
+
+    async def elect(self, timeout_s: float = 30.0) -> None:
+        """Wait until one of the controllers holds the Lease; name the leader and the standby."""
+        deadline = time.monotonic() + timeout_s
+        while (holder := await self.lease_holder()) not in self.controllers:
+            if time.monotonic() > deadline:
+                logs = "\n".join(c.child.log_tail(10) for c in self.controllers.values())
+                raise StartError(f"no controller took the Lease within {timeout_s:.0f}s:\n{logs}")
+            await asyncio.sleep(0.1)
+        self.leader = holder
+        self.standby = next((i for i in self.controllers if i != holder), "")
 
 
 def write_kubeconfig(path: Path, server: str) -> Path:
@@ -323,6 +331,12 @@ async def warm_up(url: str, api_key: str, *, timeout_s: float = 60.0) -> None:
     raise StartError(f"the gateway did not serve a first request within {timeout_s:.0f}s ({last})")
 
 
+async def stop_all(children: Children) -> None:
+    """SIGTERM every child at once, SIGKILL what is left after the grace period."""
+    await asyncio.gather(*(c.stop(grace_s=3.0) for c in children.items), return_exceptions=True)
+    children.items.clear()
+
+
 @contextlib.asynccontextmanager
 async def running_stack(options: StackOptions, work: Path) -> AsyncIterator[Stack]:
     """Start the stack (see the module docstring); tear it all down on exit."""
@@ -373,11 +387,13 @@ async def running_stack(options: StackOptions, work: Path) -> AsyncIterator[Stac
         env = {"SURGESCALE_GATEWAY_API_KEYS": json.dumps([options.api_key])}
         stack.gateway = children.add(await spawn("gateway", argv, log_dir=work, env=env))
         stack.gateway_url = f"http://127.0.0.1:{gw_port}"
-        await wait_http(stack.gateway, f"{stack.gateway_url}/healthz", timeout_s=60)
-        if options.controllers >= 1:
-            await stack.start_controller("leader", wait_lease=True)
-        if options.controllers >= 2:
-            await stack.start_controller("standby")
+        # The gateway and the controllers come up side by side.
+        await asyncio.gather(
+            wait_http(stack.gateway, f"{stack.gateway_url}/healthz", timeout_s=60),
+            *(stack.start_controller(f"ctl-{n + 1}") for n in range(options.controllers)),
+        )
+        if options.controllers:
+            await stack.elect()
         deadline = time.monotonic() + 60.0
         while (await stack.replicas())[1] < 1:
             if time.monotonic() > deadline:
@@ -390,7 +406,7 @@ async def running_stack(options: StackOptions, work: Path) -> AsyncIterator[Stac
             if child.pid is not None:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(child.pid, signal.SIGCONT)
-        await asyncio.shield(children.stop_all(grace_s=3.0))
+        await asyncio.shield(stop_all(children))
         if proxy is not None:
             await asyncio.shield(proxy.close())
         await asyncio.shield(redis.stop())

@@ -77,6 +77,8 @@ class StackOptions:
     probe_model: bool = False
     """Also an InferenceScaler for `PROBE_MODEL` (events written by the bench, no pods)."""
     gateway_args: tuple[str, ...] = ()
+    gateway_env: dict[str, str] = field(default_factory=dict)
+    """Extra `SURGESCALE_GATEWAY_*` settings (a gateway ignores names it does not know)."""
     api_key: str = field(default_factory=lambda: f"sk-faults-{uuid.uuid4().hex[:12]}")
 
 
@@ -384,7 +386,7 @@ async def running_stack(options: StackOptions, work: Path) -> AsyncIterator[Stac
             "--log-level", "WARNING",
             *options.gateway_args,
         )  # fmt: skip
-        env = {"SURGESCALE_GATEWAY_API_KEYS": json.dumps([options.api_key])}
+        env = {"SURGESCALE_GATEWAY_API_KEYS": json.dumps([options.api_key]), **options.gateway_env}
         stack.gateway = children.add(await spawn("gateway", argv, log_dir=work, env=env))
         stack.gateway_url = f"http://127.0.0.1:{gw_port}"
         # The gateway and the controllers come up side by side.

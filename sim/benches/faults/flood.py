@@ -115,9 +115,7 @@ async def run(ctx: FaultContext) -> list[Figure]:
         failed = sum(1 for o in load.between(t0, t_end) if not o.ok)
         normal = len(load.between(t0, t_end))
     shed = sum(
-        1
-        for c in conns
-        if c.shed_at is not None and c.shed_at - c.opened <= timeout_s + SLACK_S
+        1 for c in conns if c.shed_at is not None and c.shed_at - c.opened <= timeout_s + SLACK_S
     )
     pct = 100.0 * shed / len(conns) if conns else 0.0
     return [

@@ -1,7 +1,8 @@
 """The faults bench's load: steady streaming requests and closed-loop bursts, every outcome kept.
 
-`Load.steady(rate)` sends streaming `/v1/completions` at a fixed rate (evenly spaced); `Load.burst
-(n)` keeps `n` streams open back to back until `stop_burst()`. Every request becomes an `Outcome`
+`Load.steady(rate)` sends streaming `/v1/completions` at a fixed rate (evenly spaced);
+`Load.burst(n, tag=...)` keeps `n` streams of a named group open back to back until the group is
+released (`release_burst`: each worker finishes its stream) or stopped (`stop_burst`). Every request becomes an `Outcome`
 with its send and end times (time.monotonic()), the HTTP status, the tokens streamed and whether
 the stream ended properly (`[DONE]` seen): the bench counts failures from these, so what the
 gateway says about itself is not taken on trust.
@@ -51,8 +52,7 @@ class Load:
     _session: aiohttp.ClientSession | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _steady: asyncio.Task[None] | None = None
-    _burst: list[asyncio.Task[None]] = field(default_factory=list)
-    _burst_stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _bursts: dict[str, tuple[asyncio.Event, list[asyncio.Task[None]]]] = field(default_factory=dict)
 
     async def __aenter__(self) -> Load:
         self._session = aiohttp.ClientSession(
@@ -124,28 +124,36 @@ class Load:
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
     def burst(self, n: int, *, max_tokens: int | None = None, tag: str = "burst") -> None:
-        """Keep `n` more streams open back to back until `stop_burst()`."""
-        self._burst_stop.clear()
+        """Keep `n` more streams (of group `tag`) open back to back until `stop_burst(tag)`."""
+        stop, workers = self._bursts.setdefault(tag, (asyncio.Event(), []))
         for _ in range(n):
-            self._burst.append(asyncio.create_task(self._burst_worker(tag, max_tokens)))
+            workers.append(asyncio.create_task(self._burst_worker(tag, stop, max_tokens)))
 
-    async def _burst_worker(self, tag: str, max_tokens: int | None) -> None:
-        while not self._burst_stop.is_set():
+    async def _burst_worker(self, tag: str, stop: asyncio.Event, max_tokens: int | None) -> None:
+        while not stop.is_set():
             out = await self.one(tag=tag, max_tokens=max_tokens)
             if not out.ok:
                 await asyncio.sleep(0.2)
 
-    async def stop_burst(self, *, wait_s: float = 0.0) -> None:
-        """Let burst workers finish their current request (up to `wait_s`), then cancel them."""
-        self._burst_stop.set()
-        workers, self._burst = self._burst, []
-        if workers and wait_s > 0:
-            await asyncio.wait(workers, timeout=wait_s)
-        for task in workers:
-            task.cancel()
-        for task in workers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    def release_burst(self, tag: str = "burst") -> None:
+        """Let the group's workers finish their current request and start no new one."""
+        if tag in self._bursts:
+            self._bursts[tag][0].set()
+
+    async def stop_burst(self, tag: str | None = None, *, wait_s: float = 0.0) -> None:
+        """Release a group (all groups if None), wait up to `wait_s`, then cancel what is left."""
+        for name in [tag] if tag is not None else list(self._bursts):
+            if name not in self._bursts:
+                continue
+            stop, workers = self._bursts.pop(name)
+            stop.set()
+            if workers and wait_s > 0:
+                await asyncio.wait(workers, timeout=wait_s)
+            for task in workers:
+                task.cancel()
+            for task in workers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def drain(self, timeout_s: float) -> None:
         """Wait for the requests in flight to end (bounded)."""

@@ -74,10 +74,12 @@ class StackOptions:
     redis_maxmemory_mb: int | None = None
     scale_down_delay_s: float = 30.0
     scale_down_period_s: float = 1.0
+    ttft_slo_ms: float = 1000.0
     probe_model: bool = False
     """Also an InferenceScaler for `PROBE_MODEL` (events written by the bench, no pods)."""
     gateway_args: tuple[str, ...] = ()
     gateway_env: dict[str, str] = field(default_factory=dict)
+    controller_args: tuple[str, ...] = ()
     """Extra `SURGESCALE_GATEWAY_*` settings (a gateway ignores names it does not know)."""
     api_key: str = field(default_factory=lambda: f"sk-faults-{uuid.uuid4().hex[:12]}")
 
@@ -211,6 +213,7 @@ class Stack:
             "--http-host", "127.0.0.1",
             "--http-port", str(port),
             "--log-level", "INFO",
+            *self.options.controller_args,
         )  # fmt: skip
         child = self.children.add(await spawn(f"controller-{identity}", argv, log_dir=self.work))
         ctl = Controller(identity, child, f"http://127.0.0.1:{port}/metrics")
@@ -253,7 +256,7 @@ def scaler_body(options: StackOptions, *, model: str, target: str, max_replicas:
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
             "minReplicas": 1 if model == MODEL else 0,
             "maxReplicas": max_replicas,
-            "slo": {"ttftP95Ms": 1000.0},
+            "slo": {"ttftP95Ms": options.ttft_slo_ms},
             "target": {"concurrencyPerReplica": SETUP.max_num_seqs},
             "scaleDown": {
                 "delaySeconds": options.scale_down_delay_s,

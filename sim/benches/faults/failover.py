@@ -125,8 +125,12 @@ async def _paused(ctx: FaultContext) -> dict[str, float | None]:
 
 
 async def run(ctx: FaultContext) -> list[Figure]:
-    values = await _killed(ctx)
-    values.update(await _paused(ctx))
+    values: dict[str, float | None] = {}
+    for part in (_killed, _paused):  # one part failing to start leaves the other's figures
+        try:
+            values.update(await part(ctx))
+        except Exception as exc:
+            print(f"[{NAME}] {part.__name__.strip('_')} part did not complete: {exc}", flush=True)
     main = {f.key for f in TEMPLATE}
     cut = [k for k in main if values.pop(f"{k}_not_reached", None)]
     return [

@@ -30,7 +30,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -283,12 +283,15 @@ def probe_deployment() -> Any:
     }
 
 
-async def apply_objects(cluster_url: str, options: StackOptions) -> None:
+async def apply_objects(cluster_url: str, options: StackOptions, *, pod_port: int) -> None:
     ns = NAMESPACE
+    # Pods get 127.x addresses on one port: a port of our own keeps them clear of any other
+    # simulated cluster on this machine.
+    setup = replace(SETUP, pod_port=pod_port)
     steps: list[tuple[str, Any]] = [
-        ("/api/v1/namespaces", objects.namespace(SETUP)),
-        (f"/apis/apps/v1/namespaces/{ns}/deployments", objects.deployment(SETUP)),
-        (f"/api/v1/namespaces/{ns}/services", objects.service(SETUP)),
+        ("/api/v1/namespaces", objects.namespace(setup)),
+        (f"/apis/apps/v1/namespaces/{ns}/deployments", objects.deployment(setup)),
+        (f"/api/v1/namespaces/{ns}/services", objects.service(setup)),
         ("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd.crd_manifest()),
     ]
     scalers = [scaler_body(options, model=MODEL, target=MODEL, max_replicas=SETUP.max_replicas)]
@@ -352,11 +355,12 @@ async def running_stack(options: StackOptions, work: Path) -> AsyncIterator[Stac
     try:
         await redis.start()
         port = free_port()
+        pod_port = free_port()
         argv = surgescale_argv(
             "sim", "cluster",
             "--port", str(port),
             "--kubeconfig", str(work / "cluster.kubeconfig"),
-            "--pod-port", str(free_port()),
+            "--pod-port", str(pod_port),
             "--nodepool", "gpu:8:1:2",
             "--karpenter-crds", str(karpenter_crds()),
             "--log-level", "WARNING",
@@ -364,7 +368,7 @@ async def running_stack(options: StackOptions, work: Path) -> AsyncIterator[Stac
         cluster = children.add(await spawn("cluster", argv, log_dir=work))
         cluster_url = f"http://127.0.0.1:{port}"
         await wait_http(cluster, f"{cluster_url}/version", timeout_s=60)
-        await apply_objects(cluster_url, options)
+        await apply_objects(cluster_url, options, pod_port=pod_port)
         proxy = RecordingProxy(cluster_url)
         stack = Stack(
             options=options,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
 
 from sim.benches.faults.apiproxy import Write
@@ -130,7 +131,8 @@ async def run(ctx: FaultContext) -> list[Figure]:
         try:
             values.update(await part(ctx))
         except Exception as exc:
-            print(f"[{NAME}] {part.__name__.strip('_')} part did not complete: {exc}", flush=True)
+            where = part.__name__.strip("_")
+            print(f"[{NAME}] {where} part did not complete: {exc}", file=sys.stderr, flush=True)
     main = {f.key for f in TEMPLATE}
     cut = [k for k in main if values.pop(f"{k}_not_reached", None)]
     return [

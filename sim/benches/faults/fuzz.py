@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 
 from sim.benches.faults.context import FaultContext
 from sim.benches.faults.fuzzcases import Case, Layer, cases, is_openai_error
@@ -112,7 +113,7 @@ async def run(ctx: FaultContext) -> list[Figure]:
         ("no answer", silent),
     ):
         if names:
-            print(f"[fuzz] {label}: {', '.join(names[:12])}", flush=True)
+            print(f"[fuzz] {label}: {', '.join(names[:12])}", file=sys.stderr, flush=True)
     return [
         *measured(
             TEMPLATE,

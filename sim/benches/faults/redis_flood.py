@@ -1,7 +1,7 @@
 """Fault `redis-flood`: events at the highest rate a producer reaches, against Redis's memory bound.
 
 Injection: a flooder process (`sim.benches.faults.flooder`, the gateway's own producer factory)
-writes full request lifecycles over four models as fast as it can for 20 s (quick) or 60 s
+writes full request lifecycles over two models (two streams) as fast as it can for 20 s (quick) or 60 s
 (full), while the gateway serves 2 streaming requests/s and writes its own events to the same
 Redis. The private Redis runs with the production manifest's `maxmemory` and `noeviction`
 (read from manifests/base/redis/statefulset.yaml), so it refuses writes rather than grow past it.
@@ -93,7 +93,7 @@ async def run(ctx: FaultContext) -> list[Figure]:
             "--redis-url", st.redis.url,
             "--prefix", st.prefix,
             "--seconds", f"{seconds + 5:g}",
-            "--model", MODEL, "--model", "flood-b", "--model", "flood-c", "--model", "flood-d",
+            "--model", MODEL, "--model", "flood-b",
         ]  # fmt: skip
         flooder = await spawn("flooder", argv, log_dir=st.work)
         st.children.add(flooder)

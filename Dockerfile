@@ -8,8 +8,8 @@ ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
 # ---- optional data for the simulators (dev overlay, docker-compose) ----
 # Empty unless supplied as named build contexts, which replace these stages:
-#   docker build --build-context calibration=../shared/data/calibration \
-#                --build-context karpenter-crds=../shared/data/karpenter-crds -t surgescale:dev .
+#   docker build --build-context calibration=sim/data/calibration \
+#                --build-context karpenter-crds=sim/data/karpenter-crds -t surgescale:dev .
 # (docker-compose.yml does this.) Without them the gateway and the controller work as usual;
 # only the simulated pods and cluster need the tables and CRDs.
 FROM scratch AS calibration

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,7 +103,9 @@ class Kubelet(EventSource):
         self.pod_rt = registry.require("", "v1", "pods")
         self.node_rt = registry.require("", "v1", "nodes")
         self._pods: dict[tuple[str, str], _Running] = {}
-        self._next_ip = 0
+        self._next_ip = random.SystemRandom().randrange(10_000_000)
+        """Where this kubelet's pod IPs start: random, so two simulated clusters on one machine
+        (parallel test runs, a demo beside the tests) do not hand out the same address."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._budget = IterationBudget(50)
         self.started_servers = 0

@@ -3,8 +3,8 @@ create (the `cel-python` package interprets CEL).
 
 A rule sits on a schema node and runs with `self` bound to each value present at that node
 (absent optional fields are not checked). Transition rules (those reading `oldSelf`) only run on
-update, so they are skipped here. `find`, the Kubernetes regex extension Karpenter's rules use, is
-supplied. A rule that cannot be evaluated is reported as an error rather than passed over."""
+update, so they are skipped here. `find` (the Kubernetes regex extension) and `split` (the CEL
+strings extension), which Karpenter's and Karpenter AWS's rules use, are supplied. A rule that cannot be evaluated is reported as an error rather than passed over."""
 
 from __future__ import annotations
 
@@ -23,10 +23,14 @@ def _find(value: Any, pattern: Any) -> celtypes.StringType:
     return celtypes.StringType(match.group(0) if match else "")
 
 
+def _split(value: Any, separator: Any) -> celtypes.ListType:
+    return celtypes.ListType([celtypes.StringType(s) for s in str(value).split(str(separator))])
+
+
 @functools.cache
 def _program(rule: str) -> Any:
     env = celpy.Environment()
-    return env.program(env.compile(rule), functions={"find": _find})
+    return env.program(env.compile(rule), functions={"find": _find, "split": _split})
 
 
 def _rules(schema: Mapping[str, Any], path: str) -> Iterator[tuple[str, str, Mapping[str, Any]]]:

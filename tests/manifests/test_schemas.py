@@ -168,3 +168,42 @@ def test_kubernetes_schema_rejects_bad_builtins() -> None:
     errors = validation_errors(deployment)
     assert any("replicas" in e for e in errors), errors
     assert any("readOnly" in e for e in errors), errors
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "mutate", "where"),
+    [
+        pytest.param(
+            "EC2NodeClass",
+            "gpu",
+            lambda o: o["spec"]["amiSelectorTerms"].__setitem__(0, {"alias": "plan9@latest"}),
+            "spec.amiSelectorTerms[0].alias",
+            id="nodeclass-unknown-ami-family",
+        ),
+        pytest.param(
+            "EC2NodeClass",
+            "gpu",
+            lambda o: o["spec"]["metadataOptions"].update(httpTokens="sometimes"),
+            "spec.metadataOptions.httpTokens",
+            id="nodeclass-bad-enum",
+        ),
+        pytest.param(
+            "ServiceMonitor",
+            None,
+            lambda o: o["spec"].update(scrapeEvery="15s"),
+            "spec",
+            id="servicemonitor-unknown-field",
+        ),
+    ],
+)
+def test_shipped_third_party_crds_reject_bad_objects(
+    kind: str, name: str | None, mutate: Callable[[Obj], object], where: str
+) -> None:
+    """EC2NodeClass and ServiceMonitor are checked against their real CRDs (shipped in sim/data),
+    CEL rules included: the prod overlay's objects pass (test above), broken copies do not."""
+    objs = render("overlays/prod")
+    obj = copy.deepcopy(find(objs, kind, name) if name else of_kind(objs, kind)[0])
+    assert validation_errors(obj) == []
+    mutate(obj)
+    errors = validation_errors(obj)
+    assert any(e.startswith(where) for e in errors), errors

@@ -1,4 +1,9 @@
-"""The simulator's data files resolve to an override, the shared data, or the packaged copy."""
+"""The data shipped in `sim/data/` is what its recorded checksums say, and the simulator's data files
+resolve to an override, the shared data beside a development checkout, or the packaged copy.
+
+Nothing here needs `../shared`: the packaged copy is checked against `sim/data/SHA256SUMS`, which
+is recorded in the repository (regenerate it with `cd sim/data && sha256sum ... > SHA256SUMS` only
+when the data is deliberately replaced, together with the PROVENANCE beside it)."""
 
 from __future__ import annotations
 
@@ -11,20 +16,48 @@ from sim import datafiles
 from sim.engine.calibration import default_dir, load_table
 from sim.load.trace import default_traces_dir, read_trace
 
-KINDS = ["calibration", "traces/azure2023", "karpenter-crds"]
+SUMS = datafiles.PACKAGED / "SHA256SUMS"
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_packaged_copy_exists_and_matches_the_shared_data(kind: str) -> None:
-    packaged = datafiles.PACKAGED / kind
-    shared = datafiles.SHARED / kind
-    assert packaged.is_dir(), f"packaged data missing: {packaged}"
-    assert shared.is_dir(), f"the project's shared data is expected beside the repo: {shared}"
-    for original in sorted(p for p in shared.iterdir() if p.is_file()):
-        copy = packaged / original.name
-        assert copy.is_file(), f"{copy} is not packaged"
-        digest = hashlib.sha256(original.read_bytes()).hexdigest()
-        assert hashlib.sha256(copy.read_bytes()).hexdigest() == digest, f"{copy} differs"
+def _recorded() -> dict[str, str]:
+    """relative path -> sha256, from the `sha256sum` listing recorded in the repository."""
+    out: dict[str, str] = {}
+    for line in SUMS.read_text().splitlines():
+        digest, name = line.split(maxsplit=1)
+        out[name.lstrip("*")] = digest
+    return out
+
+
+def test_packaged_data_matches_its_recorded_checksums() -> None:
+    recorded = _recorded()
+    present = {
+        str(p.relative_to(datafiles.PACKAGED))
+        for p in datafiles.PACKAGED.rglob("*")
+        if p.is_file() and p != SUMS and "__pycache__" not in p.parts
+    }
+    assert present == set(recorded), (
+        f"unrecorded: {sorted(present - set(recorded))}, missing: {sorted(set(recorded) - present)}"
+    )
+    for name, digest in sorted(recorded.items()):
+        actual = hashlib.sha256((datafiles.PACKAGED / name).read_bytes()).hexdigest()
+        assert actual == digest, f"sim/data/{name} differs from its recorded checksum"
+
+
+@pytest.mark.parametrize(
+    "kind", ["karpenter-crds", "karpenter-aws-crds", "prometheus-operator-crds", "traces/azure2023"]
+)
+def test_third_party_data_has_licence_and_provenance(kind: str) -> None:
+    folder = datafiles.PACKAGED / kind
+    assert (folder / "LICENSE").is_file(), f"{folder} has no LICENSE"
+    provenance = next(
+        (folder / n for n in ("PROVENANCE.txt", "SOURCE.txt") if (folder / n).is_file()), None
+    )
+    assert provenance is not None, f"{folder} has no PROVENANCE.txt or SOURCE.txt"
+    text = provenance.read_text()
+    # every data file a provenance names is named with the checksum it had at the source
+    for path in [*folder.glob("*.yaml"), *folder.glob("*.csv")]:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert path.name in text and digest in text, f"{provenance} does not record {path.name}"
 
 
 def test_without_shared_data_the_packaged_copy_is_used(

@@ -15,8 +15,10 @@ older than the last one applied:
 
 Measured from the controller's `/metrics` (`surgescale_controller_in_flight` and
 `surgescale_controller_queue_depth` of the probe model, refreshed at every evaluation), against
-the values the unique events imply: `duplicate_events_applied` is the number of injected events
-whose effect shows (target 0), out of `duplicate_events_injected`.
+the values the unique events imply. After each replay the bench writes one new, unique event (a
+marker) that moves the other gauge, and waits until its effect shows: the stream is read in order, so by then the replay has
+been read too, however slow the controller is. `duplicate_events_applied` is the number of
+injected events whose effect shows (target 0), out of `duplicate_events_injected`.
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sim.benches.faults.context import FaultContext, stream_entries
-from sim.benches.faults.observe import metric
+from sim.benches.faults.observe import parse_metric, scrape
 from sim.benches.faults.report import Figure, at_most, info, measured
 from sim.benches.faults.stack import PROBE_MODEL, Stack, StackOptions, running_stack
 from surgescale.events import Event, EventProducer, EventType, StreamKeys, close, connect
@@ -36,6 +38,8 @@ from surgescale.events import Event, EventProducer, EventType, StreamKeys, close
 NAME = "duplicates"
 TEMPLATE = (at_most("duplicate_events_applied", None, 0, fault=NAME),)
 HOUR_MS = 3_600_000
+FLIGHT = "surgescale_controller_in_flight"
+QUEUE = "surgescale_controller_queue_depth"
 
 
 class Probe:
@@ -72,88 +76,104 @@ class Probe:
     async def _entries(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
         return await stream_entries(self.stack.redis.url, self.stack.prefix, PROBE_MODEL)
 
-    async def gauge(self, name: str) -> float | None:
-        return await metric(self.metrics_url, name, {"model": PROBE_MODEL})
+    async def both(self) -> tuple[float | None, float | None]:
+        """(in flight, queue depth) of the probe model, from one scrape."""
+        text = await scrape(self.metrics_url)
+        labels = {"model": PROBE_MODEL}
+        return parse_metric(text, FLIGHT, labels), parse_metric(text, QUEUE, labels)
 
-    async def settle(self, name: str, expect: float, timeout_s: float = 4.0) -> float | None:
-        """Wait until the gauge shows `expect` (bounded); the last value read."""
+    async def until(
+        self, ok: Callable[[float, float], bool], what: str, timeout_s: float = 10.0
+    ) -> tuple[float, float]:
+        """Wait until (in flight, queue) satisfies `ok`; that pair. Raises if it never does."""
         deadline = time.monotonic() + timeout_s
-        value = await self.gauge(name)
-        while value != expect and time.monotonic() < deadline:
+        while True:
+            flight, queue = await self.both()
+            if flight is not None and queue is not None and ok(flight, queue):
+                return flight, queue
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the controller never showed {what} (in flight {flight}, queue {queue})"
+                )
             await asyncio.sleep(0.1)
-            value = await self.gauge(name)
-        return value
-
-    async def after_ticks(self, name: str) -> float:
-        """The gauge after the controller had time for two periodic evaluations."""
-        await asyncio.sleep(2.5)
-        return await self.gauge(name) or 0.0
 
 
 async def _cases(probe: Probe) -> tuple[int, int, dict[str, int]]:
-    flight = "surgescale_controller_in_flight"
-    queue = "surgescale_controller_queue_depth"
     tag = uuid.uuid4().hex[:6]
     ev = probe.event
     applied: dict[str, int] = {}
 
+    def snapshot(gw: str, *, seq: int, queue: int = 0, flight: int = 0) -> Event:
+        return ev(
+            gw,
+            EventType.SNAPSHOT,
+            queue_depth=queue,
+            in_flight=flight,
+            seq=seq,
+            interval_ms=HOUR_MS,
+        )
+
     # Make sure the controller reads the probe stream before anything is measured.
     warm = f"probe-{tag}-0"
     deadline = time.monotonic() + 20.0
-    while await probe.gauge(flight) != 1.0:
+    while (await probe.both()) != (1.0, 0.0):
         if time.monotonic() > deadline:
-            raise RuntimeError("the controller never reported the probe model's in-flight")
-        await probe.emit(
-            [ev(warm, EventType.SNAPSHOT, queue_depth=0, in_flight=1, seq=1, interval_ms=HOUR_MS)]
-        )
+            raise RuntimeError("the controller never reported the probe model's counts")
+        await probe.emit([snapshot(warm, seq=1, flight=1)])
         await asyncio.sleep(0.3)
-    base_flight = 1.0
+    marks = f"probe-{tag}-mark"
+    await probe.emit([snapshot(marks, seq=1)])
+    f, q = 1.0, 0.0
 
-    # complete resent
+    # Each replay is followed by one new, unique event (a marker) that moves the *other* gauge:
+    # once it shows, the controller has read the replay before it (one stream, read in order).
+
+    # complete resent, measured on in-flight; marker: one enqueue (queue + 1)
     gw = f"probe-{tag}-1"
     rids = [f"{gw}-r{i}" for i in range(10)]
     await probe.emit(
-        [ev(gw, EventType.SNAPSHOT, queue_depth=0, in_flight=0, seq=1, interval_ms=HOUR_MS)]
+        [snapshot(gw, seq=1)]
         + [ev(gw, EventType.ENQUEUE, request_id=r) for r in rids]
         + [ev(gw, EventType.DISPATCH, request_id=r, queue_ms=1.0, pod="p") for r in rids]
     )
-    await probe.settle(flight, base_flight + 10)
+    f += 10
+    await probe.until(lambda a, b: (a, b) == (f, q), f"in flight {f}")
     done = await probe.emit(
         [ev(gw, EventType.COMPLETE, request_id=r, status=200, output_tokens=1) for r in rids[:5]]
     )
-    expect = base_flight + 5
-    before = await probe.settle(flight, expect) or 0.0
+    f -= 5
+    await probe.until(lambda a, b: (a, b) == (f, q), f"in flight {f}")
     await probe.replay(done)
-    after = await probe.after_ticks(flight)
-    applied["complete"] = max(0, round(before - after))
+    await probe.emit([ev(marks, EventType.ENQUEUE, request_id=f"{marks}-1")])
+    q += 1
+    seen, _ = await probe.until(lambda a, b: b == q, "the marker enqueue")
+    applied["complete"] = round(f - seen)
+    f = seen
 
-    # enqueue resent
+    # enqueue resent, measured on the queue; marker: a snapshot with one more in flight
     gw = f"probe-{tag}-2"
-    q0 = await probe.gauge(queue) or 0.0
-    await probe.emit(
-        [ev(gw, EventType.SNAPSHOT, queue_depth=0, in_flight=0, seq=1, interval_ms=HOUR_MS)]
-    )
-    await asyncio.sleep(0.3)
+    await probe.emit([snapshot(gw, seq=1)])
     enq = await probe.emit([ev(gw, EventType.ENQUEUE, request_id=f"{gw}-r{i}") for i in range(6)])
-    before = await probe.settle(queue, q0 + 6) or 0.0
+    q += 6
+    await probe.until(lambda a, b: (a, b) == (f, q), f"queue {q}")
     await probe.replay(enq)
-    after = await probe.after_ticks(queue)
-    applied["enqueue"] = max(0, round(after - before))
+    await probe.emit([snapshot(marks, seq=2, queue=1, flight=1)])
+    f += 1
+    _, seen = await probe.until(lambda a, b: a == f, "the marker snapshot")
+    applied["enqueue"] = round(seen - q)
+    q = seen
 
-    # stale snapshot
+    # stale snapshot, measured on in-flight; marker: a snapshot with one more queued
     gw = f"probe-{tag}-3"
-    f0 = await probe.gauge(flight) or 0.0
-    old = await probe.emit(
-        [ev(gw, EventType.SNAPSHOT, queue_depth=0, in_flight=3, seq=5, interval_ms=HOUR_MS)]
-    )
-    await probe.settle(flight, f0 + 3)
-    await probe.emit(
-        [ev(gw, EventType.SNAPSHOT, queue_depth=0, in_flight=7, seq=6, interval_ms=HOUR_MS)]
-    )
-    before = await probe.settle(flight, f0 + 7) or 0.0
+    old = await probe.emit([snapshot(gw, seq=5, flight=3)])
+    await probe.emit([snapshot(gw, seq=6, flight=7)])
+    f += 7
+    await probe.until(lambda a, b: (a, b) == (f, q), f"in flight {f}")
     await probe.replay(old)
-    after = await probe.after_ticks(flight)
-    applied["stale_snapshot"] = 1 if round(before - after) == 4 else 0
+    await probe.emit([snapshot(marks, seq=3, queue=2, flight=1)])
+    q += 1
+    seen, _ = await probe.until(lambda a, b: b == q, "the marker snapshot")
+    applied["stale_snapshot"] = 1 if round(f - seen) == 4 else 0
     return sum(applied.values()), 5 + 6 + 1, applied
 
 

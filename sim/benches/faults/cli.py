@@ -101,6 +101,9 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
     try:
         figures = asyncio.run(_main(args, groups, work))
+    except KeyboardInterrupt:  # the stacks were torn down by their finally blocks
+        print("interrupted", file=sys.stderr)
+        return 130
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)

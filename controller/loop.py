@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,6 +79,8 @@ class ControllerConfig:
     """Events folded in before urgent models are re-checked, within one batch."""
     ack_interval_s: float = 0.05
     """Acks are grouped: at most one XACK round per interval."""
+    stale_group_idle_s: float = 600.0
+    """Other controllers' consumer groups with no reads for this long are removed."""
     state: StateSettings = field(default_factory=StateSettings)
 
 
@@ -154,6 +157,8 @@ class Controller:
             block_ms=cfg.consumer_block_ms,
             count=cfg.consumer_count,
             discover_interval_s=0.5,
+            stale_group_prefix=f"{cfg.group_prefix}-",
+            stale_group_idle_s=cfg.stale_group_idle_s,
         )
         for informer in self.informers.values():
             self._spawn(informer.run(), f"informer {informer.name}")
@@ -198,6 +203,12 @@ class Controller:
         for task in tasks:
             task.cancel()
         await asyncio.wait(tasks, timeout=timeout) if tasks else None
+        if self.consumer is not None:
+            # Our group is ours alone: leave none behind to grow its lag forever.
+            try:
+                await asyncio.wait_for(self.consumer.remove_group(), timeout / 3)
+            except Exception as exc:
+                log.warning("could not remove consumer group: %r", exc)
         if self._runner is not None:
             await self._runner.cleanup()
         if self._own_redis and self._redis is not None:
@@ -241,10 +252,11 @@ class Controller:
         chunk = max(self.config.ingest_chunk, 1)
         async for batch in self.consumer.batches():
             now = loop.time()
+            wall_ms = time.time_ns() // 1_000_000
             events = batch.events
             for start in range(0, len(events), chunk):
                 part = events[start : start + chunk] if len(events) > chunk else events
-                changed = self.store.ingest(part, now)
+                changed = self.store.ingest(part, now, wall_ms=wall_ms)
                 for model in changed:
                     scalers = self.by_model.get(model)
                     if not scalers:
@@ -277,8 +289,8 @@ class Controller:
     async def _ack(consumer: EventConsumer, deliveries: list[Delivery]) -> None:
         try:
             await consumer.ack(deliveries)
-        except Exception as exc:
-            log.warning("ack failed: %r", exc)
+        except Exception as exc:  # the consumer keeps them and retries before its next read
+            log.warning("ack failed (will retry): %r", exc)
 
     def _on_scaler(self, kind: str, obj: dict[str, Any]) -> None:
         if kind == "SYNC":

@@ -1,9 +1,24 @@
 """Per-model state built from the gateway's events, turned into the policy's `Observation`.
 
-No I/O and no clock: `StateStore.ingest(events, now)` takes a batch from the consumer with the
-controller's own receive time, and `observe(model, now, cluster=...)` returns what the policy
-needs. Time is the controller's (events are timed by arrival, not by the gateways' wall clocks,
-so skew between hosts does not matter); durations inside events are the gateway's own.
+No I/O and no clock: `StateStore.ingest(events, now, wall_ms=...)` takes a batch from the
+consumer with the controller's own receive time (`now`, its loop clock, and `wall_ms`, its wall
+clock at that moment), and `observe(model, now, cluster=...)` returns what the policy needs.
+
+**Event time.** Rates and windows use when things happened, not when the controller heard of
+them: an event's age is `wall_ms - ts_ms` less the smallest such lag seen from its gateway lately
+(its clock offset plus transit; clamped to `max_clock_skew_s`, and relaxed upward slowly so a
+stepped clock is followed), capped at `max_event_lag_s`, and the event is placed at `now - age`.
+A backlog flushed after a Redis outage, lag or redelivery therefore lands in the past: its
+arrivals fill the long window where they belong and miss the short one, so history does not size
+the fleet; its counts (queue, in flight) still apply. Completions older than the short window do
+not count toward the capacity measurement (they did not happen in the interval being measured).
+Without `wall_ms` every event is timed `now` (the discrete-event evaluator, old callers).
+
+**Once only.** Events stamped with an id (`origin`, `eseq`; see `surgescale.events.producer`) are
+applied once: per origin a high-water mark and a few open gaps (entries reclaimed out of order
+fill them); anything else at or below the mark is a replay and only counted (`duplicates`). A
+snapshot older than the one applied for its gateway (same origin: `seq` not higher; another or no
+origin: an earlier `ts_ms`) is ignored (`stale_snapshots`). Events without an id apply as before.
 
 Queue depth and in-flight are kept per gateway: a `snapshot` sets them absolutely and every event
 after it (same stream, so in order) moves them, so the sum is exact when nothing is lost and heals
@@ -34,6 +49,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from controller.dedupe import SeqTracker
 from controller.policy import Observation
 from controller.windows import MeanWindow, QuantileWindow, RateWindow, RatioWindow
 from surgescale.events import Event, EventType
@@ -68,6 +84,18 @@ class StateSettings:
     forget_after_intervals: float = 3.0
     max_tracked_requests: int = 200_000
     """Per gateway; the oldest are dropped beyond it (the next snapshot corrects the counts)."""
+    max_event_lag_s: float = 120.0
+    """Events older than this are placed this far back (their samples then expire at once
+    from every window shorter than it)."""
+    max_clock_skew_s: float = 5.0
+    """The most a gateway's clock (plus transit) is trusted to differ from ours: a gateway
+    whose clock is further behind has its events taken for history."""
+    clock_relax_per_s: float = 0.01
+    """How fast (s per s) a gateway's lag floor rises when its lags do (a clock stepped back)."""
+    max_seq_gaps: int = 64
+    """Open gaps in an origin's `eseq` remembered (a late entry can fill one); oldest go first."""
+    max_origins: int = 1_024
+    """Producer incarnations remembered per model for de-duplication."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,8 +118,39 @@ class GatewayView:
     snapshot_at: float | None = None
     interval_s: float = 1.0
     seq: int | None = None
+    snapshot_origin: str | None = None
+    snapshot_ts_ms: int | None = None
+    """Origin and `ts_ms` of the snapshot applied last (to ignore older ones)."""
+    floor: float = 0.0
+    floor_epoch: int = -1
+    """This gateway's lag floor while a batch is folded in (see `ModelState._floor`)."""
     phase: dict[str, bool] = field(default_factory=dict)
     """request id -> True while queued, False while at a pod."""
+
+    def snapshot_is_stale(self, event: Event) -> bool:
+        """True if `event` (a snapshot) is older than the one applied last."""
+        applied_ts = self.snapshot_ts_ms
+        if applied_ts is None:
+            return False
+        if (
+            event.origin is not None
+            and event.origin == self.snapshot_origin
+            and event.seq is not None
+            and self.seq is not None
+        ):
+            return event.seq <= self.seq
+        if event.ts_ms != applied_ts:
+            return event.ts_ms < applied_ts
+        return event.seq is not None and event.seq == self.seq
+
+
+def _sample(into: dict[int, list[float]], at: float, value: float) -> None:
+    q = int(at * 20.0)
+    values = into.get(q)
+    if values is None:
+        into[q] = [value]
+    else:
+        values.append(value)
 
 
 class ModelState:
@@ -117,12 +176,34 @@ class ModelState:
         self.last_data_at: float | None = None
         self.events = 0
         self.forgotten = 0
+        self.duplicates = 0
+        """Events dropped as replays (an `eseq` applied before)."""
+        self.stale_snapshots = 0
+        self.late_events = 0
+        """Events older than the short window when they arrived (history, not load)."""
+        self._seen: dict[str, SeqTracker] = {}
+        self._lag_floor: dict[str, list[float]] = {}
+        """gateway -> [smallest recent receive lag (its clock offset plus transit), when]; kept
+        when a silent gateway is forgotten, so its backlog after an outage is known as such."""
         self._max_tracked = settings.max_tracked_requests
-        self._arrivals = 0
-        self._completions = 0
-        self._ttft: list[float] = []
-        self._tpot: list[float] = []
-        self._service: list[float] = []
+        self._history_s = settings.short_window_s
+        self._max_lag_s = settings.max_event_lag_s
+        self._epoch = 0
+        """Batch counter: a gateway view's `floor` is this batch's if its epoch matches."""
+        self._floor_views: list[tuple[str, GatewayView]] = []
+        # Samples folded since the last commit: of about now, and older ones by 50 ms quantum.
+        self._arrivals_now = 0
+        self._completions_now = 0
+        self._ttft_now: list[float] = []
+        self._tpot_now: list[float] = []
+        self._service_now: list[float] = []
+        self._arrivals: dict[int, int] = {}
+        self._completions: dict[int, int] = {}
+        self._completed_fresh = 0
+        self._last_arrival: float | None = None
+        self._ttft: dict[int, list[float]] = {}
+        self._tpot: dict[int, list[float]] = {}
+        self._service: dict[int, list[float]] = {}
 
     def _gateway(self, name: str) -> GatewayView:
         view = self.gateways.get(name)
@@ -131,17 +212,83 @@ class ModelState:
             self.gateways[name] = view
         return view
 
-    def apply(self, event: Event, now: float) -> None:
-        """Fold one event (received at `now`) into the state."""
-        self.fold(event, now)
+    def apply(self, event: Event, now: float, wall_ms: int | None = None) -> None:
+        """Fold one event (received at `now`; `wall_ms`: see `fold`) into the state."""
+        self.fold(event, now, wall_ms)
         self.commit(now)
 
-    def fold(self, event: Event, now: float) -> None:
-        """Fold one event's counts in; its samples wait for `commit` (once per batch)."""
+    def _first_time(self, origin: str, eseq: int) -> bool:
+        """False if the event `eseq` of `origin` was applied before."""
+        tracker = self._seen.get(origin)
+        if tracker is None:
+            if len(self._seen) >= self.settings.max_origins:
+                del self._seen[next(iter(self._seen))]
+            tracker = self._seen[origin] = SeqTracker(self.settings.max_seq_gaps)
+        return tracker.first_time(eseq)
+
+    def _floor(self, gw: GatewayView, name: str, now: float, first_lag_s: float) -> float:
+        """`name`'s lag floor for this batch: the last one relaxed by the time since (or, for a
+        gateway not seen before, `first_lag_s`: the newest event of a flushed backlog is about
+        fresh), clamped to the trusted skew; written back at `commit`."""
+        settings = self.settings
+        entry = self._lag_floor.get(name)
+        if entry is None:
+            floor = first_lag_s
+            if len(self._lag_floor) >= settings.max_origins:
+                del self._lag_floor[next(iter(self._lag_floor))]
+        else:
+            floor = entry[0] + (now - entry[1]) * settings.clock_relax_per_s
+        skew = settings.max_clock_skew_s
+        floor = min(max(floor, -skew), skew)
+        gw.floor, gw.floor_epoch = floor, self._epoch
+        self._floor_views.append((name, gw))
+        return floor
+
+    def fold(
+        self,
+        event: Event,
+        now: float,
+        wall_ms: int | None = None,
+        first_lag_s: float = 0.0,
+    ) -> None:
+        """Fold one event's counts in; its samples wait for `commit` (once per batch).
+
+        `now` is when it was received (the controller's clock); `wall_ms` the controller's wall
+        clock at that moment, which places the event at its own time (module docstring;
+        `first_lag_s`: the smallest lag in the batch). None times it `now`.
+        """
         gw = self.gateways.get(event.gateway)
         if gw is None:
             gw = self._gateway(event.gateway)
         gw.last_seen = now
+        eseq = event.eseq
+        if eseq is not None:
+            tracker = self._seen.get(event.origin or "")
+            if tracker is not None and eseq == tracker.high + 1:
+                tracker.high = eseq  # the next one in order: the common case
+            elif not self._first_time(event.origin or "", eseq):
+                self.duplicates += 1
+                return
+        # `at` is None for an event of about now (within one 50 ms quantum), the common case.
+        at: float | None = None
+        fresh = True
+        if wall_ms is not None:
+            lag = (wall_ms - event.ts_ms) * 0.001
+            floor = (
+                gw.floor
+                if gw.floor_epoch == self._epoch
+                else self._floor(gw, event.gateway, now, first_lag_s)
+            )
+            if lag < floor:
+                gw.floor = floor = max(lag, -self.settings.max_clock_skew_s)
+            age = lag - floor
+            if age > 0.05:
+                if age > self._max_lag_s:
+                    age = self._max_lag_s
+                at = now - age
+                if age > self._history_s:
+                    fresh = False
+                    self.late_events += 1
         kind = event.type
         if kind is _ENQUEUE:
             gw.queue += 1
@@ -149,7 +296,14 @@ class ModelState:
             if len(phase) >= self._max_tracked:
                 del phase[next(iter(phase))]
             phase[event.request_id] = True
-            self._arrivals += 1
+            if at is None:
+                self._arrivals_now += 1
+            else:
+                q = int(at * 20.0)
+                self._arrivals[q] = self._arrivals.get(q, 0) + 1
+                last = self._last_arrival
+                if last is None or at > last:
+                    self._last_arrival = at
         elif kind is _DISPATCH:
             rid = event.request_id
             if gw.phase.get(rid) is not False:
@@ -159,20 +313,35 @@ class ModelState:
                 gw.phase[rid] = False
         elif kind is _FIRST_TOKEN:
             if event.ttft_ms is not None:
-                self._ttft.append(event.ttft_ms / 1000.0)
+                if at is None:
+                    self._ttft_now.append(event.ttft_ms / 1000.0)
+                else:
+                    _sample(self._ttft, at, event.ttft_ms / 1000.0)
         elif kind is _COMPLETE:
             if gw.phase.pop(event.request_id, False):
                 if gw.queue > 0:
                     gw.queue -= 1
             elif gw.in_flight > 0:
                 gw.in_flight -= 1
-            self._completions += 1
+            if at is None:
+                self._completions_now += 1
+            else:
+                q = int(at * 20.0)
+                self._completions[q] = self._completions.get(q, 0) + 1
+            if fresh:
+                self._completed_fresh += 1
             if event.tpot_ms is not None:
-                self._tpot.append(event.tpot_ms / 1000.0)
+                if at is None:
+                    self._tpot_now.append(event.tpot_ms / 1000.0)
+                else:
+                    _sample(self._tpot, at, event.tpot_ms / 1000.0)
             if event.e2e_ms is not None:
                 service_ms = event.e2e_ms - (event.queue_ms or 0.0)
                 if service_ms > 0:
-                    self._service.append(service_ms / 1000.0)
+                    if at is None:
+                        self._service_now.append(service_ms / 1000.0)
+                    else:
+                        _sample(self._service, at, service_ms / 1000.0)
         elif kind is _REJECT or kind is _CANCEL:
             was = gw.phase.pop(event.request_id, None)
             if was is True:
@@ -180,35 +349,70 @@ class ModelState:
             elif was is False:
                 gw.in_flight = max(gw.in_flight - 1, 0)
         elif kind is _SNAPSHOT:
+            if gw.snapshot_is_stale(event):
+                self.stale_snapshots += 1
+                return
             gw.queue = max(event.queue_depth or 0, 0)
             gw.in_flight = max(event.in_flight or 0, 0)
             gw.snapshot_at = now
             gw.seq = event.seq
+            gw.snapshot_origin = event.origin
+            gw.snapshot_ts_ms = event.ts_ms
             if event.interval_ms:
                 gw.interval_s = event.interval_ms / 1000.0
 
     def commit(self, now: float) -> None:
-        """Move the samples folded since the last commit into the windows, all timed `now`."""
+        """Move the samples folded since the last commit into the windows, each at its time
+        (to 50 ms: samples of about now at `now`)."""
         self.last_data_at = now
-        if self._arrivals:
-            self.arrivals_short.add(now, self._arrivals)
-            self.arrivals_long.add(now, self._arrivals)
+        self._epoch += 1
+        if self._floor_views:
+            for name, view in self._floor_views:
+                self._lag_floor[name] = [view.floor, now]
+            self._floor_views = []
+        if self._arrivals_now:
+            self.arrivals_short.add(now, self._arrivals_now)
+            self.arrivals_long.add(now, self._arrivals_now)
             self.last_enqueue_at = now
-            self._arrivals = 0
+            self._arrivals_now = 0
+        if self._arrivals:
+            for q, n in self._arrivals.items():
+                at = (q + 0.5) / 20.0
+                self.arrivals_short.add(at, n)
+                self.arrivals_long.add(at, n)
+            last = self._last_arrival
+            if last is not None and (self.last_enqueue_at is None or last > self.last_enqueue_at):
+                self.last_enqueue_at = last
+            self._arrivals = {}
+            self._last_arrival = None
+        if self._completions_now:
+            self.completions.add(now, self._completions_now)
+            self._completions_now = 0
         if self._completions:
-            self.completions.add(now, self._completions)
-            self.completed_total += self._completions
-            self._completions = 0
-        if self._ttft:
-            self.ttft_s.add_many(now, self._ttft)
-            self._ttft = []
-        if self._tpot:
-            self.tpot_s.add_many(now, self._tpot)
-            self._tpot = []
-        if self._service:
-            for value in self._service:
-                self.service_s.add(now, value)
-            self._service = []
+            for q, n in self._completions.items():
+                self.completions.add((q + 0.5) / 20.0, n)
+            self._completions = {}
+        self.completed_total += self._completed_fresh
+        self._completed_fresh = 0
+        if self._ttft_now:
+            self.ttft_s.add_many(now, self._ttft_now)
+            self._ttft_now = []
+        if self._tpot_now:
+            self.tpot_s.add_many(now, self._tpot_now)
+            self._tpot_now = []
+        for value in self._service_now:
+            self.service_s.add(now, value)
+        self._service_now = []
+        if self._ttft or self._tpot or self._service:
+            for q, values in self._ttft.items():
+                self.ttft_s.add_many((q + 0.5) / 20.0, values)
+            for q, values in self._tpot.items():
+                self.tpot_s.add_many((q + 0.5) / 20.0, values)
+            for q, values in self._service.items():
+                at = (q + 0.5) / 20.0
+                for value in values:
+                    self.service_s.add(at, value)
+            self._ttft, self._tpot, self._service = {}, {}, {}
 
     def forget_silent(self, now: float) -> list[str]:
         """Drop gateways silent for `forget_after_intervals` snapshot intervals; their names."""
@@ -310,13 +514,20 @@ class StateStore:
             self.models[name] = state
         return state
 
-    def ingest(self, events: Iterable[Event], now: float) -> set[str]:
-        """Apply a batch of events received at `now`; the names of the models they touched."""
+    def ingest(
+        self, events: Iterable[Event], now: float, *, wall_ms: int | None = None
+    ) -> set[str]:
+        """Apply a batch of events received at `now` (wall clock `wall_ms`, which times each
+        event by its own `ts_ms`; None: all at `now`); the names of the models they touched."""
         touched: dict[str, ModelState] = {}
         models = self.models
         last_name = ""
         last: ModelState | None = None
         count = 0
+        events = events if isinstance(events, list) else list(events)
+        first_lag_s = 0.0
+        if wall_ms is not None and events:
+            first_lag_s = (wall_ms - max(e.ts_ms for e in events)) / 1000.0
         for event in events:
             name = event.model
             if name != last_name or last is None:
@@ -325,7 +536,7 @@ class StateStore:
                     last = models.get(name) or self.model(name)
                     touched[name] = last
                 last_name = name
-            last.fold(event, now)
+            last.fold(event, now, wall_ms, first_lag_s)
             count += 1
         for state in touched.values():
             state.commit(now)

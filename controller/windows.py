@@ -4,14 +4,41 @@ Each window is a ring of fixed-width time buckets, so adding a sample is O(1) an
 leave by whole buckets. Quantiles use DDSketch (relative-error streaming quantiles) per bucket,
 merged on query (at most every `refresh_s`), with weighted sampling past a per-bucket count so
 the cost per event stays flat at high rates. Nothing here reads a clock; `controller.state` passes its own time in.
+
+Samples are timed by the caller (the events' own time, see `controller.state`), so they may come
+out of order: a sample older than the newest bucket goes into the bucket of its time (found from
+the newest end, where late samples almost always land); one older than the window is dropped at
+the next query, as if it had expired there.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ddsketch import DDSketch
+
+_B = TypeVar("_B", bound=Any)
+
+
+def _bucket(buckets: deque[_B], index: int, make: Callable[[int], _B]) -> _B:
+    """The bucket of `index` in a deque ordered by index, inserted in order if missing."""
+    if not buckets or buckets[-1][0] < index:
+        bucket = make(index)
+        buckets.append(bucket)
+        return bucket
+    if buckets[-1][0] == index:
+        return buckets[-1]
+    pos = len(buckets) - 1
+    while pos >= 0 and buckets[pos][0] > index:
+        pos -= 1
+    if pos >= 0 and buckets[pos][0] == index:
+        return buckets[pos]
+    bucket = make(index)
+    buckets.insert(pos + 1, bucket)
+    return bucket
 
 
 class RateWindow:
@@ -26,12 +53,13 @@ class RateWindow:
         self._total = 0
 
     def add(self, now: float, n: int = 1) -> None:
+        """Count `n` events that happened at `now` (which may be earlier than the last add)."""
         index = int(now / self.bucket_s)
         buckets = self._buckets
-        if buckets and buckets[-1][0] >= index:
+        if buckets and buckets[-1][0] == index:
             buckets[-1][1] += n
         else:
-            buckets.append([index, n])
+            _bucket(buckets, index, lambda i: [i, 0])[1] += n
         self._total += n
 
     def _expire(self, now: float) -> None:
@@ -64,13 +92,9 @@ class MeanWindow:
         self._count = 0
 
     def add(self, now: float, value: float) -> None:
-        index = int(now / self.bucket_s)
-        buckets = self._buckets
-        if buckets and buckets[-1][0] >= index:
-            buckets[-1][1] += value
-            buckets[-1][2] += 1
-        else:
-            buckets.append([index, value, 1])
+        bucket = _bucket(self._buckets, int(now / self.bucket_s), lambda i: [i, 0.0, 0])
+        bucket[1] += value
+        bucket[2] += 1
         self._sum += value
         self._count += 1
 
@@ -104,13 +128,9 @@ class RatioWindow:
         self._den = 0.0
 
     def add(self, now: float, numerator: float, denominator: float) -> None:
-        index = int(now / self.bucket_s)
-        buckets = self._buckets
-        if buckets and buckets[-1][0] >= index:
-            buckets[-1][1] += numerator
-            buckets[-1][2] += denominator
-        else:
-            buckets.append([index, numerator, denominator])
+        bucket = _bucket(self._buckets, int(now / self.bucket_s), lambda i: [i, 0.0, 0.0])
+        bucket[1] += numerator
+        bucket[2] += denominator
         self._num += numerator
         self._den += denominator
 
@@ -181,6 +201,16 @@ class QuantileWindow:
         keep the quantiles unbiased."""
         index = int(now / self.bucket_s)
         buckets = self._buckets
+        if buckets and buckets[-1][0] > index:
+            # Late samples (an older bucket): kept at full weight; the merge of the closed
+            # buckets is stale now.
+            late = _bucket(buckets, index, lambda i: (i, DDSketch(self.relative_accuracy)))[1]
+            for value in values:
+                if value >= 0 and math.isfinite(value):
+                    late.add(value)
+            self._closed = None
+            self._cache.clear()
+            return
         if not buckets or buckets[-1][0] < index:
             buckets.append((index, DDSketch(self.relative_accuracy)))
             self._seen = 0

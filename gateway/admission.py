@@ -166,7 +166,9 @@ class ModelQueue:
         if ticket.state is not TicketState.QUEUED:
             return
         ticket.state = TicketState.DONE
-        self._queued_by[ticket.tenant] -= 1
+        _decrement(self._queued_by, ticket.tenant)
+        if ticket.tenant not in self._queued_by:
+            self._forget_waiting(ticket.tenant)
         if ticket.attempts:
             self.requeued -= 1
             self.in_flight -= 1
@@ -195,7 +197,7 @@ class ModelQueue:
             ticket, pod = picked
             queue = self._waiting[ticket.tenant]
             queue.popleft()
-            self._queued_by[ticket.tenant] -= 1
+            _decrement(self._queued_by, ticket.tenant)
             self._dispatch(ticket, pod)
             out.append(ticket)
             if self.fairness and self._rotation and self._rotation[0] == ticket.tenant:
@@ -244,6 +246,11 @@ class ModelQueue:
         self._queued_by[tenant] = self._queued_by.get(tenant, 0) + 1
         ticket.state = TicketState.QUEUED
 
+    def _forget_waiting(self, tenant: str) -> None:
+        """A tenant with nothing queued leaves the rotation (per-tenant state stays bounded)."""
+        if self._waiting.pop(tenant, None) is not None:
+            self._rotation.remove(tenant)
+
     def _dispatch(self, ticket: Ticket, pod: Pod) -> None:
         if ticket.attempts:
             self.requeued -= 1
@@ -265,7 +272,7 @@ class ModelQueue:
         ticket.pod = None
         pod.outstanding -= 1
         self.in_flight -= 1
-        self._running_by[ticket.tenant] -= 1
+        _decrement(self._running_by, ticket.tenant)
         if pod.leaving and pod.outstanding == 0 and self.pods.get(pod.url) is pod:
             del self.pods[pod.url]
 
@@ -307,3 +314,12 @@ class ModelQueue:
             if ticket.state is TicketState.QUEUED and not ticket.attempts:
                 return ticket
         return None
+
+
+def _decrement(counts: dict[str, int], tenant: str) -> None:
+    """Count one less for `tenant`, forgetting it at zero (keys come and go)."""
+    left = counts[tenant] - 1
+    if left:
+        counts[tenant] = left
+    else:
+        del counts[tenant]

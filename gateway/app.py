@@ -4,7 +4,9 @@ Opened in order and closed in reverse: the event producer (Redis), the upstream 
 pod discovery (static probes or EndpointSlice watches) and the snapshot ticker. Handlers find
 everything through `STATE` (`gateway.state`). The application asks aiohttp to cancel a handler
 whose client disconnects (`handler_cancellation`), which is how a queued or streaming request
-learns that its client went away, whichever runner serves it.
+learns that its client went away, whichever runner serves it. Client connections are bounded
+here too (head sizes, body size, `keepalive_timeout` for idle and slow-header connections) and
+every HTTP error is OpenAI-shaped (`gateway.connections`).
 
 Serving it (signals, drain, workers) is `gateway.server`; the request path is `gateway.proxy`.
 """
@@ -21,6 +23,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway import discovery, ops
+from gateway.connections import openai_errors
 from gateway.metrics import GatewayMetrics
 from gateway.openai_api import Endpoint
 from gateway.proxy import handler
@@ -64,10 +67,12 @@ def build_app(
         scheduler.queue(model)  # known (and in snapshots) before any pod or request
     app = web.Application(
         client_max_size=settings.max_body_bytes,
+        middlewares=[openai_errors],
         handler_args={
             "handler_cancellation": True,
             "max_line_size": settings.max_header_bytes,
             "max_field_size": settings.max_header_bytes,
+            "keepalive_timeout": settings.keepalive_timeout_s,
         },
     )
     app[STATE] = state

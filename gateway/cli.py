@@ -52,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--events-prefix", help="key prefix of the event streams")
     p.add_argument("--snapshot-interval-ms", type=int, help="snapshot period (default 100)")
     p.add_argument("--api-key", action="append", dest="api_keys", help="accepted bearer key")
+    p.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        default=None,
+        help="serve with no API keys (env: SURGESCALE_GATEWAY_ALLOW_UNAUTHENTICATED=true); "
+        "without keys and without this flag the gateway refuses to start",
+    )
     p.add_argument("--fairness", action="store_true", default=None, help="fair share across keys")
     p.add_argument("--per-key-concurrency", type=int, help="in-flight limit per API key")
     p.add_argument("--drain-timeout", type=float, dest="drain_timeout_s")

@@ -121,6 +121,10 @@ class GatewayMetrics:
         """Register the scrape-time collector of live state."""
         self.registry.register(_LiveCollector(scheduler, producer, ready))
 
+    def watch_connections(self, *, open_now: Callable[[], int], refused: Callable[[], int]) -> None:
+        """Register the scrape-time collector of client connections (open, refused at the cap)."""
+        self.registry.register(_ConnectionCollector(open_now, refused))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -168,4 +172,22 @@ class _LiveCollector(Collector):
         connected = self._producer.connected if self._producer is not None else False
         yield GaugeMetricFamily(
             p + "events_connected", "1 when Redis takes events", value=int(connected)
+        )
+
+
+class _ConnectionCollector(Collector):
+    def __init__(self, open_now: Callable[[], int], refused: Callable[[], int]) -> None:
+        self._open = open_now
+        self._refused = refused
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        p = "surgescale_gateway_"
+        yield GaugeMetricFamily(p + "connections_open", "Open client connections", self._open())
+        yield CounterMetricFamily(
+            p + "connections_refused",
+            "Client connections refused at max_connections",
+            value=self._refused(),
         )

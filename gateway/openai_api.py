@@ -67,6 +67,50 @@ def invalid_response(exc: InvalidRequest) -> web.Response:
     return error_response(exc.status, exc.message, kind=exc.kind, code=exc.code, param=exc.param)
 
 
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "invalid_api_key",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    411: "length_required",
+    413: "request_too_large",
+    414: "uri_too_long",
+    415: "unsupported_media_type",
+    417: "expectation_failed",
+    429: "rate_limit_exceeded",
+    431: "headers_too_large",
+    500: "internal_error",
+    501: "not_implemented",
+    503: "service_unavailable",
+}
+
+
+def status_error_body(status: int, message: str) -> bytes:
+    """The OpenAI-shaped body of an HTTP-level error (one aiohttp or the router raised)."""
+    kind = "server_error" if status >= 500 else "invalid_request_error"
+    return error_body(message, kind=kind, code=_STATUS_CODES.get(status, f"http_{status}"))
+
+
+def check_bounds(parsed: ParsedRequest, *, max_n: int, max_output_tokens: int) -> None:
+    """Refuse a request asking for more choices or tokens than the model allows."""
+    payload = parsed.payload
+    n = payload.get("n")
+    if isinstance(n, int) and n > max_n:
+        raise InvalidRequest(
+            f"'n' is {n}; this gateway allows at most {max_n} for {parsed.model!r}", param="n"
+        )
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = payload.get(name)
+        if isinstance(value, int) and value > max_output_tokens:
+            raise InvalidRequest(
+                f"'{name}' is {value}; this gateway allows at most {max_output_tokens} "
+                f"for {parsed.model!r}",
+                param=name,
+            )
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedRequest:
     """What the gateway needs from a completion request."""

@@ -29,6 +29,7 @@ from gateway.openai_api import (
     Endpoint,
     InvalidRequest,
     ParsedRequest,
+    check_bounds,
     error_response,
     invalid_response,
     parse_request,
@@ -62,7 +63,10 @@ async def serve_completion(request: web.Request, endpoint: Endpoint) -> web.Stre
             401, "invalid or missing API key", kind="invalid_request_error", code="invalid_api_key"
         )
     try:
-        parsed = parse_request(await _read_body(request, state.settings.max_body_bytes), endpoint)
+        body = await _read_body(
+            request, state.settings.max_body_bytes, timeout=state.settings.body_timeout_s
+        )
+        parsed = parse_request(body, endpoint)
     except InvalidRequest as exc:
         return invalid_response(exc)
     model = parsed.model
@@ -74,6 +78,11 @@ async def serve_completion(request: web.Request, endpoint: Endpoint) -> web.Stre
             code="model_not_found",
             param="model",
         )
+    max_n, max_output_tokens = state.settings.limits_for(model)
+    try:
+        check_bounds(parsed, max_n=max_n, max_output_tokens=max_output_tokens)
+    except InvalidRequest as exc:
+        return invalid_response(exc)
     ticket = Ticket(request_id=state.next_request_id(), tenant=tenant, arrived=arrived)
     ex = Exchange(state=state, model=model, ticket=ticket, metrics=state.metrics.model(model))
     try:
@@ -125,17 +134,26 @@ async def serve_completion(request: web.Request, endpoint: Endpoint) -> web.Stre
     return response
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
+async def _read_body(request: web.Request, limit: int, *, timeout: float) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise InvalidRequest(
             f"request body of {length} bytes exceeds the limit of {limit}", status=413
         )
     try:
-        return await request.read()
+        async with asyncio.timeout(timeout):
+            return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise InvalidRequest(
             f"request body exceeds the limit of {limit} bytes", status=413
+        ) from None
+    except web.RequestPayloadError as exc:  # e.g. a Content-Encoding that does not decode
+        raise InvalidRequest(f"the request body could not be read: {exc}") from None
+    except TimeoutError:
+        raise InvalidRequest(
+            f"the request body did not arrive within {timeout:g}s",
+            status=408,
+            code="request_timeout",
         ) from None
 
 

@@ -6,7 +6,9 @@ SIGINT when `handle_signals`): it then stops admitting (new requests get 503 `dr
 to `drain_timeout_s`, cancels what is left (their clients get a closed stream, the controller a
 `cancel`), closes resources and returns. `run(settings)` is the process entry: one worker in
 this process, or `workers` child processes that each bind the same port with SO_REUSEPORT (the
-kernel spreads connections), supervised and restarted if one dies.
+kernel spreads connections), supervised and restarted if one dies. A gateway with no API keys
+refuses to start (`OpenAccessRefused`) unless `allow_unauthenticated` says so; the listening
+socket caps open connections (`gateway.connections.listen`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from multiprocessing.process import BaseProcess
 from aiohttp import web
 
 from gateway.app import build_app
+from gateway.connections import listen
 from gateway.settings import GatewaySettings
 from gateway.state import STATE
 
@@ -39,6 +42,9 @@ async def serve(
     on_listening: Callable[[str], None] | None = None,
 ) -> None:
     """Serve until stopped, then drain within `settings.drain_timeout_s`."""
+    refusal = settings.open_access_refusal()
+    if refusal is not None:
+        raise OpenAccessRefused(refusal)
     app = build_app(settings, worker=worker)
     state = app[STATE]
     stop = stop or asyncio.Event()
@@ -49,20 +55,32 @@ async def serve(
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     try:
-        site = web.TCPSite(
-            runner, settings.host, settings.port, reuse_port=settings.workers > 1, backlog=1024
+        server, factory = await listen(
+            runner,
+            host=settings.host,
+            port=settings.port,
+            max_connections=settings.max_connections,
+            reuse_port=settings.workers > 1,
+            backlog=1024,
         )
-        await site.start()
+        connections = runner.server
+        assert connections is not None
+        state.metrics.watch_connections(
+            open_now=lambda: len(connections.connections), refused=lambda: factory.refused
+        )
         # Everything built so far lives as long as the process: keep it out of the cyclic
         # collector's way, so full collections (pauses on the request path) stay short.
         gc.collect()
         gc.freeze()
-        url = _url_of(runner, settings)
+        url = _url_of(server, settings)
         log.info("gateway %s listening on %s", state.instance, url)
         if on_listening is not None:
             on_listening(url)
-        await stop.wait()
-        await drain(app, settings.drain_timeout_s)
+        try:
+            await stop.wait()
+            await drain(app, settings.drain_timeout_s)
+        finally:
+            server.close()  # accept nothing more; the runner then closes what is open
     finally:
         await runner.cleanup()
         if handle_signals:
@@ -85,11 +103,17 @@ async def drain(app: web.Application, timeout: float) -> bool:
     return True
 
 
-def _url_of(runner: web.AppRunner, settings: GatewaySettings) -> str:
-    for addr in runner.addresses:
+def _url_of(server: asyncio.Server, settings: GatewaySettings) -> str:
+    for sock in server.sockets:
+        addr = sock.getsockname()
         if isinstance(addr, tuple) and len(addr) >= 2:
-            return f"http://{addr[0]}:{addr[1]}"
+            host = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
+            return f"http://{host}:{addr[1]}"
     return f"http://{settings.host}:{settings.port}"
+
+
+class OpenAccessRefused(RuntimeError):
+    """No API keys and no explicit permission to serve without them."""
 
 
 def run_worker(settings: GatewaySettings, worker: int | None = None) -> None:
@@ -111,6 +135,10 @@ def _announce(url: str) -> None:
 
 def run(settings: GatewaySettings) -> int:
     """The process entry point: one worker here, or a supervisor of `workers` processes."""
+    refusal = settings.open_access_refusal()
+    if refusal is not None:
+        print(f"surgescale gateway: refusing to start: {refusal}", file=sys.stderr)
+        return 2
     if settings.workers == 1:
         run_worker(settings)
         return 0

@@ -11,14 +11,16 @@ Kubernetes API (`models[*].service` or `.label_selector`, plus `kubeconfig`/`in_
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -70,6 +72,17 @@ class ModelRoute(BaseModel):
         if self.service:
             return f"kubernetes.io/service-name={self.service}"
         return None
+
+
+class RequestLimits(BaseModel):
+    """Bounds on what one request may ask a model for (None: the gateway-wide default)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_n: int | None = Field(default=None, ge=1)
+    """Largest `n` (number of choices)."""
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    """Largest `max_tokens` / `max_completion_tokens`."""
 
 
 class GatewaySettings(BaseSettings):
@@ -134,8 +147,30 @@ class GatewaySettings(BaseSettings):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_header_bytes: int = Field(default=8190, ge=1024)
     """Longest request line / header field accepted."""
-    api_keys: list[SecretStr] = Field(default_factory=list)
-    """Bearer keys accepted (empty: no authentication)."""
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    """Bearer keys accepted, comma-separated in the environment (SURGESCALE_GATEWAY_API_KEYS,
+    from a Secret); empty: no authentication, refused at start unless
+    `allow_unauthenticated`."""
+
+    # --- hardening (client connections, request bounds, open access)
+    allow_unauthenticated: bool = False
+    """Serve with no `api_keys` (anyone may use the pods). Without it a gateway with no keys
+    refuses to start."""
+    keepalive_timeout_s: float = Field(default=75.0, gt=0)
+    """A client connection must send a complete request head within this long of opening or
+    of its previous response, else it is closed (idle and slow-header connections are shed).
+    Keep it above the idle timeout of a load balancer in front (60 s on AWS ALB)."""
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    """Longest time to receive a request body once its head arrived (then 408)."""
+    max_connections: int = Field(default=8192, ge=1)
+    """Open client connections per worker; beyond it new ones get a 503 and are closed."""
+    max_n: int = Field(default=16, ge=1)
+    """Largest `n` (choices per request) a request may ask for (per model: `request_limits`)."""
+    max_output_tokens: int = Field(default=32768, ge=1)
+    """Largest `max_tokens` / `max_completion_tokens` a request may ask for (per model:
+    `request_limits`)."""
+    request_limits: dict[str, RequestLimits] = Field(default_factory=dict)
+    """Per-model overrides of `max_n` and `max_output_tokens`, keyed by model name."""
 
     # --- events
     redis_url: str | None = "redis://127.0.0.1:6379/0"
@@ -164,6 +199,8 @@ class GatewaySettings(BaseSettings):
     @classmethod
     def _parse_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
 
@@ -193,6 +230,24 @@ class GatewaySettings(BaseSettings):
         if len(names) != len(set(names)):
             raise ValueError("models: each model name may appear once")
         return self
+
+    def open_access_refusal(self) -> str | None:
+        """Why this configuration must not start (no keys and no explicit opt-in), or None."""
+        if self.api_keys or self.allow_unauthenticated:
+            return None
+        return (
+            "api_keys: no API keys are configured; set SURGESCALE_GATEWAY_API_KEYS (e.g. from "
+            "a Secret) or, to serve without authentication on purpose, pass "
+            "--allow-unauthenticated (SURGESCALE_GATEWAY_ALLOW_UNAUTHENTICATED=true)"
+        )
+
+    def limits_for(self, model: str) -> tuple[int, int]:
+        """(max n, max output tokens) for requests to `model`."""
+        own = self.request_limits.get(model)
+        max_n = own.max_n if own is not None and own.max_n is not None else self.max_n
+        if own is not None and own.max_output_tokens is not None:
+            return max_n, own.max_output_tokens
+        return max_n, self.max_output_tokens
 
     def instance_id(self, worker: int | None = None) -> str:
         """The id this gateway puts in its events."""

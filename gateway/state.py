@@ -45,14 +45,19 @@ class GatewayState:
         """The tenant label of a valid `Authorization: Bearer` header; None if refused.
 
         With no keys configured everybody is let in; the tenant is then the label of whatever
-        bearer token came (for fairness) or "".
+        bearer token came (for fairness) or "". A token that is not UTF-8 is refused either way.
+        Every configured key is compared, in constant time, whichever matches.
         """
         token = ""
         if header and header[:7].lower() == "bearer ":
             token = header[7:].strip()
+        try:
+            # aiohttp decodes header bytes that are not UTF-8 as lone surrogates.
+            raw = token.encode()
+        except UnicodeEncodeError:
+            return None  # not a key anyone was given
         if not self.keys:
             return tenant_label(token) if token and self.settings.fairness else ""
-        raw = token.encode()
         found: str | None = None
         for key, label in self.keys:
             if hmac.compare_digest(raw, key):

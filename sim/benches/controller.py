@@ -20,6 +20,11 @@ achieved rate and the controller's consumed rate (from its /metrics). The highes
 is searched by raising the load until p99 passes 100 ms (or the generator cannot go faster,
 which is then said). Last line: JSON with `reaction_p50_ms`, `reaction_p99_ms` (at 10k/s),
 `max_events_per_s`.
+
+Redis: its keys live under `bench-<random>:`, deleted at the end even when the bench is stopped
+by SIGTERM/SIGINT (they cancel the run, so the clean-up runs); keys of runs killed harder
+(SIGKILL) are swept by the next run (no stream entry for 10 minutes); the streams are bounded
+(`StreamLimits`) while it runs, and the report says what was left behind.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ import aiohttp
 from controller import crd
 from sim.cluster import ClusterOptions, start_cluster
 from surgescale.events import Event, EventProducer, EventType, StreamKeys, close, connect
+from surgescale.events.cleanup import cancel_on_signals, delete_prefix, leftover, sweep_stale
 from surgescale.events.localredis import ensure_redis, free_port
 
 MODEL = "bench-model"
@@ -118,7 +124,7 @@ def _background_events(n_bg_models: int = 4) -> list[Event]:
 
 async def _loadgen(redis_url: str, prefix: str, rate: float) -> None:
     redis = connect(redis_url)
-    producer = EventProducer(redis, keys=StreamKeys(prefix), batch_limit=5_000, maxlen=200_000)
+    producer = EventProducer(redis, keys=StreamKeys(prefix), batch_limit=5_000)
     await producer.start()
     events = _background_events()
     stop = asyncio.Event()
@@ -435,7 +441,25 @@ def _row(level: Level) -> str:
 
 
 async def _run(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
+    """The bench, its Redis keys deleted whatever happens (and what is left reported)."""
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    admin = connect(redis_url, timeout=30.0)
+    swept = await sweep_stale(admin, like="bench-")
+    result: dict[str, Any] = {}
+    try:
+        with cancel_on_signals():
+            result = await _run_levels(args, redis_url, prefix)
+    finally:
+        left = (-1, -1)
+        with contextlib.suppress(Exception):
+            await delete_prefix(admin, prefix)
+            left = await leftover(admin, prefix)
+        print(f"left behind in Redis: {left[0]} keys, {left[1]} bytes", flush=True)
+        await close(admin)
+    return {**result, "redis_keys_left": left[0], "stale_keys_swept": swept}
+
+
+async def _run_levels(args: argparse.Namespace, redis_url: str, prefix: str) -> dict[str, Any]:
     cluster = await start_cluster(ClusterOptions(speed=1.0))
     watcher = Watcher()
     cluster.store.subscribe(watcher)
@@ -577,9 +601,6 @@ async def _run(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
         except TimeoutError:
             ctl.kill()
         await producer.close()
-        with contextlib.suppress(Exception):  # leave nothing behind in a shared Redis
-            async for key in redis.scan_iter(match=f"{prefix}:*", count=1000):
-                await redis.delete(key)
         await close(redis)
         await cluster.stop()
 
@@ -614,7 +635,11 @@ def main(argv: list[str]) -> int:
         asyncio.run(_loadgen(args.redis_url, args.prefix, args.rate))
         return 0
     with ensure_redis(args.redis_url) as url:
-        result = asyncio.run(_run(args, url))
+        try:
+            result = asyncio.run(_run(args, url))
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            print("interrupted; Redis keys cleaned up", flush=True)
+            return 130
     print(json.dumps(result))
     return 0
 

@@ -446,6 +446,7 @@ def main(argv: list[str]) -> int:
             events_prefix=prefix,
             log_level="WARNING",
             health_interval_s=1.0,
+            allow_unauthenticated=True,
         )
         gateway_proc = stack.enter_context(_process(run_worker, settings))
         assert gateway_proc.pid is not None

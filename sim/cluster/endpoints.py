@@ -2,9 +2,11 @@
 
 The slice is named `<service>-<5 chars>`, labelled `kubernetes.io/service-name` and
 `endpointslice.kubernetes.io/managed-by`, owned by the Service, with the Service's ports
-(target ports, as real slices carry) and one endpoint per Ready, non-terminating pod matching the
-Service's selector (address = pod IP, `nodeName`, `targetRef`). A pod marked for deletion leaves
-the slice at once, before it stops serving, so clients stop sending to it first.
+(target ports, as real slices carry) and one endpoint per Ready pod matching the Service's
+selector (address = pod IP, `nodeName`, `targetRef`). A pod marked for deletion stays listed as
+Kubernetes lists it, `terminating: true` and `ready: false` (`serving` following its readiness),
+until it is gone from the API; clients stop sending it new work at once while its in-flight
+requests finish. (Not-ready pods that are not terminating are left out, a simplification.)
 """
 
 from __future__ import annotations
@@ -61,15 +63,25 @@ class EndpointSliceController:
         endpoints: list[dict[str, Any]] = []
         for pod in self.store.items(self.pod_rt):
             pmeta = pod["metadata"]
-            if pmeta.get("namespace") != key[0] or pmeta.get("deletionTimestamp"):
+            if pmeta.get("namespace") != key[0]:
                 continue
             ip = pod.get("status", {}).get("podIP")
-            if not ip or not pod_is_ready(pod) or not sel.matches(pmeta.get("labels")):
+            terminating = bool(pmeta.get("deletionTimestamp"))
+            serving = pod_is_ready(pod)
+            if not ip or not sel.matches(pmeta.get("labels")):
+                continue
+            if not serving and not terminating:
                 continue
             endpoints.append(
                 {
                     "addresses": [ip],
-                    "conditions": {"ready": True, "serving": True, "terminating": False},
+                    # As Kubernetes reports them: a terminating endpoint is never `ready`;
+                    # `serving` still follows the pod's readiness.
+                    "conditions": {
+                        "ready": serving and not terminating,
+                        "serving": serving,
+                        "terminating": terminating,
+                    },
                     "nodeName": pod["spec"].get("nodeName"),
                     "targetRef": {
                         "kind": "Pod",

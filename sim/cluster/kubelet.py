@@ -6,7 +6,7 @@ whole /8), passes through ContainerCreating, and, when its template names a mode
 `<ip>:<port>` through `sim.pod.runtime.start_pod`. It turns Ready after the model-load time
 (annotation `surgescale.io/load-seconds`, simulated seconds) and once the pod's server reports
 ready. Pods without a model are plain containers, Ready after `container_start_s`. A pod marked
-for deletion turns not-Ready at once (so the EndpointSlice drops it), lets in-flight requests
+for deletion turns not-Ready at once (its EndpointSlice endpoint turns `terminating`, not ready), lets in-flight requests
 finish for up to its grace period, stops, and only then disappears from the API. A model pod
 whose server crashes (fault injection) goes not-Ready and is restarted with a model reload.
 """

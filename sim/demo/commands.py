@@ -75,6 +75,7 @@ def gateway_argv(
         "--redis-url", config.redis_url,
         "--events-prefix", prefix,
         "--max-queue-wait", f"{config.request_timeout_s:g}",
+        "--allow-unauthenticated",  # a local demo on loopback: no API keys on purpose
         "--log-level", "INFO",
     )  # fmt: skip
 

@@ -3,9 +3,12 @@
 - `schema`: the versioned event types and their orjson encoding (`Event`, `EventType`,
   `encode`, `decode`, `EventDecodeError`);
 - `keys`: stream key names (per-model, Redis-Cluster hash tags);
-- `producer`: the batching, never-blocking `EventProducer` (group commit, bounded buffer);
-- `consumer`: the consumer-group reader `EventConsumer` (XREADGROUP, XAUTOCLAIM, dead letters);
+- `producer`: the batching, never-blocking `EventProducer` (group commit, bounded buffer, event
+  ids, streams bounded in events and age by `StreamLimits`);
+- `consumer`: the consumer-group reader `EventConsumer` (XREADGROUP, XAUTOCLAIM, dead letters,
+  discovery by registry and SCAN, group housekeeping);
 - `localredis`: find or start a Redis for tests and the demo;
+- `cleanup`: delete a prefix's keys, sweep those of killed runs, clean up on SIGTERM/SIGINT;
 - `bench`: `surgescale bench events`.
 
 Nothing else in the project talks to Redis directly.
@@ -14,7 +17,7 @@ Nothing else in the project talks to Redis directly.
 from surgescale.events.client import RedisClient, close, connect
 from surgescale.events.consumer import Batch, ConsumerStats, Delivery, EventConsumer
 from surgescale.events.keys import StreamKeys
-from surgescale.events.producer import EventProducer, ProducerStats
+from surgescale.events.producer import EventProducer, ProducerStats, StreamLimits
 from surgescale.events.schema import (
     SCHEMA_VERSION,
     Event,
@@ -39,6 +42,7 @@ __all__ = [
     "ProducerStats",
     "RedisClient",
     "StreamKeys",
+    "StreamLimits",
     "close",
     "connect",
     "decode",

@@ -7,12 +7,17 @@ Three figures, each printed in a table and, last, as one JSON line:
 - latency at a steady 1,000 events/s: emit → delivered to the consumer, p50/p99 (one process,
   one clock);
 - the encoding choice: one JSON field (msgspec) per entry against one stream field per event field.
+
+Its keys live under `bench-<random>:`; they are deleted at the end even when the run is stopped
+by SIGTERM/SIGINT (both cancel the run, so the clean-up runs), keys of earlier runs killed harder
+(SIGKILL) are swept at start (no stream entry for 10 minutes), and the report says what is left.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing as mp
 import statistics
 import time
@@ -21,11 +26,12 @@ from typing import Any
 
 import orjson
 
-from surgescale.events.client import close, connect
+from surgescale.events.cleanup import cancel_on_signals, delete_prefix, leftover, sweep_stale
+from surgescale.events.client import RedisClient, close, connect
 from surgescale.events.consumer import EventConsumer
 from surgescale.events.keys import StreamKeys
 from surgescale.events.localredis import ensure_redis
-from surgescale.events.producer import EventProducer
+from surgescale.events.producer import EventProducer, StreamLimits
 from surgescale.events.schema import Event, EventType, decode, encode, to_dict
 
 
@@ -81,8 +87,7 @@ def _consumer_proc(url: str, prefix: str, total: int, out: Any) -> None:
     out.put(asyncio.run(run()))
 
 
-async def _throughput(url: str, total: int) -> dict[str, float]:
-    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+async def _throughput(url: str, prefix: str, total: int) -> dict[str, float]:
     keys = StreamKeys(prefix)
     client = connect(url)
     # Register the stream before the consumer starts so it does not wait for discovery.
@@ -91,8 +96,25 @@ async def _throughput(url: str, total: int) -> dict[str, float]:
     queue = ctx.Queue()
     proc = ctx.Process(target=_consumer_proc, args=(url, prefix, total, queue))
     proc.start()
+    try:
+        return await _drive(client, keys, total, proc, queue)
+    finally:
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(5)
+        await close(client)
+
+
+async def _drive(
+    client: RedisClient, keys: StreamKeys, total: int, proc: Any, queue: Any
+) -> dict[str, float]:
     await asyncio.sleep(1.0)  # let the consumer start and create its group
-    producer = EventProducer(client, keys=keys, maxlen=total + 10, buffer_limit=total + 10)
+    producer = EventProducer(
+        client,
+        keys=keys,
+        limits=StreamLimits(max_events=total + 10_000),
+        buffer_limit=total + 10,
+    )
     await producer.start()
     cpu0 = time.process_time()
     t0 = time.perf_counter()
@@ -106,9 +128,6 @@ async def _throughput(url: str, total: int) -> dict[str, float]:
     await producer.close()
     wall, cpu, got = await asyncio.get_running_loop().run_in_executor(None, queue.get, True, 180)
     proc.join(10)
-    async for key in client.scan_iter(match=f"{prefix}:*"):
-        await client.delete(key)
-    await close(client)
     return {
         "events": got,
         "throughput_eps": got / wall,
@@ -119,8 +138,8 @@ async def _throughput(url: str, total: int) -> dict[str, float]:
     }
 
 
-async def _latency(url: str, rate: float, seconds: float) -> dict[str, float]:
-    keys = StreamKeys(f"bench-{uuid.uuid4().hex[:8]}")
+async def _latency(url: str, prefix: str, rate: float, seconds: float) -> dict[str, float]:
+    keys = StreamKeys(prefix)
     client = connect(url)
     await client.sadd(keys.registry, keys.stream("bench"))
     consumer = EventConsumer(
@@ -153,12 +172,13 @@ async def _latency(url: str, rate: float, seconds: float) -> dict[str, float]:
         ev = _event(n)
         sent[ev.request_id] = time.perf_counter()
         producer.emit(ev)
-    await asyncio.wait_for(reader, 30)
-    await producer.close()
-    async for key in client.scan_iter(match=f"{keys.prefix}:*"):
-        await client.delete(key)
-    await close(producer_client)
-    await close(client)
+    try:
+        await asyncio.wait_for(reader, 30)
+    finally:
+        reader.cancel()
+        await producer.close()
+        await close(producer_client)
+        await close(client)
     lat.sort()
     return {
         "latency_rate_eps": rate,
@@ -211,6 +231,33 @@ def _encoding(n: int) -> dict[str, float]:
     }
 
 
+async def _bench(url: str, args: argparse.Namespace) -> dict[str, float]:
+    """Both runs, under prefixes deleted whatever happens; adds what was left behind."""
+    prefixes = [f"bench-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    admin = connect(url, timeout=30.0)
+    swept = await sweep_stale(admin, like="bench-")
+    try:
+        with cancel_on_signals():
+            thr = await _throughput(url, prefixes[0], args.events)
+            lat = await _latency(url, prefixes[1], args.rate, args.seconds)
+    finally:
+        left_keys = left_bytes = 0
+        with contextlib.suppress(Exception):
+            for prefix in prefixes:
+                await delete_prefix(admin, prefix)
+                keys, size = await leftover(admin, prefix)
+                left_keys, left_bytes = left_keys + keys, left_bytes + size
+            print(f"left behind in Redis: {left_keys} keys, {left_bytes} bytes", flush=True)
+        await close(admin)
+    return {
+        **thr,
+        **lat,
+        "redis_keys_left": float(left_keys),
+        "redis_bytes_left": float(left_bytes),
+        "stale_keys_swept": float(swept),
+    }
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="surgescale bench events", description=__doc__)
     parser.add_argument("--events", type=int, default=300_000, help="events for the throughput run")
@@ -221,9 +268,12 @@ def main(argv: list[str]) -> int:
     _use_uvloop()
     with ensure_redis(args.redis_url) as url:
         enc = _encoding(50_000)
-        thr = asyncio.run(_throughput(url, args.events))
-        lat = asyncio.run(_latency(url, args.rate, args.seconds))
-    figures: dict[str, Any] = {**thr, **lat, **enc}
+        try:
+            thr = lat = asyncio.run(_bench(url, args))
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            print("interrupted; keys cleaned up", flush=True)
+            return 130
+    figures: dict[str, Any] = {**thr, **enc}
     rows = [
         ("throughput (consumer, events/s)", f"{thr['throughput_eps']:,.0f}", ">= 100,000"),
         ("producer emit+flush (events/s)", f"{thr['producer_eps']:,.0f}", ""),
@@ -231,6 +281,7 @@ def main(argv: list[str]) -> int:
         ("producer CPU s / 1M events", f"{thr['producer_cpu_s_per_million']:.2f}", ""),
         (f"latency p50 @ {args.rate:.0f}/s (ms)", f"{lat['latency_p50_ms']:.3f}", ""),
         (f"latency p99 @ {args.rate:.0f}/s (ms)", f"{lat['latency_p99_ms']:.3f}", "<= 2"),
+        ("left behind in Redis (keys)", f"{thr['redis_keys_left']:.0f}", "0"),
         (
             "encode/decode, one JSON field (msgspec) (µs)",
             f"{enc['json_field_encode_us']:.2f} / {enc['json_field_decode_us']:.2f}",

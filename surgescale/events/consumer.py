@@ -7,6 +7,14 @@ consumer itself yields `(event, ack)` pairs for code that wants one event at a t
 
 Entries that fail to decode, or that were delivered more than `max_deliveries` times, go to the
 dead-letter stream with the reason and are acknowledged, so the group moves on.
+
+Streams are found in the registry set and, every `scan_interval_s`, by SCAN over the key pattern,
+so a Redis that restarted empty (registry gone) is still read. A stream found after the first look,
+or whose group vanished (NOGROUP: Redis lost it, or it was collected), is read from its start:
+events carry ids, so the controller applies what it has seen before once. A failed ack is kept and
+retried before the next read. Housekeeping: `remove_group()` on a clean shutdown, and, with
+`stale_group_prefix` set, other groups of that prefix whose consumers have not read for
+`stale_group_idle_s` are destroyed (a stopped controller's group would otherwise grow its lag).
 """
 
 from __future__ import annotations
@@ -30,6 +38,9 @@ from surgescale.retry import Backoff, ExponentialBackoff
 log = logging.getLogger(__name__)
 
 Ack = Callable[[], Awaitable[None]]
+
+DEAD_LETTER_MAXLEN = 1_000
+"""Entries kept in the dead-letter stream: each may hold a whole batch entry (<= ~30 KB)."""
 
 
 class Poison(NamedTuple):
@@ -75,7 +86,9 @@ class ConsumerStats:
     reclaimed: int = 0
     dead_lettered: int = 0
     read_errors: int = 0
+    ack_errors: int = 0
     streams: int = 0
+    groups_collected: int = 0
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
 
 
@@ -101,6 +114,10 @@ class EventConsumer:
         claim_interval_s: float = 5.0,
         max_deliveries: int = 5,
         discover_interval_s: float = 1.0,
+        scan_interval_s: float = 5.0,
+        stale_group_prefix: str | None = None,
+        stale_group_idle_s: float = 600.0,
+        collect_interval_s: float = 60.0,
         backoff: Backoff | None = None,
     ) -> None:
         self._redis = redis
@@ -120,6 +137,14 @@ class EventConsumer:
         self._claim_cursor: dict[str, str] = {}
         self._next_discover = 0.0
         self._next_claim = 0.0
+        self._scan_interval_s = scan_interval_s
+        self._next_scan = 0.0
+        self._stale_prefix = stale_group_prefix
+        self._stale_idle_ms = int(stale_group_idle_s * 1000)
+        self._collect_interval_s = collect_interval_s
+        self._next_collect = time.monotonic() + collect_interval_s
+        self._discovered_once = False
+        self._ack_retry: list[Delivery] = []
         self._stopped = False
         self.stats = ConsumerStats()
 
@@ -132,22 +157,67 @@ class EventConsumer:
         return list(self._streams)
 
     async def discover(self) -> None:
-        """Pick up streams registered since the last look, creating the group on each."""
+        """Pick up streams registered (or, every `scan_interval_s`, present) since the last
+        look, creating the group on each."""
         names: Any = await self._redis.smembers(self.keys.registry)
-        for raw in names:
-            stream = raw.decode() if isinstance(raw, bytes) else str(raw)
-            if stream not in self._streams:
-                await self._ensure_group(stream)
+        found = {raw.decode() if isinstance(raw, bytes) else str(raw) for raw in names}
+        now = time.monotonic()
+        if now >= self._next_scan:
+            self._next_scan = now + self._scan_interval_s
+            async for raw in self._redis.scan_iter(
+                match=self.keys.stream_pattern, count=1_000, _type="stream"
+            ):
+                found.add(raw.decode() if isinstance(raw, bytes) else str(raw))
+        # Streams that appear later were written after we started: read them from the start.
+        start = self._start_id if not self._discovered_once else "0"
+        for stream in sorted(found):
+            if stream not in self._streams and self.keys.model_of(stream) is not None:
+                await self._ensure_group(stream, start)
                 self._streams[stream] = "0"
                 self._claim_cursor[stream] = "0-0"
+        self._discovered_once = True
         self.stats.streams = len(self._streams)
 
-    async def _ensure_group(self, stream: str) -> None:
+    async def _ensure_group(self, stream: str, start_id: str | None = None) -> None:
         try:
-            await self._redis.xgroup_create(stream, self.group, id=self._start_id, mkstream=True)
+            await self._redis.xgroup_create(
+                stream, self.group, id=start_id or self._start_id, mkstream=True
+            )
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+
+    async def remove_group(self) -> int:
+        """Destroy this consumer's group on every known stream (a clean shutdown of a consumer
+        whose group is its own); how many were removed."""
+        removed = 0
+        for stream in list(self._streams):
+            removed += int(await self._redis.xgroup_destroy(stream, self.group))
+        return removed
+
+    async def collect_stale_groups(self) -> list[tuple[str, str]]:
+        """Destroy groups named `stale_group_prefix*` (not ours) whose consumers have all been
+        idle for `stale_group_idle_s` (or that have none); the (stream, group) pairs removed."""
+        prefix = self._stale_prefix
+        if prefix is None:
+            return []
+        removed: list[tuple[str, str]] = []
+        for stream in list(self._streams):
+            groups: Any = await self._redis.xinfo_groups(stream)
+            for info in groups:
+                raw = info.get("name", b"")
+                name = raw.decode() if isinstance(raw, bytes) else str(raw)
+                if name == self.group or not name.startswith(prefix):
+                    continue
+                consumers: Any = await self._redis.xinfo_consumers(stream, name)
+                idle = min((int(c.get("idle", 0)) for c in consumers), default=None)
+                stale = idle is None or idle >= self._stale_idle_ms
+                if stale and await self._redis.xgroup_destroy(stream, name):
+                    removed.append((stream, name))
+        if removed:
+            self.stats.groups_collected += len(removed)
+            log.info("collected %d stale consumer groups: %s", len(removed), removed[:5])
+        return removed
 
     async def batches(self) -> AsyncIterator[Batch]:
         """Yield batches until `stop()`; transient Redis errors are retried with backoff."""
@@ -176,6 +246,11 @@ class EventConsumer:
                 yield delivery.event, ack
 
     async def ack(self, deliveries: list[Delivery]) -> None:
+        """XACK `deliveries` (and any whose ack failed before); on failure they are kept for
+        the next try (before the next read) and the error is raised."""
+        if self._ack_retry:
+            deliveries = self._ack_retry + deliveries
+            self._ack_retry = []
         by_stream: dict[str, dict[str, None]] = {}
         for d in deliveries:
             ids = by_stream.get(d.stream)
@@ -184,17 +259,27 @@ class EventConsumer:
             ids[d.entry_id] = None
         if not by_stream:
             return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for stream, ids in by_stream.items():
-                pipe.xack(stream, self.group, *ids)
-            await pipe.execute()
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for stream, ids in by_stream.items():
+                    pipe.xack(stream, self.group, *ids)
+                await pipe.execute()
+        except (RedisError, OSError):
+            self.stats.ack_errors += 1
+            self._ack_retry = deliveries[-1_000_000:]
+            raise
         self.stats.acked += len(deliveries)
 
     async def _poll(self) -> list[Delivery]:
         now = time.monotonic()
+        if self._ack_retry:
+            await self.ack([])
         if now >= self._next_discover:
             self._next_discover = now + self._discover_interval_s
             await self.discover()
+        if now >= self._next_collect:
+            self._next_collect = now + self._collect_interval_s
+            await self.collect_stale_groups()
         if not self._streams:
             await asyncio.sleep(self._block_ms / 1000.0)
             return []
@@ -221,8 +306,11 @@ class EventConsumer:
             )
         except ResponseError as exc:
             if "NOGROUP" in str(exc):
+                # The group is gone (Redis lost its data, or it was collected): everything in
+                # the stream now is unread by us; replays of what we saw are no-ops downstream.
                 for stream in streams:
-                    await self._ensure_group(stream)
+                    await self._ensure_group(stream, "0")
+                    self._streams[stream] = "0"
                 return []
             raise
         out: list[Delivery] = []
@@ -261,7 +349,7 @@ class EventConsumer:
                 )
             except ResponseError as exc:
                 if "NOGROUP" in str(exc):
-                    await self._ensure_group(stream)
+                    await self._ensure_group(stream, "0")
                     continue
                 raise
             next_cursor, entries = reply[0], reply[1]
@@ -328,7 +416,12 @@ class EventConsumer:
                 }
                 for k, v in fields.items():
                     record[b"raw:" + (k if isinstance(k, bytes) else str(k).encode())] = v
-                pipe.xadd(self.keys.dead_letter, record, maxlen=100_000, approximate=True)  # type: ignore[arg-type]
+                pipe.xadd(
+                    self.keys.dead_letter,
+                    record,  # type: ignore[arg-type]
+                    maxlen=DEAD_LETTER_MAXLEN,
+                    approximate=True,
+                )
                 if ack:
                     pipe.xack(stream, self.group, entry_id)
             await pipe.execute()

@@ -2,7 +2,8 @@
 
 One stream per model, so ordering holds per model and a consumer can spread models across
 readers. The model name sits in a hash tag (`{...}`) so each model's keys map to one Redis Cluster
-slot. A set lists the streams so that consumers discover new models while running, and one
+slot. A set lists the streams so that consumers discover new models while running (and, should the
+set be lost with a Redis that restarted empty, `stream_pattern` finds them by SCAN); one
 dead-letter stream holds entries that could not be processed.
 """
 
@@ -20,6 +21,12 @@ class StreamKeys:
     def stream(self, model: str) -> str:
         """The event stream of one model."""
         return f"{self.prefix}:events:{{{model}}}"
+
+    @property
+    def stream_pattern(self) -> str:
+        """A SCAN MATCH pattern for every event stream under this prefix."""
+        escaped = "".join("\\" + c if c in "*?[]\\" else c for c in self.prefix)
+        return f"{escaped}:events:{{*}}"
 
     @property
     def registry(self) -> str:

@@ -6,6 +6,20 @@ flight, new events accumulate and go out together in the next pipeline, packed u
 `events_per_entry` events of one model per stream entry (one XADD for many events). When Redis is unreachable
 the buffer keeps the newest `buffer_limit` events (the oldest are dropped and counted) and the
 flusher retries with backoff; the caller never sees the failure.
+
+Identity: the first time an event is sent it is stamped with this producer's `origin` (random per
+producer) and the next `eseq` of its model, so a batch resent after a timeout (Redis may have
+applied it) carries the same ids and the controller applies it once.
+
+Memory: each stream is bounded in events and in age (`StreamLimits`): every XADD trims to
+`max_events / (events per entry)` entries, the divisor being the largest entry this producer wrote
+lately (so a flood of full entries is bounded by events, not batches), and an XTRIM MINID drops
+entries older than `max_age_s` (at most once a second per stream). When Redis refuses writes
+(`maxmemory` reached: an OOM error), the refused events are dropped and counted (`stats.refused`)
+rather than retried, and the producer trims its streams (XTRIM is allowed when Redis is full).
+
+Discovery: a stream is added to the registry set the first time it is written after (re)connecting
+and then at least every `register_interval_s`, so a Redis restarted empty learns it again.
 """
 
 from __future__ import annotations
@@ -13,12 +27,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
+import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
 from surgescale.events.keys import StreamKeys
 from surgescale.events.schema import Event, encode_batch
@@ -34,6 +51,9 @@ class ProducerStats:
     emitted: int = 0
     flushed: int = 0
     dropped: int = 0
+    """Lost: pushed out of a full buffer, or refused by a full Redis (`refused` of them)."""
+    refused: int = 0
+    """Events Redis refused to store (`maxmemory`/OOM); also counted in `dropped`."""
     flushes: int = 0
     flush_errors: int = 0
     last_flush_ms: float = 0.0
@@ -45,6 +65,29 @@ class ProducerStats:
         return self.emitted - self.flushed - self.dropped
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamLimits:
+    """What one model's stream may hold in Redis (see docs/events.md for the sizing)."""
+
+    max_events: int = 100_000
+    """Events kept per stream (about; trimming is approximate by one Redis macro node):
+    15 MB in full entries, 31 MB at one event per entry (docs/events.md)."""
+    max_age_s: float = 300.0
+    """Entries older than this (by the producer's clock) are trimmed."""
+    trim_interval_s: float = 1.0
+    """How often, at most, each stream gets an XTRIM MINID."""
+
+    def __post_init__(self) -> None:
+        if self.max_events < 1:
+            raise ValueError(f"max_events must be >= 1, got {self.max_events}")
+        if not self.max_age_s > 0:
+            raise ValueError(f"max_age_s must be > 0, got {self.max_age_s}")
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, OutOfMemoryError) or str(exc).startswith("OOM")
+
+
 class EventProducer:
     """Writes events to per-model Redis streams with group commit and a bounded buffer."""
 
@@ -53,15 +96,24 @@ class EventProducer:
         redis: Redis,
         *,
         keys: StreamKeys | None = None,
-        maxlen: int = 100_000,
+        limits: StreamLimits | None = None,
         buffer_limit: int = 100_000,
         batch_limit: int = 5_000,
         events_per_entry: int = 100,
         backoff: Backoff | None = None,
+        origin: str | None = None,
+        register_interval_s: float = 30.0,
     ) -> None:
         self._redis = redis
         self.keys = keys or StreamKeys()
-        self._maxlen = maxlen
+        self.limits = limits or StreamLimits()
+        self.origin = origin or secrets.token_hex(6)
+        """This producer's incarnation id, stamped on every event it sends."""
+        self._eseq: dict[str, int] = {}
+        self._entry_peak: dict[str, float] = {}
+        """stream -> largest recent events-per-entry (decays slowly), the MAXLEN divisor."""
+        self._trimmed_at: dict[str, float] = {}
+        self._register_interval_s = register_interval_s
         self._buffer: deque[Event] = deque()
         self._buffer_limit = buffer_limit
         self._batch_limit = batch_limit
@@ -69,7 +121,8 @@ class EventProducer:
         self._backoff = backoff or ExponentialBackoff(base=0.05, cap=2.0)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._registered: set[str] = set()
+        self._registered: dict[str, float] = {}
+        """stream -> when (monotonic) it was last added to the registry on this connection."""
         self._closing = False
         self.stats = ProducerStats()
         self.connected = True
@@ -123,13 +176,15 @@ class EventProducer:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            batch = self._take()
+            batch = self._stamp(self._take())
             started = time.perf_counter()
             try:
-                await self._send(batch)
+                refused = await self._send(batch)
             except (RedisError, OSError) as exc:
                 failures += 1
                 self.stats.flush_errors += 1
+                # The next connection may reach a Redis that lost its data: register again.
+                self._registered.clear()
                 self._give_back(batch)
                 if self.connected:
                     log.warning("event flush failed, buffering: %s", exc)
@@ -142,11 +197,16 @@ class EventProducer:
             if not self.connected:
                 log.info("event flush recovered after %d failures", failures)
             self.connected = True
-            failures = 0
-            self.stats.flushed += len(batch)
+            self.stats.flushed += len(batch) - refused
             self.stats.flushes += 1
             self.stats.last_flush_ms = elapsed_ms
             self.stats.flush_ms.append(elapsed_ms)
+            if refused:
+                failures += 1
+                if not self._closing:
+                    await asyncio.sleep(self._backoff.compute(failures))
+            else:
+                failures = 0
 
     def _take(self) -> list[Event]:
         buffer = self._buffer
@@ -155,6 +215,53 @@ class EventProducer:
             buffer.clear()
             return batch
         return [buffer.popleft() for _ in range(self._batch_limit)]
+
+    def _stamp(self, batch: list[Event]) -> list[Event]:
+        """Give each event not sent before its id (`origin`, next `eseq` of its model)."""
+        origin = self.origin
+        counters = self._eseq
+        replace = msgspec.structs.replace
+        out = []
+        for event in batch:
+            if event.eseq is None:
+                n = counters.get(event.model, 0) + 1
+                counters[event.model] = n
+                event = replace(event, origin=origin, eseq=n)
+            out.append(event)
+        return out
+
+    async def _make_room(self, streams: set[str]) -> None:
+        """Redis is full: trim our streams to their bounds now (XTRIM runs even when full)."""
+        with contextlib.suppress(RedisError, OSError):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for stream in streams:
+                    self._trim(pipe, stream, force=True)
+                await pipe.execute()
+
+    def _maxlen(self, stream: str, entry_events: int) -> int:
+        """Entries to keep so the stream holds about `max_events` events."""
+        peak = self._entry_peak.get(stream, 1.0)
+        peak = max(float(entry_events), peak * 0.999)
+        self._entry_peak[stream] = peak
+        return max(1, int(self.limits.max_events / peak))
+
+    def _trim(self, pipe: Any, stream: str, *, force: bool = False) -> int:
+        """XTRIM MINID by age, at most every `trim_interval_s` per stream (forced: now, exact,
+        and by count too); the number of commands added to `pipe`."""
+        now = time.monotonic()
+        if not force and now - self._trimmed_at.get(stream, -1e18) < self.limits.trim_interval_s:
+            return 0
+        self._trimmed_at[stream] = now
+        added = 0
+        oldest_ms = int((time.time() - self.limits.max_age_s) * 1000)
+        if oldest_ms > 0:
+            pipe.xtrim(stream, minid=f"{oldest_ms}-0", approximate=not force)
+            added += 1
+        if force:
+            peak = self._entry_peak.get(stream, 1.0)
+            pipe.xtrim(stream, maxlen=max(1, int(self.limits.max_events / peak)), approximate=False)
+            added += 1
+        return added
 
     def _give_back(self, batch: list[Event]) -> None:
         """Put a failed batch back in front, keeping only the newest `buffer_limit` events."""
@@ -165,7 +272,12 @@ class EventProducer:
             batch = batch[lost:]
         self._buffer.extendleft(reversed(batch))
 
-    async def _send(self, batch: list[Event]) -> None:
+    async def _send(self, batch: list[Event]) -> int:
+        """Write a batch; the number of its events Redis refused (OOM), which are dropped.
+
+        Transport failures raise (the caller keeps the batch and retries); a refused write does
+        not: retrying against a full Redis would only hold newer events back.
+        """
         keys = self.keys
         by_model: dict[str, list[Event]] = {}
         for event in batch:
@@ -175,22 +287,51 @@ class EventProducer:
             group.append(event)
         new_streams: list[str] = []
         per_entry = self._per_entry
+        registered = self._registered
+        now = time.monotonic()
+        sizes: list[tuple[str, int]] = []
+        """One row per pipelined command: (stream, events it carries; 0 for bookkeeping)."""
         async with self._redis.pipeline(transaction=False) as pipe:
             for model, events in by_model.items():
                 stream = keys.stream(model)
-                if stream not in self._registered:
-                    self._registered.add(stream)
+                if now - registered.get(stream, -1e18) >= self._register_interval_s:
+                    registered[stream] = now
                     new_streams.append(stream)
                     pipe.sadd(keys.registry, stream)
+                    sizes.append((stream, 0))
                 for start in range(0, len(events), per_entry):
+                    chunk = events[start : start + per_entry]
                     pipe.xadd(
                         stream,
-                        encode_batch(events[start : start + per_entry]),  # type: ignore[arg-type]
-                        maxlen=self._maxlen,
+                        encode_batch(chunk),  # type: ignore[arg-type]
+                        maxlen=self._maxlen(stream, len(chunk)),
                         approximate=True,
                     )
+                    sizes.append((stream, len(chunk)))
+                for _ in range(self._trim(pipe, stream)):
+                    sizes.append((stream, 0))
             try:
-                await pipe.execute()
+                results = await pipe.execute(raise_on_error=False)
             except BaseException:
-                self._registered.difference_update(new_streams)
+                for stream in new_streams:
+                    registered.pop(stream, None)
                 raise
+        refused = 0
+        full: set[str] = set()
+        for (stream, n), result in zip(sizes, results, strict=True):
+            if not isinstance(result, Exception):
+                continue
+            if not isinstance(result, ResponseError):
+                raise result
+            if n == 0:
+                registered.pop(stream, None)
+            refused += n
+            full.add(stream)
+            if not _is_oom(result):
+                log.error("redis refused an event write: %s", result)
+        if refused:
+            self.stats.dropped += refused
+            self.stats.refused += refused
+            log.warning("redis refused %d events (full?); dropped, trimming", refused)
+            await self._make_room(full)
+        return refused

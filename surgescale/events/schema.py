@@ -4,7 +4,8 @@ Every request milestone is one `Event`. Timestamps are wall-clock milliseconds (
 ordering and display; durations (`queue_ms`, `ttft_ms`, `tpot_ms`, `e2e_ms`) are measured on the
 gateway's own monotonic clock, so the controller can use them without caring about clock skew
 between hosts. A `snapshot` carries a gateway's absolute queue depth and in-flight count for one
-model, which lets the controller heal from missing events.
+model, which lets the controller heal from missing events. `origin` + `eseq` (stamped by the
+producer) identify an event so a resent batch or a redelivered entry is applied once.
 
 Encoding: a stream entry holds either one event in field `e` (a compact JSON object with `None`
 fields, and `v` when it is 1, left out) or, when the producer commits a group, a JSON array of
@@ -98,6 +99,13 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """The snapshot period of the gateway that sent this snapshot."""
     api_key: str | None = None
     """An opaque tenant label (never the key itself), for fairness accounting."""
+    origin: str | None = None
+    """The producer incarnation that sent it: random per producer start, so a gateway that
+    restarts under the same `gateway` name starts a new sequence. Stamped by `EventProducer`."""
+    eseq: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    """Per-(origin, model) sequence number from 1, in stream order: `(origin, model, eseq)`
+    names an event, so the controller drops replays and duplicates. Absent on events of older
+    producers (which are applied as they come)."""
 
 
 _encoder: Final = msgspec.json.Encoder()

@@ -195,3 +195,178 @@ def test_ratio_window_slides() -> None:
     assert w.ratio(6.0, min_denominator=5.0) is None
     assert w.ratio(12.0) == pytest.approx(15.0)  # the first interval left the window
     assert w.ratio(30.0) is None
+
+
+# --- event time, once-only, snapshot order (issue 15) ------------------------------------------
+
+T0_MS = 1_800_000_000_000
+"""Wall clock of the scenarios below (ms); the controller's loop clock reads 0 at T0_MS."""
+
+
+def stamped(kind: EventType, rid: str, ts_s: float, **kw: Any) -> Event:
+    """An event that happened at `ts_s` seconds after T0 by the gateway's wall clock."""
+    return Event(
+        type=kind, model=M, gateway=kw.pop("gw", "g1"), ts_ms=T0_MS + int(ts_s * 1000),
+        request_id=rid, **kw,
+    )  # fmt: skip
+
+
+def receive(store: StateStore, events: list[Event], at_s: float) -> None:
+    """The controller receives `events` at loop time `at_s` (wall clock T0 + at_s)."""
+    store.ingest(events, at_s, wall_ms=T0_MS + int(at_s * 1000))
+
+
+def test_a_backlog_flushed_after_an_outage_is_history_not_a_burst() -> None:
+    """The live finding: 4 req/s, Redis away for 25 s, then the gateway's buffer arrives at once;
+    timed by receipt, 100 arrivals landed in the 2 s short window (≈ 50/s) and the controller
+    scaled 1 -> 3. Timed by the events' own clocks the short rate stays at the real 4/s."""
+    store = StateStore(StateSettings(short_window_s=2.0, long_window_s=60.0))
+    n = 0
+    for i in range(120):  # 30 s at 4/s, each received 5 ms after it happened
+        t = i * 0.25
+        receive(store, [stamped(EventType.ENQUEUE, f"r{n}", t)], t + 0.005)
+        n += 1
+    backlog = []
+    for i in range(100):  # 25 s of outage: buffered by the gateway
+        backlog.append(stamped(EventType.ENQUEUE, f"r{n}", 30.0 + i * 0.25))
+        n += 1
+    receive(store, backlog, 55.05)
+    o = observe(store, 55.1)
+    assert o.arrival_rate_short == pytest.approx(4.0, abs=1.0)
+    assert o.arrival_rate_long == pytest.approx(220 / 60.0, rel=0.05)  # history where it belongs
+    assert o.queue_depth == 220  # the counts still apply
+    assert store.model(M).late_events > 80
+
+
+def test_event_time_survives_a_gateway_forgotten_during_the_outage() -> None:
+    """A gateway silent past 3 snapshot intervals is forgotten; its clock offset is not."""
+    store = StateStore()
+    for i in range(40):
+        t = i * 0.25
+        receive(store, [stamped(EventType.SNAPSHOT, "", t, queue_depth=0, in_flight=0)], t)
+    observe(store, 20.0)  # forgets g1
+    assert not store.model(M).gateways
+    late = [stamped(EventType.ENQUEUE, f"r{i}", 10.0 + i * 0.05) for i in range(100)]  # to 15 s
+    receive(store, late, 21.0)
+    assert observe(store, 21.0).arrival_rate_short == 0.0
+    assert observe(store, 21.0).queue_depth == 100
+
+
+def test_a_gateway_clock_behind_by_less_than_the_skew_bound_counts_as_fresh() -> None:
+    store = StateStore(StateSettings(max_clock_skew_s=5.0))
+    for i in range(40):  # its clock reads 3 s behind ours
+        t = i * 0.05
+        receive(store, [stamped(EventType.ENQUEUE, f"r{i}", t - 3.0)], t)
+    assert observe(store, 2.0).arrival_rate_short == pytest.approx(20.0, rel=0.1)
+
+
+def test_a_controller_started_mid_backlog_does_not_read_it_as_a_burst() -> None:
+    """No lag floor known yet: the newest event of the batch seeds it."""
+    store = StateStore()
+    backlog = [stamped(EventType.ENQUEUE, f"r{i}", i * 0.25) for i in range(100)]  # 25 s
+    receive(store, backlog, 25.0)
+    assert observe(store, 25.0).arrival_rate_short <= 5.0
+
+
+def test_replayed_and_duplicated_events_apply_once() -> None:
+    """The live finding: a Redis pause made the gateway resend a batch; 2 completes lowered
+    in-flight twice. With ids a resent batch is a no-op."""
+    store = StateStore()
+
+    def ided(kind: EventType, rid: str, n: int, **kw: Any) -> Event:
+        return ev(kind, rid, origin="gw1-a", eseq=n, **kw)
+
+    batch = [ided(EventType.ENQUEUE, f"r{i}", i + 1) for i in range(4)]
+    batch += [ided(EventType.DISPATCH, f"r{i}", 5 + i) for i in range(4)]
+    store.ingest(batch, 0.0)
+    done = [ided(EventType.COMPLETE, "r0", 9), ided(EventType.COMPLETE, "r1", 10)]
+    store.ingest(done, 0.1)
+    store.ingest(done, 0.2)  # resent
+    store.ingest(batch, 0.3)  # redelivered
+    o = observe(store, 0.3)
+    assert (o.queue_depth, o.in_flight) == (0, 2)
+    assert store.model(M).duplicates == 10
+    assert o.arrival_rate_short == pytest.approx(4 / 2.0)
+
+
+def test_out_of_order_delivery_fills_gaps_and_a_restart_starts_a_new_sequence() -> None:
+    store = StateStore()
+
+    def enq(n: int, origin: str = "a") -> Event:
+        return ev(EventType.ENQUEUE, f"{origin}{n}", origin=origin, eseq=n)
+
+    store.ingest([enq(1), enq(2), enq(5), enq(6)], 0.0)  # 3 and 4 are late (reclaimed)
+    store.ingest([enq(4), enq(3)], 0.1)
+    store.ingest([enq(3), enq(6)], 0.2)  # now both are replays
+    assert store.model(M).queue_depth == 6
+    store.ingest([enq(1, origin="b"), enq(2, origin="b")], 0.3)  # gateway restarted
+    assert store.model(M).queue_depth == 8
+    assert store.model(M).duplicates == 2
+
+
+def test_events_without_ids_apply_as_before() -> None:
+    store = StateStore()
+    e = ev(EventType.ENQUEUE, "r1")
+    store.ingest([e, e], 0.0)
+    assert store.model(M).queue_depth == 2
+
+
+@pytest.mark.parametrize(
+    ("older", "newer"),
+    [
+        pytest.param({"origin": "a", "seq": 4}, {"origin": "a", "seq": 5}, id="same-origin-seq"),
+        pytest.param({"ts_ms": 1_000, "seq": 9}, {"ts_ms": 2_000, "seq": 1}, id="no-origin-ts"),
+        pytest.param(
+            {"origin": "a", "seq": 9, "ts_ms": 1_000},
+            {"origin": "b", "seq": 1, "ts_ms": 2_000},
+            id="restarted-gateway",
+        ),
+    ],
+)
+def test_a_snapshot_older_than_the_applied_one_is_ignored(
+    older: dict[str, Any], newer: dict[str, Any]
+) -> None:
+    store = StateStore()
+
+    def snap(depth: int, **kw: Any) -> Event:
+        fields: dict[str, Any] = {"ts_ms": 0, **kw}
+        return Event(
+            type=EventType.SNAPSHOT, model=M, gateway="g1", queue_depth=depth, in_flight=0,
+            interval_ms=1000, **fields,
+        )  # fmt: skip
+
+    store.ingest([snap(7, **newer)], 0.0)
+    store.ingest([snap(3, **older)], 0.1)  # reclaimed late, or resent
+    assert store.model(M).queue_depth == 7
+    assert store.model(M).stale_snapshots == 1
+    store.ingest([snap(9, **newer)], 0.2)  # the same snapshot again: a duplicate
+    assert store.model(M).queue_depth == 7
+
+
+def test_windows_take_late_samples_into_the_bucket_of_their_time() -> None:
+    w = RateWindow(2.0, bucket_s=0.05)
+    w.add(10.0, 5)
+    w.add(9.0, 3)  # late, still in the window
+    w.add(5.0, 100)  # late and older than the window
+    assert w.count(10.0) == 8
+    q = QuantileWindow(10.0, bucket_s=1.0)
+    q.add(20.0, 1.0)
+    assert q.quantile(20.0, 0.5) == pytest.approx(1.0, rel=0.02)
+    q.add_many(19.0, [3.0, 3.0, 3.0])  # late samples reach the merged (closed) buckets
+    assert q.quantile(20.0, 0.5) == pytest.approx(3.0, rel=0.02)
+    q.add_many(1.0, [100.0])  # far too old
+    assert q.quantile(20.0, 0.99) == pytest.approx(3.0, rel=0.02)
+
+
+def test_seq_tracker_remembers_a_bounded_number_of_gaps() -> None:
+    from controller.dedupe import SeqTracker
+
+    t = SeqTracker(max_gaps=2)
+    assert [t.first_time(n) for n in (1, 3, 5, 7)] == [True] * 4  # gaps {2}, {4}, {6}
+    assert t.first_time(2) is False  # the oldest gap was given up: treated as seen
+    assert t.first_time(4) is True
+    assert t.first_time(4) is False
+    assert t.first_time(6) is True
+    assert [t.first_time(n) for n in (5, 7, 1)] == [False] * 3
+    t2 = SeqTracker(max_gaps=4)
+    assert [t2.first_time(n) for n in (10, 14, 12, 11, 13, 12)] == [True] * 5 + [False]

@@ -63,6 +63,7 @@ class Harness:
             "events_prefix": self.keys.prefix,
             "health_interval_s": 0.05,
             "gateway_id": "gw-test",
+            "allow_unauthenticated": True,  # tests that need keys pass api_keys
         }
         values.update(overrides)
         return GatewaySettings(**values)

@@ -120,6 +120,7 @@ async def test_two_workers_share_one_port(
         [
             sys.executable, "-m", "gateway",
             "--workers", "2",
+            "--allow-unauthenticated",
             "--port", str(port),
             "--static-pod", f"{MODEL}={pod.url}",
             "--redis-url", harness.redis_url,

@@ -191,14 +191,27 @@ def test_gateway_config_loads_with_the_gateways_own_settings(
         if name.startswith(ENV_PREFIX):
             monkeypatch.delenv(name)
     fields = {"metadata.namespace": "surgescale", "metadata.name": "surgescale-gateway-abc"}
+    secrets = {"api-keys": "sk-one,sk-two", "api-key": "vllm-key", "password": "pw"}
+    seen: dict[str, str] = {}
     for env in container["env"]:
-        value = env.get("value") or fields[env["valueFrom"]["fieldRef"]["fieldPath"]]
+        source = env.get("valueFrom", {})
+        if "secretKeyRef" in source:
+            value = secrets[source["secretKeyRef"]["key"]]
+        else:
+            value = env.get("value") or fields[source["fieldRef"]["fieldPath"]]
+        value = re.sub(r"\$\((\w+)\)", lambda m: seen[m.group(1)], value)  # as the kubelet does
+        seen[env["name"]] = value
         if env["name"] == f"{ENV_PREFIX}CONFIG":
             assert value.startswith(mount["mountPath"] + "/")
             value = str(tmp_path / value.removeprefix(mount["mountPath"] + "/"))
             Path(value).write_text(text)
         monkeypatch.setenv(env["name"], value)
     settings = load_settings()
+    assert settings.redis_url == "redis://surgescale:pw@surgescale-redis:6379/0"
+    assert settings.upstream_api_key is not None
+    assert settings.upstream_api_key.get_secret_value() == "vllm-key"
+    assert [k.get_secret_value() for k in settings.api_keys] == ["sk-one", "sk-two"]
+    assert settings.allow_unauthenticated is (overlay == "overlays/dev")
     assert settings.host == "0.0.0.0"
     assert settings.namespace == "surgescale"
     assert settings.gateway_id == "surgescale-gateway-abc"
@@ -217,14 +230,21 @@ def test_controller_args_parse_with_the_controllers_own_settings() -> None:
     (container,) = find(objs, "Deployment", "surgescale-controller")["spec"]["template"]["spec"][
         "containers"
     ]
-    env = {e["name"]: e.get("value", "") for e in container["env"]}
+    env: dict[str, str] = {}
+    for e in container["env"]:
+        value = "pw" if "secretKeyRef" in e.get("valueFrom", {}) else e.get("value", "")
+        env[e["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1)) or "x", value)
     argv = [
         re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1)) or "surgescale", a)
         for a in container["args"][1:]
     ]
-    settings = parse_args(argv)
+    assert not any("redis" in a for a in argv), "the Redis URL (with its password) is in args"
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in env.items():
+            mp.setenv(name, value)
+        settings = parse_args(argv)
     assert settings.http_port == container["ports"][0]["containerPort"]
-    assert settings.redis_url == "redis://surgescale-redis:6379/0"
+    assert settings.redis_url == "redis://surgescale:pw@surgescale-redis:6379/0"
     assert any(s["metadata"]["name"] == "surgescale-redis" for s in of_kind(objs, "Service"))
     probe = container["readinessProbe"]["httpGet"]
     assert (probe["path"], probe["port"]) == ("/readyz", "metrics")

@@ -130,6 +130,7 @@ class Stack:
             events_prefix=self.prefix,
             max_queue_wait_s=60,
             drain_timeout_s=1,
+            allow_unauthenticated=True,
         )
         listening: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._gateway_task = asyncio.create_task(

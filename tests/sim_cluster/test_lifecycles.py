@@ -173,7 +173,10 @@ async def test_scale_down_leaves_slice_first_and_finishes_in_flight(
     order: list[str] = []
 
     def record(ev: WatchEvent) -> None:
-        if ev.rt.plural == "endpointslices" and not ev.obj.get("endpoints") and "left" not in order:
+        # Leaving = no endpoint is ready any more (it stays listed as terminating, as in
+        # Kubernetes, until the pod is gone).
+        ready = [e for e in ev.obj.get("endpoints") or [] if e["conditions"]["ready"]]
+        if ev.rt.plural == "endpointslices" and not ready and "left" not in order:
             order.append("left")
         if ev.rt.plural == "pods" and ev.type == "DELETED" and ev.obj["metadata"]["name"] == name:
             order.append("deleted")

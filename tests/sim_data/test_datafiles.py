@@ -57,7 +57,8 @@ def test_third_party_data_has_licence_and_provenance(kind: str) -> None:
     # every data file a provenance names is named with the checksum it had at the source
     for path in [*folder.glob("*.yaml"), *folder.glob("*.csv")]:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        assert path.name in text and digest in text, f"{provenance} does not record {path.name}"
+        assert path.name in text, f"{provenance} does not name {path.name}"
+        assert digest in text, f"{provenance} does not record the checksum of {path.name}"
 
 
 def test_without_shared_data_the_packaged_copy_is_used(

@@ -27,6 +27,8 @@ from sim.demo.procs import StartError
 NAMESPACE = "faults"
 MODEL = "faults-llm"
 PROBE_MODEL = "faults-probe"
+OPT_IN_LABEL = "surgescale.io/scalable"
+"""Scale targets carry this label (value "true") to opt in to being scaled (issue #15)."""
 LEASE_PATH = "/apis/coordination.k8s.io/v1/namespaces/default/leases/surgescale-controller"
 SETUP = objects.ModelSetup(
     namespace=NAMESPACE,
@@ -94,6 +96,13 @@ def scaler_body(options: StackOptions, *, model: str, target: str, max_replicas:
     }
 
 
+def opted_in(obj: Any) -> Any:
+    """The object with the label by which a scale target opts in to the controller."""
+    meta = obj.setdefault("metadata", {})
+    meta["labels"] = {**(meta.get("labels") or {}), OPT_IN_LABEL: "true"}
+    return obj
+
+
 def probe_deployment() -> Any:
     labels = {"app.kubernetes.io/name": PROBE_MODEL}
     return {
@@ -118,13 +127,13 @@ async def apply_objects(cluster_url: str, options: StackOptions, *, pod_port: in
     setup = replace(SETUP, pod_port=pod_port)
     steps: list[tuple[str, Any]] = [
         ("/api/v1/namespaces", objects.namespace(setup)),
-        (f"/apis/apps/v1/namespaces/{ns}/deployments", objects.deployment(setup)),
+        (f"/apis/apps/v1/namespaces/{ns}/deployments", opted_in(objects.deployment(setup))),
         (f"/api/v1/namespaces/{ns}/services", objects.service(setup)),
         ("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd.crd_manifest()),
     ]
     scalers = [scaler_body(options, model=MODEL, target=MODEL, max_replicas=SETUP.max_replicas)]
     if options.probe_model:
-        steps.append((f"/apis/apps/v1/namespaces/{ns}/deployments", probe_deployment()))
+        steps.append((f"/apis/apps/v1/namespaces/{ns}/deployments", opted_in(probe_deployment())))
         scalers.append(scaler_body(options, model=PROBE_MODEL, target=PROBE_MODEL, max_replicas=1))
     async with aiohttp.ClientSession(base_url=cluster_url) as http:
         for path, body in steps:

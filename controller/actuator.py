@@ -8,6 +8,18 @@ retried after `surgescale.retry` backoff, always with the newest value; a 409 (`
 re-reads the current replicas and patches again only if they still differ; a permanent error
 (`PermanentError`) is logged and the value is not retried until a different one is submitted.
 
+Waits are bounded and interruptible: a server's `Retry-After` is honoured up to
+`max_retry_after_s` (a bad one, such as `inf` or a negative number, never reaches here:
+`controller.kube` drops it and the backoff applies), and a newer decision ends any wait at once,
+so one 429 cannot hold a larger scale-up back.
+
+**Fencing.** Before every PATCH the worker asks `fence()` how many seconds this instance's
+leadership is still valid for (`controller.lease.LeaseElector.remaining`); at <= 0 nothing is
+written and the pending value is dropped (the new leader decides), otherwise the PATCH's client
+timeout is bounded by it, so a write cannot leave after leadership ends. A `prepare` hook runs
+(also fenced) before a Deployment is scaled down: the loop uses it to set each pod's
+`controller.kubernetes.io/pod-deletion-cost` so that the idlest pods leave.
+
 Talking HTTP is behind the `ScaleAPI` protocol (`controller.kube.KubeScaleAPI` for real); the
 policy and the loop never write scale themselves.
 """
@@ -18,7 +30,7 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -56,8 +68,11 @@ class ConflictError(TemporaryError):
 class ScaleAPI(Protocol):
     """Reads and writes the replicas of a scale subresource."""
 
-    async def patch_replicas(self, target: ScaleTarget, replicas: int) -> None:
-        """Merge-PATCH `spec.replicas`; raise TemporaryError / ConflictError / PermanentError."""
+    async def patch_replicas(
+        self, target: ScaleTarget, replicas: int, *, timeout: float | None = None
+    ) -> None:
+        """Merge-PATCH `spec.replicas` (client timeout `timeout` s if given); raise
+        TemporaryError / ConflictError / PermanentError."""
 
     async def read_replicas(self, target: ScaleTarget) -> int:
         """`spec.replicas` of the target's scale subresource."""
@@ -68,6 +83,11 @@ SendHook = Callable[[ScaleTarget, int, "float | None"], None]
 it carries). The loop records the decision-latency histogram here."""
 AppliedHook = Callable[[ScaleTarget, "int | None", int, str], None]
 """Called after a PATCH succeeded: (target, previous replicas or None, new replicas, reason)."""
+Fence = Callable[[], float]
+"""Seconds the writer's leadership is still valid for; <= 0 forbids any write."""
+PrepareHook = Callable[[ScaleTarget, int, float], Awaitable[None]]
+"""Awaited before a Deployment is scaled down: (target, new replicas, seconds of leadership left
+to write in). Raises the retry taxonomy's errors like a PATCH does."""
 
 
 @dataclass(slots=True)
@@ -94,6 +114,9 @@ class ActuatorStats:
     retries: int = 0
     conflicts: int = 0
     permanent_errors: int = 0
+    fenced: int = 0
+    """Writes not made because leadership was no longer valid."""
+    prepare_errors: int = 0
 
 
 class Actuator:
@@ -106,11 +129,19 @@ class Actuator:
         backoff: Backoff | None = None,
         on_send: SendHook | None = None,
         on_applied: AppliedHook | None = None,
+        fence: Fence | None = None,
+        prepare: PrepareHook | None = None,
+        max_retry_after_s: float = 5.0,
+        request_timeout_s: float = 5.0,
     ) -> None:
         self._api = api
         self._backoff = backoff or ExponentialBackoff(base=0.05, cap=5.0)
         self._on_send = on_send
         self._on_applied = on_applied
+        self._fence = fence
+        self._prepare = prepare
+        self._max_retry_after_s = max(max_retry_after_s, 0.0)
+        self._request_timeout_s = request_timeout_s
         self._slots: dict[ScaleTarget, _Slot] = {}
         self._closed = False
         self.stats = ActuatorStats()
@@ -208,6 +239,35 @@ class Actuator:
             slot.wake.clear()
             await self._drain(target, slot)
 
+    def _write_budget(self, target: ScaleTarget, slot: _Slot) -> float | None:
+        """The client timeout for the next write, or None when leadership forbids writing."""
+        if self._fence is None:
+            return self._request_timeout_s
+        remaining = self._fence()
+        if remaining <= 0:
+            self.stats.fenced += 1
+            log.warning("not scaling %s to %s: leadership no longer valid", target, slot.desired)
+            slot.desired = None
+            slot.trigger_at = None
+            return None
+        return min(self._request_timeout_s, remaining)
+
+    async def _pause(self, slot: _Slot, delay: float, value: int) -> None:
+        """Wait `delay` seconds after a failed write of `value`; not at all, or no longer, once
+        a newer value is submitted."""
+        assert slot.wake is not None
+        slot.wake.clear()
+        if delay <= 0 or slot.desired != value:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(slot.wake.wait(), delay)
+
+    def _retry_delay(self, exc: TemporaryError, failures: int) -> float:
+        hint = exc.delay
+        if hint is not None and 0 <= hint < float("inf"):
+            return min(hint, self._max_retry_after_s)
+        return self._backoff.compute(failures)
+
     async def _drain(self, target: ScaleTarget, slot: _Slot) -> None:
         failures = 0
         while (
@@ -218,13 +278,29 @@ class Actuator:
             value = slot.desired
             trigger_at, slot.trigger_at = slot.trigger_at, None
             reason = slot.reason
-            if self._on_send is not None:
-                self._on_send(target, value, trigger_at)
+            down = slot.applied is not None and value < slot.applied
             try:
+                if down and self._prepare is not None and target.kind is TargetKind.DEPLOYMENT:
+                    budget = self._write_budget(target, slot)
+                    if budget is None:
+                        return
+                    try:
+                        await self._prepare(target, value, budget)
+                    except PermanentError as exc:  # e.g. forbidden: scale down regardless
+                        self.stats.prepare_errors += 1
+                        log.warning("preparing %s for %d replicas: %s", target, value, exc)
+                    if slot.desired != value:
+                        self._keep_trigger(slot, trigger_at)
+                        continue  # a newer decision arrived meanwhile
+                budget = self._write_budget(target, slot)
+                if budget is None:
+                    return
+                if self._on_send is not None:
+                    self._on_send(target, value, trigger_at)
                 self.stats.patches += 1
                 slot.sent += 1
                 slot.in_flight = value
-                await self._api.patch_replicas(target, value)
+                await self._api.patch_replicas(target, value, timeout=budget)
             except ConflictError:
                 failures += 1
                 self.stats.conflicts += 1
@@ -234,14 +310,14 @@ class Actuator:
                     slot.applied = await self._api.read_replicas(target)
                 except (TemporaryError, PermanentError) as exc:
                     log.warning("re-read of %s failed: %s", target, exc)
-                    await asyncio.sleep(self._backoff.compute(failures))
+                    await self._pause(slot, self._backoff.compute(failures), value)
                 self._keep_trigger(slot, trigger_at)
                 continue
             except TemporaryError as exc:
                 failures += 1
                 self.stats.retries += 1
                 slot.errors += 1
-                delay = exc.delay if exc.delay is not None else self._backoff.compute(failures)
+                delay = self._retry_delay(exc, failures)
                 log.warning(
                     "scaling %s to %d failed (%d in a row), retry in %.2fs: %s",
                     target,
@@ -251,7 +327,7 @@ class Actuator:
                     exc,
                 )
                 self._keep_trigger(slot, trigger_at)
-                await asyncio.sleep(delay)
+                await self._pause(slot, delay, value)
                 continue
             except PermanentError as exc:
                 self.stats.permanent_errors += 1

@@ -2,8 +2,8 @@
 
 Settings come from flags, else environment variables `SURGESCALE_CONTROLLER_<NAME>` (validated
 once by pydantic-settings; a bad value names its field), else the defaults below. Without
-`--kubeconfig` the in-cluster service account is used. Shutdown is bounded: the Lease is
-released (a standby takes over at once), pending scale writes get a moment, then everything stops.
+`--kubeconfig` the in-cluster service account is used. Shutdown is bounded: pending scale writes
+get a moment, the Lease is released (a standby takes over at once), then everything stops.
 """
 
 from __future__ import annotations
@@ -50,10 +50,12 @@ class ControllerSettings(BaseSettings):
     """Leader-election identity and consumer name (the pod name in a cluster)."""
     lease_name: str = "surgescale-controller"
     lease_namespace: str = Field(default_factory=lambda: os.environ.get("POD_NAMESPACE", "default"))
-    lease_duration_s: float = Field(4.0, gt=0)
-    """Seconds a Lease stays valid without renewal (a standby waits this long after a crash)."""
-    lease_retry_s: float = Field(1.0, gt=0)
-    """Seconds between Lease renewals / acquisition attempts."""
+    lease_duration_s: float = Field(3.0, gt=0)
+    """Seconds a Lease stays valid without renewal (a standby waits this long after a crash;
+    with the default retry a takeover takes at most duration + 2 x retry = 4 s)."""
+    lease_retry_s: float = Field(0.5, gt=0)
+    """Seconds between Lease renewals / acquisition attempts; the leader's writes stop
+    `duration - retry` after its last successful renewal began (the renew deadline)."""
     min_eval_interval_s: float = Field(0.05, ge=0)
     """Rate limit of event-driven evaluations per InferenceScaler; the first of a burst and any
     batch that grows the queue are evaluated at once."""

@@ -4,7 +4,9 @@
 - `KubeScaleAPI`: the actuator's `ScaleAPI` (merge-PATCH of `deployments/{name}/scale` and of
   the cluster-scoped `nodepools/{name}/scale`), mapping HTTP failures onto the retry taxonomy;
 - `Informer`: list-then-watch of one resource kind as plain dicts, re-listing on 410 or errors,
-  calling back on every change;
+  calling back on every change; every list has a client timeout and every watch a client-side
+  bound just past its server-side `timeoutSeconds`, so a slow or half-open connection to the API
+  server costs one timeout, never a watch that silently stops;
 - `KubeWriter`: the InferenceScaler status subresource (merge-PATCH) and core/v1 Events.
 
 Responses that nothing reads are not deserialized (`_preload_content=False`), which keeps the
@@ -14,11 +16,12 @@ scale PATCH on the hot path cheap. Leader election lives in `controller.lease`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Final
 
 import aiohttp
@@ -65,13 +68,32 @@ def status_error(status: int, reason: str, headers: Any = None) -> Exception:
     if status == 409:
         return ConflictError(text)
     if status == 429 or status >= 500 or status == 0:
-        delay = None
         retry_after = headers.get("Retry-After") if hasattr(headers, "get") else None
-        if retry_after:
-            with contextlib.suppress(ValueError):
-                delay = float(retry_after)
-        return TemporaryError(text, delay=delay)
+        return TemporaryError(text, delay=parse_retry_after(retry_after))
     return PermanentError(text)
+
+
+def parse_retry_after(value: object, *, now: datetime | None = None) -> float | None:
+    """Seconds from a `Retry-After` header (delta-seconds or an HTTP-date); None when absent or
+    not a finite, non-negative time (`inf`, `nan`, `-1`, garbage), so the caller's own backoff
+    applies. Capping a valid but long hint is the caller's business (`controller.actuator`)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+        return max(seconds, 0.0)
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return seconds
 
 
 def classify(exc: BaseException) -> Exception:
@@ -105,8 +127,11 @@ class KubeScaleAPI:
         self._custom = client.CustomObjectsApi(api)
         self._timeout = request_timeout
 
-    async def patch_replicas(self, target: ScaleTarget, replicas: int) -> None:
+    async def patch_replicas(
+        self, target: ScaleTarget, replicas: int, *, timeout: float | None = None
+    ) -> None:
         body = {"spec": {"replicas": replicas}}
+        budget = self._timeout if timeout is None else max(min(timeout, self._timeout), 0.001)
         try:
             if target.kind is TargetKind.DEPLOYMENT:
                 resp = await self._apps.patch_namespaced_deployment_scale(  # type: ignore[call-arg]  # stubs lack _content_type
@@ -115,7 +140,7 @@ class KubeScaleAPI:
                     body,
                     _content_type=MERGE_PATCH,
                     _preload_content=False,
-                    _request_timeout=self._timeout,
+                    _request_timeout=budget,
                 )
             else:
                 resp = await self._custom.patch_cluster_custom_object_scale(  # type: ignore[call-arg]
@@ -126,7 +151,7 @@ class KubeScaleAPI:
                     body,
                     _content_type=MERGE_PATCH,
                     _preload_content=False,
-                    _request_timeout=self._timeout,
+                    _request_timeout=budget,
                 )
             await body_of(resp)
         except Exception as exc:
@@ -169,7 +194,8 @@ class Informer:
         list_func: Callable[..., Awaitable[Any]],
         *args: Any,
         handler: Handler | None = None,
-        watch_timeout_s: int = 300,
+        watch_timeout_s: int = 60,
+        request_timeout_s: float = 10.0,
         backoff: Backoff | None = None,
         **kwargs: Any,
     ) -> None:
@@ -178,7 +204,16 @@ class Informer:
         self._args = args
         self._kwargs = kwargs
         self._handler = handler
-        self._watch_timeout_s = watch_timeout_s
+        self._watch_timeout_s = max(int(watch_timeout_s), 1)
+        """Server-side end of each watch (`timeoutSeconds`); then a fresh list and watch."""
+        self._request_timeout_s = request_timeout_s
+        """Client timeout of a list, and of connecting a watch."""
+        self._watch_client_timeout = aiohttp.ClientTimeout(
+            total=self._watch_timeout_s * 1.25 + 1.0,
+            sock_connect=request_timeout_s,
+        )
+        """A watch the server does not end in time (a half-open connection, a stalled server)
+        is ended by the client a little after its `timeoutSeconds`."""
         self._backoff = backoff or ExponentialBackoff(base=0.2, cap=10.0)
         self.objects: dict[tuple[str, str], Obj] = {}
         self.synced = asyncio.Event()
@@ -198,7 +233,12 @@ class Informer:
                 log.exception("informer %s: handler failed on %s", self.name, kind)
 
     async def _relist(self) -> str:
-        resp = await self._list(*self._args, _preload_content=False, **self._kwargs)
+        resp = await self._list(
+            *self._args,
+            _preload_content=False,
+            _request_timeout=self._request_timeout_s,
+            **self._kwargs,
+        )
         data = orjson.loads(await body_of(resp))
         fresh = {self.key(o): o for o in data.get("items") or []}
         for gone in set(self.objects) - set(fresh):
@@ -224,6 +264,7 @@ class Informer:
                     *self._args,
                     resource_version=version,
                     timeout_seconds=self._watch_timeout_s,
+                    _request_timeout=self._watch_client_timeout,
                     **self._kwargs,
                 ) as stream:
                     async for event in stream:

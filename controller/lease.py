@@ -7,8 +7,18 @@ Writes carry the read `resourceVersion`, so of two candidates racing only one wi
 gets a 409). A leader that cannot renew for `renew_deadline_s` steps down by itself, before
 anyone else may take over. `release()` on shutdown hands the Lease over at once.
 
-Only `is_leader` is read by the rest of the controller; `on_change(bool)` is called on each
-transition. Times come from an injected monotonic clock (the loop's by default).
+**Fencing.** Leadership is a deadline, not a flag: a successful round that started at `t`
+(before the Lease was read, so before our `renewTime` landed) makes us leader until
+`t + renew_deadline_s`, and `is_leader` / `remaining()` compare that deadline with the clock
+*when asked*. A standby can take over no earlier than `lease_duration_s` after it saw our last
+renewal, which came after `t`; with `renew_deadline_s < lease_duration_s` the difference is the
+margin for a write in flight. So a leader that was paused (SIGSTOP, a long GC, a stalled event
+loop) or partitioned answers "not leader" the moment it runs again, before its next renewal
+round has even been tried. The actuator asks `remaining()` immediately before each PATCH and
+bounds the PATCH's client timeout by it (`controller.actuator`).
+
+`on_change(bool)` is called on each transition seen by the campaign loop. Times come from an
+injected monotonic clock (the loop's by default).
 """
 
 from __future__ import annotations
@@ -57,18 +67,31 @@ class LeaseElector:
         self.retry_period_s = retry_period_s
         self._on_change = on_change
         self._clock = clock
-        self.is_leader = False
+        self._leading = False
         self.transitions = 0
         self._observed: tuple[Any, ...] | None = None
         self._observed_at = 0.0
-        self._last_renew = 0.0
+        self._valid_until = -math.inf
 
     def _now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
 
+    def remaining(self) -> float:
+        """Seconds our leadership is still valid for (<= 0: we must not write)."""
+        if not self._leading:
+            return 0.0
+        return self._valid_until - self._now()
+
+    @property
+    def is_leader(self) -> bool:
+        """True while we hold the Lease and its renew deadline has not passed (now)."""
+        return self.remaining() > 0
+
     def _set_leader(self, value: bool) -> None:
-        if value != self.is_leader:
-            self.is_leader = value
+        if value != self._leading:
+            self._leading = value
+            if not value:
+                self._valid_until = -math.inf
             self.transitions += 1
             log.info(
                 "%s %s lease %s/%s",
@@ -83,6 +106,7 @@ class LeaseElector:
     async def run(self) -> None:
         """Campaign and renew forever (cancel to stop; call `release()` after)."""
         while True:
+            started = self._now()
             try:
                 ok = await self.try_acquire_or_renew()
             except (TemporaryError, PermanentError) as exc:
@@ -90,9 +114,10 @@ class LeaseElector:
                 ok = False
             now = self._now()
             if ok:
-                self._last_renew = now
-                self._set_leader(True)
-            elif self.is_leader and now - self._last_renew > self.renew_deadline_s:
+                # Valid from when this round began: our renewTime landed after that.
+                self._valid_until = started + self.renew_deadline_s
+                self._set_leader(now < self._valid_until)
+            elif self._leading and now >= self._valid_until:
                 self._set_leader(False)
             await asyncio.sleep(self.retry_period_s)
 
@@ -185,7 +210,7 @@ class LeaseElector:
 
     async def release(self) -> None:
         """Give the Lease up (shutdown): clear the holder so a standby takes over at once."""
-        if not self.is_leader:
+        if not self._leading:
             return
         self._set_leader(False)
         try:

@@ -11,7 +11,11 @@ at once unless it was evaluated less than `min_eval_interval_s` ago, in which ca
 evaluation is scheduled (so bursts cost one evaluation per interval, and the first event of a
 burst never waits). A periodic tick evaluates everything (scale-down, idle, staleness). Only the
 leader actuates; a standby runs the same decisions and follows the Deployment's replicas, so a
-takeover decides at once.
+takeover decides at once, from what it observes (its policy state is reset to the replicas the
+cluster has, never to a scale-up it only imagined as a standby). Every write is fenced by the
+Lease's renew deadline at the moment of the write (`controller.lease`, `controller.actuator`);
+before a Deployment is scaled down its pods are ranked by in-flight requests
+(`controller.pods`).
 """
 
 from __future__ import annotations
@@ -41,9 +45,10 @@ from controller.kube import (
 )
 from controller.lease import LeaseElector
 from controller.ops import Health, Metrics, build_app, log_decision
+from controller.pods import DeletionCoster, KubePodAPI, selector_string
 from controller.policy import Decision, Observation, PolicyState, decide
 from controller.report import Reporter
-from controller.scaler import Key, Scaler, cluster_counts
+from controller.scaler import Key, Scaler, cluster_counts, opt_in_refusal
 from controller.state import ClusterCounts, StateSettings, StateStore
 from surgescale.events import Delivery, EventConsumer, RedisClient, StreamKeys, close, connect
 
@@ -63,8 +68,8 @@ class ControllerConfig:
     group_prefix: str = "surgescale-controller"
     lease_name: str = "surgescale-controller"
     lease_namespace: str = "default"
-    lease_duration_s: float = 4.0
-    lease_retry_s: float = 1.0
+    lease_duration_s: float = 3.0
+    lease_retry_s: float = 0.5
     min_eval_interval_s: float = 0.05
     tick_s: float = 1.0
     status_interval_s: float = 1.0
@@ -107,6 +112,7 @@ class Controller:
         self.by_target: dict[ScaleTarget, Scaler] = {}
         self.actuator: Actuator | None = None
         self.elector: LeaseElector | None = None
+        self.deletion_coster: DeletionCoster | None = None
         self.consumer: EventConsumer | None = None
         self.reporter: Reporter | None = None
         self.informers: dict[str, Informer] = {}
@@ -126,12 +132,6 @@ class Controller:
         if self._redis is None:
             self._redis = connect(cfg.redis_url)
         api = self._api
-        self.actuator = Actuator(
-            KubeScaleAPI(api), on_send=self._on_send, on_applied=self._on_applied
-        )
-        self.reporter = Reporter(
-            KubeWriter(api, group=crd.GROUP, version=crd.VERSION, plural=crd.PLURAL, kind=crd.KIND)
-        )
         self.elector = LeaseElector(
             api,
             namespace=cfg.lease_namespace,
@@ -140,6 +140,23 @@ class Controller:
             lease_duration_s=cfg.lease_duration_s,
             retry_period_s=cfg.lease_retry_s,
             on_change=self._on_leadership,
+        )
+        fence = self.elector.remaining
+        self.deletion_coster = DeletionCoster(
+            KubePodAPI(api),
+            selector=self._pod_selector,
+            in_flight=self._pod_in_flight,
+            fence=fence,
+        )
+        self.actuator = Actuator(
+            KubeScaleAPI(api),
+            on_send=self._on_send,
+            on_applied=self._on_applied,
+            fence=fence,
+            prepare=self.deletion_coster,
+        )
+        self.reporter = Reporter(
+            KubeWriter(api, group=crd.GROUP, version=crd.VERSION, plural=crd.PLURAL, kind=crd.KIND)
         )
         self.informers = controller_informers(
             api,
@@ -186,14 +203,15 @@ class Controller:
         self._tasks.append(asyncio.create_task(coro, name=name))
 
     async def stop(self, timeout: float = 3.0) -> None:
-        """Release the Lease, flush pending writes (bounded), stop everything."""
+        """Flush pending writes while still leading (bounded), release the Lease, stop."""
         if self.consumer is not None:
             self.consumer.stop()
+        if self.actuator is not None:
+            # Before the release: once the Lease is given up, writes are fenced off.
+            await self.actuator.close(timeout / 3)
         if self.elector is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.elector.release(), timeout / 3)
-        if self.actuator is not None:
-            await self.actuator.close(timeout / 3)
         for scaler in self.scalers.values():
             if scaler.timer is not None:
                 scaler.timer.cancel()
@@ -458,7 +476,16 @@ class Controller:
             "Observed" if decision.valid else "CannotDecide",
             decision.reason if not decision.valid else "events are current",
         )
-        if self.is_leader and decision.valid:
+        refusal = opt_in_refusal(
+            scaler,
+            deployments=self.informers["deployments"].objects,
+            pools=self.informers["nodepools"].objects,
+        )
+        if refusal is None:
+            scaler.set_condition("TargetAllowed", True, "OptedIn", "every scale target opted in")
+        else:
+            scaler.set_condition("TargetAllowed", False, "TargetNotOptedIn", refusal)
+        if self.is_leader and decision.valid and refusal is None:
             self._actuate(scaler, decision, current, trigger)
         if self.on_decision is not None:
             self.on_decision(scaler, obs, decision)
@@ -493,14 +520,37 @@ class Controller:
                 node_value = max(decision.nodes * slots - decision.replicas, 0)
         reason = decision.reason
         self._kicked = decision.replicas != current or self._kicked
-        if decision.replicas >= current:  # nodes ahead of the pods
+        if decision.replicas > current:  # nodes ahead of the pods
             if node_target is not None and node_value is not None:
                 self.actuator.submit(node_target, node_value, trigger_at=trigger, reason=reason)
             self.actuator.submit(dep, decision.replicas, trigger_at=trigger, reason=reason)
         else:  # pods first, then their nodes
             self.actuator.submit(dep, decision.replicas, trigger_at=trigger, reason=reason)
             if node_target is not None and node_value is not None:
-                self.actuator.submit(node_target, node_value, trigger_at=trigger, reason=reason)
+                self._submit_nodes_after_pods(dep, node_target, node_value, decision, trigger)
+
+    def _submit_nodes_after_pods(
+        self,
+        dep: ScaleTarget,
+        node_target: ScaleTarget,
+        node_value: int,
+        decision: Decision,
+        trigger: float | None,
+    ) -> None:
+        """Fewer nodes only once the pods are down: a node removed while the pods that are to
+        stay still run on it takes their streams along (the pods' own scale-down may wait for
+        their deletion costs to be written). A later evaluation submits the nodes."""
+        assert self.actuator is not None
+        nodes_now = self.actuator.pending(node_target)
+        if nodes_now is None:
+            nodes_now = self.actuator.applied(node_target)
+        pods_settled = (
+            self.actuator.pending(dep) is None
+            and (self.actuator.applied(dep) or 0) <= decision.replicas
+        )
+        if nodes_now is not None and node_value < nodes_now and not pods_settled:
+            return
+        self.actuator.submit(node_target, node_value, trigger_at=trigger, reason=decision.reason)
 
     def _on_leadership(self, leader: bool) -> None:
         self.metrics.leader.set(1 if leader else 0)
@@ -509,9 +559,28 @@ class Controller:
                 self.actuator.forget_pending()
             return
         for scaler in self.scalers.values():  # warm state: decide at once
-            if scaler.state is not None and scaler.deployment() is not None:
+            target = scaler.deployment()
+            if scaler.state is not None and target is not None:
+                # Act on what the cluster has, not on what this standby decided but never wrote.
+                scaler.state = scaler.state.with_replicas(self._current_replicas(target))
                 scaler.last_eval = -math.inf
                 self.request_eval(scaler, trigger=None)
+
+    def _pod_selector(self, target: ScaleTarget) -> str | None:
+        """The label selector of a model Deployment's pods (None for other targets)."""
+        scaler = self.by_target.get(target)
+        if scaler is None or scaler.deployment() != target:
+            return None
+        dep = self.informers["deployments"].objects.get((target.namespace, target.name)) or {}
+        return selector_string((dep.get("spec") or {}).get("selector"))
+
+    def _pod_in_flight(self, target: ScaleTarget) -> dict[str, int] | None:
+        """Requests in flight per pod of a model Deployment's model (None for other targets)."""
+        scaler = self.by_target.get(target)
+        if scaler is None or scaler.model is None or scaler.deployment() != target:
+            return None
+        model = self.store.models.get(scaler.model)
+        return {} if model is None else model.pod_in_flight()
 
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()

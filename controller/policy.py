@@ -122,8 +122,17 @@ class PolicyState:
 
     def with_replicas(self, replicas: int) -> PolicyState:
         """The same memory with the current size set to what the cluster says (a standby
-        following the leader's writes, or a scale made by someone else)."""
-        return replace(self, replicas=max(0, replicas))
+        following the leader's writes, or a scale made by someone else).
+
+        Below the size this memory decided, the scale-up it imagined was never made (a standby
+        decides but does not write): the backlog it expected that capacity to absorb is not
+        explained by anything on its way, so `expected_queue` is dropped and the whole observed
+        queue asks for replicas again. A new leader thus acts on what it observes and goes
+        straight to target instead of climbing from a standby's stale expectation."""
+        replicas = max(0, replicas)
+        if replicas < self.replicas:
+            return replace(self, replicas=replicas, expected_queue=0.0)
+        return replace(self, replicas=replicas)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -111,6 +111,8 @@ class Reporter:
             if not leading():
                 continue
             for scaler in list(scalers()):
+                if not leading():  # fenced per write: leadership may end between two
+                    break
                 try:
                     await self.write_status(scaler)
                 except (TemporaryError, PermanentError) as exc:

@@ -4,6 +4,13 @@
 last observation and decision, and the conditions; `status_of` renders the status subresource;
 `cluster_counts` turns the informers' Deployment / Node / NodePool objects into the policy's
 ready and starting counts. No I/O here: `controller.loop` does the watching and the writing.
+
+**Opt-in (no confused deputy).** The controller may scale far more than an InferenceScaler's
+author may (any Deployment in the namespace, any NodePool in the cluster), so it acts only on
+targets whose owners opted in: the scaled Deployment, the headroom Deployment and the NodePool
+must each carry the label `surgescale.io/scalable: "true"`. `opt_in_refusal` names the first
+target that does not; the loop then writes nothing for that scaler and shows why in the
+`TargetAllowed` condition (reason `TargetNotOptedIn`).
 """
 
 from __future__ import annotations
@@ -134,6 +141,34 @@ def cluster_counts(
         ready_nodes=ready_nodes,
         starting_nodes=starting_nodes,
     )
+
+
+OPT_IN_LABEL = "surgescale.io/scalable"
+"""The label by which a Deployment or NodePool opts in to being scaled (value `"true"`)."""
+
+
+def opted_in(obj: Obj | None) -> bool:
+    labels = ((obj or {}).get("metadata") or {}).get("labels") or {}
+    return bool(labels.get(OPT_IN_LABEL) == "true")
+
+
+def opt_in_refusal(
+    scaler: Scaler, *, deployments: Mapping[Key, Obj], pools: Mapping[Key, Obj]
+) -> str | None:
+    """Why the scaler may not act on its targets (the first one not seen to opt in, including
+    one not seen at all, e.g. before the NodePool watch has listed it), or None."""
+    for target in (scaler.deployment(), scaler.node_target()):
+        if target is None:
+            continue
+        if target.kind is TargetKind.NODEPOOL:
+            obj = pools.get(("", target.name))
+        else:
+            obj = deployments.get((target.namespace, target.name))
+        if obj is None:
+            return f"{target} not found (its opt-in cannot be checked); it is not scaled"
+        if not opted_in(obj):
+            return f'{target} lacks the label {OPT_IN_LABEL}: "true"; it is not scaled'
+    return None
 
 
 def status_of(scaler: Scaler) -> dict[str, Any]:

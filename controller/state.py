@@ -26,6 +26,11 @@ at the next snapshot when something is. A gateway that has not sent a snapshot f
 `forget_after_intervals` of its own snapshot intervals is forgotten. Requests are followed by id
 (bounded) only to tell whether a `reject` or `cancel` left the queue or a pod.
 
+In-flight is also kept per pod (the `pod` of `dispatch` events, the pod's URL as the gateway
+knows it; ended by the request's `complete`, `reject` or `cancel`): before a scale-down the
+controller ranks the pods by it (`controller.pods`), so the idlest leave. It is not healed by
+snapshots (they carry no per-pod counts), which is fine for a ranking.
+
 Ready / starting replicas and nodes come from the Kubernetes watches (`controller.kube`) as a
 `ClusterCounts`.
 
@@ -126,6 +131,33 @@ class GatewayView:
     """This gateway's lag floor while a batch is folded in (see `ModelState._floor`)."""
     phase: dict[str, bool] = field(default_factory=dict)
     """request id -> True while queued, False while at a pod."""
+    at_pod: dict[str, str] = field(default_factory=dict)
+    """request id -> the pod it was dispatched to, while there."""
+    pods: dict[str, int] = field(default_factory=dict)
+    """pod -> requests in flight there."""
+
+    def pod_start(self, request_id: str, pod: str, limit: int) -> None:
+        """`request_id` is at `pod` now (a dispatch, or a retry on another pod)."""
+        before = self.at_pod.get(request_id)
+        if before == pod:
+            return
+        if before is not None:
+            self.pod_end(request_id)
+        elif len(self.at_pod) >= limit:
+            self.pod_end(next(iter(self.at_pod)))
+        self.at_pod[request_id] = pod
+        self.pods[pod] = self.pods.get(pod, 0) + 1
+
+    def pod_end(self, request_id: str) -> None:
+        """`request_id` left its pod (completed, rejected or cancelled)."""
+        pod = self.at_pod.pop(request_id, None)
+        if pod is None:
+            return
+        left = self.pods.get(pod, 0) - 1
+        if left > 0:
+            self.pods[pod] = left
+        else:
+            self.pods.pop(pod, None)
 
     def snapshot_is_stale(self, event: Event) -> bool:
         """True if `event` (a snapshot) is older than the one applied last."""
@@ -306,6 +338,8 @@ class ModelState:
                     self._last_arrival = at
         elif kind is _DISPATCH:
             rid = event.request_id
+            if event.pod:
+                gw.pod_start(rid, event.pod, self._max_tracked)
             if gw.phase.get(rid) is not False:
                 if gw.queue > 0:
                     gw.queue -= 1
@@ -318,6 +352,7 @@ class ModelState:
                 else:
                     _sample(self._ttft, at, event.ttft_ms / 1000.0)
         elif kind is _COMPLETE:
+            gw.pod_end(event.request_id)
             if gw.phase.pop(event.request_id, False):
                 if gw.queue > 0:
                     gw.queue -= 1
@@ -343,6 +378,7 @@ class ModelState:
                     else:
                         _sample(self._service, at, service_ms / 1000.0)
         elif kind is _REJECT or kind is _CANCEL:
+            gw.pod_end(event.request_id)
             was = gw.phase.pop(event.request_id, None)
             if was is True:
                 gw.queue = max(gw.queue - 1, 0)
@@ -434,6 +470,14 @@ class ModelState:
     @property
     def in_flight(self) -> int:
         return sum(gw.in_flight for gw in self.gateways.values())
+
+    def pod_in_flight(self) -> dict[str, int]:
+        """Requests in flight per pod (as the gateways name pods), over all gateways."""
+        out: dict[str, int] = {}
+        for gw in self.gateways.values():
+            for pod, n in gw.pods.items():
+                out[pod] = out.get(pod, 0) + n
+        return out
 
     def sample_capacity(self, now: float, ready: int, concurrency_per_replica: int) -> None:
         """Count the interval since the last observation if the replicas were full through it."""

@@ -1,20 +1,46 @@
-"""The admission core of one model: its FIFO queue, its pods' slots, and who goes where.
+"""The admission core of one model: its queue, its pods' slots, and who goes where.
 
-Pure bookkeeping, no I/O and no clock: callers pass times in and act on what comes back.
-`ModelQueue.offer()` admits or refuses a request (bounded queue, optional fair share across API
-keys), `assign()` hands queued requests to pods with a free slot (least outstanding requests
-first, per-key concurrency limits respected), `finish()` frees a slot, and the pod methods follow
-discovery (a pod that leaves gets no new work while its in-flight requests finish).
+Pure bookkeeping, no I/O and no clock: callers pass times in and act on what comes back. This is
+the one admission implementation: the live gateway (`gateway.scheduler`) and the virtual-time
+evaluator drive it alike.
 
-The asyncio shell that parks request handlers on these decisions is `gateway.scheduler`.
+- `ModelQueue.offer(ticket)` admits a request or refuses it (bounded queue; with fairness a full
+  queue evicts the newest request of the key holding most above its share).
+- `assign(now=...)` hands queued requests to pods with a free slot, in the order of the model's
+  `DispatchPolicy` (`gateway.dispatch`: overdue, then fresh, then late, FIFO within each), each to
+  the pod with the fewest outstanding requests; per-key concurrency limits are respected and
+  with fairness keys take turns within the most urgent class present.
+- `finish(ticket)` frees a slot or a queue place (any outcome); `withdraw(ticket)` takes a queued
+  one out; `requeue(ticket, failed_pod=...)` puts a dispatched one back for a retry (it keeps
+  its place: its arrival order).
+- `upsert_pod`, `remove_pod`, `sync_pods` follow discovery (a pod that leaves gets no new work
+  while its in-flight requests finish); `Pod.capacity` is the per-pod cap.
+
+Tickets must be offered in arrival order (their `seq` is the order of `offer`); `Ticket.deadline`
+is the time the first token is due (`surgescale.slo.Slo.deadline`; infinity = none).
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from gateway.dispatch import DispatchOrder, DispatchPolicy, Lane, Urgency
+
+__all__ = [
+    "DispatchOrder",
+    "DispatchPolicy",
+    "ModelQueue",
+    "Offer",
+    "Pod",
+    "Ticket",
+    "TicketState",
+    "Urgency",
+    "Verdict",
+]
 
 
 class TicketState(enum.Enum):
@@ -54,12 +80,24 @@ class Ticket:
     tenant: str
     """Fairness key ("" when fairness is off or the request has no key)."""
     arrived: float
+    deadline: float = math.inf
+    """When the first token is due, on the clock of `arrived` (inf: no deadline)."""
     state: TicketState = TicketState.NEW
     pod: Pod | None = None
     attempts: int = 0
-    """Dispatches so far (a retry re-enters the queue at its front)."""
+    """Dispatches so far (a retry re-enters the queue at its old place)."""
     exclude: frozenset[str] = field(default_factory=frozenset)
     """Pods to avoid if any other ready pod exists (the ones that failed this request)."""
+    seq: int = -1
+    """Arrival order in its queue (set by `offer`)."""
+    late: bool = False
+    """Classed late while queued (it can no longer meet its deadline); never reset."""
+    push: int = 0
+    """How often it entered the queue (to tell its live queue entry from stale ones)."""
+
+    @property
+    def waiting(self) -> bool:
+        return self.state is TicketState.QUEUED
 
 
 class Verdict(enum.Enum):
@@ -85,18 +123,21 @@ class ModelQueue:
         max_length: int,
         fairness: bool = False,
         tenant_limit: int | None = None,
+        policy: DispatchPolicy | None = None,
     ) -> None:
         self.model = model
         self.max_length = max_length
         self.fairness = fairness
         self.tenant_limit = tenant_limit
+        self.policy = policy if policy is not None else DispatchPolicy()
+        """The dispatch order (default: deadline-aware, `gateway.dispatch`)."""
         self.pods: dict[str, Pod] = {}
-        self._waiting: dict[str, deque[Ticket]] = {}
-        """tenant -> its queued tickets (withdrawn ones are skipped lazily)."""
-        self._queued_by: dict[str, int] = {}
+        self._lanes: dict[str, Lane] = {}
+        """tenant -> its queued tickets, in dispatch order."""
         self._running_by: dict[str, int] = {}
         self._rotation: deque[str] = deque()
-        """Tenants with waiting tickets, in round-robin order."""
+        """Tenants with waiting tickets, in round-robin order (the next turn first)."""
+        self._seq = 0
         self.queued = 0
         """Requests waiting that were never dispatched (what `enqueue`/`dispatch` count)."""
         self.requeued = 0
@@ -148,16 +189,18 @@ class ModelQueue:
                 return Offer(Verdict.QUEUE_FULL)
             self.withdraw(victim)
             evicted = (victim,)
-        self._push(ticket, front=False)
+        ticket.seq = self._seq
+        self._seq += 1
+        self._push(ticket)
         self.queued += 1
         return Offer(Verdict.ADMITTED, evicted)
 
     def requeue(self, ticket: Ticket, *, failed_pod: str | None) -> None:
-        """Put a dispatched ticket back at the front of the queue for a retry."""
+        """Put a dispatched ticket back in the queue for a retry, at its old place."""
         self._release(ticket)
         if failed_pod is not None:
             ticket.exclude = ticket.exclude | {failed_pod}
-        self._push(ticket, front=True)
+        self._push(ticket)
         self.requeued += 1
         self.in_flight += 1
 
@@ -166,9 +209,11 @@ class ModelQueue:
         if ticket.state is not TicketState.QUEUED:
             return
         ticket.state = TicketState.DONE
-        _decrement(self._queued_by, ticket.tenant)
-        if ticket.tenant not in self._queued_by:
-            self._forget_waiting(ticket.tenant)
+        lane = self._lanes[ticket.tenant]
+        lane.count -= 1
+        if not lane.count:  # a key with nothing queued is forgotten (state stays bounded)
+            del self._lanes[ticket.tenant]
+            self._rotation.remove(ticket.tenant)
         if ticket.attempts:
             self.requeued -= 1
             self.in_flight -= 1
@@ -183,73 +228,76 @@ class ModelQueue:
             self._release(ticket)
         ticket.state = TicketState.DONE
 
-    def assign(self) -> list[Ticket]:
-        """Hand as many queued tickets as possible to pods with a free slot.
+    def assign(self, *, now: float) -> list[Ticket]:
+        """Hand as many queued tickets as possible to pods with a free slot, at time `now`.
 
-        Without fairness the oldest eligible ticket goes first (FIFO, skipping keys at their
-        concurrency limit); with fairness keys take turns, each in its own FIFO order.
+        The most urgent class present goes first (`gateway.dispatch`), oldest first; keys at
+        their concurrency limit are skipped; with fairness, keys with a ticket of that class
+        take turns.
         """
         out: list[Ticket] = []
         while True:
-            picked = self._next_eligible()
+            picked = self._next_eligible(now)
             if picked is None:
                 return out
             ticket, pod = picked
-            queue = self._waiting[ticket.tenant]
-            queue.popleft()
-            _decrement(self._queued_by, ticket.tenant)
+            self._lanes[ticket.tenant].pop(ticket)
             self._dispatch(ticket, pod)
             out.append(ticket)
-            if self.fairness and self._rotation and self._rotation[0] == ticket.tenant:
-                self._rotation.rotate(-1)
 
-    def _next_eligible(self) -> tuple[Ticket, Pod] | None:
+    def urgency(self, ticket: Ticket, *, now: float) -> Urgency:
+        """The class of a queued ticket at `now` (for reports and tests)."""
+        return self.policy.urgency(ticket, now)
+
+    def _next_eligible(self, now: float) -> tuple[Ticket, Pod] | None:
         """The ticket to dispatch next and its pod, or None if nobody can go now."""
-        rotation = self._rotation
         limit = self.tenant_limit
-        best: tuple[Ticket, Pod] | None = None
-        for _ in range(len(rotation)):
-            if not rotation:
-                break
-            tenant = rotation[0]
-            queue = self._waiting[tenant]
-            while queue and queue[0].state is not TicketState.QUEUED:
-                queue.popleft()
-            if not queue:
-                rotation.popleft()
-                del self._waiting[tenant]
+        best: tuple[tuple[int, int], Ticket, Pod] | None = None
+        for index, tenant in enumerate(list(self._rotation)):
+            lane = self._lanes[tenant]
+            head = lane.best(now) if lane.count else None
+            if head is None:
                 continue
-            head = queue[0]
-            under_limit = limit is None or self._running_by.get(tenant, 0) < limit
-            if under_limit and (best is None or head.arrived < best[0].arrived):
-                pod = self._choose(head.exclude)
-                if pod is None and not head.exclude:
+            if limit is not None and self._running_by.get(tenant, 0) >= limit:
+                continue
+            urgency, ticket = head
+            # Fairness: the first key in turn order within the most urgent class present.
+            key = (int(urgency), index if self.fairness else ticket.seq)
+            if best is not None and key >= best[0]:
+                continue
+            pod = self._choose(ticket.exclude)
+            if pod is None:
+                if not ticket.exclude:
                     return None  # no free slot for anyone
-                if pod is not None:
-                    best = (head, pod)
-                    if self.fairness:
-                        return best  # its turn
-            rotation.rotate(-1)
-        return best
+                continue  # only the pods it failed on are free: let others go
+            best = (key, ticket, pod)
+        self._drop_empty_lanes()
+        if best is None:
+            return None
+        _, ticket, pod = best
+        if self.fairness:  # its turn is used: to the back of the rotation
+            self._rotation.remove(ticket.tenant)
+            self._rotation.append(ticket.tenant)
+        return ticket, pod
 
     # ------------------------------------------------------------- internal
-    def _push(self, ticket: Ticket, *, front: bool) -> None:
+    def _push(self, ticket: Ticket) -> None:
         tenant = ticket.tenant
-        queue = self._waiting.get(tenant)
-        if queue is None:
-            queue = self._waiting[tenant] = deque()
+        lane = self._lanes.get(tenant)
+        if lane is None:
+            lane = self._lanes[tenant] = Lane(self.policy)
             self._rotation.append(tenant)
-        if front:
-            queue.appendleft(ticket)
-        else:
-            queue.append(ticket)
-        self._queued_by[tenant] = self._queued_by.get(tenant, 0) + 1
         ticket.state = TicketState.QUEUED
+        lane.push(ticket)
 
-    def _forget_waiting(self, tenant: str) -> None:
-        """A tenant with nothing queued leaves the rotation (per-tenant state stays bounded)."""
-        if self._waiting.pop(tenant, None) is not None:
-            self._rotation.remove(tenant)
+    def _drop_empty_lanes(self) -> None:
+        if all(self._lanes[t].count for t in self._rotation):
+            return
+        kept = [t for t in self._rotation if self._lanes[t].count]
+        for tenant in self._rotation:
+            if not self._lanes[tenant].count:
+                del self._lanes[tenant]
+        self._rotation = deque(kept)
 
     def _dispatch(self, ticket: Ticket, pod: Pod) -> None:
         if ticket.attempts:
@@ -302,7 +350,7 @@ class ModelQueue:
 
     def _fair_victim(self, tenant: str) -> Ticket | None:
         """When full: the newest ticket of the tenant holding most above the arrival's share."""
-        holders = {t: n for t, n in self._queued_by.items() if n > 0}
+        holders = {t: lane.count for t, lane in self._lanes.items() if lane.count > 0}
         mine = holders.get(tenant, 0)
         share = self.max_length // max(1, len(holders | {tenant: mine}))
         if mine >= share:
@@ -310,10 +358,7 @@ class ModelQueue:
         top = max(holders, key=lambda t: holders[t], default=None)
         if top is None or top == tenant or holders[top] <= share:
             return None
-        for ticket in reversed(self._waiting[top]):
-            if ticket.state is TicketState.QUEUED and not ticket.attempts:
-                return ticket
-        return None
+        return self._lanes[top].newest()
 
 
 def _decrement(counts: dict[str, int], tenant: str) -> None:

@@ -50,6 +50,8 @@ def build_app(
             tenant_limit=settings.per_key_concurrency,
         ),
         clock=clock,
+        policies={m: settings.slo_for(m).policy() for m in settings.model_names()},
+        objectives={m: settings.slo_for(m).objective() for m in settings.model_names()},
     )
     state = GatewayState(
         settings=settings,
@@ -95,7 +97,7 @@ async def _events(app: web.Application) -> AsyncIterator[None]:
     async with event_producer(
         s.redis_url, prefix=s.events_prefix, buffer_limit=s.event_buffer_limit
     ) as producer:
-        state.reporter = Reporter(gateway=state.instance, producer=producer)
+        state.reporter = Reporter(gateway=state.instance, producer=producer, pod_cap=s.cap_for)
         state.metrics.watch(state.scheduler, producer, lambda: state.started and not state.draining)
         yield
 

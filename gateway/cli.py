@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gateway.settings import ModelRoute, StaticPod, load_settings
+from gateway.settings import GatewaySettings, ModelRoute, StaticPod, load_settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,7 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--kubeconfig", help="kubeconfig for EndpointSlice discovery (else in-cluster)")
     p.add_argument("--namespace", help="default namespace of the models' Services")
-    p.add_argument("--pod-concurrency", type=int, help="concurrency cap per pod (default 32)")
+    p.add_argument(
+        "--pod-concurrency",
+        type=int,
+        help="concurrency cap per pod: the engine's max_num_seqs (default 256)",
+    )
     p.add_argument("--max-queue-length", type=int, help="queued requests per model before 429")
     p.add_argument(
         "--max-queue-wait", type=float, dest="max_queue_wait_s", help="seconds before 503"
@@ -62,6 +66,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fairness", action="store_true", default=None, help="fair share across keys")
     p.add_argument("--per-key-concurrency", type=int, help="in-flight limit per API key")
     p.add_argument("--drain-timeout", type=float, dest="drain_timeout_s")
+    slo = p.add_argument_group("SLO and dispatch (every model; per model: model_slos in YAML)")
+    slo.add_argument("--ttft-slo", type=float, dest="slo.ttft_base_s", help="TTFT base, s")
+    slo.add_argument(
+        "--ttft-per-input-token",
+        type=float,
+        dest="slo.ttft_per_input_token_s",
+        help="extra TTFT per prompt token, s",
+    )
+    slo.add_argument("--dispatch", choices=["deadline", "fifo"], dest="slo.dispatch")
+    slo.add_argument(
+        "--first-token-estimate",
+        type=float,
+        dest="slo.first_token_s",
+        help="expected dispatch-to-first-token time, s",
+    )
+    slo.add_argument(
+        "--late-max-wait", type=float, dest="slo.late_max_wait_s", help="late requests' wait bound"
+    )
+    p.add_argument(
+        "--keepalive-interval",
+        type=float,
+        dest="keepalive_interval_s",
+        help="SSE keep-alive period for queued streams (0 = off)",
+    )
     p.add_argument("--log-level")
     return p
 
@@ -79,9 +107,16 @@ def settings_from_args(argv: list[str]) -> Any:
                 raise ValueError(f"--model {text!r} must look like MODEL=SERVICE")
             routes.append(ModelRoute(name=name, service=service))
         values["models"] = routes
+    slo = {k.removeprefix("slo."): values.pop(k) for k in list(values) if k.startswith("slo.")}
     if str(values.get("redis_url", "")).lower() == "none":
         values["redis_url"] = None
-    return load_settings(args.config, **values)
+    settings = load_settings(args.config, **values)
+    if not slo:
+        return settings
+    # The SLO flags change the fields they name; the rest of `slo` comes from env / YAML.
+    data = settings.model_dump()
+    data["slo"] = {**data["slo"], **slo}
+    return GatewaySettings.model_validate(data)
 
 
 def main(argv: list[str]) -> int:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aiohttp import web
+
 from gateway.admission import Pod, Ticket
 from gateway.metrics import ModelMetrics
 from gateway.state import GatewayState
@@ -47,6 +49,8 @@ class Exchange:
     status: int = 200
     output_tokens: int | None = None
     reason: str | None = None
+    response: web.StreamResponse | None = None
+    """The client's response once its head was sent (keep-alives or the stream itself)."""
 
     @property
     def arrived(self) -> float:

@@ -1,7 +1,9 @@
 """The request path: authenticate, validate, queue, dispatch, stream back, report.
 
-One handler serves `/v1/chat/completions` and `/v1/completions`. A request is admitted into its
-model's queue (`enqueue` at once, even at zero pods), waits for a slot (`gateway.scheduler`),
+One handler serves `/v1/chat/completions` and `/v1/completions`. A request gets its TTFT
+deadline (`surgescale.slo.Slo` of its model, from the estimated prompt size), is admitted into its
+model's queue (`enqueue` at once, even at zero pods), waits for a slot (`gateway.scheduler`; the
+queue is ordered by deadline, `gateway.dispatch`; a waiting stream gets SSE keep-alives),
 goes to the chosen pod (`dispatch`) and its answer is forwarded: a stream chunk by chunk as it
 arrives (each `write` waits for the client's socket to drain, so a slow client slows its own
 upstream read and nothing piles up), a plain response whole. A connect error, a 5xx or a stream
@@ -23,7 +25,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from gateway.admission import Ticket
+from gateway.admission import Pod, Ticket, TicketState
 from gateway.exchange import Exchange, UpstreamFailed, emit
 from gateway.openai_api import (
     Endpoint,
@@ -38,7 +40,7 @@ from gateway.openai_api import (
 )
 from gateway.scheduler import Rejected
 from gateway.state import STATE, GatewayState
-from gateway.streaming import first_chunk, stream_back
+from gateway.streaming import end_with_error, first_chunk, stream_back, wait_with_keepalive
 from surgescale.events import EventType
 
 log = logging.getLogger(__name__)
@@ -83,7 +85,13 @@ async def serve_completion(request: web.Request, endpoint: Endpoint) -> web.Stre
         check_bounds(parsed, max_n=max_n, max_output_tokens=max_output_tokens)
     except InvalidRequest as exc:
         return invalid_response(exc)
-    ticket = Ticket(request_id=state.next_request_id(), tenant=tenant, arrived=arrived)
+    budget = state.scheduler.objective(model).ttft_budget(parsed.prompt_tokens)
+    ticket = Ticket(
+        request_id=state.next_request_id(),
+        tenant=tenant,
+        arrived=arrived,
+        deadline=arrived + budget,
+    )
     ex = Exchange(state=state, model=model, ticket=ticket, metrics=state.metrics.model(model))
     try:
         state.scheduler.admit(model, ticket)
@@ -96,12 +104,13 @@ async def serve_completion(request: web.Request, endpoint: Endpoint) -> web.Stre
         EventType.ENQUEUE,
         prompt_tokens=parsed.prompt_tokens,
         api_key=tenant or None,
+        deadline_ms=budget * 1000.0,
     )
     try:
-        ex.pod = await state.scheduler.wait(model, ticket)
+        ex.pod = await _wait_for_slot(request, ex, stream=parsed.stream)
     except Rejected as rej:
-        return _reject(ex, rej)
-    except asyncio.CancelledError:
+        return await _answer(ex, _reject(ex, rej))
+    except (asyncio.CancelledError, ConnectionResetError):
         _report_cancel(ex)
         raise
     ex.slot_at = state.clock()
@@ -111,7 +120,7 @@ async def serve_completion(request: web.Request, endpoint: Endpoint) -> web.Stre
     emit(ex, EventType.DISPATCH, pod=ex.pod.url, queue_ms=ex.queue_ms)
     ex.dispatched = True
     try:
-        response = await _forward(request, ex, parsed, endpoint)
+        response = await _answer(ex, await _forward(request, ex, parsed, endpoint))
     except (asyncio.CancelledError, ConnectionResetError):
         state.scheduler.finish(model, ticket)
         if ex.done_sent:
@@ -132,6 +141,24 @@ async def serve_completion(request: web.Request, endpoint: Endpoint) -> web.Stre
     else:
         _report_complete(ex)
     return response
+
+
+async def _wait_for_slot(request: web.Request, ex: Exchange, *, stream: bool) -> Pod:
+    """The pod slot of an admitted request; a queued stream gets keep-alive comments meanwhile."""
+    scheduler = ex.state.scheduler
+    interval = ex.state.settings.keepalive_interval_s
+    wait = scheduler.wait(ex.model, ex.ticket)
+    if not stream or interval <= 0 or ex.ticket.state is TicketState.ASSIGNED:
+        return await wait
+    return await wait_with_keepalive(request, ex, wait, interval_s=interval)
+
+
+async def _answer(ex: Exchange, response: web.StreamResponse) -> web.StreamResponse:
+    """`response`, or, once keep-alives started the client's stream, it as an SSE error event."""
+    if ex.response is None or response is ex.response:
+        return response
+    assert isinstance(response, web.Response)
+    return await end_with_error(ex.response, response)
 
 
 async def _read_body(request: web.Request, limit: int, *, timeout: float) -> bytes:

@@ -9,7 +9,11 @@ and counts them. Accounting the controller can rely on (per model, per gateway):
 - `reject` with `queue_ms` set: -1 queued (waited too long, evicted); without: never queued;
 - `cancel` with `pod` set: -1 in flight; without: -1 queued;
 - `complete`: -1 in flight (any status);
-- `snapshot` every `interval_ms`: the absolute `queue_depth` and `in_flight`, with `seq`.
+- `snapshot` every `interval_ms`: the absolute `queue_depth` and `in_flight`, with `seq`, and
+  the model's per-pod cap `pod_cap`.
+
+`enqueue` carries the request's TTFT budget (`deadline_ms`, from `surgescale.slo.Slo`) and
+`first_token` whether it was met (`deadline_met`).
 
 `ttft_ms`, `queue_ms`, `e2e_ms` are measured from the request's arrival on the gateway's
 monotonic clock; `ts_ms` is wall-clock time.
@@ -44,9 +48,12 @@ class Reporter:
         gateway: str,
         producer: EventProducer | None,
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        pod_cap: Callable[[str], int] | None = None,
     ) -> None:
         self.gateway = gateway
         self.producer = producer
+        self.pod_cap = pod_cap
+        """model -> the gateway's per-pod cap, reported in snapshots (None: not reported)."""
         self._wall_ms = wall_ms
         self.seq = 0
 
@@ -90,6 +97,7 @@ class Reporter:
                     in_flight=in_flight,
                     seq=self.seq,
                     interval_ms=interval_ms,
+                    pod_cap=self.pod_cap(model) if self.pod_cap is not None else None,
                 )
             )
 

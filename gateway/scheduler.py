@@ -1,7 +1,9 @@
 """The asyncio shell around `gateway.admission`: parks request handlers until a slot is theirs.
 
-`Scheduler.acquire()` admits a ticket and returns once a pod slot is assigned, or raises
-`Rejected` (queue full, waited too long, evicted by fair share, draining). Every change that can
+`Scheduler.admit()` queues a ticket (or raises `Rejected`: queue full, draining) and
+`Scheduler.wait()` returns once a pod slot is assigned, or raises `Rejected` (waited too long,
+evicted by fair share). Who gets a freed slot is the model's `DispatchPolicy`, applied at the
+clock's `now` by `gateway.admission`. Every change that can
 free a slot (a request finishing, a pod turning ready, a pod joining) runs `_pump`, which wakes
 exactly the handlers that got a slot; so a request held at zero pods is released the moment
 discovery reports a ready pod. Deadlines are loop timers, not polling.
@@ -10,10 +12,13 @@ discovery reports a ready pod. Deadlines are loop timers, not polling.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from gateway.admission import ModelQueue, Pod, Ticket, TicketState, Verdict
+from gateway.admission import DispatchPolicy, ModelQueue, Pod, Ticket, TicketState, Verdict
+from surgescale.slo import Slo
+
+_DEFAULT_SLO = Slo()
 
 
 class Rejected(Exception):
@@ -39,9 +44,20 @@ class QueueLimits:
 class Scheduler:
     """Per-model queues plus the futures of the handlers waiting in them."""
 
-    def __init__(self, limits: QueueLimits, *, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        limits: QueueLimits,
+        *,
+        clock: Callable[[], float],
+        policies: Mapping[str, DispatchPolicy] | None = None,
+        objectives: Mapping[str, Slo] | None = None,
+    ) -> None:
         self.limits = limits
         self.clock = clock
+        self.policies = dict(policies or {})
+        """model -> its dispatch order (models not named get the default deadline order)."""
+        self.objectives = dict(objectives or {})
+        """model -> its TTFT objective (models not named get `Slo()`)."""
         self.queues: dict[str, ModelQueue] = {}
         self._waiters: dict[Ticket, asyncio.Future[None]] = {}
         self.draining = False
@@ -54,8 +70,13 @@ class Scheduler:
                 max_length=self.limits.max_length,
                 fairness=self.limits.fairness,
                 tenant_limit=self.limits.tenant_limit,
+                policy=self.policies.get(model),
             )
         return q
+
+    def objective(self, model: str) -> Slo:
+        """The TTFT objective that sets `model`'s request deadlines."""
+        return self.objectives.get(model) or _DEFAULT_SLO
 
     # ----------------------------------------------------------- discovery
     def set_pods(self, model: str, ready: dict[str, bool], *, capacity: int) -> None:
@@ -145,7 +166,7 @@ class Scheduler:
 
     # ------------------------------------------------------------ internal
     def _pump(self, q: ModelQueue) -> None:
-        for ticket in q.assign():
+        for ticket in q.assign(now=self.clock()):
             fut = self._waiters.pop(ticket, None)
             if fut is not None and not fut.done():
                 fut.set_result(None)

@@ -26,6 +26,9 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from gateway.dispatch import DispatchOrder, DispatchPolicy
+from surgescale.slo import Slo
+
 ENV_PREFIX = "SURGESCALE_GATEWAY_"
 
 
@@ -74,6 +77,46 @@ class ModelRoute(BaseModel):
         return None
 
 
+class ModelSlo(BaseModel):
+    """A model's TTFT objective (`surgescale.slo.Slo`) and how its queue hands out slots
+    (`gateway.dispatch.DispatchPolicy`). Negative or non-finite values are refused, naming the field.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ttft_base_s: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    """TTFT allowed to every request, seconds: the deadline is arrival + this + the allowance."""
+    ttft_per_input_token_s: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    """Extra TTFT per prompt token (estimated from the body), e.g. 0.0002 = 0.2 s per 1,000."""
+    tpot_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    """Mean time per output token objective (None: none); reported, not used for dispatch."""
+    dispatch: DispatchOrder = DispatchOrder.DEADLINE
+    """`deadline`: requests that can still meet their deadline first, then late ones (FIFO in
+    each); `fifo`: arrival order."""
+    first_token_s: float = Field(default=0.1, ge=0, allow_inf_nan=False)
+    """Expected time from dispatch to the first token: a request that cannot be dispatched by
+    `deadline - first_token_s` counts as late."""
+    late_max_wait_s: float = Field(default=30.0, ge=0, allow_inf_nan=False)
+    """Bound on a late request's wait: once it has waited this long it goes before every newer
+    request (no starvation). Keep it below `max_queue_wait_s`."""
+
+    def objective(self) -> Slo:
+        """The `Slo` of this model (validated by `Slo.checked`)."""
+        return Slo.checked(
+            ttft_base_s=self.ttft_base_s,
+            ttft_per_input_token_s=self.ttft_per_input_token_s,
+            tpot_s=self.tpot_s,
+        )
+
+    def policy(self) -> DispatchPolicy:
+        """The dispatch policy of this model (validated by `DispatchPolicy.checked`)."""
+        return DispatchPolicy.checked(
+            order=self.dispatch,
+            first_token_s=self.first_token_s,
+            late_max_wait_s=self.late_max_wait_s,
+        )
+
+
 class RequestLimits(BaseModel):
     """Bounds on what one request may ask a model for (None: the gateway-wide default)."""
 
@@ -108,8 +151,11 @@ class GatewaySettings(BaseSettings):
     """Models routed through EndpointSlice discovery."""
     static_pods: list[StaticPod] = Field(default_factory=list)
     """Pods given by hand (`MODEL=URL` on the command line)."""
-    pod_concurrency: int = Field(default=32, ge=1)
-    """Requests one pod may have outstanding at once (its slot count)."""
+    pod_concurrency: int = Field(default=256, ge=1)
+    """Requests one pod may have outstanding at once (its slot count). Set it to the engine's
+    `--max-num-seqs` (vLLM's default is 256): what a pod actually runs at once. Less leaves
+    capacity idle; more lets requests queue inside the engine, where the gateway can no longer
+    order them by deadline. Reported per model in `snapshot` events as `pod_cap`."""
     health_interval_s: float = Field(default=0.5, gt=0)
     """How often static pods are probed on `health_path` (they get work only when healthy)."""
     health_path: str = "/health"
@@ -182,6 +228,16 @@ class GatewaySettings(BaseSettings):
     event_buffer_limit: int = Field(default=100_000, ge=100)
     """Events buffered while Redis is away; the oldest beyond it are dropped and counted."""
 
+    # --- SLO and dispatch
+    slo: ModelSlo = Field(default_factory=ModelSlo)
+    """Every model's TTFT objective and dispatch order, unless `model_slos` names the model."""
+    model_slos: dict[str, ModelSlo] = Field(default_factory=dict)
+    """Per-model objective and dispatch order (model name -> settings; replaces `slo` whole)."""
+    keepalive_interval_s: float = Field(default=5.0, ge=0, allow_inf_nan=False)
+    """A streaming request waiting in the queue gets an SSE comment (`: keep-alive`) this often,
+    so proxies and clients do not time out while capacity boots (0: off). The response head
+    (200, text/event-stream) goes out with the first one; a later failure is an SSE error event."""
+
     # --- ops
     drain_timeout_s: float = Field(default=30.0, ge=0)
     """On SIGTERM: how long in-flight and queued requests get to finish."""
@@ -229,6 +285,14 @@ class GatewaySettings(BaseSettings):
         names = [m.name for m in self.models]
         if len(names) != len(set(names)):
             raise ValueError("models: each model name may appear once")
+        for where, slo in [("slo", self.slo)] + [
+            (f"model_slos.{name}", v) for name, v in self.model_slos.items()
+        ]:
+            try:
+                slo.objective()
+                slo.policy()
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
         return self
 
     def open_access_refusal(self) -> str | None:
@@ -267,6 +331,10 @@ class GatewaySettings(BaseSettings):
             if route.name == model:
                 return route
         return None
+
+    def slo_for(self, model: str) -> ModelSlo:
+        """The objective and dispatch settings of `model`."""
+        return self.model_slos.get(model, self.slo)
 
     def cap_for(self, model: str) -> int:
         route = self.route(model)

@@ -1,5 +1,10 @@
 """Forwarding a pod's SSE stream to the client, chunk by chunk, as it arrives.
 
+`wait_with_keepalive` parks a streaming request in the queue while sending the client an SSE
+comment (`: keep-alive`) every `keepalive_interval_s`, so proxies and clients do not time out
+while capacity boots; the response head (200, `text/event-stream`) goes out with the first
+comment, and from then on a failure reaches the client as an SSE error event (`end_with_error`)
+instead of an HTTP status. SSE clients ignore comment lines (the openai client does).
 `first_chunk` reads a stream up to its first token (the end of the retry window);
 `stream_back` sends it on: each `write` waits for the client's socket to drain, so a slow client
 slows its own upstream read (aiohttp stops reading a full buffer) and nothing piles up here. It
@@ -9,6 +14,7 @@ chunks, and ends a stream that breaks mid-way with an SSE error event.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -16,11 +22,77 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
+from gateway.admission import Pod
 from gateway.exchange import Exchange, UpstreamFailed, emit
-from gateway.openai_api import Endpoint, has_output, has_usage, sse_error, take_usage
+from gateway.openai_api import (
+    Endpoint,
+    error_body,
+    has_output,
+    has_usage,
+    sse_error,
+    take_usage,
+)
 from surgescale.events import EventType
 
 log = logging.getLogger(__name__)
+
+
+KEEPALIVE = b": keep-alive\n\n"
+"""An SSE comment: ignored by clients, but traffic for every proxy and timer on the way."""
+
+
+async def wait_with_keepalive(
+    request: web.Request, ex: Exchange, wait: Awaitable[Pod], *, interval_s: float
+) -> Pod:
+    """Await `wait` (a slot), writing `KEEPALIVE` every `interval_s` until it is done.
+
+    The first comment prepares the response (`ex.response`). If the handler is cancelled or the
+    client is gone (ConnectionResetError), the wait is cancelled too, so the ticket leaves the
+    queue (or gives back a slot it got in the same tick) before the error propagates.
+    """
+    task = asyncio.ensure_future(wait)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=interval_s)
+            if done:
+                return task.result()
+            if ex.response is None:
+                ex.response = await open_stream(request, ex, "text/event-stream")
+            await ex.response.write(KEEPALIVE)
+    except BaseException:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(task)
+        if task.done() and not task.cancelled() and task.exception() is None:
+            ex.state.scheduler.finish(ex.model, ex.ticket)  # got a slot in the same tick
+        raise
+
+
+async def open_stream(request: web.Request, ex: Exchange, content_type: str) -> web.StreamResponse:
+    """Send the head of a 200 event stream to the client."""
+    response = web.StreamResponse(
+        status=200,
+        headers={
+            "Content-Type": content_type,
+            "Cache-Control": "no-cache",
+            "X-Request-Id": ex.ticket.request_id,
+        },
+    )
+    await response.prepare(request)
+    return response
+
+
+async def end_with_error(response: web.StreamResponse, error: web.Response) -> web.StreamResponse:
+    """End an already-started stream with `error` (an OpenAI-style error) as an SSE event."""
+    body = error.body if isinstance(error.body, bytes) else b""
+    if not body.lstrip().startswith(b'{"error"'):
+        body = error_body(
+            f"the request failed with status {error.status}", kind="api_error", code=None
+        )
+    with contextlib.suppress(ConnectionResetError):
+        await response.write(b"data: " + body + b"\n\n")
+        await response.write_eof()
+    return response
 
 
 async def first_chunk(upstream: aiohttp.ClientResponse) -> bytes:
@@ -47,21 +119,24 @@ async def stream_back(
     endpoint: Endpoint,
     overhead: float,
 ) -> web.StreamResponse:
-    """Forward a stream; `overhead` is the gateway's time before the send, queueing excluded."""
+    """Forward a stream; `overhead` is the gateway's time before the send, queueing excluded.
+
+    The response is `ex.response` if keep-alives already started it, else a new one."""
     state = ex.state
     ex.first_at = first_at = state.clock()
     ttft_s = first_at - ex.arrived
     ex.metrics.ttft.observe(ttft_s)
-    emit(ex, EventType.FIRST_TOKEN, pod=ex.pod.url if ex.pod else None, ttft_ms=ttft_s * 1000.0)
-    response = web.StreamResponse(
-        status=200,
-        headers={
-            "Content-Type": upstream.headers.get("Content-Type", "text/event-stream"),
-            "Cache-Control": "no-cache",
-            "X-Request-Id": ex.ticket.request_id,
-        },
+    emit(
+        ex,
+        EventType.FIRST_TOKEN,
+        pod=ex.pod.url if ex.pod else None,
+        ttft_ms=ttft_s * 1000.0,
+        deadline_met=first_at <= ex.ticket.deadline,
     )
-    await response.prepare(request)
+    response = ex.response
+    if response is None:
+        content_type = upstream.headers.get("Content-Type", "text/event-stream")
+        response = ex.response = await open_stream(request, ex, content_type)
     events = 0
     tokens: int | None = None
     pending = b""

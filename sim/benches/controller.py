@@ -213,7 +213,11 @@ async def _apply(url: str) -> None:
                 {
                     "apiVersion": "apps/v1",
                     "kind": "Deployment",
-                    "metadata": {"name": DEPLOYMENT, "namespace": NS},
+                    "metadata": {
+                        "name": DEPLOYMENT,
+                        "namespace": NS,
+                        "labels": {"surgescale.io/scalable": "true"},  # opted in to scaling
+                    },
                     "spec": {
                         "replicas": 0,
                         "selector": {"matchLabels": {"app": DEPLOYMENT}},

@@ -13,8 +13,9 @@ Modules: `cluster` (assembly, `start_cluster`), `server` (routing and verbs), `c
 `scale` and `watchstream` (HTTP helpers, scale subresource, watch streams), `store`,
 `resources`, `selectors`, `patches`, `protobuf`, `tables`, `discovery`, `openapi`, `admission`,
 `validation`, `crds`, `workloads`, `scheduler`, `kubelet`, `endpoints`, `karpenter` and
-`nodeclaims`, `events`, `clock`, `reconcile`, `gctune`; `cli` and `bench` are the
-`surgescale sim cluster` and `surgescale bench cluster` commands. See docs/sim-cluster.md.
+`nodeclaims`, `events`, `clock`, `reconcile`, `gctune`, `faults` (injected API trouble);
+`cli` and `bench` are the `surgescale sim cluster` and `surgescale bench cluster` commands.
+See docs/sim-cluster.md.
 """
 
 from .clock import SimClock

@@ -113,6 +113,9 @@ def nodepool_manifest(cfg: NodePoolConfig) -> Obj:
         "kind": "NodePool",
         "metadata": {
             "name": cfg.name,
+            # Pools made with the cluster stand for pools an admin set aside for surgescale: they
+            # opt in to being scaled by it (the controller refuses targets without this label).
+            "labels": {"surgescale.io/scalable": "true"},
             "annotations": {
                 "surgescale.io/gpus-per-node": str(cfg.gpus_per_node),
                 "surgescale.io/boot-seconds": str(cfg.boot_seconds),

@@ -15,6 +15,7 @@ import orjson
 from aiohttp import web
 
 from . import errors
+from .faults import Faults
 from .resources import Registry, ResourceType
 from .store import Obj, Store
 
@@ -32,6 +33,8 @@ class ApiContext:
     server_address: str = ""
     default_watch_timeout_s: float = 1800.0
     bookmark_interval_s: float = 60.0
+    faults: Faults = field(default_factory=Faults)
+    """Injected API trouble (`faults.py`); empty unless a test or benchmark sets rules."""
 
     def admit(self, rt: ResourceType, obj: Obj, old: Obj | None) -> None:
         for hook in self.admission:

@@ -437,7 +437,7 @@ async def _delete_collection(ctx: ApiContext, request: web.Request, t: Target) -
 
 
 def build_app(ctx: ApiContext) -> web.Application:
-    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app = web.Application(client_max_size=16 * 1024 * 1024, middlewares=[ctx.faults.middleware])
     app[CTX] = ctx
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app

@@ -4,7 +4,9 @@ A Deployment owns one ReplicaSet per pod-template hash (`<deploy>-<hash>`); chan
 creates a new ReplicaSet and scales the old ones to zero at once (a Recreate-style roll, simpler
 than RollingUpdate's surge accounting). A ReplicaSet creates pods named `<rs>-<5 chars>` with the
 template's labels plus `pod-template-hash` and an ownerReference to it, and deletes surplus pods
-unscheduled first, then not-Ready, then newest. Statuses (replicas, ready, available, updated,
+in the real controller's order: unscheduled first, then Pending before Running, then not-Ready,
+then the lowest `controller.kubernetes.io/pod-deletion-cost` (an int32 annotation; absent or
+invalid counts as 0), then newest. Statuses (replicas, ready, available, updated,
 observedGeneration, conditions) are written back as the real controllers do.
 """
 
@@ -234,10 +236,12 @@ class WorkloadControllers(EventSource):
         elif len(alive_keys) > want:
             alive = [p for p in (self.store.try_get(self.pod_rt, *k) for k in alive_keys) if p]
 
-            def rank(p: Obj) -> tuple[int, int, str]:
+            def rank(p: Obj) -> tuple[int, int, int, int, str]:
                 return (
                     1 if p.get("spec", {}).get("nodeName") else 0,
+                    _PHASE_RANK.get((p.get("status") or {}).get("phase", ""), 1),
                     1 if pod_is_ready(p) else 0,
+                    deletion_cost(p),
                     _neg(p["metadata"].get("creationTimestamp", "")),
                 )
 
@@ -293,6 +297,24 @@ class WorkloadControllers(EventSource):
             rs, "Normal", "SuccessfulCreate", f"Created pod: {name}", "replicaset-controller"
         )
         return created
+
+
+_PHASE_RANK = {"Pending": 0, "Unknown": 1, "Running": 2}
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+_INT32 = (-(2**31), 2**31 - 1)
+
+
+def deletion_cost(pod: Obj) -> int:
+    """The pod's `pod-deletion-cost` annotation; 0 when absent or not an int32 (the ReplicaSet
+    controller treats a value it cannot parse as 0)."""
+    raw = ((pod.get("metadata") or {}).get("annotations") or {}).get(DELETION_COST)
+    if not isinstance(raw, str):
+        return 0
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        return 0
+    return value if _INT32[0] <= value <= _INT32[1] else 0
 
 
 def _neg(ts: str) -> str:

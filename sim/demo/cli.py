@@ -1,13 +1,15 @@
 """`surgescale demo`: the whole loop on this machine in one command, with a live view and a report.
 
     surgescale demo [--speed X] [--duration S] [--trace FILE] [--redis-url URL]
-                    [--kubeconfig PATH] [--compare keda] [--out DIR] [--no-live]
+                    [--kubeconfig PATH] [--compare keda] [--compare fifo] [--out DIR]
+                    [--no-live]
 
 Starts a Redis (found or private), the simulated cluster with a GPU NodePool, the gateway, the
 controller and the load (see `sim.demo.stack`), plays quiet -> burst -> decay -> quiet, shows the
 loop live, stops everything and writes `DIR/report.html` (plots and summary), whose path it prints
 last. `--compare keda` runs the same scenario again under a KEDA + Prometheus + HPA loop and puts
-both side by side. Ctrl-C stops everything cleanly (exit status 130).
+both side by side; `--compare fifo` runs ours again with the gateway's FIFO dispatch (the gain of
+the deadline order alone). Ctrl-C stops everything cleanly (exit status 130).
 """
 
 from __future__ import annotations
@@ -36,9 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     add_options(p)
     p.add_argument(
         "--compare",
-        choices=["keda"],
-        default=None,
-        help="run the scenario a second time under a KEDA + Prometheus + HPA loop",
+        choices=["keda", "fifo"],
+        action="append",
+        default=[],
+        help="run the scenario again under a KEDA + Prometheus + HPA loop (keda) or with the "
+        "gateway's FIFO dispatch (fifo); repeatable",
     )
     p.add_argument("--no-live", action="store_true", help="log lines instead of the live view")
     p.add_argument("--log-level", default="WARNING")
@@ -51,7 +55,9 @@ async def _main(args: argparse.Namespace, console: Console) -> int:
     if task is not None:
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
     config = build_config(args, live=not args.no_live)
-    arms = [Arm.OURS] + ([Arm.KEDA] if args.compare == "keda" else [])
+    arms = [Arm.OURS]
+    arms += [Arm.KEDA] if "keda" in args.compare else []
+    arms += [Arm.OURS_FIFO] if "fifo" in args.compare else []
     records = await run_all(config, arms, redis_url=args.redis_url, console=console)
     page = finish(records, config.work_dir, console)
     console.print(f"report: {page.resolve()}")

@@ -4,7 +4,8 @@ One function per child builds its `surgescale ...` argv from the run's configura
 differences between the arms sit in one readable place: under the KEDA loop the NodePool is
 dynamic (Karpenter provisions for Pending pods) and the gateway has no per-pod cap (a plain
 Service, vLLM queues internally); under ours the NodePool is static (the controller scales it)
-and the gateway caps each pod at its `max_num_seqs`. Every period is divided by the speed factor.
+and the gateway caps each pod at its `max_num_seqs`. Every gateway orders its queue by deadline
+(the `fifo` arm: by arrival) with the demo's TTFT SLO. Every period is divided by the speed factor.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def gateway_argv(
     setup: ModelSetup,
     *,
     ours: bool,
+    dispatch: str = "deadline",
     port: int,
     kubeconfig: Path,
     prefix: str,
@@ -75,6 +77,9 @@ def gateway_argv(
         "--redis-url", config.redis_url,
         "--events-prefix", prefix,
         "--max-queue-wait", f"{config.request_timeout_s:g}",
+        "--ttft-slo", f"{setup.slo_s:g}",
+        "--dispatch", dispatch,
+        "--late-max-wait", f"{config.late_max_wait_s:g}",
         "--allow-unauthenticated",  # a local demo on loopback: no API keys on purpose
         "--log-level", "INFO",
     )  # fmt: skip

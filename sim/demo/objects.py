@@ -77,7 +77,8 @@ def deployment(setup: ModelSetup) -> Obj:
         "metadata": {
             "name": setup.deployment,
             "namespace": setup.namespace,
-            "labels": setup.labels,
+            # opted in: the controller scales only targets that carry this label
+            "labels": {**setup.labels, "surgescale.io/scalable": "true"},
         },
         "spec": {
             "replicas": setup.initial_replicas,

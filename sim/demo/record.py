@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from surgescale.slo import Slo
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RequestResult:
@@ -24,6 +26,8 @@ class RequestResult:
     ttft_s: float | None = None
     e2e_s: float | None = None
     output_tokens: int = 0
+    prompt_tokens: int | None = None
+    """Prompt size sent (sets the deadline when the SLO has a per-input-token allowance)."""
 
     @property
     def ok(self) -> bool:
@@ -80,6 +84,12 @@ class RunRecord:
     notes: tuple[str, ...] = field(default=())
     event_counts: tuple[tuple[str, int], ...] = ()
     """Counts of the gateway's events seen during the run (enqueued, completed, rejected)."""
+    slo_per_input_token_s: float = 0.0
+    """The SLO's TTFT allowance per prompt token (0: a flat `slo_s`)."""
+
+    def objective(self) -> Slo:
+        """The run's SLO: what "within SLO" means in its summary (`surgescale.slo.Slo`)."""
+        return Slo(ttft_base_s=self.slo_s, ttft_per_input_token_s=self.slo_per_input_token_s)
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)
@@ -104,4 +114,5 @@ class RunRecord:
             node_ready_at=tuple(data["node_ready_at"]),
             notes=tuple(data.get("notes", ())),
             event_counts=tuple((str(k), int(v)) for k, v in data.get("event_counts", ())),
+            slo_per_input_token_s=float(data.get("slo_per_input_token_s", 0.0)),
         )

@@ -1,7 +1,8 @@
 """The demo's report: PNG plots (matplotlib, Agg) and one HTML page with the summary table.
 
-`write_report(runs, out_dir)` takes one or two `RunRecord`s (ours, and the KEDA-style baseline
-with `--compare keda`), draws each figure with one column per run on shared axes, writes
+`write_report(runs, out_dir)` takes one to three `RunRecord`s (ours, the KEDA-style baseline with
+`--compare keda`, ours with FIFO dispatch with `--compare fifo`), draws each figure with one
+column per run on shared axes (the TTFT distribution with every run on one axis), writes
 `report.html` next to the PNGs plus `summary.json` and each run's raw record
 (`run-<name>.json`, which `python -m sim.demo.report DIR` turns into a report again), and returns
 the page's path. The numbers come from `sim.demo.summary`.
@@ -34,7 +35,7 @@ from sim.demo.summary import (
     waiting_series,
 )
 
-PLOTS = ("capacity.png", "ttft.png", "queue.png")
+PLOTS = ("capacity.png", "ttft.png", "ttft_cdf.png", "queue.png")
 """The figures every report holds, in page order."""
 
 _COLORS = {
@@ -172,6 +173,29 @@ def plot_ttft(runs: Sequence[RunRecord], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_ttft_cdf(runs: Sequence[RunRecord], path: Path) -> None:
+    """The TTFT distribution of every run on one axis (failed requests never reach 1)."""
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    fig.suptitle("TTFT distribution (share of all requests sent with TTFT <= x)")
+    for run in runs:
+        ttfts = sorted(r.ttft_s for r in run.requests if r.ok and r.ttft_s is not None)
+        total = max(1, len(run.requests))
+        share = [(i + 1) / total for i in range(len(ttfts))]
+        ax.step(ttfts, share, where="post", label=run.label)
+    slos = sorted({run.slo_s for run in runs})
+    for slo in slos:
+        ax.axvline(slo, color=_COLORS["slo"], ls="--", label=f"SLO {slo:g} s")
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("TTFT (s)")
+    ax.set_ylabel("share of requests")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def math_nan(value: float | None) -> float:
     return float("nan") if value is None else value
 
@@ -277,7 +301,8 @@ def write_report(runs: Sequence[RunRecord], out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_capacity(runs, out_dir / PLOTS[0])
     plot_ttft(runs, out_dir / PLOTS[1])
-    plot_queue(runs, out_dir / PLOTS[2])
+    plot_ttft_cdf(runs, out_dir / PLOTS[2])
+    plot_queue(runs, out_dir / PLOTS[3])
     summaries = [summarize(r) for r in runs]
     for run in runs:
         (out_dir / f"run-{run.name}.json").write_bytes(run.to_json())
@@ -295,7 +320,8 @@ def main(argv: list[str]) -> int:
         print("usage: python -m sim.demo.report DIR", file=sys.stderr)
         return 2
     out = Path(argv[0])
-    files = sorted(out.glob("run-*.json"), key=lambda p: (p.name != "run-surgescale.json", p.name))
+    order = {"run-surgescale.json": 0, "run-keda.json": 1}
+    files = sorted(out.glob("run-*.json"), key=lambda p: (order.get(p.name, 2), p.name))
     if not files:
         print(f"no run-*.json in {out}", file=sys.stderr)
         return 2

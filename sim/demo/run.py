@@ -68,11 +68,20 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the request schedule")
     p.add_argument("--burst-rps", type=float, default=None, help="requests/s during the burst")
     p.add_argument("--base-rps", type=float, default=None, help="requests/s when quiet")
+    p.add_argument(
+        "--late-max-wait",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="the gateways' bound on a late request's wait (default 30)",
+    )
 
 
 def build_config(args: argparse.Namespace, *, live: bool) -> DemoConfig:
     if args.speed <= 0:
         raise SystemExit("--speed must be > 0")
+    if not args.late_max_wait >= 0:
+        raise SystemExit("--late-max-wait must be >= 0")
     out = args.out or Path(f"surgescale-demo-{dt.datetime.now():%Y%m%d-%H%M%S}")
     setup = objects.ModelSetup()
     if args.trace is not None:
@@ -97,6 +106,7 @@ def build_config(args: argparse.Namespace, *, live: bool) -> DemoConfig:
             work_dir=out,
             live=live,
             seed=args.seed,
+            late_max_wait_s=args.late_max_wait,
         )
     scenario = Scenario(seed=args.seed)
     if args.base_rps is not None:
@@ -125,6 +135,7 @@ def build_config(args: argparse.Namespace, *, live: bool) -> DemoConfig:
         work_dir=out,
         live=live,
         seed=args.seed,
+        late_max_wait_s=args.late_max_wait,
     )
 
 

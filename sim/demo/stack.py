@@ -53,14 +53,29 @@ log = logging.getLogger(__name__)
 
 
 class Arm(enum.StrEnum):
-    """Which autoscaler drives the run."""
+    """Which autoscaler drives the run (and, for ours, the gateway's dispatch order)."""
 
     OURS = "surgescale"
     KEDA = "keda"
+    OURS_FIFO = "surgescale-fifo"
+    """Ours with the gateway's old FIFO dispatch: the gain of the deadline order alone."""
+
+    @property
+    def ours(self) -> bool:
+        return self is not Arm.KEDA
+
+    @property
+    def dispatch(self) -> str:
+        """The gateway's dispatch order in this arm."""
+        return "fifo" if self is Arm.OURS_FIFO else "deadline"
 
     @property
     def label(self) -> str:
-        return "surgescale (events, ms)" if self is Arm.OURS else "KEDA + Prometheus + HPA"
+        return {
+            Arm.OURS: "surgescale (events, ms)",
+            Arm.KEDA: "KEDA + Prometheus + HPA",
+            Arm.OURS_FIFO: "surgescale, FIFO dispatch",
+        }[self]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,6 +100,8 @@ class DemoConfig:
     ours_pod_concurrency: int | None = None
     """The gateway's per-pod cap for our arm (None = the pods' max_num_seqs)."""
     request_timeout_s: float = 300.0
+    late_max_wait_s: float = 30.0
+    """The gateways' bound on a late request's wait (`gateway.dispatch`)."""
     setup_timeout_s: float = 120.0
     seed: int = 0
 
@@ -126,7 +143,12 @@ def to_result(r: LoadResult) -> RequestResult:
     sent = r.sent_s if r.sent_s is not None else r.scheduled_s
     e2e = r.e2e_s
     return RequestResult(
-        sent_at=sent, status=status, ttft_s=r.ttft_s, e2e_s=e2e, output_tokens=r.output_tokens
+        sent_at=sent,
+        status=status,
+        ttft_s=r.ttft_s,
+        e2e_s=e2e,
+        output_tokens=r.output_tokens,
+        prompt_tokens=r.input_tokens,
     )
 
 
@@ -225,7 +247,7 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
             kubeconfig.unlink(missing_ok=True)
             port = free_port()
             argv = commands.cluster_argv(
-                config, setup, ours=arm is Arm.OURS, port=port, kubeconfig=kubeconfig
+                config, setup, ours=arm.ours, port=port, kubeconfig=kubeconfig
             )
             cluster = children.add(await spawn("cluster", argv, log_dir=work))
             await wait_http(cluster, f"http://127.0.0.1:{port}/version", timeout_s=60)
@@ -239,7 +261,13 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
         # --- gateway ---------------------------------------------------------------------
         gw_port = free_port()
         argv = commands.gateway_argv(
-            config, setup, ours=arm is Arm.OURS, port=gw_port, kubeconfig=kubeconfig, prefix=prefix
+            config,
+            setup,
+            ours=arm.ours,
+            dispatch=arm.dispatch,
+            port=gw_port,
+            kubeconfig=kubeconfig,
+            prefix=prefix,
         )
         gateway = children.add(await spawn("gateway", argv, log_dir=work))
         gateway_url = f"http://127.0.0.1:{gw_port}"
@@ -247,7 +275,7 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
 
         # --- autoscaler ------------------------------------------------------------------
         http = await stack.enter_async_context(aiohttp.ClientSession())
-        if arm is Arm.OURS:
+        if arm.ours:
             ctl_port = free_port()
             argv = commands.controller_argv(
                 config, setup, port=ctl_port, kubeconfig=kubeconfig, prefix=prefix
@@ -272,12 +300,9 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
             )
 
         # The children start while the objects are applied.
-        await objects.apply(api, setup, ours=arm is Arm.OURS, speed=config.speed)
+        await objects.apply(api, setup, ours=arm.ours, speed=config.speed)
         await asyncio.gather(*waits)
-        say(
-            f"gateway up on :{gw_port}; "
-            + ("controller up" if arm is Arm.OURS else "KEDA loop ready")
-        )
+        say(f"gateway up on :{gw_port}; " + ("controller up" if arm.ours else "KEDA loop ready"))
 
         # --- wait for the starting point ---------------------------------------------------
         await startup.wait_ready_replicas(api, setup, config.setup_timeout_s)
@@ -298,7 +323,7 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
                 deployment=setup.deployment,
                 pod_selector=setup.selector,
                 nodepool=setup.nodepool,
-                scaler=setup.scaler if arm is Arm.OURS else None,
+                scaler=setup.scaler if arm.ours else None,
             ),
             t0=loop.time(),
         )

@@ -9,7 +9,8 @@ Definitions, shared by the report and `surgescale bench e2e`:
 - reaction times, from the load step: to the first replica increase seen on the API server (the
   scale PATCH), to the first pod Ready after it, to the first node Ready after it, and to the end
   of the largest backlog episode that began after the step (the queue drained; 0 if none formed);
-- SLO attainment: requests with a first token within the SLO over all requests sent (errors and
+- SLO attainment: requests with a first token by their deadline (`RunRecord.objective()`, a
+  `surgescale.slo.Slo`, the one definition of "within SLO") over all requests sent (errors and
   rejections count as misses);
 - GPU-minutes: the integral of GPUs held by pods (starting or Ready) over the run; node-minutes
   the integral of Ready nodes. Both in wall-clock minutes of the (compressed) run.
@@ -186,7 +187,8 @@ def reaction(record: RunRecord) -> Reaction:
 def summarize(record: RunRecord) -> Summary:
     reqs = record.requests
     ttfts = [r.ttft_s for r in reqs if r.ok and r.ttft_s is not None]
-    within = sum(1 for r in reqs if r.ok and r.ttft_s is not None and r.ttft_s <= record.slo_s)
+    slo = record.objective()
+    within = sum(1 for r in reqs if r.ok and slo.ttft_met(r.ttft_s, r.prompt_tokens))
     ok = sum(1 for r in reqs if r.ok)
     burst: list[float] = []
     if record.load_step_at is not None:

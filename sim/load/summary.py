@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from surgescale.slo import Slo
+
 OK = "ok"
 # other terminal statuses: "http_<code>", "timeout", "connection_error", "protocol_error",
 # "cancelled" (the run ended before it finished)
@@ -69,14 +71,22 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 
 def summarize(
-    results: Sequence[RequestResult], *, wall_s: float, ttft_slo_s: float
+    results: Sequence[RequestResult],
+    *,
+    wall_s: float,
+    ttft_slo_s: float,
+    ttft_per_input_token_s: float = 0.0,
 ) -> dict[str, Any]:
-    """Figures of a run. SLO attainment counts every request: failed ones miss the SLO."""
+    """Figures of a run. SLO attainment counts every request: failed ones miss the SLO.
+
+    "Within SLO" is `surgescale.slo.Slo` (TTFT base `ttft_slo_s` plus the per-input-token
+    allowance times the request's prompt tokens)."""
+    slo = Slo(ttft_base_s=ttft_slo_s, ttft_per_input_token_s=ttft_per_input_token_s)
     ok = [r for r in results if r.status == OK]
     ttft = [r.ttft_s for r in ok if r.ttft_s is not None]
     tpot = [r.tpot_s for r in ok if r.tpot_s is not None]
     e2e = [r.e2e_s for r in ok if r.e2e_s is not None]
-    met = sum(1 for r in ok if r.ttft_s is not None and r.ttft_s <= ttft_slo_s)
+    met = sum(1 for r in ok if slo.ttft_met(r.ttft_s, r.input_tokens))
     out_tokens = sum(r.output_tokens for r in results)
     lateness = [r.sent_s - r.scheduled_s for r in results if r.sent_s is not None]
     figures: dict[str, Any] = {

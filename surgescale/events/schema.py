@@ -106,6 +106,12 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Per-(origin, model) sequence number from 1, in stream order: `(origin, model, eseq)`
     names an event, so the controller drops replays and duplicates. Absent on events of older
     producers (which are applied as they come)."""
+    deadline_ms: float | None = None
+    """The request's TTFT budget, ms from arrival (`surgescale.slo.Slo.ttft_budget`; enqueue)."""
+    deadline_met: bool | None = None
+    """Whether the first token came within `deadline_ms` (first_token)."""
+    pod_cap: int | None = None
+    """The gateway's per-pod concurrency cap for the model (snapshot)."""
 
 
 _encoder: Final = msgspec.json.Encoder()

@@ -22,6 +22,7 @@ from surgescale.events.localredis import free_port
 
 MODEL = "llama3-8b"
 NS = "default"
+OPT_IN = "surgescale.io/scalable"
 
 
 async def eventually(
@@ -42,7 +43,7 @@ def deployment(name: str, replicas: int, *, gpus: int = 1, load_s: float = 1.0) 
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NS},
+        "metadata": {"name": name, "namespace": NS, "labels": {OPT_IN: "true"}},
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": {"app": name}},
@@ -150,19 +151,21 @@ class Sim:
         ]
 
     async def controller(self, identity: str, **overrides: Any) -> Controller:
-        config = ControllerConfig(
-            redis_url=self.redis_url,
-            kubeconfig=str(self.kubeconfig),
-            namespace=NS,
-            stream_prefix=self.keys.prefix,
-            identity=identity,
-            lease_name=f"lease-{self.keys.prefix}",
-            lease_duration_s=2.0,
-            lease_retry_s=0.25,
-            tick_s=0.25,
-            status_interval_s=0.25,
-            **overrides,
-        )
+        settings: dict[str, Any] = {
+            "redis_url": self.redis_url,
+            "kubeconfig": str(self.kubeconfig),
+            "namespace": NS,
+            "stream_prefix": self.keys.prefix,
+            "identity": identity,
+            "lease_name": f"lease-{self.keys.prefix}",
+            "lease_duration_s": 2.0,
+            "lease_retry_s": 0.25,
+            "tick_s": 0.25,
+            "status_interval_s": 0.25,
+        }
+        settings.update(overrides)  # any of these may be overridden
+        settings["kubeconfig"] = str(settings["kubeconfig"])
+        config = ControllerConfig(**settings)
         ctl = Controller(config)
         await ctl.start()
         self.controllers.append(ctl)

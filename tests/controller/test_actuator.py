@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
+import pytest
+
 from controller.actuator import (
     Actuator,
     ConflictError,
@@ -29,9 +31,13 @@ class ScriptedAPI:
         self.gate: asyncio.Event | None = None
         self.server_value: dict[ScaleTarget, int] = {}
         self.reads = 0
+        self.timeouts: list[float | None] = []
 
-    async def patch_replicas(self, target: ScaleTarget, replicas: int) -> None:
+    async def patch_replicas(
+        self, target: ScaleTarget, replicas: int, *, timeout: float | None = None
+    ) -> None:
         self.patches.append((target, replicas))
+        self.timeouts.append(timeout)
         if self.gate is not None:
             await self.gate.wait()
         error = self.errors.popleft() if self.errors else None
@@ -174,4 +180,90 @@ async def test_targets_are_independent() -> None:
     assert POOL not in api.server_value
     assert await act.idle(2.0)
     assert api.server_value[POOL] == 2
+    await act.close()
+
+
+async def test_a_long_retry_after_is_capped() -> None:
+    """Regression (issue 15): `Retry-After: 30` held the scale back for 30 s."""
+    api = ScriptedAPI()
+    api.errors.extend([TemporaryError("429", delay=30.0)])
+    act = Actuator(api, backoff=ConstantBackoff(0.0), max_retry_after_s=0.2)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    act.submit(DEP, 2)
+    assert await act.idle(2.0)
+    assert 0.2 <= loop.time() - started < 1.0
+    assert api.patches == [(DEP, 2), (DEP, 2)]
+    await act.close()
+
+
+async def test_a_newer_decision_interrupts_a_retry_after_wait() -> None:
+    """Regression (issue 15): a 429 with a long Retry-After must not hold a newer, larger
+    decision back: the newer value is written at once."""
+    api = ScriptedAPI()
+    api.errors.extend([TemporaryError("429", delay=30.0)])
+    act = Actuator(api, backoff=ConstantBackoff(0.0))
+    loop = asyncio.get_running_loop()
+    act.submit(DEP, 2)
+    await asyncio.sleep(0.05)  # the 429 came back; the worker waits
+    assert api.patches == [(DEP, 2)]
+    newer = loop.time()
+    act.submit(DEP, 8)
+    assert await act.idle(1.0)
+    assert loop.time() - newer < 0.5
+    assert api.patches == [(DEP, 2), (DEP, 8)]
+    assert api.server_value[DEP] == 8
+    await act.close()
+
+
+@pytest.mark.parametrize("hint", [float("inf"), -1.0, float("nan")], ids=["inf", "neg", "nan"])
+async def test_an_invalid_retry_after_falls_back_to_the_backoff(hint: float) -> None:
+    """`inf` would wait forever and a negative value would spin: the backoff applies instead."""
+    api = ScriptedAPI()
+    api.errors.extend([TemporaryError("429", delay=hint), TemporaryError("429", delay=hint)])
+    act = Actuator(api, backoff=ConstantBackoff(0.05))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    act.submit(DEP, 3)
+    assert await act.idle(2.0)
+    assert loop.time() - started >= 0.1  # two backoff waits, no spinning
+    assert api.patches == [(DEP, 3)] * 3
+    await act.close()
+
+
+async def test_no_write_once_leadership_is_no_longer_valid() -> None:
+    """Every PATCH is fenced: asked immediately before the write, not when decided."""
+    api = ScriptedAPI()
+    api.gate = asyncio.Event()
+    left = {"s": 2.0}
+    act = Actuator(api, backoff=ConstantBackoff(0.0), fence=lambda: left["s"])
+    act.submit(DEP, 2)
+    await asyncio.sleep(0.01)  # PATCH 2 in flight, its client timeout bounded by the fence
+    act.submit(DEP, 5)  # decided while still leader...
+    left["s"] = 0.0  # ...but the lease's renew deadline passes before the write
+    api.gate.set()
+    await asyncio.sleep(0.05)
+    assert api.patches == [(DEP, 2)]
+    assert api.timeouts == [2.0]
+    assert act.stats.fenced == 1
+    assert act.pending(DEP) is None  # dropped: the new leader decides
+    await act.close()
+
+
+async def test_scale_down_is_prepared_first_and_scale_up_is_not() -> None:
+    api = ScriptedAPI()
+    calls: list[tuple[str, ScaleTarget, int]] = []
+
+    async def prepare(target: ScaleTarget, replicas: int, budget: float) -> None:
+        calls.append(("prepare", target, replicas))
+        assert api.patches[-1:] != [(target, replicas)]  # before the PATCH
+
+    act = Actuator(api, backoff=ConstantBackoff(0.0), prepare=prepare)
+    act.observed(DEP, 4)
+    act.submit(DEP, 6)
+    assert await act.idle(2.0)
+    act.submit(DEP, 3)
+    assert await act.idle(2.0)
+    assert calls == [("prepare", DEP, 3)]
+    assert api.patches == [(DEP, 6), (DEP, 3)]
     await act.close()

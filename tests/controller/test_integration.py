@@ -204,10 +204,7 @@ async def test_leader_failover_standby_takes_over_and_decides_at_once(
         assert second.store.model("llama3-8b").queue_depth >= 20  # warm state
 
         # The leader dies without releasing its Lease (tasks cancelled, nothing written).
-        assert first.elector is not None
-        for task in first._tasks:
-            task.cancel()
-        first.elector.is_leader = False
+        await _kill(first)
         loop = asyncio.get_running_loop()
         died = loop.time()
 
@@ -258,7 +255,12 @@ async def test_idle_model_scales_to_zero_and_wakes_on_the_first_enqueue(
             return await sim.replicas("llama") == 0
 
         await eventually(zero, timeout=10.0, what="scale to zero after 1 s idle")
-        assert await sim.pool_replicas() == 0  # and the nodes go with it
+
+        async def no_nodes() -> bool:
+            return await sim.pool_replicas() == 0
+
+        # and the nodes go after the pods (at a next evaluation, once the pods' scale landed)
+        await eventually(no_nodes, timeout=5.0, what="the nodes to follow the pods down")
         gw.enqueue(1)
 
         async def awake() -> bool:
@@ -301,3 +303,45 @@ async def test_headroom_strategy_sizes_the_placeholder_deployment(
 
 async def _equals(sim: Sim, name: str, n: int) -> bool:
     return await sim.replicas(name) == n
+
+
+async def _kill(ctl: Controller) -> None:
+    """As a crash: every task of the controller stops, the Lease is not released."""
+    for task in ctl._tasks:
+        task.cancel()
+    await asyncio.gather(*ctl._tasks, return_exceptions=True)
+    if ctl.actuator is not None:
+        await ctl.actuator.close(0.0)
+
+
+async def test_a_new_leader_goes_straight_to_target(
+    sim: Sim, gateway_factory: Callable[[], Gateway]
+) -> None:
+    """Regression (issue 15): after the leader died, the standby took the Lease and then climbed
+    one replica per second (2, 3, 4, 5, 6) although it had computed the target as a standby. Its
+    first write as leader must be the target."""
+    await sim.create_model("llama", replicas=1)
+    writes = FaultInjector("llama")  # no faults planned: records every replica change
+    sim.cluster.ctx.admission.append(writes)
+    first = await sim.controller("first")
+    async with gateway_factory() as gw:
+        await _ready_leader(first, gw)
+        second = await sim.controller("second")
+
+        async def standby_ready() -> bool:
+            return second.health.ready()[0] and bool(second.consumer and second.consumer.streams)
+
+        await eventually(standby_ready, what="the standby to be ready")
+        await _kill(first)
+        loop = asyncio.get_running_loop()
+        died = loop.time()
+        gw.enqueue(40)  # demand arrives while no one leads: the standby decides, cannot write
+
+        async def took_over() -> bool:
+            return second.is_leader
+
+        await eventually(took_over, timeout=10.0, what="the standby to acquire the Lease")
+        cfg = second.config
+        assert loop.time() - died <= cfg.lease_duration_s + 2 * cfg.lease_retry_s + 1.0
+        await eventually(lambda: _equals(sim, "llama", 6), timeout=5.0, what="the target")
+    assert writes.seen[0] == 6, writes.seen  # straight to target, no climb

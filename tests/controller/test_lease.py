@@ -51,3 +51,37 @@ async def test_one_leader_then_a_clean_handover_on_release(sim: Sim) -> None:
     finally:
         task_a.cancel()
     assert changes == [("a", True), ("a", False), ("b", True)]
+
+
+async def test_leadership_ends_at_the_renew_deadline_even_without_a_renewal_round(
+    sim: Sim,
+) -> None:
+    """Regression (issue 15): leadership was a flag cleared only by the next campaign round, so a
+    paused leader acted as leader when it woke up. It is a deadline judged when asked."""
+    fake = {"now": 1000.0}
+    elector = LeaseElector(
+        sim.api,
+        namespace=NS,
+        name="fence-test",
+        identity="a",
+        lease_duration_s=4.0,
+        retry_period_s=0.2,
+        clock=lambda: fake["now"],
+    )
+    task = asyncio.create_task(elector.run())
+    try:
+
+        async def leads() -> bool:
+            return elector.is_leader
+
+        await eventually(leads, what="a to acquire the free Lease")
+    finally:
+        task.cancel()  # no more rounds: as if the process were stopped here
+        await asyncio.gather(task, return_exceptions=True)
+    assert elector.renew_deadline_s == 3.8
+    assert 0 < elector.remaining() <= 3.8
+    fake["now"] += 3.0
+    assert elector.remaining() > 0  # still inside the renew deadline
+    fake["now"] += 0.9
+    assert not elector.is_leader  # past it: no write may go out, though no round ran
+    assert elector.remaining() <= 0

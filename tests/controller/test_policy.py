@@ -363,3 +363,57 @@ def test_noisy_window_around_a_steady_mean_holds_the_size() -> None:
         d, state = decide(o, state, SPEC, float(i))
         peak = max(peak, d.replicas)
     assert peak == 3
+
+
+def test_a_standby_does_not_keep_the_expected_queue_of_a_scale_up_it_never_made() -> None:
+    """Regression (issue 15): a standby decided 8 but never wrote it; following the cluster's 1
+    replica it kept the backlog that imagined scale-up was sized for, so after takeover it
+    climbed one replica per second. A standby that follows the cluster must decide from what it
+    observes, and the new leader must ask for the full target on its first decision."""
+    spec = replace(SPEC, scale_down_delay_s=300.0)
+    state = PolicyState.initial(1)
+    current = 1  # what the Deployment says: no one writes while the leader is dead
+    queue = 40.0
+    standby: list[int] = []
+    now = 0.0
+    for _ in range(20):  # 5 s as a standby, evaluating every 0.25 s, the queue growing
+        now += 0.25
+        queue += 10 * 0.25
+        if current != state.replicas:
+            state = state.with_replicas(current)  # as the loop does for a standby
+        o = obs(
+            now,
+            queue_depth=int(queue),
+            ready_replicas=1,
+            in_flight=10,
+            arrival_rate_short=20.0,
+            arrival_rate_long=20.0,
+        )
+        d, state = decide(o, state, spec, now)
+        standby.append(d.replicas)
+    # Every standby decision sizes for the whole observed queue (none of it is on its way).
+    full = math.ceil(20 / 9 + int(queue) / 10)
+    assert standby[-1] == full, standby
+    assert standby == sorted(standby)  # follows the growing queue, never falls back
+    # Takeover: the first decision as leader (state synced to the cluster) is the target.
+    state = state.with_replicas(current)
+    now += 0.25
+    queue += 10 * 0.25
+    o = obs(
+        now,
+        queue_depth=int(queue),
+        ready_replicas=1,
+        in_flight=10,
+        arrival_rate_short=20.0,
+        arrival_rate_long=20.0,
+    )
+    d, state = decide(o, state, spec, now)
+    assert d.replicas == math.ceil(20 / 9 + int(queue) / 10)
+
+
+def test_with_replicas_keeps_the_expected_queue_when_capacity_was_added() -> None:
+    """A scale made by someone else that is larger than ours still explains the backlog."""
+    state = replace(PolicyState.initial(3), expected_queue=25.0)
+    assert state.with_replicas(5).expected_queue == 25.0
+    assert state.with_replicas(3).expected_queue == 25.0
+    assert state.with_replicas(2).expected_queue == 0.0

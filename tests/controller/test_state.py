@@ -197,6 +197,32 @@ def test_ratio_window_slides() -> None:
     assert w.ratio(30.0) is None
 
 
+def test_in_flight_is_kept_per_pod_across_gateways() -> None:
+    """Before a scale-down the pods are ranked by this (issue 15: the idlest leave)."""
+    store = StateStore(StateSettings(max_tracked_requests=100))
+    a, b = "http://10.0.0.1:8000", "http://10.0.0.2:8000"
+    store.ingest([ev(EventType.ENQUEUE, f"r{i}") for i in range(6)], 0.0)
+    store.ingest([ev(EventType.DISPATCH, f"r{i}", pod=a) for i in range(4)], 0.0)
+    store.ingest([ev(EventType.DISPATCH, "r4", pod=b)], 0.0)
+    store.ingest([ev(EventType.ENQUEUE, "x"), ev(EventType.DISPATCH, "x", gw="g2", pod=b)], 0.0)
+    assert store.model(M).pod_in_flight() == {a: 4, b: 2}
+    store.ingest([ev(EventType.COMPLETE, "r0", pod=a), ev(EventType.CANCEL, "r1")], 0.1)
+    store.ingest([ev(EventType.DISPATCH, "r2", pod=b)], 0.1)  # retried on another pod
+    store.ingest([ev(EventType.COMPLETE, "r4", pod=b), ev(EventType.COMPLETE, "r4", pod=b)], 0.1)
+    assert store.model(M).pod_in_flight() == {a: 1, b: 2}
+    store.ingest([ev(EventType.COMPLETE, "r3"), ev(EventType.COMPLETE, "r2")], 0.2)
+    store.ingest([ev(EventType.COMPLETE, "x", gw="g2")], 0.2)
+    assert store.model(M).pod_in_flight() == {}
+
+
+def test_per_pod_tracking_is_bounded() -> None:
+    store = StateStore(StateSettings(max_tracked_requests=10))
+    store.ingest([ev(EventType.DISPATCH, f"r{i}", pod=f"p{i % 3}") for i in range(100)], 0.0)
+    view = store.model(M).gateways["g1"]
+    assert len(view.at_pod) == 10
+    assert sum(store.model(M).pod_in_flight().values()) == 10
+
+
 # --- event time, once-only, snapshot order (issue 15) ------------------------------------------
 
 T0_MS = 1_800_000_000_000

@@ -55,3 +55,25 @@ def test_baseline_spec_takes_the_model_bounds_and_the_speed() -> None:
     assert spec.threshold_s == SETUP.slo_s
     assert spec.hpa_sync_s == pytest.approx(1.5)
     assert spec.scale_down_stabilization_s == pytest.approx(30.0)
+
+
+@pytest.mark.parametrize(
+    ("arm", "dispatch"),
+    [("surgescale", "deadline"), ("keda", "deadline"), ("surgescale-fifo", "fifo")],
+)
+def test_each_arm_gets_its_dispatch_order_and_the_demo_slo(arm: str, dispatch: str) -> None:
+    from gateway.cli import settings_from_args
+    from sim.demo.stack import Arm
+
+    which = Arm(arm)
+    argv = commands.gateway_argv(
+        CONFIG, SETUP, ours=which.ours, dispatch=which.dispatch, port=2, kubeconfig=KC, prefix="p"
+    )
+    assert _value(argv, "--dispatch") == dispatch
+    # The gateway accepts exactly these flags and reads the SLO the report judges by.
+    flags = argv[argv.index("gateway") + 1 :]
+    settings = settings_from_args(flags)
+    slo = settings.slo_for(SETUP.model)
+    assert slo.dispatch.value == dispatch
+    assert slo.ttft_base_s == SETUP.slo_s
+    assert slo.late_max_wait_s == CONFIG.late_max_wait_s

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+import orjson
 import pytest
 
 from sim.demo.record import ClusterSample, RequestResult, RunRecord, ScaleChange
@@ -150,3 +152,57 @@ def test_a_later_blip_does_not_undo_the_drain() -> None:
         }
     )
     assert summarize(with_blip).reaction.drain_s == summarize(record).reaction.drain_s
+
+
+def test_within_slo_is_the_shared_definition() -> None:
+    """Attainment counts a request by `Slo`: with a per-input-token allowance a long prompt's
+    slower first token can still be within SLO; failures never are."""
+    reqs = (
+        RequestResult(sent_at=0.0, status="ok", ttft_s=0.9, prompt_tokens=10),
+        RequestResult(sent_at=0.0, status="ok", ttft_s=1.5, prompt_tokens=4000),  # 1 + 0.8 s
+        RequestResult(sent_at=0.0, status="ok", ttft_s=1.5, prompt_tokens=1000),  # 1 + 0.2 s
+        RequestResult(sent_at=0.0, status="503", prompt_tokens=1),
+    )
+    flat = replace(_run(), requests=reqs)
+    assert summarize(flat).slo_attainment == pytest.approx(1 / 4)
+    allowance = replace(flat, slo_per_input_token_s=0.0002)
+    assert summarize(allowance).slo_attainment == pytest.approx(2 / 4)
+    again = RunRecord.from_json(allowance.to_json())
+    assert again.objective() == allowance.objective()
+    assert again.requests[1].prompt_tokens == 4000
+
+
+def test_old_run_files_still_load() -> None:
+    raw = orjson.loads(_run().to_json())
+    del raw["slo_per_input_token_s"]
+    for r in raw["requests"]:
+        del r["prompt_tokens"]
+    old = RunRecord.from_json(orjson.dumps(raw))
+    assert old.objective().ttft_budget(5000) == old.slo_s
+
+
+def test_bench_figures_and_table_with_the_fifo_arm() -> None:
+    from rich.console import Console
+
+    from sim.demo.bench import figures, table
+
+    ours, keda, fifo = summarize(_run()), summarize(_run("keda")), summarize(_run("fifo"))
+    out = figures(ours, keda, speed=10.0, fifo=fifo)
+    for key in (
+        "ours_node_minutes",
+        "baseline_node_minutes",
+        "ours_gpu_minutes",
+        "baseline_gpu_minutes",
+        "ours_failed",
+        "baseline_failed",
+        "ours_fifo_slo_attainment",
+    ):
+        assert key in out, key
+    assert out["ours_failed"] == 1
+    assert out["ours_gpu_minutes"] == pytest.approx(ours.gpu_minutes, abs=1e-3)
+    assert "ours_fifo_slo_attainment" not in figures(ours, keda, speed=10.0)
+    console = Console(width=200, record=True)
+    console.print(table(ours, keda, fifo))
+    text = console.export_text()
+    assert "fifo" in text
+    assert "node-minutes" in text

@@ -29,11 +29,11 @@ def test_fifo_and_cap() -> None:
     tickets = [_ticket(i) for i in range(5)]
     for t in tickets:
         assert q.offer(t).verdict is Verdict.ADMITTED
-    assigned = q.assign()
+    assigned = q.assign(now=100.0)
     assert [t.request_id for t in assigned] == ["r0", "r1"]
     assert (q.queued, q.in_flight) == (3, 2)
     q.finish(tickets[1])
-    assert [t.request_id for t in q.assign()] == ["r2"]
+    assert [t.request_id for t in q.assign(now=100.0)] == ["r2"]
     assert (q.queued, q.in_flight) == (2, 2)
 
 
@@ -41,7 +41,7 @@ def test_least_outstanding_spreads_load() -> None:
     q = _queue({"a": 4, "b": 4, "c": 4})
     for i in range(6):
         q.offer(_ticket(i))
-    q.assign()
+    q.assign(now=100.0)
     assert sorted(p.outstanding for p in q.pods.values()) == [2, 2, 2]
 
 
@@ -50,13 +50,13 @@ def test_least_outstanding_prefers_idle_pod() -> None:
     first = [_ticket(i) for i in range(4)]
     for t in first:
         q.offer(t)
-    q.assign()
+    q.assign(now=100.0)
     for t in first:
         if t.pod is not None and t.pod.url == "a":
             q.finish(t)
     late = _ticket(9)
     q.offer(late)
-    q.assign()
+    q.assign(now=100.0)
     assert late.pod is not None
     assert late.pod.url == "a"
 
@@ -82,11 +82,11 @@ def test_zero_pods_hold_then_release_on_ready() -> None:
     held = [_ticket(i) for i in range(3)]
     for t in held:
         q.offer(t)
-    assert q.assign() == []
+    assert q.assign(now=100.0) == []
     q.upsert_pod("a", ready=False, capacity=8)
-    assert q.assign() == []
+    assert q.assign(now=100.0) == []
     q.upsert_pod("a", ready=True, capacity=8)
-    assert [t.request_id for t in q.assign()] == ["r0", "r1", "r2"]
+    assert [t.request_id for t in q.assign(now=100.0)] == ["r0", "r1", "r2"]
 
 
 def test_leaving_pod_gets_no_new_work_and_is_forgotten_when_idle() -> None:
@@ -94,14 +94,14 @@ def test_leaving_pod_gets_no_new_work_and_is_forgotten_when_idle() -> None:
     t0, t1 = _ticket(0), _ticket(1)
     q.offer(t0)
     q.offer(t1)
-    q.assign()
+    q.assign(now=100.0)
     q.sync_pods({"b": True}, capacity=4)  # "a" left discovery
     on_a = t0 if t0.pod is not None and t0.pod.url == "a" else t1
     assert "a" in q.pods  # still finishing its request
     late = [_ticket(i) for i in range(2, 6)]
     for t in late:
         q.offer(t)
-    q.assign()
+    q.assign(now=100.0)
     assert all(t.pod is not None and t.pod.url == "b" for t in late if t.pod is not None)
     q.finish(on_a)
     assert "a" not in q.pods
@@ -112,11 +112,11 @@ def test_withdraw_queued_and_finish_assigned_keep_counts() -> None:
     a, b, c = _ticket(0), _ticket(1), _ticket(2)
     for t in (a, b, c):
         q.offer(t)
-    q.assign()
+    q.assign(now=100.0)
     q.withdraw(b)  # cancelled while queued
     assert (q.queued, q.in_flight) == (1, 1)
     q.finish(a)
-    assert [t.request_id for t in q.assign()] == ["r2"]  # b is skipped
+    assert [t.request_id for t in q.assign(now=100.0)] == ["r2"]  # b is skipped
     assert b.state is TicketState.DONE
     q.finish(c)
     assert (q.queued, q.in_flight) == (0, 0)
@@ -126,12 +126,12 @@ def test_retry_goes_to_another_pod_first_and_stays_in_flight() -> None:
     q = _queue({"a": 4, "b": 4})
     t = _ticket(0)
     q.offer(t)
-    q.assign()
+    q.assign(now=100.0)
     assert t.pod is not None
     failed = t.pod.url
     q.requeue(t, failed_pod=failed)
     assert (q.queued, q.in_flight) == (0, 1)
-    q.assign()
+    q.assign(now=100.0)
     assert t.pod is not None
     assert t.pod.url != failed
     assert t.attempts == 2
@@ -143,9 +143,9 @@ def test_retry_with_single_pod_uses_it_again() -> None:
     q = _queue({"a": 4})
     t = _ticket(0)
     q.offer(t)
-    q.assign()
+    q.assign(now=100.0)
     q.requeue(t, failed_pod="a")
-    q.assign()
+    q.assign(now=100.0)
     assert t.pod is not None
     assert t.pod.url == "a"
 
@@ -155,9 +155,9 @@ def test_tenant_limit_skips_a_busy_key_without_breaking_fifo() -> None:
     tickets = [_ticket(0, "x"), _ticket(1, "x"), _ticket(2, "y"), _ticket(3, "y")]
     for t in tickets:
         q.offer(t)
-    assert [t.request_id for t in q.assign()] == ["r0", "r2"]
+    assert [t.request_id for t in q.assign(now=100.0)] == ["r0", "r2"]
     q.finish(tickets[0])
-    assert [t.request_id for t in q.assign()] == ["r1"]
+    assert [t.request_id for t in q.assign(now=100.0)] == ["r1"]
 
 
 def test_fairness_round_robin_across_keys() -> None:
@@ -168,7 +168,7 @@ def test_fairness_round_robin_across_keys() -> None:
         q.offer(t)
     order = []
     for _ in range(6):
-        (got,) = q.assign()
+        (got,) = q.assign(now=100.0)
         order.append(got.tenant)
         q.finish(got)
     assert order[:4] == ["heavy", "light", "heavy", "light"]
@@ -191,5 +191,5 @@ def test_not_ready_pod_gets_nothing() -> None:
     q = _queue()
     q.upsert_pod("a", ready=False, capacity=4)
     q.offer(_ticket(0))
-    assert q.assign() == []
+    assert q.assign(now=100.0) == []
     assert q.free_slots == 0

@@ -1,11 +1,19 @@
-"""Property test: whatever happens, the admission core's counts match its tickets."""
+"""Property tests of the admission core: counts match tickets whatever happens, and the
+deadline-aware order keeps its promises (urgent first, FIFO per class, bounded late wait)."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.admission import ModelQueue, Ticket, TicketState
+from gateway.admission import (
+    DispatchOrder,
+    DispatchPolicy,
+    ModelQueue,
+    Ticket,
+    TicketState,
+    Verdict,
+)
 
 _OPS = st.lists(
     st.tuples(
@@ -50,7 +58,7 @@ def test_counts_match_tickets(
         elif op == "pod_down":
             q.remove_pod(f"p{n % 3}")
         if op != "assign" or n % 2:  # the shell pumps after every change; sometimes it lags
-            for t in q.assign():
+            for t in q.assign(now=clock):
                 assert t.pod is not None
                 assert t.state is TicketState.ASSIGNED
         queued = [t for t in tickets if t.state is TicketState.QUEUED]
@@ -67,3 +75,85 @@ def test_counts_match_tickets(
         if limit is not None:
             for name in ("", "a", "b"):
                 assert sum(1 for t in assigned if t.tenant == name) <= limit
+
+
+_TIMED_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["offer", "offer", "assign", "finish", "withdraw", "requeue", "pod_up"]),
+        st.integers(min_value=0, max_value=30),
+        st.sampled_from(["", "a", "b"]),
+        st.floats(min_value=0.0, max_value=3.0),
+        st.floats(min_value=0.2, max_value=6.0),
+    ),
+    min_size=10,
+    max_size=80,
+)
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    ops=_TIMED_OPS,
+    fairness=st.booleans(),
+    order=st.sampled_from(list(DispatchOrder)),
+    first_token_s=st.sampled_from([0.0, 0.3]),
+    bound=st.sampled_from([1.0, 4.0, 10.0]),
+)
+def test_deadline_order_properties(
+    ops: list[tuple[str, int, str, float, float]],
+    fairness: bool,
+    order: DispatchOrder,
+    first_token_s: float,
+    bound: float,
+) -> None:
+    """Whatever arrives, finishes and fails, at every dispatch round:
+
+    - no request has waited past the late bound while a slot is free (no starvation);
+    - the round dispatches the most urgent class first (overdue, fresh, late) and each class
+      oldest first (per API key with fairness: keys take turns);
+    - every request offered is in exactly one place (queued, on a pod, or done), counts agree.
+    """
+    policy = DispatchPolicy(order=order, first_token_s=first_token_s, late_max_wait_s=bound)
+    q = ModelQueue("m", max_length=12, fairness=fairness, policy=policy)
+    tickets: list[Ticket] = []
+    now = 0.0
+    for op, n, tenant, dt, budget in ops:
+        now += dt
+        if op == "offer":
+            t = Ticket(request_id=str(len(tickets)), tenant=tenant, arrived=now)
+            t.deadline = now + budget
+            if q.offer(t).verdict is Verdict.ADMITTED:
+                tickets.append(t)
+            else:
+                assert t.state is TicketState.NEW  # refused: never entered the queue
+        elif op in ("finish", "requeue"):
+            running = [t for t in tickets if t.state is TicketState.ASSIGNED]
+            if running:
+                t = running[n % len(running)]
+                if op == "finish":
+                    q.finish(t)
+                else:
+                    q.requeue(t, failed_pod=None)
+        elif op == "withdraw":
+            waiting = [t for t in tickets if t.state is TicketState.QUEUED]
+            if waiting:
+                q.withdraw(waiting[n % len(waiting)])
+        elif op == "pod_up":
+            q.upsert_pod(f"p{n % 3}", ready=True, capacity=1 + n % 2)
+        classes = {t: policy.urgency(t, now) for t in tickets if t.state is TicketState.QUEUED}
+        got = q.assign(now=now)
+        ranks = [classes[t] for t in got]
+        assert ranks == sorted(ranks), "a less urgent request went before a more urgent one"
+        for rank in set(ranks):
+            same = [t for t in got if classes[t] == rank]
+            for key in {t.tenant for t in same} if fairness else {None}:
+                mine = [t.seq for t in same if key is None or t.tenant == key]
+                assert mine == sorted(mine), "not oldest first within a class"
+        waiting = [t for t in tickets if t.state is TicketState.QUEUED]
+        if q.free_slots:
+            assert not waiting, "a slot is free while requests wait"
+        for t in waiting:
+            assert not (now - t.arrived >= bound and q.free_slots), "late request starved"
+        states = [t.state for t in tickets]
+        assert all(s is not TicketState.NEW for s in states)
+        assert q.queued + q.requeued == len(waiting)
+        assert q.in_flight == sum(1 for s in states if s is TicketState.ASSIGNED) + q.requeued

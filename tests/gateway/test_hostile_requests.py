@@ -98,9 +98,9 @@ def test_per_tenant_state_is_forgotten_when_a_tenant_has_nothing_left() -> None:
     q = ModelQueue(MODEL, max_length=10_000, fairness=True, tenant_limit=2)
     q.sync_pods({"http://p": True}, capacity=4)
     served = [Ticket(request_id=f"s{i}", tenant=f"k-{i}", arrived=float(i)) for i in range(500)]
-    for t in served:
+    for i, t in enumerate(served):
         q.offer(t)
-        for done in q.assign():
+        for done in q.assign(now=float(i)):
             q.finish(done)
     q.sync_pods({}, capacity=4)  # no pods: the rest wait, then give up
     waiting = [Ticket(request_id=f"w{i}", tenant=f"w-{i}", arrived=1e3 + i) for i in range(500)]
@@ -109,8 +109,8 @@ def test_per_tenant_state_is_forgotten_when_a_tenant_has_nothing_left() -> None:
     for t in waiting:
         q.withdraw(t)
     assert (q.queued, q.in_flight) == (0, 0)
-    tracked = (q._queued_by, q._running_by, q._waiting, q._rotation)
-    assert [len(part) for part in tracked] == [0, 0, 0, 0], "per-tenant state left behind"
+    tracked = (q._lanes, q._running_by, q._rotation)
+    assert [len(part) for part in tracked] == [0, 0, 0], "per-tenant state left behind"
 
 
 async def test_many_distinct_keys_leave_no_state_behind(harness: Harness) -> None:
@@ -128,4 +128,4 @@ async def test_many_distinct_keys_leave_no_state_behind(harness: Harness) -> Non
                 return r.status
 
         assert set(await asyncio.gather(*(one(i) for i in range(300)))) == {200}
-    assert len(q._queued_by) + len(q._running_by) + len(q._waiting) == 0
+    assert len(q._lanes) + len(q._running_by) + len(q._rotation) == 0

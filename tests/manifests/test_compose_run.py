@@ -10,7 +10,7 @@ Checks that the parts start with these arguments, find each other, and scale the
 model's replicas and GPU nodes on the burst; that the NodeClaims made for the nodes pass
 Karpenter's real CRD schema; and least privilege: every API call the two processes made is
 permitted by the Roles the manifests bind to their ServiceAccounts, and every permission
-granted was used (but for the two listed in `rbac.UNUSED_OK`, with their reasons)."""
+granted was used (but for those listed in `rbac.UNUSED_OK`, with their reasons)."""
 
 from __future__ import annotations
 

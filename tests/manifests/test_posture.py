@@ -39,14 +39,18 @@ CONTROLLER_GRANTS: set[Rule] = {
     ("", "nodes", "list"),
     ("", "nodes", "watch"),
     ("", "events", "create"),
+    ("", "pods", "list"),
+    ("", "pods", "patch"),
     ("coordination.k8s.io", "leases", "get"),
     ("coordination.k8s.io", "leases", "create"),
     ("coordination.k8s.io", "leases", "update"),
 }
-"""What the controller really calls (recorded in test_sim_cluster.py). It differs from the
-issue's first sketch (pods and nodeclaims, get on InferenceScalers, patch on events) because the
-controller counts ready/starting replicas from Deployment status and capacity from the NodePools
-and their nodes; nothing it does not call is granted."""
+"""What the controller really calls (recorded in test_sim_cluster.py and
+tests/controller/test_scale_down.py). It differs from the issue's first sketch (nodeclaims, get
+on InferenceScalers, patch on events) because the controller counts ready/starting replicas from
+Deployment status and capacity from the NodePools and their nodes; pods are only listed and
+their deletion-cost annotation patched before a scale-down. Nothing it does not call is
+granted."""
 
 GATEWAY_GRANTS: set[Rule] = {
     ("discovery.k8s.io", "endpointslices", "list"),

@@ -21,14 +21,13 @@ import aiohttp
 import yaml
 
 from controller import crd
+from controller.scaler import OPT_IN_LABEL
 from sim.demo import objects
 from sim.demo.procs import StartError
 
 NAMESPACE = "faults"
 MODEL = "faults-llm"
 PROBE_MODEL = "faults-probe"
-OPT_IN_LABEL = "surgescale.io/scalable"
-"""Scale targets carry this label (value "true") to opt in to being scaled (issue #15)."""
 LEASE_PATH = "/apis/coordination.k8s.io/v1/namespaces/default/leases/surgescale-controller"
 SETUP = objects.ModelSetup(
     namespace=NAMESPACE,

@@ -10,14 +10,16 @@ replicas while streams are in flight on them.
 
 Measured: `scale_down_streams_lost` — requests sent since the load started that did not stream
 to `[DONE]` (the load generator's record; a stream cut by a deleted pod or refused by one that is
-terminating counts), target 0. Context: the replicas before and after, and how many scale-down
-PATCHes the API server accepted. If no scale-down happened within the bound the figure is
-missing (the fault was not exercised).
+terminating counts), target 0. Context: the replicas before and after, how many scale-down
+PATCHes the API server accepted after the load fell, and how many scale-ups followed them (a
+fleet that goes down and up again while demand is flat is thrashing). If no scale-down happened
+within the bound the figure is missing (the fault was not exercised).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Awaitable, Callable
 
@@ -68,18 +70,24 @@ async def run(ctx: FaultContext) -> list[Figure]:
         load.release_burst("few")
         await load.stop_burst(wait_s=20.0)
         final, _ = await st.replicas()
-        downs = [
+        writes = [
             w
             for w in st.proxy.writes
-            if w.is_scale and w.ok and w.at >= t_down and w.path.endswith(f"/{MODEL}/scale")
+            if w.is_scale and w.ok and w.path.endswith(f"/{MODEL}/scale") and w.replicas is not None
         ]
         sent = [o for o in load.outcomes if o.sent >= t0]
         lost = sum(1 for o in sent if not o.ok)
-    exercised = bool(downs) and final < peak_ready
+    # A scale-down is an accepted PATCH below the value written before it, after the load fell.
+    downs = ups = 0
+    for before, after in itertools.pairwise(writes):
+        if after.at >= t_down and after.replicas is not None and before.replicas is not None:
+            downs += after.replicas < before.replicas
+            ups += after.replicas > before.replicas
     return [
-        *measured(TEMPLATE, {"scale_down_streams_lost": lost if exercised else None}),
+        *measured(TEMPLATE, {"scale_down_streams_lost": lost if downs else None}),
         info("scale_down_streams", len(sent), fault=NAME),
         info("scale_down_ready_before", peak_ready, fault=NAME),
         info("scale_down_replicas_after", final, fault=NAME),
-        info("scale_down_patches", len(downs), fault=NAME),
+        info("scale_down_patches", downs, fault=NAME),
+        info("scale_down_then_up_patches", ups, fault=NAME),
     ]

@@ -20,15 +20,28 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
+# Where pip must trust a CA bundle of the machine's (mounted read-only into the build), e.g.
+#   podman build --volume /etc/ssl/certs:/etc/ssl/certs:ro \
+#                --build-arg PIP_CERT=/etc/ssl/certs/ca-certificates.crt ...
+# (tools/compose_check does this); unset, pip uses the image's own bundle.
+ARG PIP_CERT
 WORKDIR /src
 RUN python -m venv /opt/surgescale
-# Dependencies first (they change less often than the code), then the packages themselves.
-COPY pyproject.toml README* ./
+# Dependencies first, in a layer of their own keyed by pyproject.toml alone (they change less
+# often than the code), then the packages themselves without dependencies. Only what the parts in
+# the image run: the plotting library of the demo's and the evaluator's reports stays out (no
+# part run in a container imports it; tools/compose_check runs them all).
+ARG LEAVE_OUT="matplotlib"
+COPY pyproject.toml ./
+RUN python -c "import re, sys, tomllib; out = sys.argv[1].split(); deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print(*(d for d in deps if re.split('[^A-Za-z0-9_.-]', d)[0].lower() not in out), sep='\\n')" "$LEAVE_OUT" > requirements.txt \
+    && /opt/surgescale/bin/pip install --no-cache-dir -r requirements.txt
+COPY README* ./
 COPY surgescale ./surgescale
 COPY gateway ./gateway
 COPY controller ./controller
 COPY sim ./sim
-RUN /opt/surgescale/bin/pip install --no-cache-dir . \
+RUN /opt/surgescale/bin/pip install --no-cache-dir --no-deps . \
+    && /opt/surgescale/bin/pip uninstall -q -y pip setuptools \
     && /opt/surgescale/bin/python -m compileall -q /opt/surgescale/lib
 
 # ---- runtime stage: slim base, the virtualenv, an unprivileged user, nothing else ----

@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
-from controller.policy import PolicySpec
+from controller.policy import Billing, PolicySpec
 
 GROUP: Final = "surgescale.io"
 VERSION: Final = "v1alpha1"
@@ -60,8 +60,23 @@ class Slo(_Model):
 class Target(_Model):
     """How much work one replica takes."""
 
-    concurrency_per_replica: int = Field(
-        32, ge=1, description="Requests one replica serves at once (the gateway's per-pod cap)."
+    concurrency_per_replica: int | None = Field(
+        None,
+        ge=1,
+        description="Requests one replica serves at once, fixed. Unset: the largest batch whose "
+        "TPOT p95 meets slo.tpotP95Ms (learned from the events), or maxNumSeqs without one.",
+    )
+    max_num_seqs: int = Field(
+        256, ge=1, description="The engine's batch limit (vLLM --max-num-seqs)."
+    )
+    cold_start_seconds: float = Field(
+        60.0, ge=0, description="Pod creation to Ready (model load) on a node with a free GPU."
+    )
+    drain_horizon_seconds: float | None = Field(
+        None,
+        ge=0,
+        description="Seconds to drain a queue in. Unset: when new capacity can arrive (cold "
+        "start, plus node boot when new nodes are needed), at least the TTFT SLO.",
     )
     prior_request_seconds: float = Field(
         4.0,
@@ -124,6 +139,12 @@ class Capacity(_Model):
     gpus_per_replica: int = Field(1, ge=1, description="GPUs one replica uses.")
     gpus_per_node: int = Field(8, ge=1, description="GPUs one node has.")
     headroom_replicas: int = Field(0, ge=0, description="Spare replicas' worth of nodes to keep.")
+    billing: Billing = Field(
+        Billing.NODE,
+        description="Node: whole nodes are billed, so replicas fill the nodes kept and go only "
+        "with a node; GPU: GPU-seconds are billed (GPUs shared with other workloads).",
+    )
+    node_boot_seconds: float = Field(120.0, ge=0, description="Node launch to Ready.")
 
     @model_validator(mode="after")
     def _refs(self) -> Capacity:
@@ -201,6 +222,11 @@ def to_policy_spec(spec: InferenceScalerSpec) -> PolicySpec:
         gpus_per_replica=spec.capacity.gpus_per_replica,
         gpus_per_node=spec.capacity.gpus_per_node,
         headroom_replicas=spec.capacity.headroom_replicas,
+        billing=spec.capacity.billing,
+        node_boot_s=spec.capacity.node_boot_seconds,
+        cold_start_s=spec.target.cold_start_seconds,
+        drain_horizon_s=spec.target.drain_horizon_seconds,
+        max_num_seqs=spec.target.max_num_seqs,
         stale_after_s=spec.stale_after_seconds,
         prior_request_seconds=spec.target.prior_request_seconds,
         target_utilization=spec.target.utilization,

@@ -48,7 +48,13 @@ from controller.ops import Health, Metrics, build_app, log_decision
 from controller.pods import DeletionCoster, KubePodAPI, selector_string
 from controller.policy import Decision, Observation, PolicyState, decide
 from controller.report import Reporter
-from controller.scaler import Key, Scaler, cluster_counts, opt_in_refusal
+from controller.scaler import (
+    Key,
+    Scaler,
+    cluster_counts,
+    concurrency_condition,
+    opt_in_refusal,
+)
 from controller.state import ClusterCounts, StateSettings, StateStore
 from surgescale.events import Delivery, EventConsumer, RedisClient, StreamKeys, close, connect
 
@@ -440,8 +446,13 @@ class Controller:
         elif not self.is_leader and current != scaler.state.replicas:
             scaler.state = scaler.state.with_replicas(current)
         model_state = self.store.model(scaler.spec.model)
+        pspec = scaler.policy_spec
         obs = model_state.observe(
-            now, cluster=counts, concurrency_per_replica=scaler.policy_spec.concurrency_per_replica
+            now,
+            cluster=counts,
+            concurrency_per_replica=pspec.concurrency_per_replica,
+            max_num_seqs=pspec.max_num_seqs,
+            tpot_slo_s=pspec.tpot_slo_s,
         )
         decision, scaler.state = decide(obs, scaler.state, scaler.policy_spec, now)
         scaler.evaluated_queue = obs.queue_depth
@@ -470,11 +481,12 @@ class Controller:
             leader=self.is_leader,
             level=logging.INFO if changed else logging.DEBUG,
         )
+        concurrency_condition(scaler, obs)
         scaler.set_condition(
             "DataAvailable",
             decision.valid,
             "Observed" if decision.valid else "CannotDecide",
-            decision.reason if not decision.valid else "events are current",
+            decision.describe() if not decision.valid else "events are current",
         )
         refusal = opt_in_refusal(
             scaler,
@@ -518,7 +530,7 @@ class Controller:
                 cap = scaler.spec.capacity
                 slots = max(cap.gpus_per_node // cap.gpus_per_replica, 1)
                 node_value = max(decision.nodes * slots - decision.replicas, 0)
-        reason = decision.reason
+        reason = decision.describe()
         self._kicked = decision.replicas != current or self._kicked
         if decision.replicas > current:  # nodes ahead of the pods
             if node_target is not None and node_value is not None:

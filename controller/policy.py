@@ -2,151 +2,85 @@
 
 No I/O and no clock: `now` is an argument, so the live controller (`controller.loop`) and the
 virtual-time evaluator (`sim.evaluate`) run this very function. Collecting the observation lives
-in `controller.state`; writing the result lives in `controller.actuator`.
+in `controller.state`; writing the result lives in `controller.actuator`. Pure helpers beside it:
+`controller.retention` (when to release a node), `controller.changepoint` (step detection, fed by
+the state), `controller.concurrency` (a replica's concurrency from the TPOT objective).
 
 How a decision is made (all rates in requests per second):
 
-- **Service rate.** `mu` is what one Ready replica completes per second at its target concurrency
-  (`controller.state` measures it while the replicas are full, see there). Before any request has
-  been observed it is the prior `concurrency_per_replica / prior_request_seconds`
-  (32 / 4 s = 8 req/s by default): a guess that the observed rate replaces as soon as the
-  controller has one.
-- **Arrival rate for sizing.** A 2 s window holds few arrivals, so its rate is noisy (Poisson: a
-  count `n` varies by about `sqrt(n)`). The sizing rate is the long-window rate unless the short
-  window exceeds it by more than noise: `max(long, short - arrival_noise_z * sqrt(short / w))`
-  where `w` is the short window's length (`Observation.arrival_short_window_s`; without it the
-  short rate is used as is). A real step still shows at once (at 39 req/s over 2 s the bound is
-  30 req/s) and the queue term covers the rest; a noisy reading around a steady mean does not
-  size the fleet.
-- **Need.** `ceil(arrival / (mu * target_utilization) + queue_unexplained / (mu * ttft_slo))`:
-  enough replicas to serve the arrival rate and drain the queue within the TTFT SLO.
-- **No double counting.** Replicas already starting are part of the Deployment's replica count,
-  so the target is compared with the current desired count, never added to it. The queue that
-  piles up while they start is *expected*: the state carries `expected_queue`, a fluid model of
-  the backlog the requested capacity is already sized for (set to the observed queue at each
-  scale-up, then growing by `arrival - mu * ready` per second while replicas start and decaying
-  once they serve), and only the queue beyond it (`queue_unexplained`) asks for more replicas.
-- **Scale up at once**, to `need` clamped to `[min_replicas, max_replicas]`.
-- **Scale down slowly.** The target is the highest recommendation of the last
-  `scale_down_delay_s` (a sliding-window maximum, as the HPA's stabilization window), at most
-  `scale_down_max_step` replicas per `scale_down_period_s`, never below
-  `ceil(in_flight / concurrency_per_replica)`, and not at all while the TTFT (or TPOT) p95 is
-  above its SLO.
+- **Concurrency per replica** (`Decision.concurrency`): the observation's basis (learned from the
+  TPOT objective, see `controller.concurrency`), else the spec's fixed `concurrency_per_replica`,
+  else the engine's `max_num_seqs`.
+- **Service rate.** `mu` is what one Ready replica completes per second at that concurrency
+  (`controller.state` measures it while the replicas are full). Before any request has been
+  observed it is the prior `concurrency / prior_request_seconds`.
+- **Arrival rate for sizing.** The long-window rate unless the short window exceeds it by more
+  than Poisson noise: `max(long, short - arrival_noise_z * sqrt(short / w))`, and at least the
+  rate of a step the change detector has just declared certain (`arrival_step_rate`), so a step
+  is answered before a queue forms. `arrival_noise_z` is 3.5: the short window is read every
+  evaluation, and at 2 standard deviations a steady 18 req/s crossed it within minutes (one
+  replica up, then down again); real steps are the change detector's job.
+- **Need.** `ceil(arrival / (mu * target_utilization) + queue_unexplained / (mu * horizon))`.
+  The drain horizon is when new capacity can actually arrive: `max(ttft_slo, cold_start)`, plus
+  the node boot when the replicas asked for do not fit on the nodes there are
+  (`drain_horizon_s` overrides it). Sizing to drain a queue within the TTFT SLO buys replicas
+  that arrive a cold start later, when those requests are long late.
+- **No double counting.** Starting replicas are part of the Deployment's count, so the target is
+  compared with the current desired count. The queue that piles up while they start is
+  *expected* (`expected_queue`, a fluid model reset at each scale-up); only the rest asks for more.
+- **Scale up at once**, to `need` clamped to `[min_replicas, max_replicas]`; never below
+  `ceil(in_flight / concurrency)`.
+- **Billing.** With `Billing.GPU` (GPUs shared with other workloads, each GPU-second billed):
+  scale down to the highest recommendation of the last `scale_down_delay_s`, at most
+  `scale_down_max_step` replicas per `scale_down_period_s`, never while the TTFT (or TPOT) p95
+  is above its SLO. With `Billing.NODE` (the default: a node is billed whole) a replica on a GPU
+  of a node that stays anyway is free, so the decided nodes are *filled* with replicas (up to
+  `max_replicas`), and replicas go only with a node. A node demand no longer needs is kept for
+  `keep_node_s`, learned from how long demand stayed away before (`controller.retention`: keep
+  it while that costs less than a cold start plus node boot is expected to lose), then released
+  (rate-limited as above, never while latency is above its SLO). A new node is bought only
+  when past bursts that lasted as long as the one going on mostly outlasted a node boot plus a
+  cold start (`DeferNode` otherwise, with `defer_short_bursts`): a node that arrives after the
+  burst serves nobody, and the replicas on the kept nodes take the burst meanwhile.
 - **Scale to zero** (only with `min_replicas == 0`) after `scale_to_zero_idle_s` with no queue,
-  nothing in flight and no enqueue; until then at least one replica is kept. **Instant wake**: a
+  nothing in flight and no enqueue; until then at least one replica. **Instant wake**: a
   queued request or a recent enqueue at zero replicas asks for a replica on the same evaluation.
-- **Nodes** = `ceil((replicas + headroom_replicas) * gpus_per_replica / gpus_per_node)`; the
-  actuator requests them together with (ahead of) the pods.
+- **Nodes** = `ceil((replicas + headroom_replicas) * gpus_per_replica / gpus_per_node)`.
 - **Cannot decide** (`has_data` false, or data older than `stale_after_s`) is a `Decision` with
   `valid=False` that holds the current size: no scale-up, and never a scale-down.
+
+`Decision.reason` is a `Reason` (an enum) and `Decision.detail` the numbers behind it.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
+from controller.policy_types import (
+    Billing,
+    Decision,
+    Observation,
+    PolicySpec,
+    PolicyState,
+    Reason,
+)
+from controller.retention import keep_seconds, worth_buying
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PolicySpec:
-    """The policy-relevant part of an InferenceScaler spec (times in seconds)."""
-
-    min_replicas: int = 0
-    max_replicas: int = 10
-    ttft_slo_s: float = 1.0
-    tpot_slo_s: float | None = None
-    concurrency_per_replica: int = 32
-    scale_down_delay_s: float = 300.0
-    scale_down_max_step: int = 1
-    scale_down_period_s: float = 30.0
-    """Rate limit: at most `scale_down_max_step` replicas removed per period."""
-    scale_to_zero_idle_s: float | None = 600.0
-    """Idle time before scaling to zero (needs `min_replicas == 0`); None never scales to zero."""
-    gpus_per_replica: int = 1
-    gpus_per_node: int = 8
-    headroom_replicas: int = 0
-    stale_after_s: float = 5.0
-    prior_request_seconds: float = 4.0
-    """Typical in-pod request duration assumed before a service rate has been observed."""
-    target_utilization: float = 0.9
-    """Fraction of a replica's service rate the arrival rate may use."""
-    arrival_noise_z: float = 2.0
-    """Standard deviations of Poisson noise the short-window rate must exceed the long-window
-    rate by before it sizes the fleet (0 = use the short rate as is)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Observation:
-    """What the controller knows about one model at `now_data`."""
-
-    now_data: float
-    """Time of the newest data this observation reflects."""
-    queue_depth: int
-    in_flight: int
-    ready_replicas: int
-    starting_replicas: int
-    """Created but not Ready; counted as capacity on its way, never double-counted."""
-    arrival_rate_short: float
-    arrival_rate_long: float
-    service_rate_per_replica: float | None
-    """Completions/s one Ready replica sustains at its target concurrency (None = unknown yet)."""
-    ttft_p95_s: float | None
-    tpot_p95_s: float | None
-    last_enqueue_at: float | None
-    """For the scale-to-zero idle timer and instant wake."""
-    ready_nodes: int = 0
-    starting_nodes: int = 0
-    has_data: bool = True
-    arrival_short_window_s: float | None = None
-    """Length of the short arrival window (for its noise bound); None = take the rate as is."""
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyState:
-    """What `decide` remembers between calls. Opaque to callers: make it with `initial`."""
-
-    replicas: int
-    nodes: int
-    window: tuple[tuple[float, int], ...] = ()
-    """Sliding-window maximum of recommendations: (time, value), values strictly decreasing."""
-    last_now: float | None = None
-    last_down_at: float | None = None
-    busy_at: float | None = None
-    """Last time there was work (queue, in flight or an enqueue); seeds the idle timer."""
-    expected_queue: float = 0.0
-
-    @staticmethod
-    def initial(replicas: int, nodes: int | None = None) -> PolicyState:
-        """The state of a controller that finds the target at `replicas` (and `nodes` nodes)."""
-        return PolicyState(replicas=max(0, replicas), nodes=-1 if nodes is None else nodes)
-
-    def with_replicas(self, replicas: int) -> PolicyState:
-        """The same memory with the current size set to what the cluster says (a standby
-        following the leader's writes, or a scale made by someone else).
-
-        Below the size this memory decided, the scale-up it imagined was never made (a standby
-        decides but does not write): the backlog it expected that capacity to absorb is not
-        explained by anything on its way, so `expected_queue` is dropped and the whole observed
-        queue asks for replicas again. A new leader thus acts on what it observes and goes
-        straight to target instead of climbing from a standby's stale expectation."""
-        replicas = max(0, replicas)
-        if replicas < self.replicas:
-            return replace(self, replicas=replicas, expected_queue=0.0)
-        return replace(self, replicas=replicas)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Decision:
-    """The outcome of one evaluation. `valid=False` means "cannot decide": hold the size."""
-
-    valid: bool
-    replicas: int
-    nodes: int
-    reason: str
-    recommended: int = 0
-    """The unstabilized recommendation (before delay and rate limit), for logs."""
-    service_rate: float = 0.0
-    """The per-replica service rate used (observed or prior)."""
+__all__ = [
+    "Billing",
+    "Decision",
+    "Observation",
+    "PolicySpec",
+    "PolicyState",
+    "Reason",
+    "concurrency",
+    "decide",
+    "nodes_for",
+    "replicas_on",
+    "service_rate",
+    "sizing_arrival",
+]
 
 
 _MAX_GAP_S = 60.0
@@ -161,29 +95,62 @@ def nodes_for(replicas: int, spec: PolicySpec) -> int:
     return math.ceil(gpus / max(spec.gpus_per_node, 1))
 
 
+def replicas_on(nodes: int, spec: PolicySpec) -> int:
+    """Replicas that fit on `nodes` nodes beside the headroom replicas (node filling)."""
+    gpus = max(nodes, 0) * max(spec.gpus_per_node, 1)
+    return max(gpus // max(spec.gpus_per_replica, 1) - max(spec.headroom_replicas, 0), 0)
+
+
+def concurrency(observation: Observation, spec: PolicySpec) -> int:
+    """The per-replica concurrency basis: the observation's, else the spec's; never above the
+    gateway's per-pod cap (a replica gets no more than the gateway sends it)."""
+    if observation.concurrency_per_replica is not None and observation.concurrency_per_replica > 0:
+        value = observation.concurrency_per_replica
+    elif spec.concurrency_per_replica is not None and spec.concurrency_per_replica > 0:
+        value = spec.concurrency_per_replica
+    else:
+        value = max(spec.max_num_seqs, 1)
+    cap = observation.pod_cap
+    return min(value, cap) if cap is not None and cap > 0 else value
+
+
 def service_rate(observation: Observation, spec: PolicySpec) -> float:
     """The observed per-replica service rate, or the prior before one is known."""
     observed = observation.service_rate_per_replica
     if observed is not None and observed > 0 and math.isfinite(observed):
         return observed
-    return spec.concurrency_per_replica / max(spec.prior_request_seconds, 1e-3)
+    return concurrency(observation, spec) / max(spec.prior_request_seconds, 1e-3)
 
 
 def sizing_arrival(observation: Observation, spec: PolicySpec) -> float:
     """The arrival rate the fleet is sized for: the short-window rate where it exceeds the
-    long-window rate by more than Poisson noise, else the long-window rate."""
+    long-window rate by more than Poisson noise, else the long-window rate; at least a step's."""
     short = max(observation.arrival_rate_short, 0.0)
+    step = observation.arrival_step_rate or 0.0
     window = observation.arrival_short_window_s
     if window is None or window <= 0 or spec.arrival_noise_z <= 0:
-        return short
+        return max(short, step)
     long = max(observation.arrival_rate_long, 0.0)
     lower = short - spec.arrival_noise_z * math.sqrt(short / window)
-    return max(long, lower, 0.0)
+    return max(long, lower, step, 0.0)
 
 
-def _hold(state: PolicyState, reason: str) -> tuple[Decision, PolicyState]:
+def reacquire_s(spec: PolicySpec) -> float:
+    """Seconds from asking for a node to a Ready replica on it."""
+    return max(spec.cold_start_s, 0.0) + max(spec.node_boot_s, 0.0)
+
+
+def _need(arrival: float, queue: float, mu: float, util: float, horizon: float) -> int:
+    raw = arrival / (mu * util) + queue / (mu * max(horizon, 1e-3))
+    return math.ceil(raw - 1e-9) if raw > 0 else 0
+
+
+def _hold(state: PolicyState, reason: Reason, detail: str) -> tuple[Decision, PolicyState]:
     nodes = state.nodes if state.nodes >= 0 else 0
-    return Decision(valid=False, replicas=state.replicas, nodes=nodes, reason=reason), state
+    decision = Decision(
+        valid=False, replicas=state.replicas, nodes=nodes, reason=reason, detail=detail
+    )
+    return decision, state
 
 
 def _push_window(
@@ -194,23 +161,30 @@ def _push_window(
     return tuple(kept)
 
 
+def _window_max(window: tuple[tuple[float, int], ...], since: float) -> int:
+    return max((v for t, v in window if t >= since), default=0)
+
+
 def decide(
     observation: Observation, state: PolicyState, spec: PolicySpec, now: float
 ) -> tuple[Decision, PolicyState]:
     """Decide the replicas and nodes for one model; see the module docstring for the rules."""
     obs = observation
     if not obs.has_data:
-        return _hold(state, "no data")
+        return _hold(state, Reason.NO_DATA, "no events yet")
     age = now - obs.now_data
     if age > spec.stale_after_s:
-        return _hold(state, f"stale data ({age:.1f}s old)")
+        return _hold(state, Reason.STALE_DATA, f"data {age:.1f}s old")
 
+    conc = concurrency(obs, spec)
     mu = service_rate(obs, spec)
     current = state.replicas
+    current_nodes = state.nodes if state.nodes >= 0 else nodes_for(current, spec)
     queue = max(obs.queue_depth, 0)
     in_flight = max(obs.in_flight, 0)
     arrival = max(obs.arrival_rate_short, 0.0)
     sizing = sizing_arrival(obs, spec)
+    sustained = sizing_arrival(replace(obs, arrival_step_rate=None), spec)
 
     # Expected backlog: grows while capacity is short (e.g. during a cold start), decays after.
     dt = 0.0 if state.last_now is None else now - state.last_now
@@ -225,9 +199,28 @@ def decide(
 
     util = min(max(spec.target_utilization, 0.05), 1.0)
     slo = max(spec.ttft_slo_s, 1e-3)
-    raw = sizing / (mu * util) + unexplained / (mu * slo)
-    need = math.ceil(raw - 1e-9) if raw > 0 else 0
-    in_flight_need = math.ceil(in_flight / max(spec.concurrency_per_replica, 1))
+    room = max(replicas_on(current_nodes, spec), current)
+
+    def sized(rate: float) -> tuple[int, float]:
+        if spec.drain_horizon_s is not None:
+            horizon = max(spec.drain_horizon_s, slo)
+            return _need(rate, unexplained, mu, util, horizon), horizon
+        horizon = max(slo, spec.cold_start_s)
+        need = _need(rate, unexplained, mu, util, horizon)
+        if need <= room:
+            return need, horizon
+        # the replicas beyond the room on today's nodes wait for a node boot too
+        horizon = max(slo, reacquire_s(spec))
+        return max(_need(rate, unexplained, mu, util, horizon), room), horizon
+
+    need, horizon = sized(sustained)
+    sustained_need = need
+    if sizing > sustained:
+        # A step just detected says nothing yet about how long it lasts: it fills the room on
+        # today's nodes, and buys new nodes (useful only a boot and a cold start later) only
+        # once the rate windows show it is sustained.
+        need = max(need, min(sized(sizing)[0], room))
+    in_flight_need = math.ceil(in_flight / max(conc, 1))
 
     # Idle tracking for scale to zero and instant wake.
     busy_at = state.busy_at if state.busy_at is not None else now
@@ -242,53 +235,127 @@ def decide(
     )
     floor = max(spec.min_replicas, in_flight_need)
     if idle:
-        need = 0  # no enqueue for the idle period: whatever the rate windows still hold is past
+        need = sustained_need = 0  # no enqueue for the idle period: the rate windows are past
     else:
         floor = max(floor, 1)
     recommended = min(max(need, floor), spec.max_replicas)
     recommended = max(recommended, min(spec.min_replicas, spec.max_replicas))
 
-    horizon = max(spec.scale_down_delay_s, 0.0)
+    delay = max(spec.scale_down_delay_s, 0.0)
     window = state.window
-    if state.last_now is None:
-        window = ((now, current),)  # a fresh controller waits a full delay before going down
-    window = _push_window(window, now, recommended, horizon)
+    node_window = state.node_window
+    if state.last_now is None:  # a fresh controller waits a full delay before going down
+        window = ((now, current),)
+        node_window = ((now, current_nodes),)
+    window = _push_window(window, now, recommended, delay)
     stabilized = max(v for _, v in window)
+    # Nodes are kept for sustained demand: a step's extra replicas use the room there is.
+    sustained_rec = min(max(sustained_need, floor, spec.min_replicas), spec.max_replicas)
+    nodes_needed = nodes_for(min(recommended, sustained_rec), spec)
+    keep_horizon = max(spec.max_keep_node_s, 0.0)
+    node_window = _push_window(node_window, now, nodes_needed, keep_horizon)
+    gaps = state.gaps.update(nodes_needed, now)
+    bursts = state.bursts.update(min(recommended, sustained_rec), now)
 
+    step_up = obs.arrival_step_rate is not None and obs.arrival_step_rate >= sizing - 1e-9
+    up_reason = Reason.STEP_UP if step_up else Reason.SCALE_UP
+    up_detail = (
+        f"arrival {sizing:.2f}/s, queue {queue} ({unexplained:.0f} unexplained), "
+        f"mu {mu:.2f}/s at {conc} per replica, drain in {horizon:.0f}s"
+    )
     last_down_at = state.last_down_at
-    if recommended > current:
-        target = recommended
-        reason = (
-            f"scale up: arrival {sizing:.2f}/s, queue {queue} ({unexplained:.0f} unexplained), "
-            f"mu {mu:.2f}/s"
+    keep_s: float | None = None
+    breached = _slo_breached(obs, spec)
+    rate_limited = last_down_at is not None and now - last_down_at < spec.scale_down_period_s
+    target_nodes: int | None = None
+    if spec.billing is Billing.NODE:
+        penalty = spec.release_penalty_s
+        keep_s = keep_seconds(
+            gaps.gaps,
+            reacquire_s=reacquire_s(spec),
+            penalty_s=2 * reacquire_s(spec) if penalty is None else penalty,
+            max_keep_s=keep_horizon,
         )
-        expected = float(queue)  # the new capacity is sized for all of today's queue
-    elif recommended == current:
-        target, reason = current, "steady"
-    elif idle and current > 0:
-        target, reason = 0, f"scale to zero: idle {idle_for:.0f}s"
-        window = ((now, 0),)
-        last_down_at = now
-    elif _slo_breached(obs, spec):
-        target, reason = current, "hold: latency above SLO"
-    elif stabilized >= current:
-        target, reason = current, f"hold: stabilizing (recommended {recommended})"
-    elif last_down_at is not None and now - last_down_at < spec.scale_down_period_s:
-        target, reason = current, "hold: scale-down rate limit"
-    else:
-        target = max(stabilized, current - max(spec.scale_down_max_step, 1), floor, 0)
-        target = min(target, current)
-        reason = f"scale down: recommended {recommended} for {horizon:.0f}s"
-        if target < current:
+        kept = max(_window_max(node_window, now - keep_s), nodes_needed)
+        if idle and current > 0:
+            target_nodes, reason = 0, Reason.SCALE_TO_ZERO
+            detail = f"idle {idle_for:.0f}s"
+        elif (
+            nodes_needed > current_nodes
+            and spec.defer_short_bursts
+            and not worth_buying(
+                bursts.durations,
+                age=bursts.age(replicas_on(current_nodes, spec) + 1, now),
+                reacquire_s=reacquire_s(spec),
+            )
+        ):
+            target_nodes, reason = current_nodes, Reason.DEFER_NODE
+            detail = f"{nodes_needed} node(s) wanted; bursts like this ended before one came"
+        elif nodes_needed > current_nodes or recommended > current:
+            target_nodes, reason, detail = max(nodes_needed, current_nodes), up_reason, up_detail
+        elif kept >= current_nodes or current_nodes <= nodes_needed:
+            target_nodes = current_nodes
+            if nodes_needed < current_nodes:
+                reason = Reason.KEEP_NODE
+                detail = f"{current_nodes - nodes_needed} node(s) idle; kept for {keep_s:.0f}s"
+            else:
+                reason, detail = Reason.STEADY, ""
+        elif breached:
+            target_nodes, reason, detail = current_nodes, Reason.HOLD_LATENCY, _latency(obs)
+        elif rate_limited:
+            target_nodes, reason, detail = current_nodes, Reason.HOLD_RATE_LIMIT, ""
+        else:
+            target_nodes, reason = max(kept, 0), Reason.RELEASE_NODE
+            detail = f"{current_nodes} -> {target_nodes} node(s), idle {keep_s:.0f}s"
             last_down_at = now
+        filled = min(replicas_on(target_nodes, spec), max(spec.max_replicas, 0))
+        target = max(filled, recommended) if target_nodes > 0 else 0
+        if reason is Reason.DEFER_NODE:
+            target = filled  # the replicas the kept nodes hold, no more
+        if idle and current > 0:
+            window, node_window = ((now, 0),), ((now, 0),)
+        elif target > current and reason is Reason.STEADY:
+            reason, detail = Reason.FILL_NODES, f"{target} replicas on {target_nodes} node(s)"
+        if reason in (Reason.SCALE_UP, Reason.STEP_UP):
+            expected = float(queue)  # the new capacity is sized for all of today's queue
+    else:
+        if recommended > current:
+            target, reason, detail = recommended, up_reason, up_detail
+            expected = float(queue)  # the new capacity is sized for all of today's queue
+        elif recommended == current:
+            target, reason, detail = current, Reason.STEADY, ""
+        elif idle and current > 0:
+            target, reason, detail = 0, Reason.SCALE_TO_ZERO, f"idle {idle_for:.0f}s"
+            window = ((now, 0),)
+            last_down_at = now
+        elif breached:
+            target, reason, detail = current, Reason.HOLD_LATENCY, _latency(obs)
+        elif stabilized >= current:
+            target, reason = current, Reason.HOLD_STABILIZING
+            detail = f"recommended {recommended}"
+        elif rate_limited:
+            target, reason, detail = current, Reason.HOLD_RATE_LIMIT, ""
+        else:
+            target = max(stabilized, current - max(spec.scale_down_max_step, 1), floor, 0)
+            target = min(target, current)
+            reason, detail = Reason.SCALE_DOWN, f"recommended {recommended} for {delay:.0f}s"
+            if target < current:
+                last_down_at = now
 
     target = min(max(target, 0), max(spec.max_replicas, 0))
     nodes = nodes_for(target, spec)
+    if target_nodes is not None:
+        nodes = max(nodes, target_nodes)
+    if idle and current > 0:
+        last_down_at = now
     new_state = replace(
         state,
         replicas=target,
         nodes=nodes,
         window=window,
+        node_window=node_window,
+        gaps=gaps,
+        bursts=bursts,
         last_now=now,
         last_down_at=last_down_at,
         busy_at=busy_at,
@@ -299,10 +366,21 @@ def decide(
         replicas=target,
         nodes=nodes,
         reason=reason,
+        detail=detail,
         recommended=recommended,
         service_rate=mu,
+        concurrency=conc,
+        drain_horizon_s=horizon,
+        keep_node_s=keep_s,
+        step_rate=obs.arrival_step_rate,
     )
     return decision, new_state
+
+
+def _latency(obs: Observation) -> str:
+    ttft = "-" if obs.ttft_p95_s is None else f"{obs.ttft_p95_s:.3f}s"
+    tpot = "-" if obs.tpot_p95_s is None else f"{obs.tpot_p95_s * 1000:.1f}ms"
+    return f"TTFT p95 {ttft}, TPOT p95 {tpot} above the SLO"
 
 
 def _slo_breached(obs: Observation, spec: PolicySpec) -> bool:

@@ -102,6 +102,30 @@ class Scaler:
         }
 
 
+CONCURRENCY_CONDITION = "ConcurrencyMatchesGateway"
+
+
+def concurrency_condition(scaler: Scaler, obs: Observation) -> None:
+    """Say in a condition whether the gateway's per-pod cap (from its snapshots) agrees with the
+    concurrency per replica the policy plans with; unknown until a gateway reports its cap."""
+    wanted, cap = obs.concurrency_per_replica, obs.pod_cap
+    if wanted is None or cap is None:
+        return
+    if cap == wanted:
+        scaler.set_condition(
+            CONCURRENCY_CONDITION, True, "Matches", f"gateway per-pod cap {cap} = concurrency"
+        )
+        return
+    used = min(cap, wanted)
+    scaler.set_condition(
+        CONCURRENCY_CONDITION,
+        False,
+        "PodCapDiffers",
+        f"gateway per-pod cap {cap} != concurrencyPerReplica {wanted} (from the spec or the "
+        f"TPOT objective); the policy plans with {used}",
+    )
+
+
 def cluster_counts(
     scaler: Scaler,
     *,

@@ -54,6 +54,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from controller.changepoint import StepDetector
+from controller.concurrency import TpotByBatch, concurrency_basis
 from controller.dedupe import SeqTracker
 from controller.policy import Observation
 from controller.windows import MeanWindow, QuantileWindow, RateWindow, RatioWindow
@@ -131,6 +133,8 @@ class GatewayView:
     """This gateway's lag floor while a batch is folded in (see `ModelState._floor`)."""
     phase: dict[str, bool] = field(default_factory=dict)
     """request id -> True while queued, False while at a pod."""
+    pod_cap: int | None = None
+    """The gateway's per-pod concurrency cap, from its snapshots."""
     at_pod: dict[str, str] = field(default_factory=dict)
     """request id -> the pod it was dispatched to, while there."""
     pods: dict[str, int] = field(default_factory=dict)
@@ -236,6 +240,12 @@ class ModelState:
         self._ttft: dict[int, list[float]] = {}
         self._tpot: dict[int, list[float]] = {}
         self._service: dict[int, list[float]] = {}
+        self.step = StepDetector()
+        """Change detector on the arrivals (`controller.changepoint`)."""
+        self.tpot_by_batch = TpotByBatch()
+        """TPOT per batch size, for the concurrency the TPOT objective allows."""
+        self._ready = 0
+        """Ready replicas at the last observation (the batch of a completing request)."""
 
     def _gateway(self, name: str) -> GatewayView:
         view = self.gateways.get(name)
@@ -370,6 +380,9 @@ class ModelState:
                     self._tpot_now.append(event.tpot_ms / 1000.0)
                 else:
                     _sample(self._tpot, at, event.tpot_ms / 1000.0)
+                if fresh and self._ready > 0:
+                    batch = (self.in_flight + 1) / self._ready
+                    self.tpot_by_batch.add(batch, event.tpot_ms / 1000.0)
             if event.e2e_ms is not None:
                 service_ms = event.e2e_ms - (event.queue_ms or 0.0)
                 if service_ms > 0:
@@ -396,6 +409,22 @@ class ModelState:
             gw.snapshot_ts_ms = event.ts_ms
             if event.interval_ms:
                 gw.interval_s = event.interval_ms / 1000.0
+            if event.pod_cap:
+                gw.pod_cap = event.pod_cap
+
+    def _detect_step(self, now: float) -> None:
+        """Feed this batch's recent arrivals, in time order, to the change detector (arrivals
+        older than the short window are history, not load)."""
+        timed = sorted(
+            ((q + 0.5) / 20.0, n)
+            for q, n in self._arrivals.items()
+            if (q + 0.5) / 20.0 >= now - self._history_s
+        )
+        if self._arrivals_now:
+            timed.append((now, self._arrivals_now))
+        for at, n in timed:
+            last = self.step.last_t
+            self.step = self.step.observe(at if last is None else max(at, last), n)
 
     def commit(self, now: float) -> None:
         """Move the samples folded since the last commit into the windows, each at its time
@@ -406,6 +435,8 @@ class ModelState:
             for name, view in self._floor_views:
                 self._lag_floor[name] = [view.floor, now]
             self._floor_views = []
+        if self._arrivals_now or self._arrivals:
+            self._detect_step(now)
         if self._arrivals_now:
             self.arrivals_short.add(now, self._arrivals_now)
             self.arrivals_long.add(now, self._arrivals_now)
@@ -471,6 +502,28 @@ class ModelState:
     def in_flight(self) -> int:
         return sum(gw.in_flight for gw in self.gateways.values())
 
+    @property
+    def pod_cap(self) -> int | None:
+        """The smallest per-pod cap the gateways report (None if none says)."""
+        caps = [gw.pod_cap for gw in self.gateways.values() if gw.pod_cap]
+        return min(caps) if caps else None
+
+    def concurrency(self, *, fixed: int | None, max_num_seqs: int, tpot_slo_s: float | None) -> int:
+        """The per-replica concurrency the spec and the TPOT objective ask for
+        (`controller.concurrency`), before the gateway's per-pod cap."""
+        learned = (
+            None
+            if tpot_slo_s is None
+            else self.tpot_by_batch.largest_batch(tpot_slo_s, max_num_seqs=max_num_seqs)
+        )
+        return concurrency_basis(
+            fixed=fixed,
+            max_num_seqs=max_num_seqs,
+            tpot_slo_s=tpot_slo_s,
+            learned=learned,
+            pod_cap=None,  # the policy caps it (and the status says when the two differ)
+        ).value
+
     def pod_in_flight(self) -> dict[str, int]:
         """Requests in flight per pod (as the gateways name pods), over all gateways."""
         out: dict[str, int] = {}
@@ -517,12 +570,25 @@ class ModelState:
         return measured if little is None else min(little, measured)
 
     def observe(
-        self, now: float, *, cluster: ClusterCounts, concurrency_per_replica: int
+        self,
+        now: float,
+        *,
+        cluster: ClusterCounts,
+        concurrency_per_replica: int | None,
+        max_num_seqs: int = 256,
+        tpot_slo_s: float | None = None,
     ) -> Observation:
-        """The policy's input for this model at `now`."""
+        """The policy's input for this model at `now`; `concurrency_per_replica` is the spec's
+        fixed value (None: from the TPOT objective, else `max_num_seqs`)."""
         self.forget_silent(now)
-        self.sample_capacity(now, cluster.ready_replicas, concurrency_per_replica)
-        mu = self.service_rate(now, concurrency_per_replica)
+        self._ready = cluster.ready_replicas
+        conc = self.concurrency(
+            fixed=concurrency_per_replica, max_num_seqs=max_num_seqs, tpot_slo_s=tpot_slo_s
+        )
+        self.sample_capacity(now, cluster.ready_replicas, conc)
+        mu = self.service_rate(now, conc)
+        if self.step.last_t is not None:
+            self.step = self.step.observe(max(now, self.step.last_t))
         has_data = self.last_data_at is not None and bool(self.gateways)
         return Observation(
             now_data=self.last_data_at if self.last_data_at is not None else now,
@@ -540,6 +606,9 @@ class ModelState:
             ready_nodes=cluster.ready_nodes,
             starting_nodes=cluster.starting_nodes,
             has_data=has_data,
+            arrival_step_rate=self.step.rate(now),
+            concurrency_per_replica=conc,
+            pod_cap=self.pod_cap,
         )
 
 

@@ -144,7 +144,10 @@ def inference_scaler(setup: ModelSetup, *, speed: float) -> Obj:
             "minReplicas": setup.min_replicas,
             "maxReplicas": setup.max_replicas,
             "slo": {"ttftP95Ms": setup.slo_s * 1000.0},
-            "target": {"concurrencyPerReplica": setup.max_num_seqs},
+            "target": {
+                "concurrencyPerReplica": setup.max_num_seqs,
+                "coldStartSeconds": setup.model_load_s / speed,
+            },
             "scaleDown": {
                 "delaySeconds": setup.scale_down_delay_s / speed,
                 "periodSeconds": setup.scale_down_period_s / speed,
@@ -154,6 +157,7 @@ def inference_scaler(setup: ModelSetup, *, speed: float) -> Obj:
                 "nodePoolRef": {"name": setup.nodepool},
                 "gpusPerReplica": setup.gpus_per_replica,
                 "gpusPerNode": setup.gpus_per_node,
+                "nodeBootSeconds": setup.node_boot_s / speed,
             },
         },
     }

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from controller.policy import PolicySpec, PolicyState, decide
+from controller.policy import Billing, PolicySpec, PolicyState, decide, nodes_for, replicas_on
 from controller.state import ClusterCounts, ModelState, StateSettings
 from sim.evaluate.cluster import NodeMode
 from sim.evaluate.gateway import Request
@@ -39,6 +39,8 @@ class OursConfig:
     scale_down_delay_s: float = 300.0
     scale_down_period_s: float = 30.0
     scale_to_zero_idle_s: float | None = 600.0
+    billing: Billing = Billing.NODE
+    """What the cloud bills (the InferenceScaler's `capacity.billing`)."""
 
 
 def policy_spec(scenario: Scenario, config: OursConfig) -> PolicySpec:
@@ -50,9 +52,12 @@ def policy_spec(scenario: Scenario, config: OursConfig) -> PolicySpec:
         concurrency_per_replica=scenario.pod_concurrency,
         gpus_per_replica=scenario.gpus_per_replica,
         gpus_per_node=scenario.gpus_per_node,
+        cold_start_s=scenario.model_load_s,
+        node_boot_s=scenario.node_boot_s,
         scale_down_delay_s=config.scale_down_delay_s,
         scale_down_period_s=config.scale_down_period_s,
         scale_to_zero_idle_s=config.scale_to_zero_idle_s,
+        billing=config.billing,
     )
 
 
@@ -71,7 +76,14 @@ class Ours:
         self.reasons: dict[str, int] = {}
 
     def initial(self, scenario: Scenario) -> tuple[int, int | None]:
-        return scenario.initial_replicas, None
+        """The steady state ours keeps for the scenario's initial replicas: under node billing
+        the node(s) they need, filled (a replica on a node that is billed anyway is free)."""
+        spec = policy_spec(scenario, self.config)
+        if spec.billing is not Billing.NODE or scenario.initial_replicas <= 0:
+            return scenario.initial_replicas, None
+        nodes = nodes_for(scenario.initial_replicas, spec)
+        filled = min(max(replicas_on(nodes, spec), scenario.initial_replicas), spec.max_replicas)
+        return filled, nodes
 
     def attach(self, world: World) -> None:
         self.world = world
@@ -177,12 +189,16 @@ class Ours:
             starting_nodes=nodes_booting,
         )
         obs = self.state.observe(
-            now, cluster=counts, concurrency_per_replica=self.spec.concurrency_per_replica
+            now,
+            cluster=counts,
+            concurrency_per_replica=self.spec.concurrency_per_replica,
+            max_num_seqs=self.spec.max_num_seqs,
+            tpot_slo_s=self.spec.tpot_slo_s,
         )
         decision, self.policy_state = decide(obs, self.policy_state, self.spec, now)
         self.decisions += 1
         if not decision.valid:
-            key = decision.reason.split(" (")[0]
+            key = decision.reason.value
             self.reasons[key] = self.reasons.get(key, 0) + 1
             return
         if decision.replicas != cluster.desired_replicas or decision.nodes != cluster.desired_nodes:

@@ -76,11 +76,15 @@ def scaler(name: str, **spec: Any) -> dict[str, Any]:
         "minReplicas": 1,
         "maxReplicas": 6,
         "scaleDown": {"delaySeconds": 600},
+        # The loop is exercised with the per-GPU rules (GPU billing, a fixed concurrency, the
+        # queue drained within the TTFT SLO); test_policy covers node billing and the rest.
+        "target": {"concurrencyPerReplica": 32, "drainHorizonSeconds": 1},
         "capacity": {
             "strategy": "StaticNodePool",
             "nodePoolRef": {"name": "gpu"},
             "gpusPerReplica": 1,
             "gpusPerNode": 2,
+            "billing": "GPU",
         },
     }
     body.update(spec)

@@ -19,6 +19,7 @@ from controller.crd import (
     spec_schema,
     to_policy_spec,
 )
+from controller.policy import Billing
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -97,6 +98,22 @@ def test_defaults() -> None:
     assert policy.ttft_slo_s == 1.0
     assert policy.tpot_slo_s is None
     assert spec.capacity.strategy.value == "None"
+    # Node billing; concurrency from the TPOT objective, else the engine's max_num_seqs.
+    assert policy.billing is Billing.NODE
+    assert policy.concurrency_per_replica is None
+    assert policy.max_num_seqs == 256
+    assert (policy.cold_start_s, policy.node_boot_s, policy.drain_horizon_s) == (60, 120, None)
+
+
+def test_billing_and_horizon_reach_the_policy() -> None:
+    raw = _with("capacity.billing", "GPU")
+    raw["target"].update(drainHorizonSeconds=30, maxNumSeqs=128, coldStartSeconds=20)
+    raw["capacity"]["nodeBootSeconds"] = 90
+    jsonschema.Draft4Validator(spec_schema()).validate(raw)
+    policy = to_policy_spec(parse_spec(raw))
+    assert policy.billing is Billing.GPU
+    assert (policy.drain_horizon_s, policy.max_num_seqs) == (30, 128)
+    assert (policy.cold_start_s, policy.node_boot_s) == (20, 90)
 
 
 def _with(path: str, value: Any) -> dict[str, Any]:
@@ -144,6 +161,24 @@ def _with(path: str, value: Any) -> dict[str, Any]:
             "not permitted",
             id="typo-field",
         ),
+        pytest.param(
+            _with("capacity.billing", "Spot"),
+            "spec.capacity.billing",
+            "'Node' or 'GPU'",
+            id="bad-billing",
+        ),
+        pytest.param(
+            _with("target.drainHorizonSeconds", -1),
+            "spec.target.drainHorizonSeconds",
+            "greater than or equal to 0",
+            id="negative-horizon",
+        ),
+        pytest.param(
+            _with("capacity.nodeBootSeconds", -30),
+            "spec.capacity.nodeBootSeconds",
+            "greater than or equal to 0",
+            id="negative-node-boot",
+        ),
         pytest.param({"model": "m"}, "spec.scaleTargetRef", "required", id="no-target"),
         pytest.param(None, "spec", "object", id="no-spec"),
     ],
@@ -154,3 +189,38 @@ def test_invalid_specs_name_the_field(raw: Any, field: str, words: str) -> None:
     assert info.value.field == field
     assert words in info.value.message
     assert str(info.value).startswith(field + ": ")
+
+
+def test_pod_cap_disagreement_is_a_condition() -> None:
+    from controller.policy import Observation
+    from controller.scaler import CONCURRENCY_CONDITION, Scaler, concurrency_condition
+
+    def seen(cap: int | None, wanted: int | None) -> dict[str, Any] | None:
+        scaler = Scaler(key=("ns", "isc"))
+        o = Observation(
+            now_data=0.0,
+            queue_depth=0,
+            in_flight=0,
+            ready_replicas=1,
+            starting_replicas=0,
+            arrival_rate_short=0.0,
+            arrival_rate_long=0.0,
+            service_rate_per_replica=None,
+            ttft_p95_s=None,
+            tpot_p95_s=None,
+            last_enqueue_at=None,
+            pod_cap=cap,
+            concurrency_per_replica=wanted,
+        )
+        concurrency_condition(scaler, o)
+        return scaler.conditions.get(CONCURRENCY_CONDITION)
+
+    assert seen(None, 64) is None  # no gateway said its cap yet
+    ok = seen(64, 64)
+    assert ok is not None
+    assert ok["status"] == "True"
+    bad = seen(32, 256)
+    assert bad is not None
+    assert (bad["status"], bad["reason"]) == ("False", "PodCapDiffers")
+    assert "32" in bad["message"]
+    assert "256" in bad["message"]

@@ -58,7 +58,7 @@ async def test_load_step_scales_the_deployment_and_the_nodepool_follows(
         status = await eventually(status_written, what="status with desiredReplicas")
         assert status["desiredNodes"] == 3
         assert status["queueDepth"] >= 40
-        assert "scale up" in status["lastScaleReason"]
+        assert status["lastScaleReason"].startswith("ScaleUp: ")
         conditions = {c["type"]: c["status"] for c in status["conditions"]}
         assert conditions["SpecValid"] == "True"
         reasons = [r for r, _ in await sim.events("llama")]

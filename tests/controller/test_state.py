@@ -197,6 +197,108 @@ def test_ratio_window_slides() -> None:
     assert w.ratio(30.0) is None
 
 
+# ---- step detection, TPOT concurrency, the gateway's pod cap ---------------------------------
+
+
+def _poisson(rng: random.Random, rate: float, start: float, end: float) -> list[float]:
+    out: list[float] = []
+    t = start
+    while True:
+        t += rng.expovariate(rate)
+        if t >= end:
+            return out
+        out.append(t)
+
+
+def _feed(store: StateStore, times: list[float], first: int = 0) -> None:
+    for i, t in enumerate(times):
+        store.ingest([ev(EventType.ENQUEUE, f"r{first + i}")], t)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_step_in_arrivals_is_detected_within_a_few_arrivals(seed: int) -> None:
+    rng = random.Random(seed)
+    store = StateStore()
+    store.ingest([ev(EventType.SNAPSHOT, queue_depth=0, in_flight=0, interval_ms=1000)], 0.0)
+    steady = _poisson(rng, 3.0, 0.0, 120.0)
+    _feed(store, steady)
+    state = store.model(M)
+    assert state.step.rate(120.0) is None
+    burst = _poisson(rng, 30.0, 120.0, 130.0)
+    for n, t in enumerate(burst, start=1):
+        _feed(store, [t], first=len(steady) + n)
+        if state.step.rate(t) is not None:
+            break
+    assert n <= 15, f"step seen only after {n} arrivals"
+    o = observe(store, t, ready_replicas=1)
+    assert o.arrival_step_rate is not None
+    assert 9.0 <= o.arrival_step_rate <= 60.0  # a new rate of the right order, before any queue
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_no_flapping_on_poisson_noise_at_steady_load(seed: int) -> None:
+    """18 req/s for 10 minutes through state and policy (GPU billing; 2.5 replicas' worth at the
+    prior 8 req/s): no step alarm after the start, and the replica count never moves."""
+    from controller.policy import Billing, PolicySpec, PolicyState, decide
+
+    spec = PolicySpec(billing=Billing.GPU, max_replicas=20, scale_down_delay_s=60.0)
+    rng = random.Random(seed)
+    store = StateStore()
+    state = PolicyState.initial(3)
+    changes, replicas = 0, 3
+    times = _poisson(rng, 18.0, 0.0, 600.0)
+    next_eval = 0.0
+    warmed: int | None = None
+    for i, t in enumerate(times):
+        if warmed is None and t > 60.0:
+            warmed = store.model(M).step.alarms  # 0 -> 18/s at the start is a real step
+        if i % 10 == 0:  # the gateway's snapshots: served as they come, no queue
+            store.ingest([ev(EventType.SNAPSHOT, queue_depth=0, in_flight=8, interval_ms=1000)], t)
+        _feed(store, [t], first=i)
+        if t >= next_eval:
+            next_eval = t + 0.1
+            o = observe(store, t, ready_replicas=replicas)
+            d, state = decide(o, state, spec, t)
+            if t > 60.0 and d.replicas != replicas:
+                changes += 1
+            replicas = d.replicas
+    assert store.model(M).step.alarms == warmed
+    assert changes == 0
+
+
+def test_tpot_objective_sets_the_concurrency() -> None:
+    """TPOT grows with the batch (5 ms + 0.5 ms per sequence): with a 30 ms objective the
+    largest batch that meets it is ~50; without an objective it is max_num_seqs."""
+    rng = random.Random(0)
+    store = StateStore()
+    store.ingest([ev(EventType.SNAPSHOT, queue_depth=0, in_flight=0, interval_ms=1000)], 0.0)
+    model = store.model(M)
+    model.observe(0.0, cluster=ClusterCounts(ready_replicas=1), concurrency_per_replica=None)
+    rid = 0
+    for batch in (8, 24, 40):
+        store.ingest([ev(EventType.SNAPSHOT, queue_depth=0, in_flight=batch, interval_ms=1000)], 1)
+        for _ in range(40):
+            tpot = (5.0 + 0.5 * batch) * rng.uniform(0.9, 1.05)
+            store.ingest([ev(EventType.DISPATCH, f"x{rid}")], 1.0)
+            store.ingest([ev(EventType.COMPLETE, f"x{rid}", tpot_ms=tpot)], 1.0)
+            rid += 1
+    cluster = ClusterCounts(ready_replicas=1)
+    o = model.observe(2.0, cluster=cluster, concurrency_per_replica=None, tpot_slo_s=0.030)
+    assert o.concurrency_per_replica is not None
+    assert 40 <= o.concurrency_per_replica <= 52
+    o = model.observe(2.0, cluster=cluster, concurrency_per_replica=None, max_num_seqs=128)
+    assert o.concurrency_per_replica == 128
+    o = model.observe(2.0, cluster=cluster, concurrency_per_replica=24, tpot_slo_s=0.030)
+    assert o.concurrency_per_replica == 24  # a fixed value in the spec wins
+
+
+def test_snapshot_pod_cap_reaches_the_observation() -> None:
+    store = StateStore()
+    store.ingest([ev(EventType.SNAPSHOT, gw="a", queue_depth=0, in_flight=0, pod_cap=64)], 0.0)
+    store.ingest([ev(EventType.SNAPSHOT, gw="b", queue_depth=0, in_flight=0, pod_cap=48)], 0.0)
+    assert observe(store, 0.1).pod_cap == 48
+
+
 def test_in_flight_is_kept_per_pod_across_gateways() -> None:
     """Before a scale-down the pods are ranked by this (issue 15: the idlest leave)."""
     store = StateStore(StateSettings(max_tracked_requests=100))

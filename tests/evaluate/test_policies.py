@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
+from controller.policy import Billing
 from sim.evaluate.hpa import HpaBaseline, hpa_cpu, hpa_memory, keda_prometheus
 from sim.evaluate.kpa import Kpa
 from sim.evaluate.metrics import find_bursts, summarize
 from sim.evaluate.oracle import Fixed, Scheduled
-from sim.evaluate.ours import Ours
+from sim.evaluate.ours import Ours, OursConfig
 from sim.evaluate.pods import engine_factory
 from sim.evaluate.runner import evaluate, oracle_schedule
 from sim.evaluate.trace import step
@@ -55,7 +56,9 @@ def runs() -> dict[str, Run]:
     bursts = find_bursts(sc.requests)
     schedule = oracle_schedule(sc)
     autoscalers: list[Any] = [
-        Ours(),
+        # GPU billing: under node billing ours fills the node from the start (max 6 replicas on
+        # one 8-GPU node) and a step has nothing left to react to.
+        Ours(OursConfig(billing=Billing.GPU)),
         hpa_memory(),
         hpa_cpu(),
         keda_prometheus(),
@@ -98,9 +101,11 @@ def test_the_oracle_is_a_lower_bound_of_gpu_hours_at_equal_attainment(
 def test_ours_reacts_to_the_step_within_seconds(runs: dict[str, Run]) -> None:
     first_up = _changes_after(runs["ours"].result, STEP_AT)[0]
     assert first_up[1] > 1
-    # ~8 s with the current policy: its service rate comes from the quiet period's short
-    # in-pod times, so it waits for the mean to catch up (see docs/evaluate.md, findings).
-    assert first_up[0] - STEP_AT < 10.0
+    # ~16 s with the current policy: its service rate comes from the quiet period's short
+    # in-pod times, so it waits for the mean to catch up (see docs/evaluate.md, findings); the
+    # queue that forms meanwhile is drained over the cold start (60 s, when new replicas can
+    # arrive), not within the 1 s TTFT SLO as before (~8 s then).
+    assert first_up[0] - STEP_AT < 20.0
 
 
 def test_keda_prometheus_follows_scrape_poll_sync_and_stabilization(runs: dict[str, Run]) -> None:

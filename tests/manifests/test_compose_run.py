@@ -116,7 +116,7 @@ async def test_compose_topology_scales_with_least_privilege(redis_url: str, tmp_
     services = compose["services"]
     api_port, gw_port, ctl_port = free_port(), free_port(), free_port()
     prefix = f"test-{uuid.uuid4().hex[:12]}"
-    kubeconfig = yaml.safe_load(compose["configs"]["kubeconfig"]["content"])
+    kubeconfig = yaml.safe_load((REPO / "deploy/compose/kubeconfig.yaml").read_text())
     kubeconfig["clusters"][0]["cluster"]["server"] = f"http://127.0.0.1:{api_port}"
     kc = tmp_path / "kubeconfig"
     kc.write_text(yaml.safe_dump(kubeconfig))

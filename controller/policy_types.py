@@ -1,0 +1,187 @@
+"""The policy's data: its spec, observation, memory and decision, and the enums they use.
+
+Pure (no I/O). `controller.policy` decides with them and re-exports them; this module only
+keeps that one under the size a reader takes in at once.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+
+from controller.retention import Excursions, Gaps
+
+
+class Billing(enum.StrEnum):
+    """What the cloud bills for the GPUs under the replicas."""
+
+    NODE = "Node"
+    """Whole nodes: a replica on a node that stays anyway costs nothing."""
+    GPU = "GPU"
+    """GPU-seconds of the replicas (GPUs shared with other workloads)."""
+
+
+class Reason(enum.StrEnum):
+    """Why a decision is what it is."""
+
+    NO_DATA = "NoData"
+    STALE_DATA = "StaleData"
+    SCALE_UP = "ScaleUp"
+    STEP_UP = "StepUp"
+    """Scale-up driven by a detected step in the arrival rate."""
+    FILL_NODES = "FillNodes"
+    """More replicas on GPUs of nodes that are billed anyway."""
+    STEADY = "Steady"
+    HOLD_LATENCY = "HoldLatency"
+    HOLD_STABILIZING = "HoldStabilizing"
+    HOLD_RATE_LIMIT = "HoldRateLimit"
+    DEFER_NODE = "DeferNode"
+    """No new node yet: bursts like this one ended before a node could serve them."""
+    KEEP_NODE = "KeepNode"
+    """A node demand does not need is kept: a burst may come back before it pays to release."""
+    SCALE_DOWN = "ScaleDown"
+    RELEASE_NODE = "ReleaseNode"
+    SCALE_TO_ZERO = "ScaleToZero"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicySpec:
+    """The policy-relevant part of an InferenceScaler spec (times in seconds)."""
+
+    min_replicas: int = 0
+    max_replicas: int = 10
+    ttft_slo_s: float = 1.0
+    tpot_slo_s: float | None = None
+    concurrency_per_replica: int | None = 32
+    """A fixed per-replica concurrency; None = from the TPOT objective, else `max_num_seqs`."""
+    max_num_seqs: int = 256
+    """The engine's batch limit (vLLM `--max-num-seqs`): the concurrency seed and ceiling."""
+    scale_down_delay_s: float = 300.0
+    scale_down_max_step: int = 1
+    scale_down_period_s: float = 30.0
+    """Rate limit: at most `scale_down_max_step` replicas (or one node release) per period."""
+    scale_to_zero_idle_s: float | None = 600.0
+    """Idle time before scaling to zero (needs `min_replicas == 0`); None never scales to zero."""
+    gpus_per_replica: int = 1
+    gpus_per_node: int = 8
+    headroom_replicas: int = 0
+    billing: Billing = Billing.NODE
+    cold_start_s: float = 60.0
+    """Pod creation to Ready (model load) on a node with a free GPU."""
+    node_boot_s: float = 120.0
+    """Node launch to Ready."""
+    drain_horizon_s: float | None = None
+    """Seconds to drain a queue in; None = when new capacity can arrive (see the docstring)."""
+    release_penalty_s: float | None = None
+    """Node-seconds a release costs when demand comes back; None = 2 * (cold start + boot)."""
+    max_keep_node_s: float = 3600.0
+    defer_short_bursts: bool = True
+    """Under node billing, buy a node only when bursts like the one going on have outlasted a
+    node boot plus a cold start (`controller.retention.worth_buying`)."""
+    stale_after_s: float = 5.0
+    prior_request_seconds: float = 4.0
+    """Typical in-pod request duration assumed before a service rate has been observed."""
+    target_utilization: float = 0.9
+    """Fraction of a replica's service rate the arrival rate may use."""
+    arrival_noise_z: float = 3.5
+    """Standard deviations of Poisson noise the short-window rate must exceed the long-window
+    rate by before it sizes the fleet (0 = use the short rate as is)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Observation:
+    """What the controller knows about one model at `now_data`."""
+
+    now_data: float
+    """Time of the newest data this observation reflects."""
+    queue_depth: int
+    in_flight: int
+    ready_replicas: int
+    starting_replicas: int
+    """Created but not Ready; counted as capacity on its way, never double-counted."""
+    arrival_rate_short: float
+    arrival_rate_long: float
+    service_rate_per_replica: float | None
+    """Completions/s one Ready replica sustains at its concurrency (None = unknown yet)."""
+    ttft_p95_s: float | None
+    tpot_p95_s: float | None
+    last_enqueue_at: float | None
+    """For the scale-to-zero idle timer and instant wake."""
+    ready_nodes: int = 0
+    starting_nodes: int = 0
+    has_data: bool = True
+    arrival_short_window_s: float | None = None
+    """Length of the short arrival window (for its noise bound); None = take the rate as is."""
+    arrival_step_rate: float | None = None
+    """The new arrival rate of a step the change detector just declared certain (or None)."""
+    concurrency_per_replica: int | None = None
+    """The per-replica concurrency the spec and TPOT objective ask for (`controller.concurrency`);
+    None = from the spec. The policy uses it capped by `pod_cap`."""
+    pod_cap: int | None = None
+    """The gateway's per-pod concurrency cap, when its snapshots say it."""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyState:
+    """What `decide` remembers between calls. Opaque to callers: make it with `initial`."""
+
+    replicas: int
+    nodes: int
+    window: tuple[tuple[float, int], ...] = ()
+    """Sliding-window maximum of recommendations: (time, value), values strictly decreasing."""
+    last_now: float | None = None
+    last_down_at: float | None = None
+    busy_at: float | None = None
+    """Last time there was work (queue, in flight or an enqueue); seeds the idle timer."""
+    expected_queue: float = 0.0
+    node_window: tuple[tuple[float, int], ...] = ()
+    """Sliding-window maximum of the nodes needed, over `max_keep_node_s`."""
+    gaps: Gaps = field(default_factory=Gaps)
+    """How long demand stayed below each node level before it came back."""
+    bursts: Excursions = field(default_factory=Excursions)
+    """How long the sustained recommendation stayed at or above each replica count."""
+
+    @staticmethod
+    def initial(replicas: int, nodes: int | None = None) -> PolicyState:
+        """The state of a controller that finds the target at `replicas` (and `nodes` nodes)."""
+        return PolicyState(replicas=max(0, replicas), nodes=-1 if nodes is None else nodes)
+
+    def with_replicas(self, replicas: int) -> PolicyState:
+        """The same memory with the current size set to what the cluster says (a standby
+        following the leader's writes, or a scale made by someone else).
+
+        Below the size this memory decided, the scale-up it imagined was never made (a standby
+        decides but does not write): the backlog it expected that capacity to absorb is not
+        explained by anything on its way, so `expected_queue` is dropped and the whole observed
+        queue asks for replicas again. A new leader thus acts on what it observes and goes
+        straight to target instead of climbing from a standby's stale expectation."""
+        replicas = max(0, replicas)
+        if replicas < self.replicas:
+            return replace(self, replicas=replicas, expected_queue=0.0)
+        return replace(self, replicas=replicas)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    """The outcome of one evaluation. `valid=False` means "cannot decide": hold the size."""
+
+    valid: bool
+    replicas: int
+    nodes: int
+    reason: Reason
+    detail: str = ""
+    """The numbers behind the reason, for logs and Events."""
+    recommended: int = 0
+    """The unstabilized recommendation (before delay, rate limit and node filling)."""
+    service_rate: float = 0.0
+    """The per-replica service rate used (observed or prior)."""
+    concurrency: int = 0
+    """The per-replica concurrency basis used."""
+    drain_horizon_s: float = 0.0
+    keep_node_s: float | None = None
+    """Under node billing: how long a node demand no longer needs is kept."""
+    step_rate: float | None = None
+
+    def describe(self) -> str:
+        """One line for Events and logs: `Reason: detail`."""
+        return f"{self.reason.value}: {self.detail}" if self.detail else self.reason.value

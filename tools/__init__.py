@@ -1,0 +1,1 @@
+"""Developer and CI tools that sit beside the product (never imported by it)."""

@@ -2,8 +2,8 @@
 
 Injection: the recording proxy answers chosen scale PATCHes of the leader with `429 Too Many
 Requests` and a `Kubernetes Status` body, as API priority and fairness sends, in three steps on
-one stack (scale-down delay 2 s, a 5 s long arrival window and a 60 s TTFT objective so the
-scale-down of step 3 is not held back by the bursts' queueing):
+one stack (scale-down delay 2 s, a 5 s long arrival window, up to 16 replicas (room for three
+steps up) and a 60 s TTFT objective so the scale-down of step 3 is not held back by the bursts' queueing):
 
 1. `Retry-After: 30` on the PATCH of a first load step (6 streams); 1 s later a larger step (18
    more streams) needs a newer, larger decision. `retry_after_blocked_s`: from the larger step to
@@ -86,6 +86,7 @@ async def run(ctx: FaultContext) -> list[Figure]:
         controllers=1,
         scale_down_delay_s=2.0,
         ttft_slo_ms=60_000.0,
+        max_replicas=16,
         controller_args=("--long-window-s", "5"),
     )
     async with (

@@ -53,6 +53,7 @@ class StackOptions:
     scale_down_delay_s: float = 30.0
     scale_down_period_s: float = 1.0
     ttft_slo_ms: float = 1000.0
+    max_replicas: int = 8
     probe_model: bool = False
     """Also an InferenceScaler for `PROBE_MODEL` (events written by the bench, no pods)."""
     gateway_args: tuple[str, ...] = ()
@@ -86,7 +87,19 @@ def scaler_body(options: StackOptions, *, model: str, target: str, max_replicas:
             "minReplicas": 1 if model == MODEL else 0,
             "maxReplicas": max_replicas,
             "slo": {"ttftP95Ms": options.ttft_slo_ms},
-            "target": {"concurrencyPerReplica": SETUP.max_num_seqs},
+            # the stack's pods are Ready 2 s after creation: the policy plans with that
+            "target": {
+                "concurrencyPerReplica": SETUP.max_num_seqs,
+                "coldStartSeconds": SETUP.model_load_s,
+            },
+            # GPUs billed per replica (shared nodes): the replicas follow demand rather than
+            # filling the node, so the faults have scale-ups and scale-downs to watch.
+            "capacity": {
+                "strategy": "None",
+                "billing": "GPU",
+                "gpusPerReplica": SETUP.gpus_per_replica,
+                "gpusPerNode": SETUP.gpus_per_node,
+            },
             "scaleDown": {
                 "delaySeconds": options.scale_down_delay_s,
                 "periodSeconds": options.scale_down_period_s,
@@ -130,7 +143,7 @@ async def apply_objects(cluster_url: str, options: StackOptions, *, pod_port: in
         (f"/api/v1/namespaces/{ns}/services", objects.service(setup)),
         ("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd.crd_manifest()),
     ]
-    scalers = [scaler_body(options, model=MODEL, target=MODEL, max_replicas=SETUP.max_replicas)]
+    scalers = [scaler_body(options, model=MODEL, target=MODEL, max_replicas=options.max_replicas)]
     if options.probe_model:
         steps.append((f"/apis/apps/v1/namespaces/{ns}/deployments", opted_in(probe_deployment())))
         scalers.append(scaler_body(options, model=PROBE_MODEL, target=PROBE_MODEL, max_replicas=1))

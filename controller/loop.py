@@ -219,8 +219,7 @@ class Controller:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.elector.release(), timeout / 3)
         for scaler in self.scalers.values():
-            if scaler.timer is not None:
-                scaler.timer.cancel()
+            scaler.gate.cancel()
         if self.reporter is not None:
             await self.reporter.close(timeout / 3)
         tasks = list(self._tasks)
@@ -288,9 +287,7 @@ class Controller:
                     queue = self.store.models[model].queue_depth
                     for scaler in scalers:
                         # A growing queue may need capacity now: it skips the rate limit.
-                        self.request_eval(
-                            scaler, trigger=now, urgent=queue > scaler.evaluated_queue
-                        )
+                        self.request_eval(scaler, trigger=now, urgent=scaler.gate.is_urgent(queue))
                 if self._kicked:
                     # A scale was just submitted: let the actuator put it on the wire before
                     # folding in the rest of a large batch.
@@ -322,8 +319,8 @@ class Controller:
         key = Informer.key(obj)
         if kind == "DELETED":
             gone = self.scalers.pop(key, None)
-            if gone is not None and gone.timer is not None:
-                gone.timer.cancel()
+            if gone is not None:
+                gone.gate.cancel()
             self._reindex()
             return
         meta = obj.get("metadata") or {}
@@ -399,32 +396,26 @@ class Controller:
     def request_eval(self, scaler: Scaler, *, trigger: float | None, urgent: bool = False) -> None:
         """Evaluate now, or once at the end of the rate-limit interval (keeping the oldest
         trigger); `urgent` (the queue grew since the last evaluation) evaluates now regardless."""
-        if urgent:
-            scaler.pending_trigger = trigger  # the batch that grew the queue triggered this
-        elif trigger is not None and (
-            scaler.pending_trigger is None or trigger < scaler.pending_trigger
-        ):
-            scaler.pending_trigger = trigger
         loop = asyncio.get_running_loop()
         now = loop.time()
-        due = scaler.last_eval + self.config.min_eval_interval_s
-        if urgent or now >= due:
+        if scaler.gate.request(
+            now=now,
+            trigger=trigger,
+            urgent=urgent,
+            min_interval_s=self.config.min_eval_interval_s,
+            call_at=loop.call_at,
+            deferred=lambda: self._deferred(scaler),
+        ):
             self.evaluate(scaler, now)
-        elif scaler.timer is None:
-            scaler.timer = loop.call_at(due, self._deferred, scaler)
 
     def _deferred(self, scaler: Scaler) -> None:
-        scaler.timer = None
+        scaler.gate.fired()
         if self.scalers.get(scaler.key) is scaler:
             self.evaluate(scaler, asyncio.get_running_loop().time())
 
     def evaluate(self, scaler: Scaler, now: float) -> Decision | None:
         """Run the policy for one scaler at `now`; actuate if leader and the decision is valid."""
-        trigger, scaler.pending_trigger = scaler.pending_trigger, None
-        scaler.last_eval = now
-        if scaler.timer is not None:
-            scaler.timer.cancel()
-            scaler.timer = None
+        trigger = scaler.gate.begin(now)
         if scaler.spec is None or scaler.policy_spec is None:
             return None
         counts = self.cluster_counts(scaler)
@@ -455,7 +446,7 @@ class Controller:
             tpot_slo_s=pspec.tpot_slo_s,
         )
         decision, scaler.state = decide(obs, scaler.state, scaler.policy_spec, now)
-        scaler.evaluated_queue = obs.queue_depth
+        scaler.gate.done(obs.queue_depth)
         previous = scaler.decision
         scaler.decision, scaler.observation = decision, obs
         if not decision.valid:
@@ -575,7 +566,7 @@ class Controller:
             if scaler.state is not None and target is not None:
                 # Act on what the cluster has, not on what this standby decided but never wrote.
                 scaler.state = scaler.state.with_replicas(self._current_replicas(target))
-                scaler.last_eval = -math.inf
+                scaler.gate.reset()
                 self.request_eval(scaler, trigger=None)
 
     def _pod_selector(self, target: ScaleTarget) -> str | None:

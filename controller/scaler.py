@@ -15,8 +15,6 @@ target that does not; the loop then writes nothing for that scaler and shows why
 
 from __future__ import annotations
 
-import asyncio
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +23,7 @@ from controller import crd
 from controller.actuator import ScaleTarget, TargetKind
 from controller.kube import NODEPOOL_LABEL, now_rfc3339
 from controller.policy import Decision, Observation, PolicySpec, PolicyState
+from controller.schedule import EvalGate
 from controller.state import ClusterCounts
 
 Key = tuple[str, str]
@@ -43,11 +42,8 @@ class Scaler:
     policy_spec: PolicySpec | None = None
     error: crd.SpecError | None = None
     state: PolicyState | None = None
-    last_eval: float = -math.inf
-    pending_trigger: float | None = None
-    evaluated_queue: int = 0
-    """Queue depth seen by the last evaluation (growth beyond it is urgent)."""
-    timer: asyncio.TimerHandle | None = None
+    gate: EvalGate = field(default_factory=EvalGate)
+    """When this scaler is evaluated next (rate limit, trailing and urgent evaluations)."""
     decision: Decision | None = None
     observation: Observation | None = None
     last_scale_time: str | None = None

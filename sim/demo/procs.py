@@ -89,6 +89,7 @@ class Child:
         if proc is None:
             return None
         if proc.returncode is None:
+            started = time.monotonic()
             _signal_group(proc.pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(proc.wait(), grace_s)
@@ -96,6 +97,7 @@ class Child:
                 log.warning("%s did not stop within %.1fs: killing it", self.name, grace_s)
                 _signal_group(proc.pid, signal.SIGKILL)
                 await proc.wait()
+            log.info("%s stopped in %.2fs", self.name, time.monotonic() - started)
         # Anything the child left in its group (workers) goes too.
         _signal_group(proc.pid, signal.SIGKILL)
         return proc.returncode

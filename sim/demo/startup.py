@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -101,15 +102,11 @@ async def redis_client(url: str) -> AsyncIterator[RedisClient]:
 
 async def bounded(step: Awaitable[Any], what: str, timeout_s: float = 10.0) -> None:
     """Await a clean-up step for at most `timeout_s`; a step that fails or hangs is logged."""
+    started = time.monotonic()
     try:
         await asyncio.wait_for(step, timeout_s)
+        log.info("stopped %s in %.2fs", what, time.monotonic() - started)
     except TimeoutError:
         log.warning("stopping %s took longer than %.0fs; moving on", what, timeout_s)
     except Exception as exc:
         log.warning("stopping %s failed: %s", what, exc)
-
-
-async def cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task

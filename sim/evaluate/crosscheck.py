@@ -30,6 +30,7 @@ from sim.evaluate.ours import Ours, OursConfig
 from sim.evaluate.pods import engine_factory
 from sim.evaluate.trace import TraceRequest
 from sim.evaluate.world import RunResult, Scenario, World
+from surgescale.slo import Slo
 
 if TYPE_CHECKING:
     from sim.demo.record import RunRecord
@@ -46,7 +47,7 @@ def scenario_from_demo(config: DemoConfig) -> tuple[Scenario, OursConfig]:
     scenario = Scenario(
         name="crosscheck",
         requests=requests,
-        slo_ttft_s=setup.slo_s,
+        slo=Slo(ttft_base_s=setup.slo_s),
         model_load_s=setup.model_load_s / speed,
         node_boot_s=setup.node_boot_s / speed,
         gpus_per_node=setup.gpus_per_node,
@@ -134,38 +135,47 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _live(config: DemoConfig) -> RunRecord:
+async def _live(config: DemoConfig, redis_url: str | None = None) -> RunRecord:
     from rich.console import Console
 
     from sim.demo.run import run_all
     from sim.demo.stack import Arm
 
-    records = await run_all(config, [Arm.OURS], redis_url=None, console=Console(stderr=True))
+    records = await run_all(config, [Arm.OURS], redis_url=redis_url, console=Console(stderr=True))
     return records[0]
 
 
-def main(argv: list[str]) -> int:
+def demo_config(*, speed: float, duration_s: float, seed: int, out: Path) -> DemoConfig:
+    """The demo's default burst scenario, compressed by `speed` and cut to `duration_s`."""
     from sim.demo.run import add_options, build_config
 
-    args = _parser().parse_args(argv)
     demo_args = argparse.ArgumentParser()
     add_options(demo_args)
     ns = demo_args.parse_args(
         [
             "--speed",
-            str(args.speed),
+            str(speed),
             "--duration",
-            str(args.duration),
+            str(duration_s),
             "--seed",
-            str(args.seed),
+            str(seed),
             "--out",
-            str(args.out),
+            str(out),
         ]
     )
-    config = replace(build_config(ns, live=False), live=False)
-    record = asyncio.run(_live(config))
-    result = simulate(config)
-    figures = compare(record, result)
+    return replace(build_config(ns, live=False), live=False)
+
+
+def crosscheck(config: DemoConfig, *, redis_url: str | None = None) -> dict[str, Any]:
+    """Run the live `surgescale` arm, then the evaluator on the same scenario; compare them."""
+    record = asyncio.run(_live(config, redis_url))
+    return compare(record, simulate(config))
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    config = demo_config(speed=args.speed, duration_s=args.duration, seed=args.seed, out=args.out)
+    figures = crosscheck(config)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "crosscheck.json").write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
     print(f"{'':28} {'live':>10} {'evaluator':>10}")

@@ -1,9 +1,12 @@
 """The HPA family of baselines: `hpa-memory`, `hpa-cpu` and `keda-prometheus`.
 
 All three run the Kubernetes HPA algorithm of the demo's slow-path baseline
-(`sim.demo.hpa.hpa_sync`: 15 s sync, 10% tolerance, default behavior — scale-up
-`max(+4 pods, +100%)` per 15 s, scale-down stabilization 300 s) on what their metric pipeline
-would show at the time, with the phases of the periodic loops drawn from the run's seed:
+(`sim.demo.hpa.hpa_sync`: 15 s sync, 10% tolerance, the HPA's default behavior as a user who
+writes none gets it — scale-up `max(+4 pods, +100%)` per 15 s, scale-down stabilization 300 s
+then -100% per 15 s) on what their metric pipeline would show at the time, with the phases of
+the periodic loops drawn from the run's seed. Named variants: `keda-prometheus-1pod60s` (the
+scale-down of `manifests/keda/scaledobject.yaml`, 1 pod per 60 s) and `keda-prometheus-service`
+(behind a plain Service, below):
 
 - `keda-prometheus`: Prometheus scrapes every Ready pod's cumulative
   `vllm:time_to_first_token_seconds` histogram (vLLM's own buckets; measured by vLLM from the
@@ -17,9 +20,11 @@ would show at the time, with the phases of the periodic loops drawn from the run
 - `hpa-cpu`: CPU utilization from metrics-server (15 s resolution) against an 80% target; vLLM's
   engine loop keeps a core busy while it has any request (`idle_cpu` when it has none).
 
-Requests reach these pods through a plain Kubernetes Service (random Ready endpoint, queueing
-inside vLLM), as in a deployment without surgescale's gateway. Nodes come from Karpenter's
-dynamic provisioning.
+Requests reach these pods as in the demo's baseline arm: through the gateway's admission core
+with its per-pod cap lifted (least outstanding requests, queueing inside vLLM, where vLLM's TTFT
+histogram sees it); `keda-prometheus-service` uses a plain Kubernetes Service instead (a random
+Ready endpoint). minReplicas is the scenario's, at least 1 (the manifest's `minReplicaCount`).
+Nodes come from Karpenter's dynamic provisioning.
 """
 
 from __future__ import annotations
@@ -32,11 +37,11 @@ from typing import TYPE_CHECKING
 from sim.demo.hpa import HpaState, KedaSpec, KedaState, MetricType, hpa_sync, keda_poll
 from sim.demo.promql import INF, HistogramSample, HistogramStore
 from sim.evaluate.cluster import NodeMode
-from sim.evaluate.gateway import Request
+from sim.evaluate.ingress import Request
 from sim.pod.metrics import TTFT_BUCKETS
 
 if TYPE_CHECKING:
-    from sim.evaluate.world import Scenario, World
+    from sim.evaluate.world import Ingress, Scenario, World
 
 
 class HpaMetric(enum.StrEnum):
@@ -63,11 +68,18 @@ class HpaBaseline:
 
     node_mode = NodeMode.KARPENTER
 
-    def __init__(self, *, name: str, config: HpaConfig, spec: KedaSpec | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        config: HpaConfig,
+        spec: KedaSpec | None = None,
+        ingress: Ingress | None = None,
+    ) -> None:
         from sim.evaluate.world import Ingress
 
         self.name = name
-        self.ingress = Ingress.SERVICE
+        self.ingress = Ingress.UNCAPPED if ingress is None else ingress
         self.config = config
         self.base_spec = spec or KedaSpec()
         self.syncs = 0
@@ -211,13 +223,54 @@ class HpaBaseline:
             cluster.scale(decision.replicas)
 
 
+HPA_DEFAULT_SCALE_DOWN = KedaSpec(
+    scale_down_pods=None, scale_down_percent=100.0, scale_down_period_s=15.0
+)
+"""The HPA's default `behavior.scaleDown` (300 s stabilization, -100% per 15 s): what a user who
+writes no `behavior` gets."""
+MANIFEST_SCALE_DOWN = KedaSpec(scale_down_pods=1, scale_down_period_s=60.0)
+"""`manifests/keda/scaledobject.yaml`'s `behavior.scaleDown`: 1 pod per 60 s."""
+
+
 def keda_prometheus() -> HpaBaseline:
-    return HpaBaseline(name="keda-prometheus", config=HpaConfig(metric=HpaMetric.TTFT_P95))
+    """KEDA on Prometheus TTFT p95, HPA default scale-down, the demo's routing."""
+    return HpaBaseline(
+        name="keda-prometheus",
+        config=HpaConfig(metric=HpaMetric.TTFT_P95),
+        spec=HPA_DEFAULT_SCALE_DOWN,
+    )
+
+
+def keda_prometheus_1pod60s() -> HpaBaseline:
+    """The same with the manifest's scale-down (1 pod per 60 s)."""
+    return HpaBaseline(
+        name="keda-prometheus-1pod60s",
+        config=HpaConfig(metric=HpaMetric.TTFT_P95),
+        spec=MANIFEST_SCALE_DOWN,
+    )
+
+
+def keda_prometheus_service() -> HpaBaseline:
+    """The same behind a plain Kubernetes Service (random endpoint, queueing inside vLLM)."""
+    from sim.evaluate.world import Ingress
+
+    return HpaBaseline(
+        name="keda-prometheus-service",
+        config=HpaConfig(metric=HpaMetric.TTFT_P95),
+        spec=HPA_DEFAULT_SCALE_DOWN,
+        ingress=Ingress.SERVICE,
+    )
 
 
 def hpa_memory() -> HpaBaseline:
-    return HpaBaseline(name="hpa-memory", config=HpaConfig(metric=HpaMetric.GPU_MEMORY))
+    return HpaBaseline(
+        name="hpa-memory",
+        config=HpaConfig(metric=HpaMetric.GPU_MEMORY),
+        spec=HPA_DEFAULT_SCALE_DOWN,
+    )
 
 
 def hpa_cpu() -> HpaBaseline:
-    return HpaBaseline(name="hpa-cpu", config=HpaConfig(metric=HpaMetric.CPU))
+    return HpaBaseline(
+        name="hpa-cpu", config=HpaConfig(metric=HpaMetric.CPU), spec=HPA_DEFAULT_SCALE_DOWN
+    )

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sim.evaluate.cluster import NodeMode
-from sim.evaluate.gateway import Request
+from sim.evaluate.ingress import Request
 
 if TYPE_CHECKING:
     from sim.evaluate.world import Scenario, World

@@ -4,11 +4,16 @@ Definitions (the same for every policy):
 
 - TTFT is from arrival at the gateway (or the Service) to the first token; a request that never
   got one counts as +inf (a miss) in every percentile and in the attainment;
-- SLO attainment: the share of requests with TTFT <= the SLO;
 - TPOT: (finish - first token) / (output tokens - 1), for requests with more than one token;
-- GPU-hours: GPUs held by pods from binding (model load included) to termination (drain
-  included); node-hours: nodes from launch (boot included) to termination; both over the run
-  (to the last completion, at least `tail_s` past the last arrival);
+- SLO attainment (`slo_attainment`): the share of requests within SLO as `surgescale.slo.Slo.met`
+  defines it — first token by the request's deadline (base + per-input-token allowance) and,
+  where a TPOT objective is set, TPOT within it; `ttft_attainment` counts the deadline alone,
+  `tpot_attainment` the TPOT objective alone (a request never served misses both);
+- billed GPU-hours (`billed_gpu_hours`, the cost every judgement uses): node-hours x GPUs per
+  node, what a node-billed cloud charges; node-hours: nodes from launch (boot included) to
+  termination; pod GPU-hours (`gpu_hours`, second): GPUs held by pods from binding (model load
+  included) to termination (drain included); all over the run (to the last completion, at least
+  `tail_s` past the last arrival);
 - scale events: changes of the Deployment's replica count;
 - bursts: the three largest rises of the arrival rate (10 s windows against the 60 s before,
   at least doubling, 300 s apart); the reaction to one is the time from its onset to the
@@ -19,12 +24,14 @@ Definitions (the same for every policy):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sim.evaluate.ingress import Request
 from sim.evaluate.trace import TraceRequest
 from sim.evaluate.world import RunResult
+from surgescale.slo import Slo
 
 REACTION_CAP_S = 300.0
 
@@ -97,17 +104,32 @@ def reactions(result: RunResult, bursts: Sequence[Burst]) -> list[float | None]:
     return out
 
 
+def attainment_counts(requests: Iterable[Request], slo: Slo) -> tuple[int, int, int]:
+    """(within SLO, TTFT deadline met, TPOT met) over `requests`; never served misses all."""
+    met = ttft_met = tpot_met = 0
+    for r in requests:
+        ttft = r.ttft
+        if ttft is None:
+            continue
+        t_ok = slo.ttft_met(ttft, r.prompt_tokens)
+        p_ok = slo.tpot_met(r.tpot)
+        ttft_met += t_ok
+        tpot_met += p_ok
+        met += t_ok and p_ok
+    return met, ttft_met, tpot_met
+
+
 def summarize(
     result: RunResult, bursts: Sequence[Burst], *, reactive: bool = True
 ) -> dict[str, Any]:
     """One policy's row: the keys of `summary.json`. Clairvoyant policies (`reactive=False`)
     act before a burst, so they get no reaction times."""
     sc = result.scenario
-    slo = sc.slo_ttft_s
+    slo = sc.slo
     ttfts = sorted(math.inf if r.ttft is None else r.ttft for r in result.requests)
     tpots = sorted(t for t in (r.tpot for r in result.requests) if t is not None)
     total = len(sc.requests)
-    met = sum(1 for t in ttfts if t <= slo)
+    met, ttft_met, tpot_met = attainment_counts(result.requests, slo)
     completed = sum(1 for r in result.requests if r.finish is not None)
     rejected = sum(1 for r in result.requests if r.finish is not None and r.first_token is None)
     react = reactions(result, bursts) if reactive else [None for _ in bursts]
@@ -121,19 +143,24 @@ def summarize(
         "requests": total,
         "completed": completed,
         "rejected": rejected,
-        "slo_ttft_s": slo,
+        "slo_ttft_s": slo.ttft_base_s,
+        "slo_ttft_per_input_token_s": slo.ttft_per_input_token_s,
+        "slo_tpot_s": slo.tpot_s,
+        "billed_gpu_hours": result.node_seconds * sc.gpus_per_node / 3600.0,
+        "gpu_hours": result.gpu_seconds / 3600.0,
         "slo_attainment": met / total if total else 1.0,
+        "ttft_attainment": ttft_met / total if total else 1.0,
+        "tpot_attainment": tpot_met / total if total else 1.0,
         "ttft_p50_s": percentile(ttfts, 50),
         "ttft_p95_s": percentile(ttfts, 95),
         "ttft_p99_s": percentile(ttfts, 99),
         "tpot_p95_s": percentile(tpots, 95),
-        "gpu_hours": result.gpu_seconds / 3600.0,
         "node_hours": result.node_seconds / 3600.0,
         "scale_events": result.scale_events,
         "reaction_s": sum(reacted) / len(reacted) if reacted else None,
         "reactions_s": react,
         "initial_replicas": sc.initial_replicas,
-        "peak_replicas": max(desired, default=0),
+        "peak_replicas": max([*desired, *(n for _, n in result.replica_changes)], default=0),
         "mean_ready_replicas": sum(ready) / len(ready) if ready else 0.0,
         "sim_s": sim_s,
         "wall_s": result.wall_s,

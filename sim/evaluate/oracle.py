@@ -24,9 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from sim.engine import RequestRejected
 from sim.evaluate.cluster import NodeMode
-from sim.evaluate.gateway import Request
+from sim.evaluate.ingress import Request
+from sim.evaluate.pods import EngineFactory
 from sim.evaluate.trace import TraceRequest
+from surgescale.slo import Slo
 
 if TYPE_CHECKING:
     from sim.evaluate.world import RunResult, Scenario, World
@@ -37,8 +40,10 @@ class OracleConfig:
     bucket_s: float = 30.0
     warmup_s: float = 15.0
     target: float = 0.99
-    """Attainment each bucket must reach (TTFT <= SLO) with the chosen replica count."""
-    refine_rounds: int = 1
+    """Attainment (within SLO, over the requests that can meet their deadline at all) each bucket
+    must reach with the chosen replica count, and the whole run with the final schedule."""
+    refine_rounds: int = 2
+    """Rounds of bumping the buckets that missed in the full replay (each replays again)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +64,17 @@ class Schedule:
 
 
 class _Judge:
-    """Ends a trial run as soon as its verdict is known: too many misses, or all first tokens."""
+    """Ends a trial run as soon as its verdict is known: too many misses, or every judged
+    request decided (at its first token; at its completion when a TPOT objective is set)."""
 
-    def __init__(self, *, start: float, slo: float, total: int, allowed_misses: int) -> None:
+    def __init__(
+        self, *, start: float, slo: Slo, total: int, allowed_misses: int, skip: frozenset[str]
+    ) -> None:
         self.start = start
         self.slo = slo
         self.pending = total
         self.allowed = allowed_misses
+        self.skip = skip
         self.misses = 0
         self.world: World | None = None
 
@@ -75,17 +84,24 @@ class _Judge:
     def on_dispatch(self, req: Request, now: float) -> None:
         pass
 
-    def on_first_token(self, req: Request, now: float) -> None:
-        if req.arrival < self.start or self.world is None:
-            return
+    def _judged(self, req: Request) -> bool:
+        return req.arrival >= self.start and self.world is not None and req.id not in self.skip
+
+    def _count(self, met: bool) -> None:
         self.pending -= 1
-        if now - req.arrival > self.slo:
-            self.misses += 1
-        if self.misses > self.allowed or self.pending <= 0:
+        self.misses += not met
+        if (self.misses > self.allowed or self.pending <= 0) and self.world is not None:
             self.world.stop_requested = True
 
+    def on_first_token(self, req: Request, now: float) -> None:
+        if self.slo.tpot_s is None and self._judged(req):
+            self._count(now <= req.deadline)
+
     def on_complete(self, req: Request, now: float) -> None:
-        pass
+        if self._judged(req) and (self.slo.tpot_s is not None or req.first_token is None):
+            self._count(
+                self.slo.met(ttft_s=req.ttft, tpot_s=req.tpot, prompt_tokens=req.prompt_tokens)
+            )
 
 
 class Fixed:
@@ -159,23 +175,52 @@ class Scheduled:
 
 
 def _bucket_attainment(
-    result: RunResult, *, bucket_s: float, slo: float, start: float, n: int
+    result: RunResult, *, bucket_s: float, slo: Slo, start: float, n: int, skip: frozenset[str]
 ) -> list[tuple[int, int]]:
-    """(met, total) per bucket for requests arriving at or after `start`."""
-    out = [(0, 0)] * n
+    """(within SLO, judged) per bucket for requests arriving at or after `start`, leaving out
+    the ids in `skip` (those that cannot meet their deadline at all)."""
     acc = [[0, 0] for _ in range(n)]
     for req in result.requests:
-        if req.arrival < start:
+        if req.arrival < start or req.id in skip:
             continue
         i = int((req.arrival - start) // bucket_s)
         if i >= n:
             continue
         acc[i][1] += 1
-        ttft = req.ttft
-        if ttft is not None and ttft <= slo:
+        if slo.met(ttft_s=req.ttft, tpot_s=req.tpot, prompt_tokens=req.prompt_tokens):
             acc[i][0] += 1
-    out = [(a[0], a[1]) for a in acc]
-    return out
+    return [(a[0], a[1]) for a in acc]
+
+
+def infeasible(scenario: Scenario, factory: EngineFactory) -> frozenset[int]:
+    """Indices of the requests that cannot meet their TTFT deadline at all: alone on an idle warm
+    replica their first token comes too late, or the engine refuses them (too long)."""
+    late: dict[int, bool] = {}
+    out = set()
+    for index, req in enumerate(scenario.requests):
+        tokens = req.prompt_tokens
+        if tokens not in late:
+            engine = factory(0)
+            try:
+                engine.add("probe", tokens, 2, 0.0)
+            except RequestRejected:
+                late[tokens] = True
+            else:
+                first = math.inf
+                while first == math.inf:
+                    nxt = engine.next_change_time()
+                    if nxt is None:
+                        break
+                    for ev in engine.advance(nxt):
+                        first = min(first, ev.time)
+                late[tokens] = first > scenario.slo.ttft_budget(tokens)
+        if late[tokens]:
+            out.add(index)
+    return frozenset(out)
+
+
+def _ids(indices: frozenset[int], offset: int = 0) -> frozenset[str]:
+    return frozenset(f"r{i - offset}" for i in indices)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -186,18 +231,24 @@ class _Trial:
     scenario: Scenario
     offset: float
     """Start of the judged bucket inside the trial's scenario (after the warm-up)."""
-    slo: float
     in_bucket: int
+    """Requests of the bucket that can meet their deadline at all (the judged ones)."""
+    skip: frozenset[str]
     target: float
 
     def ok(self, replicas: int) -> bool:
         allowed = math.floor((1.0 - self.target) * self.in_bucket + 1e-9)
+        slo = self.scenario.slo
         judge = _Judge(
-            start=self.offset, slo=self.slo, total=self.in_bucket, allowed_misses=allowed
+            start=self.offset,
+            slo=slo,
+            total=self.in_bucket,
+            allowed_misses=allowed,
+            skip=self.skip,
         )
         result = self.run(self.scenario, Fixed(replicas, name="oracle-trial", judge=judge))
         met, total = _bucket_attainment(
-            result, bucket_s=math.inf, slo=self.slo, start=self.offset, n=1
+            result, bucket_s=math.inf, slo=slo, start=self.offset, n=1, skip=self.skip
         )[0]
         return total == 0 or met >= self.target * total
 
@@ -230,8 +281,12 @@ def plan_buckets(
     stop: int,
     run: Callable[[Scenario, object], RunResult],
     config: OracleConfig,
+    skip: frozenset[int] = frozenset(),
+    bound: int | None = None,
 ) -> list[int]:
-    """The fewest replicas meeting the target in each bucket of `range(first, stop)`.
+    """The fewest replicas meeting the target in each bucket of `range(first, stop)`, judged over
+    the requests not in `skip` (indices of those that cannot meet their deadline at all), never
+    above `bound` (default: the scenario's `max_replicas`).
 
     Independent of where the search starts (each answer is the smallest passing count), so
     ranges can be planned in parallel and joined.
@@ -239,7 +294,11 @@ def plan_buckets(
     cfg = config
     b = cfg.bucket_s
     reqs = scenario.requests
-    slo = scenario.slo_ttft_s
+    limit = scenario.max_replicas if bound is None else bound
+    budget = max((scenario.slo.ttft_budget(q.prompt_tokens) for q in reqs), default=0.0)
+    if scenario.slo.tpot_s is not None:
+        longest = max((q.output_tokens for q in reqs), default=0)
+        budget += longest * scenario.slo.tpot_s
     chosen: list[int] = []
     lo_index = 0
     previous = 1
@@ -249,13 +308,16 @@ def plan_buckets(
         while lo_index < len(reqs) and reqs[lo_index].arrival_s < warm_from:
             lo_index += 1
         window: list[TraceRequest] = []
+        skipped: set[str] = set()
         j = lo_index
         in_bucket = 0
         while j < len(reqs) and reqs[j].arrival_s < end:
             q = reqs[j]
-            window.append(TraceRequest(q.arrival_s - warm_from, q.prompt_tokens, q.output_tokens))
-            if q.arrival_s >= start:
+            if j in skip:
+                skipped.add(f"r{len(window)}")
+            elif q.arrival_s >= start:
                 in_bucket += 1
+            window.append(TraceRequest(q.arrival_s - warm_from, q.prompt_tokens, q.output_tokens))
             j += 1
         if in_bucket == 0:
             chosen.append(0)
@@ -265,28 +327,76 @@ def plan_buckets(
             name=f"{scenario.name}-oracle-{i}",
             requests=tuple(window),
             tail_s=0.0,
-            max_drain_s=slo + 0.5,
+            max_drain_s=budget + 0.5,
             sample_s=1e9,
         )
         ok = _Trial(
             run=run,
             scenario=sub,
             offset=start - warm_from,
-            slo=slo,
             in_bucket=in_bucket,
+            skip=frozenset(skipped),
             target=cfg.target,
         ).ok
-        r = max(previous, 1)
-        if ok(r):
-            while r > 1 and ok(r - 1):
-                r -= 1
-        else:
-            r += 1
-            while r < scenario.max_replicas and not ok(r):
-                r += 1
-        chosen.append(r)
-        previous = r
+        chosen.append(_smallest(ok, start=max(previous, 1), bound=max(limit, 1)))
+        previous = chosen[-1]
     return chosen
+
+
+def _smallest(ok: Callable[[int], bool], *, start: int, bound: int) -> int:
+    """The smallest count in 1..bound that passes (bound when none does), searching from
+    `start`: down one at a time, up by one then doubling, then bisecting."""
+    r = min(start, bound)
+    if ok(r):
+        while r > 1 and ok(r - 1):
+            r -= 1
+        return r
+    lo, hi = r, r + 1  # lo fails
+    while hi < bound and not ok(hi):
+        lo, hi = hi, min(2 * hi, bound)
+    if hi >= bound:
+        hi = bound
+        if lo + 1 < hi and not ok(hi):
+            return bound
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+@dataclass(frozen=True, slots=True)
+class Final:
+    """The oracle's final schedule, its replay and whether that replay meets the target."""
+
+    schedule: Schedule
+    result: RunResult
+    met: int
+    judged: int
+    meets_target: bool
+
+
+def check(
+    scenario: Scenario,
+    schedule: Schedule,
+    *,
+    run: Callable[[Scenario, object], RunResult],
+    config: OracleConfig,
+    skip: frozenset[int],
+) -> tuple[Final, list[tuple[int, int]]]:
+    """Replay `schedule` and judge it over the requests that can meet their deadline at all."""
+    ids = _ids(skip)
+    n = len(schedule.replicas)
+    result = run(scenario, Scheduled(schedule))
+    per_bucket = _bucket_attainment(
+        result, bucket_s=schedule.bucket_s, slo=scenario.slo, start=0.0, n=n, skip=ids
+    )
+    met = sum(m for m, _ in per_bucket)
+    judged = sum(t for _, t in per_bucket)
+    ok = judged == 0 or met >= config.target * judged
+    return Final(schedule, result, met, judged, ok), per_bucket
 
 
 def finalize(
@@ -295,16 +405,15 @@ def finalize(
     *,
     run: Callable[[Scenario, object], RunResult],
     config: OracleConfig,
-) -> tuple[Schedule, RunResult | None]:
-    """Fill short dips, play the schedule, bump the buckets that still missed; returns the
-    schedule and, when the last replay used exactly it, that replay (the oracle's own run)."""
+    skip: frozenset[int] = frozenset(),
+) -> Final:
+    """Fill short dips, play the schedule, bump the buckets that still missed, and replay the
+    final schedule once more, so what is reported is exactly what was checked."""
     b = config.bucket_s
-    n = len(chosen)
-    slo = scenario.slo_ttft_s
-    schedule = Schedule(b, tuple(fill_gaps(chosen, bucket_s=b, load_s=scenario.model_load_s)))
+    load = scenario.model_load_s
+    schedule = Schedule(b, tuple(fill_gaps(chosen, bucket_s=b, load_s=load)))
+    final, per_bucket = check(scenario, schedule, run=run, config=config, skip=skip)
     for _ in range(config.refine_rounds):
-        result = run(scenario, Scheduled(schedule))
-        per_bucket = _bucket_attainment(result, bucket_s=b, slo=slo, start=0.0, n=n)
         bumped = list(schedule.replicas)
         changed = False
         for i, (met, total) in enumerate(per_bucket):
@@ -312,9 +421,10 @@ def finalize(
                 bumped[i] += 1
                 changed = True
         if not changed:
-            return schedule, result
-        schedule = Schedule(b, tuple(fill_gaps(bumped, bucket_s=b, load_s=scenario.model_load_s)))
-    return schedule, None
+            break
+        schedule = Schedule(b, tuple(fill_gaps(bumped, bucket_s=b, load_s=load)))
+        final, per_bucket = check(scenario, schedule, run=run, config=config, skip=skip)
+    return final
 
 
 def plan(
@@ -322,9 +432,12 @@ def plan(
     *,
     run: Callable[[Scenario, object], RunResult],
     config: OracleConfig | None = None,
-) -> tuple[Schedule, RunResult | None]:
+    skip: frozenset[int] = frozenset(),
+) -> Final:
     """The oracle's replica schedule for `scenario` (see the module docstring), planned in one
-    process, and the run of it when `finalize` has one."""
+    process, and its checked replay."""
     cfg = config or OracleConfig()
-    chosen = plan_buckets(scenario, first=0, stop=bucket_count(scenario, cfg), run=run, config=cfg)
-    return finalize(scenario, chosen, run=run, config=cfg)
+    chosen = plan_buckets(
+        scenario, first=0, stop=bucket_count(scenario, cfg), run=run, config=cfg, skip=skip
+    )
+    return finalize(scenario, chosen, run=run, config=cfg, skip=skip)

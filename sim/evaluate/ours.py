@@ -6,21 +6,26 @@ live gateway emits (enqueue, dispatch, first_token with `ttft_ms`, complete with
 into `controller.state.ModelState` at once (events at once: the Redis hop is a millisecond and is
 left out), and `controller.policy.decide` runs unchanged on `ModelState.observe(...)`.
 
-Cadence, as in the live controller: an evaluation on every material change (an enqueue or a
-completion), rate-limited to one per `min_interval_s`, plus a periodic `tick_s` for scale-down
-and scale-to-zero. Decisions act at once on the cluster model: replicas on the Deployment and
-nodes on the static NodePool.
+When the policy runs is the live controller's own scheduling, `controller.schedule.EvalGate`,
+driven by the virtual clock: every event asks for an evaluation, rate-limited to one per
+`min_interval_s` with one trailing evaluation, a queue that grew since the last evaluation goes
+at once (the urgent path), and a periodic `tick_s` asks too (scale-down, scale-to-zero).
+Decisions act at once on the cluster model: replicas on the Deployment and nodes on the static
+NodePool.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from controller.policy import Billing, PolicySpec, PolicyState, decide, nodes_for, replicas_on
+from controller.schedule import EvalGate
 from controller.state import ClusterCounts, ModelState, StateSettings
+from gateway.admission import DispatchOrder
 from sim.evaluate.cluster import NodeMode
-from sim.evaluate.gateway import Request
+from sim.evaluate.ingress import Request
 from surgescale.events import Event, EventType
 
 if TYPE_CHECKING:
@@ -49,6 +54,7 @@ def policy_spec(scenario: Scenario, config: OursConfig) -> PolicySpec:
         min_replicas=scenario.min_replicas,
         max_replicas=scenario.max_replicas,
         ttft_slo_s=scenario.slo_ttft_s,
+        tpot_slo_s=scenario.slo.tpot_s,
         concurrency_per_replica=scenario.pod_concurrency,
         gpus_per_replica=scenario.gpus_per_replica,
         gpus_per_node=scenario.gpus_per_node,
@@ -61,15 +67,45 @@ def policy_spec(scenario: Scenario, config: OursConfig) -> PolicySpec:
     )
 
 
+class _Timer:
+    """A cancellable callback on the virtual clock (the clock's queue never deletes)."""
+
+    __slots__ = ("callback", "cancelled")
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def fire(self, _: object) -> None:
+        if not self.cancelled:
+            self.callback()
+
+
+def ours_fifo() -> Ours:
+    """`ours` with the gateway's queue in plain arrival order (no deadline-aware dispatch)."""
+    return Ours(name="ours-fifo", dispatch_order=DispatchOrder.FIFO)
+
+
 class Ours:
     """The surgescale controller in virtual time."""
 
     node_mode = NodeMode.STATIC
 
-    def __init__(self, config: OursConfig | None = None, *, name: str = "ours") -> None:
+    def __init__(
+        self,
+        config: OursConfig | None = None,
+        *,
+        name: str = "ours",
+        dispatch_order: DispatchOrder | None = None,
+    ) -> None:
         from sim.evaluate.world import Ingress
 
         self.name = name
+        self.dispatch_order = dispatch_order
+        """None: the scenario's (deadline-aware); `ours-fifo` uses plain arrival order."""
         self.ingress = Ingress.GATEWAY
         self.config = config or OursConfig()
         self.decisions = 0
@@ -94,8 +130,7 @@ class Ours:
         self.state = ModelState(self.model, settings)
         replicas = world.cluster.desired_replicas
         self.policy_state = PolicyState.initial(replicas, world.cluster.desired_nodes)
-        self._last_eval = -1e9
-        self._pending = False
+        self.gate = EvalGate()
         self._seq = 0
         world.gateway.listeners.append(self)
         self.clock.every(self.config.snapshot_s, self._snapshot, first=0.0)
@@ -122,10 +157,12 @@ class Ours:
         queue_ms = (now - req.arrival) * 1000.0
         ev = self._event(EventType.DISPATCH, req, now, pod=req.pod, queue_ms=queue_ms)
         self.state.apply(ev, now)
+        self._material()
 
     def on_first_token(self, req: Request, now: float) -> None:
         ev = self._event(EventType.FIRST_TOKEN, req, now, ttft_ms=(now - req.arrival) * 1000.0)
         self.state.apply(ev, now)
+        self._material()
 
     def on_complete(self, req: Request, now: float) -> None:
         tpot = req.tpot
@@ -151,34 +188,47 @@ class Ours:
             EventType.SNAPSHOT,
             None,
             self.clock.now,
-            queue_depth=len(gw.queue),
+            queue_depth=gw.queue_depth,
             in_flight=gw.in_flight,
             seq=self._seq,
             interval_ms=int(self.config.snapshot_s * 1000),
         )
         self.state.apply(ev, self.clock.now)
+        self._material()
 
-    # ---- the loop -----------------------------------------------------------------------------
+    # ---- the loop (`controller.schedule`, as `controller.loop` drives it) ----------------------
+
+    def _call_at(self, when: float, callback: Callable[[], None]) -> _Timer:
+        timer = _Timer(callback)
+        self.clock.at(when, timer.fire)
+        return timer
+
+    def _request(self, *, trigger: float | None, urgent: bool = False) -> None:
+        if self.gate.request(
+            now=self.clock.now,
+            trigger=trigger,
+            urgent=urgent,
+            min_interval_s=self.config.min_interval_s,
+            call_at=self._call_at,
+            deferred=self._deferred,
+        ):
+            self._evaluate()
 
     def _material(self) -> None:
-        if self._pending:
-            return
-        now = self.clock.now
-        due = self._last_eval + self.config.min_interval_s
-        if now >= due:
-            self._evaluate(None)
-        else:
-            self._pending = True
-            self.clock.at(due, self._evaluate, None)
+        """Every event the controller consumes asks for an evaluation (`Controller._consume`)."""
+        self._request(trigger=self.clock.now, urgent=self.gate.is_urgent(self.state.queue_depth))
+
+    def _deferred(self) -> None:
+        self.gate.fired()
+        self._evaluate()
 
     def _tick(self, _: object) -> None:
-        if not self._pending:
-            self._evaluate(None)
+        self._request(trigger=None)
+        self.state.forget_silent(self.clock.now)
 
-    def _evaluate(self, _: object) -> None:
-        self._pending = False
+    def _evaluate(self) -> None:
         now = self.clock.now
-        self._last_eval = now
+        self.gate.begin(now)
         cluster = self.world.cluster
         ready, starting = cluster.counts()
         nodes_ready, nodes_booting = cluster.node_counts()
@@ -196,6 +246,7 @@ class Ours:
             tpot_slo_s=self.spec.tpot_slo_s,
         )
         decision, self.policy_state = decide(obs, self.policy_state, self.spec, now)
+        self.gate.done(obs.queue_depth)
         self.decisions += 1
         if not decision.valid:
             key = decision.reason.value

@@ -7,7 +7,7 @@ wake-up in the clock's queue, at the engine's `next_change_time()`; a generation
 older ones whenever a new request changes the schedule.
 
 Lifecycle states are set by the cluster model (`sim.evaluate.cluster`); routing and the request
-records belong to the gateway model (`sim.evaluate.gateway`).
+records belong to the gateway model (`sim.evaluate.ingress`).
 """
 
 from __future__ import annotations

@@ -1,13 +1,14 @@
 """The evaluator's outputs: `summary.json`, `summary.csv`, `summary.md` and the PNG plots.
 
-- `summary.json`: a list with one object per policy (`policy`, `slo_attainment` 0..1,
-  `ttft_p50_s`, `ttft_p95_s`, `ttft_p99_s`, `gpu_hours`, `scale_events`, and the rest of
+- `summary.json`: a list with one object per policy (`policy`, `billed_gpu_hours`, `gpu_hours`,
+  `slo_attainment`, `ttft_attainment`, `tpot_attainment` 0..1, `ttft_p50_s`, `ttft_p95_s`,
+  `ttft_p99_s`, `scale_events`, and the rest of
   `sim.evaluate.metrics.summarize`); percentiles that fall on a request never served are null;
 - `summary.csv`: the same rows;
 - `summary.md`: the markdown table (also printed by the command);
 - `replicas.png` (ready replicas of every policy against the arrival rate), `ttft.png` (TTFT p95
-  per sample period, log scale, with the SLO line), `slo_cost.png` (GPU-hours against SLO
-  attainment, one point per policy).
+  per sample period, log scale, with the SLO's base line), `pareto.png` (SLO attainment against
+  billed GPU-hours, one point per policy, and the Pareto front).
 
 Matplotlib runs on its Agg backend (no display needed).
 """
@@ -26,12 +27,15 @@ from sim.evaluate.runner import Evaluation
 
 TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("policy", "policy", "s"),
-    ("slo_attainment", "SLO att.", "pct"),
+    ("billed_gpu_hours", "billed GPU-h", "2f"),
+    ("slo_attainment", "within SLO", "pct"),
+    ("ttft_attainment", "TTFT met", "pct"),
+    ("tpot_attainment", "TPOT met", "pct"),
     ("ttft_p50_s", "TTFT p50 s", "3f"),
     ("ttft_p95_s", "TTFT p95 s", "3f"),
     ("ttft_p99_s", "TTFT p99 s", "3f"),
     ("tpot_p95_s", "TPOT p95 ms", "ms"),
-    ("gpu_hours", "GPU-h", "2f"),
+    ("gpu_hours", "pod GPU-h", "2f"),
     ("node_hours", "node-h", "2f"),
     ("scale_events", "scale ev.", "d"),
     ("peak_replicas", "peak repl.", "d"),
@@ -91,6 +95,48 @@ def write_summary(evaluation: Evaluation, out: Path) -> Path:
     return path
 
 
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (cost, attainment) points no other point beats on both, cheapest first."""
+    front: list[tuple[float, float]] = []
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or y > front[-1][1]:
+            front.append((x, y))
+    return front
+
+
+def write_pareto(rows: Sequence[dict[str, Any]], path: Path, *, title: str) -> Path:
+    """Within SLO against billed GPU-hours, one point per policy (policies on the same point
+    share one label), with the Pareto front; from summary rows, so it can be redrawn later."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[tuple[float, float], list[str]] = {}
+    for row in rows:
+        x, y = float(row["billed_gpu_hours"]), 100 * float(row["slo_attainment"])
+        groups.setdefault((round(x, 4), round(y, 4)), []).append(str(row["policy"]))
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for (x, y), names in groups.items():
+        ax.scatter(x, y, s=60)
+        ax.annotate(
+            "\n".join(names), (x, y), textcoords="offset points", xytext=(5, 5), fontsize="small"
+        )
+    front = pareto_front(list(groups))
+    if front:
+        ax.step(*zip(*front, strict=True), where="post", color="0.5", linestyle=":")
+    ax.set_xlabel("billed GPU-hours (node-hours x GPUs per node; lower is cheaper)")
+    ax.set_ylabel("within SLO, % of requests")
+    ax.set_title(f"{title}: SLO against billed cost (dotted: Pareto front)")
+    ax.margins(x=0.15, y=0.1)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def write_plots(evaluation: Evaluation, out: Path) -> list[Path]:
     """Write the three PNG plots; return their paths."""
     import matplotlib
@@ -139,23 +185,5 @@ def write_plots(evaluation: Evaluation, out: Path) -> list[Path]:
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for run in runs:
-        s = run.summary
-        ax.scatter(s["gpu_hours"], 100 * s["slo_attainment"], s=60)
-        ax.annotate(
-            s["policy"],
-            (s["gpu_hours"], 100 * s["slo_attainment"]),
-            textcoords="offset points",
-            xytext=(5, 5),
-            fontsize="small",
-        )
-    ax.set_xlabel("GPU-hours (lower is cheaper)")
-    ax.set_ylabel(f"SLO attainment, % of requests with TTFT <= {sc.slo_ttft_s:g} s")
-    ax.set_title(f"{sc.name}: SLO against cost")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    paths.append(out / "slo_cost.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(write_pareto([r.summary for r in runs], out / "pareto.png", title=sc.name))
     return paths

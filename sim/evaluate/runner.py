@@ -16,9 +16,15 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sim.evaluate.hpa import hpa_cpu, hpa_memory, keda_prometheus
+from sim.evaluate.hpa import (
+    hpa_cpu,
+    hpa_memory,
+    keda_prometheus,
+    keda_prometheus_1pod60s,
+    keda_prometheus_service,
+)
 from sim.evaluate.kpa import Kpa
-from sim.evaluate.metrics import Burst, find_bursts, percentile, summarize
+from sim.evaluate.metrics import Burst, attainment_counts, find_bursts, percentile, summarize
 from sim.evaluate.oracle import (
     Fixed,
     OracleConfig,
@@ -27,18 +33,22 @@ from sim.evaluate.oracle import (
     bucket_count,
     fill_gaps,
     finalize,
+    infeasible,
     plan,
     plan_buckets,
 )
-from sim.evaluate.ours import Ours
+from sim.evaluate.ours import Ours, ours_fifo
 from sim.evaluate.pods import EngineFactory, engine_factory
 from sim.evaluate.world import Autoscaler, RunResult, Scenario, World
 
 POLICIES: tuple[str, ...] = (
     "ours",
+    "ours-fifo",
     "hpa-memory",
     "hpa-cpu",
     "keda-prometheus",
+    "keda-prometheus-1pod60s",
+    "keda-prometheus-service",
     "kpa",
     "static-peak",
     "oracle",
@@ -53,11 +63,16 @@ DEFAULT_POLICIES: tuple[str, ...] = (
 )
 _SIMPLE: dict[str, Callable[[], Autoscaler]] = {
     "ours": Ours,
+    "ours-fifo": ours_fifo,
     "hpa-memory": hpa_memory,
     "hpa-cpu": hpa_cpu,
     "keda-prometheus": keda_prometheus,
+    "keda-prometheus-1pod60s": keda_prometheus_1pod60s,
+    "keda-prometheus-service": keda_prometheus_service,
     "kpa": Kpa,
 }
+PROVISIONAL_BOUND = 256
+"""The oracle's search bound while the default `--max-replicas` is being derived from its plan."""
 
 
 class UnknownPolicyError(ValueError):
@@ -121,8 +136,23 @@ def _series(result: RunResult, summary: dict[str, Any]) -> PolicyRun:
     return run
 
 
+def _feasible_columns(result: RunResult, skip: frozenset[int]) -> dict[str, Any]:
+    """Attainment over the requests that can meet their deadline at all (the oracle's target)."""
+    ids = {f"r{i}" for i in skip}
+    judged = [r for r in result.requests if r.id not in ids]
+    met, _, _ = attainment_counts(judged, result.scenario.slo)
+    return {
+        "feasible_requests": len(judged),
+        "feasible_attainment": met / len(judged) if judged else 1.0,
+    }
+
+
 def _run_named(
-    scenario: Scenario, name: str, bursts: list[Burst], schedule: Schedule | None
+    scenario: Scenario,
+    name: str,
+    bursts: list[Burst],
+    schedule: Schedule | None,
+    skip: frozenset[int] = frozenset(),
 ) -> PolicyRun:
     if name in _SIMPLE:
         autoscaler: object = _SIMPLE[name]()
@@ -131,12 +161,14 @@ def _run_named(
         autoscaler = Scheduled(schedule)
     elif name == "static-peak":
         assert schedule is not None
-        autoscaler = Fixed(max(schedule.peak, 1))
+        autoscaler = Fixed(min(max(schedule.peak, 1), scenario.max_replicas))
     else:
         raise UnknownPolicyError(name)
     cpu = time.process_time()
     result = run_one(scenario, autoscaler)
     summary = summarize(result, bursts, reactive=name in _SIMPLE)
+    summary.update(_feasible_columns(result, skip))
+    summary["max_replicas"] = scenario.max_replicas
     summary["cpu_s"] = time.process_time() - cpu
     return _series(result, summary)
 
@@ -148,14 +180,28 @@ def _runner(scenario: Scenario) -> Callable[[Scenario, object], RunResult]:
 
 def oracle_schedule(scenario: Scenario, config: OracleConfig | None = None) -> Schedule:
     """Plan the oracle's schedule for `scenario` in this process."""
-    return plan(scenario, run=_runner(scenario), config=config)[0]
+    skip = infeasible(scenario, engine_factory(scenario.profile))
+    return plan(scenario, run=_runner(scenario), config=config, skip=skip).schedule
 
 
 def _plan_chunk(
-    scenario: Scenario, first: int, stop: int, config: OracleConfig
+    scenario: Scenario,
+    first: int,
+    stop: int,
+    config: OracleConfig,
+    skip: frozenset[int],
+    bound: int,
 ) -> tuple[list[int], float]:
     cpu = time.process_time()
-    chosen = plan_buckets(scenario, first=first, stop=stop, run=_runner(scenario), config=config)
+    chosen = plan_buckets(
+        scenario,
+        first=first,
+        stop=stop,
+        run=_runner(scenario),
+        config=config,
+        skip=skip,
+        bound=bound,
+    )
     return chosen, time.process_time() - cpu
 
 
@@ -170,33 +216,93 @@ def _oracle_run(
     chosen: list[int],
     bursts: list[Burst],
     config: OracleConfig,
-    planning_cpu: float,
+    skip: frozenset[int],
 ) -> PolicyRun:
-    """Refine the planned schedule; the last refinement replay is the oracle's run."""
+    """Refine the planned schedule; the checked replay of the final schedule is the oracle's run."""
     cpu = time.process_time()
-    schedule, replay = finalize(scenario, chosen, run=_runner(scenario), config=config)
-    planning_cpu += time.process_time() - cpu
-    if replay is not None:
-        run = _series(replay, summarize(replay, bursts, reactive=False))
-        run.summary["cpu_s"] = 0.0  # counted in planning_cpu_s
-    else:
-        run = _run_named(scenario, "oracle", bursts, schedule)
-    run.summary["planning_cpu_s"] = planning_cpu
-    run.summary["oracle_schedule"] = list(schedule.replicas)
+    final = finalize(scenario, chosen, run=_runner(scenario), config=config, skip=skip)
+    run = _series(final.result, summarize(final.result, bursts, reactive=False))
+    run.summary.update(_feasible_columns(final.result, skip))
+    run.summary["max_replicas"] = scenario.max_replicas
+    run.summary["cpu_s"] = 0.0  # counted in planning_cpu_s
+    run.summary["refine_cpu_s"] = time.process_time() - cpu
+    run.summary["oracle_schedule"] = list(final.schedule.replicas)
+    run.summary["oracle_meets_target"] = final.meets_target
+    run.summary["oracle_plan"] = "schedule"
+    run.summary["warm_floor_billed_gpu_hours"] = warm_floor(scenario, chosen, config)
     return run
+
+
+def warm_floor(scenario: Scenario, chosen: Sequence[int], config: OracleConfig) -> float:
+    """Billed GPU-hours if each bucket's planned replicas were there exactly for that bucket,
+    packed on whole nodes, with no model load and no node boot paid: what the oracle's plan
+    would cost with free cold starts (its distance to this is what cold starts cost it)."""
+    per_node = max(scenario.gpus_per_node // max(scenario.gpus_per_replica, 1), 1)
+    nodes = sum(math.ceil(c / per_node) for c in chosen)
+    return nodes * scenario.gpus_per_node * config.bucket_s / 3600.0
 
 
 def _static_peak_run(
-    scenario: Scenario, chosen: list[int], bursts: list[Burst], config: OracleConfig, cpu: float
+    scenario: Scenario,
+    chosen: list[int],
+    bursts: list[Burst],
+    config: OracleConfig,
+    skip: frozenset[int],
 ) -> PolicyRun:
     schedule = _planned(scenario, chosen, config)
-    run = _run_named(scenario, "static-peak", bursts, schedule)
-    run.summary["planning_cpu_s"] = cpu
+    run = _run_named(scenario, "static-peak", bursts, schedule, skip)
     run.summary["oracle_schedule"] = list(schedule.replicas)
     return run
 
 
-_LONGEST_FIRST = ("ours", "hpa-memory", "hpa-cpu", "keda-prometheus", "kpa")
+def choose_oracle(oracle: PolicyRun, static: PolicyRun, target: float) -> PolicyRun:
+    """The oracle's plan is the cheaper of its schedule and the constant peak (a constant plan is
+    one of its candidates): the cheapest in billed GPU-hours among those meeting the target over
+    the requests that can meet their deadline, else the one with the higher attainment."""
+    o, s = oracle.summary, static.summary
+    o_ok = o["feasible_attainment"] >= target - 1e-12
+    s_ok = s["feasible_attainment"] >= target - 1e-12
+    cheaper = s["billed_gpu_hours"] < o["billed_gpu_hours"]
+    better = s["feasible_attainment"] > o["feasible_attainment"]
+    take_static = (
+        (s_ok and (not o_ok or cheaper))
+        or (not o_ok and not s_ok and better)
+        or (cheaper and s["feasible_attainment"] >= o["feasible_attainment"])
+    )
+    if not take_static:
+        return oracle
+    chosen = PolicyRun(
+        summary={
+            **s,
+            "policy": "oracle",
+            "oracle_plan": "static-peak",
+            "oracle_meets_target": s_ok,
+            "cpu_s": 0.0,
+            "refine_cpu_s": o.get("refine_cpu_s", 0.0),
+            "oracle_schedule_rejected": o.get("oracle_schedule"),
+            "warm_floor_billed_gpu_hours": o.get("warm_floor_billed_gpu_hours"),
+        },
+        times=static.times,
+        desired=static.desired,
+        ready=static.ready,
+        nodes=static.nodes,
+        queue=static.queue,
+        arrival_rate=static.arrival_rate,
+        ttft_p95=static.ttft_p95,
+    )
+    return chosen
+
+
+_LONGEST_FIRST = (
+    "ours",
+    "ours-fifo",
+    "hpa-memory",
+    "hpa-cpu",
+    "keda-prometheus",
+    "keda-prometheus-1pod60s",
+    "keda-prometheus-service",
+    "kpa",
+)
 
 
 @dataclass(slots=True)
@@ -205,6 +311,7 @@ class Evaluation:
     runs: list[PolicyRun]
     bursts: list[Burst]
     wall_s: float
+    planning_cpu_s: float = 0.0
 
     @property
     def simulated_s(self) -> float:
@@ -212,19 +319,16 @@ class Evaluation:
 
     @property
     def cpu_s(self) -> float:
-        """CPU seconds of all runs, the oracle's planning counted once (the oracle's figure
-        includes the planning ranges static-peak also reports)."""
-        total = sum(r.summary.get("cpu_s", 0.0) for r in self.runs)
-        planning = [float(r.summary.get("planning_cpu_s", 0.0)) for r in self.runs]
-        return float(total + max(planning, default=0.0))
+        """CPU seconds of all runs, the oracle's planning and refinement included."""
+        total = sum(float(r.summary.get("cpu_s", 0.0)) for r in self.runs)
+        refine = sum(float(r.summary.get("refine_cpu_s", 0.0)) for r in self.runs)
+        return float(total + refine + self.planning_cpu_s)
 
 
-def steady_start(scenario: Scenario, config: OracleConfig | None = None) -> Scenario:
-    """The scenario with `initial_replicas` set to what the first bucket needs (at least 1)."""
-    cfg = config or OracleConfig()
-    first = plan_buckets(scenario, first=0, stop=1, run=_runner(scenario), config=cfg)
-    replicas = min(max(first[0] if first else 1, 1, scenario.min_replicas), scenario.max_replicas)
-    return replace(scenario, initial_replicas=replicas)
+def bound_from_plan(chosen: Sequence[int], *, min_replicas: int) -> int:
+    """The default `--max-replicas`: twice the peak the oracle needs (at least 2, and at least
+    `min_replicas`), so that no policy is held back by a bound it did not choose."""
+    return max(2 * max(chosen, default=1), 2, min_replicas)
 
 
 def _chunks(n: int, parts: int) -> list[tuple[int, int]]:
@@ -239,64 +343,101 @@ def evaluate(
     *,
     jobs: int = 1,
     oracle: OracleConfig | None = None,
+    derive_bound: bool = False,
+    steady: bool = False,
 ) -> Evaluation:
     """Run every named policy on `scenario`; results in the order of `names`.
 
-    With `jobs > 1` the runs and the oracle's planning (split into ranges of buckets, which
-    give the same answers as one pass) share a pool of worker processes.
+    With `derive_bound` the scenario's `max_replicas` is replaced by `bound_from_plan` of the
+    oracle's plan (planned first under `PROVISIONAL_BOUND`); with `steady` the reactive policies
+    start with the plan's first-bucket count Ready. Then every policy runs under that bound. With
+    `jobs > 1` the oracle's planning (split into ranges of buckets, which give the same answers
+    as one pass) and the runs share a pool of worker processes.
     """
     wanted = check_names(names)
     cfg = oracle or OracleConfig()
     bursts = find_bursts(scenario.requests)
     clairvoyant = [n for n in wanted if n in ("oracle", "static-peak")]
-    simple = [n for n in wanted if n not in clairvoyant]
+    if "oracle" in wanted and "static-peak" not in clairvoyant:
+        clairvoyant.append("static-peak")  # the oracle's constant candidate
+    simple = sorted((n for n in wanted if n not in clairvoyant), key=_LONGEST_FIRST.index)
+    need_plan = bool(clairvoyant) or derive_bound or steady
     n_buckets = bucket_count(scenario, cfg)
     started = time.perf_counter()
+    cpu0 = time.process_time()
+    skip = infeasible(scenario, engine_factory(scenario.profile)) if need_plan else frozenset()
+    bound = PROVISIONAL_BOUND if derive_bound else scenario.max_replicas
     results: dict[str, PolicyRun] = {}
-    if jobs <= 1:
-        if clairvoyant:
-            chosen, planning_cpu = _plan_chunk(scenario, 0, n_buckets, cfg)
-            if "oracle" in clairvoyant:
-                results["oracle"] = _oracle_run(scenario, chosen, bursts, cfg, planning_cpu)
-            if "static-peak" in clairvoyant:
-                results["static-peak"] = _static_peak_run(
-                    scenario, chosen, bursts, cfg, planning_cpu
-                )
-        for name in simple:
-            results[name] = _run_named(scenario, name, bursts, None)
-    else:
-        ordered = sorted(simple, key=_LONGEST_FIRST.index)
-        # The longest run first, then the planning ranges (the oracle's critical path), then the
-        # oracle's refinement and static-peak as soon as the plan is known, then the rest.
-        head, rest = (ordered[:1], ordered[1:]) if clairvoyant else (ordered, [])
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures: dict[str, Future[PolicyRun]] = {
-                n: pool.submit(_run_named, scenario, n, bursts, None) for n in head
-            }
-            if clairvoyant:
-                chunks = [
-                    pool.submit(_plan_chunk, scenario, a, b, cfg)
-                    for a, b in _chunks(n_buckets, jobs)
-                ]
-                joined: list[int] = []
-                joined_cpu = 0.0
-                for chunk in chunks:
-                    part, part_cpu = chunk.result()
-                    joined.extend(part)
-                    joined_cpu += part_cpu
-                if "oracle" in clairvoyant:
-                    futures["oracle"] = pool.submit(
-                        _oracle_run, scenario, joined, bursts, cfg, joined_cpu
-                    )
-                if "static-peak" in clairvoyant:
-                    futures["static-peak"] = pool.submit(
-                        _static_peak_run, scenario, joined, bursts, cfg, joined_cpu
-                    )
-            for name in rest:
-                futures[name] = pool.submit(_run_named, scenario, name, bursts, None)
-            for name, future in futures.items():
-                results[name] = future.result()
+    planning_cpu = 0.0
+    chosen: list[int] = []
+    workers = max(jobs, 1)
+    with ProcessPoolExecutor(max_workers=workers) if workers > 1 else _Inline() as pool:
+        if need_plan:
+            parts = [
+                pool.submit(_plan_chunk, scenario, a, b, cfg, skip, bound)
+                for a, b in _chunks(n_buckets, workers)
+            ]
+            for part in parts:
+                got, part_cpu = part.result()
+                chosen.extend(got)
+                planning_cpu += part_cpu
+        if derive_bound:
+            scenario = replace(
+                scenario, max_replicas=bound_from_plan(chosen, min_replicas=scenario.min_replicas)
+            )
+        if steady:
+            first = chosen[0] if chosen else 1
+            replicas = min(max(first, 1, scenario.min_replicas), scenario.max_replicas)
+            scenario = replace(scenario, initial_replicas=replicas)
+        chosen = [min(c, scenario.max_replicas) for c in chosen]
+        futures: dict[str, Future[PolicyRun]] = {}
+        for name in simple[:1]:
+            futures[name] = pool.submit(_run_named, scenario, name, bursts, None, skip)
+        if "oracle" in clairvoyant:
+            futures["oracle"] = pool.submit(_oracle_run, scenario, chosen, bursts, cfg, skip)
+        if "static-peak" in clairvoyant:
+            futures["static-peak"] = pool.submit(
+                _static_peak_run, scenario, chosen, bursts, cfg, skip
+            )
+        for name in simple[1:]:
+            futures[name] = pool.submit(_run_named, scenario, name, bursts, None, skip)
+        for name, future in futures.items():
+            results[name] = future.result()
+    if "oracle" in results:
+        results["oracle"] = choose_oracle(results["oracle"], results["static-peak"], cfg.target)
     wall = time.perf_counter() - started
+    main_cpu = time.process_time() - cpu0
+    if workers <= 1:  # everything ran here: the runs' own figures are inside main_cpu
+        runs_cpu = sum(
+            float(r.summary.get("cpu_s", 0.0)) + float(r.summary.get("refine_cpu_s", 0.0))
+            for r in results.values()
+        )
+        planning_cpu = max(main_cpu - runs_cpu, 0.0)
+    else:
+        planning_cpu += main_cpu
+    for run in results.values():
+        run.summary["planning_cpu_s"] = (
+            planning_cpu if run.summary["policy"] in ("oracle", "static-peak") else 0.0
+        )
     return Evaluation(
-        scenario=scenario, runs=[results[n] for n in wanted], bursts=bursts, wall_s=wall
+        scenario=scenario,
+        runs=[results[n] for n in wanted],
+        bursts=bursts,
+        wall_s=wall,
+        planning_cpu_s=planning_cpu,
     )
+
+
+class _Inline:
+    """A stand-in for the process pool that runs each job at once in this process."""
+
+    def __enter__(self) -> _Inline:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        future.set_result(fn(*args))
+        return future

@@ -13,21 +13,28 @@ import enum
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from gateway.admission import DispatchOrder, DispatchPolicy
+from gateway.settings import ModelSlo
 from sim.evaluate.clock import Clock
 from sim.evaluate.cluster import Cluster, ClusterConfig, NodeMode
-from sim.evaluate.gateway import Gateway, Request
+from sim.evaluate.ingress import Gateway, Request
 from sim.evaluate.pods import EngineFactory, Pod
 from sim.evaluate.trace import TraceRequest
+from surgescale.slo import Slo
 
 
 class Ingress(enum.StrEnum):
     """How requests reach the pods."""
 
     GATEWAY = "gateway"
-    """surgescale's gateway (or Knative's activator): FIFO queue, per-pod cap, least outstanding."""
+    """surgescale's gateway (`gateway.admission`; Knative's activator is modelled by the same
+    queue): per-pod cap, least outstanding."""
+    UNCAPPED = "uncapped-gateway"
+    """The same admission core with no per-pod cap (the demo's baseline arm: requests go at once
+    to the least-loaded pod and queue inside vLLM)."""
     SERVICE = "service"
     """A plain Kubernetes Service: a random ready pod at once, no cap (vLLM queues internally)."""
 
@@ -38,7 +45,10 @@ class Scenario:
 
     name: str
     requests: tuple[TraceRequest, ...]
-    slo_ttft_s: float = 1.0
+    slo: Slo = field(default_factory=Slo)
+    """The model's SLO: each request's TTFT deadline and the TPOT objective (`surgescale.slo`)."""
+    dispatch: DispatchPolicy = field(default_factory=lambda: ModelSlo().policy())
+    """How the gateway's queue hands out slots: the live gateway's default (deadline-aware)."""
     model_load_s: float = 60.0
     node_boot_s: float = 120.0
     gpus_per_node: int = 8
@@ -60,6 +70,11 @@ class Scenario:
     """Give up on requests still unfinished this long after the last arrival."""
     sample_s: float = 5.0
     """Period of the recorded time series (plots, replica curves)."""
+
+    @property
+    def slo_ttft_s(self) -> float:
+        """The TTFT objective's base (the policy's `ttft_slo_s`, the KEDA threshold)."""
+        return self.slo.ttft_base_s
 
     @property
     def duration_s(self) -> float:
@@ -146,6 +161,15 @@ class _Recorder:
         pass
 
 
+def _dispatch(scenario: Scenario, autoscaler: Autoscaler) -> DispatchPolicy:
+    """The scenario's dispatch policy, or plain FIFO for a policy variant that asks for it
+    (`dispatch_order = DispatchOrder.FIFO`, e.g. `ours-fifo`)."""
+    order = getattr(autoscaler, "dispatch_order", None)
+    if isinstance(order, DispatchOrder) and order is not scenario.dispatch.order:
+        return replace(scenario.dispatch, order=order)
+    return scenario.dispatch
+
+
 class World:
     """The simulated system for one run."""
 
@@ -159,6 +183,9 @@ class World:
         self.gateway = Gateway(
             clock=self.clock,
             pod_concurrency=cap,
+            slo=scenario.slo,
+            dispatch=_dispatch(scenario, autoscaler),
+            model=scenario.model,
             rng=self.rng if autoscaler.ingress is Ingress.SERVICE else None,
         )
         self.cluster = Cluster(
@@ -187,8 +214,10 @@ class World:
 
     def _arrive(self, index: int) -> None:
         req = self.scenario.requests[index]
+        now = self.clock.now
+        deadline = self.scenario.slo.deadline(now, req.prompt_tokens)
         self.gateway.arrive(
-            Request(f"r{index}", self.clock.now, req.prompt_tokens, req.output_tokens)
+            Request(f"r{index}", now, req.prompt_tokens, req.output_tokens, deadline)
         )
         nxt = index + 1
         if nxt < len(self.scenario.requests):
@@ -205,7 +234,7 @@ class World:
                 starting=starting,
                 nodes_ready=nodes_ready,
                 nodes_booting=nodes_booting,
-                queue=len(self.gateway.queue),
+                queue=self.gateway.queue_depth,
                 in_flight=self.gateway.in_flight,
                 arrivals=self.recorder.arrivals,
             )

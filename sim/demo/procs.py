@@ -183,8 +183,9 @@ class Children:
             try:
                 await asyncio.shield(child.stop(grace_s))
             except asyncio.CancelledError:
-                # A second interrupt while stopping: still make sure the group is gone.
-                if child.process is not None:
-                    _signal_group(child.process.pid, signal.SIGKILL)
+                # An interrupt while stopping: still make sure every group is gone.
+                for rest in self.items:
+                    if rest.process is not None and rest.process.returncode is None:
+                        _signal_group(rest.process.pid, signal.SIGKILL)
                 raise
         self.items.clear()

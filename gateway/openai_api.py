@@ -94,13 +94,16 @@ def status_error_body(status: int, message: str) -> bytes:
 
 
 def check_bounds(parsed: ParsedRequest, *, max_n: int, max_output_tokens: int) -> None:
-    """Refuse a request asking for more choices or tokens than the model allows."""
+    """Refuse a request asking for more choices or tokens than the model allows (`best_of`,
+    the candidates a completion samples before it returns `n`, counts as choices)."""
     payload = parsed.payload
-    n = payload.get("n")
-    if isinstance(n, int) and n > max_n:
-        raise InvalidRequest(
-            f"'n' is {n}; this gateway allows at most {max_n} for {parsed.model!r}", param="n"
-        )
+    for name in ("n", "best_of"):
+        value = payload.get(name)
+        if isinstance(value, int) and value > max_n:
+            raise InvalidRequest(
+                f"'{name}' is {value}; this gateway allows at most {max_n} for {parsed.model!r}",
+                param=name,
+            )
     for name in ("max_tokens", "max_completion_tokens"):
         value = payload.get(name)
         if isinstance(value, int) and value > max_output_tokens:
@@ -141,7 +144,7 @@ def parse_request(body: bytes, endpoint: Endpoint) -> ParsedRequest:
         stream = False
     if not isinstance(stream, bool):
         raise InvalidRequest("'stream' must be a boolean", param="stream")
-    for name in ("max_tokens", "max_completion_tokens", "n"):
+    for name in ("max_tokens", "max_completion_tokens", "n", "best_of"):
         value = payload.get(name)
         if value is not None and (
             not isinstance(value, int) or isinstance(value, bool) or value < 1

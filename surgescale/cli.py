@@ -40,6 +40,9 @@ COMMANDS: dict[tuple[str, ...], Command] = {
     ("bench", "controller"): Command(
         "sim.benches.controller:main", "controller reaction-latency benchmark"
     ),
+    ("bench", "faults"): Command(
+        "sim.benches.faults.cli:main", "faults and hostile input against the running loop"
+    ),
     ("bench", "e2e"): Command("sim.demo.bench:main", "end-to-end: ours against a KEDA-style loop"),
 }
 

@@ -49,11 +49,34 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _main(args: argparse.Namespace, console: Console) -> int:
-    task = asyncio.current_task()
+_RECANCEL_S = 3.0
+"""How often a stop signal's cancellation is repeated until the run has ended."""
+
+
+def _stop_on_signals(task: asyncio.Task[int], received: list[signal.Signals]) -> None:
+    """Cancel `task` on SIGINT or SIGTERM, and again every `_RECANCEL_S` until it is done: a
+    cancellation that lands in a clean-up step that absorbs it (a library's own handling of a
+    cancelled read) must not leave the demo running."""
     loop = asyncio.get_running_loop()
+
+    def cancel() -> None:
+        if not task.done():
+            task.cancel()
+            loop.call_later(_RECANCEL_S, cancel)
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not received:
+            received.append(sig)
+            cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+
+
+async def _main(args: argparse.Namespace, console: Console, received: list[signal.Signals]) -> int:
+    task = asyncio.current_task()
     if task is not None:
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        _stop_on_signals(task, received)
     config = build_config(args, live=not args.no_live)
     arms = [Arm.OURS]
     arms += [Arm.KEDA] if "keda" in args.compare else []
@@ -69,14 +92,15 @@ def main(argv: list[str]) -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1` dumps the stacks
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     console = Console()
+    received: list[signal.Signals] = []
     try:
-        return asyncio.run(_main(args, console))
-    except KeyboardInterrupt:
+        return asyncio.run(_main(args, console, received))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        if received == [signal.SIGTERM]:
+            console.print("terminated: every process of the demo was stopped.")
+            return 143
         console.print("interrupted: every process of the demo was stopped.")
         return 130
-    except asyncio.CancelledError:
-        console.print("terminated: every process of the demo was stopped.")
-        return 143
     except (StartError, RedisUnavailableError) as exc:
         console.print(f"[red]demo failed:[/red] {exc}", highlight=False)
         return 1

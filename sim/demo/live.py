@@ -132,6 +132,16 @@ async def events_from_now(
     return consumer
 
 
+async def stop_following(consumer: EventConsumer, follower: asyncio.Task[None]) -> None:
+    """End `follow_events`: ask the consumer to return after its current read (a short block),
+    and cancel only if that has not ended it within a second."""
+    consumer.stop()
+    done, _ = await asyncio.wait({follower}, timeout=1.0)
+    if not done:
+        follower.cancel()
+        await asyncio.wait({follower}, timeout=1.0)
+
+
 async def follow_events(consumer: EventConsumer, tally: EventTally) -> None:
     """Feed `tally` from the consumer until cancelled (acks as it goes)."""
     try:

@@ -89,6 +89,7 @@ class Child:
         if proc is None:
             return None
         if proc.returncode is None:
+            started = time.monotonic()
             _signal_group(proc.pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(proc.wait(), grace_s)
@@ -96,6 +97,7 @@ class Child:
                 log.warning("%s did not stop within %.1fs: killing it", self.name, grace_s)
                 _signal_group(proc.pid, signal.SIGKILL)
                 await proc.wait()
+            log.info("%s stopped in %.2fs", self.name, time.monotonic() - started)
         # Anything the child left in its group (workers) goes too.
         _signal_group(proc.pid, signal.SIGKILL)
         return proc.returncode
@@ -181,8 +183,9 @@ class Children:
             try:
                 await asyncio.shield(child.stop(grace_s))
             except asyncio.CancelledError:
-                # A second interrupt while stopping: still make sure the group is gone.
-                if child.process is not None:
-                    _signal_group(child.process.pid, signal.SIGKILL)
+                # An interrupt while stopping: still make sure every group is gone.
+                for rest in self.items:
+                    if rest.process is not None and rest.process.returncode is None:
+                        _signal_group(rest.process.pid, signal.SIGKILL)
                 raise
         self.items.clear()

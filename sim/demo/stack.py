@@ -37,7 +37,14 @@ from rich.console import Console
 from sim.demo import commands, objects, startup
 from sim.demo.baseline import BaselineTarget, KedaBaseline, running
 from sim.demo.hpa import KedaSpec
-from sim.demo.live import EventTally, LiveView, ViewState, events_from_now, follow_events
+from sim.demo.live import (
+    EventTally,
+    LiveView,
+    ViewState,
+    events_from_now,
+    follow_events,
+    stop_following,
+)
 from sim.demo.observe import ClusterObserver, ObservedNames
 from sim.demo.procs import Children, StartError, spawn, wait_http
 from sim.demo.record import RequestResult, RunRecord
@@ -315,7 +322,7 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
         ctx.tally = EventTally(model=setup.model)
         consumer = await events_from_now(redis, keys=keys)
         follower = asyncio.create_task(follow_events(consumer, ctx.tally))
-        stack.push_async_callback(startup.bounded, startup.cancel(follower), "events")
+        stack.push_async_callback(startup.bounded, stop_following(consumer, follower), "events")
         ctx.observer = ClusterObserver(
             api=api,
             names=ObservedNames(

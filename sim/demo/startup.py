@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -100,16 +101,18 @@ async def redis_client(url: str) -> AsyncIterator[RedisClient]:
 
 
 async def bounded(step: Awaitable[Any], what: str, timeout_s: float = 10.0) -> None:
-    """Await a clean-up step for at most `timeout_s`; a step that fails or hangs is logged."""
+    """Await a clean-up step for at most `timeout_s`; a step that fails or hangs is logged. An
+    interrupt that arrives meanwhile lets this (bounded) step finish before it propagates, so a
+    repeated Ctrl-C cannot leave a step half done."""
+    started = time.monotonic()
+    task = asyncio.ensure_future(asyncio.wait_for(step, timeout_s))
     try:
-        await asyncio.wait_for(step, timeout_s)
+        await asyncio.shield(task)
+        log.info("stopped %s in %.2fs", what, time.monotonic() - started)
+    except asyncio.CancelledError:
+        await asyncio.wait({task})
+        raise
     except TimeoutError:
         log.warning("stopping %s took longer than %.0fs; moving on", what, timeout_s)
     except Exception as exc:
         log.warning("stopping %s failed: %s", what, exc)
-
-
-async def cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task

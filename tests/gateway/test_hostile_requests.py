@@ -56,6 +56,8 @@ async def test_right_key_passes_and_wrong_key_is_refused(harness: Harness) -> No
     ("field", "value"),
     [
         pytest.param("n", 1_000_000, id="n-1e6"),
+        pytest.param("best_of", 1_000_000, id="best-of-1e6"),
+        pytest.param("best_of", 0, id="best-of-0"),
         pytest.param("max_tokens", 2**63 - 1, id="max-tokens-2^63-1"),
         pytest.param("max_completion_tokens", 10**9, id="max-completion-tokens"),
     ],

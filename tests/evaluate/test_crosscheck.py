@@ -100,11 +100,15 @@ def test_live_loop_and_evaluator_agree_on_a_short_burst(tmp_path: Path, redis_ur
     """The live stack (simulated cluster and pods, gateway, controller, Redis) and the evaluator
     on the same 16 s of the demo's burst at 10x: same requests, TTFT p95 and peak replicas close.
     Tolerances are wider than the command's (15%, 0.5 replicas): CI machines are shared and the
-    live pods keep time with a loaded event loop."""
+    live pods keep time with a loaded event loop. Under node billing the policy fills every node
+    it buys, so its peak moves in whole nodes: a live service rate a few percent lower (a loaded
+    CPU) that rounds the need up by one replica shows as one node's worth of replicas more. The
+    peaks may differ by one node's worth, no more."""
     config = demo_config(speed=10.0, duration_s=16.0, seed=0, out=tmp_path / "xc")
+    per_node = max(1, config.setup.gpus_per_node // config.setup.gpus_per_replica)
     figures = crosscheck(config, redis_url=redis_url)
     assert figures["requests_live"] == figures["requests_sim"] > 0
     assert figures["ttft_p95_rel_diff"] is not None
     assert figures["ttft_p95_rel_diff"] <= 0.35, figures
-    assert abs(figures["replicas_live_max"] - figures["replicas_sim_max"]) <= 1, figures
+    assert abs(figures["replicas_live_max"] - figures["replicas_sim_max"]) <= per_node, figures
     assert figures["replicas_live_max"] > 1, "the burst should make both scale up"

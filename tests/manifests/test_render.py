@@ -134,7 +134,8 @@ def test_prod_has_karpenter_monitoring_and_no_simulators() -> None:
 
 
 def test_sim_overlay_is_the_dev_model_plus_simulated_gpus() -> None:
-    """The simulated cluster gets the dev overlay's objects, with only GPUs and nodes added."""
+    """The simulated cluster gets the dev overlay's objects, with only GPUs and nodes added (GPUs
+    billed per GPU, so the compose demo's replicas follow its load)."""
     dev, sim = render("overlays/dev"), render("overlays/sim")
     assert sorted(key(o) for o in sim) == sorted(
         [
@@ -160,6 +161,7 @@ def test_sim_overlay_is_the_dev_model_plus_simulated_gpus() -> None:
                 **twin["spec"]["capacity"],
                 "strategy": "StaticNodePool",
                 "nodePoolRef": {"name": "gpu"},
+                "billing": "GPU",
             }
         assert obj == twin, key(obj)
 

@@ -61,11 +61,14 @@ async def wait_ready_replicas(
         await asyncio.sleep(0.1)
 
 
-async def warm_up(gateway_url: str, model: str, timeout_s: float) -> None:
+async def warm_up(
+    gateway_url: str, model: str, timeout_s: float, *, api_key: str | None = None
+) -> None:
     """One tiny request through the gateway, retried until it succeeds (routing is live)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     body = {"model": model, "prompt": "hi", "max_tokens": 1}
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     last = ""
     async with aiohttp.ClientSession() as session:
         while loop.time() < deadline:
@@ -73,6 +76,7 @@ async def warm_up(gateway_url: str, model: str, timeout_s: float) -> None:
                 async with session.post(
                     f"{gateway_url}/v1/completions",
                     json=body,
+                    headers=headers,
                     timeout=aiohttp.ClientTimeout(total=10),
                 ) as resp:
                     await resp.read()

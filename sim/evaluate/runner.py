@@ -293,16 +293,9 @@ def choose_oracle(oracle: PolicyRun, static: PolicyRun, target: float) -> Policy
     return chosen
 
 
-_LONGEST_FIRST = (
-    "ours",
-    "ours-fifo",
-    "hpa-memory",
-    "hpa-cpu",
-    "keda-prometheus",
-    "keda-prometheus-1pod60s",
-    "keda-prometheus-service",
-    "kpa",
-)
+_CLAIRVOYANT = ("static-peak", "oracle")
+_LONGEST_FIRST = tuple(name for name in POLICIES if name not in _CLAIRVOYANT)
+"""The non-clairvoyant policies in the order their runs are scheduled (slowest first)."""
 
 
 @dataclass(slots=True)

@@ -22,7 +22,7 @@ import yaml
 
 from controller import crd
 from controller.scaler import OPT_IN_LABEL
-from sim.demo import objects
+from sim.demo import objects, startup
 from sim.demo.procs import StartError
 
 NAMESPACE = "faults"
@@ -166,23 +166,5 @@ async def apply_objects(cluster_url: str, options: StackOptions, *, pod_port: in
 
 
 async def warm_up(url: str, api_key: str, *, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    body = {"model": MODEL, "prompt": "hi", "max_tokens": 1}
-    last = ""
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            try:
-                async with http.post(
-                    f"{url}/v1/completions",
-                    json=body,
-                    headers={"Authorization": f"Bearer {api_key}"},
-                    timeout=aiohttp.ClientTimeout(total=10),
-                ) as resp:
-                    await resp.read()
-                    if resp.status == 200:
-                        return
-                    last = f"HTTP {resp.status}"
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                last = type(exc).__name__
-            await asyncio.sleep(0.2)
-    raise StartError(f"the gateway did not serve a first request within {timeout_s:.0f}s ({last})")
+    """A first request through the gateway (with the stack's key) has been served."""
+    await startup.warm_up(url, MODEL, timeout_s, api_key=api_key)

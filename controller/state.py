@@ -200,6 +200,8 @@ class ModelState:
         self.arrivals_long = RateWindow(settings.long_window_s, bucket_s=1.0)
         self.completions = RateWindow(settings.long_window_s, bucket_s=1.0)
         self.service_s = MeanWindow(settings.service_window_s, bucket_s=5.0)
+        self.batch_s = MeanWindow(settings.service_window_s, bucket_s=5.0)
+        """Batch (in flight per Ready replica) at each completion: where `service_s` was seen."""
         self.capacity = RatioWindow(settings.capacity_window_s, bucket_s=5.0)
         """Completions per replica-second while the Ready replicas were full."""
         self.completed_total = 0
@@ -246,6 +248,12 @@ class ModelState:
         """TPOT per batch size, for the concurrency the TPOT objective allows."""
         self._ready = 0
         """Ready replicas at the last observation (the batch of a completing request)."""
+        self._prompt: dict[str, int] = {}
+        """request id -> prompt tokens, from its enqueue until its dispatch."""
+        self._prefill_cum = 0.0
+        """Prompt tokens dispatched per Ready replica, summed over time (the prefill load)."""
+        self._prefill_at: dict[str, float] = {}
+        """request id -> `_prefill_cum` after its own dispatch, while at a pod."""
 
     def _gateway(self, name: str) -> GatewayView:
         view = self.gateways.get(name)
@@ -338,6 +346,11 @@ class ModelState:
             if len(phase) >= self._max_tracked:
                 del phase[next(iter(phase))]
             phase[event.request_id] = True
+            if event.prompt_tokens:
+                prompts = self._prompt
+                if len(prompts) >= self._max_tracked:
+                    del prompts[next(iter(prompts))]
+                prompts[event.request_id] = event.prompt_tokens
             if at is None:
                 self._arrivals_now += 1
             else:
@@ -350,6 +363,13 @@ class ModelState:
             rid = event.request_id
             if event.pod:
                 gw.pod_start(rid, event.pod, self._max_tracked)
+            tokens = self._prompt.pop(rid, 0)
+            if tokens:
+                self._prefill_cum += tokens / max(self._ready, 1)
+            marks = self._prefill_at
+            if rid not in marks and len(marks) >= self._max_tracked:
+                del marks[next(iter(marks))]
+            marks[rid] = self._prefill_cum
             if gw.phase.get(rid) is not False:
                 if gw.queue > 0:
                     gw.queue -= 1
@@ -363,6 +383,7 @@ class ModelState:
                     _sample(self._ttft, at, event.ttft_ms / 1000.0)
         elif kind is _COMPLETE:
             gw.pod_end(event.request_id)
+            mark = self._prefill_at.pop(event.request_id, None)
             if gw.phase.pop(event.request_id, False):
                 if gw.queue > 0:
                     gw.queue -= 1
@@ -375,6 +396,8 @@ class ModelState:
                 self._completions[q] = self._completions.get(q, 0) + 1
             if fresh:
                 self._completed_fresh += 1
+                if self._ready > 0:
+                    self.batch_s.add(now, (self.in_flight + 1) / self._ready)
             if event.tpot_ms is not None:
                 if at is None:
                     self._tpot_now.append(event.tpot_ms / 1000.0)
@@ -382,7 +405,11 @@ class ModelState:
                     _sample(self._tpot, at, event.tpot_ms / 1000.0)
                 if fresh and self._ready > 0:
                     batch = (self.in_flight + 1) / self._ready
-                    self.tpot_by_batch.add(batch, event.tpot_ms / 1000.0)
+                    steps = (event.output_tokens or 0) - 1
+                    stall = 0.0 if mark is None or steps < 1 else self._prefill_cum - mark
+                    self.tpot_by_batch.add(
+                        batch, event.tpot_ms / 1000.0, stall / max(steps, 1)
+                    )
             if event.e2e_ms is not None:
                 service_ms = event.e2e_ms - (event.queue_ms or 0.0)
                 if service_ms > 0:
@@ -392,6 +419,8 @@ class ModelState:
                         _sample(self._service, at, service_ms / 1000.0)
         elif kind is _REJECT or kind is _CANCEL:
             gw.pod_end(event.request_id)
+            self._prompt.pop(event.request_id, None)
+            self._prefill_at.pop(event.request_id, None)
             was = gw.phase.pop(event.request_id, None)
             if was is True:
                 gw.queue = max(gw.queue - 1, 0)
@@ -563,7 +592,14 @@ class ModelState:
         (`e2e_ms - queue_ms` of completed requests); None before any request completed.
         """
         mean_service = self.service_s.mean(now)
-        little = None if mean_service is None else concurrency_per_replica / mean_service
+        little = None
+        if mean_service is not None:
+            # the service time was seen at today's batch; at the concurrency sized for, every
+            # token takes longer by what the TPOT-by-batch line says (Little's law alone
+            # assumed a full replica finishes a request as fast as a lightly loaded one)
+            seen = self.batch_s.mean(now)
+            slower = 1.0 if seen is None else self.tpot_by_batch.slowdown(seen, concurrency_per_replica)
+            little = concurrency_per_replica / (mean_service * slower)
         measured = self.measured_capacity(now)
         if measured is None or measured <= 0:
             return little

@@ -76,6 +76,7 @@ __all__ = [
     "Reason",
     "concurrency",
     "decide",
+    "forecast_rate",
     "nodes_for",
     "replicas_on",
     "service_rate",
@@ -133,6 +134,18 @@ def sizing_arrival(observation: Observation, spec: PolicySpec) -> float:
     long = max(observation.arrival_rate_long, 0.0)
     lower = short - spec.arrival_noise_z * math.sqrt(short / window)
     return max(long, lower, step, 0.0)
+
+
+def forecast_rate(observation: Observation, spec: PolicySpec, base: float) -> float | None:
+    """`base` grown along the certain part of the arrival trend for one reacquire time (at most
+    doubled); None when there is no certain upward trend."""
+    slope, stderr = observation.arrival_trend, observation.arrival_trend_stderr
+    if spec.trend_z is None or slope is None or stderr is None or base <= 0:
+        return None
+    certain = slope - max(spec.trend_z, 0.0) * stderr
+    if not certain > 0:
+        return None
+    return base + min(certain * reacquire_s(spec), base)
 
 
 def reacquire_s(spec: PolicySpec) -> float:
@@ -214,6 +227,12 @@ def decide(
         return max(_need(rate, unexplained, mu, util, horizon), room), horizon
 
     need, horizon = sized(sustained)
+    forecast = forecast_rate(obs, spec, sustained)
+    trend_up = False
+    if forecast is not None:
+        ahead, ahead_horizon = sized(forecast)
+        if ahead > need:
+            need, horizon, trend_up = ahead, ahead_horizon, True
     sustained_need = need
     if sizing > sustained:
         # A step just detected says nothing yet about how long it lasts: it fills the room on
@@ -258,11 +277,13 @@ def decide(
     bursts = state.bursts.update(min(recommended, sustained_rec), now)
 
     step_up = obs.arrival_step_rate is not None and obs.arrival_step_rate >= sizing - 1e-9
-    up_reason = Reason.STEP_UP if step_up else Reason.SCALE_UP
+    up_reason = Reason.STEP_UP if step_up else Reason.TREND_UP if trend_up else Reason.SCALE_UP
     up_detail = (
         f"arrival {sizing:.2f}/s, queue {queue} ({unexplained:.0f} unexplained), "
         f"mu {mu:.2f}/s at {conc} per replica, drain in {horizon:.0f}s"
     )
+    if trend_up and forecast is not None:
+        up_detail += f", {forecast:.2f}/s in {reacquire_s(spec):.0f}s on the trend"
     last_down_at = state.last_down_at
     keep_s: float | None = None
     breached = _slo_breached(obs, spec)
@@ -373,6 +394,7 @@ def decide(
         drain_horizon_s=horizon,
         keep_node_s=keep_s,
         step_rate=obs.arrival_step_rate,
+        forecast_rate=forecast,
     )
     return decision, new_state
 

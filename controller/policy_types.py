@@ -29,6 +29,8 @@ class Reason(enum.StrEnum):
     SCALE_UP = "ScaleUp"
     STEP_UP = "StepUp"
     """Scale-up driven by a detected step in the arrival rate."""
+    TREND_UP = "TrendUp"
+    """Scale-up for the rate the arrival trend reaches by the time new capacity is Ready."""
     FILL_NODES = "FillNodes"
     """More replicas on GPUs of nodes that are billed anyway."""
     STEADY = "Steady"
@@ -86,6 +88,10 @@ class PolicySpec:
     arrival_noise_z: float = 3.5
     """Standard deviations of Poisson noise the short-window rate must exceed the long-window
     rate by before it sizes the fleet (0 = use the short rate as is)."""
+    trend_z: float | None = 2.0
+    """Nodes are bought for the rate one reacquire time (node boot + cold start) ahead, along
+    the part of the arrival trend that is this many standard errors above 0; None = no
+    forecast (size for today's rate)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,6 +125,11 @@ class Observation:
     None = from the spec. The policy uses it capped by `pod_cap`."""
     pod_cap: int | None = None
     """The gateway's per-pod concurrency cap, when its snapshots say it."""
+    arrival_trend: float | None = None
+    """Slope of the arrival rate (req/s per second) over the last minutes (`controller.forecast`);
+    None = not known yet."""
+    arrival_trend_stderr: float | None = None
+    """Its standard error (from the fit's residuals)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +192,8 @@ class Decision:
     keep_node_s: float | None = None
     """Under node billing: how long a node demand no longer needs is kept."""
     step_rate: float | None = None
+    forecast_rate: float | None = None
+    """The arrival rate forecast one reacquire time ahead (None: no certain upward trend)."""
 
     def describe(self) -> str:
         """One line for Events and logs: `Reason: detail`."""

@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from controller.changepoint import StepDetector
 from controller.concurrency import TpotByBatch, concurrency_basis
 from controller.dedupe import SeqTracker
+from controller.forecast import ArrivalTrend
 from controller.policy import Observation
 from controller.windows import MeanWindow, QuantileWindow, RateWindow, RatioWindow
 from surgescale.events import Event, EventType
@@ -244,6 +245,8 @@ class ModelState:
         self._service: dict[int, list[float]] = {}
         self.step = StepDetector()
         """Change detector on the arrivals (`controller.changepoint`)."""
+        self.trend = ArrivalTrend()
+        """The arrival rate's trend (`controller.forecast`)."""
         self.tpot_by_batch = TpotByBatch()
         """TPOT per batch size, for the concurrency the TPOT objective allows."""
         self._ready = 0
@@ -407,9 +410,7 @@ class ModelState:
                     batch = (self.in_flight + 1) / self._ready
                     steps = (event.output_tokens or 0) - 1
                     stall = 0.0 if mark is None or steps < 1 else self._prefill_cum - mark
-                    self.tpot_by_batch.add(
-                        batch, event.tpot_ms / 1000.0, stall / max(steps, 1)
-                    )
+                    self.tpot_by_batch.add(batch, event.tpot_ms / 1000.0, stall / max(steps, 1))
             if event.e2e_ms is not None:
                 service_ms = event.e2e_ms - (event.queue_ms or 0.0)
                 if service_ms > 0:
@@ -469,6 +470,7 @@ class ModelState:
         if self._arrivals_now:
             self.arrivals_short.add(now, self._arrivals_now)
             self.arrivals_long.add(now, self._arrivals_now)
+            self.trend.add(now, self._arrivals_now)
             self.last_enqueue_at = now
             self._arrivals_now = 0
         if self._arrivals:
@@ -476,6 +478,7 @@ class ModelState:
                 at = (q + 0.5) / 20.0
                 self.arrivals_short.add(at, n)
                 self.arrivals_long.add(at, n)
+                self.trend.add(at, n)
             last = self._last_arrival
             if last is not None and (self.last_enqueue_at is None or last > self.last_enqueue_at):
                 self.last_enqueue_at = last
@@ -598,7 +601,9 @@ class ModelState:
             # token takes longer by what the TPOT-by-batch line says (Little's law alone
             # assumed a full replica finishes a request as fast as a lightly loaded one)
             seen = self.batch_s.mean(now)
-            slower = 1.0 if seen is None else self.tpot_by_batch.slowdown(seen, concurrency_per_replica)
+            slower = (
+                1.0 if seen is None else self.tpot_by_batch.slowdown(seen, concurrency_per_replica)
+            )
             little = concurrency_per_replica / (mean_service * slower)
         measured = self.measured_capacity(now)
         if measured is None or measured <= 0:
@@ -626,6 +631,7 @@ class ModelState:
         if self.step.last_t is not None:
             self.step = self.step.observe(max(now, self.step.last_t))
         has_data = self.last_data_at is not None and bool(self.gateways)
+        trend = self.trend.estimate(now)
         return Observation(
             now_data=self.last_data_at if self.last_data_at is not None else now,
             queue_depth=self.queue_depth,
@@ -645,6 +651,8 @@ class ModelState:
             arrival_step_rate=self.step.rate(now),
             concurrency_per_replica=conc,
             pod_cap=self.pod_cap,
+            arrival_trend=None if trend is None else trend.slope,
+            arrival_trend_stderr=None if trend is None else trend.stderr,
         )
 
 

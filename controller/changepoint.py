@@ -99,8 +99,8 @@ class StepDetector:
             starts = [(now, 0) for _ in s.ratios]
         if step_at is not None and now - step_at > s.hold_s:
             step_rate, step_at = None, None
-        return replace(
-            self,
+        return StepDetector(  # direct: `replace` cost more than the test (called per event)
+            settings=s,
             last_t=now,
             baseline=baseline,
             scores=tuple(scores),

@@ -41,6 +41,9 @@ MIN_SAMPLES = 20
 SAMPLES_PER_BIN = 64
 FIT_SAMPLES = 512
 """Recent samples the prefill-stall fit runs over."""
+REFIT_EVERY = 32
+"""New samples after which the bins' line is fitted again (it moves slowly; fitting it on every
+evaluation cost more than the rest of the controller's state)."""
 MIN_FIT_SAMPLES = 64
 
 
@@ -104,6 +107,9 @@ class TpotByBatch:
         self.fit = _Fit(fit_samples)
         self.min_fit_samples = min_fit_samples
         self._line: tuple[list[tuple[float, float]], float, float] | None = None
+        self._fitted = False
+        self._fresh = 0
+        """Samples added since the line was fitted."""
 
     def add(self, batch: float, tpot_s: float, prefill_per_token: float = 0.0) -> None:
         """One completed request: its batch, TPOT and the prompt tokens its replica took in
@@ -118,7 +124,9 @@ class TpotByBatch:
             samples = self.bins[key] = deque(maxlen=self.per_bin)
         samples.append((tpot_s, prefill_per_token))
         self.fit.add(batch, prefill_per_token, tpot_s)
-        self._line = None
+        self._fresh += 1
+        if self._fresh >= REFIT_EVERY or self._line is None:
+            self._fitted = False
 
     def stall_s_per_prefill_token(self) -> float:
         """The fitted decode stall (s) per prompt token taken in per output token (>= 0)."""
@@ -148,11 +156,14 @@ class TpotByBatch:
 
     def line(self) -> tuple[list[tuple[float, float]], float, float] | None:
         """The bins' (batch, p95) points and the least-squares line through them (intercept,
-        slope); None before two bins have data. Cached until the next sample."""
-        if self._line is not None:
+        slope); None before two bins have data. Fitted again after `REFIT_EVERY` new samples
+        (at every new sample while there is no line yet)."""
+        if self._fitted:
             return self._line
+        self._fitted, self._fresh = True, 0
         points = self.p95_by_batch()
         if len(points) < 2:
+            self._line = None
             return None
         n = len(points)
         mx = sum(b for b, _ in points) / n

@@ -55,7 +55,6 @@ How a decision is made (all rates in requests per second):
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 from controller.policy_types import (
     Billing,
@@ -83,6 +82,9 @@ __all__ = [
     "sizing_arrival",
 ]
 
+
+_UP_DETAIL = "\x00up"
+"""Placeholder for a scale-up's detail, formatted only when it is the decision's."""
 
 _MAX_GAP_S = 60.0
 """A longer gap between evaluations resets the expected-queue model to the observed queue."""
@@ -123,17 +125,18 @@ def service_rate(observation: Observation, spec: PolicySpec) -> float:
     return concurrency(observation, spec) / max(spec.prior_request_seconds, 1e-3)
 
 
-def sizing_arrival(observation: Observation, spec: PolicySpec) -> float:
+def sizing_arrival(observation: Observation, spec: PolicySpec, *, step: bool = True) -> float:
     """The arrival rate the fleet is sized for: the short-window rate where it exceeds the
-    long-window rate by more than Poisson noise, else the long-window rate; at least a step's."""
+    long-window rate by more than Poisson noise, else the long-window rate; at least a step's
+    (unless `step` is False: the sustained rate)."""
     short = max(observation.arrival_rate_short, 0.0)
-    step = observation.arrival_step_rate or 0.0
+    step_rate = (observation.arrival_step_rate or 0.0) if step else 0.0
     window = observation.arrival_short_window_s
     if window is None or window <= 0 or spec.arrival_noise_z <= 0:
-        return max(short, step)
+        return max(short, step_rate)
     long = max(observation.arrival_rate_long, 0.0)
     lower = short - spec.arrival_noise_z * math.sqrt(short / window)
-    return max(long, lower, step, 0.0)
+    return max(long, lower, step_rate, 0.0)
 
 
 def forecast_rate(observation: Observation, spec: PolicySpec, base: float) -> float | None:
@@ -197,7 +200,7 @@ def decide(
     in_flight = max(obs.in_flight, 0)
     arrival = max(obs.arrival_rate_short, 0.0)
     sizing = sizing_arrival(obs, spec)
-    sustained = sizing_arrival(replace(obs, arrival_step_rate=None), spec)
+    sustained = sizing_arrival(obs, spec, step=False)
 
     # Expected backlog: grows while capacity is short (e.g. during a cold start), decays after.
     dt = 0.0 if state.last_now is None else now - state.last_now
@@ -278,12 +281,7 @@ def decide(
 
     step_up = obs.arrival_step_rate is not None and obs.arrival_step_rate >= sizing - 1e-9
     up_reason = Reason.STEP_UP if step_up else Reason.TREND_UP if trend_up else Reason.SCALE_UP
-    up_detail = (
-        f"arrival {sizing:.2f}/s, queue {queue} ({unexplained:.0f} unexplained), "
-        f"mu {mu:.2f}/s at {conc} per replica, drain in {horizon:.0f}s"
-    )
-    if trend_up and forecast is not None:
-        up_detail += f", {forecast:.2f}/s in {reacquire_s(spec):.0f}s on the trend"
+    up_detail = _UP_DETAIL  # formatted below, only when the decision is a scale-up
     last_down_at = state.last_down_at
     keep_s: float | None = None
     breached = _slo_breached(obs, spec)
@@ -363,14 +361,20 @@ def decide(
             if target < current:
                 last_down_at = now
 
+    if detail is _UP_DETAIL:
+        detail = (
+            f"arrival {sizing:.2f}/s, queue {queue} ({unexplained:.0f} unexplained), "
+            f"mu {mu:.2f}/s at {conc} per replica, drain in {horizon:.0f}s"
+        )
+        if trend_up and forecast is not None:
+            detail += f", {forecast:.2f}/s in {reacquire_s(spec):.0f}s on the trend"
     target = min(max(target, 0), max(spec.max_replicas, 0))
     nodes = nodes_for(target, spec)
     if target_nodes is not None:
         nodes = max(nodes, target_nodes)
     if idle and current > 0:
         last_down_at = now
-    new_state = replace(
-        state,
+    new_state = PolicyState(
         replicas=target,
         nodes=nodes,
         window=window,

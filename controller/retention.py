@@ -23,6 +23,7 @@ another `reacquire_s`: if not, a new node would arrive after the burst it was bo
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
 MAX_GAPS = 32
@@ -57,6 +58,7 @@ class Gaps:
         return replace(self, below_since=tuple(sorted(since.items())), gaps=gaps, peak=peak)
 
 
+@functools.lru_cache(maxsize=256)
 def keep_seconds(
     gaps: tuple[float, ...],
     *,
@@ -65,7 +67,8 @@ def keep_seconds(
     min_gaps: int = 3,
     max_keep_s: float = 3600.0,
 ) -> float:
-    """How long to keep a node demand no longer needs (see the module docstring)."""
+    """How long to keep a node demand no longer needs (see the module docstring). Cached: the
+    policy asks on every evaluation and the gaps change only when a burst comes back."""
     low = max(reacquire_s, 0.0)
     high = max(max_keep_s, low)
     penalty = max(penalty_s, 0.0)

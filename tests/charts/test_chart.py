@@ -8,6 +8,7 @@ dashboard copies are byte-identical to their sources; bad values fail naming the
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import shutil
@@ -19,7 +20,7 @@ import yaml
 
 from controller.cli import parse_args
 from controller.crd import parse_spec
-from gateway.settings import ENV_PREFIX, load_settings
+from gateway.settings import ENV_PREFIX, ModelRoute, load_settings
 from tests.charts.helm import (
     CHART,
     NAMESPACE,
@@ -130,6 +131,11 @@ def test_chart_copies_are_identical_to_their_sources() -> None:
         pytest.param(("controller.replicas=two",), "controller.replicas", id="wrong-type"),
         pytest.param(("gateway.replica=3",), "gateway: Additional property replica", id="unknown"),
         pytest.param(("gateway.service.type=Public",), "gateway.service.type", id="bad-enum"),
+        pytest.param(
+            ("gateway.config.models[0].name=m", "gateway.config.models[0].port=80"),
+            "gateway.config.models.0: Additional property port",
+            id="unknown-route-key",
+        ),
         pytest.param(("image.pullPolicy=Sometimes",), "image.pullPolicy", id="bad-pull-policy"),
         pytest.param(
             ("gateway.autoscaling.targetCPUUtilizationPercentage=0",),
@@ -330,3 +336,26 @@ def test_production_values_keep_least_privilege_and_the_pod_security_of_the_base
             assert container["securityContext"] == twins[container["name"]]["securityContext"]
             checked += 1
     assert checked == 2
+
+
+def test_values_schema_is_strict_everywhere_but_the_gateway_config() -> None:
+    """Every object in values.schema.json with named properties refuses unknown keys, except
+    gateway.config (the gateway's own settings refuse those when it starts)."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    loose: list[str] = []
+
+    def walk(node: object, path: str) -> None:
+        if isinstance(node, dict):
+            if "properties" in node and node.get("additionalProperties") is not False:
+                loose.append(path)
+            for name, sub in node.items():
+                if name not in ("if", "then"):  # conditions, not shapes
+                    walk(sub, f"{path}.{name}" if path else name)
+        elif isinstance(node, list):
+            for i, sub in enumerate(node):
+                walk(sub, f"{path}[{i}]")
+
+    walk(schema, "")
+    assert loose == ["properties.gateway.properties.config"]
+    route = schema["properties"]["gateway"]["properties"]["config"]["properties"]["models"]
+    assert set(route["items"]["properties"]) == set(ModelRoute.model_fields)

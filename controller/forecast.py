@@ -39,7 +39,7 @@ class Trend:
 class ArrivalTrend:
     """Arrival counts per `bucket_s` over the last `window_s` seconds."""
 
-    __slots__ = ("_cache", "_counts", "bucket_s", "min_buckets", "window_s")
+    __slots__ = ("_cache", "_counts", "_origin", "bucket_s", "min_buckets", "window_s")
 
     def __init__(
         self,
@@ -52,18 +52,23 @@ class ArrivalTrend:
         self.min_buckets = max(min_buckets, 3)
         self._counts: dict[int, float] = {}
         self._cache: tuple[int, Trend | None] | None = None
+        self._origin: int | None = None
+        """The first bucket that ever had an arrival: partly before the arrivals (or this
+        controller) started, so it is left out of the fit."""
 
     def add(self, at: float, count: int = 1) -> None:
         """`count` arrivals at time `at`."""
         index = int(at // self.bucket_s)
+        if self._origin is None or index < self._origin:
+            self._origin = index
         self._counts[index] = self._counts.get(index, 0.0) + count
         if self._cache is not None and index < self._cache[0]:
             self._cache = None  # a late arrival in a bucket already fitted
 
     def estimate(self, now: float) -> Trend | None:
-        """The trend over the complete buckets of the window before `now` (the first bucket
-        ever seen on); None with fewer than `min_buckets` of them. A bucket without arrivals
-        is a rate of 0."""
+        """The trend over the complete buckets of the window before `now` (from the bucket after
+        the first one ever seen); None with fewer than `min_buckets` of them. A bucket without
+        arrivals is a rate of 0."""
         current = int(now // self.bucket_s)
         if self._cache is not None and self._cache[0] == current:
             return self._cache[1]
@@ -72,8 +77,8 @@ class ArrivalTrend:
         for index in [i for i in counts if i < first]:
             del counts[index]
         trend = None
-        if counts:
-            start = max(first, min(counts))
+        if counts and self._origin is not None:
+            start = max(first, self._origin + 1)
             n = current - start
             if n >= self.min_buckets:
                 xs = [(i + 0.5) * self.bucket_s for i in range(start, current)]

@@ -257,11 +257,15 @@ async def test_fallback_share_when_redis_is_unreachable(
             pod_concurrency=CAP,
             capacity_fallback_instances=4,
         )
-        await wait_for(
-            lambda: _metric(gw.url, "surgescale_gateway_ready_pods"), what="the pod ready"
-        )
-        assert await _metric(gw.url, "surgescale_gateway_capacity_fallback") == 1.0
-        assert await _metric(gw.url, "surgescale_gateway_capacity_share_slots") == CAP // 4
+
+        async def shown() -> bool:
+            return (
+                await _metric(gw.url, "surgescale_gateway_ready_pods") == 1.0
+                and await _metric(gw.url, "surgescale_gateway_capacity_fallback") == 1.0
+                and await _metric(gw.url, "surgescale_gateway_capacity_share_slots") == CAP // 4
+            )
+
+        await wait_for(shown, what="the safe share of a ready pod in /metrics")
         statuses = await _send([(0, 0.0, 40)] * 12, [gw.url])
         assert statuses == [200] * 12
         assert pod.peak == CAP // 4

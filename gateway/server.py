@@ -6,7 +6,9 @@ SIGINT when `handle_signals`): it then stops admitting (new requests get 503 `dr
 to `drain_timeout_s`, cancels what is left (their clients get a closed stream, the controller a
 `cancel`), closes resources and returns. `run(settings)` is the process entry: one worker in
 this process, or `workers` child processes that each bind the same port with SO_REUSEPORT (the
-kernel spreads connections), supervised and restarted if one dies. A gateway with no API keys
+kernel spreads connections), supervised and restarted if one dies; they also listen on private
+Unix sockets in a directory of the supervisor's, so `/metrics` on any of them sums all
+(`gateway.workermetrics`). A gateway with no API keys
 refuses to start (`OpenAccessRefused`) unless `allow_unauthenticated` says so; the listening
 socket caps open connections (`gateway.connections.listen`).
 """
@@ -17,11 +19,14 @@ import asyncio
 import gc
 import logging
 import multiprocessing
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 from aiohttp import web
 
@@ -29,6 +34,7 @@ from gateway.app import build_app
 from gateway.connections import listen
 from gateway.settings import GatewaySettings
 from gateway.state import STATE
+from gateway.workermetrics import socket_path, unix_listener
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,7 @@ async def serve(
     settings: GatewaySettings,
     *,
     worker: int | None = None,
+    workers_dir: str | None = None,
     stop: asyncio.Event | None = None,
     handle_signals: bool = True,
     on_listening: Callable[[str], None] | None = None,
@@ -68,6 +75,10 @@ async def serve(
         state.metrics.watch_connections(
             open_now=lambda: len(connections.connections), refused=lambda: factory.refused
         )
+        private: asyncio.AbstractServer | None = None
+        if workers_dir is not None and worker is not None:
+            state.worker_socket = socket_path(workers_dir, worker)
+            private = await unix_listener(connections, state.worker_socket)
         # Everything built so far lives as long as the process: keep it out of the cyclic
         # collector's way, so full collections (pauses on the request path) stay short.
         gc.collect()
@@ -81,6 +92,8 @@ async def serve(
             await drain(app, settings.drain_timeout_s)
         finally:
             server.close()  # accept nothing more; the runner then closes what is open
+            if private is not None:
+                private.close()
     finally:
         await runner.cleanup()
         if handle_signals:
@@ -116,8 +129,12 @@ class OpenAccessRefused(RuntimeError):
     """No API keys and no explicit permission to serve without them."""
 
 
-def run_worker(settings: GatewaySettings, worker: int | None = None) -> None:
-    """Run one gateway process to completion on uvloop (asyncio if uvloop is missing)."""
+def run_worker(
+    settings: GatewaySettings, worker: int | None = None, workers_dir: str | None = None
+) -> None:
+    """Run one gateway process to completion on uvloop (asyncio if uvloop is missing).
+
+    `workers_dir`: where the workers of one replica find each other's private sockets."""
     _configure_logging(settings.log_level)
     try:
         import uvloop
@@ -126,7 +143,7 @@ def run_worker(settings: GatewaySettings, worker: int | None = None) -> None:
     except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
         factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(serve(settings, worker=worker, on_listening=_announce))
+        runner.run(serve(settings, worker=worker, workers_dir=workers_dir, on_listening=_announce))
 
 
 def _announce(url: str) -> None:
@@ -146,11 +163,20 @@ def run(settings: GatewaySettings) -> int:
     # Fork (before any event loop exists) starts workers at once with everything imported.
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    workers_dir = tempfile.mkdtemp(prefix="surgescale-gateway-")
+    try:
+        return _supervise(settings, ctx, workers_dir)
+    finally:
+        shutil.rmtree(workers_dir, ignore_errors=True)
+
+
+def _supervise(settings: GatewaySettings, ctx: Any, workers_dir: str) -> int:
+    """Start `settings.workers` processes and keep them running until SIGTERM / SIGINT."""
     stopping = False
 
     def start(index: int) -> BaseProcess:
-        proc: BaseProcess = ctx.Process(  # type: ignore[attr-defined]
-            target=run_worker, args=(settings, index), name=f"gateway-w{index}"
+        proc: BaseProcess = ctx.Process(
+            target=run_worker, args=(settings, index, workers_dir), name=f"gateway-w{index}"
         )
         proc.start()
         return proc

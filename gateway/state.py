@@ -35,6 +35,9 @@ class GatewayState:
     shares: Shares | None = None
     """This instance's shares of the pods' slots (None: sharing off, whole caps)."""
     models: frozenset[str] = frozenset()
+    worker_socket: str | None = None
+    """This worker's private Unix socket when the replica has several workers: `/metrics`
+    then sums the series of every worker (`gateway.workermetrics`)."""
     keys: tuple[tuple[bytes, str], ...] = ()
     """(api key, tenant label) pairs."""
     started: bool = False

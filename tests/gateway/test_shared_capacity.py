@@ -311,3 +311,35 @@ async def test_a_dead_instance_share_is_reclaimed(harness: Harness) -> None:
         assert pod.peak == CAP
     finally:
         await asyncio.to_thread(pod.stop)
+
+
+# ------------------------------------------------------- one /metrics view
+def test_metrics_sum_the_workers_whichever_answers(fleet: Fleet) -> None:
+    """A scrape reaches one worker at random; every worker answers with the replica's sum, so
+    repeated scrapes agree and the replicas' counters add up to the requests sent."""
+    admitted = "surgescale_gateway_requests_admitted_total"
+
+    async def scrape(url: str) -> set[float | None]:
+        return {await _metric(url, admitted) for _ in range(8)}
+
+    async def workers(url: str) -> set[str]:
+        async with aiohttp.ClientSession() as http, http.get(url + "/metrics") as resp:
+            return {
+                line
+                for line in (await resp.text()).splitlines()
+                if line.startswith("surgescale_gateway_workers_reporting ")
+            }
+
+    async def run_it() -> None:
+        before = [await _metric(url, admitted) or 0.0 for url in fleet.urls]
+        statuses = await _send([(i, 0.0, 2) for i in range(24)], fleet.urls)
+        assert statuses == [200] * 24
+        after = []
+        for url in fleet.urls:
+            seen = await scrape(url)
+            assert len(seen) == 1, f"scrapes of {url} disagree: {seen}"
+            after.append(seen.pop() or 0.0)
+            assert await workers(url) == {"surgescale_gateway_workers_reporting 2.0"}
+        assert sum(after) - sum(before) == 24
+
+    asyncio.run(run_it())

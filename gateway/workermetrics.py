@@ -4,9 +4,11 @@ With `workers > 1` every worker binds the same port (SO_REUSEPORT), so a Prometh
 on one of them at random. Each worker therefore also serves its application on a private Unix
 socket in a directory its supervisor made (`gateway.server.run`); `/metrics` on any worker asks
 its siblings for their own series (`/metrics?scope=worker`) and answers with the sum: counters,
-histogram buckets, sums and counts and most gauges add up over the workers; a few gauges that
-describe the fleet rather than the worker (`MAX_GAUGES`) take the largest value; `_created`
-samples take the earliest. `surgescale_gateway_workers_reporting` says how many workers are in
+histogram buckets, sums and counts and the gauges of a worker's own load (queue depth, in flight,
+free slots, its share of the pods, open connections) add up over the workers; gauges of what
+all workers see alike take the largest value (`MAX_GAUGES`: ready pods, sharing instances, in
+fallback) or the smallest (`MIN_GAUGES`: ready = every worker admitting, events connected);
+`_created` samples take the earliest. `surgescale_gateway_workers_reporting` says how many workers are in
 the sum (a worker that is restarting is left out for that scrape, and its counters restart from
 zero, which Prometheus reads as a counter reset).
 
@@ -30,8 +32,16 @@ from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
 
-MAX_GAUGES = frozenset({"surgescale_gateway_capacity_instances"})
-"""Gauges that are the same fact seen from every worker: the largest value, not the sum."""
+MAX_GAUGES = frozenset(
+    {
+        "surgescale_gateway_ready_pods",
+        "surgescale_gateway_capacity_instances",
+        "surgescale_gateway_capacity_fallback",
+    }
+)
+"""Gauges of one fact seen from every worker: the largest value, not the sum."""
+MIN_GAUGES = frozenset({"surgescale_gateway_ready", "surgescale_gateway_events_connected"})
+"""Gauges that hold for the replica only if they hold for every worker."""
 
 SCOPE_WORKER = "worker"
 """`/metrics?scope=worker`: this worker's own series only."""
@@ -78,7 +88,9 @@ def merge(texts: list[str]) -> bytes:
                 families[family.name] = Metric(family.name, family.documentation, family.type)
                 values[family.name] = {}
             into = values[family.name]
-            fleet = family.type == "gauge" and family.name in MAX_GAUGES
+            gauge = family.type == "gauge"
+            most = gauge and family.name in MAX_GAUGES
+            least = gauge and family.name in MIN_GAUGES
             for sample in family.samples:
                 key = (sample.name, tuple(sorted(sample.labels.items())))
                 seen = into.get(key)
@@ -86,8 +98,10 @@ def merge(texts: list[str]) -> bytes:
                     into[key] = sample.value
                 elif sample.name.endswith("_created"):
                     into[key] = min(seen, sample.value)
-                elif fleet:
+                elif most:
                     into[key] = max(seen, sample.value)
+                elif least:
+                    into[key] = min(seen, sample.value)
                 else:
                     into[key] = seen + sample.value
     merged = [families[name] for name in families]

@@ -20,10 +20,14 @@ How much to ask for (per pod, `fair` = this instance's fair share `cap // n` (+1
 
 - hungry (requests queued here) and no peer is *starving* (hungry with less than its fair share):
   everything the pod has left (idle shares are borrowed);
-- hungry while a peer starves: `max(out, fair)` (borrowed slots go back as requests finish);
-- not hungry while a peer is hungry: `max(out, min(fair, out + headroom))` (lend what is idle,
-  keep a little headroom so a new arrival here still goes at once);
+- hungry while a peer starves: `fair` (no new requests above it; borrowed slots go back as the
+  requests on them finish);
+- not hungry while a peer is hungry: `min(fair, out + headroom)` (lend what is idle, keep a
+  little headroom so a new arrival here still goes at once);
 - otherwise `max(out, fair)`.
+
+The local limit may drop below `out`; Redis keeps `max(out, limit)` granted (`Ask.holds`), so
+what it holds for this instance always covers what this instance has at the pod.
 """
 
 from __future__ import annotations
@@ -57,11 +61,15 @@ class SyncReply:
 
 @dataclass(frozen=True, slots=True)
 class Ask:
-    """What to send on a sync: per pod (limit held locally until the answer, slots wanted)."""
+    """What to send on a sync, per pod."""
 
     limits: dict[str, int]
-    """The local limit after any shrink: applied before the sync is sent."""
+    """The local dispatch limit after any shrink: applied before the sync is sent. It may be
+    below the requests already at the pod (no new ones go there until they finish)."""
+    holds: dict[str, int]
+    """What Redis must keep granted until the answer: `max(requests at the pod, limit)`."""
     wants: dict[str, int]
+    """The dispatch limit this instance would like."""
     hungry: bool
 
 
@@ -91,6 +99,7 @@ class ShareBook:
         fair = self.fair if self.instances else fair_share(self.cap, self.fallback_instances)
         headroom = max(1, fair // 4)
         new_limits: dict[str, int] = {}
+        holds: dict[str, int] = {}
         wants: dict[str, int] = {}
         for url, limit in limits.items():
             out = outstanding.get(url, 0)
@@ -100,17 +109,18 @@ class ShareBook:
             if hungry and not peer_starving:
                 want = self.cap
             elif hungry:
-                want = max(out, fair)
+                want = fair  # stop refilling borrowed slots: they go back as requests finish
             elif peer_hungry:
-                want = max(out, min(fair, out + headroom))
+                want = min(fair, out + headroom)
             else:
                 want = max(out, fair)
             want = min(want, self.cap)
             if want < limit:  # a shrink: local first, so Redis never holds less than we use
-                limit = max(out, want)
+                limit = want
             new_limits[url] = limit
+            holds[url] = max(out, limit)
             wants[url] = want
-        return Ask(limits=new_limits, wants=wants, hungry=hungry)
+        return Ask(limits=new_limits, holds=holds, wants=wants, hungry=hungry)
 
     def granted(self, reply: SyncReply, *, asked: Ask, now: float) -> dict[str, int]:
         """The local limits after a successful sync (leaving fallback if it was on)."""
@@ -123,7 +133,7 @@ class ShareBook:
             self.grants[url] = pod
             if url not in asked.limits:
                 continue
-            limit = pod.grant
+            limit = min(pod.grant, max(asked.wants[url], asked.limits[url]))
             if pod.room < limit:  # someone took slots we still hold: stop at what is left
                 limit = max(0, pod.room)
             out[url] = limit

@@ -218,8 +218,7 @@ class Shares:
                 self._enter_fallback(model, "no Redis configured")
             return
         loop = asyncio.get_running_loop()
-        self._sync = self.client.register_script(_SYNC)
-        self._release = self.client.register_script(_RELEASE)
+        self.prepare()
         while True:
             started = loop.time()
             self._wake.clear()
@@ -229,6 +228,12 @@ class Shares:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
                         await self._wake.wait()
+
+    def prepare(self) -> None:
+        """Register the scripts (before the first `sync`; `run` does it)."""
+        if self.client is not None:
+            self._sync = self.client.register_script(_SYNC)
+            self._release = self.client.register_script(_RELEASE)
 
     async def sync(self, model: str) -> None:
         """One sync of `model`'s grants (or the fallback if Redis does not answer)."""
@@ -267,7 +272,7 @@ class Shares:
         lease_ms = int(self.config.lease_s * 1000)
         args: list[Any] = [self.member, lease_ms, cap, int(ask.hungry), lease_ms * 10]
         for url in urls:
-            args += [ask.limits[url], ask.wants[url]]
+            args += [ask.holds[url], ask.wants[url]]
         args += [0, 0] * len(gone)  # given back
         raw = await self._sync(keys=keys, args=args)
         n, fair, peer_hungry = int(raw[0]), int(raw[1]), bool(int(raw[2]))

@@ -306,7 +306,8 @@ async def test_a_dead_instance_share_is_reclaimed(harness: Harness) -> None:
                 lambda: shares.limits[MODEL][pod.url] == CAP, timeout=10, what="the pod back whole"
             )
         assert shares.instances()[MODEL] == 1
-        statuses = await _send([(0, 0.0, 30)] * 20, [gw.url])
+        # Long streams, so all 16 are at the pod together however slowly the 20 connect.
+        statuses = await _send([(0, 0.0, 300)] * 20, [gw.url])
         assert statuses == [200] * 20
         assert pod.peak == CAP
     finally:

@@ -181,6 +181,9 @@ class Shares:
         self._last_ok: dict[str, float] = {}
         self._warned = False
         self._wake = asyncio.Event()
+        self._next_at: dict[str, float] = {}
+        """model -> when it is next synced; a settled model (nothing here, nobody hungry, every
+        ask granted) only renews its lease, every quarter lease, so idle models cost little."""
         self._sync: Any = None
         self._release: Any = None
 
@@ -201,6 +204,7 @@ class Shares:
             limits.update(book.fallback(pods=dict.fromkeys(new, 0), now=self.clock(), hold_s=0))
         self.scheduler.set_pods(model, ready, capacity=0, limits=limits)
         self._forget_gone(model)
+        self._next_at[model] = 0.0
         self._wake.set()  # new pods get their grants at once, not at the next tick
 
     def _forget_gone(self, model: str) -> None:
@@ -222,12 +226,18 @@ class Shares:
         while True:
             started = loop.time()
             self._wake.clear()
-            await asyncio.gather(*(self.sync(m) for m in self.books))
+            now = self.clock()
+            due = [m for m in self.books if self._next_at.get(m, 0.0) <= now or self._busy(m)]
+            await asyncio.gather(*(self.sync(m) for m in due))
             delay = self.config.sync_interval_s - (loop.time() - started)
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
                         await self._wake.wait()
+
+    def _busy(self, model: str) -> bool:
+        q = self.scheduler.queue(model)
+        return q.queued + q.requeued + q.in_flight > 0
 
     def prepare(self) -> None:
         """Register the scripts (before the first `sync`; `run` does it)."""
@@ -257,6 +267,12 @@ class Shares:
                 self._enter_fallback(model, f"{type(exc).__name__}: {exc}")
             return
         self._last_ok[model] = sent
+        settled = (
+            not self._busy(model)
+            and not any(g.peer_hungry for g in reply.pods.values())
+            and all(g.grant == ask.wants[u] for u, g in reply.pods.items())
+        )
+        self._next_at[model] = sent + self.config.lease_s / 4 if settled else 0.0
         self._gone[model].difference_update(gone)
         was_fallback = book.in_fallback
         new = book.granted(reply, asked=ask, now=self.clock())

@@ -100,7 +100,7 @@ def _settings(redis_url: str, prefix: str, pod_url: str, **kw: Any) -> GatewaySe
         "health_interval_s": 0.05,
         "allow_unauthenticated": True,
         "log_level": "WARNING",
-        "capacity_lease_s": 1.0,
+        "capacity_lease_s": 5.0,  # an instance stalled this long on a busy machine counts as dead
         "drain_timeout_s": 2.0,
     }
     values.update(kw)
@@ -291,7 +291,12 @@ async def test_a_dead_instance_share_is_reclaimed(harness: Harness) -> None:
         assert shares is not None
         await wait_for(lambda: shares.limits[MODEL].get(pod.url) == CAP, what="the whole pod")
         other = _settings(
-            harness.redis_url, harness.keys.prefix, pod.url, gateway_id="gw-doomed", workers=1
+            harness.redis_url,
+            harness.keys.prefix,
+            pod.url,
+            gateway_id="gw-doomed",
+            workers=1,
+            capacity_lease_s=1.0,
         )
         with _spawned(run_worker, other) as proc:
             await wait_for(

@@ -77,7 +77,7 @@ class _Instance:
         self.shares = Shares(
             self.scheduler,
             client=client,
-            config=SharesConfig(prefix=prefix, lease_s=0.5),
+            config=SharesConfig(prefix=prefix, lease_s=30.0),  # nobody dies here
             caps={"m": 16},
             instance=name,
             clock=time.monotonic,

@@ -10,6 +10,10 @@ Every gateway instance (each worker of each replica) serving a model runs one `S
    for, never letting the grants on the pod sum above the cap (`gateway.sharebook` decides the
    ask: borrowing idle shares when requests queue here, giving them back when a peer starves).
 
+The books have an id (`…:epoch`). If Redis loses them (restarted empty) while instances hold
+slots, the first instance that knew the old books opens a quiet period of one lease in which
+nobody's grant grows, so every holder re-registers what it holds before slots are handed out.
+
 Requests are dispatched against the local limit only (`Pod.capacity`), with no Redis round trip
 on the request path. A limit grows only after Redis granted it and shrinks locally before Redis
 hears of it, so the requests all instances have at a pod never exceed its cap.
@@ -53,6 +57,11 @@ class CapacityKeys:
         """Sorted set: live instances serving `model`, scored by lease expiry (ms)."""
         return self._base(model) + ":members"
 
+    def epoch(self, model: str) -> str:
+        """Hash: the books' id, when they were made and until when nobody may grow (after a
+        Redis that lost its data, every holder re-registers first)."""
+        return self._base(model) + ":epoch"
+
     def hungry(self, model: str) -> str:
         """Hash: instance -> 1 if it has requests queued for `model`."""
         return self._base(model) + ":hungry"
@@ -67,13 +76,33 @@ local me = ARGV[1]
 local lease = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
 local ttl = tonumber(ARGV[5])
+local known = ARGV[6]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ep = redis.call('HMGET', KEYS[3], 'id', 'born', 'quiet')
+local id = ep[1]
+local quiet = tonumber(ep[3] or '0') or 0
+if not id then
+  -- new books: a fresh start, or a Redis that lost its data while instances held slots
+  id = me .. '@' .. now
+  quiet = 0
+  if known ~= '' then quiet = now + lease end
+  redis.call('HSET', KEYS[3], 'id', id, 'born', now, 'quiet', quiet)
+elseif known ~= '' and known ~= id then
+  -- someone else wrote new books after a loss: no growth until every holder re-registered
+  local until_ = tonumber(ep[2]) + lease
+  if until_ > quiet then
+    quiet = until_
+    redis.call('HSET', KEYS[3], 'quiet', quiet)
+  end
+end
+redis.call('PEXPIRE', KEYS[3], ttl)
+local growing = now >= quiet
 for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)) do
   if m ~= me then
     redis.call('ZREM', KEYS[1], m)
     redis.call('HDEL', KEYS[2], m)
-    for k = 3, #KEYS do redis.call('HDEL', KEYS[k], m) end
+    for k = 4, #KEYS do redis.call('HDEL', KEYS[k], m) end
   end
 end
 redis.call('ZADD', KEYS[1], now + lease, me)
@@ -96,9 +125,9 @@ local peer_hungry = 0
 for m, h in pairs(hungry) do
   if h and m ~= me and fair[m] then peer_hungry = 1 end
 end
-local out = {n, fair[me], peer_hungry}
-for k = 3, #KEYS do
-  local j = 6 + (k - 3) * 2
+local out = {n, fair[me], peer_hungry, id}
+for k = 4, #KEYS do
+  local j = 7 + (k - 4) * 2
   local limit = tonumber(ARGV[j])
   local want = tonumber(ARGV[j + 1])
   local others = 0
@@ -118,7 +147,7 @@ for k = 3, #KEYS do
   end
   local room = cap - others
   local grant = limit
-  if want > limit then grant = math.max(limit, math.min(want, room)) end
+  if want > limit and growing then grant = math.max(limit, math.min(want, room)) end
   if grant > 0 then
     redis.call('HSET', KEYS[k], me, grant)
     redis.call('PEXPIRE', KEYS[k], ttl)
@@ -179,6 +208,8 @@ class Shares:
         self._gone: dict[str, set[str]] = {m: set() for m in caps}
         """model -> pods forgotten here whose grant is to be given back at the next sync."""
         self._last_ok: dict[str, float] = {}
+        self._epochs: dict[str, str] = {}
+        """model -> the id of the Redis books this instance last synced with."""
         self._warned = False
         self._wake = asyncio.Event()
         self._next_at: dict[str, float] = {}
@@ -283,21 +314,26 @@ class Shares:
 
     async def _call(self, model: str, ask: Ask, cap: int, gone: list[str]) -> SyncReply:
         urls = list(ask.limits)
-        keys = [self.keys.members(model), self.keys.hungry(model)]
+        keys = [self.keys.members(model), self.keys.hungry(model), self.keys.epoch(model)]
         keys += [self.keys.pod(model, u) for u in [*urls, *gone]]
         lease_ms = int(self.config.lease_s * 1000)
-        args: list[Any] = [self.member, lease_ms, cap, int(ask.hungry), lease_ms * 10]
+        known = self._epochs.get(model, "")
+        args: list[Any] = [self.member, lease_ms, cap, int(ask.hungry), lease_ms * 10, known]
         for url in urls:
             args += [ask.holds[url], ask.wants[url]]
         args += [0, 0] * len(gone)  # given back
         raw = await self._sync(keys=keys, args=args)
         n, fair, peer_hungry = int(raw[0]), int(raw[1]), bool(int(raw[2]))
+        epoch = raw[3].decode() if isinstance(raw[3], bytes) else str(raw[3])
+        if known and epoch != known:
+            log.warning("shared capacity of %s: Redis lost its books; re-registering", model)
+        self._epochs[model] = epoch
         pods = {
             url: PodGrant(
-                grant=int(raw[3 + 3 * i]),
-                room=int(raw[4 + 3 * i]),
+                grant=int(raw[4 + 3 * i]),
+                room=int(raw[5 + 3 * i]),
                 peer_hungry=peer_hungry,
-                peer_starving=bool(int(raw[5 + 3 * i])),
+                peer_starving=bool(int(raw[6 + 3 * i])),
             )
             for i, url in enumerate(urls)
         }

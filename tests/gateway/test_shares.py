@@ -70,14 +70,16 @@ def test_fair_share_is_at_least_one() -> None:
 class _Instance:
     """A real scheduler and `Shares` over one pod, synced by hand (no background task)."""
 
-    def __init__(self, client: RedisClient, prefix: str, name: str) -> None:
+    def __init__(
+        self, client: RedisClient, prefix: str, name: str, *, lease_s: float = 30.0
+    ) -> None:
         self.scheduler = Scheduler(
             QueueLimits(max_length=1000, max_wait_s=60), clock=time.monotonic
         )
         self.shares = Shares(
             self.scheduler,
             client=client,
-            config=SharesConfig(prefix=prefix, lease_s=30.0),  # nobody dies here
+            config=SharesConfig(prefix=prefix, lease_s=lease_s),  # by default nobody dies
             caps={"m": 16},
             instance=name,
             clock=time.monotonic,
@@ -181,6 +183,34 @@ async def test_borrowed_slots_return_when_the_lender_gets_busy(
     for _ in range(40):  # a's requests finish one by one; b starves until it has its share
         a.finish_one(rng)
         a.arrive()
+        await a.shares.sync("m")
+        await b.shares.sync("m")
+        assert a.pod_outstanding + b.pod_outstanding <= 16
+    assert a.shares.limits["m"][POD] == b.shares.limits["m"][POD] == 8
+
+
+async def test_books_lost_with_redis_are_rebuilt_before_anyone_grows(
+    redis_url: str, keys: StreamKeys, redis: RedisClient
+) -> None:
+    """Redis restarts empty while two instances hold 8 slots each, both with more queued: the
+    first to sync again may not grow until every holder has re-registered (one lease)."""
+    a = _Instance(redis, keys.prefix, "a", lease_s=1.0)
+    b = _Instance(redis, keys.prefix, "b", lease_s=1.0)
+    for _ in range(3):
+        await a.shares.sync("m")
+        await b.shares.sync("m")
+    for _ in range(20):
+        a.arrive()
+        b.arrive()
+    assert a.pod_outstanding == b.pod_outstanding == 8
+    async for key in redis.scan_iter(match=f"{keys.prefix}:*"):
+        await redis.delete(key)
+    await a.shares.sync("m")  # hungry, alone in the new books
+    assert a.shares.limits["m"][POD] == 8
+    await b.shares.sync("m")
+    assert a.pod_outstanding + b.pod_outstanding <= 16
+    for _ in range(15):  # past the quiet lease, both syncing as they do every 50 ms
+        await asyncio.sleep(0.1)
         await a.shares.sync("m")
         await b.shares.sync("m")
         assert a.pod_outstanding + b.pod_outstanding <= 16

@@ -1,9 +1,7 @@
 """What the gateway tells the controller: one event per request milestone, plus snapshots.
 
 All emission is synchronous and O(1) (`EventProducer.emit` only appends to a buffer), so the
-request path never waits on Redis; request events are held for `event_linger_ms` and handed
-over together (always before the next snapshot), so the producer's flush does not run between a
-request's send to a pod and its first byte; with Redis away the producer buffers, then drops the oldest
+request path never waits on Redis; with Redis away the producer buffers, then drops the oldest
 and counts them. Accounting the controller can rely on (per model, per gateway):
 
 - `enqueue` +1 queued (every admitted request, at arrival);
@@ -51,16 +49,10 @@ class Reporter:
         producer: EventProducer | None,
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         pod_cap: Callable[[str], int] | None = None,
-        linger_s: float = 0.0,
     ) -> None:
         self.gateway = gateway
         self.producer = producer
         self.pod_cap = pod_cap
-        self.linger_s = linger_s
-        """Request events are held this long and handed to the producer together (0: at once),
-        so its flush runs after, not inside, the short window before a first byte."""
-        self._held: list[Event] = []
-        self._timer: asyncio.TimerHandle | None = None
         """model -> the gateway's per-pod cap, reported in snapshots (None: not reported)."""
         self._wall_ms = wall_ms
         self.seq = 0
@@ -76,38 +68,22 @@ class Reporter:
         producer = self.producer
         if producer is None:
             return
-        event = Event(
-            type=kind,
-            model=model,
-            gateway=self.gateway,
-            ts_ms=self._wall_ms(),
-            request_id=request_id,
-            **fields,  # type: ignore[arg-type]
+        producer.emit(
+            Event(
+                type=kind,
+                model=model,
+                gateway=self.gateway,
+                ts_ms=self._wall_ms(),
+                request_id=request_id,
+                **fields,  # type: ignore[arg-type]
+            )
         )
-        if self.linger_s <= 0:
-            producer.emit(event)
-            return
-        self._held.append(event)
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.linger_s, self.hand_over)
-
-    def hand_over(self) -> None:
-        """Give the held events to the producer now (in order)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        held, self._held = self._held, []
-        producer = self.producer
-        if producer is not None:
-            for event in held:
-                producer.emit(event)
 
     def snapshot(self, depths: dict[str, tuple[int, int]], interval_ms: int) -> None:
         """One `snapshot` per model: (queue_depth, in_flight); one `seq` per round."""
         producer = self.producer
         if producer is None:
             return
-        self.hand_over()  # the events a snapshot sums go before it
         self.seq += 1
         ts = self._wall_ms()
         for model, (queued, in_flight) in depths.items():

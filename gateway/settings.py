@@ -225,10 +225,6 @@ class GatewaySettings(BaseSettings):
     """Key prefix of the event streams."""
     snapshot_interval_ms: int = Field(default=100, ge=10)
     """Period of the `snapshot` event per model."""
-    event_linger_ms: float = Field(default=2.0, ge=0, le=50, allow_inf_nan=False)
-    """Request events are handed to the event producer in batches this often (0: one by one), so
-    its flush, which runs on the same event loop, comes after rather than inside the short
-    window between sending a request to a pod and forwarding its first byte."""
     event_buffer_limit: int = Field(default=100_000, ge=100)
     """Events buffered while Redis is away; the oldest beyond it are dropped and counted."""
 

@@ -183,11 +183,10 @@ class Karpenter(NodeClaimLifecycle):
                 with contextlib.suppress(Exception):
                     self.store.delete(claim_rt, "", name)
         elif ev.rt.key == self.pod_rt.key:
-            node = (ev.obj.get("spec") or {}).get("nodeName")
+            node = str((ev.obj.get("spec") or {}).get("nodeName") or "")
             meta = ev.obj["metadata"]
-            newly_bound = bool(node) and (meta["namespace"], meta["name"]) not in self._by_node.get(
-                node, ()
-            )
+            key = (meta["namespace"], meta["name"])
+            newly_bound = bool(node) and key not in self._by_node.get(node, ())
             self._index_pod(ev)
             if ev.type != "DELETED" and unschedulable(ev.obj):
                 self._note_pending()

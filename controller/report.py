@@ -107,8 +107,15 @@ class Reporter:
             return False
         await self._writer.patch_status(scaler.key[0], scaler.key[1], status)
         scaler.status_written = status
-        while scaler.transitions:
-            change = scaler.transitions.popleft()
+        changes = list(scaler.transitions)
+        scaler.transitions.clear()
+        causes = {(c["reason"], c["abnormal"]) for c in changes if c["type"] != conditions.READY}
+        for change in changes:
+            if (
+                change["type"] == conditions.READY
+                and (change["reason"], change["abnormal"]) in causes
+            ):
+                continue  # Ready only repeats a transition that has its own Event
             cond = scaler.conditions.get(change["type"]) or {}
             self._fire(
                 self._writer.event(

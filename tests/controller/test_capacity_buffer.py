@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes_asyncio import client
 
 from controller import crd
 from controller.kube import connect_api
 from sim.cluster import ClusterOptions, NodePoolConfig, start_cluster
+from sim.cluster.cluster import buffer_crd_path
 from surgescale.events import StreamKeys
 from surgescale.events.localredis import free_port
 from tests.controller.conftest import NS, OPT_IN, Gateway, Sim, eventually
@@ -170,6 +172,19 @@ async def test_without_the_crd_a_condition_says_so_and_the_model_still_scales(
         gw.enqueue(40)
         await eventually(lambda: _is(sim.replicas("llama"), 6), timeout=5, what="scale-up to 6")
         assert ctl.health.live()[0], ctl.health.live()
+        # Installing the CRD (and the buffer) heals it: the write is tried again later.
+        assert ctl.actuator is not None
+        ctl.actuator.recheck_after_s = 0.5
+        crd_doc = yaml.safe_load(buffer_crd_path().read_text())
+        await client.ApiextensionsV1Api(sim.api).create_custom_resource_definition(crd_doc)
+        await _create_buffer(sim)
+        await eventually(lambda: _is(_buffer_replicas(sim), 2), what="the buffer sized at last")
+
+        async def healed() -> bool:
+            cond = await _condition(sim, "llama", "CapacityUnavailable")
+            return cond.get("reason") == "CapacityAvailable"
+
+        await eventually(healed, what="CapacityUnavailable back to False")
     events = await sim.events("llama")
     assert any(r == "CapacityBufferCRDMissing" for r, _ in events), events
 

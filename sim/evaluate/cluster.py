@@ -109,6 +109,8 @@ class Cluster:
         """Replicas' worth of room Karpenter keeps free (buffer chunks or placeholder pods)."""
         self.warm_preempt_s: float | None = None
         """Placeholder pods: a pod taking their room waits this long (None: a buffer, no wait)."""
+        self._held = 0
+        """Placeholder pods bound on Ready nodes (room a model pod must preempt to use)."""
 
     # ---- views -------------------------------------------------------------------------------
 
@@ -234,10 +236,13 @@ class Cluster:
             self._bind(pod, node)
             pod.state = PodState.LOADING
             wait = 0.0
-            if self.warm_preempt_s is not None and free <= min(self.warm, free):
+            if self.warm_preempt_s is not None and free <= self._held:
                 wait = self.warm_preempt_s  # the room is a placeholder's: preempt it first
+                self._held -= 1
             free -= 1
             self.clock.after(self.config.model_load_s + wait, self._loaded, pod)
+        # Placeholders (lower priority) take what free Ready room the model pods left.
+        self._held = min(self.warm, self._room(ready_only=True)) if self.warm else 0
         if pending and self.warm and self.mode is NodeMode.KARPENTER:
             self._karpenter_note_pending()  # warm room was used: launch its replacement
 
@@ -245,6 +250,7 @@ class Cluster:
         """Keep `replicas` replicas' worth of room free (Karpenter mode)."""
         lower = replicas < self.warm
         self.warm = max(replicas, 0)
+        self._held = min(self.warm, self._room(ready_only=True))
         if self.mode is not NodeMode.KARPENTER:
             return
         if self._room() < self.warm:

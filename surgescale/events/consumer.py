@@ -2,7 +2,13 @@
 
 `EventConsumer.batches()` is an async generator of `Batch`es: the events read in one XREADGROUP
 (over all known model streams, discovering new ones while running) plus entries reclaimed with
-XAUTOCLAIM from consumers that died. Call `await batch.ack()` after the effect. Iterating the
+XAUTOCLAIM from consumers that died. On a Redis Cluster one XREADGROUP may only name streams of
+one hash slot, so the streams are grouped by slot and every group has its own read in flight
+(concurrent, each blocking up to `block_ms`); a batch is what the reads that finished first
+returned, and a busy slot never holds back another, since each has its own read. Past
+`max_parallel_reads` slot groups the reads stop blocking and take turns (round robin), with a short
+sleep when a whole round found nothing. A model filter (`model_filter`, changeable while running)
+limits the streams read, for controllers that split the models between them. Call `await batch.ack()` after the effect. Iterating the
 consumer itself yields `(event, ack)` pairs for code that wants one event at a time.
 
 Entries that fail to decode, or that were delivered more than `max_deliveries` times, go to the
@@ -28,9 +34,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.crc import key_slot
+from redis.exceptions import ResponseError
 
+from surgescale.events.client import TRANSPORT_ERRORS, RedisClient, is_cluster
 from surgescale.events.keys import StreamKeys
 from surgescale.events.schema import FIELD, Event, decode_entry
 from surgescale.retry import Backoff, ExponentialBackoff
@@ -88,6 +95,8 @@ class ConsumerStats:
     read_errors: int = 0
     ack_errors: int = 0
     streams: int = 0
+    slot_groups: int = 0
+    """Hash slots the streams fall in (a Redis Cluster reads each slot's streams separately)."""
     groups_collected: int = 0
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
 
@@ -97,12 +106,17 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+ModelFilter = Callable[[str], bool]
+"""Which models a consumer reads: called with a model name, True to read its stream."""
+
+
 class EventConsumer:
-    """Reads all model streams under `keys` as member `consumer` of consumer group `group`."""
+    """Reads all model streams under `keys` (or those `model_filter` selects) as member
+    `consumer` of consumer group `group`, on a single Redis or a Redis Cluster."""
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         *,
         group: str,
         consumer: str | None = None,
@@ -119,8 +133,19 @@ class EventConsumer:
         stale_group_idle_s: float = 600.0,
         collect_interval_s: float = 60.0,
         backoff: Backoff | None = None,
+        model_filter: ModelFilter | None = None,
+        max_parallel_reads: int = 256,
     ) -> None:
         self._redis = redis
+        self._cluster = is_cluster(redis)
+        self._model_filter = model_filter
+        self._max_parallel_reads = max(1, max_parallel_reads)
+        self._inflight: dict[int, asyncio.Task[list[Delivery]]] = {}
+        """slot -> the read of that slot's streams in flight (Redis Cluster)."""
+        self._slot_of: dict[str, int] = {}
+        self._groups: dict[int, list[str]] | None = None
+        """slot -> its streams, rebuilt when the streams change (None: to rebuild)."""
+        self._round_robin = 0
         self.group = group
         self.consumer = consumer or default_consumer_name()
         self.keys = keys or StreamKeys()
@@ -156,6 +181,36 @@ class EventConsumer:
     def streams(self) -> list[str]:
         return list(self._streams)
 
+    @property
+    def model_filter(self) -> ModelFilter | None:
+        """Which models are read (None: all); may be changed while running."""
+        return self._model_filter
+
+    @model_filter.setter
+    def model_filter(self, selected: ModelFilter | None) -> None:
+        """Read only the models `selected` picks from now on: streams no longer picked are
+        dropped at once (events of theirs still in flight are not yielded and stay pending in
+        the group); newly picked ones are found at the next poll and first read from their
+        pending history."""
+        self._model_filter = selected
+        for stream in list(self._streams):
+            if not self._selected(stream):
+                self._forget(stream)
+        self._next_discover = 0.0
+        self._next_scan = 0.0
+
+    def _selected(self, stream: str) -> bool:
+        model = self.keys.model_of(stream)
+        if model is None:
+            return False
+        return self._model_filter is None or bool(self._model_filter(model))
+
+    def _forget(self, stream: str) -> None:
+        self._streams.pop(stream, None)
+        self._claim_cursor.pop(stream, None)
+        self._groups = None
+        self.stats.streams = len(self._streams)
+
     async def discover(self) -> None:
         """Pick up streams registered (or, every `scan_interval_s`, present) since the last
         look, creating the group on each."""
@@ -171,10 +226,12 @@ class EventConsumer:
         # Streams that appear later were written after we started: read them from the start.
         start = self._start_id if not self._discovered_once else "0"
         for stream in sorted(found):
-            if stream not in self._streams and self.keys.model_of(stream) is not None:
+            if stream not in self._streams and self._selected(stream):
                 await self._ensure_group(stream, start)
                 self._streams[stream] = "0"
                 self._claim_cursor[stream] = "0-0"
+                self._slot_of[stream] = key_slot(stream.encode())
+                self._groups = None
         self._discovered_once = True
         self.stats.streams = len(self._streams)
 
@@ -220,21 +277,36 @@ class EventConsumer:
         return removed
 
     async def batches(self) -> AsyncIterator[Batch]:
-        """Yield batches until `stop()`; transient Redis errors are retried with backoff."""
+        """Yield batches until `stop()`; transient Redis errors are retried with backoff.
+
+        Reads still in flight when the generator ends (a Redis Cluster's per-slot reads) are
+        cancelled: what they had taken stays pending in the group, re-read from this consumer's
+        history when it comes back under the same name, or reclaimed by another consumer."""
         failures = 0
-        while not self._stopped:
-            try:
-                deliveries = await self._poll()
-            except (RedisError, OSError) as exc:
-                failures += 1
-                self.stats.read_errors += 1
-                log.warning("event read failed (%d in a row): %s", failures, exc)
-                await asyncio.sleep(self._backoff.compute(failures))
-                continue
-            failures = 0
-            if deliveries:
-                self.stats.delivered += len(deliveries)
-                yield Batch(deliveries, self)
+        try:
+            while not self._stopped:
+                try:
+                    deliveries = await self._poll()
+                except TRANSPORT_ERRORS as exc:
+                    failures += 1
+                    self.stats.read_errors += 1
+                    log.warning("event read failed (%d in a row): %s", failures, exc)
+                    await asyncio.sleep(self._backoff.compute(failures))
+                    continue
+                failures = 0
+                if deliveries:
+                    self.stats.delivered += len(deliveries)
+                    yield Batch(deliveries, self)
+        finally:
+            await self._cancel_reads()
+
+    async def _cancel_reads(self) -> None:
+        tasks = list(self._inflight.values())
+        self._inflight.clear()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def __aiter__(self) -> AsyncIterator[tuple[Event, Ack]]:
         async for batch in self.batches():
@@ -264,7 +336,7 @@ class EventConsumer:
                 for stream, ids in by_stream.items():
                     pipe.xack(stream, self.group, *ids)
                 await pipe.execute()
-        except (RedisError, OSError):
+        except TRANSPORT_ERRORS:
             self.stats.ack_errors += 1
             self._ack_retry = deliveries[-1_000_000:]
             raise
@@ -283,6 +355,8 @@ class EventConsumer:
         if not self._streams:
             await asyncio.sleep(self._block_ms / 1000.0)
             return []
+        if self._cluster:
+            return await self._poll_slots(now)
         history = {s: i for s, i in self._streams.items() if i != ">"}
         if history:
             # Our own pending entries from a previous life under the same name come first,
@@ -293,6 +367,70 @@ class EventConsumer:
             self._next_claim = now + self._claim_interval_s
             out.extend(await self._reclaim())
         out.extend(await self._read(dict(self._streams), block=None if out else self._block_ms))
+        return out
+
+    def _slot_groups(self) -> dict[int, list[str]]:
+        if self._groups is None:
+            groups: dict[int, list[str]] = {}
+            for stream in self._streams:
+                slot = self._slot_of.get(stream)
+                if slot is None:
+                    slot = self._slot_of[stream] = key_slot(stream.encode())
+                groups.setdefault(slot, []).append(stream)
+            self._groups = groups
+            self.stats.slot_groups = len(groups)
+        return self._groups
+
+    async def _poll_slots(self, now: float) -> list[Delivery]:
+        """One poll on a Redis Cluster: a read per hash slot, the finished ones harvested."""
+        out: list[Delivery] = []
+        groups = self._slot_groups()
+        history = any(i != ">" for i in self._streams.values())
+        if not history and now >= self._next_claim:
+            self._next_claim = now + self._claim_interval_s
+            out.extend(await self._reclaim())
+        blocking = len(groups) <= self._max_parallel_reads
+        order = sorted(groups)
+        start = self._round_robin % len(order)
+        started = 0
+        for slot in order[start:] + order[:start]:
+            if slot in self._inflight:
+                continue
+            if len(self._inflight) >= self._max_parallel_reads:
+                break
+            streams = {s: self._streams[s] for s in groups[slot]}
+            own = {s: i for s, i in streams.items() if i != ">"}
+            block = None if (own or out or not blocking) else self._block_ms
+            self._inflight[slot] = asyncio.create_task(self._read(own or streams, block))
+            started += 1
+        self._round_robin = start + started
+        if self._inflight:
+            await asyncio.wait(
+                list(self._inflight.values()),
+                timeout=0 if out else None,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        errors: list[BaseException] = []
+        for slot, task in list(self._inflight.items()):
+            if not task.done():
+                continue
+            del self._inflight[slot]
+            exc = task.exception()
+            if exc is not None:
+                if not isinstance(exc, TRANSPORT_ERRORS):
+                    raise exc
+                errors.append(exc)
+                continue
+            # A stream dropped by the model filter while its read was in flight is not yielded.
+            out.extend(d for d in task.result() if d.stream in self._streams)
+        if errors:
+            if not out:
+                self.stats.read_errors += len(errors) - 1
+                raise errors[0]
+            self.stats.read_errors += len(errors)
+            log.warning("%d slot reads failed (first: %s)", len(errors), errors[0])
+        if not out and not blocking:
+            await asyncio.sleep(self._block_ms / 5_000.0)
         return out
 
     async def _read(self, streams: dict[str, str], block: int | None) -> list[Delivery]:
@@ -310,15 +448,19 @@ class EventConsumer:
                 # the stream now is unread by us; replays of what we saw are no-ops downstream.
                 for stream in streams:
                     await self._ensure_group(stream, "0")
-                    self._streams[stream] = "0"
+                    if stream in self._streams:
+                        self._streams[stream] = "0"
                 return []
+            if str(exc).startswith("UNBLOCKED"):
+                return []  # the key was deleted or moved to another node while we waited
             raise
         out: list[Delivery] = []
         poison: list[Poison] = []
         for raw_stream, entries in reply or []:
             stream = raw_stream.decode() if isinstance(raw_stream, bytes) else raw_stream
             if streams.get(stream) != ">" and not entries:
-                self._streams[stream] = ">"  # history drained
+                if stream in self._streams:
+                    self._streams[stream] = ">"  # history drained
                 continue
             last = None
             for raw_id, fields in entries:
@@ -328,7 +470,7 @@ class EventConsumer:
                     poison.append(Poison(stream, entry_id, {}, "entry deleted while pending"))
                     continue
                 self._unpack(stream, entry_id, fields, out, poison)
-            if streams.get(stream) != ">" and last is not None:
+            if streams.get(stream) != ">" and last is not None and stream in self._streams:
                 self._streams[stream] = last
         if poison:
             await self._dead_letter(poison)

@@ -26,6 +26,7 @@ retried before the next read. Housekeeping: `remove_group()` on a clean shutdown
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -34,6 +35,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
@@ -146,6 +148,9 @@ class EventConsumer:
         self._groups: dict[int, list[str]] | None = None
         """slot -> its streams, rebuilt when the streams change (None: to rebuild)."""
         self._round_robin = 0
+        self._slot_failures: dict[int, int] = {}
+        self._slot_retry_at: dict[int, float] = {}
+        """slot -> when its read may be tried again after failures (its node is away)."""
         self.group = group
         self.consumer = consumer or default_consumer_name()
         self.keys = keys or StreamKeys()
@@ -214,26 +219,57 @@ class EventConsumer:
     async def discover(self) -> None:
         """Pick up streams registered (or, every `scan_interval_s`, present) since the last
         look, creating the group on each."""
-        names: Any = await self._redis.smembers(self.keys.registry)
-        found = {raw.decode() if isinstance(raw, bytes) else str(raw) for raw in names}
+        found: set[str] = set()
+        try:
+            names: Any = await self._redis.smembers(self.keys.registry)
+            found.update(raw.decode() if isinstance(raw, bytes) else str(raw) for raw in names)
+        except TRANSPORT_ERRORS as exc:
+            if not self._cluster:
+                raise
+            # The registry's node is away: the SCAN below finds the streams.
+            log.debug("stream registry unreadable: %s", exc)
+            self._next_scan = 0.0
         now = time.monotonic()
         if now >= self._next_scan:
             self._next_scan = now + self._scan_interval_s
-            async for raw in self._redis.scan_iter(
-                match=self.keys.stream_pattern, count=1_000, _type="stream"
-            ):
-                found.add(raw.decode() if isinstance(raw, bytes) else str(raw))
+            found.update(await self._scan_streams())
         # Streams that appear later were written after we started: read them from the start.
         start = self._start_id if not self._discovered_once else "0"
         for stream in sorted(found):
             if stream not in self._streams and self._selected(stream):
-                await self._ensure_group(stream, start)
+                try:
+                    await self._ensure_group(stream, start)
+                except TRANSPORT_ERRORS:
+                    if not self._cluster:
+                        raise
+                    continue  # its node is away: picked up at a later look
                 self._streams[stream] = "0"
                 self._claim_cursor[stream] = "0-0"
                 self._slot_of[stream] = key_slot(stream.encode())
                 self._groups = None
         self._discovered_once = True
         self.stats.streams = len(self._streams)
+
+    async def _scan_streams(self) -> set[str]:
+        """Stream keys found by SCAN: on a Redis Cluster on every primary, one at a time, so a
+        failed node hides only its own streams."""
+        found: set[str] = set()
+        pattern = self.keys.stream_pattern
+        redis = self._redis
+        if not isinstance(redis, RedisCluster) or not redis.get_primaries():
+            async for raw in redis.scan_iter(match=pattern, count=1_000, _type="stream"):
+                found.add(raw.decode() if isinstance(raw, bytes) else str(raw))
+            return found
+        for node in redis.get_primaries():
+            try:
+                async for raw in redis.scan_iter(
+                    match=pattern, count=1_000, _type="stream", target_nodes=node
+                ):
+                    found.add(raw.decode() if isinstance(raw, bytes) else str(raw))
+            except TRANSPORT_ERRORS as exc:
+                log.debug("SCAN of %s failed: %s", node.name, exc)
+                self._next_scan = 0.0  # look again soon
+        return found
 
     async def _ensure_group(self, stream: str, start_id: str | None = None) -> None:
         try:
@@ -394,7 +430,7 @@ class EventConsumer:
         start = self._round_robin % len(order)
         started = 0
         for slot in order[start:] + order[:start]:
-            if slot in self._inflight:
+            if slot in self._inflight or self._slot_retry_at.get(slot, 0.0) > now:
                 continue
             if len(self._inflight) >= self._max_parallel_reads:
                 break
@@ -416,19 +452,27 @@ class EventConsumer:
                 continue
             del self._inflight[slot]
             exc = task.exception()
-            if exc is not None:
-                if not isinstance(exc, TRANSPORT_ERRORS):
-                    raise exc
-                errors.append(exc)
+            if exc is None:
+                self._slot_failures.pop(slot, None)
+                self._slot_retry_at.pop(slot, None)
+                # A stream dropped by the model filter while its read was in flight: not yielded.
+                out.extend(d for d in task.result() if d.stream in self._streams)
                 continue
-            # A stream dropped by the model filter while its read was in flight is not yielded.
-            out.extend(d for d in task.result() if d.stream in self._streams)
+            if not isinstance(exc, TRANSPORT_ERRORS):
+                raise exc
+            # This slot's node is away: back off on it alone; the other slots keep being read.
+            errors.append(exc)
+            failures = self._slot_failures[slot] = self._slot_failures.get(slot, 0) + 1
+            self._slot_retry_at[slot] = time.monotonic() + self._backoff.compute(failures)
+            if failures == 1:
+                log.warning("event read of slot %d failed: %s", slot, exc)
         if errors:
-            if not out:
-                self.stats.read_errors += len(errors) - 1
-                raise errors[0]
             self.stats.read_errors += len(errors)
-            log.warning("%d slot reads failed (first: %s)", len(errors), errors[0])
+            if not out and not self._inflight:
+                # Every read failed: wait for the earliest slot to be tried again.
+                wake = min(self._slot_retry_at.values(), default=now)
+                await asyncio.sleep(max(0.0, min(wake - time.monotonic(), 2.0)))
+                return out
         if not out and not blocking:
             await asyncio.sleep(self._block_ms / 5_000.0)
         return out
@@ -491,9 +535,16 @@ class EventConsumer:
                 )
             except ResponseError as exc:
                 if "NOGROUP" in str(exc):
-                    await self._ensure_group(stream, "0")
+                    with contextlib.suppress(*TRANSPORT_ERRORS):
+                        await self._ensure_group(stream, "0")
                     continue
-                raise
+                if not self._cluster:
+                    raise
+                continue
+            except TRANSPORT_ERRORS:
+                if not self._cluster:
+                    raise
+                continue  # its node is away; the others are still reclaimed
             next_cursor, entries = reply[0], reply[1]
             self._claim_cursor[stream] = (
                 next_cursor.decode() if isinstance(next_cursor, bytes) else str(next_cursor)

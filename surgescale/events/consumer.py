@@ -148,6 +148,8 @@ class EventConsumer:
         self._groups: dict[int, list[str]] | None = None
         """slot -> its streams, rebuilt when the streams change (None: to rebuild)."""
         self._round_robin = 0
+        self._discover_failed = False
+        self._discover_failures = 0
         self._slot_failures: dict[int, int] = {}
         self._slot_retry_at: dict[int, float] = {}
         """slot -> when its read may be tried again after failures (its node is away)."""
@@ -229,6 +231,7 @@ class EventConsumer:
             # The registry's node is away: the SCAN below finds the streams.
             log.debug("stream registry unreadable: %s", exc)
             self._next_scan = 0.0
+            self._discover_failed = True
         now = time.monotonic()
         if now >= self._next_scan:
             self._next_scan = now + self._scan_interval_s
@@ -242,6 +245,7 @@ class EventConsumer:
                 except TRANSPORT_ERRORS:
                     if not self._cluster:
                         raise
+                    self._discover_failed = True
                     continue  # its node is away: picked up at a later look
                 self._streams[stream] = "0"
                 self._claim_cursor[stream] = "0-0"
@@ -249,6 +253,15 @@ class EventConsumer:
                 self._groups = None
         self._discovered_once = True
         self.stats.streams = len(self._streams)
+        if self._discover_failed:
+            # A node is away (Redis Cluster): look again, by SCAN too, but back off so that
+            # the slow failing look does not hold up the reads of the healthy slots.
+            self._discover_failed = False
+            self._discover_failures += 1
+            again = time.monotonic() + self._backoff.compute(self._discover_failures)
+            self._next_discover = self._next_scan = again
+        else:
+            self._discover_failures = 0
 
     async def _scan_streams(self) -> set[str]:
         """Stream keys found by SCAN: on a Redis Cluster on every primary, one at a time, so a
@@ -268,7 +281,7 @@ class EventConsumer:
                     found.add(raw.decode() if isinstance(raw, bytes) else str(raw))
             except TRANSPORT_ERRORS as exc:
                 log.debug("SCAN of %s failed: %s", node.name, exc)
-                self._next_scan = 0.0  # look again soon
+                self._discover_failed = True
         return found
 
     async def _ensure_group(self, stream: str, start_id: str | None = None) -> None:

@@ -381,10 +381,14 @@ class EventConsumer:
         if not by_stream:
             return
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for stream, ids in by_stream.items():
-                    pipe.xack(stream, self.group, *ids)
-                await pipe.execute()
+            if len(by_stream) == 1:  # the common case: no pipeline machinery
+                [(stream, ids)] = by_stream.items()
+                await self._redis.xack(stream, self.group, *ids)
+            else:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for stream, ids in by_stream.items():
+                        pipe.xack(stream, self.group, *ids)
+                    await pipe.execute()
         except TRANSPORT_ERRORS:
             self.stats.ack_errors += 1
             self._ack_retry = deliveries[-1_000_000:]

@@ -94,8 +94,14 @@ def test_cluster_urls_are_recognised() -> None:
     assert is_cluster_url("rediss+cluster://h:1")
     assert not is_cluster_url("redis://127.0.0.1:6379/0")
     assert plain_url("redis+cluster://u:p@h:7000") == "redis://u:p@h:7000"
-    assert is_cluster(connect("redis+cluster://127.0.0.1:7000"))
-    assert not is_cluster(connect("redis://127.0.0.1:6379/0"))
+
+
+async def test_connect_picks_the_client_by_url() -> None:
+    cluster, single = connect("redis+cluster://127.0.0.1:7000"), connect("redis://127.0.0.1:6379/0")
+    assert is_cluster(cluster)
+    assert not is_cluster(single)
+    await close(cluster)
+    await close(single)
 
 
 async def test_streams_on_every_master_are_read_in_per_slot_reads(
@@ -228,9 +234,42 @@ async def test_a_failed_master_delays_its_models_events_and_loses_none(
     assert reader.consumer.stats.read_errors > 0
 
 
-async def test_a_model_filter_limits_what_is_read_and_can_change_while_running(
+@pytest.fixture(params=["single", "cluster"])
+async def any_client(
+    request: pytest.FixtureRequest, keys: StreamKeys
+) -> AsyncIterator[RedisClient]:
+    url = request.getfixturevalue("redis_url" if request.param == "single" else "redis_cluster_url")
+    async with client_for(url, keys) as client:
+        yield client
+
+
+async def test_more_slots_than_parallel_reads_take_turns_and_lose_nothing(
     cluster_client: RedisClient, keys: StreamKeys
 ) -> None:
+    models = [f"m{i}" for i in range(7)]
+    producer = EventProducer(cluster_client, keys=keys)
+    await producer.start()
+    reader = Reader(consumer_for(cluster_client, keys, max_parallel_reads=2))
+    try:
+        for n in range(700):
+            producer.emit(ev(models[n % 7], n))
+            if n % 50 == 0:
+                await asyncio.sleep(0.01)
+        assert await producer.flush()
+        await wait_for(lambda: reader.count() >= 700)
+    finally:
+        await reader.stop()
+        await producer.close()
+    assert reader.consumer.stats.slot_groups == 7
+    for model in models:
+        assert reader.got[model] == sorted(reader.got[model])
+        assert len(reader.got[model]) == 100
+
+
+async def test_a_model_filter_limits_what_is_read_and_can_change_while_running(
+    any_client: RedisClient, keys: StreamKeys
+) -> None:
+    cluster_client = any_client
     producer = EventProducer(cluster_client, keys=keys)
     await producer.start()
     for n in range(30):

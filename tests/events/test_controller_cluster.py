@@ -1,5 +1,6 @@
 """The controller's event intake over a Redis Cluster: the real loop, a gateway's producer and the
-simulated Kubernetes API, with the events on the session's local cluster instead of one Redis."""
+simulated Kubernetes API, with the events on the session's local cluster instead of one Redis; and
+the gateway's own settings and producer given a `redis+cluster://` URL."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from collections.abc import Callable
 
 import pytest
 
+from gateway.reporting import event_producer
+from gateway.settings import load_settings
+from surgescale.events import Event, EventType, RedisClient, StreamKeys
 from surgescale.events.client import is_cluster
 from tests.controller.conftest import (
     Gateway,
@@ -48,3 +52,18 @@ async def test_a_load_step_on_a_cluster_scales_the_deployment(
             return n if n > 1 else 0
 
         assert await eventually(scaled, timeout=5.0, what="a scale-up PATCH") == 6
+
+
+async def test_the_gateway_takes_a_cluster_url_and_its_events_land_on_the_cluster(
+    redis_cluster_url: str, redis: RedisClient, keys: StreamKeys
+) -> None:
+    settings = load_settings(
+        redis_url=redis_cluster_url, static_pods=[{"model": "m", "url": "http://127.0.0.1:9"}]
+    )
+    assert settings.redis_url == redis_cluster_url
+    async with event_producer(settings.redis_url, prefix=keys.prefix, buffer_limit=100) as producer:
+        assert producer is not None
+        producer.emit(Event(type=EventType.ENQUEUE, model="m", gateway="gw", ts_ms=1))
+        assert await producer.flush()
+    assert is_cluster(redis)
+    assert await redis.xlen(keys.stream("m")) == 1

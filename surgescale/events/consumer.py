@@ -457,6 +457,11 @@ class EventConsumer:
             self._inflight[slot] = asyncio.create_task(self._read(own or streams, block))
             started += 1
         self._round_robin = start + started
+        if not self._inflight and not out:
+            # Every slot is backing off (its node away): sleep until the first may be tried.
+            wake = min(self._slot_retry_at.values(), default=now)
+            await asyncio.sleep(max(0.0, min(wake - time.monotonic(), self._block_ms / 1000.0)))
+            return out
         if self._inflight:
             await asyncio.wait(
                 list(self._inflight.values()),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -21,7 +21,7 @@ from surgescale.events import (
     connect,
 )
 from surgescale.events.client import is_cluster, is_cluster_url, plain_url
-from surgescale.events.localcluster import LocalCluster, start_local_cluster
+from surgescale.events.localcluster import LocalCluster
 from tests.conftest import client_for
 
 
@@ -171,19 +171,10 @@ async def test_a_slot_migrated_while_events_flow_loses_nothing(
         assert pending["pending"] == 0
 
 
-@pytest.fixture
-def own_cluster() -> Iterator[LocalCluster]:
-    """A cluster of this test's own: it stops a master."""
-    cluster = start_local_cluster(3, node_timeout_ms=1_000)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
 async def test_a_failed_master_delays_its_models_events_and_loses_none(
-    own_cluster: LocalCluster, keys: StreamKeys
+    local_cluster: LocalCluster, keys: StreamKeys
 ) -> None:
+    own_cluster = local_cluster  # stopped and started again here, whatever happens
     models = models_on_every_node(own_cluster, keys, per_node=2)
     from redis.crc import key_slot
 
@@ -228,6 +219,8 @@ async def test_a_failed_master_delays_its_models_events_and_loses_none(
         await reader.stop()
         await producer.close()
         await close(client)
+        if own_cluster.nodes[down].process is None:
+            own_cluster.start_node(down)
     for m in models:
         assert sorted(set(reader.got[m])) == list(range(101)), m
     assert producer.stats.dropped == 0

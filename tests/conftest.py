@@ -3,7 +3,8 @@ free ports.
 
 The Redis comes from `surgescale.events.localredis.ensure_redis`: `REDIS_URL`, else
 127.0.0.1:6379, else a private redis-server. The Redis Cluster is `REDIS_CLUSTER_URL` if set, else
-a private 3-master cluster of redis-server processes on loopback, started once per session
+a private cluster of redis-server processes on loopback (3 masters with a replica each), started
+once per session
 (`surgescale.events.localcluster`). If either cannot be had the tests that need it fail with a
 message that says what to install; they are never skipped.
 """
@@ -30,9 +31,9 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def local_cluster() -> Iterator[LocalCluster]:
-    """A private 3-master Redis Cluster on loopback, shared by the session."""
+    """A private Redis Cluster on loopback (3 masters, one replica each), shared by the session."""
     try:
-        cluster = start_local_cluster(3)
+        cluster = start_local_cluster(3, replicas=1, node_timeout_ms=1_000)
     except RedisUnavailableError as exc:
         pytest.fail(f"could not start a local Redis Cluster: {exc}", pytrace=False)
     try:

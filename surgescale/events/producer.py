@@ -343,15 +343,25 @@ class EventProducer:
             if group is None:
                 by_model[event.model] = group = []
             group.append(event)
+        register = self._due_registrations(by_model)
         parts = self._split(by_model)
-        if len(parts) == 1:
+        if not isinstance(self._redis, RedisCluster):
             try:
-                return await self._send_part(parts[0])
+                return await self._send_part(parts[0], register)
             except TRANSPORT_ERRORS as exc:
+                for stream in register:
+                    self._registered.pop(stream, None)
                 return 0, batch, exc
-        results = await asyncio.gather(
-            *(self._send_part(part) for part in parts), return_exceptions=True
+        # On a cluster the registry is a key of its own, maybe on a node that is away: it is
+        # written apart, so that its failure never holds back (or duplicates) the events.
+        outcomes: list[Any] = await asyncio.gather(
+            self._register(register),
+            *(self._send_part(part, []) for part in parts),
+            return_exceptions=True,
         )
+        if isinstance(outcomes[0], BaseException):
+            raise outcomes[0]
+        results = outcomes[1:]
         refused = 0
         retry: list[Event] = []
         error: BaseException | None = None
@@ -369,23 +379,46 @@ class EventProducer:
             error = error or part_error
         return refused, retry, error
 
-    async def _send_part(self, by_model: Part) -> tuple[int, list[Event], BaseException | None]:
-        """One pipeline for `by_model`; see `_send`. A failed pipeline raises."""
+    def _due_registrations(self, by_model: Part) -> list[str]:
+        """Streams to add to the registry now (first write since connecting, or stale)."""
+        now = time.monotonic()
+        registered = self._registered
+        due: list[str] = []
+        for model in by_model:
+            stream = self.keys.stream(model)
+            if now - registered.get(stream, -1e18) >= self._register_interval_s:
+                registered[stream] = now
+                due.append(stream)
+        return due
+
+    async def _register(self, streams: list[str]) -> None:
+        """SADD `streams` to the registry (cluster); on failure they are registered later."""
+        if not streams:
+            return
+        try:
+            await self._redis.sadd(self.keys.registry, *streams)
+        except BaseException as exc:
+            for stream in streams:
+                self._registered.pop(stream, None)
+            if not isinstance(exc, TRANSPORT_ERRORS):
+                raise
+
+    async def _send_part(
+        self, by_model: Part, register: list[str]
+    ) -> tuple[int, list[Event], BaseException | None]:
+        """One pipeline for `by_model` (and the registry SADD of `register`); see `_send`.
+        A failed pipeline raises."""
         keys = self.keys
-        new_streams: list[str] = []
         per_entry = self._per_entry
         registered = self._registered
-        now = time.monotonic()
         sizes: list[tuple[str, list[Event]]] = []
         """One row per pipelined command: (stream, events it carries; none for bookkeeping)."""
         async with self._redis.pipeline(transaction=False) as pipe:
+            for stream in register:
+                pipe.sadd(keys.registry, stream)
+                sizes.append((stream, []))
             for model, events in by_model.items():
                 stream = keys.stream(model)
-                if now - registered.get(stream, -1e18) >= self._register_interval_s:
-                    registered[stream] = now
-                    new_streams.append(stream)
-                    pipe.sadd(keys.registry, stream)
-                    sizes.append((stream, []))
                 for start in range(0, len(events), per_entry):
                     chunk = events[start : start + per_entry]
                     pipe.xadd(
@@ -400,7 +433,7 @@ class EventProducer:
             try:
                 results = await pipe.execute(raise_on_error=False)
             except BaseException:
-                for stream in new_streams:
+                for stream in register:
                     registered.pop(stream, None)
                 raise
         refused = 0

@@ -189,6 +189,11 @@ class EventConsumer:
         return list(self._streams)
 
     @property
+    def models(self) -> list[str]:
+        """The models whose streams are read now."""
+        return [m for m in map(self.keys.model_of, self._streams) if m is not None]
+
+    @property
     def model_filter(self) -> ModelFilter | None:
         """Which models are read (None: all); may be changed while running."""
         return self._model_filter

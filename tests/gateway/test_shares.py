@@ -257,3 +257,26 @@ def test_merge_sums_workers_and_keeps_shared_gauges() -> None:
     assert 'surgescale_gateway_ready_pods{model="m"} 2.0' in text
     assert "surgescale_gateway_ready 0.0" in text
     assert "surgescale_gateway_workers_reporting 2.0" in text
+
+
+async def test_grants_on_a_redis_cluster(redis_cluster_url: str) -> None:
+    """The script's keys share the model's hash tag, so it runs on a Redis Cluster too."""
+    client = connect(redis_cluster_url)
+    prefix = f"test-{time.monotonic_ns()}"
+    try:
+        a, b = _Instance(client, prefix, "a"), _Instance(client, prefix, "b")
+        for _ in range(3):
+            await a.shares.sync("m")
+            await b.shares.sync("m")
+        assert a.shares.instances() == b.shares.instances() == {"m": 2}
+        assert a.shares.limits["m"][POD] == b.shares.limits["m"][POD] == 8
+        assert a.shares.fallback_models() == {"m": False}
+        for _ in range(20):
+            a.arrive()
+            b.arrive()
+        assert a.pod_outstanding + b.pod_outstanding == 16
+    finally:
+        keys = a.shares.keys
+        await client.delete(keys.members("m"), keys.hungry("m"), keys.epoch("m"))
+        await client.delete(keys.pod("m", POD))
+        await close(client)

@@ -8,7 +8,8 @@ to `drain_timeout_s`, cancels what is left (their clients get a closed stream, t
 this process, or `workers` child processes that each bind the same port with SO_REUSEPORT (the
 kernel spreads connections), supervised and restarted if one dies; they also listen on private
 Unix sockets in a directory of the supervisor's, so `/metrics` on any of them sums all
-(`gateway.workermetrics`). A gateway with no API keys
+(`gateway.workermetrics`); a worker whose supervisor is killed drains and exits rather than
+serving on alone (holding the port and its pod slots). A gateway with no API keys
 refuses to start (`OpenAccessRefused`) unless `allow_unauthenticated` says so; the listening
 socket caps open connections (`gateway.connections.listen`).
 """
@@ -19,6 +20,7 @@ import asyncio
 import gc
 import logging
 import multiprocessing
+import os
 import shutil
 import signal
 import sys
@@ -76,9 +78,14 @@ async def serve(
             open_now=lambda: len(connections.connections), refused=lambda: factory.refused
         )
         private: asyncio.AbstractServer | None = None
+        orphan_watch: asyncio.Task[None] | None = None
         if workers_dir is not None and worker is not None:
             state.worker_socket = socket_path(workers_dir, worker)
             private = await unix_listener(connections, state.worker_socket)
+            supervisor = int(os.environ.get(_SUPERVISOR_ENV, "0")) or os.getppid()
+            orphan_watch = asyncio.create_task(
+                _stop_if_orphaned(stop, supervisor), name="orphan-watch"
+            )
         # Everything built so far lives as long as the process: keep it out of the cyclic
         # collector's way, so full collections (pauses on the request path) stay short.
         gc.collect()
@@ -94,11 +101,27 @@ async def serve(
             server.close()  # accept nothing more; the runner then closes what is open
             if private is not None:
                 private.close()
+            if orphan_watch is not None:
+                orphan_watch.cancel()
     finally:
         await runner.cleanup()
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+
+
+async def _stop_if_orphaned(stop: asyncio.Event, supervisor: int, interval_s: float = 1.0) -> None:
+    """A worker whose supervisor died (SIGKILL) drains and exits instead of serving on alone."""
+    while not stop.is_set():
+        if os.getppid() != supervisor:
+            log.warning("the gateway supervisor is gone; this worker drains and exits")
+            stop.set()
+            return
+        await asyncio.sleep(interval_s)
+
+
+_SUPERVISOR_ENV = "SURGESCALE_SUPERVISOR_PID"
+"""Set by the supervisor for its workers (not a setting: `GatewaySettings` never reads it)."""
 
 
 async def drain(app: web.Application, timeout: float) -> bool:
@@ -173,6 +196,7 @@ def run(settings: GatewaySettings) -> int:
 def _supervise(settings: GatewaySettings, ctx: Any, workers_dir: str) -> int:
     """Start `settings.workers` processes and keep them running until SIGTERM / SIGINT."""
     stopping = False
+    os.environ[_SUPERVISOR_ENV] = str(os.getpid())  # inherited: workers know whom to outlive
 
     def start(index: int) -> BaseProcess:
         proc: BaseProcess = ctx.Process(

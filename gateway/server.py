@@ -17,6 +17,7 @@ socket caps open connections (`gateway.connections.listen`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import multiprocessing
@@ -101,6 +102,7 @@ async def serve(
             server.close()  # accept nothing more; the runner then closes what is open
             if private is not None:
                 private.close()
+                _remove_socket(state.worker_socket, workers_dir)
             if orphan_watch is not None:
                 orphan_watch.cancel()
     finally:
@@ -118,6 +120,15 @@ async def _stop_if_orphaned(stop: asyncio.Event, supervisor: int, interval_s: fl
             stop.set()
             return
         await asyncio.sleep(interval_s)
+
+
+def _remove_socket(path: str | None, directory: str | None) -> None:
+    """Remove this worker's socket, and the directory if it was the last (a killed supervisor
+    cannot)."""
+    for remove, target in ((os.unlink, path), (os.rmdir, directory)):
+        if target is not None:
+            with contextlib.suppress(OSError):
+                remove(target)
 
 
 _SUPERVISOR_ENV = "SURGESCALE_SUPERVISOR_PID"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -28,6 +29,25 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _workers_dir(pid: int) -> str:
+    """The sockets' directory worker `pid` was given: where its listening Unix socket is."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        inodes = set()
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:["):
+                    inodes.add(link[len("socket:[") : -1])
+        with open("/proc/net/unix") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 8 and parts[6] in inodes and parts[7].endswith(".sock"):
+                    return os.path.dirname(parts[7])
+        time.sleep(0.1)
+    pytest.fail(f"worker {pid} never listened on its Unix socket")
+
+
 def _running(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -49,6 +69,7 @@ def test_workers_exit_when_their_supervisor_is_killed(redis_url: str) -> None:
                 pytest.fail("the supervisor did not start two workers within 30 s")
             time.sleep(0.1)
         workers = _children(proc.pid)
+        workers_dir = _workers_dir(workers[0])
         os.kill(proc.pid, signal.SIGKILL)
         proc.join(5)
         deadline = time.monotonic() + settings.drain_timeout_s + 10
@@ -59,3 +80,4 @@ def test_workers_exit_when_their_supervisor_is_killed(redis_url: str) -> None:
                         os.kill(w, signal.SIGKILL)
                 pytest.fail(f"workers {workers} kept serving after their supervisor was killed")
             time.sleep(0.1)
+    assert not os.path.exists(workers_dir), "the last worker out removes the sockets' directory"

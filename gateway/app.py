@@ -31,6 +31,7 @@ from gateway.reporting import Reporter, event_producer, snapshot_loop, tenant_la
 from gateway.scheduler import QueueLimits, Scheduler
 from gateway.settings import GatewaySettings
 from gateway.state import STATE, GatewayState
+from gateway.telemetry import install as install_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ def build_app(
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/readyz", ops.readyz)
     app.router.add_get("/metrics", ops.metrics)
+    install_telemetry(app, settings)  # OpenTelemetry, when on (gateway.telemetry)
     return app
 
 

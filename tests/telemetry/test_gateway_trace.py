@@ -37,7 +37,7 @@ async def _traced_gateway(harness: Harness, otel: Otel) -> RunningGateway:
     gw = RunningGateway(url=f"http://{host}:{port}", app=app, runner=runner)
     harness.gateways.append(gw)
     await wait_for(
-        lambda: gw.state.scheduler.queue(MODEL).ready_pods, what="the pod to be probed ready"
+        lambda: gw.state.scheduler.queue(MODEL).ready_pods > 0, what="the pod to be probed ready"
     )
     return gw
 

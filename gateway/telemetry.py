@@ -172,7 +172,9 @@ class GatewayTelemetry:
 
     # --- milestones (from the event reporter) --------------------------------------------------
 
-    def on_event(self, kind: EventType, model: str, request_id: str, fields: Mapping[str, Any]) -> None:  # fmt: skip
+    def on_event(
+        self, kind: EventType, model: str, request_id: str, fields: Mapping[str, Any]
+    ) -> None:
         current = _CURRENT.get()
         if current is None or not request_id:
             return
@@ -202,11 +204,22 @@ class GatewayTelemetry:
             )
         elif kind is EventType.FIRST_TOKEN:
             if current.upstream is not None:
-                current.upstream.add_event("first_token", _present(fields, "ttft_ms", "deadline_met"))  # fmt: skip
+                current.upstream.add_event(
+                    "first_token", _present(fields, "ttft_ms", "deadline_met")
+                )
         elif kind in (EventType.COMPLETE, EventType.REJECT, EventType.CANCEL):
             status = fields.get("status")
             error = _error_type(kind, status, fields.get("reason"))
-            event = _present(fields, "status", "reason", "queue_ms", "ttft_ms", "tpot_ms", "e2e_ms", "output_tokens")  # fmt: skip
+            event = _present(
+                fields,
+                "status",
+                "reason",
+                "queue_ms",
+                "ttft_ms",
+                "tpot_ms",
+                "e2e_ms",
+                "output_tokens",
+            )
             root.add_event(kind.value, event)
             tokens = fields.get("output_tokens")
             if isinstance(tokens, int):
@@ -223,7 +236,9 @@ class GatewayTelemetry:
             current.end_children()
             self._record(current, model, error, fields)
 
-    def _record(self, current: _Request, model: str, error: str | None, fields: Mapping[str, Any]) -> None:  # fmt: skip
+    def _record(
+        self, current: _Request, model: str, error: str | None, fields: Mapping[str, Any]
+    ) -> None:
         attrs: dict[str, str] = {
             "gen_ai.operation.name": current.operation,
             "gen_ai.provider.name": PROVIDER,

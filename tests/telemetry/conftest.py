@@ -40,4 +40,5 @@ def otel() -> Iterator[Otel]:
     meter_provider.shutdown()
 
 
+from tests.controller.conftest import gateway_factory, sim  # noqa: E402, F401  (cluster + events)
 from tests.gateway.conftest import harness  # noqa: E402, F401  (the gateway tests' harness)

@@ -12,11 +12,13 @@ a decision becomes a span `scale {model}` carrying the Decision (replicas, nodes
 numbers), the Observation behind it (queue, in flight, replicas ready / starting, rates, TTFT)
 and the events that led to it: their ids (`origin/eseq`) and request ids as attributes, and one
 span event each, stamped with the event's own time. A gateway traced too puts the same request
-id on its request span (`surgescale.request_id`), which is how the two are joined.
+id on its request span (`surgescale.request_id`), which is how the two are joined. The span is
+built in a later loop callback, after the scale write just submitted has gone out.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -90,9 +92,27 @@ class DecisionTelemetry:
             return
         self._nodes[scaler.key] = decision.nodes
         behind = self._behind.pop(model, None) or _Behind()
+        try:
+            # After the scale write the loop just submitted: the PATCH goes out first.
+            asyncio.get_running_loop().call_soon(
+                self._span, model, scaler.name, obs, decision, current, nodes_before, behind
+            )
+        except RuntimeError:  # no loop (a synchronous caller)
+            self._span(model, scaler.name, obs, decision, current, nodes_before, behind)
+
+    def _span(
+        self,
+        model: str,
+        scaler: str,
+        obs: Observation,
+        decision: Decision,
+        current: int,
+        nodes_before: int | None,
+        behind: _Behind,
+    ) -> None:
         attributes: dict[str, str | bool | int | float | list[str]] = {
             "surgescale.model": model,
-            "surgescale.scaler": scaler.name,
+            "surgescale.scaler": scaler,
             "surgescale.replicas.before": current,
             "surgescale.decision.replicas": decision.replicas,
             "surgescale.decision.nodes": decision.nodes,

@@ -58,10 +58,13 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class _Request:
     """The spans of one request in flight (reached through `_CURRENT`)."""
 
-    __slots__ = ("model", "operation", "queue", "root", "upstream")
+    __slots__ = ("model", "operation", "parent", "queue", "root", "telemetry", "upstream")
 
-    def __init__(self, root: Span, operation: str) -> None:
+    def __init__(self, telemetry: GatewayTelemetry, root: Span, operation: str) -> None:
+        self.telemetry = telemetry
         self.root = root
+        self.parent = telemetry.in_context(root)
+        """The context whose parent is the request span (for its children)."""
         self.operation = operation
         self.model: str | None = None
         self.queue: Span | None = None
@@ -82,10 +85,8 @@ def inject(headers: dict[str, str]) -> None:
     """Add the traced request's `traceparent` (its `dispatch` span) to the pod's headers."""
     current = _CURRENT.get()
     if current is not None and current.upstream is not None:
-        from opentelemetry import trace
-        from opentelemetry.propagate import inject as propagate
-
-        propagate(headers, context=trace.set_span_in_context(current.upstream))
+        tel = current.telemetry
+        tel.inject(headers, context=tel.in_context(current.upstream))
 
 
 class GatewayTelemetry:
@@ -98,8 +99,15 @@ class GatewayTelemetry:
         meter_provider: MeterProvider,
         on_close: Callable[[], None] | None = None,
     ) -> None:
+        from opentelemetry import propagate, trace
         from opentelemetry.semconv._incubating.metrics import gen_ai_metrics as names
 
+        # Bound once: an import statement on the request path costs more than the span.
+        self.in_context = trace.set_span_in_context
+        self.extract = propagate.extract
+        self.inject = propagate.inject
+        self.kinds = trace.SpanKind
+        self.error = trace.StatusCode.ERROR
         self._tracer = tracer_provider.get_tracer("surgescale.gateway")
         meter = meter_provider.get_meter("surgescale.gateway")
         self.duration = meter.create_histogram(
@@ -128,13 +136,10 @@ class GatewayTelemetry:
         operation = OPERATIONS.get(request.path)
         if operation is None or request.method != "POST":
             return await handler(request)
-        from opentelemetry.propagate import extract
-        from opentelemetry.trace import SpanKind, StatusCode
-
         root = self._tracer.start_span(
             operation,
-            context=extract(request.headers),
-            kind=SpanKind.SERVER,
+            context=self.extract(request.headers),
+            kind=self.kinds.SERVER,
             attributes={
                 "gen_ai.operation.name": operation,
                 "gen_ai.provider.name": PROVIDER,
@@ -142,7 +147,7 @@ class GatewayTelemetry:
                 "url.path": request.path,
             },
         )
-        current = _Request(root, operation)
+        current = _Request(self, root, operation)
         token = _CURRENT.set(current)
         status: int | None = None
         try:
@@ -166,7 +171,7 @@ class GatewayTelemetry:
             if status is not None:
                 root.set_attribute("http.response.status_code", status)
                 if status >= 500:
-                    root.set_status(StatusCode.ERROR)
+                    root.set_status(self.error)
                     root.set_attribute("error.type", str(status))
             root.end()
 
@@ -178,11 +183,8 @@ class GatewayTelemetry:
         current = _CURRENT.get()
         if current is None or not request_id:
             return
-        from opentelemetry import trace
-        from opentelemetry.trace import SpanKind, StatusCode
-
         root = current.root
-        parent = trace.set_span_in_context(root)
+        parent = current.parent
         if kind is EventType.ENQUEUE:
             current.model = model
             root.update_name(f"{current.operation} {model}")
@@ -200,7 +202,7 @@ class GatewayTelemetry:
             if where.port:
                 attrs["server.port"] = where.port
             current.upstream = self._tracer.start_span(
-                "dispatch", context=parent, kind=SpanKind.CLIENT, attributes=attrs
+                "dispatch", context=parent, kind=self.kinds.CLIENT, attributes=attrs
             )
         elif kind is EventType.FIRST_TOKEN:
             if current.upstream is not None:
@@ -229,7 +231,7 @@ class GatewayTelemetry:
                 if isinstance(status, int):
                     upstream.set_attribute("http.response.status_code", status)
                 if error is not None:
-                    upstream.set_status(StatusCode.ERROR)
+                    upstream.set_status(self.error)
                     upstream.set_attribute("error.type", error)
             if error is not None:
                 root.set_attribute("error.type", error)

@@ -9,7 +9,7 @@ from typing import Any
 
 from controller.keda.cli import _parser
 from controller.keda.scaler import Trigger
-from tests.manifests.kube import MANIFESTS, find, load_file, render, validation_errors
+from tests.manifests.kube import MANIFESTS, find, key, load_file, render, validation_errors
 
 FILE = MANIFESTS / "keda" / "external-scaler.yaml"
 SCALED_OBJECT_SPEC = {
@@ -32,10 +32,13 @@ def _objects() -> dict[str, dict[str, Any]]:
 
 
 def test_scaler_deployment_and_service_are_valid_and_match() -> None:
+    everything = load_file(FILE)
+    kinds = sorted(o["kind"] for o in everything)
+    assert kinds == ["Deployment", "NetworkPolicy", "NetworkPolicy", "ScaledObject", "Service"]
+    for obj in everything:
+        if obj["kind"] != "ScaledObject":
+            assert validation_errors(obj) == [], key(obj)
     objs = _objects()
-    assert set(objs) == {"Deployment", "Service", "ScaledObject"}
-    for kind in ("Deployment", "Service"):
-        assert validation_errors(objs[kind]) == [], kind
     dep, svc = objs["Deployment"], objs["Service"]
     (container,) = dep["spec"]["template"]["spec"]["containers"]
     args = _parser().parse_args(container["args"][1:])
@@ -46,6 +49,27 @@ def test_scaler_deployment_and_service_are_valid_and_match() -> None:
     labels = dep["spec"]["template"]["metadata"]["labels"]
     assert svc["spec"]["selector"].items() <= labels.items()
     assert svc["spec"]["ports"][0]["targetPort"] == container["ports"][0]["name"]
+
+
+def test_network_policies_let_keda_in_and_the_scaler_reach_redis() -> None:
+    policies = {
+        o["metadata"]["name"]: o["spec"] for o in load_file(FILE) if o["kind"] == "NetworkPolicy"
+    }
+    scaler = policies["surgescale-keda-scaler"]
+    (ingress,) = scaler["ingress"]
+    assert ingress["from"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "keda"
+    }
+    assert ingress["ports"][0]["port"] == _objects()["Service"]["spec"]["ports"][0]["port"]
+    (egress,) = scaler["egress"]
+    assert egress["to"][0]["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "surgescale-redis"
+    }
+    redis = policies["redis-from-keda-scaler"]
+    assert redis["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "surgescale-redis"}
+    assert redis["ingress"][0]["from"][0]["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "surgescale-keda-scaler"
+    }
 
 
 def test_scaled_object_shape_and_trigger() -> None:

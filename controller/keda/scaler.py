@@ -131,22 +131,35 @@ class QueueSignal:
             event = self._changed[model] = asyncio.Event()
         return event
 
-    async def run(self) -> None:
-        """Read and fold events until cancelled (Redis trouble is retried by the consumer)."""
+    async def run(self, forget_every_s: float = 1.0) -> None:
+        """Read and fold events until cancelled (Redis trouble is retried by the consumer);
+        every `forget_every_s`, gateways silent for several snapshot intervals are dropped
+        (their requests went with them), even when no event comes at all."""
         loop = asyncio.get_running_loop()
         await self.consumer.discover()
         self.reading.set()
-        async for batch in self.consumer.batches():
+        forgetting = asyncio.create_task(self._forget(forget_every_s), name="keda-forget")
+        try:
+            async for batch in self.consumer.batches():
+                now = loop.time()
+                events = [e for e in batch.events if e.model in self.models]
+                for model in self.store.ingest(events, now, wall_ms=time.time_ns() // 1_000_000):
+                    self.changed(model).set()
+                try:
+                    await batch.ack()
+                except Exception as exc:  # kept by the consumer, retried before its next read
+                    log.warning("ack failed (will retry): %r", exc)
+        finally:
+            forgetting.cancel()
+
+    async def _forget(self, every_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(every_s)
             now = loop.time()
-            events = [e for e in batch.events if e.model in self.models]
-            for model in self.store.ingest(events, now, wall_ms=time.time_ns() // 1_000_000):
-                self.changed(model).set()
-            for state in self.store.models.values():
-                state.forget_silent(now)
-            try:
-                await batch.ack()
-            except Exception as exc:  # kept by the consumer and retried before its next read
-                log.warning("ack failed (will retry): %r", exc)
+            for name, state in self.store.models.items():
+                if state.forget_silent(now):
+                    self.changed(name).set()
 
     async def close(self) -> None:
         self.consumer.stop()

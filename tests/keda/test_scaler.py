@@ -37,7 +37,7 @@ class Scaler:
             Event(
                 type=kind,
                 model=fields.pop("model", MODEL),
-                gateway="gw-1",
+                gateway=fields.pop("gateway", "gw-1"),
                 ts_ms=int(time.time() * 1000),
                 request_id=request_id,
                 **fields,
@@ -64,7 +64,7 @@ async def scaler(redis: RedisClient, keys: StreamKeys) -> AsyncIterator[Scaler]:
             queue_depth=0,
             in_flight=0,
             seq=1,
-            interval_ms=100,
+            interval_ms=60_000,  # this stand-in sends one; a silent gateway is forgotten
         )
     )
     await producer.flush()
@@ -193,3 +193,24 @@ async def test_missing_model_key(scaler: Scaler) -> None:
         await scaler.stub.IsActive(bare)
     assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "trigger metadata needs `model`" in str(info.value.details())
+
+
+async def test_a_gateway_gone_silent_is_forgotten_and_pushed_inactive(scaler: Scaler) -> None:
+    stream = scaler.stub.StreamIsActive(ref())
+    first = await asyncio.wait_for(stream.read(), WAIT_S)
+    assert isinstance(first, pb.IsActiveResponse)
+    assert first.result is False
+    # A second gateway with a 100 ms snapshot period queues a request, then goes silent (crashed:
+    # its queue went with it). After a few of its periods it is dropped, and so is its load.
+    scaler.emit(
+        EventType.SNAPSHOT, queue_depth=0, in_flight=0, seq=1, interval_ms=100, gateway="gw-2"
+    )
+    scaler.emit(EventType.ENQUEUE, "z1", gateway="gw-2")
+    active = await asyncio.wait_for(stream.read(), WAIT_S)
+    assert isinstance(active, pb.IsActiveResponse)
+    assert active.result is True
+    gone = await asyncio.wait_for(stream.read(), WAIT_S)
+    assert isinstance(gone, pb.IsActiveResponse)
+    assert gone.result is False
+    assert await _metric(scaler) == 0.0
+    stream.cancel()

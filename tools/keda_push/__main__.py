@@ -33,7 +33,7 @@ async def run(n: int) -> list[float]:
     redis = connect("redis://127.0.0.1:6379/0")
     producer = EventProducer(redis, keys=keys)
     await producer.start()
-    producer.emit(_event(EventType.SNAPSHOT, queue_depth=0, in_flight=0, seq=1, interval_ms=100))
+    producer.emit(_event(EventType.SNAPSHOT, queue_depth=0, in_flight=0, seq=1, interval_ms=60_000))
     await producer.flush()
     signal = QueueSignal(redis, models=["m"], keys=keys, identity="bench")
     reader = asyncio.create_task(signal.run())

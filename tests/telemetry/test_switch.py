@@ -9,10 +9,15 @@ imports `opentelemetry` by itself when it is installed, so the check is on who a
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from controller import telemetry as controller_telemetry
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,3 +97,23 @@ def test_on_with_an_exporter_installs() -> None:
         "installed=True imported_by=['gateway.telemetry', 'surgescale.telemetry']"
     )
     assert _warnings(proc) == []
+
+
+def test_controller_switch(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The controller's side of the same switch (in process: the packages are installed)."""
+    for name in [k for k in os.environ if k.startswith(("OTEL_", "SURGESCALE_"))]:
+        monkeypatch.delenv(name)
+    assert controller_telemetry.from_env(False) is None  # off: nothing built, nothing logged
+    assert caplog.records == []
+    with caplog.at_level(logging.WARNING):
+        assert controller_telemetry.from_env(True) is None  # on, nowhere to export to
+    (record,) = caplog.records
+    assert "no exporter is configured" in record.getMessage()
+    monkeypatch.setenv("SURGESCALE_OTEL", "1")
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    tel = controller_telemetry.from_env(False)
+    assert isinstance(tel, controller_telemetry.DecisionTelemetry)
+    tel.close()

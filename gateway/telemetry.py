@@ -58,7 +58,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class _Request:
     """The spans of one request in flight (reached through `_CURRENT`)."""
 
-    __slots__ = ("model", "operation", "parent", "queue", "root", "telemetry", "upstream")
+    __slots__ = ("error", "model", "operation", "parent", "queue", "root", "telemetry", "upstream")
 
     def __init__(self, telemetry: GatewayTelemetry, root: Span, operation: str) -> None:
         self.telemetry = telemetry
@@ -67,6 +67,8 @@ class _Request:
         """The context whose parent is the request span (for its children)."""
         self.operation = operation
         self.model: str | None = None
+        self.error: str | None = None
+        """`error.type` from the request's own outcome (more telling than the HTTP status)."""
         self.queue: Span | None = None
         self.upstream: Span | None = None
 
@@ -107,7 +109,7 @@ class GatewayTelemetry:
         self.extract = propagate.extract
         self.inject = propagate.inject
         self.kinds = trace.SpanKind
-        self.error = trace.StatusCode.ERROR
+        self.status_error = trace.StatusCode.ERROR
         self._tracer = tracer_provider.get_tracer("surgescale.gateway")
         meter = meter_provider.get_meter("surgescale.gateway")
         self.duration = meter.create_histogram(
@@ -171,8 +173,8 @@ class GatewayTelemetry:
             if status is not None:
                 root.set_attribute("http.response.status_code", status)
                 if status >= 500:
-                    root.set_status(self.error)
-                    root.set_attribute("error.type", str(status))
+                    root.set_status(self.status_error)
+                    root.set_attribute("error.type", current.error or str(status))
             root.end()
 
     # --- milestones (from the event reporter) --------------------------------------------------
@@ -231,9 +233,10 @@ class GatewayTelemetry:
                 if isinstance(status, int):
                     upstream.set_attribute("http.response.status_code", status)
                 if error is not None:
-                    upstream.set_status(self.error)
+                    upstream.set_status(self.status_error)
                     upstream.set_attribute("error.type", error)
             if error is not None:
+                current.error = error
                 root.set_attribute("error.type", error)
             current.end_children()
             self._record(current, model, error, fields)

@@ -11,12 +11,14 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from opentelemetry.sdk.metrics.export import HistogramDataPoint
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
 from gateway.app import build_app
 from gateway.state import STATE
 from gateway.telemetry import TELEMETRY, GatewayTelemetry, install
+from surgescale.events.localredis import free_port
 from tests.gateway.conftest import MODEL, Harness, RunningGateway, wait_for
 from tests.telemetry.conftest import Otel
 
@@ -24,9 +26,12 @@ INCOMING_TRACE = "0af7651916cd43dd8448eb211c80319c"
 INCOMING = f"00-{INCOMING_TRACE}-b7ad6b7169203331-01"
 
 
-async def _traced_gateway(harness: Harness, otel: Otel) -> RunningGateway:
-    """A gateway on loopback in front of the harness's pod, traced into `otel`, pod probed."""
-    app = build_app(harness.settings(static_pods=[{"model": MODEL, "url": harness.pods[0].url}]))
+async def _traced_gateway(harness: Harness, otel: Otel, **overrides: Any) -> RunningGateway:
+    """A gateway on loopback in front of the harness's pod, traced into `otel`, pod probed
+    (`pod_url` given: a pod that is not there, and no wait)."""
+    pod_url = overrides.pop("pod_url", None)
+    url = pod_url or harness.pods[0].url
+    app = build_app(harness.settings(static_pods=[{"model": MODEL, "url": url}], **overrides))
     assert TELEMETRY not in app  # off by default
     install(app, app[STATE].settings, GatewayTelemetry(otel.tracer_provider, otel.meter_provider))
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -36,6 +41,8 @@ async def _traced_gateway(harness: Harness, otel: Otel) -> RunningGateway:
     host, port = runner.addresses[0][:2]
     gw = RunningGateway(url=f"http://{host}:{port}", app=app, runner=runner)
     harness.gateways.append(gw)
+    if pod_url is not None:
+        return gw
     await wait_for(
         lambda: gw.state.scheduler.queue(MODEL).ready_pods > 0, what="the pod to be probed ready"
     )
@@ -159,3 +166,34 @@ async def test_new_trace_without_incoming_and_unknown_model_is_an_error_span(
     (span,) = otel.spans.get_finished_spans()
     assert span.name == "text_completion"  # no model known: the operation alone
     assert dict(span.attributes or {})["http.response.status_code"] == 404
+
+
+async def test_request_that_times_out_in_the_queue(harness: Harness, otel: Otel) -> None:
+    """No pod comes: the request waits, is rejected (503 queue_timeout); the spans and the
+    duration metric say so, and no TTFT is recorded."""
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    gw = await _traced_gateway(harness, otel, pod_url=nowhere, max_queue_wait_s=0.3)
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(gw.url + "/v1/chat/completions", json=body) as resp,
+    ):
+        assert resp.status == 503
+    named = _by_name(otel.spans.get_finished_spans())
+    assert set(named) == {f"chat {MODEL}", "queue_wait"}
+    root = named[f"chat {MODEL}"]
+    attrs = dict(root.attributes or {})
+    assert attrs["http.response.status_code"] == 503
+    assert attrs["error.type"] == "queue_timeout"  # the reason, more telling than the status
+    assert [e.name for e in root.events] == ["reject"]
+    assert dict(root.events[0].attributes or {})["surgescale.reason"] == "queue_timeout"
+    data = otel.metrics.get_metrics_data()
+    assert data is not None
+    names = {
+        m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+    }
+    assert "gen_ai.server.time_to_first_token" not in names
+    (dp,) = names["gen_ai.server.request.duration"].data.data_points
+    assert isinstance(dp, HistogramDataPoint)
+    assert dict(dp.attributes or {})["error.type"] == "queue_timeout"
+    assert dp.sum >= 0.3

@@ -74,7 +74,10 @@ async def run(args: argparse.Namespace) -> int:
             log.error("event reader stopped: %r", reader.exception())
             return 1
     finally:
-        await server.stop(grace=1.0)
+        try:  # bounded: a stuck call must not keep the pod from terminating
+            await asyncio.wait_for(server.stop(grace=1.0), 5.0)
+        except TimeoutError:
+            log.warning("gRPC server did not stop within 5 s; exiting anyway")
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await reader

@@ -175,15 +175,20 @@ class ExternalScaler(pb_grpc.ExternalScalerServicer):
         self.heartbeat_s = heartbeat_s
         """StreamIsActive re-checks this often even without events (e.g. a gateway forgotten)."""
 
-    async def _trigger(
+    def _trigger(
         self, ref: pb.ScaledObjectRef, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> Trigger:
+    ) -> Trigger | None:
+        """The trigger, or None with INVALID_ARGUMENT set on `context` (the caller returns).
+
+        The status is set rather than raised with `context.abort`: an aborted call's task can
+        outlive the RPC and hold up the server's shutdown (grpc/grpc#37239)."""
         try:
             return Trigger.parse(dict(ref.scalerMetadata), self.signal.models)
         except BadMetadata as exc:
             where = f"ScaledObject {ref.namespace}/{ref.name}: " if ref.name else ""
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, where + str(exc))
-            raise  # unreachable: abort raises
+            context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
+            context.set_details(where + str(exc))
+            return None
 
     def _value(self, trigger: Trigger) -> float:
         queued, in_flight = self.signal.load(trigger.model)
@@ -196,13 +201,15 @@ class ExternalScaler(pb_grpc.ExternalScalerServicer):
     async def IsActive(
         self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.IsActiveResponse:
-        trigger = await self._trigger(request, context)
-        return pb.IsActiveResponse(result=self._active(trigger))
+        trigger = self._trigger(request, context)
+        return pb.IsActiveResponse(result=trigger is not None and self._active(trigger))
 
     async def StreamIsActive(
         self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.IsActiveResponse]:
-        trigger = await self._trigger(request, context)
+        trigger = self._trigger(request, context)
+        if trigger is None:
+            return
         changed = self.signal.changed(trigger.model)
         sent: bool | None = None
         while True:
@@ -217,7 +224,9 @@ class ExternalScaler(pb_grpc.ExternalScalerServicer):
     async def GetMetricSpec(
         self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetMetricSpecResponse:
-        trigger = await self._trigger(request, context)
+        trigger = self._trigger(request, context)
+        if trigger is None:
+            return pb.GetMetricSpecResponse()
         spec = pb.MetricSpec(
             metricName=trigger.metric_name,
             targetSize=max(round(trigger.target), 1),
@@ -228,7 +237,9 @@ class ExternalScaler(pb_grpc.ExternalScalerServicer):
     async def GetMetrics(
         self, request: pb.GetMetricsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetMetricsResponse:
-        trigger = await self._trigger(request.scaledObjectRef, context)
+        trigger = self._trigger(request.scaledObjectRef, context)
+        if trigger is None:
+            return pb.GetMetricsResponse()
         value = self._value(trigger)
         metric = pb.MetricValue(
             metricName=request.metricName or trigger.metric_name,

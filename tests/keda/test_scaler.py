@@ -78,12 +78,18 @@ async def scaler(redis: RedisClient, keys: StreamKeys) -> AsyncIterator[Scaler]:
         await asyncio.wait_for(signal.reading.wait(), WAIT_S)
         yield Scaler(pb_grpc.ExternalScalerStub(channel), producer, signal)
     finally:
-        await channel.close()
-        await server.stop(grace=None)
         reader.cancel()
-        await asyncio.gather(reader, return_exceptions=True)
-        await signal.close()
-        await producer.close()
+        for step, awaitable in (
+            ("close the channel", channel.close()),
+            ("stop the server", server.stop(grace=None)),
+            ("stop the reader", asyncio.gather(reader, return_exceptions=True)),
+            ("close the signal", signal.close()),
+            ("close the producer", producer.close()),
+        ):
+            try:
+                await asyncio.wait_for(awaitable, WAIT_S)
+            except TimeoutError:
+                pytest.fail(f"teardown: could not {step} within {WAIT_S}s")
 
 
 async def _metric(s: Scaler, **metadata: str) -> float:

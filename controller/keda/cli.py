@@ -78,9 +78,10 @@ async def run(args: argparse.Namespace) -> int:
             await asyncio.wait_for(server.stop(grace=1.0), 5.0)
         except TimeoutError:
             log.warning("gRPC server did not stop within 5 s; exiting anyway")
+        qs.stop()
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
-            await reader
+            await asyncio.wait_for(reader, 5.0)
         await qs.close()
         await close(redis)
     return 0

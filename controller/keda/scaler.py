@@ -161,6 +161,11 @@ class QueueSignal:
                 if state.forget_silent(now):
                     self.changed(name).set()
 
+    def stop(self) -> None:
+        """Make `run` return after its current read. Call it before cancelling `run`'s task: a
+        cancellation that lands inside the Redis client's read can be lost, the stop flag not."""
+        self.consumer.stop()
+
     async def close(self) -> None:
         self.consumer.stop()
         with contextlib.suppress(Exception):

@@ -78,6 +78,7 @@ async def scaler(redis: RedisClient, keys: StreamKeys) -> AsyncIterator[Scaler]:
         await asyncio.wait_for(signal.reading.wait(), WAIT_S)
         yield Scaler(pb_grpc.ExternalScalerStub(channel), producer, signal)
     finally:
+        signal.stop()
         reader.cancel()
         for step, awaitable in (
             ("close the channel", channel.close()),
@@ -131,6 +132,7 @@ async def test_enqueue_pushes_active_and_metrics_follow_the_queue(scaler: Scaler
     assert await _metric(scaler, metric="queue") == 1.0
 
     scaler.emit(EventType.ENQUEUE, "r2", prompt_tokens=10)
+    await _until_metric(scaler, 2.0, metric="queue")
     scaler.emit(EventType.DISPATCH, "r1", pod="http://10.0.0.1:8000", queue_ms=5.0)
     await _until_metric(scaler, 1.0, metric="queue")  # r2 waits, r1 runs
     assert await _metric(scaler) == 2.0  # load: queued + in flight

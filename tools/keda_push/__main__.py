@@ -57,6 +57,7 @@ async def run(n: int) -> list[float]:
             stream.cancel()
     finally:
         await server.stop(None)
+        signal.stop()
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
         await signal.close()

@@ -36,9 +36,9 @@ from kubernetes_asyncio import client
 
 from controller import crd
 from controller.actuator import Actuator, ScaleTarget, TargetKind
+from controller.buffer import BufferScaleAPI
 from controller.kube import (
     Informer,
-    KubeScaleAPI,
     KubeWriter,
     connect_api,
     controller_informers,
@@ -158,14 +158,15 @@ class Controller:
             fence=fence,
         )
         self.actuator = Actuator(
-            KubeScaleAPI(api),
+            BufferScaleAPI(api),
             on_send=self._on_send,
             on_applied=self._on_applied,
             fence=fence,
             prepare=self.deletion_coster,
         )
         self.reporter = Reporter(
-            KubeWriter(api, group=crd.GROUP, version=crd.VERSION, plural=crd.PLURAL, kind=crd.KIND)
+            KubeWriter(api, group=crd.GROUP, version=crd.VERSION, plural=crd.PLURAL, kind=crd.KIND),
+            actuator=self.actuator,
         )
         self.informers = controller_informers(
             api,

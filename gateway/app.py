@@ -33,6 +33,7 @@ from gateway.scheduler import QueueLimits, Scheduler
 from gateway.settings import GatewaySettings
 from gateway.shares import SharesConfig, running_shares
 from gateway.state import STATE, GatewayState
+from gateway.telemetry import install as install_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ def build_app(
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/readyz", ops.readyz)
     app.router.add_get("/metrics", ops.metrics)
+    install_telemetry(app, settings)  # OpenTelemetry, when on (gateway.telemetry)
     return app
 
 

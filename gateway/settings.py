@@ -227,6 +227,9 @@ class GatewaySettings(BaseSettings):
     """Period of the `snapshot` event per model."""
     event_buffer_limit: int = Field(default=100_000, ge=100)
     """Events buffered while Redis is away; the oldest beyond it are dropped and counted."""
+    otel: bool = False
+    """OpenTelemetry traces and GenAI metrics (also on with SURGESCALE_OTEL=1; exporters from the
+    standard OTEL_* variables; needs the `otel` extra): gateway.telemetry, docs/observability.md."""
 
     # --- shared pod capacity (several workers and replicas; `gateway.shares`)
     capacity_sharing: bool = True

@@ -36,9 +36,9 @@ from kubernetes_asyncio import client
 
 from controller import crd
 from controller.actuator import Actuator, ScaleTarget, TargetKind
+from controller.buffer import BufferScaleAPI
 from controller.kube import (
     Informer,
-    KubeScaleAPI,
     KubeWriter,
     connect_api,
     controller_informers,
@@ -56,6 +56,7 @@ from controller.scaler import (
     opt_in_refusal,
 )
 from controller.state import ClusterCounts, StateSettings, StateStore
+from controller.telemetry import DecisionTelemetry
 from surgescale.events import Delivery, EventConsumer, RedisClient, StreamKeys, close, connect
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,8 @@ class Controller:
         self._consumer_alive = False
         self._kicked = False
         self.on_decision: Callable[[Scaler, Observation, Decision], None] | None = None
+        self.telemetry: DecisionTelemetry | None = None
+        """Decision spans (controller.telemetry), when OpenTelemetry is on."""
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -155,14 +158,15 @@ class Controller:
             fence=fence,
         )
         self.actuator = Actuator(
-            KubeScaleAPI(api),
+            BufferScaleAPI(api),
             on_send=self._on_send,
             on_applied=self._on_applied,
             fence=fence,
             prepare=self.deletion_coster,
         )
         self.reporter = Reporter(
-            KubeWriter(api, group=crd.GROUP, version=crd.VERSION, plural=crd.PLURAL, kind=crd.KIND)
+            KubeWriter(api, group=crd.GROUP, version=crd.VERSION, plural=crd.PLURAL, kind=crd.KIND),
+            actuator=self.actuator,
         )
         self.informers = controller_informers(
             api,
@@ -280,6 +284,8 @@ class Controller:
             for start in range(0, len(events), chunk):
                 part = events[start : start + chunk] if len(events) > chunk else events
                 changed = self.store.ingest(part, now, wall_ms=wall_ms)
+                if self.telemetry is not None:
+                    self.telemetry.ingested(part)
                 for model in changed:
                     scalers = self.by_model.get(model)
                     if not scalers:
@@ -490,6 +496,8 @@ class Controller:
             scaler.set_condition("TargetAllowed", False, "TargetNotOptedIn", refusal)
         if self.is_leader and decision.valid and refusal is None:
             self._actuate(scaler, decision, current, trigger)
+            if self.telemetry is not None:
+                self.telemetry.decided(scaler, obs, decision, current)
         if self.on_decision is not None:
             self.on_decision(scaler, obs, decision)
         return decision

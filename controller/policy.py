@@ -4,7 +4,8 @@ No I/O and no clock: `now` is an argument, so the live controller (`controller.l
 virtual-time evaluator (`sim.evaluate`) run this very function. Collecting the observation lives
 in `controller.state`; writing the result lives in `controller.actuator`. Pure helpers beside it:
 `controller.retention` (when to release a node), `controller.changepoint` (step detection, fed by
-the state), `controller.concurrency` (a replica's concurrency from the TPOT objective).
+the state), `controller.concurrency` (a replica's concurrency from the TPOT objective),
+`controller.forecast` (the arrival trend, fed by the state).
 
 How a decision is made (all rates in requests per second):
 
@@ -20,6 +21,10 @@ How a decision is made (all rates in requests per second):
   is answered before a queue forms. `arrival_noise_z` is 3.5: the short window is read every
   evaluation, and at 2 standard deviations a steady 18 req/s crossed it within minutes (one
   replica up, then down again); real steps are the change detector's job.
+- **Trend.** The sustained rate is also grown along the certain part of the arrival trend
+  (`controller.forecast`: slope less `trend_z` standard errors) for one reacquire time, at most
+  doubled (`forecast_rate`, `Decision.forecast_rate`): a node asked for now serves only then.
+  A scale-up it drives is `TrendUp`.
 - **Need.** `ceil(arrival / (mu * target_utilization) + queue_unexplained / (mu * horizon))`.
   The drain horizon is when new capacity can actually arrive: `max(ttft_slo, cold_start)`, plus
   the node boot when the replicas asked for do not fit on the nodes there are

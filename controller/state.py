@@ -46,7 +46,15 @@ kept after the window empties (a quiet spell says nothing new about capacity) un
 are full again and measure anew. The
 reported rate is the lower of that measurement and the Little's-law figure (at full load the two
 agree; at low load only the measurement is right), and the Little's-law figure alone until the
-replicas have been seen full.
+replicas have been seen full. The Little's-law figure is taken at the concurrency it is used for:
+the mean in-pod time was seen at today's batch (`batch_s`), and every token takes longer at a
+larger batch by what the TPOT-by-batch line says (`TpotByBatch.slowdown`).
+
+**TPOT by batch.** Each completion with a TPOT becomes a sample of `controller.concurrency`'s
+`TpotByBatch`: its batch (in flight per Ready replica), its TPOT, and the prompt tokens dispatched
+per Ready replica between its own dispatch and its completion, per output token after the first
+(the prefill load it decoded under; prompt sizes come from the `enqueue` events). The arrivals
+also feed the trend (`controller.forecast`).
 """
 
 from __future__ import annotations

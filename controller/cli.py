@@ -63,6 +63,11 @@ class ControllerSettings(BaseSettings):
     min_eval_interval_s: float = Field(0.05, ge=0)
     """Rate limit of event-driven evaluations per InferenceScaler; the first of a burst and any
     batch that grows the queue are evaluated at once."""
+    max_evals_per_s: float = Field(1000.0, gt=0)
+    """Budget of non-urgent evaluations a second over all models (each model's interval is
+    stretched to keep under it when there are many; a growing queue is evaluated at once)."""
+    max_status_writes_per_s: float = Field(100.0, gt=0)
+    """Budget of InferenceScaler status writes a second (with many models they take turns)."""
     tick_s: float = Field(1.0, gt=0)
     """Periodic evaluation (scale-down, idle, staleness)."""
     status_interval_s: float = Field(1.0, gt=0)
@@ -106,6 +111,8 @@ def to_config(settings: ControllerSettings) -> ControllerConfig:
         lease_retry_s=settings.lease_retry_s,
         shards=settings.shards,
         min_eval_interval_s=settings.min_eval_interval_s,
+        max_evals_per_s=settings.max_evals_per_s,
+        max_status_writes_per_s=settings.max_status_writes_per_s,
         tick_s=settings.tick_s,
         status_interval_s=settings.status_interval_s,
         http_host=settings.http_host,

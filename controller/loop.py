@@ -41,6 +41,7 @@ from kubernetes_asyncio import client
 
 from controller import crd
 from controller.actuator import Actuator, ScaleTarget, TargetKind
+from controller.fleet import TICK_CHUNK, Rotation, eval_interval, tick_due
 from controller.kube import (
     Informer,
     KubeScaleAPI,
@@ -95,6 +96,11 @@ class ControllerConfig:
     shards: int = 1
     """Shard Leases the models are split into among the replicas (1: one leader, standbys)."""
     min_eval_interval_s: float = 0.05
+    max_evals_per_s: float = 1_000.0
+    """Budget of non-urgent evaluations over all models: with many models each one's
+    interval is stretched to keep under it (`controller.fleet`); urgent ones are not limited."""
+    max_status_writes_per_s: float = 100.0
+    """Budget of InferenceScaler status writes: with many models they take turns."""
     tick_s: float = 1.0
     status_interval_s: float = 1.0
     http_host: str = "127.0.0.1"
@@ -153,6 +159,7 @@ class Controller:
         self.http_port: int | None = None
         self._consumer_alive = False
         self._kicked = False
+        self._eval_interval = config.min_eval_interval_s
         self.on_decision: Callable[[Scaler, Observation, Decision], None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -217,7 +224,10 @@ class Controller:
         self._spawn(self._tick(), "tick")
         self._spawn(
             self.reporter.run(
-                self.scalers.values,
+                Rotation(
+                    self.scalers.values,
+                    lambda: int(cfg.max_status_writes_per_s * cfg.status_interval_s),
+                ),
                 leading=lambda: self.is_leader,
                 interval_s=cfg.status_interval_s,
                 owns=self.leads,
@@ -399,6 +409,9 @@ class Controller:
         self.request_eval(scaler, trigger=None)
 
     def _reindex(self) -> None:
+        self._eval_interval = eval_interval(
+            len(self.scalers), self.config.min_eval_interval_s, self.config.max_evals_per_s
+        )
         self.by_model = {}
         self.by_target = {}
         for scaler in self.scalers.values():
@@ -458,7 +471,7 @@ class Controller:
             now=now,
             trigger=trigger,
             urgent=urgent,
-            min_interval_s=self.config.min_eval_interval_s,
+            min_interval_s=self._eval_interval,
             call_at=loop.call_at,
             deferred=lambda: self._deferred(scaler),
         ):
@@ -674,10 +687,16 @@ class Controller:
 
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()
+        tick_s = self.config.tick_s
         while True:
-            await asyncio.sleep(self.config.tick_s)
-            for scaler in list(self.scalers.values()):
-                if not self.evaluates(scaler):
+            await asyncio.sleep(tick_s)
+            for i, scaler in enumerate(list(self.scalers.values())):
+                if i and i % TICK_CHUNK == 0:
+                    await asyncio.sleep(0)  # let events and urgent evaluations in
+                now = loop.time()
+                if not self.evaluates(scaler) or not tick_due(
+                    scaler.gate, now, tick_s=tick_s, interval_s=self._eval_interval
+                ):
                     continue
                 try:
                     self.request_eval(scaler, trigger=None)

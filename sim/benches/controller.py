@@ -345,6 +345,16 @@ def _buckets(text: str) -> dict[float, float]:
     return out
 
 
+def _models_decided(text: str) -> set[str]:
+    """The models the controller has made decisions for (its decisions counter's labels)."""
+    head = "surgescale_controller_decisions_total{"
+    return {
+        line.split('model="', 1)[1].split('"', 1)[0]
+        for line in text.splitlines()
+        if line.startswith(head) and 'model="' in line
+    }
+
+
 def _bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
     """Upper bound (ms) of the bucket holding the q-quantile of the observations in between."""
     deltas = sorted((le, after.get(le, 0.0) - before.get(le, 0.0)) for le in after)
@@ -660,8 +670,10 @@ async def _run_levels(args: argparse.Namespace, redis_url: str, prefix: str) -> 
             else:
                 hi = rate
         at10k = next((lv for lv in levels if lv.target_rate == 10_000), levels[0])
+        decided = _models_decided(await _scrape(http_port))
         return {
             "models": args.models,
+            "models_decided": len(decided),
             "rss_mb": round(max(lv.rss_mb for lv in levels), 1),
             "reaction_p50_ms": round(at10k.pct(0.5), 2),
             "reaction_p99_ms": round(at10k.pct(0.99), 2),

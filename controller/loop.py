@@ -155,6 +155,7 @@ class Controller:
         self.reporter: Reporter | None = None
         self.informers: dict[str, Informer] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._short: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self.http_port: int | None = None
         self._consumer_alive = False
@@ -260,7 +261,7 @@ class Controller:
             scaler.gate.cancel()
         if self.reporter is not None:
             await self.reporter.close(timeout / 3)
-        tasks = list(self._tasks)
+        tasks = [*self._tasks, *self._short]
         for task in tasks:
             task.cancel()
         await asyncio.wait(tasks, timeout=timeout) if tasks else None
@@ -644,20 +645,33 @@ class Controller:
             self.gate.lost(shard)
             return
         if self.config.shards == 1:
-            self._took_over(scalers)  # warm state: decide at once
+            self._background(self._took_over(scalers), "take over")  # warm state: decide now
             return
         models = {s.model for s in scalers if s.model is not None}
         if self.consumer is not None:
             keys = self.consumer.keys
             models |= {m for st in self.consumer.streams if (m := keys.model_of(st)) is not None}
-        self._spawn(self._rebuild(shard, models), f"rebuild shard {shard}")
+        self._background(self._rebuild(shard, models), f"rebuild shard {shard}")
+
+    def _background(self, coro: Any, name: str) -> None:
+        """A short-lived task (kept referenced until done; not one of the long-lived tasks
+        whose end makes the controller not live)."""
+        task = asyncio.create_task(coro, name=name)
+        self._short.add(task)
+        task.add_done_callback(self._short.discard)
 
     async def _rebuild(self, shard: int, models: set[str]) -> None:
         if await self.gate.rebuild(shard, models):
-            self._took_over(self._shard_scalers(shard))
+            await self._took_over(self._shard_scalers(shard))
 
-    def _took_over(self, scalers: list[Scaler]) -> None:
-        for scaler in scalers:
+    async def _took_over(self, scalers: list[Scaler]) -> None:
+        """Decide at once for the scalers just taken over, a chunk at a time (with many
+        models, one pass over all of them would hold events and urgent evaluations back)."""
+        for i, scaler in enumerate(scalers):
+            if i and i % TICK_CHUNK == 0:
+                await asyncio.sleep(0)
+            if self.scalers.get(scaler.key) is not scaler:
+                continue  # deleted meanwhile
             target = scaler.deployment()
             if scaler.state is not None and target is not None:
                 # Act on what the cluster has, not on what this standby decided but never wrote.

@@ -279,6 +279,7 @@ async def test_models_split_and_a_killed_member_is_taken_over_with_its_state(
 
         await eventually(rebuilt, timeout=5.0, what="a's models rebuilt from their streams")
         assert b.gate.replayed > 0
+        assert b.health.live() == (True, "ok")  # rebuild tasks ending is not a dead controller
         assert all(b.evaluates(s) for s in b.scalers.values())
         assert foreign_writes(ledger, prefix, {"a": proxy_a, "b": proxy_b}, models) == []
     finally:

@@ -6,7 +6,10 @@ value is never sent after a newer decision (coalescing: ten decisions during one
 at most one more PATCH). Transient failures (`TemporaryError`: 5xx, 429, connection trouble) are
 retried after `surgescale.retry` backoff, always with the newest value; a 409 (`ConflictError`)
 re-reads the current replicas and patches again only if they still differ; a permanent error
-(`PermanentError`) is logged and the value is not retried until a different one is submitted.
+(`PermanentError`) is logged and the value is not retried until a different one is submitted;
+a `RecheckableError` (permanent until something outside changes, e.g. a CRD not installed yet) is
+retried when the same value is submitted again `recheck_after_s` later. `failure(target)` keeps
+the last error of a target until a write succeeds (the conditions show it).
 
 Waits are bounded and interruptible: a server's `Retry-After` is honoured up to
 `max_retry_after_s` (a bad one, such as `inf` or a negative number, never reaches here:
@@ -46,6 +49,8 @@ class TargetKind(enum.StrEnum):
     """`apps/v1 deployments/{name}/scale` (the model, or a headroom placeholder Deployment)."""
     NODEPOOL = "NodePool"
     """`karpenter.sh/v1 nodepools/{name}/scale` (cluster-scoped, static NodePool)."""
+    CAPACITY_BUFFER = "CapacityBuffer"
+    """`autoscaling.x-k8s.io capacitybuffers/{name}` `spec.replicas` (`controller.buffer`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +68,16 @@ class ScaleTarget:
 
 class ConflictError(TemporaryError):
     """HTTP 409: the object changed under us; re-read before writing again."""
+
+
+class RecheckableError(PermanentError):
+    """Permanent until something outside changes (a CRD installed, an object created): the
+    same value is tried again only after `Actuator.recheck_after_s`. `reason` is a CamelCase
+    word for conditions (`CapacityBufferCRDMissing`)."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class ScaleAPI(Protocol):
@@ -104,6 +119,9 @@ class _Slot:
     task: asyncio.Task[None] | None = None
     sent: int = 0
     errors: int = 0
+    error: PermanentError | None = None
+    """The last permanent error, until a write succeeds."""
+    failed_at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -136,6 +154,7 @@ class Actuator:
         prepare: PrepareHook | None = None,
         max_retry_after_s: float = 5.0,
         request_timeout_s: float = 5.0,
+        recheck_after_s: float = 30.0,
     ) -> None:
         self._api = api
         self._backoff = backoff or ExponentialBackoff(base=0.05, cap=5.0)
@@ -146,6 +165,7 @@ class Actuator:
         self._prepare = prepare
         self._max_retry_after_s = max(max_retry_after_s, 0.0)
         self._request_timeout_s = request_timeout_s
+        self.recheck_after_s = recheck_after_s
         self._slots: dict[ScaleTarget, _Slot] = {}
         self._closed = False
         self.stats = ActuatorStats()
@@ -166,6 +186,13 @@ class Actuator:
             slot = _Slot(wake=asyncio.Event())
             self._slots[target] = slot
         self.stats.submitted += 1
+        if (
+            slot.failed == replicas
+            and isinstance(slot.error, RecheckableError)
+            and asyncio.get_running_loop().time() - slot.failed_at >= self.recheck_after_s
+        ):
+            slot.failed = None  # try again: what was missing may be there now
+            slot.desired = None
         if slot.desired == replicas:
             return False
         if slot.desired is None and slot.applied == replicas:
@@ -198,6 +225,11 @@ class Actuator:
         """The last value known to be written (or observed) on `target`."""
         slot = self._slots.get(target)
         return None if slot is None else slot.applied
+
+    def failure(self, target: ScaleTarget) -> PermanentError | None:
+        """The last permanent error writing `target`, until a write to it succeeds."""
+        slot = self._slots.get(target)
+        return None if slot is None else slot.error
 
     def pending(self, target: ScaleTarget) -> int | None:
         """A value submitted but not yet written, if any."""
@@ -346,11 +378,14 @@ class Actuator:
                 self.stats.permanent_errors += 1
                 slot.errors += 1
                 slot.failed = value
+                slot.error = exc
+                slot.failed_at = asyncio.get_running_loop().time()
                 log.error("scaling %s to %d failed for good: %s", target, value, exc)
                 return
             finally:
                 slot.in_flight = None
             failures = 0
+            slot.error = None
             previous = slot.applied
             slot.applied = value
             if self._on_applied is not None:

@@ -113,6 +113,7 @@ class CapacityStrategy(enum.StrEnum):
 
     STATIC_NODE_POOL = "StaticNodePool"
     HEADROOM = "Headroom"
+    CAPACITY_BUFFER = "CapacityBuffer"
     NONE = "None"
 
 
@@ -128,13 +129,19 @@ class Capacity(_Model):
     strategy: CapacityStrategy = Field(
         CapacityStrategy.NONE,
         description="StaticNodePool: PATCH nodepools/{name}/scale; Headroom: size a placeholder "
-        "Deployment; None: leave nodes to the cluster.",
+        "Deployment; CapacityBuffer: size a CapacityBuffer (autoscaling.x-k8s.io) whose chunks "
+        "are one replica's GPUs; None: leave nodes to the cluster.",
     )
     node_pool_ref: NameRef | None = Field(
         None, description="Karpenter NodePool (cluster-scoped) for StaticNodePool."
     )
     headroom_deployment_ref: NameRef | None = Field(
         None, description="Deployment of low-priority placeholder pods, for Headroom."
+    )
+    capacity_buffer_ref: NameRef | None = Field(
+        None,
+        description="CapacityBuffer (autoscaling.x-k8s.io, same namespace) for CapacityBuffer: "
+        "the controller sets its spec.replicas to the spare replicas' worth of GPUs to keep warm.",
     )
     gpus_per_replica: int = Field(1, ge=1, description="GPUs one replica uses.")
     gpus_per_node: int = Field(8, ge=1, description="GPUs one node has.")
@@ -145,6 +152,12 @@ class Capacity(_Model):
         "with a node; GPU: GPU-seconds are billed (GPUs shared with other workloads).",
     )
     node_boot_seconds: float = Field(120.0, ge=0, description="Node launch to Ready.")
+    unavailable_after_seconds: float | None = Field(
+        None,
+        ge=0,
+        description="Replicas not Ready (or nodes not Ready) this long set the condition "
+        "CapacityUnavailable. Unset: cold start + node boot + 60 s.",
+    )
 
     @model_validator(mode="after")
     def _refs(self) -> Capacity:
@@ -152,6 +165,8 @@ class Capacity(_Model):
             raise ValueError("nodePoolRef is required when strategy is StaticNodePool")
         if self.strategy is CapacityStrategy.HEADROOM and self.headroom_deployment_ref is None:
             raise ValueError("headroomDeploymentRef is required when strategy is Headroom")
+        if self.strategy is CapacityStrategy.CAPACITY_BUFFER and self.capacity_buffer_ref is None:
+            raise ValueError("capacityBufferRef is required when strategy is CapacityBuffer")
         return self
 
 
@@ -312,10 +327,12 @@ def status_schema() -> dict[str, Any]:
             "ttftP95Ms": num,
             "tpotP95Ms": num,
             "desiredReplicas": integer,
+            "currentReplicas": integer,
             "readyReplicas": integer,
             "startingReplicas": integer,
             "desiredNodes": integer,
             "readyNodes": integer,
+            "warmReplicas": integer,
             "lastScaleTime": {"type": "string", "format": "date-time"},
             "lastScaleReason": {"type": "string"},
             "conditions": {
@@ -328,21 +345,39 @@ def status_schema() -> dict[str, Any]:
     }
 
 
+def _column(
+    name: str, kind: str, path: str, description: str, *, wide: bool = False
+) -> dict[str, Any]:
+    column: dict[str, Any] = {
+        "name": name,
+        "type": kind,
+        "jsonPath": path,
+        "description": description,
+    }
+    if wide:
+        column["priority"] = 1  # `kubectl get -o wide` only
+    return column
+
+
+def _condition_path(kind: str, field: str = "status") -> str:
+    return f'.status.conditions[?(@.type=="{kind}")].{field}'
+
+
 PRINTER_COLUMNS: Final = [
-    {"name": "Model", "type": "string", "jsonPath": ".spec.model"},
-    {"name": "Target", "type": "string", "jsonPath": ".spec.scaleTargetRef.name"},
-    {"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas"},
-    {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
-    {"name": "Starting", "type": "integer", "jsonPath": ".status.startingReplicas"},
-    {"name": "Queue", "type": "integer", "jsonPath": ".status.queueDepth"},
-    {"name": "TTFT-P95-ms", "type": "number", "jsonPath": ".status.ttftP95Ms"},
-    {"name": "Nodes", "type": "integer", "jsonPath": ".status.desiredNodes"},
-    {
-        "name": "Valid",
-        "type": "string",
-        "jsonPath": '.status.conditions[?(@.type=="SpecValid")].status',
-    },
-    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    _column("Target", "string", ".spec.scaleTargetRef.name", "The scaled Deployment."),
+    _column("Model", "string", ".spec.model", "Served model name.", wide=True),
+    _column("Min", "integer", ".spec.minReplicas", "Lower bound.", wide=True),
+    _column("Max", "integer", ".spec.maxReplicas", "Upper bound.", wide=True),
+    _column("Desired", "integer", ".status.desiredReplicas", "Replicas the policy wants."),
+    _column("Current", "integer", ".status.currentReplicas", "Replicas the Deployment has."),
+    _column("Starting", "integer", ".status.startingReplicas", "Not Ready yet.", wide=True),
+    _column("Queue", "integer", ".status.queueDepth", "Requests waiting at the gateway."),
+    _column("TTFT-P95-ms", "number", ".status.ttftP95Ms", "Time to first token, p95."),
+    _column("Nodes", "integer", ".status.desiredNodes", "GPU nodes wanted.", wide=True),
+    _column("Warm", "integer", ".status.warmReplicas", "Spare replicas kept warm.", wide=True),
+    _column("Ready", "string", _condition_path("Ready"), "Scaling and capacity are fine."),
+    _column("Reason", "string", _condition_path("Ready", "reason"), "Why not.", wide=True),
+    _column("Age", "date", ".metadata.creationTimestamp", "Age."),
 ]
 
 

@@ -39,12 +39,12 @@ from typing import Any
 from aiohttp import web
 from kubernetes_asyncio import client
 
-from controller import crd
+from controller import crd, fencing
 from controller.actuator import Actuator, ScaleTarget, TargetKind
+from controller.buffer import BufferScaleAPI
 from controller.fleet import TICK_CHUNK, Rotation, eval_interval, tick_due
 from controller.kube import (
     Informer,
-    KubeScaleAPI,
     KubeWriter,
     connect_api,
     controller_informers,
@@ -183,6 +183,8 @@ class Controller:
             on_change=self._on_shard,
         )
         self.elector = self.shards.electors[0]
+        if self._own_api:  # (an API client handed in may be the caller's for its own writes)
+            fencing.install(api, self._fence_write)
         self.deletion_coster = DeletionCoster(
             KubePodAPI(api),
             selector=self._pod_selector,
@@ -190,14 +192,15 @@ class Controller:
             target_fence=self._fence,
         )
         self.actuator = Actuator(
-            KubeScaleAPI(api),
+            BufferScaleAPI(api),
             on_send=self._on_send,
             on_applied=self._on_applied,
             target_fence=self._fence,
             prepare=self.deletion_coster,
         )
         self.reporter = Reporter(
-            KubeWriter(api, group=crd.GROUP, version=crd.VERSION, plural=crd.PLURAL, kind=crd.KIND)
+            KubeWriter(api, group=crd.GROUP, version=crd.VERSION, plural=crd.PLURAL, kind=crd.KIND),
+            actuator=self.actuator,
         )
         self.informers = controller_informers(
             api,
@@ -307,6 +310,31 @@ class Controller:
             return self.shards.electors[0].remaining()
         scaler = self.by_target.get(target)
         return self.shards.remaining_for(None if scaler is None else scaler.model)
+
+    def _fence_write(self, method: str, path: str) -> float:
+        """The transport's last check of a write (`controller.fencing`)."""
+        what = fencing.written(path)
+        if what is None:
+            return math.inf
+        if what.scale is not None:
+            return self._fence(what.scale)
+        if what.scaler is not None:
+            scaler = self.scalers.get(what.scaler)
+            if scaler is None:
+                return math.inf  # not one we run (nothing of ours writes it)
+            return math.inf if self.leads(scaler) else 0.0
+        if what.pod is not None:
+            namespace, pod = what.pod
+            owners = [  # a Deployment's pods are named <deployment>-<hash>-<suffix>
+                t
+                for t in self.by_target
+                if t.kind is TargetKind.DEPLOYMENT
+                and t.namespace == namespace
+                and pod.startswith(t.name + "-")
+            ]
+            if owners:
+                return self._fence(max(owners, key=lambda t: len(t.name)))
+        return math.inf
 
     def _live(self) -> tuple[bool, str]:
         dead = [t.get_name() for t in self._tasks if t.done()]

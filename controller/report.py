@@ -5,8 +5,11 @@ posts an Event (reason `ScaledUp` / `ScaledDown` / `NodesScaled` / `HeadroomScal
 decision's reason and inputs, in the background (bounded: when the API server is slow, Events are
 dropped rather than piled up). `Reporter.run(...)` writes each InferenceScaler's status at most
 once per interval and only when it changed, and only while this instance leads; an invalid spec
-also gets one Warning Event per distinct error. Scale itself is never written here
-(`controller.actuator` is the only writer of scale).
+also gets one Warning Event per distinct error. Before each write the standard conditions are
+brought up to date (`controller.conditions`, with the actuator's last write errors), and each
+transition of one of them becomes an Event (reason = the condition's reason; Warning when the
+condition turned abnormal). Scale itself is never written here (`controller.actuator` is the
+only writer of scale).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import logging
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
-from controller.actuator import ScaleTarget, TargetKind
+from controller import conditions
+from controller.actuator import Actuator, ScaleTarget, TargetKind
 from controller.kube import KubeWriter, now_rfc3339
 from controller.scaler import Scaler, status_of
 from surgescale.retry import PermanentError, TemporaryError
@@ -28,8 +32,15 @@ log = logging.getLogger(__name__)
 class Reporter:
     """Events and status for the InferenceScalers, through a `KubeWriter`."""
 
-    def __init__(self, writer: KubeWriter, *, max_background: int = 100) -> None:
+    def __init__(
+        self,
+        writer: KubeWriter,
+        *,
+        max_background: int = 100,
+        actuator: Actuator | None = None,
+    ) -> None:
         self._writer = writer
+        self._actuator = actuator
         self._max_background = max_background
         self._background: set[asyncio.Task[None]] = set()
         self.dropped_events = 0
@@ -44,7 +55,10 @@ class Reporter:
             scaler.last_scale_reason = reason
             verb = "ScaledUp" if previous is None or value > previous else "ScaledDown"
         else:
-            verb = "NodesScaled" if target.kind is TargetKind.NODEPOOL else "HeadroomScaled"
+            verb = {
+                TargetKind.NODEPOOL: "NodesScaled",
+                TargetKind.CAPACITY_BUFFER: "CapacityBufferScaled",
+            }.get(target.kind, "HeadroomScaled")
         inputs = (
             ""
             if obs is None
@@ -80,12 +94,39 @@ class Reporter:
             log.warning("event write failed: %s", exc)
 
     async def write_status(self, scaler: Scaler) -> bool:
-        """PATCH the status if it changed since the last write; True if written."""
+        """Refresh the standard conditions, PATCH the status if it changed since the last write
+        and post an Event per condition transition; True if written."""
+        actuator = self._actuator
+        conditions.refresh(
+            scaler,
+            now=asyncio.get_running_loop().time(),
+            failure=(lambda _: None) if actuator is None else actuator.failure,
+        )
         status = status_of(scaler)
         if status == scaler.status_written:
             return False
         await self._writer.patch_status(scaler.key[0], scaler.key[1], status)
         scaler.status_written = status
+        changes = list(scaler.transitions)
+        scaler.transitions.clear()
+        causes = {(c["reason"], c["abnormal"]) for c in changes if c["type"] != conditions.READY}
+        for change in changes:
+            if (
+                change["type"] == conditions.READY
+                and (change["reason"], change["abnormal"]) in causes
+            ):
+                continue  # Ready only repeats a transition that has its own Event
+            cond = scaler.conditions.get(change["type"]) or {}
+            self._fire(
+                self._writer.event(
+                    namespace=scaler.key[0],
+                    name=scaler.key[1],
+                    uid=scaler.uid,
+                    reason=str(change["reason"]),
+                    message=f"{change['type']}={change['status']}: {cond.get('message', '')}",
+                    warning=bool(change["abnormal"]),
+                )
+            )
         if scaler.error is not None and scaler.reported_error != str(scaler.error):
             scaler.reported_error = str(scaler.error)
             await self._writer.event(

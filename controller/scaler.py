@@ -10,11 +10,16 @@ author may (any Deployment in the namespace, any NodePool in the cluster), so it
 targets whose owners opted in: the scaled Deployment, the headroom Deployment and the NodePool
 must each carry the label `surgescale.io/scalable: "true"`. `opt_in_refusal` names the first
 target that does not; the loop then writes nothing for that scaler and shows why in the
-`TargetAllowed` condition (reason `TargetNotOptedIn`).
+`TargetAllowed` condition (reason `TargetNotOptedIn`). A CapacityBuffer is not watched: its label
+is checked at each write (`controller.buffer`).
+
+`set_condition` keeps `lastTransitionTime` unless the status changes and queues each transition
+of a standard condition (`controller.conditions`) for an Event (`controller.report`).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +30,10 @@ from controller.kube import NODEPOOL_LABEL, now_rfc3339
 from controller.policy import Decision, Observation, PolicySpec, PolicyState
 from controller.schedule import EvalGate
 from controller.state import ClusterCounts
+
+ABNORMAL_WHEN_TRUE = frozenset({"CapacityUnavailable"})
+"""Condition types whose True is the state that needs attention (the others: False;
+`ScalingLimited` is neither: a bound holding the count is the spec at work)."""
 
 Key = tuple[str, str]
 """(namespace, name)"""
@@ -51,6 +60,12 @@ class Scaler:
     status_written: dict[str, Any] | None = None
     conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
     reported_error: str | None = None
+    transitions: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=32))
+    """Conditions that changed status (or appeared in a bad state), for Events; bounded."""
+    starting_since: float | None = None
+    """Since when (controller clock) some replicas have been starting without a break."""
+    nodes_starting_since: float | None = None
+    """Since when some nodes have been on their way without a break."""
 
     @property
     def name(self) -> str:
@@ -73,9 +88,27 @@ class Scaler:
             return ScaleTarget(TargetKind.NODEPOOL, cap.node_pool_ref.name)
         if cap.strategy is crd.CapacityStrategy.HEADROOM and cap.headroom_deployment_ref:
             return ScaleTarget(TargetKind.DEPLOYMENT, cap.headroom_deployment_ref.name, self.key[0])
+        if cap.strategy is crd.CapacityStrategy.CAPACITY_BUFFER and cap.capacity_buffer_ref:
+            return ScaleTarget(
+                TargetKind.CAPACITY_BUFFER, cap.capacity_buffer_ref.name, self.key[0]
+            )
         return None
 
-    def set_condition(self, kind: str, ok: bool, reason: str, message: str) -> None:
+    def warm_replicas(self) -> int | None:
+        """Spare replicas' worth of GPUs on the decided nodes (placeholders or buffer chunks)."""
+        if self.spec is None or self.decision is None or not self.decision.valid:
+            return None
+        if self.node_target() is None:
+            return None
+        cap = self.spec.capacity
+        slots = max(cap.gpus_per_node // cap.gpus_per_replica, 1)
+        return max(self.decision.nodes * slots - self.decision.replicas, 0)
+
+    def set_condition(
+        self, kind: str, ok: bool, reason: str, message: str, *, notify: bool = False
+    ) -> None:
+        """Set a condition; `notify` queues a transition (for an Event) when its status changes,
+        or when it first appears in an abnormal state."""
         status = "True" if ok else "False"
         old = self.conditions.get(kind)
         if (
@@ -86,6 +119,11 @@ class Scaler:
         ):
             return
         changed = old is None or old["status"] != status
+        abnormal = ok is (kind in ABNORMAL_WHEN_TRUE) and kind != "ScalingLimited"
+        if notify and ((old is None and abnormal) or (old is not None and changed)):
+            self.transitions.append(
+                {"type": kind, "status": status, "abnormal": abnormal, "reason": reason}
+            )
         self.conditions[kind] = {
             "type": kind,
             "status": status,
@@ -178,8 +216,8 @@ def opt_in_refusal(
     """Why the scaler may not act on its targets (the first one not seen to opt in, including
     one not seen at all, e.g. before the NodePool watch has listed it), or None."""
     for target in (scaler.deployment(), scaler.node_target()):
-        if target is None:
-            continue
+        if target is None or target.kind is TargetKind.CAPACITY_BUFFER:
+            continue  # a CapacityBuffer's label is checked at the write (controller.buffer)
         if target.kind is TargetKind.NODEPOOL:
             obj = pools.get(("", target.name))
         else:
@@ -200,6 +238,7 @@ def status_of(scaler: Scaler) -> dict[str, Any]:
             queueDepth=obs.queue_depth,
             inFlight=obs.in_flight,
             arrivalRate=round(obs.arrival_rate_short, 3),
+            currentReplicas=obs.ready_replicas + obs.starting_replicas,
             readyReplicas=obs.ready_replicas,
             startingReplicas=obs.starting_replicas,
             readyNodes=obs.ready_nodes,
@@ -208,6 +247,7 @@ def status_of(scaler: Scaler) -> dict[str, Any]:
         )
     if decision is not None and decision.valid:
         status.update(desiredReplicas=decision.replicas, desiredNodes=decision.nodes)
+        status.update(warmReplicas=scaler.warm_replicas())
     if scaler.last_scale_time:
         status.update(
             lastScaleTime=scaler.last_scale_time, lastScaleReason=scaler.last_scale_reason

@@ -263,8 +263,12 @@ class GatewaySettings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"must be a redis://, rediss:// or unix:// URL, got {value!r}")
+        schemes = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+        if value is not None and not value.startswith(schemes):
+            raise ValueError(
+                "must be a redis://, rediss://, unix:// or (Redis Cluster) redis+cluster:// "
+                f"URL, got {value!r}"
+            )
         return value
 
     @field_validator("log_level")

@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="directory with the karpenter.sh CRDs (default ../shared/data/...)",
     )
+    p.add_argument(
+        "--no-capacity-buffers",
+        action="store_true",
+        help="do not serve the CapacityBuffer CRD (autoscaling.x-k8s.io), as on a cluster "
+        "without it",
+    )
     p.add_argument("--pod-port", type=int, default=8000, help="port of simulated vLLM pods")
     p.add_argument(
         "--load-seconds",
@@ -105,6 +111,7 @@ async def _serve(args: argparse.Namespace) -> int:
         speed=args.speed,
         nodepools=tuple(args.nodepool + args.dynamic_nodepool),
         karpenter_crds=args.karpenter_crds,
+        capacity_buffers=not args.no_capacity_buffers,
         pod_port=args.pod_port,
         default_load_s=args.load_seconds,
         full_gc_every_s=300.0,

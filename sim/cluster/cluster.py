@@ -2,9 +2,11 @@
 
 `start_cluster(ClusterOptions(...))` builds the registry and store, installs Karpenter's real
 CRDs (from `karpenter_crds`, default `<repo>/../shared/data/karpenter-crds`, env
-`SURGESCALE_KARPENTER_CRDS`) through the same CRD path clients use, creates the standard
+`SURGESCALE_KARPENTER_CRDS`) and, unless `capacity_buffers=False`, the CapacityBuffer CRD
+(`autoscaling.x-k8s.io`, from `karpenter-aws-crds`, env `SURGESCALE_KARPENTER_AWS_CRDS`)
+through the same CRD path clients use, creates the standard
 namespaces and the configured NodePools, starts the controllers (workloads, scheduler,
-kubelet, endpointslices, Karpenter) and serves the API over HTTP. `RunningCluster` gives its
+kubelet, endpointslices, Karpenter, CapacityBuffers) and serves the API over HTTP. `RunningCluster` gives its
 URL, clock, store and a kubeconfig writer; `stop()` shuts everything down within a bound.
 """
 
@@ -23,6 +25,7 @@ from aiohttp import web
 from sim.datafiles import data_dir
 
 from .admission import Admission
+from .buffers import CapacityBuffers
 from .clock import SimClock
 from .context import ApiContext
 from .crds import CrdController, load_crd_files
@@ -47,6 +50,15 @@ def default_crd_dir() -> Path:
     return data_dir("karpenter-crds", "SURGESCALE_KARPENTER_CRDS")
 
 
+BUFFER_CRD_FILE = "autoscaling.x-k8s.io_capacitybuffers.yaml"
+
+
+def buffer_crd_path() -> Path:
+    """The CapacityBuffer CRD: `$SURGESCALE_KARPENTER_AWS_CRDS`, the shared data beside the repo,
+    or the packaged copy (`sim.datafiles`)."""
+    return data_dir("karpenter-aws-crds", "SURGESCALE_KARPENTER_AWS_CRDS") / BUFFER_CRD_FILE
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NodePoolConfig:
     """A NodePool created at start. `replicas=None` makes it dynamic (provisions for pods)."""
@@ -68,6 +80,9 @@ class ClusterOptions:
     """Write Kubernetes Events (Scheduled, FailedScheduling, ScalingReplicaSet, ...)."""
     karpenter_crds: Path | None = None
     """Directory with karpenter.sh CRD YAML; None = the default path."""
+    capacity_buffers: bool = True
+    """Serve the CapacityBuffer CRD (autoscaling.x-k8s.io) and keep its chunks' room warm;
+    False stands for a cluster without it (the controller must then report, not crash)."""
     pod_port: int = 8000
     """Port of every pod's simulated vLLM server (each pod has its own 127.x address)."""
     default_gpus_per_node: int = 8
@@ -222,7 +237,16 @@ def _install_basics(ctx: ApiContext, options: ClusterOptions, crd_dir: Path) -> 
             },
         )
     crd_rt = reg.require("apiextensions.k8s.io", "v1", "customresourcedefinitions")
-    for crd in load_crd_files(crd_dir):
+    crds = load_crd_files(crd_dir)
+    if options.capacity_buffers:
+        path = buffer_crd_path()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"CapacityBuffer CRD not found at {path}: set SURGESCALE_KARPENTER_AWS_CRDS to "
+                f"the directory holding {BUFFER_CRD_FILE}, or run without capacity buffers"
+            )
+        crds += load_crd_files(path.parent, pattern=BUFFER_CRD_FILE)
+    for crd in crds:
         ctx.admit(crd_rt, crd, None)
         store.create(crd_rt, crd)
     pool_rt = reg.require("karpenter.sh", "v1", "nodepools")
@@ -261,6 +285,7 @@ async def start_cluster(
         container_start_s=options.container_start_s,
     )
     endpoints = EndpointSliceController(registry, store)
+    buffers = CapacityBuffers(registry, store)
     _install_basics(ctx, options, crd_dir)
     karpenter = Karpenter(
         registry,
@@ -273,7 +298,8 @@ async def start_cluster(
     )
     for pool in store.items(registry.require("karpenter.sh", "v1", "nodepools")):
         karpenter.pools.mark(pool["metadata"]["name"])
-    parts: list[Any] = [workloads, scheduler, endpoints, karpenter, kubelet]
+    karpenter.watch_buffers(buffers)
+    parts: list[Any] = [workloads, scheduler, endpoints, buffers, karpenter, kubelet]
     recorder = EventRecorder(registry, store, enabled=options.record_events)
     for part in (workloads, scheduler, karpenter, kubelet):
         part.events = recorder

@@ -127,19 +127,20 @@ class CrdController:
         self.store.update(self.crd_rt, new)
 
 
-def load_crd_files(directory: Path) -> list[dict[str, Any]]:
-    """Read every CRD manifest (`*.yaml`) in a directory (parsed once per process)."""
-    out = _load_crd_files(directory.resolve())
+def load_crd_files(directory: Path, *, pattern: str = "*.yaml") -> list[dict[str, Any]]:
+    """Read every CRD manifest (`pattern`, default `*.yaml`) in a directory (parsed once per
+    process)."""
+    out = _load_crd_files(directory.resolve(), pattern)
     if not out:
         raise FileNotFoundError(f"no CustomResourceDefinition manifests in {directory}")
     return [clone(doc) for doc in out]
 
 
 @functools.lru_cache(maxsize=8)
-def _load_crd_files(directory: Path) -> list[dict[str, Any]]:
+def _load_crd_files(directory: Path, pattern: str) -> list[dict[str, Any]]:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     out = []
-    for path in sorted(directory.glob("*.yaml")):
+    for path in sorted(directory.glob(pattern)):
         for doc in yaml.load_all(path.read_text(), Loader=loader):
             if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
                 out.append(doc)

@@ -8,6 +8,10 @@
   pending pod, or `batch_max_s` after it opened), packing them onto capacity already on its way
   first, within `spec.limits` (`nvidia.com/gpu`, `nodes`); it deletes nodes that stayed empty for
   `spec.disruption.consolidateAfter` (empty-node consolidation only).
+* CapacityBuffers (`sim.cluster.buffers`): their chunks count as pods that must fit. After the
+  pending pods, `provision` packs the chunks onto the free GPUs of live nodes (Ready or booting)
+  and launches NodeClaims for the rest; consolidation keeps an empty node the chunks need. A pod
+  bound or deleted re-runs provisioning while a buffer exists, so used room is replaced.
 * A NodeClaim is Launched and Registered at once (its Node appears NotReady) and Initialized/Ready
   after the pool's boot time; deleting it (finalizer `karpenter.sh/termination`) cordons the
   node, evicts its pods gracefully, waits for them, deletes the Node, then drops the finalizer.
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .admission import now_condition
+from .buffers import CapacityBuffers
 from .clock import SimClock
 from .nodeclaims import FINALIZER, POOL_LABEL, NodeClaimLifecycle
 from .reconcile import Reconciler
@@ -89,7 +94,15 @@ class Karpenter(NodeClaimLifecycle):
         self._by_node: dict[str, set[tuple[str, str]]] = {}
         self._drained: dict[str, asyncio.Event] = {}
         self.provisioned = 0
+        self._seen_ready: set[str] = set()
+        self.buffers: CapacityBuffers | None = None
+        """Set by the cluster: the chunks to keep room for."""
         store.subscribe(self._on_event)
+
+    def watch_buffers(self, buffers: CapacityBuffers) -> None:
+        """Keep room for `buffers`' chunks; a change to them re-runs provisioning."""
+        self.buffers = buffers
+        buffers.on_change = self._note_pending
 
     # ---- plumbing --------------------------------------------------------------------------
     @property
@@ -153,15 +166,36 @@ class Karpenter(NodeClaimLifecycle):
             elif meta.get("deletionTimestamp") and meta["name"] not in self._terminating:
                 self._terminating.add(meta["name"])
                 self._spawn(self._terminate(meta["name"]), f"terminate-{meta['name']}")
+        elif (
+            ev.rt.key == self.node_rt.key
+            and ev.type == "MODIFIED"
+            and self.buffers is not None
+            and node_ready(ev.obj)
+            and ev.obj["metadata"]["name"] not in self._seen_ready
+        ):
+            self._seen_ready.add(ev.obj["metadata"]["name"])
+            if self.buffers.chunks():
+                self._note_pending()  # the chunks' room is Ready now: report it
         elif ev.rt.key == self.node_rt.key and ev.type == "DELETED":
+            self._seen_ready.discard(ev.obj["metadata"]["name"])
             name = ev.obj["metadata"]["name"]
             if claim_rt is not None and self.store.try_get(claim_rt, "", name) is not None:
                 with contextlib.suppress(Exception):
                     self.store.delete(claim_rt, "", name)
         elif ev.rt.key == self.pod_rt.key:
+            node = str((ev.obj.get("spec") or {}).get("nodeName") or "")
+            meta = ev.obj["metadata"]
+            key = (meta["namespace"], meta["name"])
+            newly_bound = bool(node) and key not in self._by_node.get(node, ())
             self._index_pod(ev)
             if ev.type != "DELETED" and unschedulable(ev.obj):
                 self._note_pending()
+            elif (
+                self.buffers is not None
+                and (newly_bound or (ev.type == "DELETED" and node))
+                and self.buffers.chunks()
+            ):
+                self._note_pending()  # the room the chunks had has changed
 
     def _index_pod(self, ev: WatchEvent) -> None:
         meta = ev.obj["metadata"]
@@ -400,7 +434,97 @@ class Karpenter(NodeClaimLifecycle):
                 created += 1
                 slots.append(shape.gpus_per_node - need)
                 break
+        return created + self._provision_buffers(pools, inflight)
+
+    def _free_ready(self, pool_name: str, gpus: int, *, exclude: str = "") -> list[int]:
+        """Free GPUs of each Ready, live node of a pool (pods bound to it subtracted)."""
+        out = []
+        for claim in self.claims_of(pool_name):
+            cname = claim["metadata"]["name"]
+            node = self.store.try_get(self.node_rt, "", cname)
+            if cname == exclude or claim["metadata"].get("deletionTimestamp"):
+                continue
+            if node is not None and node_ready(node) and not node["spec"].get("unschedulable"):
+                out.append(gpus - sum(pod_gpus(p) for p in self._pods_on(cname)))
+        return out
+
+    def _pool_fits(self, pool: Obj, pod: Obj) -> bool:
+        tmpl = pool["spec"].get("template") or {}
+        probe = {
+            "metadata": {
+                "labels": {
+                    **((tmpl.get("metadata") or {}).get("labels") or {}),
+                    POOL_LABEL: pool["metadata"]["name"],
+                }
+            },
+            "spec": {"taints": (tmpl.get("spec") or {}).get("taints") or []},
+        }
+        return node_matches(pod, probe)
+
+    def _provision_buffers(self, pools: list[Obj], inflight: dict[str, list[int]]) -> int:
+        """Launch nodes until every CapacityBuffer chunk fits beside the bound and pending pods
+        (`inflight`: what the pending pods left free on booting nodes); report back per buffer."""
+        if self.buffers is None:
+            return 0
+        created = 0
+        ready = {
+            p["metadata"]["name"]: self._free_ready(
+                p["metadata"]["name"], self.shape(p).gpus_per_node
+            )
+            for p in pools
+        }
+        for chunk in sorted(self.buffers.chunks(), key=lambda c: (-c.gpus, c.namespace, c.name)):
+            fit_ready = 0
+            launching = False
+            for _ in range(chunk.count):
+                placed = False
+                for pool in pools:
+                    pname = pool["metadata"]["name"]
+                    shape = self.shape(pool)
+                    if chunk.gpus > shape.gpus_per_node or not self._pool_fits(pool, chunk.pod):
+                        continue
+                    for free in (ready[pname], inflight[pname]):
+                        slot = next((i for i, f in enumerate(free) if f >= chunk.gpus), None)
+                        if slot is not None:
+                            free[slot] -= chunk.gpus
+                            placed = True
+                            fit_ready += free is ready[pname]
+                            launching = launching or free is inflight[pname]
+                            break
+                    if placed:
+                        break
+                    if not self._within_limits(pool, shape, extra_nodes=1):
+                        continue
+                    self._create_claim(pool)
+                    created += 1
+                    inflight[pname].append(shape.gpus_per_node - chunk.gpus)
+                    placed = launching = True
+                    break
+            self.buffers.report(
+                (chunk.namespace, chunk.name),
+                fit=fit_ready,
+                wanted=chunk.count,
+                launching=launching,
+            )
         return created
+
+    def _buffers_need(self, pool: Obj, node_name: str) -> bool:
+        """Whether the chunks stop fitting on this pool's Ready nodes without `node_name`."""
+        if self.buffers is None:
+            return False
+        chunks = [c for c in self.buffers.chunks() if self._pool_fits(pool, c.pod)]
+        if not chunks:
+            return False
+        free = self._free_ready(
+            pool["metadata"]["name"], self.shape(pool).gpus_per_node, exclude=node_name
+        )
+        for chunk in sorted(chunks, key=lambda c: -c.gpus):
+            for _ in range(chunk.count):
+                slot = next((i for i, f in enumerate(free) if f >= chunk.gpus), None)
+                if slot is None:
+                    return True
+                free[slot] -= chunk.gpus
+        return False
 
     def _within_limits(self, pool: Obj, shape: PoolShape, *, extra_nodes: int) -> bool:
         limits = pool["spec"].get("limits") or {}
@@ -446,6 +570,9 @@ class Karpenter(NodeClaimLifecycle):
                 if self._pods_on(name):
                     self._empty_since.pop(name, None)
                     continue
+                if self._buffers_need(pool, name):
+                    self._empty_since.pop(name, None)
+                    continue  # a CapacityBuffer keeps this room warm
                 since = self._empty_since.setdefault(name, now)
                 if now - since >= after:
                     self._empty_since.pop(name, None)

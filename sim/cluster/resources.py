@@ -126,6 +126,7 @@ BUILTINS: tuple[ResourceType, ...] = (
     ),
     _core("events", "Event", namespaced=True, short_names=("ev",), tracks_generation=False),
     _core("configmaps", "ConfigMap", namespaced=True, short_names=("cm",), tracks_generation=False),
+    _core("podtemplates", "PodTemplate", namespaced=True, tracks_generation=False),
     ResourceType(
         group="apps",
         version="v1",

@@ -14,7 +14,11 @@ Nodes come two ways:
 - `karpenter`: dynamic provisioning for Pending pods, as Karpenter does it: a batch opens at the
   first pending pod and closes after `batch_idle_s` without a new one (at most `batch_max_s`),
   then launches enough nodes for the pods no Ready or booting node will take; empty nodes are
-  consolidated after `consolidate_after_s` (Karpenter's default is 0 s).
+  consolidated after `consolidate_after_s` (Karpenter's default is 0 s). `warm` replicas' worth
+  of room is kept besides (a CapacityBuffer's chunks, or placeholder pods): counted as pending
+  when nodes are launched, kept from consolidation, refilled when pods take it; with placeholder
+  pods (`warm_preempt_s` set) a pod that takes their room starts loading only after they are
+  preempted (`sim.evaluate.capacity`).
 
 Nodes boot in `node_boot_s`; the simulated pods themselves live in `sim.evaluate.pods`.
 """
@@ -101,6 +105,12 @@ class Cluster:
         self._batch_last_add: float = 0.0
         self._batch_gen = 0
         self.on_pod_end: Callable[[Pod], None] | None = None
+        self.warm = 0
+        """Replicas' worth of room Karpenter keeps free (buffer chunks or placeholder pods)."""
+        self.warm_preempt_s: float | None = None
+        """Placeholder pods: a pod taking their room waits this long (None: a buffer, no wait)."""
+        self._held = 0
+        """Placeholder pods bound on Ready nodes (room a model pod must preempt to use)."""
 
     # ---- views -------------------------------------------------------------------------------
 
@@ -218,13 +228,46 @@ class Cluster:
 
     def _schedule_pending(self) -> None:
         pending = [p for p in self.active if p.state is PodState.PENDING]
+        free = self._room(ready_only=True) if pending and self.warm else 0
         for pod in pending:
             node = self._node_with_room()
             if node is None:
                 break
             self._bind(pod, node)
             pod.state = PodState.LOADING
-            self.clock.after(self.config.model_load_s, self._loaded, pod)
+            wait = 0.0
+            if self.warm_preempt_s is not None and free <= self._held:
+                wait = self.warm_preempt_s  # the room is a placeholder's: preempt it first
+                self._held -= 1
+            free -= 1
+            self.clock.after(self.config.model_load_s + wait, self._loaded, pod)
+        # Placeholders (lower priority) take what free Ready room the model pods left.
+        self._held = min(self.warm, self._room(ready_only=True)) if self.warm else 0
+        if pending and self.warm and self.mode is NodeMode.KARPENTER:
+            self._karpenter_note_pending()  # warm room was used: launch its replacement
+
+    def set_warm(self, replicas: int) -> None:
+        """Keep `replicas` replicas' worth of room free (Karpenter mode)."""
+        lower = replicas < self.warm
+        self.warm = max(replicas, 0)
+        self._held = min(self.warm, self._room(ready_only=True))
+        if self.mode is not NodeMode.KARPENTER:
+            return
+        if self._room() < self.warm:
+            self._karpenter_note_pending()
+        elif lower:  # nodes kept for warm room may go now
+            for node in self._alive_nodes():
+                if node.ready and not node.pods:
+                    self.clock.after(self.config.consolidate_after_s, self._consolidate, node)
+
+    def _room(self, *, ready_only: bool = False, exclude: Node | None = None) -> int:
+        """Free replica slots on live nodes (Ready ones only with `ready_only`)."""
+        per = self.config.gpus_per_replica
+        return sum(
+            n.free(per) // per
+            for n in self._alive_nodes()
+            if n is not exclude and (n.ready or not ready_only)
+        )
 
     def _loaded(self, pod: Pod) -> None:
         if pod.state is not PodState.LOADING:
@@ -316,6 +359,8 @@ class Cluster:
             # Keep the node if pending pods could use it right away.
             if any(p.state is PodState.PENDING for p in self.active):
                 return
+            if self.warm and self._room(exclude=node) < self.warm:
+                return  # the warm room needs it
             self._terminate_node(node)
 
     # ---- Karpenter batching ------------------------------------------------------------------
@@ -338,7 +383,7 @@ class Cluster:
         per = self.config.gpus_per_replica
         pending = sum(1 for p in self.active if p.state is PodState.PENDING)
         room = sum(n.free(per) // per for n in self._alive_nodes())
-        short = pending - room
+        short = pending + self.warm - room
         if short <= 0:
             return
         per_node = max(self.config.gpus_per_node // max(per, 1), 1)

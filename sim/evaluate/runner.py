@@ -16,6 +16,12 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from sim.evaluate.capacity import (
+    capacity_buffer,
+    capacity_none,
+    capacity_placeholder,
+    capacity_static,
+)
 from sim.evaluate.hpa import (
     hpa_cpu,
     hpa_memory,
@@ -52,6 +58,10 @@ POLICIES: tuple[str, ...] = (
     "kpa",
     "static-peak",
     "oracle",
+    "ours-capacity-static",
+    "ours-capacity-none",
+    "ours-capacity-placeholder",
+    "ours-capacity-buffer",
 )
 DEFAULT_POLICIES: tuple[str, ...] = (
     "ours",
@@ -70,6 +80,10 @@ _SIMPLE: dict[str, Callable[[], Autoscaler]] = {
     "keda-prometheus-1pod60s": keda_prometheus_1pod60s,
     "keda-prometheus-service": keda_prometheus_service,
     "kpa": Kpa,
+    "ours-capacity-static": capacity_static,
+    "ours-capacity-none": capacity_none,
+    "ours-capacity-placeholder": capacity_placeholder,
+    "ours-capacity-buffer": capacity_buffer,
 }
 PROVISIONAL_BOUND = 256
 """The oracle's search bound while the default `--max-replicas` is being derived from its plan."""

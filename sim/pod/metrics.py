@@ -1,5 +1,10 @@
 """The pod's `/metrics`: vLLM's metric names, `model_name` label and default histogram buckets.
 
+The names are the current (v1 engine) ones: `vllm:kv_cache_usage_perc` for the KV-cache gauge and
+`vllm:inter_token_latency_seconds` for the inter-token histogram; names vLLM renamed or removed
+are not served, not even as aliases (`tests/sim_pod/test_metric_names.py` keeps it so, for the
+whole repository).
+
 One `CollectorRegistry` per pod (many pods share a process). Gauges are read from the engine at
 scrape time; histograms and counters are fed by the driver's callbacks (`sim.pod.driver`).
 Buckets are vLLM's defaults (v1 `PrometheusStatLogger`). The histograms are `CountingHistogram`s,

@@ -7,7 +7,9 @@
   ids, streams bounded in events and age by `StreamLimits`);
 - `consumer`: the consumer-group reader `EventConsumer` (XREADGROUP, XAUTOCLAIM, dead letters,
   discovery by registry and SCAN, group housekeeping);
+- `client`: `connect(url)`, a single Redis or (`redis+cluster://`) a Redis Cluster;
 - `localredis`: find or start a Redis for tests and the demo;
+- `localcluster`: start a local Redis Cluster (tests, `bench events --redis-cluster`);
 - `cleanup`: delete a prefix's keys, sweep those of killed runs, clean up on SIGTERM/SIGINT;
 - `bench`: `surgescale bench events`.
 

@@ -8,6 +8,11 @@ Three figures, each printed in a table and, last, as one JSON line:
   one clock);
 - the encoding choice: one JSON field (msgspec) per entry against one stream field per event field.
 
+`--models N` spreads the events over N model streams. `--redis-cluster` runs the throughput and
+latency figures a second time against a Redis Cluster (`--redis-cluster-url`, else a private local
+3-master cluster started for the run) and adds them to the JSON line as `cluster_*` keys beside
+the single-Redis ones.
+
 Its keys live under `bench-<random>:`; they are deleted at the end even when the run is stopped
 by SIGTERM/SIGINT (both cancel the run, so the clean-up runs), keys of earlier runs killed harder
 (SIGKILL) are swept at start (no stream entry for 10 minutes), and the report says what is left.
@@ -30,6 +35,7 @@ from surgescale.events.cleanup import cancel_on_signals, delete_prefix, leftover
 from surgescale.events.client import RedisClient, close, connect
 from surgescale.events.consumer import EventConsumer
 from surgescale.events.keys import StreamKeys
+from surgescale.events.localcluster import ensure_redis_cluster
 from surgescale.events.localredis import ensure_redis
 from surgescale.events.producer import EventProducer, StreamLimits
 from surgescale.events.schema import Event, EventType, decode, encode, to_dict
@@ -61,6 +67,10 @@ def _use_uvloop() -> None:
         pass
 
 
+def _models(count: int) -> list[str]:
+    return ["bench"] if count <= 1 else [f"bench-{i}" for i in range(count)]
+
+
 def _consumer_proc(url: str, prefix: str, total: int, out: Any) -> None:
     _use_uvloop()
 
@@ -87,17 +97,17 @@ def _consumer_proc(url: str, prefix: str, total: int, out: Any) -> None:
     out.put(asyncio.run(run()))
 
 
-async def _throughput(url: str, prefix: str, total: int) -> dict[str, float]:
+async def _throughput(url: str, prefix: str, total: int, models: list[str]) -> dict[str, float]:
     keys = StreamKeys(prefix)
     client = connect(url)
-    # Register the stream before the consumer starts so it does not wait for discovery.
-    await client.sadd(keys.registry, keys.stream("bench"))
+    # Register the streams before the consumer starts so it does not wait for discovery.
+    await client.sadd(keys.registry, *(keys.stream(m) for m in models))
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_consumer_proc, args=(url, prefix, total, queue))
     proc.start()
     try:
-        return await _drive(client, keys, total, proc, queue)
+        return await _drive(client, keys, total, proc, queue, models)
     finally:
         if proc.is_alive():
             proc.terminate()
@@ -106,7 +116,7 @@ async def _throughput(url: str, prefix: str, total: int) -> dict[str, float]:
 
 
 async def _drive(
-    client: RedisClient, keys: StreamKeys, total: int, proc: Any, queue: Any
+    client: RedisClient, keys: StreamKeys, total: int, proc: Any, queue: Any, models: list[str]
 ) -> dict[str, float]:
     await asyncio.sleep(1.0)  # let the consumer start and create its group
     producer = EventProducer(
@@ -118,8 +128,9 @@ async def _drive(
     await producer.start()
     cpu0 = time.process_time()
     t0 = time.perf_counter()
+    spread = len(models)
     for n in range(total):
-        producer.emit(_event(n))
+        producer.emit(_event(n, models[n % spread]))
         if n % 2_000 == 1_999:
             await asyncio.sleep(0)
     await producer.flush(timeout=120)
@@ -138,10 +149,12 @@ async def _drive(
     }
 
 
-async def _latency(url: str, prefix: str, rate: float, seconds: float) -> dict[str, float]:
+async def _latency(
+    url: str, prefix: str, rate: float, seconds: float, models: list[str]
+) -> dict[str, float]:
     keys = StreamKeys(prefix)
     client = connect(url)
-    await client.sadd(keys.registry, keys.stream("bench"))
+    await client.sadd(keys.registry, *(keys.stream(m) for m in models))
     consumer = EventConsumer(
         client, group="bench", consumer="c", keys=keys, block_ms=1_000, start_id="$"
     )
@@ -169,7 +182,7 @@ async def _latency(url: str, prefix: str, rate: float, seconds: float) -> dict[s
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        ev = _event(n)
+        ev = _event(n, models[n % len(models)])
         sent[ev.request_id] = time.perf_counter()
         producer.emit(ev)
     try:
@@ -238,8 +251,9 @@ async def _bench(url: str, args: argparse.Namespace) -> dict[str, float]:
     swept = await sweep_stale(admin, like="bench-")
     try:
         with cancel_on_signals():
-            thr = await _throughput(url, prefixes[0], args.events)
-            lat = await _latency(url, prefixes[1], args.rate, args.seconds)
+            models = _models(args.models)
+            thr = await _throughput(url, prefixes[0], args.events, models)
+            lat = await _latency(url, prefixes[1], args.rate, args.seconds, models)
     finally:
         left_keys = left_bytes = 0
         with contextlib.suppress(Exception):
@@ -263,17 +277,35 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--events", type=int, default=300_000, help="events for the throughput run")
     parser.add_argument("--rate", type=float, default=1_000.0, help="events/s for the latency run")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the latency run")
+    parser.add_argument(
+        "--models", type=int, default=1, help="model streams the events spread over"
+    )
     parser.add_argument("--redis-url", default=None, help="Redis to use (default: find or start)")
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="also measure against a Redis Cluster (cluster_* keys)",
+    )
+    parser.add_argument(
+        "--redis-cluster-url",
+        default=None,
+        help="the Redis Cluster (redis+cluster://host:port); default: start a local 3-master one",
+    )
     args = parser.parse_args(argv)
     _use_uvloop()
     with ensure_redis(args.redis_url) as url:
         enc = _encoding(50_000)
         try:
             thr = lat = asyncio.run(_bench(url, args))
+            cluster: dict[str, float] = {}
+            if args.redis_cluster or args.redis_cluster_url:
+                with ensure_redis_cluster(args.redis_cluster_url) as cluster_url:
+                    cluster = asyncio.run(_bench(cluster_url, args))
         except (KeyboardInterrupt, asyncio.CancelledError):
             print("interrupted; keys cleaned up", flush=True)
             return 130
-    figures: dict[str, Any] = {**thr, **enc}
+    figures: dict[str, Any] = {**thr, **enc, "models": float(args.models)}
+    figures.update({f"cluster_{k}": v for k, v in cluster.items()})
     rows = [
         ("throughput (consumer, events/s)", f"{thr['throughput_eps']:,.0f}", ">= 100,000"),
         ("producer emit+flush (events/s)", f"{thr['producer_eps']:,.0f}", ""),
@@ -282,6 +314,30 @@ def main(argv: list[str]) -> int:
         (f"latency p50 @ {args.rate:.0f}/s (ms)", f"{lat['latency_p50_ms']:.3f}", ""),
         (f"latency p99 @ {args.rate:.0f}/s (ms)", f"{lat['latency_p99_ms']:.3f}", "<= 2"),
         ("left behind in Redis (keys)", f"{thr['redis_keys_left']:.0f}", "0"),
+        *(
+            [
+                ("cluster: throughput (events/s)", f"{cluster['throughput_eps']:,.0f}", ""),
+                ("cluster: producer (events/s)", f"{cluster['producer_eps']:,.0f}", ""),
+                (
+                    "cluster: consumer CPU s / 1M",
+                    f"{cluster['consumer_cpu_s_per_million']:.2f}",
+                    "",
+                ),
+                (
+                    f"cluster: latency p50 @ {args.rate:.0f}/s",
+                    f"{cluster['latency_p50_ms']:.3f}",
+                    "",
+                ),
+                (
+                    f"cluster: latency p99 @ {args.rate:.0f}/s",
+                    f"{cluster['latency_p99_ms']:.3f}",
+                    "",
+                ),
+                ("cluster: left behind (keys)", f"{cluster['redis_keys_left']:.0f}", "0"),
+            ]
+            if cluster
+            else []
+        ),
         (
             "encode/decode, one JSON field (msgspec) (µs)",
             f"{enc['json_field_encode_us']:.2f} / {enc['json_field_decode_us']:.2f}",

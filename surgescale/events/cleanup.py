@@ -20,14 +20,14 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from redis.asyncio import Redis
+from surgescale.events.client import RedisClient
 
 
 def _text(raw: bytes | str) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
-async def delete_prefix(client: Redis, prefix: str) -> int:
+async def delete_prefix(client: RedisClient, prefix: str) -> int:
     """Delete every key named `prefix:*`; how many were deleted."""
     deleted = 0
     batch: list[bytes | str] = []
@@ -41,7 +41,7 @@ async def delete_prefix(client: Redis, prefix: str) -> int:
     return deleted
 
 
-async def leftover(client: Redis, prefix: str) -> tuple[int, int]:
+async def leftover(client: RedisClient, prefix: str) -> tuple[int, int]:
     """(keys, bytes) still stored under `prefix:`."""
     keys = 0
     size = 0
@@ -51,7 +51,7 @@ async def leftover(client: Redis, prefix: str) -> tuple[int, int]:
     return keys, size
 
 
-async def sweep_stale(client: Redis, *, like: str = "bench-", idle_s: float = 600.0) -> int:
+async def sweep_stale(client: RedisClient, *, like: str = "bench-", idle_s: float = 600.0) -> int:
     """Delete the keys of prefixes `like*` whose streams got no entry for `idle_s` (runs that
     were killed before cleaning up); how many keys were deleted."""
     newest: dict[str, int] = {}

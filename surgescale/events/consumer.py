@@ -2,7 +2,13 @@
 
 `EventConsumer.batches()` is an async generator of `Batch`es: the events read in one XREADGROUP
 (over all known model streams, discovering new ones while running) plus entries reclaimed with
-XAUTOCLAIM from consumers that died. Call `await batch.ack()` after the effect. Iterating the
+XAUTOCLAIM from consumers that died. On a Redis Cluster one XREADGROUP may only name streams of
+one hash slot, so the streams are grouped by slot and every group has its own read in flight
+(concurrent, each blocking up to `block_ms`); a batch is what the reads that finished first
+returned, and a busy slot never holds back another, since each has its own read. Past
+`max_parallel_reads` slot groups the reads stop blocking and take turns (round robin), with a short
+sleep when a whole round found nothing. A model filter (`model_filter`, changeable while running)
+limits the streams read, for controllers that split the models between them. Call `await batch.ack()` after the effect. Iterating the
 consumer itself yields `(event, ack)` pairs for code that wants one event at a time.
 
 Entries that fail to decode, or that were delivered more than `max_deliveries` times, go to the
@@ -20,6 +26,7 @@ retried before the next read. Housekeeping: `remove_group()` on a clean shutdown
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -28,9 +35,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import RedisClusterException, ResponseError
 
+from surgescale.events.client import TRANSPORT_ERRORS, RedisClient, is_cluster
 from surgescale.events.keys import StreamKeys
 from surgescale.events.schema import FIELD, Event, decode_entry
 from surgescale.retry import Backoff, ExponentialBackoff
@@ -88,6 +97,8 @@ class ConsumerStats:
     read_errors: int = 0
     ack_errors: int = 0
     streams: int = 0
+    slot_groups: int = 0
+    """Hash slots the streams fall in (a Redis Cluster reads each slot's streams separately)."""
     groups_collected: int = 0
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
 
@@ -97,12 +108,17 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+ModelFilter = Callable[[str], bool]
+"""Which models a consumer reads: called with a model name, True to read its stream."""
+
+
 class EventConsumer:
-    """Reads all model streams under `keys` as member `consumer` of consumer group `group`."""
+    """Reads all model streams under `keys` (or those `model_filter` selects) as member
+    `consumer` of consumer group `group`, on a single Redis or a Redis Cluster."""
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         *,
         group: str,
         consumer: str | None = None,
@@ -119,8 +135,24 @@ class EventConsumer:
         stale_group_idle_s: float = 600.0,
         collect_interval_s: float = 60.0,
         backoff: Backoff | None = None,
+        model_filter: ModelFilter | None = None,
+        max_parallel_reads: int = 256,
     ) -> None:
         self._redis = redis
+        self._cluster = is_cluster(redis)
+        self._model_filter = model_filter
+        self._max_parallel_reads = max(1, max_parallel_reads)
+        self._inflight: dict[int, asyncio.Task[list[Delivery]]] = {}
+        """slot -> the read of that slot's streams in flight (Redis Cluster)."""
+        self._slot_of: dict[str, int] = {}
+        self._groups: dict[int, list[str]] | None = None
+        """slot -> its streams, rebuilt when the streams change (None: to rebuild)."""
+        self._round_robin = 0
+        self._discover_failed = False
+        self._discover_failures = 0
+        self._slot_failures: dict[int, int] = {}
+        self._slot_retry_at: dict[int, float] = {}
+        """slot -> when its read may be tried again after failures (its node is away)."""
         self.group = group
         self.consumer = consumer or default_consumer_name()
         self.keys = keys or StreamKeys()
@@ -156,27 +188,106 @@ class EventConsumer:
     def streams(self) -> list[str]:
         return list(self._streams)
 
+    @property
+    def models(self) -> list[str]:
+        """The models whose streams are read now."""
+        return [m for m in map(self.keys.model_of, self._streams) if m is not None]
+
+    @property
+    def model_filter(self) -> ModelFilter | None:
+        """Which models are read (None: all); may be changed while running."""
+        return self._model_filter
+
+    @model_filter.setter
+    def model_filter(self, selected: ModelFilter | None) -> None:
+        """Read only the models `selected` picks from now on: streams no longer picked are
+        dropped at once (events of theirs still in flight are not yielded and stay pending in
+        the group); newly picked ones are found at the next poll and first read from their
+        pending history."""
+        self._model_filter = selected
+        for stream in list(self._streams):
+            if not self._selected(stream):
+                self._forget(stream)
+        self._next_discover = 0.0
+        self._next_scan = 0.0
+
+    def _selected(self, stream: str) -> bool:
+        model = self.keys.model_of(stream)
+        if model is None:
+            return False
+        return self._model_filter is None or bool(self._model_filter(model))
+
+    def _forget(self, stream: str) -> None:
+        self._streams.pop(stream, None)
+        self._claim_cursor.pop(stream, None)
+        self._groups = None
+        self.stats.streams = len(self._streams)
+
     async def discover(self) -> None:
         """Pick up streams registered (or, every `scan_interval_s`, present) since the last
         look, creating the group on each."""
-        names: Any = await self._redis.smembers(self.keys.registry)
-        found = {raw.decode() if isinstance(raw, bytes) else str(raw) for raw in names}
+        found: set[str] = set()
+        try:
+            names: Any = await self._redis.smembers(self.keys.registry)
+            found.update(raw.decode() if isinstance(raw, bytes) else str(raw) for raw in names)
+        except TRANSPORT_ERRORS as exc:
+            if not self._cluster:
+                raise
+            # The registry's node is away: the SCAN below finds the streams.
+            log.debug("stream registry unreadable: %s", exc)
+            self._next_scan = 0.0
+            self._discover_failed = True
         now = time.monotonic()
         if now >= self._next_scan:
             self._next_scan = now + self._scan_interval_s
-            async for raw in self._redis.scan_iter(
-                match=self.keys.stream_pattern, count=1_000, _type="stream"
-            ):
-                found.add(raw.decode() if isinstance(raw, bytes) else str(raw))
+            found.update(await self._scan_streams())
         # Streams that appear later were written after we started: read them from the start.
         start = self._start_id if not self._discovered_once else "0"
         for stream in sorted(found):
-            if stream not in self._streams and self.keys.model_of(stream) is not None:
-                await self._ensure_group(stream, start)
+            if stream not in self._streams and self._selected(stream):
+                try:
+                    await self._ensure_group(stream, start)
+                except TRANSPORT_ERRORS:
+                    if not self._cluster:
+                        raise
+                    self._discover_failed = True
+                    continue  # its node is away: picked up at a later look
                 self._streams[stream] = "0"
                 self._claim_cursor[stream] = "0-0"
+                self._slot_of[stream] = key_slot(stream.encode())
+                self._groups = None
         self._discovered_once = True
         self.stats.streams = len(self._streams)
+        if self._discover_failed:
+            # A node is away (Redis Cluster): look again, by SCAN too, but back off so that
+            # the slow failing look does not hold up the reads of the healthy slots.
+            self._discover_failed = False
+            self._discover_failures += 1
+            again = time.monotonic() + self._backoff.compute(self._discover_failures)
+            self._next_discover = self._next_scan = again
+        else:
+            self._discover_failures = 0
+
+    async def _scan_streams(self) -> set[str]:
+        """Stream keys found by SCAN: on a Redis Cluster on every primary, one at a time, so a
+        failed node hides only its own streams."""
+        found: set[str] = set()
+        pattern = self.keys.stream_pattern
+        redis = self._redis
+        if not isinstance(redis, RedisCluster) or not redis.get_primaries():
+            async for raw in redis.scan_iter(match=pattern, count=1_000, _type="stream"):
+                found.add(raw.decode() if isinstance(raw, bytes) else str(raw))
+            return found
+        for node in redis.get_primaries():
+            try:
+                async for raw in redis.scan_iter(
+                    match=pattern, count=1_000, _type="stream", target_nodes=node
+                ):
+                    found.add(raw.decode() if isinstance(raw, bytes) else str(raw))
+            except TRANSPORT_ERRORS as exc:
+                log.debug("SCAN of %s failed: %s", node.name, exc)
+                self._discover_failed = True
+        return found
 
     async def _ensure_group(self, stream: str, start_id: str | None = None) -> None:
         try:
@@ -220,21 +331,36 @@ class EventConsumer:
         return removed
 
     async def batches(self) -> AsyncIterator[Batch]:
-        """Yield batches until `stop()`; transient Redis errors are retried with backoff."""
+        """Yield batches until `stop()`; transient Redis errors are retried with backoff.
+
+        Reads still in flight when the generator ends (a Redis Cluster's per-slot reads) are
+        cancelled: what they had taken stays pending in the group, re-read from this consumer's
+        history when it comes back under the same name, or reclaimed by another consumer."""
         failures = 0
-        while not self._stopped:
-            try:
-                deliveries = await self._poll()
-            except (RedisError, OSError) as exc:
-                failures += 1
-                self.stats.read_errors += 1
-                log.warning("event read failed (%d in a row): %s", failures, exc)
-                await asyncio.sleep(self._backoff.compute(failures))
-                continue
-            failures = 0
-            if deliveries:
-                self.stats.delivered += len(deliveries)
-                yield Batch(deliveries, self)
+        try:
+            while not self._stopped:
+                try:
+                    deliveries = await self._poll()
+                except TRANSPORT_ERRORS as exc:
+                    failures += 1
+                    self.stats.read_errors += 1
+                    log.warning("event read failed (%d in a row): %s", failures, exc)
+                    await asyncio.sleep(self._backoff.compute(failures))
+                    continue
+                failures = 0
+                if deliveries:
+                    self.stats.delivered += len(deliveries)
+                    yield Batch(deliveries, self)
+        finally:
+            await self._cancel_reads()
+
+    async def _cancel_reads(self) -> None:
+        tasks = list(self._inflight.values())
+        self._inflight.clear()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def __aiter__(self) -> AsyncIterator[tuple[Event, Ack]]:
         async for batch in self.batches():
@@ -260,11 +386,15 @@ class EventConsumer:
         if not by_stream:
             return
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for stream, ids in by_stream.items():
-                    pipe.xack(stream, self.group, *ids)
-                await pipe.execute()
-        except (RedisError, OSError):
+            if len(by_stream) == 1:  # the common case: no pipeline machinery
+                [(stream, ids)] = by_stream.items()
+                await self._redis.xack(stream, self.group, *ids)
+            else:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for stream, ids in by_stream.items():
+                        pipe.xack(stream, self.group, *ids)
+                    await pipe.execute()
+        except TRANSPORT_ERRORS:
             self.stats.ack_errors += 1
             self._ack_retry = deliveries[-1_000_000:]
             raise
@@ -283,6 +413,8 @@ class EventConsumer:
         if not self._streams:
             await asyncio.sleep(self._block_ms / 1000.0)
             return []
+        if self._cluster:
+            return await self._poll_slots(now)
         history = {s: i for s, i in self._streams.items() if i != ">"}
         if history:
             # Our own pending entries from a previous life under the same name come first,
@@ -295,30 +427,126 @@ class EventConsumer:
         out.extend(await self._read(dict(self._streams), block=None if out else self._block_ms))
         return out
 
+    def _slot_groups(self) -> dict[int, list[str]]:
+        if self._groups is None:
+            groups: dict[int, list[str]] = {}
+            for stream in self._streams:
+                slot = self._slot_of.get(stream)
+                if slot is None:
+                    slot = self._slot_of[stream] = key_slot(stream.encode())
+                groups.setdefault(slot, []).append(stream)
+            self._groups = groups
+            self.stats.slot_groups = len(groups)
+        return self._groups
+
+    async def _poll_slots(self, now: float) -> list[Delivery]:
+        """One poll on a Redis Cluster: a read per hash slot, the finished ones harvested."""
+        out: list[Delivery] = []
+        groups = self._slot_groups()
+        history = any(i != ">" for i in self._streams.values())
+        if not history and now >= self._next_claim:
+            self._next_claim = now + self._claim_interval_s
+            out.extend(await self._reclaim())
+        blocking = len(groups) <= self._max_parallel_reads
+        order = sorted(groups)
+        start = self._round_robin % len(order)
+        started = 0
+        for slot in order[start:] + order[:start]:
+            if slot in self._inflight or self._slot_retry_at.get(slot, 0.0) > now:
+                continue
+            if len(self._inflight) >= self._max_parallel_reads:
+                break
+            streams = {s: self._streams[s] for s in groups[slot]}
+            own = {s: i for s, i in streams.items() if i != ">"}
+            block = None if (own or out or not blocking) else self._block_ms
+            self._inflight[slot] = asyncio.create_task(self._read(own or streams, block))
+            started += 1
+        self._round_robin = start + started
+        if not self._inflight and not out:
+            # Every slot is backing off (its node away): sleep until the first may be tried.
+            wake = min(self._slot_retry_at.values(), default=now)
+            await asyncio.sleep(max(0.0, min(wake - time.monotonic(), self._block_ms / 1000.0)))
+            return out
+        if self._inflight:
+            await asyncio.wait(
+                list(self._inflight.values()),
+                timeout=0 if out else None,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        errors: list[BaseException] = []
+        for slot, task in list(self._inflight.items()):
+            if not task.done():
+                continue
+            del self._inflight[slot]
+            exc = task.exception()
+            if exc is None:
+                self._slot_failures.pop(slot, None)
+                self._slot_retry_at.pop(slot, None)
+                # A stream dropped by the model filter while its read was in flight: not yielded.
+                out.extend(d for d in task.result() if d.stream in self._streams)
+                continue
+            if not isinstance(exc, TRANSPORT_ERRORS):
+                raise exc
+            # This slot's node is away: back off on it alone; the other slots keep being read.
+            errors.append(exc)
+            failures = self._slot_failures[slot] = self._slot_failures.get(slot, 0) + 1
+            self._slot_retry_at[slot] = time.monotonic() + self._backoff.compute(failures)
+            if failures == 1:
+                log.warning("event read of slot %d failed: %s", slot, exc)
+        if errors:
+            self.stats.read_errors += len(errors)
+            if not out and not self._inflight:
+                # Every read failed: wait for the earliest slot to be tried again.
+                wake = min(self._slot_retry_at.values(), default=now)
+                await asyncio.sleep(max(0.0, min(wake - time.monotonic(), 2.0)))
+                return out
+        if not out and not blocking:
+            await asyncio.sleep(self._block_ms / 5_000.0)
+        return out
+
     async def _read(self, streams: dict[str, str], block: int | None) -> list[Delivery]:
         try:
-            reply: Any = await self._redis.xreadgroup(
-                self.group,
-                self.consumer,
-                dict(streams),  # type: ignore[arg-type]
-                count=self._count,
-                block=block,
-            )
+            redis = self._redis
+            node = None
+            if isinstance(redis, RedisCluster):
+                # Name the slot's node ourselves: redis-py would otherwise parse XREADGROUP's
+                # keys on every call (~0.2 ms of CPU); it still follows MOVED and ASK.
+                with contextlib.suppress(RedisClusterException):
+                    node = redis.get_node_from_key(next(iter(streams)))
+            if node is None:
+                reply: Any = await redis.xreadgroup(
+                    self.group,
+                    self.consumer,
+                    dict(streams),  # type: ignore[arg-type]
+                    count=self._count,
+                    block=block,
+                )
+            else:
+                args: list[Any] = ["XREADGROUP", "GROUP", self.group, self.consumer]
+                args += ["COUNT", self._count]
+                if block is not None:
+                    args += ["BLOCK", block]
+                args += ["STREAMS", *streams, *streams.values()]
+                reply = await redis.execute_command(*args, target_nodes=node)
         except ResponseError as exc:
             if "NOGROUP" in str(exc):
                 # The group is gone (Redis lost its data, or it was collected): everything in
                 # the stream now is unread by us; replays of what we saw are no-ops downstream.
                 for stream in streams:
                     await self._ensure_group(stream, "0")
-                    self._streams[stream] = "0"
+                    if stream in self._streams:
+                        self._streams[stream] = "0"
                 return []
+            if str(exc).startswith("UNBLOCKED"):
+                return []  # the key was deleted or moved to another node while we waited
             raise
         out: list[Delivery] = []
         poison: list[Poison] = []
         for raw_stream, entries in reply or []:
             stream = raw_stream.decode() if isinstance(raw_stream, bytes) else raw_stream
             if streams.get(stream) != ">" and not entries:
-                self._streams[stream] = ">"  # history drained
+                if stream in self._streams:
+                    self._streams[stream] = ">"  # history drained
                 continue
             last = None
             for raw_id, fields in entries:
@@ -328,7 +556,7 @@ class EventConsumer:
                     poison.append(Poison(stream, entry_id, {}, "entry deleted while pending"))
                     continue
                 self._unpack(stream, entry_id, fields, out, poison)
-            if streams.get(stream) != ">" and last is not None:
+            if streams.get(stream) != ">" and last is not None and stream in self._streams:
                 self._streams[stream] = last
         if poison:
             await self._dead_letter(poison)
@@ -349,9 +577,16 @@ class EventConsumer:
                 )
             except ResponseError as exc:
                 if "NOGROUP" in str(exc):
-                    await self._ensure_group(stream, "0")
+                    with contextlib.suppress(*TRANSPORT_ERRORS):
+                        await self._ensure_group(stream, "0")
                     continue
-                raise
+                if not self._cluster:
+                    raise
+                continue
+            except TRANSPORT_ERRORS:
+                if not self._cluster:
+                    raise
+                continue  # its node is away; the others are still reclaimed
             next_cursor, entries = reply[0], reply[1]
             self._claim_cursor[stream] = (
                 next_cursor.decode() if isinstance(next_cursor, bytes) else str(next_cursor)

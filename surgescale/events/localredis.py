@@ -82,6 +82,8 @@ class RedisServer:
     binary: str
     process: subprocess.Popen[bytes] | None = None
     workdir: str = ""
+    extra_args: tuple[str, ...] = ()
+    """More redis-server options (the cluster nodes pass `--cluster-enabled yes`, ...)."""
 
     @property
     def url(self) -> str:
@@ -107,6 +109,7 @@ class RedisServer:
                 self.workdir,
                 "--protected-mode",
                 "no",
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -18,6 +18,13 @@ entries older than `max_age_s` (at most once a second per stream). When Redis re
 (`maxmemory` reached: an OOM error), the refused events are dropped and counted (`stats.refused`)
 rather than retried, and the producer trims its streams (XTRIM is allowed when Redis is full).
 
+Redis Cluster: a batch is split by the node that serves each model's stream (the client's slot
+map) and each node's part goes in its own pipeline, concurrently, so a failed or resharding node
+delays only its own models' events. A write that failed for a reason that passes (connection lost,
+timeout, TRYAGAIN / CLUSTERDOWN / MOVED / ASK left after the client's own redirections and retries,
+LOADING, READONLY after a failover) is put back in the buffer and sent again with backoff
+(`stats.retried` counts them); nothing is dropped but by the bounded buffer, which counts it.
+
 Discovery: a stream is added to the registry set the first time it is written after (re)connecting
 and then at least every `register_interval_s`, so a Redis restarted empty learns it again.
 """
@@ -34,9 +41,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-from redis.asyncio import Redis
-from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 
+from surgescale.events.client import TRANSPORT_ERRORS, RedisClient
 from surgescale.events.keys import StreamKeys
 from surgescale.events.schema import Event, encode_batch
 from surgescale.retry import Backoff, ExponentialBackoff
@@ -54,6 +70,9 @@ class ProducerStats:
     """Lost: pushed out of a full buffer, or refused by a full Redis (`refused` of them)."""
     refused: int = 0
     """Events Redis refused to store (`maxmemory`/OOM); also counted in `dropped`."""
+    retried: int = 0
+    """Events whose write failed for a passing reason (Redis away, a cluster node failed or
+    resharding) and were put back to be sent again: delayed, not lost."""
     flushes: int = 0
     flush_errors: int = 0
     last_flush_ms: float = 0.0
@@ -88,12 +107,27 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, OutOfMemoryError) or str(exc).startswith("OOM")
 
 
+_PASSING = (AskError, TryAgainError, ClusterDownError, ReadOnlyError)
+_PASSING_PREFIXES = ("TRYAGAIN", "CLUSTERDOWN", "MOVED", "ASK", "LOADING", "MASTERDOWN", "READONLY")
+
+
+def _passes(exc: BaseException) -> bool:
+    """True if a failed write is worth sending again (the node, not the write, was the problem)."""
+    if not isinstance(exc, ResponseError):
+        return True  # connection lost, timeout, a cluster client error: not Redis refusing it
+    return isinstance(exc, _PASSING) or str(exc).startswith(_PASSING_PREFIXES)
+
+
+Part = dict[str, list[Event]]
+"""Events of one batch by model, for the models one node serves."""
+
+
 class EventProducer:
     """Writes events to per-model Redis streams with group commit and a bounded buffer."""
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         *,
         keys: StreamKeys | None = None,
         limits: StreamLimits | None = None,
@@ -179,15 +213,24 @@ class EventProducer:
             batch = self._stamp(self._take())
             started = time.perf_counter()
             try:
-                refused = await self._send(batch)
-            except (RedisError, OSError) as exc:
+                refused, retry, error = await self._send(batch)
+            except TRANSPORT_ERRORS as exc:
+                refused, retry, error = 0, batch, exc
+            if retry:
                 failures += 1
                 self.stats.flush_errors += 1
+                self.stats.retried += len(retry)
+                self.stats.flushed += len(batch) - refused - len(retry)
                 # The next connection may reach a Redis that lost its data: register again.
                 self._registered.clear()
-                self._give_back(batch)
+                self._give_back(retry)
                 if self.connected:
-                    log.warning("event flush failed, buffering: %s", exc)
+                    log.warning(
+                        "event flush failed, buffering %d of %d events: %s",
+                        len(retry),
+                        len(batch),
+                        error,
+                    )
                 self.connected = False
                 if self._closing:
                     return
@@ -232,7 +275,7 @@ class EventProducer:
 
     async def _make_room(self, streams: set[str]) -> None:
         """Redis is full: trim our streams to their bounds now (XTRIM runs even when full)."""
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*TRANSPORT_ERRORS):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for stream in streams:
                     self._trim(pipe, stream, force=True)
@@ -272,33 +315,110 @@ class EventProducer:
             batch = batch[lost:]
         self._buffer.extendleft(reversed(batch))
 
-    async def _send(self, batch: list[Event]) -> int:
-        """Write a batch; the number of its events Redis refused (OOM), which are dropped.
+    def _split(self, by_model: Part) -> list[Part]:
+        """The batch in parts, one per Redis Cluster node (as the client's slot map has it)."""
+        client = self._redis
+        if not isinstance(client, RedisCluster) or len(by_model) < 2:
+            return [by_model]
+        parts: dict[str, Part] = {}
+        for model, events in by_model.items():
+            try:
+                slot = key_slot(self.keys.stream(model).encode())
+                node = client.nodes_manager.get_node_from_slot(slot).name
+            except TRANSPORT_ERRORS:  # slot map not known yet: one pipeline, the client routes it
+                node = ""
+            parts.setdefault(node, {})[model] = events
+        return list(parts.values())
 
-        Transport failures raise (the caller keeps the batch and retries); a refused write does
-        not: retrying against a full Redis would only hold newer events back.
+    async def _send(self, batch: list[Event]) -> tuple[int, list[Event], BaseException | None]:
+        """Write a batch: (events Redis refused (OOM), which are dropped; events whose write
+        failed for a passing reason, to send again; the first such failure).
+
+        A refused write is not retried: against a full Redis that would only hold newer events
+        back. Each node's part of a cluster batch succeeds or fails on its own.
         """
-        keys = self.keys
-        by_model: dict[str, list[Event]] = {}
+        by_model: Part = {}
         for event in batch:
             group = by_model.get(event.model)
             if group is None:
                 by_model[event.model] = group = []
             group.append(event)
-        new_streams: list[str] = []
+        register = self._due_registrations(by_model)
+        parts = self._split(by_model)
+        if not isinstance(self._redis, RedisCluster):
+            try:
+                return await self._send_part(parts[0], register)
+            except TRANSPORT_ERRORS as exc:
+                for stream in register:
+                    self._registered.pop(stream, None)
+                return 0, batch, exc
+        # On a cluster the registry is a key of its own, maybe on a node that is away: it is
+        # written apart, so that its failure never holds back (or duplicates) the events.
+        outcomes: list[Any] = await asyncio.gather(
+            self._register(register),
+            *(self._send_part(part, []) for part in parts),
+            return_exceptions=True,
+        )
+        if isinstance(outcomes[0], BaseException):
+            raise outcomes[0]
+        results = outcomes[1:]
+        refused = 0
+        retry: list[Event] = []
+        error: BaseException | None = None
+        for part, result in zip(parts, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, TRANSPORT_ERRORS):
+                    raise result
+                error = error or result
+                for events in part.values():
+                    retry.extend(events)
+                continue
+            part_refused, part_retry, part_error = result
+            refused += part_refused
+            retry.extend(part_retry)
+            error = error or part_error
+        return refused, retry, error
+
+    def _due_registrations(self, by_model: Part) -> list[str]:
+        """Streams to add to the registry now (first write since connecting, or stale)."""
+        now = time.monotonic()
+        registered = self._registered
+        due: list[str] = []
+        for model in by_model:
+            stream = self.keys.stream(model)
+            if now - registered.get(stream, -1e18) >= self._register_interval_s:
+                registered[stream] = now
+                due.append(stream)
+        return due
+
+    async def _register(self, streams: list[str]) -> None:
+        """SADD `streams` to the registry (cluster); on failure they are registered later."""
+        if not streams:
+            return
+        try:
+            await self._redis.sadd(self.keys.registry, *streams)
+        except BaseException as exc:
+            for stream in streams:
+                self._registered.pop(stream, None)
+            if not isinstance(exc, TRANSPORT_ERRORS):
+                raise
+
+    async def _send_part(
+        self, by_model: Part, register: list[str]
+    ) -> tuple[int, list[Event], BaseException | None]:
+        """One pipeline for `by_model` (and the registry SADD of `register`); see `_send`.
+        A failed pipeline raises."""
+        keys = self.keys
         per_entry = self._per_entry
         registered = self._registered
-        now = time.monotonic()
-        sizes: list[tuple[str, int]] = []
-        """One row per pipelined command: (stream, events it carries; 0 for bookkeeping)."""
+        sizes: list[tuple[str, list[Event]]] = []
+        """One row per pipelined command: (stream, events it carries; none for bookkeeping)."""
         async with self._redis.pipeline(transaction=False) as pipe:
+            for stream in register:
+                pipe.sadd(keys.registry, stream)
+                sizes.append((stream, []))
             for model, events in by_model.items():
                 stream = keys.stream(model)
-                if now - registered.get(stream, -1e18) >= self._register_interval_s:
-                    registered[stream] = now
-                    new_streams.append(stream)
-                    pipe.sadd(keys.registry, stream)
-                    sizes.append((stream, 0))
                 for start in range(0, len(events), per_entry):
                     chunk = events[start : start + per_entry]
                     pipe.xadd(
@@ -307,25 +427,30 @@ class EventProducer:
                         maxlen=self._maxlen(stream, len(chunk)),
                         approximate=True,
                     )
-                    sizes.append((stream, len(chunk)))
+                    sizes.append((stream, chunk))
                 for _ in range(self._trim(pipe, stream)):
-                    sizes.append((stream, 0))
+                    sizes.append((stream, []))
             try:
                 results = await pipe.execute(raise_on_error=False)
             except BaseException:
-                for stream in new_streams:
+                for stream in register:
                     registered.pop(stream, None)
                 raise
         refused = 0
+        retry: list[Event] = []
+        error: BaseException | None = None
         full: set[str] = set()
-        for (stream, n), result in zip(sizes, results, strict=True):
+        for (stream, chunk), result in zip(sizes, results, strict=True):
             if not isinstance(result, Exception):
                 continue
-            if not isinstance(result, ResponseError):
-                raise result
-            if n == 0:
+            if not chunk:
                 registered.pop(stream, None)
-            refused += n
+                continue
+            if _passes(result):
+                retry.extend(chunk)
+                error = error or result
+                continue
+            refused += len(chunk)
             full.add(stream)
             if not _is_oom(result):
                 log.error("redis refused an event write: %s", result)
@@ -334,4 +459,4 @@ class EventProducer:
             self.stats.refused += refused
             log.warning("redis refused %d events (full?); dropped, trimming", refused)
             await self._make_room(full)
-        return refused
+        return refused, retry, error

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis.asyncio import Redis
-
+from surgescale.events.client import RedisClient
 from surgescale.events.keys import StreamKeys
 from surgescale.events.schema import Event, decode_entry
 
 
 async def read_since(
-    redis: Redis,
+    redis: RedisClient,
     keys: StreamKeys,
     model: str,
     since_ms: int,

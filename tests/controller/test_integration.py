@@ -53,7 +53,9 @@ async def test_load_step_scales_the_deployment_and_the_nodepool_follows(
 
         async def status_written() -> dict[str, Any] | None:
             status = await sim.scaler_status("llama")
-            return status if status.get("desiredReplicas") == 6 else None
+            # The decision can be written before the scale PATCH lands (and its time with it).
+            done = status.get("desiredReplicas") == 6 and "lastScaleReason" in status
+            return status if done else None
 
         status = await eventually(status_written, what="status with desiredReplicas")
         assert status["desiredNodes"] == 3

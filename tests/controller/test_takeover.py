@@ -139,3 +139,23 @@ def test_rotation_gives_every_item_its_turn() -> None:
     seen = [rotation() for _ in range(3)]
     assert seen == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 0, 1]]
     assert Rotation(lambda: items, lambda: 20)() == items
+
+
+def test_the_transport_fence_knows_what_each_write_is_for() -> None:
+    from controller.actuator import ScaleTarget, TargetKind
+    from controller.fencing import written
+
+    scale = written("/apis/apps/v1/namespaces/ns/deployments/llama/scale")
+    assert scale is not None
+    assert scale.scale == ScaleTarget(TargetKind.DEPLOYMENT, "llama", "ns")
+    pool = written("/apis/karpenter.sh/v1/nodepools/gpu/scale")
+    assert pool is not None
+    assert pool.scale == ScaleTarget(TargetKind.NODEPOOL, "gpu")
+    status = written("/apis/surgescale.io/v1alpha1/namespaces/ns/inferencescalers/llama/status")
+    assert status is not None
+    assert status.scaler == ("ns", "llama")
+    pod = written("/api/v1/namespaces/ns/pods/llama-5d8c-x2")
+    assert pod is not None
+    assert pod.pod == ("ns", "llama-5d8c-x2")
+    assert written("/apis/coordination.k8s.io/v1/namespaces/ns/leases/l") is None
+    assert written("/api/v1/namespaces/ns/events") is None

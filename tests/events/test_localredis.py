@@ -42,3 +42,25 @@ def test_with_nothing_to_start_the_error_says_what_to_install(
     monkeypatch.setattr(localredis, "find_redis_server", lambda: None)
     with pytest.raises(localredis.RedisUnavailableError, match="redis-server"):
         localredis.start_private_redis()
+
+
+def test_a_cluster_with_nothing_to_start_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from surgescale.events import localcluster
+
+    monkeypatch.setattr(localcluster, "find_redis_server", lambda: None)
+    with pytest.raises(localredis.RedisUnavailableError, match="apt-get install redis-server"):
+        localcluster.start_local_cluster(3)
+
+
+def test_an_unreachable_cluster_url_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from surgescale.events import localcluster
+
+    url = f"redis+cluster://127.0.0.1:{localredis.free_port()}"
+    monkeypatch.setenv("REDIS_CLUSTER_URL", url)
+    with (
+        pytest.raises(localredis.RedisUnavailableError, match="does not answer"),
+        localcluster.ensure_redis_cluster(),
+    ):
+        pass

@@ -1,4 +1,7 @@
-"""Producer → Redis → consumer against a real Redis: ordering, restarts, poison, outages."""
+"""Producer → Redis → consumer against a real Redis: ordering, restarts, poison, outages.
+
+The tests that take the `redis` fixture run twice: against a single Redis and against a Redis
+Cluster (the session's local 3-master cluster, or `REDIS_CLUSTER_URL`)."""
 
 from __future__ import annotations
 
@@ -23,6 +26,15 @@ from surgescale.events import (
 )
 from surgescale.events.localredis import RedisServer, free_port, start_private_redis
 from surgescale.events.schema import decode_entry
+from tests.conftest import client_for
+
+
+@pytest.fixture(params=["single", "cluster"])
+async def redis(request: pytest.FixtureRequest, keys: StreamKeys) -> AsyncIterator[RedisClient]:
+    """A single Redis, then a Redis Cluster."""
+    url = request.getfixturevalue("redis_url" if request.param == "single" else "redis_cluster_url")
+    async with client_for(url, keys) as client:
+        yield client
 
 
 async def xrange(client: RedisClient, key: str) -> list[tuple[bytes, dict[bytes, bytes]]]:

@@ -256,6 +256,8 @@ UNUSED_OK: dict[tuple[str, str, str], str] = {
     ("karpenter.sh", "nodepools/scale", "get"): "re-read of the scale after a 409 on the PATCH",
     ("", "pods", "list"): "a model's pods are ranked before a scale-down, which a burst lacks",
     ("", "pods", "patch"): "their pod-deletion-cost is set before a scale-down, ditto",
+    ("autoscaling.x-k8s.io", "capacitybuffers", "get"): "capacity.strategy CapacityBuffer only",
+    ("autoscaling.x-k8s.io", "capacitybuffers", "patch"): "capacity.strategy CapacityBuffer only",
 }
 """Granted permissions a short run may not exercise, and why they are still needed."""
 

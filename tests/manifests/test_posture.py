@@ -39,6 +39,8 @@ CONTROLLER_GRANTS: set[Rule] = {
     ("", "nodes", "list"),
     ("", "nodes", "watch"),
     ("", "events", "create"),
+    ("autoscaling.x-k8s.io", "capacitybuffers", "get"),
+    ("autoscaling.x-k8s.io", "capacitybuffers", "patch"),
     ("", "pods", "list"),
     ("", "pods", "patch"),
     ("coordination.k8s.io", "leases", "get"),

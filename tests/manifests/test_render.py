@@ -35,6 +35,7 @@ KUSTOMIZATIONS = [
     "models/llama3-8b",
     "karpenter",
     "karpenter/headroom",
+    "karpenter/capacitybuffer",
     "monitoring",
     "keda",
 ]

@@ -122,7 +122,18 @@ async def test_apply_our_crd_and_an_inferencescaler(kubectl: Kubectl) -> None:
     r = await kubectl("get", "inferencescalers")
     assert r.code == 0, r.err
     assert "llama" in r.out, r.err
-    assert "MODEL" in r.out, r.err
+    assert r.out.split()[:7] == [
+        "NAME",
+        "TARGET",
+        "DESIRED",
+        "CURRENT",
+        "QUEUE",
+        "TTFT-P95-MS",
+        "READY",
+    ]
+    r = await kubectl("get", "inferencescalers", "-o", "wide")
+    assert r.code == 0, r.err
+    assert {"MODEL", "MIN", "MAX", "WARM", "REASON"} <= set(r.out.split()), r.out
     r = await kubectl("get", "inferencescaler", "llama", "-o", "jsonpath={.spec.maxReplicas}")
     assert r.out == "6"
     r = await kubectl("apply", "-f", "-", stdin=SCALER.replace("maxReplicas: 4", "maxReplicas: -3"))

@@ -21,6 +21,7 @@ import sys
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from controller import telemetry
 from controller.loop import Controller, ControllerConfig
 from controller.state import StateSettings
 
@@ -78,6 +79,8 @@ class ControllerSettings(BaseSettings):
     short_window_s: float = Field(2.0, gt=0)
     long_window_s: float = Field(60.0, gt=0)
     log_level: str = "INFO"
+    otel: bool = False
+    """OpenTelemetry decision spans (also SURGESCALE_OTEL=1; OTEL_* variables; `otel` extra)."""
 
 
 def parse_args(argv: list[str]) -> ControllerSettings:
@@ -123,8 +126,9 @@ def to_config(settings: ControllerSettings) -> ControllerConfig:
     )
 
 
-async def run(config: ControllerConfig) -> int:
+async def run(config: ControllerConfig, *, otel: bool = False) -> int:
     ctl = Controller(config)
+    ctl.telemetry = telemetry.from_env(otel)  # None unless on (controller.telemetry)
     # Long-lived objects (modules, clients) leave the collector's view: full collections stay
     # short, so they do not stall event handling.
     gc.collect()
@@ -142,6 +146,8 @@ async def run(config: ControllerConfig) -> int:
         await stop.wait()
     finally:
         await ctl.stop()
+        if ctl.telemetry is not None:
+            ctl.telemetry.close()
     return 0
 
 
@@ -156,5 +162,5 @@ def main(argv: list[str]) -> int:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
-        return asyncio.run(run(config))
-    return uvloop.run(run(config))
+        return asyncio.run(run(config, otel=settings.otel))
+    return uvloop.run(run(config, otel=settings.otel))

@@ -64,6 +64,7 @@ from controller.scaler import (
 from controller.shards import ShardSet
 from controller.state import ClusterCounts, StateSettings, StateStore
 from controller.takeover import ModelGate
+from controller.telemetry import DecisionTelemetry
 from surgescale.events import (
     Delivery,
     Event,
@@ -162,6 +163,8 @@ class Controller:
         self._kicked = False
         self._eval_interval = config.min_eval_interval_s
         self.on_decision: Callable[[Scaler, Observation, Decision], None] | None = None
+        self.telemetry: DecisionTelemetry | None = None
+        """Decision spans (controller.telemetry), when OpenTelemetry is on."""
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -373,6 +376,8 @@ class Controller:
             for start in range(0, len(events), chunk):
                 part = events[start : start + chunk] if len(events) > chunk else events
                 changed = self.store.ingest(part, now, wall_ms=wall_ms)
+                if self.telemetry is not None:
+                    self.telemetry.ingested(part)
                 for model in changed:
                     scalers = self.by_model.get(model)
                     if not scalers:
@@ -588,6 +593,8 @@ class Controller:
             scaler.set_condition("TargetAllowed", False, "TargetNotOptedIn", refusal)
         if self.leads(scaler) and decision.valid and refusal is None:
             self._actuate(scaler, decision, current, trigger)
+            if self.telemetry is not None:
+                self.telemetry.decided(scaler, obs, decision, current)
         if self.on_decision is not None:
             self.on_decision(scaler, obs, decision)
         return decision

@@ -41,6 +41,7 @@ from gateway.openai_api import (
 from gateway.scheduler import Rejected
 from gateway.state import STATE, GatewayState
 from gateway.streaming import end_with_error, first_chunk, stream_back, wait_with_keepalive
+from gateway.telemetry import inject as inject_trace
 from surgescale.events import EventType
 
 log = logging.getLogger(__name__)
@@ -197,6 +198,7 @@ async def _forward(
     headers = {"Content-Type": "application/json", "X-Request-Id": ex.ticket.request_id}
     if settings.upstream_api_key is not None:
         headers["Authorization"] = "Bearer " + settings.upstream_api_key.get_secret_value()
+    inject_trace(headers)  # W3C traceparent of a traced request (gateway.telemetry)
     while True:
         pod = ex.pod
         assert pod is not None

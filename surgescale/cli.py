@@ -27,6 +27,9 @@ COMMANDS: dict[tuple[str, ...], Command] = {
         "gateway.cli:main", "run the admission gateway (OpenAI-compatible proxy)"
     ),
     ("controller",): Command("controller.cli:main", "run the autoscaling controller"),
+    ("keda-scaler",): Command(
+        "controller.keda.cli:main", "serve the queue signal to KEDA (external push scaler)"
+    ),
     ("sim", "pod"): Command("sim.pod.cli:main", "run a simulated vLLM pod"),
     ("sim", "cluster"): Command("sim.cluster.cli:main", "run the simulated Kubernetes API server"),
     ("sim", "load"): Command("sim.load.cli:main", "replay a trace or a synthetic pattern"),

@@ -52,6 +52,8 @@ class PodState:
     rng: random.Random = field(default_factory=random.Random)
     on_crash: Callable[[], None] | None = None
     counter: int = 0
+    last_traceparent: str | None = None
+    """The W3C `traceparent` of the last completion request (tests of trace propagation)."""
 
     def set_faults(self, faults: Faults) -> None:
         crash_now = faults.crash and not self.faults.crash
@@ -115,6 +117,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 async def _generate(request: web.Request, *, chat: bool) -> web.StreamResponse:
     state = request.app[STATE]
+    state.last_traceparent = request.headers.get("traceparent")
     try:
         raw = orjson.loads(await request.read())
     except orjson.JSONDecodeError as exc:

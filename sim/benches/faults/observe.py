@@ -15,28 +15,14 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 
+from sim.promtext import samples
 from surgescale.events import close, connect
 
 
 def parse_metric(text: str, name: str, labels: dict[str, str] | None = None) -> float | None:
     """The sum of the samples of `name` whose labels include `labels` (None if there is none)."""
-    total: float | None = None
-    for line in text.splitlines():
-        if not line.startswith(name) or line.startswith("#"):
-            continue
-        rest = line[len(name) :]
-        if rest[:1] not in ("{", " "):
-            continue
-        if labels:
-            head = rest.split("}", 1)[0] if rest.startswith("{") else ""
-            if not all(f'{k}="{v}"' in head for k, v in labels.items()):
-                continue
-        try:
-            value = float(line.rsplit(" ", 1)[1])
-        except (IndexError, ValueError):
-            continue
-        total = value if total is None else total + value
-    return total
+    values = [value for _, value in samples(text, name, labels)]
+    return sum(values) if values else None
 
 
 async def scrape(url: str, *, timeout_s: float = 2.0) -> str:

@@ -89,13 +89,6 @@ def rolling_ttft(
     return out
 
 
-def cluster_at(samples: Sequence[ClusterSample], t: float) -> ClusterSample | None:
-    """The latest sample at or before t."""
-    ts = [s.t for s in samples]
-    i = bisect.bisect_right(ts, t) - 1
-    return samples[i] if i >= 0 else None
-
-
 def integrate(samples: Sequence[ClusterSample], end: float, value: str) -> float:
     """Integral of a step function given by `samples` up to `end` (value-seconds)."""
     total = 0.0

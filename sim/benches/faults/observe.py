@@ -1,9 +1,8 @@
-"""Reading the judged processes from outside: Prometheus text, /proc, Redis INFO, the API server.
+"""Reading the judged processes from outside: Prometheus text, /proc, the API server.
 
 Nothing here imports the gateway or the controller: figures come from what they serve on
-`/metrics`, from the kernel's view of their process (`/proc/<pid>/fd`), from Redis itself
-(`INFO memory`, through the event transport's client) and from plain HTTP GETs to the simulated
-API server.
+`/metrics` (prometheus_client's parser, through `sim.promtext`), from the kernel's view of their
+process (`/proc/<pid>/fd`) and from plain HTTP GETs to the simulated API server.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 
 from sim.promtext import samples
-from surgescale.events import close, connect
 
 
 def parse_metric(text: str, name: str, labels: dict[str, str] | None = None) -> float | None:
@@ -49,18 +47,6 @@ def open_fds(pid: int) -> int:
         return len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return -1
-
-
-async def redis_used_mb(url: str) -> float | None:
-    """Redis `used_memory` in MiB (None when Redis does not answer)."""
-    client = connect(url, timeout=1.0, connect_timeout=0.5)
-    try:
-        info = await client.info("memory")
-        return float(info["used_memory"]) / (1024 * 1024)
-    except Exception:
-        return None
-    finally:
-        await close(client)
 
 
 async def get_json(url: str, *, timeout_s: float = 2.0) -> dict[str, object] | None:

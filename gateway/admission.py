@@ -25,7 +25,7 @@ from __future__ import annotations
 import enum
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from gateway.dispatch import DispatchOrder, DispatchPolicy, Lane, Urgency
@@ -164,10 +164,20 @@ class ModelQueue:
         if pod.outstanding == 0:
             del self.pods[url]
 
-    def sync_pods(self, ready: dict[str, bool], *, capacity: int) -> None:
-        """Make the pod set equal to `ready` (url -> ready), marking the missing ones leaving."""
+    def sync_pods(
+        self,
+        ready: dict[str, bool],
+        *,
+        capacity: int,
+        limits: Mapping[str, int] | None = None,
+    ) -> None:
+        """Make the pod set equal to `ready` (url -> ready), marking the missing ones leaving.
+
+        Every pod gets `capacity` slots, or its own from `limits` (this instance's share of it,
+        `gateway.shares`)."""
         for url, is_ready in ready.items():
-            self.upsert_pod(url, ready=is_ready, capacity=capacity)
+            cap = capacity if limits is None else limits.get(url, capacity)
+            self.upsert_pod(url, ready=is_ready, capacity=cap)
         for url in [u for u in self.pods if u not in ready]:
             self.remove_pod(url)
 

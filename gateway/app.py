@@ -1,7 +1,8 @@
 """`build_app(settings)`: the gateway as an aiohttp Application, resources in cleanup contexts.
 
 Opened in order and closed in reverse: the event producer (Redis), the upstream HTTP session,
-pod discovery (static probes or EndpointSlice watches) and the snapshot ticker. Handlers find
+the pods' shared slots (`gateway.shares`), pod discovery (static probes or EndpointSlice
+watches) and the snapshot ticker. Handlers find
 everything through `STATE` (`gateway.state`). The application asks aiohttp to cancel a handler
 whose client disconnects (`handler_cancellation`), which is how a queued or streaming request
 learns that its client went away, whichever runner serves it. Client connections are bounded
@@ -30,6 +31,7 @@ from gateway.proxy import handler
 from gateway.reporting import Reporter, event_producer, snapshot_loop, tenant_label
 from gateway.scheduler import QueueLimits, Scheduler
 from gateway.settings import GatewaySettings
+from gateway.shares import SharesConfig, running_shares
 from gateway.state import STATE, GatewayState
 from gateway.telemetry import install as install_telemetry
 
@@ -81,6 +83,7 @@ def build_app(
     app[STATE] = state
     app.cleanup_ctx.append(_events)
     app.cleanup_ctx.append(_upstream_session)
+    app.cleanup_ctx.append(_shares)
     app.cleanup_ctx.append(_discovery)
     app.cleanup_ctx.append(_snapshots)
     app.router.add_post(Endpoint.CHAT.value, handler(Endpoint.CHAT))
@@ -120,13 +123,44 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     state.session = None
 
 
+async def _shares(app: web.Application) -> AsyncIterator[None]:
+    """Each pod's slots shared with the other gateway instances (`gateway.shares`)."""
+    state = app[STATE]
+    s = state.settings
+    if not s.capacity_sharing:
+        yield
+        return
+    config = SharesConfig(
+        prefix=s.events_prefix,
+        sync_interval_s=s.capacity_sync_interval_ms / 1000.0,
+        lease_s=s.capacity_lease_s,
+        fallback_instances=s.capacity_fallback_instances or s.workers,
+        fallback_hold_s=s.capacity_fallback_hold_s,
+    )
+    async with running_shares(
+        state.scheduler,
+        redis_url=s.redis_url,
+        config=config,
+        caps={m: s.cap_for(m) for m in s.model_names()},
+        instance=state.instance,
+        clock=state.clock,
+    ) as shares:
+        state.shares = shares
+        state.metrics.watch_shares(shares)
+        yield
+    state.shares = None
+
+
 async def _discovery(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     s = state.settings
     scheduler = state.scheduler
 
     def on_pods(model: str, pods: dict[str, bool]) -> None:
-        scheduler.set_pods(model, pods, capacity=s.cap_for(model))
+        if state.shares is not None:
+            state.shares.on_pods(model, pods)
+        else:
+            scheduler.set_pods(model, pods, capacity=s.cap_for(model))
 
     tasks: list[asyncio.Task[None]] = []
     api_client = None

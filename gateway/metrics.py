@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from gateway.scheduler import Scheduler
+from gateway.shares import Shares
 from surgescale.events import EventProducer
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -121,6 +122,10 @@ class GatewayMetrics:
         """Register the scrape-time collector of live state."""
         self.registry.register(_LiveCollector(scheduler, producer, ready))
 
+    def watch_shares(self, shares: Shares) -> None:
+        """Register the scrape-time collector of the shared pod capacity (`gateway.shares`)."""
+        self.registry.register(_SharesCollector(shares))
+
     def watch_connections(self, *, open_now: Callable[[], int], refused: Callable[[], int]) -> None:
         """Register the scrape-time collector of client connections (open, refused at the cap)."""
         self.registry.register(_ConnectionCollector(open_now, refused))
@@ -191,3 +196,35 @@ class _ConnectionCollector(Collector):
             "Client connections refused at max_connections",
             value=self._refused(),
         )
+
+
+class _SharesCollector(Collector):
+    def __init__(self, shares: Shares) -> None:
+        self._shares = shares
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        p = "surgescale_gateway_capacity_"
+        fallback = GaugeMetricFamily(
+            p + "fallback",
+            "1 while this instance cannot learn its share from Redis and uses the safe share "
+            "max(1, cap // instances)",
+            labels=["model"],
+        )
+        instances = GaugeMetricFamily(
+            p + "instances",
+            "Gateway instances sharing the model's pods (last sync)",
+            labels=["model"],
+        )
+        share = GaugeMetricFamily(
+            p + "share_slots", "Pod slots this instance may use, over all pods", labels=["model"]
+        )
+        for model, on in self._shares.fallback_models().items():
+            fallback.add_metric([model], int(on))
+        for model, n in self._shares.instances().items():
+            instances.add_metric([model], n)
+        for model, limits in self._shares.limits.items():
+            share.add_metric([model], sum(limits.values()))
+        yield from (fallback, instances, share)

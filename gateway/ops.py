@@ -2,11 +2,14 @@
 
 `/healthz` answers while the event loop runs. `/readyz` is 200 while the gateway admits work
 (also at zero pods: holding requests for a model that scales from zero is its job) and 503 once
-it drains. `/metrics` is the Prometheus text format of `gateway.metrics`. `/v1/models` lists the
+it drains. `/metrics` is the Prometheus text format of `gateway.metrics`, summed over the
+replica's workers when it has several (`gateway.workermetrics`). `/v1/models` lists the
 models this gateway routes to, with or without ready pods.
 """
 
 from __future__ import annotations
+
+import os
 
 import orjson
 from aiohttp import web
@@ -14,6 +17,7 @@ from aiohttp import web
 from gateway.metrics import CONTENT_TYPE
 from gateway.openai_api import error_response
 from gateway.state import STATE
+from gateway.workermetrics import SCOPE_WORKER, merge, siblings_text
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -30,7 +34,12 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[STATE].metrics.render()
+    state = request.app[STATE]
+    body = state.metrics.render()
+    own = state.worker_socket
+    if own is not None and request.query.get("scope") != SCOPE_WORKER:
+        others = await siblings_text(os.path.dirname(own), own)
+        body = merge([body.decode(), *others])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 

@@ -79,9 +79,28 @@ class Scheduler:
         return self.objectives.get(model) or _DEFAULT_SLO
 
     # ----------------------------------------------------------- discovery
-    def set_pods(self, model: str, ready: dict[str, bool], *, capacity: int) -> None:
+    def set_pods(
+        self,
+        model: str,
+        ready: dict[str, bool],
+        *,
+        capacity: int,
+        limits: Mapping[str, int] | None = None,
+    ) -> None:
+        """Discovery's pod set; each pod gets `capacity` slots, or its own from `limits`."""
         q = self.queue(model)
-        q.sync_pods(ready, capacity=capacity)
+        q.sync_pods(ready, capacity=capacity, limits=limits)
+        self._pump(q)
+
+    def set_limits(self, model: str, limits: Mapping[str, int]) -> None:
+        """Change known pods' slot counts (this instance's shares, `gateway.shares`).
+
+        A lower count only stops new dispatches; requests already there finish."""
+        q = self.queue(model)
+        for url, limit in limits.items():
+            pod = q.pods.get(url)
+            if pod is not None:
+                pod.capacity = limit
         self._pump(q)
 
     # ------------------------------------------------------------ requests

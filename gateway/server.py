@@ -6,7 +6,10 @@ SIGINT when `handle_signals`): it then stops admitting (new requests get 503 `dr
 to `drain_timeout_s`, cancels what is left (their clients get a closed stream, the controller a
 `cancel`), closes resources and returns. `run(settings)` is the process entry: one worker in
 this process, or `workers` child processes that each bind the same port with SO_REUSEPORT (the
-kernel spreads connections), supervised and restarted if one dies. A gateway with no API keys
+kernel spreads connections), supervised and restarted if one dies; they also listen on private
+Unix sockets in a directory of the supervisor's, so `/metrics` on any of them sums all
+(`gateway.workermetrics`); a worker whose supervisor is killed drains and exits rather than
+serving on alone (holding the port and its pod slots). A gateway with no API keys
 refuses to start (`OpenAccessRefused`) unless `allow_unauthenticated` says so; the listening
 socket caps open connections (`gateway.connections.listen`).
 """
@@ -14,14 +17,19 @@ socket caps open connections (`gateway.connections.listen`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import multiprocessing
+import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 from aiohttp import web
 
@@ -29,6 +37,7 @@ from gateway.app import build_app
 from gateway.connections import listen
 from gateway.settings import GatewaySettings
 from gateway.state import STATE
+from gateway.workermetrics import socket_path, unix_listener
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +46,7 @@ async def serve(
     settings: GatewaySettings,
     *,
     worker: int | None = None,
+    workers_dir: str | None = None,
     stop: asyncio.Event | None = None,
     handle_signals: bool = True,
     on_listening: Callable[[str], None] | None = None,
@@ -68,6 +78,15 @@ async def serve(
         state.metrics.watch_connections(
             open_now=lambda: len(connections.connections), refused=lambda: factory.refused
         )
+        private: asyncio.AbstractServer | None = None
+        orphan_watch: asyncio.Task[None] | None = None
+        if workers_dir is not None and worker is not None:
+            state.worker_socket = socket_path(workers_dir, worker)
+            private = await unix_listener(connections, state.worker_socket)
+            supervisor = int(os.environ.get(_SUPERVISOR_ENV, "0")) or os.getppid()
+            orphan_watch = asyncio.create_task(
+                _stop_if_orphaned(stop, supervisor), name="orphan-watch"
+            )
         # Everything built so far lives as long as the process: keep it out of the cyclic
         # collector's way, so full collections (pauses on the request path) stay short.
         gc.collect()
@@ -81,11 +100,39 @@ async def serve(
             await drain(app, settings.drain_timeout_s)
         finally:
             server.close()  # accept nothing more; the runner then closes what is open
+            if private is not None:
+                private.close()
+                _remove_socket(state.worker_socket, workers_dir)
+            if orphan_watch is not None:
+                orphan_watch.cancel()
     finally:
         await runner.cleanup()
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+
+
+async def _stop_if_orphaned(stop: asyncio.Event, supervisor: int, interval_s: float = 1.0) -> None:
+    """A worker whose supervisor died (SIGKILL) drains and exits instead of serving on alone."""
+    while not stop.is_set():
+        if os.getppid() != supervisor:
+            log.warning("the gateway supervisor is gone; this worker drains and exits")
+            stop.set()
+            return
+        await asyncio.sleep(interval_s)
+
+
+def _remove_socket(path: str | None, directory: str | None) -> None:
+    """Remove this worker's socket, and the directory if it was the last (a killed supervisor
+    cannot)."""
+    for remove, target in ((os.unlink, path), (os.rmdir, directory)):
+        if target is not None:
+            with contextlib.suppress(OSError):
+                remove(target)
+
+
+_SUPERVISOR_ENV = "SURGESCALE_SUPERVISOR_PID"
+"""Set by the supervisor for its workers (not a setting: `GatewaySettings` never reads it)."""
 
 
 async def drain(app: web.Application, timeout: float) -> bool:
@@ -116,8 +163,12 @@ class OpenAccessRefused(RuntimeError):
     """No API keys and no explicit permission to serve without them."""
 
 
-def run_worker(settings: GatewaySettings, worker: int | None = None) -> None:
-    """Run one gateway process to completion on uvloop (asyncio if uvloop is missing)."""
+def run_worker(
+    settings: GatewaySettings, worker: int | None = None, workers_dir: str | None = None
+) -> None:
+    """Run one gateway process to completion on uvloop (asyncio if uvloop is missing).
+
+    `workers_dir`: where the workers of one replica find each other's private sockets."""
     _configure_logging(settings.log_level)
     try:
         import uvloop
@@ -126,7 +177,7 @@ def run_worker(settings: GatewaySettings, worker: int | None = None) -> None:
     except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
         factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(serve(settings, worker=worker, on_listening=_announce))
+        runner.run(serve(settings, worker=worker, workers_dir=workers_dir, on_listening=_announce))
 
 
 def _announce(url: str) -> None:
@@ -146,11 +197,21 @@ def run(settings: GatewaySettings) -> int:
     # Fork (before any event loop exists) starts workers at once with everything imported.
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    workers_dir = tempfile.mkdtemp(prefix="surgescale-gateway-")
+    try:
+        return _supervise(settings, ctx, workers_dir)
+    finally:
+        shutil.rmtree(workers_dir, ignore_errors=True)
+
+
+def _supervise(settings: GatewaySettings, ctx: Any, workers_dir: str) -> int:
+    """Start `settings.workers` processes and keep them running until SIGTERM / SIGINT."""
     stopping = False
+    os.environ[_SUPERVISOR_ENV] = str(os.getpid())  # inherited: workers know whom to outlive
 
     def start(index: int) -> BaseProcess:
-        proc: BaseProcess = ctx.Process(  # type: ignore[attr-defined]
-            target=run_worker, args=(settings, index), name=f"gateway-w{index}"
+        proc: BaseProcess = ctx.Process(
+            target=run_worker, args=(settings, index, workers_dir), name=f"gateway-w{index}"
         )
         proc.start()
         return proc

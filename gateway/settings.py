@@ -231,6 +231,23 @@ class GatewaySettings(BaseSettings):
     """OpenTelemetry traces and GenAI metrics (also on with SURGESCALE_OTEL=1; exporters from the
     standard OTEL_* variables; needs the `otel` extra): gateway.telemetry, docs/observability.md."""
 
+    # --- shared pod capacity (several workers and replicas; `gateway.shares`)
+    capacity_sharing: bool = True
+    """Share each pod's `pod_concurrency` slots among all gateway instances (workers and
+    replicas) through grants in Redis (`redis_url`), so together they never send a pod more
+    than its cap. Off: each instance uses the whole cap (right for one single-worker gateway)."""
+    capacity_sync_interval_ms: int = Field(default=50, ge=5, le=10_000)
+    """How often an instance renews its lease and re-balances its grants (off the request path)."""
+    capacity_lease_s: float = Field(default=2.0, gt=0, le=300, allow_inf_nan=False)
+    """An instance that has not synced for this long counts as gone: its grants are reclaimed.
+    An instance that cannot reach Redis for half of it falls back to the safe share."""
+    capacity_fallback_instances: int | None = Field(default=None, ge=1)
+    """Instances assumed for the safe share `max(1, cap // n)` while Redis has never been reached
+    (None: this replica's `workers`). Set it to workers x replicas."""
+    capacity_fallback_hold_s: float = Field(default=5.0, ge=0, allow_inf_nan=False)
+    """On losing Redis, the safe share is not above the last grant for this long (requests
+    sent under the old grants finish first)."""
+
     # --- SLO and dispatch
     slo: ModelSlo = Field(default_factory=ModelSlo)
     """Every model's TTFT objective and dispatch order, unless `model_slos` names the model."""

@@ -19,6 +19,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.reporting import Reporter, tenant_label
 from gateway.scheduler import Scheduler
 from gateway.settings import GatewaySettings
+from gateway.shares import Shares
 
 
 @dataclass(slots=True, eq=False)
@@ -31,7 +32,12 @@ class GatewayState:
     """The monotonic clock every duration is measured on."""
     reporter: Reporter | None = None
     session: aiohttp.ClientSession | None = None
+    shares: Shares | None = None
+    """This instance's shares of the pods' slots (None: sharing off, whole caps)."""
     models: frozenset[str] = frozenset()
+    worker_socket: str | None = None
+    """This worker's private Unix socket when the replica has several workers: `/metrics`
+    then sums the series of every worker (`gateway.workermetrics`)."""
     keys: tuple[tuple[bytes, str], ...] = ()
     """(api key, tenant label) pairs."""
     started: bool = False

@@ -144,8 +144,9 @@ async def stream_back(
     data = first
     try:
         while data:
-            if strip_usage or pending or has_usage(data):
-                # Frame on event boundaries so a usage chunk can be read (and stripped) whole.
+            if pending or has_usage(data) or (strip_usage and not data.endswith(b"\n\n")):
+                # Frame on event boundaries so a usage chunk can be read (and stripped) whole;
+                # whole events without one (nearly every read) go straight through.
                 pending += data
                 cut = pending.rfind(b"\n\n")
                 if cut < 0:

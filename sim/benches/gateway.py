@@ -1,19 +1,25 @@
-"""`surgescale bench gateway`: what the gateway costs, measured against the same simulated pods.
+"""`surgescale bench gateway`: what the gateway costs, next to a minimal pass-through proxy.
 
-Three processes: simulated vLLM pods (`sim.pod.runtime.start_pod`), one gateway worker
-(`gateway.server.run_worker`, uvloop, events on), and this load generator. Phases:
+Four processes: simulated vLLM pods (`sim.pod.runtime.start_pod`) plus an *instant* upstream
+(answers every token at once: no engine steps to quantize the first byte), one gateway worker
+(`gateway.server.run_worker`, uvloop, events on, shared pod capacity on), a bare aiohttp
+pass-through proxy to the instant upstream (uvloop; the least any Python proxy does), and this
+load generator. Phases:
 
 1. **added TTFT**: open-loop streaming `/v1/completions` at `--rate` requests/s (Poisson
-   arrivals), alternating direct-to-pod and through-gateway requests so both see the same pod
-   load; TTFT is send to first token chunk at the client. Added TTFT = gateway percentile minus
-   direct percentile (p50, p99), plus total-time percentiles for both.
+   arrivals) to the instant upstream, rotating direct, through-gateway and through-bare-proxy
+   requests so all see the same load; TTFT is send to first token chunk at the client. Added
+   TTFT = gateway (or bare proxy) percentile minus direct percentile (p50, p99); the ratio of
+   the two is the gateway's overhead relative to a plain proxy on the same machine in the same
+   run (target: at most 1.5).
 2. **chunks/s per core**: `--streams` concurrent long streams through the gateway; streamed
    chunks counted at the client, divided by the gateway process's CPU seconds (from /proc).
 3. **requests/s**: closed-loop short non-streamed requests through the gateway at `--concurrency`;
    completed requests per wall second, and per gateway CPU second.
 
 Prints a table, then one JSON line with `added_ttft_p50_ms`, `added_ttft_p99_ms`,
-`chunks_per_s_per_core`, `requests_per_s` (and the underlying figures).
+`bare_proxy_added_ttft_p50_ms`, `bare_proxy_added_ttft_p99_ms`, `added_ttft_ratio_p50`,
+`added_ttft_ratio_p99`, `chunks_per_s_per_core`, `requests_per_s` (and the underlying figures).
 """
 
 from __future__ import annotations
@@ -33,12 +39,16 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 import aiohttp
+import orjson
+from aiohttp import web
 
 from gateway.server import run_worker
 from gateway.settings import GatewaySettings
 from surgescale.events.localredis import ensure_redis, free_port
 
 MODEL = "bench-model"
+INSTANT = "bench-instant"
+"""The model served by the instant upstream (phase 1)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,12 +84,92 @@ def _pods_main(n: int, out: Any) -> None:
 
     async def run() -> None:
         pods = [await start_pod(PodOptions(model=MODEL, seed=i)) for i in range(n)]
-        out.put([p.url for p in pods])
+        instant = web.AppRunner(_instant_app(), access_log=None)
+        await instant.setup()
+        site = web.TCPSite(instant, "127.0.0.1", 0, backlog=1024)
+        await site.start()
+        host, port = instant.addresses[0][:2]
+        out.put(([p.url for p in pods], f"http://{host}:{port}"))
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         await stop.wait()
+        await instant.cleanup()
         for pod in pods:
             await pod.stop()
+
+    uvloop.run(run())
+
+
+def _instant_app() -> web.Application:
+    """An OpenAI-style upstream that writes every token at once (streams and plain answers)."""
+
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        tokens = int(body.get("max_tokens") or 1)
+        if not body.get("stream"):
+            return web.Response(body=_PLAIN, content_type="application/json")
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(_TOKEN)  # the first byte, at once
+        rest = _TOKEN * (tokens - 1)
+        if (body.get("stream_options") or {}).get("include_usage"):
+            rest += _USAGE % tokens
+        await resp.write(rest + b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_post("/v1/completions", completions)
+    return app
+
+
+_TOKEN = b'data: {"id":"cmpl-1","object":"text_completion","choices":[{"index":0,"text":"x"}]}\n\n'
+_USAGE = (
+    b'data: {"id":"cmpl-1","object":"text_completion","choices":[],'
+    b'"usage":{"prompt_tokens":1,"completion_tokens":%d,"total_tokens":0}}\n\n'
+)
+_PLAIN = (
+    b'{"id":"cmpl-1","object":"text_completion","choices":[{"index":0,"text":"x"}],'
+    b'"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}'
+)
+
+
+def _bare_proxy_main(upstream: str, port: int) -> None:
+    """A minimal aiohttp pass-through proxy to `upstream` (uvloop): the yardstick of phase 1."""
+    import uvloop
+
+    async def run() -> None:
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=None)
+        )
+
+        async def forward(request: web.Request) -> web.StreamResponse:
+            body = await request.read()
+            headers = {"Content-Type": "application/json"}
+            async with session.post(upstream + request.path, data=body, headers=headers) as up:
+                resp = web.StreamResponse(
+                    status=up.status, headers={"Content-Type": up.content_type}
+                )
+                await resp.prepare(request)
+                async for data in up.content.iter_any():
+                    await resp.write(data)
+                await resp.write_eof()
+                return resp
+
+        app = web.Application()
+        app.router.add_post("/v1/completions", forward)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        await runner.cleanup()
+        await session.close()
 
     uvloop.run(run())
 
@@ -115,33 +205,32 @@ def _process(target: Any, *args: Any) -> Iterator[BaseProcess]:
 # ----------------------------------------------------------------- the load
 @dataclass
 class Sample:
-    via_gateway: bool
+    via: str
+    """"direct", "gateway" or "bare" (the bare proxy)."""
     ttft: float
     total: float
     ok: bool
 
 
-async def _one_stream(
-    http: aiohttp.ClientSession, url: str, tokens: int, via_gateway: bool
-) -> Sample:
-    body = {"model": MODEL, "prompt": "benchmark", "max_tokens": tokens, "stream": True}
+async def _one_stream(http: aiohttp.ClientSession, url: str, tokens: int, via: str) -> Sample:
+    body = {"model": INSTANT, "prompt": "benchmark", "max_tokens": tokens, "stream": True}
     start = time.perf_counter()
     ttft = 0.0
     try:
         async with asyncio.timeout(15), http.post(url + "/v1/completions", json=body) as resp:
             if resp.status != 200:
                 await resp.read()
-                return Sample(via_gateway, 0.0, 0.0, False)
+                return Sample(via, 0.0, 0.0, False)
             async for data in resp.content.iter_any():
                 if not ttft and b'"text"' in data:
                     ttft = time.perf_counter() - start
     except (aiohttp.ClientError, TimeoutError):
-        return Sample(via_gateway, 0.0, 0.0, False)
-    return Sample(via_gateway, ttft, time.perf_counter() - start, ttft > 0)
+        return Sample(via, 0.0, 0.0, False)
+    return Sample(via, ttft, time.perf_counter() - start, ttft > 0)
 
 
 async def _added_ttft(
-    http: aiohttp.ClientSession, *, pods: list[str], gateway: str, args: argparse.Namespace
+    http: aiohttp.ClientSession, *, targets: dict[str, str], args: argparse.Namespace
 ) -> list[Sample]:
     rng = random.Random(args.seed)
     total = int(args.rate * args.seconds)
@@ -153,12 +242,16 @@ async def _added_ttft(
         delay = start + at - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        via = i % 2 == 1
-        target = gateway if via else pods[(i // 2) % len(pods)]
-        tasks.append(asyncio.create_task(_one_stream(http, target, args.tokens, via)))
+        via = _ORDER[i % len(_ORDER)]
+        tasks.append(asyncio.create_task(_one_stream(http, targets[via], args.tokens, via)))
     samples = await asyncio.gather(*tasks)
     warm = int(args.rate * 1.0)  # the first second warms connections and caches
     return list(samples[warm:])
+
+
+_ORDER = ("direct", "gateway", "bare")
+_CAP = 1024
+"""The gateway's per-pod cap: far above the load, so phase 1 never queues."""
 
 
 async def _chunks(
@@ -237,21 +330,27 @@ async def _stop(tasks: list[asyncio.Task[None]]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _warm(http: aiohttp.ClientSession, url: str) -> None:
+async def _warm(http: aiohttp.ClientSession, url: str, model: str) -> None:
     """One short request (failures ignored: warming only opens connections)."""
-    body = {"model": MODEL, "prompt": "x", "max_tokens": 2}
+    body = {"model": model, "prompt": "x", "max_tokens": 2, "stream": True}
     with contextlib.suppress(aiohttp.ClientError, TimeoutError):
         async with asyncio.timeout(10), http.post(url + "/v1/completions", json=body) as resp:
             await resp.read()
 
 
 async def _wait_gateway(http: aiohttp.ClientSession, url: str, pods: int) -> None:
-    want = f'surgescale_gateway_ready_pods{{model="{MODEL}"}} {float(pods)}'
+    wants = [
+        f'surgescale_gateway_ready_pods{{model="{MODEL}"}} {float(pods)}',
+        f'surgescale_gateway_ready_pods{{model="{INSTANT}"}} 1.0',
+        f'surgescale_gateway_capacity_share_slots{{model="{INSTANT}"}} {float(_CAP)}',
+    ]
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         with contextlib.suppress(aiohttp.ClientError):
             async with http.get(url + "/metrics") as resp:
-                if want in await resp.text():
+                text = await resp.text()
+                sharing = "surgescale_gateway_capacity_share_slots" in text
+                if all(w in text for w in wants[: 3 if sharing else 2]):
                     return
         await asyncio.sleep(0.1)
     raise SystemExit(f"the gateway at {url} did not see {pods} ready pods within 30 s")
@@ -302,18 +401,26 @@ def _pct(values: list[float], q: float) -> float:
 
 
 async def _run(
-    args: argparse.Namespace, pods: list[str], gateway: str, pid: int, pods_pid: int
+    args: argparse.Namespace,
+    *,
+    pods: list[str],
+    targets: dict[str, str],
+    pid: int,
+    pods_pid: int,
 ) -> dict[str, Any]:
     import gc
 
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+        gateway = targets["gateway"]
         await _wait_gateway(http, gateway, len(pods))
         # Open the connections phase 1 will need beforehand: a connect during the measurement
         # can hit a full accept queue (a 1 s SYN retry), which is not what is being measured.
         for _ in range(args.warm_connections // 16):
-            await asyncio.gather(*[_warm(http, u) for u in [*pods, gateway] for _ in range(16)])
+            await asyncio.gather(
+                *[_warm(http, u, INSTANT) for u in targets.values() for _ in range(16)]
+            )
         gc.collect()
         gc.freeze()
         lag: list[float] = []
@@ -322,7 +429,7 @@ async def _run(
         ttft0 = await _overhead_buckets(http, gateway, "surgescale_gateway_ttft_seconds")
         cpu0, wall0 = _cpu_seconds(pid), time.perf_counter()
         pods_cpu0, own_cpu0 = _cpu_seconds(pods_pid), time.process_time()
-        samples = await _added_ttft(http, pods=pods, gateway=gateway, args=args)
+        samples = await _added_ttft(http, targets=targets, args=args)
         wall = time.perf_counter() - wall0
         phase1_util = (_cpu_seconds(pid) - cpu0) / wall
         pods_util = (_cpu_seconds(pods_pid) - pods_cpu0) / wall
@@ -333,15 +440,22 @@ async def _run(
         chunk_figures = await _chunks(http, gateway, pid, args)
         request_figures = await _requests(http, gateway, pid, args)
     good = [s for s in samples if s.ok]
-    direct = [s for s in good if not s.via_gateway]
-    via = [s for s in good if s.via_gateway]
+    direct = [s for s in good if s.via == "direct"]
+    via = [s for s in good if s.via == "gateway"]
+    bare = [s for s in good if s.via == "bare"]
     out: dict[str, Any] = {}
     for name, q in (("p50", 0.50), ("p99", 0.99)):
         d_ttft, g_ttft = _pct([s.ttft for s in direct], q), _pct([s.ttft for s in via], q)
+        b_ttft = _pct([s.ttft for s in bare], q)
         d_total, g_total = _pct([s.total for s in direct], q), _pct([s.total for s in via], q)
         out[f"direct_ttft_{name}_ms"] = d_ttft * 1000
         out[f"gateway_ttft_{name}_ms"] = g_ttft * 1000
+        out[f"bare_proxy_ttft_{name}_ms"] = b_ttft * 1000
         out[f"added_ttft_{name}_ms"] = (g_ttft - d_ttft) * 1000
+        out[f"bare_proxy_added_ttft_{name}_ms"] = (b_ttft - d_ttft) * 1000
+        out[f"added_ttft_ratio_{name}"] = (
+            (g_ttft - d_ttft) / (b_ttft - d_ttft) if b_ttft > d_ttft else float("nan")
+        )
         out[f"direct_total_{name}_ms"] = d_total * 1000
         out[f"gateway_total_{name}_ms"] = g_total * 1000
     out["gateway_internal_p50_ms"] = _bucket_quantile(buckets0, buckets1, 0.50)
@@ -376,7 +490,8 @@ async def _forget_events(url: str, prefix: str) -> None:
 
 def _print_table(r: dict[str, Any], args: argparse.Namespace) -> None:
     print(
-        f"gateway benchmark: {args.pods} simulated pods, one gateway worker (uvloop, events on); "
+        f"gateway benchmark: {args.pods} simulated pods and an instant upstream, one gateway "
+        f"worker (uvloop, events on), a bare aiohttp proxy; "
         f"machine load average {r['load_average_1m']:.1f} on {r['cpus']} CPUs"
     )
     print(
@@ -384,11 +499,15 @@ def _print_table(r: dict[str, Any], args: argparse.Namespace) -> None:
         f"measured, {r['phase1_failed']} failed; CPU: gateway {r['phase1_gateway_cpu_util']:.0%}, "
         f"pods {r['phase1_pods_cpu_util']:.0%}, load generator {r['phase1_loadgen_cpu_util']:.0%})"
     )
-    print(f"   {'':<10}{'direct':>10}{'gateway':>10}{'added':>10}")
+    print("   to the instant upstream (first byte at once), rotating the three paths")
+    print(
+        f"   {'':<10}{'direct':>10}{'gateway':>10}{'added':>10}{'bare':>10}{'added':>10}{'ratio':>8}"
+    )
     for q in ("p50", "p99"):
         print(
             f"   TTFT {q:<5}{r[f'direct_ttft_{q}_ms']:>9.2f} {r[f'gateway_ttft_{q}_ms']:>9.2f} "
-            f"{r[f'added_ttft_{q}_ms']:>9.2f}  ms"
+            f"{r[f'added_ttft_{q}_ms']:>9.2f} {r[f'bare_proxy_ttft_{q}_ms']:>9.2f} "
+            f"{r[f'bare_proxy_added_ttft_{q}_ms']:>9.2f} {r[f'added_ttft_ratio_{q}']:>7.2f}  ms"
         )
     print(
         f"   the gateway's own time before the first byte (its histogram): "
@@ -435,12 +554,12 @@ def main(argv: list[str]) -> int:
             stack.callback(lambda: uvloop.run(_forget_events(str(redis_url), prefix)))
         queue: Any = multiprocessing.get_context("fork").Queue()
         pods_proc = stack.enter_context(_process(_pods_main, args.pods, queue))
-        pods: list[str] = queue.get(timeout=60)
-        port = free_port()
+        pods, instant = queue.get(timeout=60)
+        port, bare_port = free_port(), free_port()
         settings = GatewaySettings(
             port=port,
-            static_pods=[f"{MODEL}={u}" for u in pods],
-            pod_concurrency=1024,
+            static_pods=[f"{MODEL}={u}" for u in pods] + [f"{INSTANT}={instant}"],
+            pod_concurrency=_CAP,
             max_queue_length=100_000,
             redis_url=redis_url,
             events_prefix=prefix,
@@ -449,13 +568,28 @@ def main(argv: list[str]) -> int:
             allow_unauthenticated=True,
         )
         gateway_proc = stack.enter_context(_process(run_worker, settings))
+        stack.enter_context(_process(_bare_proxy_main, instant, bare_port))
         assert gateway_proc.pid is not None
         assert pods_proc.pid is not None
+        targets = {
+            "direct": instant,
+            "gateway": f"http://127.0.0.1:{port}",
+            "bare": f"http://127.0.0.1:{bare_port}",
+        }
         result = uvloop.run(
-            _run(args, pods, f"http://127.0.0.1:{port}", gateway_proc.pid, pods_proc.pid)
+            _run(args, pods=pods, targets=targets, pid=gateway_proc.pid, pods_pid=pods_proc.pid)
         )
     _print_table(result, args)
-    keys = ("added_ttft_p50_ms", "added_ttft_p99_ms", "chunks_per_s_per_core", "requests_per_s")
+    keys = (
+        "added_ttft_p50_ms",
+        "added_ttft_p99_ms",
+        "bare_proxy_added_ttft_p50_ms",
+        "bare_proxy_added_ttft_p99_ms",
+        "added_ttft_ratio_p50",
+        "added_ttft_ratio_p99",
+        "chunks_per_s_per_core",
+        "requests_per_s",
+    )
     ordered = {k: round(result[k], 3) for k in keys}
     ordered.update(
         {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items() if k not in keys}

@@ -33,7 +33,7 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -100,6 +100,8 @@ AppliedHook = Callable[[ScaleTarget, "int | None", int, str], None]
 """Called after a PATCH succeeded: (target, previous replicas or None, new replicas, reason)."""
 Fence = Callable[[], float]
 """Seconds the writer's leadership is still valid for; <= 0 forbids any write."""
+TargetFence = Callable[[ScaleTarget], float]
+"""The same, per target (a controller sharded by model leads some targets and not others)."""
 PrepareHook = Callable[[ScaleTarget, int, float], Awaitable[None]]
 """Awaited before a Deployment is scaled down: (target, new replicas, seconds of leadership left
 to write in). Raises the retry taxonomy's errors like a PATCH does."""
@@ -148,6 +150,7 @@ class Actuator:
         on_send: SendHook | None = None,
         on_applied: AppliedHook | None = None,
         fence: Fence | None = None,
+        target_fence: TargetFence | None = None,
         prepare: PrepareHook | None = None,
         max_retry_after_s: float = 5.0,
         request_timeout_s: float = 5.0,
@@ -158,6 +161,7 @@ class Actuator:
         self._on_send = on_send
         self._on_applied = on_applied
         self._fence = fence
+        self._target_fence = target_fence
         self._prepare = prepare
         self._max_retry_after_s = max(max_retry_after_s, 0.0)
         self._request_timeout_s = request_timeout_s
@@ -234,9 +238,15 @@ class Actuator:
             return None
         return slot.desired
 
-    def forget_pending(self) -> None:
-        """Drop every value not yet written (leadership lost: the new leader decides)."""
-        for slot in self._slots.values():
+    def forget_pending(self, targets: Iterable[ScaleTarget] | None = None) -> None:
+        """Drop every value not yet written (leadership lost: the new leader decides); only
+        those of `targets` if given (a shard of the models lost)."""
+        slots = (
+            self._slots.values()
+            if targets is None
+            else [s for t in targets if (s := self._slots.get(t)) is not None]
+        )
+        for slot in slots:
             slot.desired = None
             slot.trigger_at = None
 
@@ -273,9 +283,12 @@ class Actuator:
 
     def _write_budget(self, target: ScaleTarget, slot: _Slot) -> float | None:
         """The client timeout for the next write, or None when leadership forbids writing."""
-        if self._fence is None:
+        if self._target_fence is not None:
+            remaining = self._target_fence(target)
+        elif self._fence is not None:
+            remaining = self._fence()
+        else:
             return self._request_timeout_s
-        remaining = self._fence()
         if remaining <= 0:
             self.stats.fenced += 1
             log.warning("not scaling %s to %s: leadership no longer valid", target, slot.desired)

@@ -57,9 +57,18 @@ class ControllerSettings(BaseSettings):
     lease_retry_s: float = Field(0.5, gt=0)
     """Seconds between Lease renewals / acquisition attempts; the leader's writes stop
     `duration - retry` after its last successful renewal began (the renew deadline)."""
+    shards: int = Field(1, ge=1, le=1024)
+    """Shard Leases the models are split into among the controller replicas (each replica
+    takes about shards / replicas of them; a lost replica's shards are taken over like a lost
+    leader's Lease). 1 = one leader drives every model, the others stand by."""
     min_eval_interval_s: float = Field(0.05, ge=0)
     """Rate limit of event-driven evaluations per InferenceScaler; the first of a burst and any
     batch that grows the queue are evaluated at once."""
+    max_evals_per_s: float = Field(1000.0, gt=0)
+    """Budget of non-urgent evaluations a second over all models (each model's interval is
+    stretched to keep under it when there are many; a growing queue is evaluated at once)."""
+    max_status_writes_per_s: float = Field(100.0, gt=0)
+    """Budget of InferenceScaler status writes a second (with many models they take turns)."""
     tick_s: float = Field(1.0, gt=0)
     """Periodic evaluation (scale-down, idle, staleness)."""
     status_interval_s: float = Field(1.0, gt=0)
@@ -103,7 +112,10 @@ def to_config(settings: ControllerSettings) -> ControllerConfig:
         lease_namespace=settings.lease_namespace,
         lease_duration_s=settings.lease_duration_s,
         lease_retry_s=settings.lease_retry_s,
+        shards=settings.shards,
         min_eval_interval_s=settings.min_eval_interval_s,
+        max_evals_per_s=settings.max_evals_per_s,
+        max_status_writes_per_s=settings.max_status_writes_per_s,
         tick_s=settings.tick_s,
         status_interval_s=settings.status_interval_s,
         http_host=settings.http_host,

@@ -19,11 +19,19 @@ bounds the PATCH's client timeout by it (`controller.actuator`).
 
 `on_change(bool)` is called on each transition seen by the campaign loop. Times come from an
 injected monotonic clock (the loop's by default).
+
+**Wanting.** An optional `want(claim)` hook lets a caller (`controller.shards`) hold a Lease only
+when it should: it is asked before each write with the kind of `Claim` (renew what we hold, take a
+Lease just released or not yet created, take over one whose holder went silent); a holder that no
+longer wants its Lease releases it (stepping down *before* the write, so the fence closes first).
+The Lease is read every round regardless, so a candidate that starts wanting it has already been
+watching the holder's silence.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import math
 from collections.abc import Callable
@@ -36,6 +44,18 @@ from controller.kube import body_of, classify, now_rfc3339
 from surgescale.retry import PermanentError, TemporaryError
 
 log = logging.getLogger(__name__)
+
+
+class Claim(enum.Enum):
+    """What a write of ours to the Lease would do (asked of the `want` hook)."""
+
+    RENEW = "renew"
+    """We hold it: renew."""
+    FREE = "free"
+    """Nobody holds it (released, or not created yet): take it."""
+    ORPHAN = "orphan"
+    """Its holder stopped renewing (or it has stayed free for a whole lease duration): take it
+    over (a lost member's work)."""
 
 
 class LeaseElector:
@@ -53,6 +73,8 @@ class LeaseElector:
         retry_period_s: float = 1.0,
         on_change: Callable[[bool], None] | None = None,
         clock: Callable[[], float] | None = None,
+        want: Callable[[Claim], bool] | None = None,
+        labels: dict[str, str] | None = None,
     ) -> None:
         self._api = client.CoordinationV1Api(api)
         self.namespace = namespace
@@ -67,6 +89,8 @@ class LeaseElector:
         self.retry_period_s = retry_period_s
         self._on_change = on_change
         self._clock = clock
+        self._want = want
+        self._labels = dict(labels or {})
         self._leading = False
         self.transitions = 0
         self._observed: tuple[Any, ...] | None = None
@@ -106,6 +130,10 @@ class LeaseElector:
     async def run(self) -> None:
         """Campaign and renew forever (cancel to stop; call `release()` after)."""
         while True:
+            if self._leading and self._want is not None and not self._want(Claim.RENEW):
+                await self.release(drain=True)  # fence closes first, writes in flight end
+                await asyncio.sleep(self.retry_period_s)
+                continue
             started = self._now()
             try:
                 ok = await self.try_acquire_or_renew()
@@ -150,10 +178,15 @@ class LeaseElector:
         lease = await self._read()
         now = self._now()
         if lease is None:
+            if not self._wants(Claim.FREE):
+                return False
+            meta: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
+            if self._labels:
+                meta["labels"] = self._labels
             body = {
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
-                "metadata": {"name": self.name, "namespace": self.namespace},
+                "metadata": meta,
                 "spec": self._spec(renew=stamp, acquire=stamp, transitions=0),
             }
             return await self._write(body, create=True)
@@ -164,8 +197,13 @@ class LeaseElector:
             self._observed = record
             self._observed_at = now
         duration = float(spec.get("leaseDurationSeconds") or self.lease_duration_s)
-        if holder and holder != self.identity and now - self._observed_at < duration:
+        silent = now - self._observed_at >= duration
+        if holder and holder != self.identity and not silent:
             return False  # someone else holds a live lease
+        # A released Lease carries a 1 s duration: free, then an orphan after 1 s.
+        claim = Claim.RENEW if holder == self.identity else Claim.ORPHAN if silent else Claim.FREE
+        if not self._wants(claim):
+            return False
         transitions = int(spec.get("leaseTransitions") or 0)
         if holder != self.identity:
             transitions += 1
@@ -174,6 +212,9 @@ class LeaseElector:
             acquire = spec.get("acquireTime") or stamp
         lease["spec"] = self._spec(renew=stamp, acquire=acquire, transitions=transitions)
         return await self._write(lease, create=False)
+
+    def _wants(self, claim: Claim) -> bool:
+        return self._want is None or self._want(claim)
 
     async def _write(self, body: dict[str, Any], *, create: bool) -> bool:
         try:
@@ -208,11 +249,18 @@ class LeaseElector:
         self._observed_at = self._now()
         return True
 
-    async def release(self) -> None:
-        """Give the Lease up (shutdown): clear the holder so a standby takes over at once."""
+    async def release(self, *, drain: bool = False) -> None:
+        """Give the Lease up (shutdown): clear the holder so a standby takes over at once.
+
+        With `drain`, wait after stepping down until any write started under our leadership
+        has timed out (writes bound their client timeout by `remaining()`), so that the next
+        holder's first write cannot overtake one of ours (a hand-over while running)."""
         if not self._leading:
             return
+        left = self.remaining()
         self._set_leader(False)
+        if drain and left > 0:
+            await asyncio.sleep(left)
         try:
             lease = await self._read()
             if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:

@@ -16,6 +16,11 @@ cluster has, never to a scale-up it only imagined as a standby). Every write is 
 Lease's renew deadline at the moment of the write (`controller.lease`, `controller.actuator`);
 before a Deployment is scaled down its pods are ranked by in-flight requests
 (`controller.pods`).
+
+Sharded by model (`shards` > 1, `controller.shards`): the replicas split S shard Leases; each
+applies, evaluates and writes only for the models of the shards it holds (every write fenced by
+the model's shard Lease), and rebuilds a model's state from its stream when it takes a shard over
+(`controller.takeover`). With one shard (the default) the above holds unchanged.
 """
 
 from __future__ import annotations
@@ -34,9 +39,10 @@ from typing import Any
 from aiohttp import web
 from kubernetes_asyncio import client
 
-from controller import crd
+from controller import crd, fencing
 from controller.actuator import Actuator, ScaleTarget, TargetKind
 from controller.buffer import BufferScaleAPI
+from controller.fleet import TICK_CHUNK, Rotation, eval_interval, tick_due
 from controller.kube import (
     Informer,
     KubeWriter,
@@ -55,9 +61,20 @@ from controller.scaler import (
     concurrency_condition,
     opt_in_refusal,
 )
+from controller.shards import ShardSet
 from controller.state import ClusterCounts, StateSettings, StateStore
+from controller.takeover import ModelGate
 from controller.telemetry import DecisionTelemetry
-from surgescale.events import Delivery, EventConsumer, RedisClient, StreamKeys, close, connect
+from surgescale.events import (
+    Delivery,
+    Event,
+    EventConsumer,
+    RedisClient,
+    StreamKeys,
+    close,
+    connect,
+)
+from surgescale.events.replay import read_since
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +94,14 @@ class ControllerConfig:
     lease_namespace: str = "default"
     lease_duration_s: float = 3.0
     lease_retry_s: float = 0.5
+    shards: int = 1
+    """Shard Leases the models are split into among the replicas (1: one leader, standbys)."""
     min_eval_interval_s: float = 0.05
+    max_evals_per_s: float = 1_000.0
+    """Budget of non-urgent evaluations over all models: with many models each one's
+    interval is stretched to keep under it (`controller.fleet`); urgent ones are not limited."""
+    max_status_writes_per_s: float = 100.0
+    """Budget of InferenceScaler status writes: with many models they take turns."""
     tick_s: float = 1.0
     status_interval_s: float = 1.0
     http_host: str = "127.0.0.1"
@@ -119,15 +143,25 @@ class Controller:
         self.by_target: dict[ScaleTarget, Scaler] = {}
         self.actuator: Actuator | None = None
         self.elector: LeaseElector | None = None
+        """The Lease of shard 0 (with one shard: the leader's Lease)."""
+        self.shards: ShardSet | None = None
+        self.gate = ModelGate(
+            shards=config.shards,
+            store=self.store,
+            replay=self._replay,
+            window_s=config.state.long_window_s,
+        )
         self.deletion_coster: DeletionCoster | None = None
         self.consumer: EventConsumer | None = None
         self.reporter: Reporter | None = None
         self.informers: dict[str, Informer] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._short: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self.http_port: int | None = None
         self._consumer_alive = False
         self._kicked = False
+        self._eval_interval = config.min_eval_interval_s
         self.on_decision: Callable[[Scaler, Observation, Decision], None] | None = None
         self.telemetry: DecisionTelemetry | None = None
         """Decision spans (controller.telemetry), when OpenTelemetry is on."""
@@ -141,27 +175,30 @@ class Controller:
         if self._redis is None:
             self._redis = connect(cfg.redis_url)
         api = self._api
-        self.elector = LeaseElector(
+        self.shards = ShardSet(
             api,
+            shards=cfg.shards,
             namespace=cfg.lease_namespace,
-            name=cfg.lease_name,
+            lease_name=cfg.lease_name,
             identity=cfg.identity,
             lease_duration_s=cfg.lease_duration_s,
             retry_period_s=cfg.lease_retry_s,
-            on_change=self._on_leadership,
+            on_change=self._on_shard,
         )
-        fence = self.elector.remaining
+        self.elector = self.shards.electors[0]
+        if self._own_api:  # (an API client handed in may be the caller's for its own writes)
+            fencing.install(api, self._fence_write)
         self.deletion_coster = DeletionCoster(
             KubePodAPI(api),
             selector=self._pod_selector,
             in_flight=self._pod_in_flight,
-            fence=fence,
+            target_fence=self._fence,
         )
         self.actuator = Actuator(
             BufferScaleAPI(api),
             on_send=self._on_send,
             on_applied=self._on_applied,
-            fence=fence,
+            target_fence=self._fence,
             prepare=self.deletion_coster,
         )
         self.reporter = Reporter(
@@ -190,13 +227,17 @@ class Controller:
         for informer in self.informers.values():
             self._spawn(informer.run(), f"informer {informer.name}")
         self._spawn(self._consume(), "consume")
-        self._spawn(self.elector.run(), "lease")
+        self._spawn(self.shards.run(), "lease")
         self._spawn(self._tick(), "tick")
         self._spawn(
             self.reporter.run(
-                self.scalers.values,
+                Rotation(
+                    self.scalers.values,
+                    lambda: int(cfg.max_status_writes_per_s * cfg.status_interval_s),
+                ),
                 leading=lambda: self.is_leader,
                 interval_s=cfg.status_interval_s,
+                owns=self.leads,
             ),
             "status",
         )
@@ -219,14 +260,14 @@ class Controller:
         if self.actuator is not None:
             # Before the release: once the Lease is given up, writes are fenced off.
             await self.actuator.close(timeout / 3)
-        if self.elector is not None:
+        if self.shards is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.elector.release(), timeout / 3)
+                await asyncio.wait_for(self.shards.release(), timeout / 3)
         for scaler in self.scalers.values():
             scaler.gate.cancel()
         if self.reporter is not None:
             await self.reporter.close(timeout / 3)
-        tasks = list(self._tasks)
+        tasks = [*self._tasks, *self._short]
         for task in tasks:
             task.cancel()
         await asyncio.wait(tasks, timeout=timeout) if tasks else None
@@ -245,7 +286,58 @@ class Controller:
 
     @property
     def is_leader(self) -> bool:
-        return self.elector is not None and self.elector.is_leader
+        """True while we hold at least one shard (with one shard: we are the leader)."""
+        return self.shards is not None and self.shards.any_held
+
+    def leads(self, scaler: Scaler) -> bool:
+        """True while we hold the Lease of `scaler`'s model's shard (now)."""
+        if self.shards is None:
+            return False
+        if self.config.shards == 1:
+            return self.shards.electors[0].is_leader
+        return self.shards.leads(scaler.model)
+
+    def evaluates(self, scaler: Scaler) -> bool:
+        """Whether this replica decides for `scaler`: always with one shard (a standby keeps
+        its decisions warm), else only for the shards it holds and has rebuilt."""
+        if self.config.shards == 1:
+            return True
+        model = scaler.model
+        return model is not None and self.gate.ready(self.gate.shard(model)) and self.leads(scaler)
+
+    def _fence(self, target: ScaleTarget) -> float:
+        """Seconds a write to `target` may still go out for (the Lease of its model's shard)."""
+        if self.shards is None:
+            return 0.0
+        if self.config.shards == 1:
+            return self.shards.electors[0].remaining()
+        scaler = self.by_target.get(target)
+        return self.shards.remaining_for(None if scaler is None else scaler.model)
+
+    def _fence_write(self, method: str, path: str) -> float:
+        """The transport's last check of a write (`controller.fencing`)."""
+        what = fencing.written(path)
+        if what is None:
+            return math.inf
+        if what.scale is not None:
+            return self._fence(what.scale)
+        if what.scaler is not None:
+            scaler = self.scalers.get(what.scaler)
+            if scaler is None:
+                return math.inf  # not one we run (nothing of ours writes it)
+            return math.inf if self.leads(scaler) else 0.0
+        if what.pod is not None:
+            namespace, pod = what.pod
+            owners = [  # a Deployment's pods are named <deployment>-<hash>-<suffix>
+                t
+                for t in self.by_target
+                if t.kind is TargetKind.DEPLOYMENT
+                and t.namespace == namespace
+                and pod.startswith(t.name + "-")
+            ]
+            if owners:
+                return self._fence(max(owners, key=lambda t: len(t.name)))
+        return math.inf
 
     def _live(self) -> tuple[bool, str]:
         dead = [t.get_name() for t in self._tasks if t.done()]
@@ -280,7 +372,7 @@ class Controller:
         async for batch in self.consumer.batches():
             now = loop.time()
             wall_ms = time.time_ns() // 1_000_000
-            events = batch.events
+            events = self.gate.admit(batch.events)
             for start in range(0, len(events), chunk):
                 part = events[start : start + chunk] if len(events) > chunk else events
                 changed = self.store.ingest(part, now, wall_ms=wall_ms)
@@ -299,7 +391,7 @@ class Controller:
                     # folding in the rest of a large batch.
                     self._kicked = False
                     await asyncio.sleep(0)
-            self.metrics.events.inc(len(events))
+            self.metrics.events.inc(len(batch.deliveries))
             # Ack after the effect (the state has the events), grouped: one XACK round per
             # `ack_interval_s` at most and never more than one in flight, so acking costs Redis
             # and this loop little; a lost or late ack only means a redelivery after a restart.
@@ -351,6 +443,9 @@ class Controller:
         self.request_eval(scaler, trigger=None)
 
     def _reindex(self) -> None:
+        self._eval_interval = eval_interval(
+            len(self.scalers), self.config.min_eval_interval_s, self.config.max_evals_per_s
+        )
         self.by_model = {}
         self.by_target = {}
         for scaler in self.scalers.values():
@@ -402,13 +497,15 @@ class Controller:
     def request_eval(self, scaler: Scaler, *, trigger: float | None, urgent: bool = False) -> None:
         """Evaluate now, or once at the end of the rate-limit interval (keeping the oldest
         trigger); `urgent` (the queue grew since the last evaluation) evaluates now regardless."""
+        if not self.evaluates(scaler):
+            return
         loop = asyncio.get_running_loop()
         now = loop.time()
         if scaler.gate.request(
             now=now,
             trigger=trigger,
             urgent=urgent,
-            min_interval_s=self.config.min_eval_interval_s,
+            min_interval_s=self._eval_interval,
             call_at=loop.call_at,
             deferred=lambda: self._deferred(scaler),
         ):
@@ -416,7 +513,7 @@ class Controller:
 
     def _deferred(self, scaler: Scaler) -> None:
         scaler.gate.fired()
-        if self.scalers.get(scaler.key) is scaler:
+        if self.scalers.get(scaler.key) is scaler and self.evaluates(scaler):
             self.evaluate(scaler, asyncio.get_running_loop().time())
 
     def evaluate(self, scaler: Scaler, now: float) -> Decision | None:
@@ -440,7 +537,7 @@ class Controller:
         current = self._current_replicas(dep_target)
         if scaler.state is None:
             scaler.state = PolicyState.initial(current)
-        elif not self.is_leader and current != scaler.state.replicas:
+        elif not self.leads(scaler) and current != scaler.state.replicas:
             scaler.state = scaler.state.with_replicas(current)
         model_state = self.store.model(scaler.spec.model)
         pspec = scaler.policy_spec
@@ -475,7 +572,7 @@ class Controller:
             now=now,
             obs=obs,
             decision=decision,
-            leader=self.is_leader,
+            leader=self.leads(scaler),
             level=logging.INFO if changed else logging.DEBUG,
         )
         concurrency_condition(scaler, obs)
@@ -494,7 +591,7 @@ class Controller:
             scaler.set_condition("TargetAllowed", True, "OptedIn", "every scale target opted in")
         else:
             scaler.set_condition("TargetAllowed", False, "TargetNotOptedIn", refusal)
-        if self.is_leader and decision.valid and refusal is None:
+        if self.leads(scaler) and decision.valid and refusal is None:
             self._actuate(scaler, decision, current, trigger)
             if self.telemetry is not None:
                 self.telemetry.decided(scaler, obs, decision, current)
@@ -563,19 +660,63 @@ class Controller:
             return
         self.actuator.submit(node_target, node_value, trigger_at=trigger, reason=decision.reason)
 
-    def _on_leadership(self, leader: bool) -> None:
-        self.metrics.leader.set(1 if leader else 0)
+    def _shard_scalers(self, shard: int) -> list[Scaler]:
+        if self.config.shards == 1:
+            return list(self.scalers.values())
+        return [
+            s
+            for s in self.scalers.values()
+            if s.model is not None and self.gate.shard(s.model) == shard
+        ]
+
+    def _on_shard(self, shard: int, leader: bool) -> None:
+        self.metrics.leader.set(1 if self.is_leader else 0)
+        scalers = self._shard_scalers(shard)
         if not leader:
             if self.actuator is not None:
-                self.actuator.forget_pending()
+                self.actuator.forget_pending(
+                    t for s in scalers for t in (s.deployment(), s.node_target()) if t is not None
+                )
+            self.gate.lost(shard)
             return
-        for scaler in self.scalers.values():  # warm state: decide at once
+        if self.config.shards == 1:
+            self._background(self._took_over(scalers), "take over")  # warm state: decide now
+            return
+        models = {s.model for s in scalers if s.model is not None}
+        if self.consumer is not None:
+            keys = self.consumer.keys
+            models |= {m for st in self.consumer.streams if (m := keys.model_of(st)) is not None}
+        self._background(self._rebuild(shard, models), f"rebuild shard {shard}")
+
+    def _background(self, coro: Any, name: str) -> None:
+        """A short-lived task (kept referenced until done; not one of the long-lived tasks
+        whose end makes the controller not live)."""
+        task = asyncio.create_task(coro, name=name)
+        self._short.add(task)
+        task.add_done_callback(self._short.discard)
+
+    async def _rebuild(self, shard: int, models: set[str]) -> None:
+        if await self.gate.rebuild(shard, models):
+            await self._took_over(self._shard_scalers(shard))
+
+    async def _took_over(self, scalers: list[Scaler]) -> None:
+        """Decide at once for the scalers just taken over, a chunk at a time (with many
+        models, one pass over all of them would hold events and urgent evaluations back)."""
+        for i, scaler in enumerate(scalers):
+            if i and i % TICK_CHUNK == 0:
+                await asyncio.sleep(0)
+            if self.scalers.get(scaler.key) is not scaler:
+                continue  # deleted meanwhile
             target = scaler.deployment()
             if scaler.state is not None and target is not None:
                 # Act on what the cluster has, not on what this standby decided but never wrote.
                 scaler.state = scaler.state.with_replicas(self._current_replicas(target))
-                scaler.gate.reset()
-                self.request_eval(scaler, trigger=None)
+            scaler.gate.reset()
+            self.request_eval(scaler, trigger=None)
+
+    async def _replay(self, model: str, since_ms: int) -> list[Event]:
+        assert self._redis is not None
+        return await read_since(self._redis, StreamKeys(self.config.stream_prefix), model, since_ms)
 
     def _pod_selector(self, target: ScaleTarget) -> str | None:
         """The label selector of a model Deployment's pods (None for other targets)."""
@@ -595,9 +736,17 @@ class Controller:
 
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()
+        tick_s = self.config.tick_s
         while True:
-            await asyncio.sleep(self.config.tick_s)
-            for scaler in list(self.scalers.values()):
+            await asyncio.sleep(tick_s)
+            for i, scaler in enumerate(list(self.scalers.values())):
+                if i and i % TICK_CHUNK == 0:
+                    await asyncio.sleep(0)  # let events and urgent evaluations in
+                now = loop.time()
+                if not self.evaluates(scaler) or not tick_due(
+                    scaler.gate, now, tick_s=tick_s, interval_s=self._eval_interval
+                ):
+                    continue
                 try:
                     self.request_eval(scaler, trigger=None)
                 except Exception:

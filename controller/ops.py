@@ -40,6 +40,18 @@ LATENCY_BUCKETS: Final = (
 )
 
 
+@dataclass(slots=True)
+class _ModelSeries:
+    decisions: dict[str, Counter]
+    desired_replicas: Gauge
+    desired_nodes: Gauge
+    ready_replicas: Gauge
+    queue_depth: Gauge
+    in_flight: Gauge
+    arrival_rate: Gauge
+    ttft_p95: Gauge
+
+
 class Metrics:
     """The controller's Prometheus series (one registry per controller)."""
 
@@ -100,20 +112,42 @@ class Metrics:
         self.leader = Gauge(
             "surgescale_controller_leader", "1 while this instance holds the Lease.", registry=r
         )
+        self._by_model: dict[str, _ModelSeries] = {}
+
+    def _series(self, model: str) -> _ModelSeries:
+        """The model's labelled series, looked up once (a lookup per evaluation and series
+        costs more than the evaluation's arithmetic when there are many models)."""
+        series = self._by_model.get(model)
+        if series is None:
+            series = self._by_model[model] = _ModelSeries(
+                decisions={},
+                desired_replicas=self.desired_replicas.labels(model),
+                desired_nodes=self.desired_nodes.labels(model),
+                ready_replicas=self.ready_replicas.labels(model),
+                queue_depth=self.queue_depth.labels(model),
+                in_flight=self.in_flight.labels(model),
+                arrival_rate=self.arrival_rate.labels(model),
+                ttft_p95=self.ttft_p95.labels(model),
+            )
+        return series
 
     def observe_decision(
         self, model: str, obs: Observation, decision: Decision, outcome: str
     ) -> None:
-        self.decisions.labels(model, outcome).inc()
+        series = self._series(model)
+        counter = series.decisions.get(outcome)
+        if counter is None:
+            counter = series.decisions[outcome] = self.decisions.labels(model, outcome)
+        counter.inc()
         if decision.valid:
-            self.desired_replicas.labels(model).set(decision.replicas)
-            self.desired_nodes.labels(model).set(decision.nodes)
-        self.ready_replicas.labels(model).set(obs.ready_replicas)
-        self.queue_depth.labels(model).set(obs.queue_depth)
-        self.in_flight.labels(model).set(obs.in_flight)
-        self.arrival_rate.labels(model).set(obs.arrival_rate_short)
+            series.desired_replicas.set(decision.replicas)
+            series.desired_nodes.set(decision.nodes)
+        series.ready_replicas.set(obs.ready_replicas)
+        series.queue_depth.set(obs.queue_depth)
+        series.in_flight.set(obs.in_flight)
+        series.arrival_rate.set(obs.arrival_rate_short)
         if obs.ttft_p95_s is not None:
-            self.ttft_p95.labels(model).set(obs.ttft_p95_s)
+            series.ttft_p95.set(obs.ttft_p95_s)
 
     def render(self) -> bytes:
         data: bytes = generate_latest(self.registry)

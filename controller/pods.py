@@ -136,17 +136,22 @@ class DeletionCoster:
         selector: Callable[[ScaleTarget], str | None],
         in_flight: Callable[[ScaleTarget], Mapping[str, int] | None],
         fence: Callable[[], float] | None = None,
+        target_fence: Callable[[ScaleTarget], float] | None = None,
         request_timeout_s: float = 5.0,
     ) -> None:
         self._pods = pods
         self._selector = selector
         self._in_flight = in_flight
         self._fence = fence
+        self._target_fence = target_fence
         self._timeout = request_timeout_s
         self.writes = 0
 
-    def _budget(self, budget: float) -> float:
-        left = self._fence() if self._fence is not None else budget
+    def _budget(self, target: ScaleTarget, budget: float) -> float:
+        if self._target_fence is not None:
+            left = self._target_fence(target)
+        else:
+            left = self._fence() if self._fence is not None else budget
         return min(left, self._timeout)
 
     async def __call__(self, target: ScaleTarget, replicas: int, budget: float) -> None:
@@ -163,7 +168,7 @@ class DeletionCoster:
             cost = costs.get(name, 0)
             if cost == current_cost(pod):
                 continue
-            timeout = self._budget(budget)
+            timeout = self._budget(target, budget)
             if timeout <= 0:
                 return  # leadership ended: the actuator's own fence drops the scale-down
             await self._pods.set_deletion_cost(target.namespace, name, cost, timeout=timeout)

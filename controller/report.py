@@ -145,8 +145,10 @@ class Reporter:
         *,
         leading: Callable[[], bool],
         interval_s: float,
+        owns: Callable[[Scaler], bool] | None = None,
     ) -> None:
-        """Every `interval_s`, while `leading()`, write the status of each changed scaler."""
+        """Every `interval_s`, while `leading()`, write the status of each changed scaler
+        (only of those `owns(scaler)` allows, checked right before each write, if given)."""
         while True:
             await asyncio.sleep(interval_s)
             if not leading():
@@ -154,6 +156,8 @@ class Reporter:
             for scaler in list(scalers()):
                 if not leading():  # fenced per write: leadership may end between two
                     break
+                if owns is not None and not owns(scaler):
+                    continue
                 try:
                     await self.write_status(scaler)
                 except (TemporaryError, PermanentError) as exc:

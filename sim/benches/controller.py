@@ -62,11 +62,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _background_events(n_bg_models: int = 4) -> list[Event]:
-    """A cycle of 1,000 background events: 80% lifecycles on other models, 20% on the target."""
+    """A cycle of background events (at least 1,000, and one lifecycle on every background
+    model): 80% lifecycles on the other models, 20% `first_token` on the target."""
     out: list[Event] = []
     ts = int(time.time() * 1000)
     i = 0
-    while len(out) < 1000:
+    size = max(1000, 5 * n_bg_models)
+    while len(out) < size:
         model = f"bg-{i % n_bg_models}"
         rid = f"bg{i}"
         out.append(
@@ -122,11 +124,11 @@ def _background_events(n_bg_models: int = 4) -> list[Event]:
     return out
 
 
-async def _loadgen(redis_url: str, prefix: str, rate: float) -> None:
+async def _loadgen(redis_url: str, prefix: str, rate: float, n_bg_models: int) -> None:
     redis = connect(redis_url)
     producer = EventProducer(redis, keys=StreamKeys(prefix), batch_limit=5_000)
     await producer.start()
-    events = _background_events()
+    events = _background_events(n_bg_models)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -166,6 +168,8 @@ class Level:
     """The controller's own histogram (batch arrival to PATCH sent): p50, p99 bucket bounds."""
     controller_cpu: float
     """CPU seconds per second the controller process used during the level (1.0 = one core)."""
+    rss_mb: float = 0.0
+    """The controller's resident memory at the end of the level (MiB)."""
 
     def pct(self, q: float) -> float:
         xs = sorted(self.latencies_ms)
@@ -202,6 +206,61 @@ class Watcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), left)
         return self.changes[-1][0] if self.changes else time.perf_counter()
+
+
+def _background_objects(i: int) -> list[tuple[str, dict[str, Any]]]:
+    """A background model's Deployment and InferenceScaler. The Deployment is not opted in to
+    scaling (`surgescale.io/scalable` unset), so the controller observes and decides for it in
+    full but writes only its status: the simulated cluster does not run thousands of pods in
+    the measuring process."""
+    name = f"bg-{i}"
+    return [
+        (
+            f"/apis/apps/v1/namespaces/{NS}/deployments",
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": name, "namespace": NS},
+                "spec": {
+                    "replicas": 0,
+                    "selector": {"matchLabels": {"app": name}},
+                    "template": {
+                        "metadata": {"labels": {"app": name}},
+                        "spec": {"containers": [{"name": "vllm", "image": "vllm"}]},
+                    },
+                },
+            },
+        ),
+        (
+            f"/apis/{crd.GROUP}/{crd.VERSION}/namespaces/{NS}/{crd.PLURAL}",
+            {
+                "apiVersion": f"{crd.GROUP}/{crd.VERSION}",
+                "kind": crd.KIND,
+                "metadata": {"name": name, "namespace": NS},
+                "spec": {
+                    "model": name,
+                    "scaleTargetRef": {"name": name},
+                    "minReplicas": 0,
+                    "maxReplicas": 4,
+                    "target": {"concurrencyPerReplica": 8},
+                },
+            },
+        ),
+    ]
+
+
+async def _apply_background(url: str, n_bg_models: int) -> None:
+    """Create the background models' objects, 16 requests at a time."""
+    gate = asyncio.Semaphore(16)
+    async with aiohttp.ClientSession(base_url=url) as http:
+
+        async def post(path: str, body: dict[str, Any]) -> None:
+            async with gate, http.post(path, json=body) as resp:
+                if resp.status >= 300:
+                    raise RuntimeError(f"POST {path}: {resp.status} {await resp.text()}")
+
+        for kind in (0, 1):  # Deployments first, so the scalers find them
+            await asyncio.gather(*(post(*_background_objects(i)[kind]) for i in range(n_bg_models)))
 
 
 async def _apply(url: str) -> None:
@@ -286,6 +345,16 @@ def _buckets(text: str) -> dict[float, float]:
     return out
 
 
+def _models_decided(text: str) -> set[str]:
+    """The models the controller has made decisions for (its decisions counter's labels)."""
+    head = "surgescale_controller_decisions_total{"
+    return {
+        line.split('model="', 1)[1].split('"', 1)[0]
+        for line in text.splitlines()
+        if line.startswith(head) and 'model="' in line
+    }
+
+
 def _bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
     """Upper bound (ms) of the bucket holding the q-quantile of the observations in between."""
     deltas = sorted((le, after.get(le, 0.0) - before.get(le, 0.0)) for le in after)
@@ -310,6 +379,17 @@ async def _wait_caught_up(http_port: int, timeout: float = 120.0) -> float:
             break
         last = now
     return time.perf_counter() - started
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident set size of a process in MiB (Linux /proc; 0 where unavailable)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, IndexError, ValueError):
+        pass
+    return 0.0
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -347,6 +427,7 @@ async def _measure_level(
     http_port: int,
     controller_pid: int,
     gw: dict[str, int],
+    bg_models: int,
 ) -> Level:
     await _wait_caught_up(http_port)
     gen: asyncio.subprocess.Process | None = None
@@ -362,6 +443,8 @@ async def _measure_level(
             prefix,
             "--rate",
             str(rate),
+            "--models",
+            str(bg_models + 1),
             stdout=asyncio.subprocess.PIPE,
             cwd=str(REPO),
         )
@@ -413,7 +496,7 @@ async def _measure_level(
         out, _ = await gen.communicate()
         with contextlib.suppress(Exception):
             achieved = float(json.loads(out.decode().strip().splitlines()[-1])["achieved"])
-    return Level(rate, achieved, consumed, lat, timeouts, inside, cpu)
+    return Level(rate, achieved, consumed, lat, timeouts, inside, cpu, _rss_mb(controller_pid))
 
 
 async def _snapshots(producer: EventProducer, gw: dict[str, int]) -> None:
@@ -440,7 +523,8 @@ def _row(level: Level) -> str:
         f"{level.target_rate:>10,.0f} {level.achieved_rate:>10,.0f} {level.consumed_rate:>10,.0f} "
         f"{len(level.latencies_ms):>6} {level.pct(0.5):>8.1f} {level.pct(0.99):>8.1f} "
         f"{max(level.latencies_ms, default=float('nan')):>8.1f} {level.timeouts:>4} "
-        f"{level.inside_ms[0]:>7.1f} {level.inside_ms[1]:>7.1f} {level.controller_cpu:>7.0%}"
+        f"{level.inside_ms[0]:>7.1f} {level.inside_ms[1]:>7.1f} {level.controller_cpu:>7.0%} "
+        f"{level.rss_mb:>7.0f}"
     )
 
 
@@ -470,9 +554,13 @@ async def _run_levels(args: argparse.Namespace, redis_url: str, prefix: str) -> 
     tmp = Path(tempfile.mkdtemp(prefix="surgescale-bench-"))
     kubeconfig = cluster.write_kubeconfig(tmp / "kubeconfig")
     await _apply(cluster.url)
+    bg_models = max(args.models - 1, 0)
+    await _apply_background(cluster.url, bg_models)
     http_port = free_port()
+    profile = ["-m", "cProfile", "-o", args.profile_controller] if args.profile_controller else []
     ctl = await asyncio.create_subprocess_exec(
         sys.executable,
+        *profile,
         "-m",
         "controller",
         "--kubeconfig",
@@ -518,14 +606,17 @@ async def _run_levels(args: argparse.Namespace, redis_url: str, prefix: str) -> 
             http_port=http_port,
             controller_pid=ctl.pid,
             gw=gw,
+            bg_models=bg_models,
         )
         print(
-            f"controller reaction latency, {args.trials} trials per level, {os.cpu_count()} CPUs; "
+            f"controller reaction latency, {args.models} models, {args.trials} trials per level, "
+            f"{os.cpu_count()} CPUs; "
             "t0 = emit of the enqueue, t1 = the API server stores the PATCHed replicas"
         )
         print(
             f"{'target ev/s':>10} {'achieved':>10} {'consumed':>10} {'trials':>6} {'p50 ms':>8} "
-            f"{'p99 ms':>8} {'max ms':>8} {'lost':>4} {'ctl p50':>7} {'ctl p99':>7} {'ctl cpu':>7}"
+            f"{'p99 ms':>8} {'max ms':>8} {'lost':>4} {'ctl p50':>7} {'ctl p99':>7} {'ctl cpu':>7} "
+            f"{'rss MB':>7}"
         )
 
         async def level(rate: float) -> Level:
@@ -539,6 +630,7 @@ async def _run_levels(args: argparse.Namespace, redis_url: str, prefix: str) -> 
                 http_port=http_port,
                 controller_pid=ctl.pid,
                 gw=gw,
+                bg_models=bg_models,
             )
             levels.append(lv)
             print(_row(lv), flush=True)
@@ -578,7 +670,11 @@ async def _run_levels(args: argparse.Namespace, redis_url: str, prefix: str) -> 
             else:
                 hi = rate
         at10k = next((lv for lv in levels if lv.target_rate == 10_000), levels[0])
+        decided = _models_decided(await _scrape(http_port))
         return {
+            "models": args.models,
+            "models_decided": len(decided),
+            "rss_mb": round(max(lv.rss_mb for lv in levels), 1),
             "reaction_p50_ms": round(at10k.pct(0.5), 2),
             "reaction_p99_ms": round(at10k.pct(0.99), 2),
             "max_events_per_s": round(best),
@@ -593,6 +689,7 @@ async def _run_levels(args: argparse.Namespace, redis_url: str, prefix: str) -> 
                     "trials": len(lv.latencies_ms),
                     "lost": lv.timeouts,
                     "controller_cpu": round(lv.controller_cpu, 3),
+                    "rss_mb": round(lv.rss_mb, 1),
                 }
                 for lv in levels
             ],
@@ -623,6 +720,19 @@ def main(argv: list[str]) -> int:
         default=[0, 10_000, 50_000],
         help="background event rates to measure (events/s)",
     )
+    parser.add_argument(
+        "--models",
+        type=int,
+        default=5,
+        help="InferenceScalers the controller runs: the measured one and N-1 background models "
+        "the load is spread over",
+    )
+    parser.add_argument(
+        "--profile-controller",
+        metavar="FILE",
+        default=None,
+        help="run the controller under cProfile and write its profile to FILE",
+    )
     parser.add_argument("--search-max", type=float, default=400_000, help="stop the search here")
     parser.add_argument("--no-search", action="store_true", help="only the given rates")
     parser.add_argument(
@@ -636,7 +746,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rate", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.loadgen:
-        asyncio.run(_loadgen(args.redis_url, args.prefix, args.rate))
+        asyncio.run(_loadgen(args.redis_url, args.prefix, args.rate, max(args.models - 1, 1)))
         return 0
     with ensure_redis(args.redis_url) as url:
         try:

@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# surgescale: one image for every part (gateway, controller, simulators, load generator).
+# surgescale: one image for every part (gateway, controller, simulators, load generator); the
+# simulated cluster and the demo need the simulator's libraries: build with --build-arg EXTRAS=sim.
 # The entry point is the `surgescale` command; pick the part with the first argument, e.g.
 #   docker run --rm surgescale:dev gateway --help
 # The base image is pinned to an exact Python patch release and Debian release; to pin it by
@@ -28,12 +29,14 @@ ARG PIP_CERT
 WORKDIR /src
 RUN python -m venv /opt/surgescale
 # Dependencies first, in a layer of their own keyed by pyproject.toml alone (they change less
-# often than the code), then the packages themselves without dependencies. Only what the parts in
-# the image run: the plotting library of the demo's and the evaluator's reports stays out (no
-# part run in a container imports it; tools/compose_check runs them all).
-ARG LEAVE_OUT="matplotlib"
+# often than the code), then the packages themselves without dependencies. Only what the product
+# runs: the base dependencies, no extra unless named in EXTRAS. The gateway, the controller, the
+# simulated pod and the load generator run without the `sim` extra (plots, terminal view, the
+# simulated API server's schema and patch libraries); docker-compose.yml builds with EXTRAS=sim
+# because it runs the simulated cluster (tests/manifests/test_image_boundary.py checks both).
+ARG EXTRAS=""
 COPY pyproject.toml ./
-RUN python -c "import re, sys, tomllib; out = sys.argv[1].split(); deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print(*(d for d in deps if re.split('[^A-Za-z0-9_.-]', d)[0].lower() not in out), sep='\\n')" "$LEAVE_OUT" > requirements.txt \
+RUN python -c "import sys, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(*p['dependencies'], *(d for e in sys.argv[1].replace(',', ' ').split() for d in p['optional-dependencies'][e]), sep='\\n')" "$EXTRAS" > requirements.txt \
     && /opt/surgescale/bin/pip install --no-cache-dir -r requirements.txt
 COPY README* ./
 COPY surgescale ./surgescale

@@ -2,7 +2,9 @@
 
 Each subcommand lives in the package that owns it and exposes `main(argv: list[str]) -> int`;
 this module only maps names to those functions and imports them lazily, so `surgescale --help`
-stays fast and a part that is missing its dependencies does not break the others.
+stays fast and a part that is missing its dependencies does not break the others. A command that
+needs the simulator's libraries (the `sim` extra, which the container image leaves out) and does
+not find them exits with status 2 and the line that installs them.
 """
 
 from __future__ import annotations
@@ -11,6 +13,10 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+SIM_EXTRA_MODULES = frozenset({"rich", "matplotlib", "jsonschema", "jsonpatch"})
+"""The top-level modules of pyproject.toml's `sim` extra (tests/manifests/test_image_boundary.py
+checks that they match); the product packages import none of them (an import-linter contract)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +99,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_usage(), file=sys.stderr)
         return 2
     command, rest = found
+    words = " ".join(args[: len(args) - len(rest)])
     try:
         func = load(command.target)
     except ModuleNotFoundError as exc:
         if exc.name and command.target.startswith(exc.name.split(".")[0]):
             print(f"surgescale: this command is not built yet ({command.target})", file=sys.stderr)
             return 2
-        raise
-    return func(rest)
+        return _missing_sim_extra(words, exc)
+    try:
+        return func(rest)
+    except ModuleNotFoundError as exc:  # a lazy import, e.g. matplotlib when a report is drawn
+        return _missing_sim_extra(words, exc)
+
+
+def _missing_sim_extra(words: str, exc: ModuleNotFoundError) -> int:
+    """Status 2 and the install line when `exc` is a module of the `sim` extra; else re-raise."""
+    if (exc.name or "").split(".")[0] not in SIM_EXTRA_MODULES:
+        raise exc
+    print(
+        f"surgescale {words}: needs the simulator's libraries ({exc.name} is not installed):"
+        " pip install 'surgescale[sim]'",
+        file=sys.stderr,
+    )
+    return 2

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from .protobuf import length_delimited
 from .resources import Registry, ResourceType
 
 _PARAMS = ["dryRun", "fieldManager", "fieldValidation", "force", "pretty"]
@@ -117,23 +118,7 @@ def v2_json(registry: Registry) -> dict[str, Any]:
     }
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    return _varint((number << 3) | 2) + _varint(len(payload)) + payload
-
-
 def v2_protobuf() -> bytes:
     """gnostic openapi_v2.Document{swagger: "2.0", info: {title, version}} as protobuf."""
-    info = _field(1, b"Kubernetes") + _field(2, b"v1.32.0")
-    return _field(1, b"2.0") + _field(2, info)
+    info = length_delimited(1, b"Kubernetes") + length_delimited(2, b"v1.32.0")
+    return length_delimited(1, b"2.0") + length_delimited(2, info)

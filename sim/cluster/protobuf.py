@@ -4,7 +4,8 @@ kubectl sends built-in objects it generates itself (`kubectl create namespace|co
 `application/vnd.kubernetes.protobuf`: the magic `k8s\\0`, then a `runtime.Unknown` holding the
 TypeMeta and the raw object message. We decode the TypeMeta and the object's ObjectMeta (name,
 generateName, namespace, labels, annotations) and, for ConfigMaps, `data`; anything else in a
-protobuf body is refused with 415 so the client can resend it as JSON.
+protobuf body is refused with 415 so the client can resend it as JSON. The varint codec here is
+the simulator's only one (`sim.cluster.openapi` encodes its protobuf document with it).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from .errors import bad_request, unsupported_media
 MAGIC = b"k8s\x00"
 
 
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+def decode_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """The base-128 varint at `buf[pos:]` and the position after it (ValueError if truncated)."""
     result = shift = 0
     while True:
         if pos >= len(buf):
@@ -29,18 +31,37 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
+def encode_varint(n: int) -> bytes:
+    """`n` (not negative) as a base-128 varint, least significant group first."""
+    if n < 0:
+        raise ValueError(f"varint of a negative number: {n}")
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if not n:
+            out.append(b)
+            return bytes(out)
+        out.append(b | 0x80)
+
+
+def length_delimited(number: int, payload: bytes) -> bytes:
+    """Field `number` of wire type 2 (bytes, string or an embedded message) holding `payload`."""
+    return encode_varint((number << 3) | 2) + encode_varint(len(payload)) + payload
+
+
 def fields(buf: bytes) -> list[tuple[int, int | bytes]]:
     """(field number, value) pairs of one message; length-delimited values as bytes."""
     out: list[tuple[int, int | bytes]] = []
     pos = 0
     while pos < len(buf):
-        key, pos = _varint(buf, pos)
+        key, pos = decode_varint(buf, pos)
         number, wire = key >> 3, key & 7
         if wire == 0:
-            value, pos = _varint(buf, pos)
+            value, pos = decode_varint(buf, pos)
             out.append((number, value))
         elif wire == 2:
-            length, pos = _varint(buf, pos)
+            length, pos = decode_varint(buf, pos)
             out.append((number, buf[pos : pos + length]))
             pos += length
         elif wire == 1:

@@ -66,10 +66,6 @@ class ResourceType:
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
 
-    @property
-    def group_version(self) -> str:
-        return self.api_version
-
     def verbs(self) -> list[str]:
         return [
             "create",
@@ -229,12 +225,6 @@ class Registry:
         if rt is None:
             raise KeyError(f"{plural}.{group}/{version} is not served")
         return rt
-
-    def by_kind(self, api_version: str, kind: str) -> ResourceType | None:
-        for rt in self._by_path.values():
-            if rt.api_version == api_version and rt.kind == kind:
-                return rt
-        return None
 
     def __iter__(self) -> Iterator[ResourceType]:
         return iter(list(self._by_path.values()))

@@ -170,10 +170,3 @@ class FieldSelector:
             else:
                 raise bad_request(f"invalid field selector: {part!r}")
         return cls(tuple(terms))
-
-    def exact(self, path: str) -> str | None:
-        """The value an `=` term pins `path` to, if any (lets the store use an index)."""
-        for p, equal, v in self.terms:
-            if p == path and equal:
-                return v
-        return None

@@ -21,7 +21,6 @@ from .admission import now_condition
 from .events import EventSource
 from .reconcile import Reconciler
 from .resources import Registry
-from .selectors import LabelSelector
 from .store import Obj, Store, WatchEvent, clone, random_suffix
 
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"
@@ -320,7 +319,3 @@ def deletion_cost(pod: Obj) -> int:
 def _neg(ts: str) -> str:
     """Sort key that puts newer timestamps first."""
     return "".join(chr(0x10FFFF - ord(c)) for c in ts)
-
-
-def selector_matches(selector: Obj | None, labels: dict[str, str] | None) -> bool:
-    return LabelSelector.from_object(selector).matches(labels)

@@ -25,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from surgescale.events import Event, EventConsumer, EventType, RedisClient, StreamKeys
+from surgescale.stats import percentile
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +107,7 @@ class EventTally:
 
     def ttft_p95(self, now_ms: float) -> float | None:
         self._trim(now_ms)
-        if not self._ttfts:
-            return None
-        values = sorted(v for _, v in self._ttfts)
-        return values[min(len(values) - 1, int(0.95 * len(values)))]
+        return percentile((v for _, v in self._ttfts), 95)
 
     def queue_depth(self, now_ms: float, stale_ms: float = 1000.0) -> tuple[int, int]:
         """Sum of (queue depth, in flight) over gateways that reported within `stale_ms`."""

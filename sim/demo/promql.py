@@ -18,8 +18,9 @@ shape that answer:
   upper bound of the last finite bucket when the rank falls into `+Inf`, and is NaN (no answer) on
   an empty histogram.
 
-Parsing the text exposition format is `parse_histogram`; everything here is pure (no I/O, no
-clock): callers pass the scrape time in.
+Reading a histogram out of the text exposition format is `parse_histogram` (prometheus_client's
+parser, through `sim.promtext`); everything here is pure (no I/O, no clock): callers pass the
+scrape time in.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+from sim import promtext
 
 INF = math.inf
 
@@ -48,56 +51,14 @@ def parse_histogram(
     Series whose labels do not include every `labels` pair are skipped; buckets with the same
     `le` from several matching series (e.g. two label sets) are summed, as `sum by (le)` would.
     """
-    prefix = f"{name}_bucket"
     out: dict[float, float] = {}
-    for line in text.splitlines():
-        if not line.startswith(prefix) or line.startswith("#"):
-            continue
-        rest = line[len(prefix) :]
-        if not rest.startswith("{"):
-            continue
-        close = rest.find("}")
-        if close < 0:
-            continue
-        parsed = _parse_labels(rest[1:close])
-        if labels and any(parsed.get(k) != v for k, v in labels.items()):
-            continue
-        le_text = parsed.get("le")
-        if le_text is None:
-            continue
+    for found, value in promtext.samples(text, f"{name}_bucket", labels):
         try:
-            le = float(le_text)  # "+Inf" parses to inf
-            value = float(rest[close + 1 :].split()[0])
-        except (ValueError, IndexError):
+            le = float(found["le"])  # "+Inf" parses to inf
+        except (KeyError, ValueError):
             continue
         out[le] = out.get(le, 0.0) + value
     return out
-
-
-def _parse_labels(body: str) -> dict[str, str]:
-    labels: dict[str, str] = {}
-    i = 0
-    n = len(body)
-    while i < n:
-        eq = body.find("=", i)
-        if eq < 0:
-            break
-        key = body[i:eq].strip().lstrip(",").strip()
-        j = eq + 1
-        if j >= n or body[j] != '"':
-            break
-        j += 1
-        value_chars: list[str] = []
-        while j < n and body[j] != '"':
-            if body[j] == "\\" and j + 1 < n:
-                j += 1
-                value_chars.append({"n": "\n"}.get(body[j], body[j]))
-            else:
-                value_chars.append(body[j])
-            j += 1
-        labels[key] = "".join(value_chars)
-        i = j + 1
-    return labels
 
 
 def to_sample(ts: float, buckets: Mapping[float, float]) -> HistogramSample | None:

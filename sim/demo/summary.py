@@ -13,7 +13,8 @@ Definitions, shared by the report and `surgescale bench e2e`:
   `surgescale.slo.Slo`, the one definition of "within SLO") over all requests sent (errors and
   rejections count as misses);
 - GPU-minutes: the integral of GPUs held by pods (starting or Ready) over the run; node-minutes
-  the integral of Ready nodes. Both in wall-clock minutes of the (compressed) run.
+  the integral of Ready nodes. Both in wall-clock minutes of the (compressed) run;
+- percentiles: nearest rank (`surgescale.stats.percentile`, the evaluator's definition).
 """
 
 from __future__ import annotations
@@ -24,24 +25,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sim.demo.record import ClusterSample, RequestResult, RunRecord
+from surgescale.stats import percentile
 
 STEP_S = 0.1
 """Resolution of the derived time series."""
 RATE_WINDOW_S = 2.0
 """Arrival rate window for the backlog threshold and the plots."""
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Linear-interpolated percentile (q in [0, 100]); None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    if len(ordered) == 1:
-        return ordered[0]
-    pos = (len(ordered) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 def grid(duration_s: float, step: float = STEP_S) -> list[float]:
@@ -87,13 +76,6 @@ def rolling_ttft(
         hi = bisect.bisect_right(sent, t)
         out.append(percentile([v for _, v in done[lo:hi]], q))
     return out
-
-
-def cluster_at(samples: Sequence[ClusterSample], t: float) -> ClusterSample | None:
-    """The latest sample at or before t."""
-    ts = [s.t for s in samples]
-    i = bisect.bisect_right(ts, t) - 1
-    return samples[i] if i >= 0 else None
 
 
 def integrate(samples: Sequence[ClusterSample], end: float, value: str) -> float:

@@ -138,7 +138,7 @@ async def run_load(
     )
     results: list[RequestResult | None] = [None] * len(plan)
     sem = asyncio.Semaphore(concurrency)
-    bar = _Progress(len(plan)) if progress else None
+    bar = _Progress.start(len(plan)) if progress else None
     t0 = clock()
 
     def finish(i: int, r: LoadRequest, due: float, sent: float | None, o: _Outcome) -> None:
@@ -227,6 +227,16 @@ async def run_load(
 
 class _Progress:
     """A rich progress bar on stderr (only used for long runs / when asked)."""
+
+    @classmethod
+    def start(cls, total: int) -> _Progress | None:
+        """The bar, or None with a warning where rich (the `sim` extra) is not installed, as in
+        the container image: the load runs the same without it."""
+        try:
+            return cls(total)
+        except ImportError as exc:
+            log.warning("no progress bar (%s): pip install 'surgescale[sim]'", exc)
+            return None
 
     def __init__(self, total: int) -> None:
         from rich.console import Console

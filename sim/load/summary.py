@@ -2,14 +2,14 @@
 
 `RequestResult` is what the runner (`sim.load.runner`) records for every request, whatever
 happened to it; `CsvRecorder` appends each one as soon as it ends (nothing is lost if the run is
-interrupted); `summarize` turns a list into figures; `render` prints them for humans.
+interrupted); `summarize` turns a list into figures (percentiles by nearest rank:
+`surgescale.stats.percentile`); `render` prints them for humans.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from surgescale.slo import Slo
+from surgescale.stats import percentile
 
 OK = "ok"
 # other terminal statuses: "http_<code>", "timeout", "connection_error", "protocol_error",
@@ -59,15 +60,6 @@ class CsvRecorder:
 
     def close(self) -> None:
         self._fh.close()
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..100); None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 def summarize(

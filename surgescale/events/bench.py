@@ -39,6 +39,7 @@ from surgescale.events.localcluster import ensure_redis_cluster
 from surgescale.events.localredis import ensure_redis
 from surgescale.events.producer import EventProducer, StreamLimits
 from surgescale.events.schema import Event, EventType, decode, encode, to_dict
+from surgescale.stats import percentile
 
 
 def _event(n: int, model: str = "bench") -> Event:
@@ -192,12 +193,14 @@ async def _latency(
         await producer.close()
         await close(producer_client)
         await close(client)
-    lat.sort()
+    p50, p99 = percentile(lat, 50), percentile(lat, 99)
+    if p50 is None or p99 is None:
+        raise RuntimeError("no event was delivered")
     return {
         "latency_rate_eps": rate,
-        "latency_p50_ms": lat[len(lat) // 2],
-        "latency_p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))],
-        "latency_max_ms": lat[-1],
+        "latency_p50_ms": p50,
+        "latency_p99_ms": p99,
+        "latency_max_ms": max(lat),
         "flushes": float(producer.stats.flushes),
     }
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from controller.loop import Controller
 from sim.cluster import errors as sim_errors
@@ -224,7 +225,8 @@ async def test_leader_failover_standby_takes_over_and_decides_at_once(
 
 
 async def _scrape(ctl: Controller) -> dict[str, float]:
-    """GET /metrics (and the probes) over HTTP; the samples by series name with labels."""
+    """GET /metrics (and the probes) over HTTP; the samples by series name with its labels sorted
+    (prometheus_client's parser)."""
     base = f"http://127.0.0.1:{ctl.http_port}"
     async with aiohttp.ClientSession() as http:
         for probe in ("/healthz", "/readyz"):
@@ -234,10 +236,10 @@ async def _scrape(ctl: Controller) -> dict[str, float]:
             assert resp.status == 200
             text = await resp.text()
     out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
+    for family in text_string_to_metric_families(text):  # raises on an invalid exposition
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = float(sample.value)
     return out
 
 

@@ -136,3 +136,14 @@ def test_to_sample_requires_inf_bucket() -> None:
     sample = to_sample(1.0, {INF: 2.0, 0.1: 1.0})
     assert sample is not None
     assert sample.buckets == ((0.1, 1.0), (INF, 2.0))
+
+
+def test_parse_histogram_unescapes_labels_and_keeps_what_precedes_a_cut_line() -> None:
+    text = (
+        'x_bucket{le="1",m="a\\"b"} 2\n'
+        'x_bucket{le="+Inf",m="a\\"b"} 3\n'
+        'x_bucket{le="+Inf",m="other"} 5\n'
+        'x_bucket{le="+Inf" 9\n'  # a scrape cut short: the parser rejects it
+    )
+    assert parse_histogram(text, "x", {"m": 'a"b'}) == {1.0: 2.0, INF: 3.0}
+    assert parse_histogram(text, "x") == {1.0: 2.0, INF: 8.0}

@@ -10,7 +10,7 @@ import pytest
 
 from sim.demo.record import ClusterSample, RequestResult, RunRecord, ScaleChange
 from sim.demo.report import PLOTS, main, write_report
-from sim.demo.summary import backlog_end, percentile, summarize, waiting_series
+from sim.demo.summary import backlog_end, summarize, waiting_series
 
 
 def _run(name: str = "surgescale", *, backlog: bool = True) -> RunRecord:
@@ -75,12 +75,6 @@ def _run(name: str = "surgescale", *, backlog: bool = True) -> RunRecord:
         ),
         pod_ready_at=(13.0, 13.2),
     )
-
-
-def test_percentile() -> None:
-    assert percentile([], 50) is None
-    assert percentile([3.0], 99) == 3.0
-    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == pytest.approx(2.5)
 
 
 def test_waiting_series_counts_requests_without_first_token() -> None:

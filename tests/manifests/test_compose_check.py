@@ -1,8 +1,8 @@
 """`make compose-check` (tools/compose_check) in its parts that need no container engine: the Debian
 mirror read from apt's configuration, podman's settings, the bring-up plan derived from
 docker-compose.yml's depends_on, the shortened load, a failing step named with its output, the
-clear failure when there is no engine and no way to install one, and that the packages the image
-leaves out are imported by none of the parts it runs. The whole check (containers, images, the
+clear failure when there is no engine and no way to install one (what the image installs:
+test_image_boundary.py). The whole check (containers, images, the
 closed loop) is run by CI as `make compose-check`, not from pytest."""
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.manifests.clis import CHECKED
 from tests.manifests.kube import REPO
 from tools.compose_check import engine, images
 from tools.compose_check.stack import load_compose, plan, rewrite, write_override
@@ -183,39 +182,6 @@ def test_local_images_pass_hadolint(name: str) -> None:
         timeout=60,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-
-
-def test_the_image_leaves_out_only_what_its_parts_never_import() -> None:
-    dockerfile = (REPO / "Dockerfile").read_text()
-    (left_out,) = re.findall(r'^ARG LEAVE_OUT="([^"]*)"', dockerfile, flags=re.M)
-    assert left_out.split() == ["matplotlib"]
-    modules = [
-        __import__("surgescale.cli", fromlist=["COMMANDS"]).COMMANDS[words].target.split(":")[0]
-        for words in CHECKED
-    ]
-    probe = (
-        "import importlib, json, sys\n"
-        "for m in sys.argv[2:]: importlib.import_module(m)\n"
-        "print(json.dumps(sorted(set(sys.argv[1].split()) & set(sys.modules))))"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", probe, left_out, *modules],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    assert json.loads(proc.stdout) == [], f"{modules} import {proc.stdout}"
-    # Nor later, inside a function: only the reports' modules name it.
-    naming = sorted(
-        str(p.relative_to(REPO))
-        for pkg in ("surgescale", "gateway", "controller", "sim")
-        for p in (REPO / pkg).rglob("*.py")
-        if any(name in p.read_text() for name in left_out.split())
-    )
-    assert naming, "the left-out library is not used at all: drop it from pyproject.toml"
-    assert all(n.startswith(("sim/demo/", "sim/evaluate/")) for n in naming), naming
 
 
 def test_one_check_at_a_time(tmp_path: Path) -> None:

@@ -228,7 +228,8 @@ def build_all(
             tag=SURGESCALE_IMAGE,
             containerfile=repo / "Dockerfile",
             context=repo,
-            build_args={"PYTHON_IMAGE": BASE_IMAGE},
+            # as docker-compose.yml builds it: with the simulated cluster's libraries
+            build_args={"PYTHON_IMAGE": BASE_IMAGE, "EXTRAS": "sim"},
             build_contexts={
                 "calibration": data / "calibration",
                 "karpenter-crds": data / "karpenter-crds",

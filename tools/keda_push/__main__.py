@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import statistics
 import sys
 import time
 import uuid
@@ -15,6 +14,7 @@ from controller.keda import externalscaler_pb2_grpc as pb_grpc
 from controller.keda.scaler import QueueSignal, start_server
 from surgescale.events import Event, EventProducer, EventType, StreamKeys, close, connect
 from surgescale.events.cleanup import delete_prefix
+from surgescale.stats import percentile
 
 
 def _event(kind: EventType, request_id: str = "", **fields: object) -> Event:
@@ -69,11 +69,13 @@ async def run(n: int) -> list[float]:
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 50
-    lat = sorted(asyncio.run(run(n)))
-    p90 = lat[max(int(len(lat) * 0.9) - 1, 0)]
+    lat = asyncio.run(run(n))
+    p50, p90 = percentile(lat, 50), percentile(lat, 90)
+    if p50 is None or p90 is None:
+        raise SystemExit("no push arrived")
     print(
         f"enqueue -> StreamIsActive(true) push, {n} rounds: "
-        f"p50 {statistics.median(lat):.1f} ms, p90 {p90:.1f} ms, max {lat[-1]:.1f} ms"
+        f"p50 {p50:.1f} ms, p90 {p90:.1f} ms, max {max(lat):.1f} ms"
     )
 
 

@@ -34,10 +34,6 @@ class Outcome:
     def ok(self) -> bool:
         return self.status == 200 and self.done and not self.error
 
-    @property
-    def started_stream(self) -> bool:
-        return self.status == 200 and self.tokens > 0
-
 
 @dataclass(slots=True)
 class Load:

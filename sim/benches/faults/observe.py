@@ -1,9 +1,8 @@
-"""Reading the judged processes from outside: Prometheus text, /proc, Redis INFO, the API server.
+"""Reading the judged processes from outside: Prometheus text, /proc, the API server.
 
 Nothing here imports the gateway or the controller: figures come from what they serve on
-`/metrics`, from the kernel's view of their process (`/proc/<pid>/fd`), from Redis itself
-(`INFO memory`, through the event transport's client) and from plain HTTP GETs to the simulated
-API server.
+`/metrics` (prometheus_client's parser, through `sim.promtext`), from the kernel's view of their
+process (`/proc/<pid>/fd`) and from plain HTTP GETs to the simulated API server.
 """
 
 from __future__ import annotations
@@ -15,28 +14,13 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 
-from surgescale.events import close, connect
+from sim.promtext import samples
 
 
 def parse_metric(text: str, name: str, labels: dict[str, str] | None = None) -> float | None:
     """The sum of the samples of `name` whose labels include `labels` (None if there is none)."""
-    total: float | None = None
-    for line in text.splitlines():
-        if not line.startswith(name) or line.startswith("#"):
-            continue
-        rest = line[len(name) :]
-        if rest[:1] not in ("{", " "):
-            continue
-        if labels:
-            head = rest.split("}", 1)[0] if rest.startswith("{") else ""
-            if not all(f'{k}="{v}"' in head for k, v in labels.items()):
-                continue
-        try:
-            value = float(line.rsplit(" ", 1)[1])
-        except (IndexError, ValueError):
-            continue
-        total = value if total is None else total + value
-    return total
+    values = [value for _, value in samples(text, name, labels)]
+    return sum(values) if values else None
 
 
 async def scrape(url: str, *, timeout_s: float = 2.0) -> str:
@@ -63,18 +47,6 @@ def open_fds(pid: int) -> int:
         return len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return -1
-
-
-async def redis_used_mb(url: str) -> float | None:
-    """Redis `used_memory` in MiB (None when Redis does not answer)."""
-    client = connect(url, timeout=1.0, connect_timeout=0.5)
-    try:
-        info = await client.info("memory")
-        return float(info["used_memory"]) / (1024 * 1024)
-    except Exception:
-        return None
-    finally:
-        await close(client)
 
 
 async def get_json(url: str, *, timeout_s: float = 2.0) -> dict[str, object] | None:

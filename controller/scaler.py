@@ -40,6 +40,23 @@ Key = tuple[str, str]
 Obj = dict[str, Any]
 
 
+# The HPA-style conditions (set by controller.conditions) in the order status lists them, after
+# the project's own: `kubectl describe` then reads the same whichever condition appeared first.
+STANDARD_CONDITIONS: tuple[str, ...] = (
+    "AbleToScale",
+    "ScalingActive",
+    "ScalingLimited",
+    "CapacityUnavailable",
+    "Ready",
+)
+
+
+def ordered_conditions(conds: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Project conditions first (as they appeared), then the standard ones in a fixed order."""
+    rank = {kind: i + 1 for i, kind in enumerate(STANDARD_CONDITIONS)}
+    return sorted(conds, key=lambda c: rank.get(str(c.get("type")), 0))
+
+
 @dataclass(slots=True)
 class Scaler:
     """One InferenceScaler as the controller sees it."""
@@ -252,7 +269,7 @@ def status_of(scaler: Scaler) -> dict[str, Any]:
         status.update(
             lastScaleTime=scaler.last_scale_time, lastScaleReason=scaler.last_scale_reason
         )
-    status["conditions"] = list(scaler.conditions.values())
+    status["conditions"] = ordered_conditions(scaler.conditions.values())
     return {k: v for k, v in status.items() if v is not None}
 
 

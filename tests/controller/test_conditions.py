@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from controller import crd
+from controller import conditions, crd
 from controller.actuator import RecheckableError, ScaleTarget, TargetKind
 from controller.conditions import refresh, unavailable_after
 from controller.policy import Decision, Observation, Reason
-from controller.scaler import Scaler
+from controller.scaler import STANDARD_CONDITIONS, Scaler, ordered_conditions
 from surgescale.retry import PermanentError
 from tests.controller.conftest import Gateway, Sim, eventually
 from tests.controller.test_integration import _ready_leader
@@ -278,3 +278,26 @@ async def test_pods_that_never_get_a_gpu_say_capacity_unavailable_in_status_even
         warnings = [line.split()[:2] for line in events_part.splitlines() if "Warning" in line]
         assert ["Warning", "ReplicasNotReady"] in warnings, described
         assert len(warnings) == 1, "one Event per cause: Ready's echo of it is not repeated"
+
+
+def test_status_lists_the_standard_conditions_in_one_order_whichever_came_first() -> None:
+    standard = (
+        conditions.ABLE_TO_SCALE,
+        conditions.SCALING_ACTIVE,
+        conditions.SCALING_LIMITED,
+        conditions.CAPACITY_UNAVAILABLE,
+        conditions.READY,
+    )
+    assert standard == STANDARD_CONDITIONS
+    # CapacityUnavailable set first (e.g. by the CapacityBuffer writer), a project condition between
+    seen = [{"type": t} for t in ("CapacityUnavailable", "SpecValid", "Ready", "AbleToScale")]
+    seen += [
+        {"type": "ScalingLimited"},
+        {"type": "ConcurrencyMatchesGateway"},
+        {"type": "ScalingActive"},
+    ]
+    assert [c["type"] for c in ordered_conditions(seen)] == [
+        "SpecValid",
+        "ConcurrencyMatchesGateway",
+        *standard,
+    ]

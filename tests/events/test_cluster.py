@@ -129,6 +129,15 @@ async def test_streams_on_every_master_are_read_in_per_slot_reads(
         assert producer.stats.retried == 0
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason=(
+        "open defect (issue #17, see docs/scale-out.md): in about half the runs on 2026-12-06 the "
+        "stream on the target master held ~1,240 of 1,500 flushed events after the move and the "
+        "source master stopped answering for > 5 s (redis-server 7.0.15 and 6.2.14 alike); "
+        "the cause is not yet found, so live resharding is not claimed to be lossless"
+    ),
+)
 async def test_a_slot_migrated_while_events_flow_loses_nothing(
     local_cluster: LocalCluster, keys: StreamKeys
 ) -> None:

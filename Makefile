@@ -17,8 +17,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/surgescale demo $(ARGS)
 
+# The suite mostly waits (real Redis, HTTP, simulated clusters), so it runs in 3 worker processes
+# (pytest-xdist) even on 2 cores: 970 tests in ~3 min instead of ~8. PYTEST_WORKERS=0 runs it in one.
+PYTEST_WORKERS ?= 3
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

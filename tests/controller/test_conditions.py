@@ -277,7 +277,9 @@ async def test_pods_that_never_get_a_gpu_say_capacity_unavailable_in_status_even
         ], described
         warnings = [line.split()[:2] for line in events_part.splitlines() if "Warning" in line]
         assert ["Warning", "ReplicasNotReady"] in warnings, described
-        assert len(warnings) == 1, "one Event per cause: Ready's echo of it is not repeated"
+        # One Event per cause: Ready's echo of ReplicasNotReady is not a second one. (A start
+        # that has no gateway data yet may add its own NoEventData warning first; that is another cause.)
+        assert warnings.count(["Warning", "ReplicasNotReady"]) == 1, described
 
 
 def test_status_lists_the_standard_conditions_in_one_order_whichever_came_first() -> None:

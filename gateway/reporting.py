@@ -26,7 +26,8 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
 
 from surgescale.events import Event, EventProducer, EventType, StreamKeys, close, connect
 from surgescale.events.client import RedisClient
@@ -37,6 +38,10 @@ log = logging.getLogger(__name__)
 def tenant_label(api_key: str) -> str:
     """An opaque, stable label for an API key (never the key itself)."""
     return "k-" + hashlib.sha256(api_key.encode()).hexdigest()[:10]
+
+
+Listener = Callable[[EventType, str, str, Mapping[str, Any]], None]
+"""(kind, model, request_id, fields) of one request milestone."""
 
 
 class Reporter:
@@ -56,6 +61,12 @@ class Reporter:
         """model -> the gateway's per-pod cap, reported in snapshots (None: not reported)."""
         self._wall_ms = wall_ms
         self.seq = 0
+        self._listeners: list[Listener] = []
+
+    def add_listener(self, listener: Listener) -> None:
+        """Also tell `listener` of every milestone `emit` is given (events on or off); a
+        listener that raises is logged, never fails the request."""
+        self._listeners.append(listener)
 
     @property
     def enabled(self) -> bool:
@@ -66,18 +77,22 @@ class Reporter:
 
     def emit(self, kind: EventType, model: str, request_id: str = "", **fields: object) -> None:
         producer = self.producer
-        if producer is None:
-            return
-        producer.emit(
-            Event(
-                type=kind,
-                model=model,
-                gateway=self.gateway,
-                ts_ms=self._wall_ms(),
-                request_id=request_id,
-                **fields,  # type: ignore[arg-type]
+        if producer is not None:
+            producer.emit(
+                Event(
+                    type=kind,
+                    model=model,
+                    gateway=self.gateway,
+                    ts_ms=self._wall_ms(),
+                    request_id=request_id,
+                    **fields,  # type: ignore[arg-type]
+                )
             )
-        )
+        for listener in self._listeners:
+            try:
+                listener(kind, model, request_id, fields)
+            except Exception:  # a listener (telemetry) must never fail a request
+                log.exception("event listener failed on a %s event", kind.value)
 
     def snapshot(self, depths: dict[str, tuple[int, int]], interval_ms: int) -> None:
         """One `snapshot` per model: (queue_depth, in_flight); one `seq` per round."""

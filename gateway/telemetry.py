@@ -281,21 +281,6 @@ def _error_type(kind: EventType, status: object, reason: object) -> str | None:
     return None
 
 
-class _TracingReporter(Reporter):
-    """The application's reporter, also telling `GatewayTelemetry` about every milestone."""
-
-    def __init__(self, inner: Reporter, telemetry: GatewayTelemetry) -> None:
-        self.__dict__.update(inner.__dict__)  # the same producer, gateway name and clocks
-        self._telemetry = telemetry
-
-    def emit(self, kind: EventType, model: str, request_id: str = "", **fields: object) -> None:
-        super().emit(kind, model, request_id, **fields)
-        try:
-            self._telemetry.on_event(kind, model, request_id, fields)
-        except Exception:  # telemetry must never fail a request
-            log.exception("telemetry failed on a %s event", kind.value)
-
-
 TELEMETRY: web.AppKey[GatewayTelemetry] = web.AppKey(
     "surgescale_gateway_telemetry", GatewayTelemetry
 )
@@ -328,8 +313,9 @@ def install(
 
 async def _hook_reporter(app: web.Application) -> None:
     state = app[STATE]
-    inner = state.reporter or Reporter(gateway=state.instance, producer=None)
-    state.reporter = _TracingReporter(inner, app[TELEMETRY])
+    if state.reporter is None:
+        state.reporter = Reporter(gateway=state.instance, producer=None)
+    state.reporter.add_listener(app[TELEMETRY].on_event)
 
 
 async def _close(app: web.Application) -> None:

@@ -699,6 +699,9 @@ class StateStore:
         self.settings = settings or StateSettings()
         self.models: dict[str, ModelState] = {}
         self.events = 0
+        self.queued: set[str] = set()
+        """The models the last `ingest` brought an `enqueue` or a `snapshot` (their queue may
+        have grown: the controller evaluates them before the others it touched)."""
 
     def model(self, name: str) -> ModelState:
         state = self.models.get(name)
@@ -713,6 +716,7 @@ class StateStore:
         """Apply a batch of events received at `now` (wall clock `wall_ms`, which times each
         event by its own `ts_ms`; None: all at `now`); the names of the models they touched."""
         touched: dict[str, ModelState] = {}
+        queued: set[str] = set()
         models = self.models
         last_name = ""
         last: ModelState | None = None
@@ -730,8 +734,12 @@ class StateStore:
                     touched[name] = last
                 last_name = name
             last.fold(event, now, wall_ms, first_lag_s)
+            kind = event.type
+            if kind is _ENQUEUE or kind is _SNAPSHOT:
+                queued.add(name)
             count += 1
         for state in touched.values():
             state.commit(now)
         self.events += count
+        self.queued = queued
         return set(touched)

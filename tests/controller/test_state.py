@@ -547,3 +547,25 @@ def test_forget_silent_answers_as_a_full_scan_at_every_moment(
         t = round(t + 0.05, 2)
     assert forgotten == {name for _, name, _ in steps}  # everyone went silent in the end
     assert not state.gateways
+
+
+def test_ingest_says_which_models_got_something_that_may_grow_a_queue() -> None:
+    store = StateStore()
+
+    def on(model: str, kind: EventType, **kw: Any) -> Event:
+        return Event(type=kind, model=model, gateway="g", ts_ms=0, request_id="r", **kw)
+
+    touched = store.ingest(
+        [
+            on("a", EventType.DISPATCH),
+            on("b", EventType.ENQUEUE),
+            on("a", EventType.COMPLETE),
+            on("c", EventType.SNAPSHOT, queue_depth=3),
+            on("d", EventType.FIRST_TOKEN, ttft_ms=10.0),
+        ],
+        0.0,
+    )
+    assert touched == {"a", "b", "c", "d"}
+    assert store.queued == {"b", "c"}
+    store.ingest([on("a", EventType.CANCEL)], 0.1)
+    assert store.queued == set()  # the last ingest's only

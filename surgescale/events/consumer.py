@@ -177,6 +177,8 @@ class EventConsumer:
         self._backoff = backoff or ExponentialBackoff(base=0.05, cap=2.0)
         self._streams: dict[str, str] = {}
         """stream -> the id to read from next: "0" (own pending history first), then ">"."""
+        self._seen: set[str] = set()
+        """Every model stream found so far, read or not (the filter may leave it out)."""
         self._history: set[str] = set()
         """The streams whose next id is not ">" (their own pending history is read first)."""
         self._version = 0
@@ -217,6 +219,11 @@ class EventConsumer:
     def models(self) -> list[str]:
         """The models whose streams are read now."""
         return [m for m in map(self.keys.model_of, self._streams) if m is not None]
+
+    @property
+    def all_models(self) -> list[str]:
+        """The models of every stream found so far, whether `model_filter` reads it or not."""
+        return [m for m in map(self.keys.model_of, self._seen) if m is not None]
 
     @property
     def model_filter(self) -> ModelFilter | None:
@@ -280,6 +287,7 @@ class EventConsumer:
         if now >= self._next_scan:
             self._next_scan = now + self._scan_interval_s
             found.update(await self._scan_streams())
+        self._seen |= found
         # Streams that appear later were written after we started: read them from the start.
         start = self._start_id if not self._discovered_once else "0"
         for stream in sorted(found):

@@ -617,6 +617,7 @@ async def _run_levels(args: argparse.Namespace, redis_url: str, prefix: str) -> 
         "bench-controller",
         "--log-level",
         "WARNING",
+        *args.controller_arg,
         cwd=str(REPO),
     )
     redis = connect(redis_url)
@@ -775,6 +776,14 @@ def main(argv: list[str]) -> int:
         metavar="FILE",
         default=None,
         help="run the controller under cProfile and write its profile to FILE",
+    )
+    parser.add_argument(
+        "--controller-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="an extra argument for the controller (repeat it: --controller-arg=--max-evals-per-s "
+        "--controller-arg=250)",
     )
     parser.add_argument("--search-max", type=float, default=400_000, help="stop the search here")
     parser.add_argument("--no-search", action="store_true", help="only the given rates")

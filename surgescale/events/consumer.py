@@ -7,7 +7,10 @@ one hash slot, so the streams are grouped by slot and every group has its own re
 (concurrent, each blocking up to `block_ms`); a batch is what the reads that finished first
 returned, and a busy slot never holds back another, since each has its own read. Past
 `max_parallel_reads` slot groups the reads stop blocking and take turns (round robin), with a short
-sleep when a whole round found nothing. A model filter (`model_filter`, changeable while running)
+sleep when a whole round found nothing. On a single Redis the read of all streams is packed once
+per change of the streams (`surgescale.events.rawread`), and its COUNT per stream is lowered with
+many streams so that one read returns about `max_entries_per_read` entries at most (Redis applies
+COUNT per stream). A model filter (`model_filter`, changeable while running)
 limits the streams read, for controllers that split the models between them. Call `await batch.ack()` after the effect. Iterating the
 consumer itself yields `(event, ack)` pairs for code that wants one event at a time.
 
@@ -18,9 +21,11 @@ Streams are found in the registry set and, every `scan_interval_s`, by SCAN over
 so a Redis that restarted empty (registry gone) is still read. A stream found after the first look,
 or whose group vanished (NOGROUP: Redis lost it, or it was collected), is read from its start:
 events carry ids, so the controller applies what it has seen before once. A failed ack is kept and
-retried before the next read. Housekeeping: `remove_group()` on a clean shutdown, and, with
-`stale_group_prefix` set, other groups of that prefix whose consumers have not read for
-`stale_group_idle_s` are destroyed (a stopped controller's group would otherwise grow its lag).
+retried before the next read. Stale entries are reclaimed a slice of streams per poll
+(`CLAIM_SLICE`, one pipelined round trip), so no read waits for N round trips. Housekeeping:
+`remove_group()` on a clean shutdown, and, with `stale_group_prefix` set, other groups of that
+prefix whose consumers have not read for `stale_group_idle_s` are destroyed beside the reads,
+pipelined (a stopped controller's group would otherwise grow its lag).
 """
 
 from __future__ import annotations
@@ -148,6 +153,7 @@ class EventConsumer:
         backoff: Backoff | None = None,
         model_filter: ModelFilter | None = None,
         max_parallel_reads: int = 256,
+        max_entries_per_read: int = 10_000,
     ) -> None:
         self._redis = redis
         self._cluster = is_cluster(redis)
@@ -184,7 +190,13 @@ class EventConsumer:
         self._version = 0
         """Bumped whenever a stream is added or dropped or its next id changes."""
         self._packed = (
-            PackedRead(redis, group=group, consumer=self.consumer, count=count)
+            PackedRead(
+                redis,
+                group=group,
+                consumer=self.consumer,
+                count=count,
+                max_entries=max_entries_per_read,
+            )
             if isinstance(redis, Redis) and PackedRead.usable(redis)
             else None
         )

@@ -33,10 +33,13 @@ def pack(args: Iterable[bytes]) -> bytes:
 class PackedRead:
     """XREADGROUP of a fixed set of streams, packed once per change of what is read."""
 
-    def __init__(self, redis: Redis, *, group: str, consumer: str, count: int) -> None:
+    def __init__(
+        self, redis: Redis, *, group: str, consumer: str, count: int, max_entries: int
+    ) -> None:
         self._redis = redis
         self._head = [b"XREADGROUP", b"GROUP", group.encode(), consumer.encode()]
-        self._head += [b"COUNT", str(count).encode()]
+        self._count = count
+        self._max_entries = max_entries
         self._key: object = None
         self._packed = b""
 
@@ -49,7 +52,10 @@ class PackedRead:
         """The command for `streams` (stream -> id), re-packed only when `key` changes (the
         caller's version of its streams and ids, with `block`; None: always, not kept)."""
         if key is None or key != self._key:
-            args = list(self._head)
+            # Redis applies COUNT per stream: a read of N streams that are behind returns up to
+            # COUNT x N entries, all decoded before the first is used. Keep it near max_entries.
+            count = max(1, min(self._count, self._max_entries // max(len(streams), 1)))
+            args = [*self._head, b"COUNT", str(count).encode()]
             if block is not None:
                 args += [b"BLOCK", str(block).encode()]
             args.append(b"STREAMS")

@@ -111,3 +111,26 @@ async def test_the_read_follows_streams_as_they_come_and_go(
     await asyncio.sleep(0.05)
     assert sorted(e.model for e in got) == ["b", "c"]
     assert sorted(consumer.models) == ["b", "c"]
+
+
+async def test_a_read_of_many_streams_that_are_behind_stays_near_its_entry_cap(
+    redis: RedisClient, keys: StreamKeys
+) -> None:
+    models = [f"m{i}" for i in range(50)]
+    for _ in range(10):
+        await fill(redis, keys, models)  # 10 entries in each of 50 streams: 500 behind
+    consumer = EventConsumer(
+        redis, keys=keys, group="ctl", block_ms=10, count=100, max_entries_per_read=100
+    )
+    sizes: list[int] = []
+
+    async def run() -> None:
+        async for batch in consumer.batches():
+            sizes.append(len(batch.events))
+            await batch.ack()
+            if sum(sizes) >= 500:
+                return
+
+    await asyncio.wait_for(run(), 20.0)
+    assert sum(sizes) == 500  # all of it, in reads of 100 x 50 / 50 = 2 per stream
+    assert max(sizes) == 100

@@ -15,6 +15,14 @@ How a decision is made (all rates in requests per second):
 - **Service rate.** `mu` is what one Ready replica completes per second at that concurrency
   (`controller.state` measures it while the replicas are full). Before any request has been
   observed it is the prior `concurrency / prior_request_seconds`.
+- **TPOT limit** (`tpot_rate`, `Decision.tpot_rate`, with a TPOT objective and at least 4
+  requests per Ready replica): `mu` is never above the rate per Ready replica now times
+  objective / TPOT p95, over the target utilization, so sizing lands at TPOT p95 = objective.
+  The learned concurrency extrapolates a TPOT-by-batch line; on 70B conv 4x it said 90-125 per
+  replica (8.5 req/s) where 5 req/s already gave a TPOT p95 of 40 ms of 50, and four replicas
+  met a climb to 31 req/s. The rate (not the batch) is scaled: the TPOT intercept (decode at a
+  small batch, the prefills of the arrivals) is large, and a batch-proportional bound fell with
+  every replica added. A scale-up it drives is `TpotLimit`.
 - **Arrival rate for sizing.** The long-window rate unless the short window exceeds it by more
   than Poisson noise: `max(long, short - arrival_noise_z * sqrt(short / w))`, and at least the
   rate of a step the change detector has just declared certain (`arrival_step_rate`), so a step
@@ -25,6 +33,12 @@ How a decision is made (all rates in requests per second):
   (`controller.forecast`: slope less `trend_z` standard errors) for one reacquire time, at most
   doubled (`forecast_rate`, `Decision.forecast_rate`): a node asked for now serves only then.
   A scale-up it drives is `TrendUp`.
+- **Headroom** (`headroom`, `Decision.headroom_rate`, node billing only): the fleet is sized
+  for the sustained rate times `1 + rate_headroom` (0.4). A node asked for now serves one
+  reacquire time later (4 minutes for 70B TP4); a climb inside that time is served only by
+  capacity already there, and nothing in the arrivals before a climb says it comes. A prior,
+  not learned: the numbers behind 0.4 and what else was tried are in docs/evaluate.md. A
+  scale-up it drives is `Headroom`. With `Billing.GPU` there is none (today's behaviour).
 - **Need.** `ceil(arrival / (mu * target_utilization) + queue_unexplained / (mu * horizon))`.
   The drain horizon is when new capacity can actually arrive: `max(ttft_slo, cold_start)`, plus
   the node boot when the replicas asked for do not fit on the nodes there are

@@ -34,10 +34,11 @@ How a decision is made (all rates in requests per second):
   doubled (`forecast_rate`, `Decision.forecast_rate`): a node asked for now serves only then.
   A scale-up it drives is `TrendUp`.
 - **Headroom** (`headroom`, `Decision.headroom_rate`, node billing only): the fleet is sized
-  for the sustained rate times `1 + rate_headroom` (0.4). A node asked for now serves one
-  reacquire time later (4 minutes for 70B TP4); a climb inside that time is served only by
-  capacity already there, and nothing in the arrivals before a climb says it comes. A prior,
-  not learned: the numbers behind 0.4 and what else was tried are in docs/evaluate.md. A
+  for the sustained rate times `1 + rate_headroom` (0.5), while no replica is starting. A node
+  asked for now serves one reacquire time later (4 minutes for 70B TP4); a climb inside that
+  time is served only by capacity already there, and nothing in the arrivals before a climb says
+  it comes. While capacity is on its way the headroom is not piled onto the rate it was bought
+  for (at a climb's top that bought a node Ready after the load fell). A prior, not learned: the numbers behind 0.5 and what else was tried are in docs/evaluate.md. A
   scale-up it drives is `Headroom`. With `Billing.GPU` there is none (today's behaviour).
 - **Need.** `ceil(arrival / (mu * target_utilization) + queue_unexplained / (mu * horizon))`.
   The drain horizon is when new capacity can actually arrive: `max(ttft_slo, cold_start)`, plus
@@ -285,7 +286,10 @@ def decide(
         return max(_need(rate, unexplained, mu, util, horizon), room), horizon
 
     need, horizon = sized(sustained)
-    headroom_rate = headroom(sustained, spec)
+    # spare capacity for a climb before new capacity could come; while capacity is on its way
+    # the headroom is not piled onto the rate it was bought for (at a climb's top that bought
+    # a node Ready after the load fell)
+    headroom_rate = headroom(sustained, spec) if obs.starting_replicas <= 0 else None
     headroom_up = trend_up = False
     if headroom_rate is not None:
         padded, padded_horizon = sized(headroom_rate)

@@ -96,10 +96,11 @@ class PolicySpec:
     tpot_limit: bool = True
     """With a TPOT objective, a replica is never sized to serve more than the rate per Ready
     replica now times objective / TPOT p95 (`controller.policy.tpot_rate`)."""
-    rate_headroom: float = 0.4
-    """Under node billing, the fleet is sized for the sustained rate times (1 + this): a node
-    asked for now serves a reacquire time later, and a climb in between is served only by
-    capacity already there (`Reason.HEADROOM`). A prior, not learned (docs/evaluate.md)."""
+    rate_headroom: float = 0.5
+    """Under node billing, the fleet is sized for the sustained rate times (1 + this) while no
+    replica is starting: a node asked for now serves a reacquire time later, and a climb in
+    between is served only by capacity already there (`Reason.HEADROOM`). A prior, not learned
+    (docs/evaluate.md)."""
     trend_z: float | None = 2.0
     """Nodes are bought for the rate one reacquire time (node boot + cold start) ahead, along
     the part of the arrival trend that is this many standard errors above 0; None = no

@@ -33,7 +33,7 @@ SPEC = PolicySpec(
     node_boot_s=120.0,
     trend_z=None,
 )
-"""70B TP4-like: two replicas per node, a TPOT objective of 50 ms, default headroom (40 %)."""
+"""70B TP4-like: two replicas per node, a TPOT objective of 50 ms, default headroom (50 %)."""
 
 
 def obs(now: float, **kw: Any) -> Observation:
@@ -103,7 +103,7 @@ def test_tpot_rate_table(
 @pytest.mark.parametrize(
     ("rate", "spec_kw", "expected"),
     [
-        pytest.param(20.0, {}, 28.0, id="node billing: 40 % above the sustained rate"),
+        pytest.param(20.0, {}, 30.0, id="node billing: 50 % above the sustained rate"),
         pytest.param(20.0, {"rate_headroom": 0.25}, 25.0, id="as configured"),
         pytest.param(20.0, {"billing": Billing.GPU}, None, id="GPU billing: today's behaviour"),
         pytest.param(20.0, {"rate_headroom": 0.0}, None, id="off"),
@@ -181,7 +181,7 @@ def climb(spec: PolicySpec, *, start: float = 300.0) -> list[tuple[float, int, i
 
 
 def test_headroom_is_bought_before_a_climb_a_new_node_could_not_serve() -> None:
-    """With the headroom, capacity for 28/s is there before the climb starts; without it the
+    """With the headroom, capacity for 30/s is there before the climb starts; without it the
     fleet follows the climb a reacquire time late, and the TPOT p95 is above the objective for
     minutes (the rate per Ready replica above the 6.1/s where it crosses 50 ms)."""
     with_headroom = climb(SPEC)
@@ -196,7 +196,7 @@ def test_headroom_is_bought_before_a_climb_a_new_node_could_not_serve() -> None:
 
     assert any(r is Reason.HEADROOM for _, _, _, r in with_headroom)
     ready_at_start = next(ready for t, ready, _, _ in with_headroom if t == 300.0)
-    assert ready_at_start >= 6  # 20/s * 1.4 at ~5.6/s a replica: bought in the first minutes
+    assert ready_at_start >= 6  # 20/s * 1.5 at ~5.6/s a replica: bought in the first minutes
     assert overloaded(with_headroom) < overloaded(without)
     assert overloaded(without) >= 120
 
@@ -234,4 +234,21 @@ def test_gpu_billing_has_no_headroom() -> None:
     assert d.headroom_rate is None
     assert d.recommended == 3  # 20/s at 8/s, 90 %
     d, _ = decide(obs(0.0), PolicyState.initial(4, 2), SPEC, 0.0)
-    assert (d.headroom_rate, d.recommended) == (28.0, 4)
+    assert (d.headroom_rate, d.recommended) == (30.0, 5)
+
+
+def test_no_headroom_is_piled_on_while_capacity_is_starting() -> None:
+    """At a climb's top, with the replicas the headroom bought still loading, a higher rate does
+    not buy more headroom on top (that node would be Ready after the load fell)."""
+    o = obs(
+        0.0,
+        arrival_rate_short=28.0,
+        arrival_rate_long=28.0,
+        ready_replicas=6,
+        service_rate_per_replica=5.0,
+    )
+    d, _ = decide(o, PolicyState.initial(8, 4), SPEC, 0.0)
+    assert (d.headroom_rate, d.replicas, d.reason) == (42.0, 10, Reason.HEADROOM)
+    d, _ = decide(replace(o, starting_replicas=2), PolicyState.initial(8, 4), SPEC, 0.0)
+    assert d.headroom_rate is None
+    assert d.replicas == 8  # 28/s at 5/s, 90 %: 7 needed; the 8 asked for stay

@@ -165,6 +165,12 @@ class _LiveCollector(Collector):
             value=stats.emitted if stats else 0,
         )
         yield CounterMetricFamily(
+            p + "event_flushes",
+            "Writes of buffered events to Redis (one pipeline each); emitted / flushes is the "
+            "batching the event linger buys",
+            value=stats.flushes if stats else 0,
+        )
+        yield CounterMetricFamily(
             p + "events_dropped",
             "Events lost while Redis was away (buffer overflow)",
             value=stats.dropped if stats else 0,

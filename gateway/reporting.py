@@ -5,9 +5,11 @@ request path never waits on Redis; with Redis away the producer buffers, then dr
 and counts them. A request's events are held for `linger_s` (`event_linger_ms`) before they are
 handed to the producer, together: the producer flushes at once when idle, and a flush (a redis-py
 pipeline, ~0.1-0.2 ms of CPU) run per event lands between a request's send to the pod and its
-first byte; lingering turns a request's four events into about one flush, after its first byte.
-Each event is stamped (`ts_ms`) when it is emitted, not when it is flushed; order is kept
-(a snapshot first releases what is held). Accounting the controller can rely on (per model, per gateway):
+first byte; lingering turns a request's four events into about one flush, after its first byte. A
+request's last event (`complete`, `cancel`, `reject`) releases at once, so a request's events are
+never later than they were without the linger once it is over. Each event is stamped (`ts_ms`)
+when it is emitted, not when it is flushed; order is kept (a snapshot first releases what is
+held). Accounting the controller can rely on (per model, per gateway):
 
 - `enqueue` +1 queued (every admitted request, at arrival);
 - `dispatch` -1 queued, +1 in flight (first send to a pod; a retry sends no second dispatch);
@@ -44,6 +46,9 @@ def tenant_label(api_key: str) -> str:
     """An opaque, stable label for an API key (never the key itself)."""
     return "k-" + hashlib.sha256(api_key.encode()).hexdigest()[:10]
 
+
+_TERMINAL = frozenset({EventType.COMPLETE, EventType.CANCEL, EventType.REJECT})
+"""A request's last event: it releases what is held at once (the answer is out, or about to be)."""
 
 Listener = Callable[[EventType, str, str, Mapping[str, Any]], None]
 """(kind, model, request_id, fields) of one request milestone."""
@@ -96,13 +101,15 @@ class Reporter:
                 request_id=request_id,
                 **fields,  # type: ignore[arg-type]
             )
-            if self.linger_s > 0:
+            if self.linger_s <= 0:
+                producer.emit(event)
+            else:
                 self._held.append(event)
-                if self._release_at is None:
+                if kind in _TERMINAL:
+                    self.release()  # the request is over: nothing of it is left waiting
+                elif self._release_at is None:
                     loop = asyncio.get_running_loop()
                     self._release_at = loop.call_later(self.linger_s, self.release)
-            else:
-                producer.emit(event)
         for listener in self._listeners:
             try:
                 listener(kind, model, request_id, fields)

@@ -8,8 +8,10 @@ pipeline, ~0.1-0.2 ms of CPU) run per event lands between a request's send to th
 first byte; lingering turns a request's four events into about one flush, after its first byte. A
 request's last event (`complete`, `cancel`, `reject`) releases at once, so a request's events are
 never later than they were without the linger once it is over. Each event is stamped (`ts_ms`)
-when it is emitted, not when it is flushed; order is kept (a snapshot first releases what is
-held). Accounting the controller can rely on (per model, per gateway):
+when it is emitted, not when it is flushed; order is kept (snapshots are held with them, so
+a snapshot still follows the events it counts).
+
+Accounting the controller can rely on (per model, per gateway):
 
 - `enqueue` +1 queued (every admitted request, at arrival);
 - `dispatch` -1 queued, +1 in flight (first send to a pod; a retry sends no second dispatch);
@@ -101,23 +103,30 @@ class Reporter:
                 request_id=request_id,
                 **fields,  # type: ignore[arg-type]
             )
-            if self.linger_s <= 0:
-                producer.emit(event)
-            else:
-                self._held.append(event)
-                if kind in _TERMINAL:
-                    self.release()  # the request is over: nothing of it is left waiting
-                elif self._release_at is None:
-                    loop = asyncio.get_running_loop()
-                    self._release_at = loop.call_later(self.linger_s, self.release)
+            # A request's last event: the request is over, nothing of it is left waiting.
+            self._send(producer, event, now=kind in _TERMINAL)
         for listener in self._listeners:
             try:
                 listener(kind, model, request_id, fields)
             except Exception:  # a listener (telemetry) must never fail a request
                 log.exception("event listener failed on a %s event", kind.value)
 
+    def _send(self, producer: EventProducer, event: Event, *, now: bool) -> None:
+        """To the producer at once (no linger, or `now`, with what is held before it), or held
+        until the linger timer (started by the first event held) fires."""
+        if self.linger_s <= 0:
+            producer.emit(event)
+            return
+        self._held.append(event)
+        if now:
+            self.release()
+        elif self._release_at is None:
+            loop = asyncio.get_running_loop()
+            self._release_at = loop.call_later(self.linger_s, self.release)
+
     def release(self) -> None:
-        """Hand the held events to the producer now (the linger timer, a snapshot, shutdown)."""
+        """Hand the held events to the producer now (the linger timer, a request's last event,
+        shutdown)."""
         if self._release_at is not None:
             self._release_at.cancel()
             self._release_at = None
@@ -132,11 +141,13 @@ class Reporter:
         producer = self.producer
         if producer is None:
             return
-        self.release()  # a snapshot counts what came before it: those events go first
         self.seq += 1
         ts = self._wall_ms()
         for model, (queued, in_flight) in depths.items():
-            producer.emit(
+            # Held like request events (in the same order: a snapshot counts what came before
+            # it), so it mostly shares a request's write to Redis instead of one of its own.
+            self._send(
+                producer,
                 Event(
                     type=EventType.SNAPSHOT,
                     model=model,
@@ -147,7 +158,8 @@ class Reporter:
                     seq=self.seq,
                     interval_ms=interval_ms,
                     pod_cap=self.pod_cap(model) if self.pod_cap is not None else None,
-                )
+                ),
+                now=False,
             )
 
 

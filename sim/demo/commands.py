@@ -14,8 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sim.baselines.hpa import KedaSpec
 from sim.datafiles import data_dir
-from sim.demo.hpa import KedaSpec
 from sim.demo.objects import ModelSetup
 from sim.demo.procs import surgescale_argv
 

@@ -16,10 +16,10 @@ import aiohttp
 import pytest
 from kubernetes_asyncio import client as k8s
 
+from sim.baselines.hpa import KedaSpec
+from sim.baselines.keda_live import BaselineTarget, KedaBaseline, running
 from sim.cluster import ClusterOptions, NodePoolConfig, RunningCluster, start_cluster
 from sim.demo import objects, startup
-from sim.demo.baseline import BaselineTarget, KedaBaseline, running
-from sim.demo.hpa import KedaSpec
 from surgescale.events.localredis import free_port
 
 SPEED = 20.0

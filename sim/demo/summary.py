@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from sim.demo.record import ClusterSample, RunRecord
 from sim.load.records import RequestResult
+from sim.load.summary import served_ttfts, within_slo
 from surgescale.stats import percentile
 
 STEP_S = 0.1
@@ -168,10 +169,12 @@ def reaction(record: RunRecord) -> Reaction:
 
 
 def summarize(record: RunRecord) -> Summary:
+    """Figures of a demo run. The requests' figures are the load generator's definitions
+    (`sim.load.summary.served_ttfts`, `.within_slo`); the evaluator's run is summarised by
+    `sim.evaluate.metrics.summarize`."""
     reqs = record.requests
-    ttfts = [r.ttft_s for r in reqs if r.ok and r.ttft_s is not None]
-    slo = record.objective()
-    within = sum(1 for r in reqs if r.ok and slo.ttft_met(r.ttft_s, r.prompt_tokens))
+    ttfts = served_ttfts(reqs)
+    within = within_slo(reqs, record.objective())
     ok = sum(1 for r in reqs if r.ok)
     burst: list[float] = []
     if record.load_step_at is not None:

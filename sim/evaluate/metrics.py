@@ -122,8 +122,9 @@ def attainment_counts(requests: Iterable[Request], slo: Slo) -> tuple[int, int, 
 def summarize(
     result: RunResult, bursts: Sequence[Burst], *, reactive: bool = True
 ) -> dict[str, Any]:
-    """One policy's row: the keys of `summary.json`. Clairvoyant policies (`reactive=False`)
-    act before a burst, so they get no reaction times."""
+    """One policy's row: the keys of `summary.json` (the summary of an evaluator run; a load
+    generator run is `sim.load.summary.summarize`, a demo run `sim.demo.summary.summarize`).
+    Clairvoyant policies (`reactive=False`) act before a burst, so they get no reaction times."""
     sc = result.scenario
     slo = sc.slo
     ttfts = [math.inf if r.ttft is None else r.ttft for r in result.requests]

@@ -11,11 +11,11 @@ from __future__ import annotations
 import csv
 import dataclasses
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from sim.load.records import OK, RequestResult
+from sim.load.records import RequestResult
 from surgescale.slo import Slo
 from surgescale.stats import percentile
 
@@ -40,6 +40,17 @@ class CsvRecorder:
         self._fh.close()
 
 
+def served_ttfts(results: Iterable[RequestResult]) -> list[float]:
+    """TTFTs of the requests that streamed to their end (what every TTFT percentile is of)."""
+    return [r.ttft_s for r in results if r.ok and r.ttft_s is not None]
+
+
+def within_slo(results: Iterable[RequestResult], slo: Slo) -> int:
+    """How many requests streamed to their end with a first token by their deadline
+    (`Slo.ttft_met`); a failed request misses the SLO."""
+    return sum(1 for r in results if r.ok and slo.ttft_met(r.ttft_s, r.prompt_tokens))
+
+
 def summarize(
     results: Sequence[RequestResult],
     *,
@@ -47,16 +58,18 @@ def summarize(
     ttft_slo_s: float,
     ttft_per_input_token_s: float = 0.0,
 ) -> dict[str, Any]:
-    """Figures of a run. SLO attainment counts every request: failed ones miss the SLO.
+    """Figures of a load-generator run (the demo's run is `sim.demo.summary.summarize`, the
+    evaluator's `sim.evaluate.metrics.summarize`). SLO attainment counts every request: failed
+    ones miss the SLO.
 
     "Within SLO" is `surgescale.slo.Slo` (TTFT base `ttft_slo_s` plus the per-input-token
     allowance times the request's prompt tokens)."""
     slo = Slo(ttft_base_s=ttft_slo_s, ttft_per_input_token_s=ttft_per_input_token_s)
-    ok = [r for r in results if r.status == OK]
-    ttft = [r.ttft_s for r in ok if r.ttft_s is not None]
+    ok = [r for r in results if r.ok]
+    ttft = served_ttfts(results)
     tpot = [r.tpot_s for r in ok if r.tpot_s is not None]
     e2e = [r.e2e_s for r in ok if r.e2e_s is not None]
-    met = sum(1 for r in ok if slo.ttft_met(r.ttft_s, r.prompt_tokens))
+    met = within_slo(results, slo)
     out_tokens = sum(r.output_tokens for r in results)
     lateness = [r.sent_s - r.scheduled_s for r in results if r.sent_s is not None]
     figures: dict[str, Any] = {

@@ -176,6 +176,25 @@ def test_old_run_files_still_load() -> None:
     assert old.objective().ttft_budget(5000) == old.slo_s
 
 
+def test_run_files_from_before_the_shared_request_record_still_load() -> None:
+    """Run files once held the demo's own request record: `sent_at`, an HTTP status as bare
+    digits, `prompt_tokens` possibly null. They read as the load generator's `RequestResult`
+    and summarise as they did."""
+    raw = orjson.loads(_run().to_json())
+    raw["requests"] = [
+        {"sent_at": 1.0, "status": "ok", "ttft_s": 0.2, "e2e_s": 0.5, "output_tokens": 3},
+        {"sent_at": 2.0, "status": "503", "ttft_s": None, "e2e_s": None, "prompt_tokens": None},
+        {"sent_at": 3.0, "status": "timeout", "ttft_s": None, "e2e_s": None, "output_tokens": 0},
+    ]
+    old = RunRecord.from_json(orjson.dumps(raw))
+    assert [r.started_s for r in old.requests] == [1.0, 2.0, 3.0]
+    assert [r.status for r in old.requests] == ["ok", "http_503", "timeout"]
+    assert [r.ok for r in old.requests] == [True, False, False]
+    summary = summarize(old)
+    assert (summary.ok, summary.failed, summary.ttft_p50_s) == (1, 2, 0.2)
+    assert summary.slo_attainment == pytest.approx(1 / 3)
+
+
 def test_bench_figures_and_table_with_the_fifo_arm() -> None:
     from rich.console import Console
 

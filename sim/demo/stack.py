@@ -35,7 +35,7 @@ import aiohttp
 from rich.console import Console
 
 from sim.baselines.hpa import KedaSpec
-from sim.baselines.keda_live import BaselineTarget, KedaBaseline, running
+from sim.baselines.keda_live import KedaBaseline, running
 from sim.demo import commands, objects, startup
 from sim.demo.live import (
     EventTally,
@@ -273,12 +273,7 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
             ctx.baseline = KedaBaseline(
                 api=api,
                 http=http,
-                target=BaselineTarget(
-                    namespace=setup.namespace,
-                    deployment=setup.deployment,
-                    service=setup.service,
-                    model=setup.model,
-                ),
+                target=commands.baseline_target(setup),
                 spec=spec,
                 phase_s=rng.uniform(0, spec.scrape_interval_s),
             )

@@ -84,7 +84,9 @@ def plan_run(
         if r.prompt + r.generated - r.computed != 1:
             return None
         context += r.computed + 1
-        remaining = min(remaining, r.max_tokens - r.generated)
+        left = r.max_tokens - r.generated
+        if left < remaining:
+            remaining = left
     limit = remaining - 1  # the step in which a request finishes is planned normally
     if limit <= 0:
         return None

@@ -78,6 +78,9 @@ def plan_run(
     batch = len(running)
     if batch == 0 or max_num_batched_tokens < batch:
         return None
+    last = running[-1]  # the newest: the one still in prefill, if any (checked first, cheaply)
+    if last.prompt + last.generated - last.computed != 1:
+        return None
     context = 0
     remaining = 1 << 62
     for r in running:

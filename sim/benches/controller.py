@@ -1,10 +1,12 @@
 """`surgescale bench controller`: reaction latency of the controller under background event load.
 
-Set-up (three processes on this machine, real Redis, real HTTP):
-- this process runs the simulated Kubernetes API server (`sim.cluster`, in-process), the trial
-  driver and the clock; our CRD, a model Deployment scaled to zero and its InferenceScaler
+Set-up (four processes on this machine, real Redis, real HTTP):
+- the simulated Kubernetes API server (`sim.cluster`) runs in its own process (this module with
+  `--apiserver`), so the status writes it takes (about 100/s with many models) do not delay the
+  measuring loop; our CRD, a model Deployment scaled to zero and its InferenceScaler
   (minReplicas 0, concurrencyPerReplica 1, priorRequestSeconds 1000: one queued request already
-  needs a replica; scale to zero after 0.3 s idle) are created in it;
+  needs a replica; scale to zero after 0.3 s idle) are created in it over HTTP;
+- this process runs the trial driver and takes t0;
 - the controller runs as its own process (`python -m controller`), as in production;
 - a load generator process emits background events through `EventProducer` at a fixed rate:
   full request lifecycles (enqueue, dispatch, first_token, complete) on four other models, plus
@@ -12,16 +14,19 @@ Set-up (three processes on this machine, real Redis, real HTTP):
   time, as under real traffic).
 
 A trial: wait until the Deployment is at zero, emit one `enqueue` for the model (t0, just before
-`emit`), and take t1 when the store of the simulated API server applies the scale PATCH
-(a synchronous store listener in this process, so t0 and t1 share a clock). Then the request is
+`emit`), and take t1 when the store of the simulated API server applies the scale PATCH (a
+synchronous store listener in that process, which reports the time on its stdout; both take
+CLOCK_MONOTONIC, one clock for every process of the machine). Then the request is
 cancelled, the controller scales back to zero after the idle period and the next trial starts
 after a random 50 to 150 ms. Reported per load level: p50/p99/max of t1 - t0, the generator's
 achieved rate and the controller's consumed rate (from its /metrics). The highest sustained rate
 is searched by raising the load until p99 passes 100 ms (or the generator cannot go faster,
 which is then said). Last line: JSON with `reaction_p50_ms`, `reaction_p99_ms` (at 10k/s),
 `max_events_per_s`, and at 10k/s the generator's achieved rate, the controller's consumed rate and
-CPU, and this process's own event-loop lag (`bench_loop_lag_max_ms`: it hosts the API server
-whose store times t1, so a lagging bench would be measured instead of the controller).
+CPU, this process's own event-loop lag (`bench_loop_lag_max_ms`: it flushes the trial's
+enqueue) and the API server process's (`apiserver_loop_lag_max_ms`: its store times t1), so a
+lagging bench shows as such rather than as controller time. The controller runs with its own
+default Lease settings (3 s duration, 0.5 s retry).
 
 Redis: its keys live under `bench-<random>:`, deleted at the end even when the bench is stopped
 by SIGTERM/SIGINT (they cancel the run, so the clean-up runs); keys of runs killed harder
@@ -156,6 +161,49 @@ async def _loadgen(redis_url: str, prefix: str, rate: float, n_bg_models: int) -
         print(json.dumps({"achieved": flushed / elapsed if elapsed > 0 else 0.0}), flush=True)
 
 
+# --- the simulated API server (its own process) ------------------------------------------
+
+
+async def _apiserver(kubeconfig: Path) -> None:
+    """Serve the simulated Kubernetes API in this process and report on stdout, one line each:
+    `ready URL` once it listens; `R T REPLICAS` when the store applies a new replica count of
+    the measured Deployment (T = CLOCK_MONOTONIC seconds, shared by every process of the
+    machine, taken in the store's synchronous listener); `L MAX_MS` every second, this
+    process's own event-loop lag over that second."""
+    cluster = await start_cluster(ClusterOptions(speed=1.0, full_gc_every_s=300.0))
+    out = sys.stdout
+    last = [0]
+
+    def on_change(event: Any) -> None:
+        if event.rt.kind != "Deployment" or event.obj["metadata"]["name"] != DEPLOYMENT:
+            return
+        replicas = int((event.obj.get("spec") or {}).get("replicas") or 0)
+        if replicas != last[0]:
+            last[0] = replicas
+            out.write(f"R {time.monotonic():.6f} {replicas}\n")
+            out.flush()
+
+    cluster.store.subscribe(on_change)
+    cluster.write_kubeconfig(kubeconfig)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    out.write(f"ready {cluster.url}\n")
+    out.flush()
+    parent = os.getppid()
+    worst, started = 0.0, loop.time()
+    with contextlib.suppress(BrokenPipeError):
+        while not stop.is_set() and os.getppid() == parent:  # never outlive the bench
+            before = loop.time()
+            await asyncio.sleep(0.005)
+            worst = max(worst, loop.time() - before - 0.005)
+            if loop.time() - started >= 1.0:
+                out.write(f"L {worst * 1000.0:.2f}\n")
+                out.flush()
+                worst, started = 0.0, loop.time()
+    await cluster.stop()
+
+
 # --- the measuring side ---------------------------------------------------------------------
 
 
@@ -173,8 +221,11 @@ class Level:
     rss_mb: float = 0.0
     """The controller's resident memory at the end of the level (MiB)."""
     bench_lag_ms: tuple[float, float] = (0.0, 0.0)
-    """This process's own event-loop lag during the level (p99, max): it hosts the API server
-    whose store times t1, so a late loop here would show as reaction time."""
+    """This process's own event-loop lag during the level (p99, max): it takes t0 and flushes
+    the trial's enqueue, so a late loop here would show as reaction time."""
+    server_lag_max_ms: float = 0.0
+    """The API server process's largest event-loop lag during the level: its store times t1
+    (and takes the controller's status writes), so a late loop there would show too."""
 
     def pct(self, q: float) -> float:
         xs = sorted(self.latencies_ms)
@@ -207,32 +258,50 @@ class LoopLag:
 
 
 class Watcher:
-    """Times the moment the API server stores a new replica count of the Deployment."""
+    """The moments the API server (its own process) stored a new replica count of the
+    Deployment, read from its stdout; and that process's own event-loop lag."""
 
     def __init__(self) -> None:
         self.replicas = 0
         self.changed = asyncio.Event()
         self.changes: list[tuple[float, int]] = []
+        self.server_lag_ms: list[float] = []
+        self.url = asyncio.get_running_loop().create_future()
 
-    def __call__(self, event: Any) -> None:
-        if event.rt.kind != "Deployment" or event.obj["metadata"]["name"] != DEPLOYMENT:
-            return
-        replicas = int((event.obj.get("spec") or {}).get("replicas") or 0)
-        if replicas != self.replicas:
-            self.changes.append((time.perf_counter(), replicas))
-            self.replicas = replicas
-            self.changed.set()
+    async def follow(self, stream: asyncio.StreamReader) -> None:
+        """Read the API server's report lines until it closes its stdout."""
+        while line := await stream.readline():
+            kind, _, rest = line.decode().strip().partition(" ")
+            if kind == "R":
+                t, replicas = rest.split()
+                self.changes.append((float(t), int(replicas)))
+                self.replicas = int(replicas)
+                self.changed.set()
+            elif kind == "L":
+                self.server_lag_ms.append(float(rest))
+            elif kind == "ready" and not self.url.done():
+                self.url.set_result(rest)
+        if not self.url.done():
+            self.url.set_exception(RuntimeError("the simulated API server process ended"))
+
+    def take_server_lag(self) -> float:
+        """The API server process's largest loop lag (ms) since the last take."""
+        worst = max(self.server_lag_ms, default=0.0)
+        self.server_lag_ms = []
+        return worst
 
     async def until(self, predicate: Any, timeout: float) -> float | None:
-        deadline = time.perf_counter() + timeout
+        """Wait until the replica count satisfies `predicate`; the API server's time of that
+        change (CLOCK_MONOTONIC, comparable with `time.monotonic()` here)."""
+        deadline = time.monotonic() + timeout
         while not predicate(self.replicas):
             self.changed.clear()
-            left = deadline - time.perf_counter()
+            left = deadline - time.monotonic()
             if left <= 0:
                 return None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), left)
-        return self.changes[-1][0] if self.changes else time.perf_counter()
+        return self.changes[-1][0] if self.changes else time.monotonic()
 
 
 def _background_objects(i: int) -> list[tuple[str, dict[str, Any]]]:
@@ -480,6 +549,7 @@ async def _measure_level(
     consumed0, t_start = await _events_consumed(http_port), time.perf_counter()
     cpu0 = _cpu_seconds(controller_pid)
     lag.take()
+    watcher.take_server_lag()
     hist0 = _buckets(await _scrape(http_port))
     lat: list[float] = []
     timeouts = 0
@@ -496,7 +566,7 @@ async def _measure_level(
             ts_ms=int(time.time() * 1000),
             request_id=rid,
         )
-        t0 = time.perf_counter()
+        t0 = time.monotonic()
         gw["queue"] = 1
         producer.emit(ev)
         t1 = await watcher.until(lambda r: r > 0, 5.0)
@@ -516,6 +586,7 @@ async def _measure_level(
             lat.append((t1 - t0) * 1000.0)
     elapsed = time.perf_counter() - t_start
     bench_lag = lag.take()
+    server_lag = watcher.take_server_lag()
     consumed = (await _events_consumed(http_port) - consumed0) / elapsed
     cpu = (_cpu_seconds(controller_pid) - cpu0) / elapsed
     hist1 = _buckets(await _scrape(http_port))
@@ -527,7 +598,16 @@ async def _measure_level(
         with contextlib.suppress(Exception):
             achieved = float(json.loads(out.decode().strip().splitlines()[-1])["achieved"])
     return Level(
-        rate, achieved, consumed, lat, timeouts, inside, cpu, _rss_mb(controller_pid), bench_lag
+        rate,
+        achieved,
+        consumed,
+        lat,
+        timeouts,
+        inside,
+        cpu,
+        _rss_mb(controller_pid),
+        bench_lag,
+        server_lag,
     )
 
 
@@ -556,7 +636,7 @@ def _row(level: Level) -> str:
         f"{len(level.latencies_ms):>6} {level.pct(0.5):>8.1f} {level.pct(0.99):>8.1f} "
         f"{max(level.latencies_ms, default=float('nan')):>8.1f} {level.timeouts:>4} "
         f"{level.inside_ms[0]:>7.1f} {level.inside_ms[1]:>7.1f} {level.controller_cpu:>7.0%} "
-        f"{level.rss_mb:>7.0f} {level.bench_lag_ms[1]:>7.1f}"
+        f"{level.rss_mb:>7.0f} {level.bench_lag_ms[1]:>7.1f} {level.server_lag_max_ms:>7.1f}"
     )
 
 
@@ -580,14 +660,24 @@ async def _run(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
 
 
 async def _run_levels(args: argparse.Namespace, redis_url: str, prefix: str) -> dict[str, Any]:
-    cluster = await start_cluster(ClusterOptions(speed=1.0))
-    watcher = Watcher()
-    cluster.store.subscribe(watcher)
     tmp = Path(tempfile.mkdtemp(prefix="surgescale-bench-"))
-    kubeconfig = cluster.write_kubeconfig(tmp / "kubeconfig")
-    await _apply(cluster.url)
+    kubeconfig = tmp / "kubeconfig"
+    server = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sim.benches.controller",
+        "--apiserver",
+        str(kubeconfig),
+        stdout=asyncio.subprocess.PIPE,
+        cwd=str(REPO),
+    )
+    assert server.stdout is not None
+    watcher = Watcher()
+    following = asyncio.create_task(watcher.follow(server.stdout))
+    url = await asyncio.wait_for(watcher.url, 60.0)
+    await _apply(url)
     bg_models = max(args.models - 1, 0)
-    await _apply_background(cluster.url, bg_models)
+    await _apply_background(url, bg_models)
     http_port = free_port()
     profile = ["-m", "cProfile", "-o", args.profile_controller] if args.profile_controller else []
     ctl = await asyncio.create_subprocess_exec(
@@ -609,10 +699,6 @@ async def _run_levels(args: argparse.Namespace, redis_url: str, prefix: str) -> 
         str(http_port),
         "--tick-s",
         "0.05",
-        "--lease-duration-s",
-        "2",
-        "--lease-retry-s",
-        "0.5",
         "--identity",
         "bench-controller",
         "--log-level",
@@ -652,7 +738,7 @@ async def _run_levels(args: argparse.Namespace, redis_url: str, prefix: str) -> 
         print(
             f"{'target ev/s':>10} {'achieved':>10} {'consumed':>10} {'trials':>6} {'p50 ms':>8} "
             f"{'p99 ms':>8} {'max ms':>8} {'lost':>4} {'ctl p50':>7} {'ctl p99':>7} {'ctl cpu':>7} "
-            f"{'rss MB':>7} {'lag ms':>7}"
+            f"{'rss MB':>7} {'lag ms':>7} {'api lag':>7}"
         )
 
         async def level(rate: float) -> Level:
@@ -719,6 +805,7 @@ async def _run_levels(args: argparse.Namespace, redis_url: str, prefix: str) -> 
             "consumed_events_per_s": round(at10k.consumed_rate),
             "controller_cpu": round(at10k.controller_cpu, 3),
             "bench_loop_lag_max_ms": round(at10k.bench_lag_ms[1], 1),
+            "apiserver_loop_lag_max_ms": round(at10k.server_lag_max_ms, 1),
             "max_limited_by_generator": limited_by_generator,
             "levels": [
                 {
@@ -733,6 +820,7 @@ async def _run_levels(args: argparse.Namespace, redis_url: str, prefix: str) -> 
                     "rss_mb": round(lv.rss_mb, 1),
                     "bench_loop_lag_p99_ms": round(lv.bench_lag_ms[0], 1),
                     "bench_loop_lag_max_ms": round(lv.bench_lag_ms[1], 1),
+                    "apiserver_loop_lag_max_ms": round(lv.server_lag_max_ms, 1),
                 }
                 for lv in levels
             ],
@@ -747,7 +835,12 @@ async def _run_levels(args: argparse.Namespace, redis_url: str, prefix: str) -> 
             ctl.kill()
         await producer.close()
         await close(redis)
-        await cluster.stop()
+        server.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(server.wait(), 10)
+        except TimeoutError:
+            server.kill()
+        following.cancel()
 
 
 def main(argv: list[str]) -> int:
@@ -794,9 +887,13 @@ def main(argv: list[str]) -> int:
         "--redis-url", default=None, help="Redis (default: REDIS_URL, local, or a private one)"
     )
     parser.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--apiserver", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--prefix", default="", help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.apiserver is not None:
+        asyncio.run(_apiserver(args.apiserver))
+        return 0
     if args.loadgen:
         asyncio.run(_loadgen(args.redis_url, args.prefix, args.rate, max(args.models - 1, 1)))
         return 0

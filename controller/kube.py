@@ -54,6 +54,11 @@ async def connect_api(kubeconfig: str | None) -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
+def _version(obj: Obj) -> str:
+    """An object's resourceVersion ("" when it has none)."""
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
 def now_rfc3339(micro: bool = False) -> str:
     """The wall-clock time as Kubernetes writes it (Time, or MicroTime with `micro`)."""
     now = datetime.now(UTC)
@@ -244,9 +249,14 @@ class Informer:
         for gone in set(self.objects) - set(fresh):
             self._emit("DELETED", self.objects.pop(gone))
         for key, obj in fresh.items():
-            kind = "MODIFIED" if key in self.objects else "ADDED"
+            known = self.objects.get(key)
             self.objects[key] = obj
-            self._emit(kind, obj)
+            if known is None:
+                self._emit("ADDED", obj)
+            elif _version(known) != _version(obj) or not _version(obj):
+                # Unchanged objects are not re-announced: the relist after every watch
+                # timeout (60 s) would otherwise ask to evaluate every scaler at once.
+                self._emit("MODIFIED", obj)
         self.synced.set()
         self._emit("SYNC", {})
         return str((data.get("metadata") or {}).get("resourceVersion") or "")

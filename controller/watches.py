@@ -37,6 +37,7 @@ class Watches:
         self.scalers: dict[Key, Scaler] = {}
         self.by_model: dict[str, list[Scaler]] = {}
         self.by_target: dict[ScaleTarget, Scaler] = {}
+        self._deployments_synced = False
 
     def on_scaler(self, kind: str, obj: dict[str, Any]) -> None:
         if kind == "SYNC":
@@ -83,8 +84,10 @@ class Watches:
 
     def on_deployment(self, kind: str, obj: dict[str, Any]) -> None:
         if kind == "SYNC":
-            for each in self.scalers.values():
-                self._request(each)
+            if not self._deployments_synced:  # later relists announce what changed
+                self._deployments_synced = True
+                for each in self.scalers.values():
+                    self._request(each)
             return
         ns, name = Informer.key(obj)
         target = ScaleTarget(TargetKind.DEPLOYMENT, name, ns)

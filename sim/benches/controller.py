@@ -8,10 +8,10 @@ Set-up (four processes on this machine, real Redis, real HTTP):
   needs a replica; scale to zero after 0.3 s idle) are created in it over HTTP;
 - this process runs the trial driver and takes t0;
 - the controller runs as its own process (`python -m controller`), as in production;
-- a load generator process emits background events through `EventProducer` at a fixed rate:
-  full request lifecycles (enqueue, dispatch, first_token, complete) on four other models, plus
-  20% `first_token` events on the measured model (so its scaler is being re-evaluated all the
-  time, as under real traffic).
+- a load generator process emits background events through `EventProducer` at a fixed rate,
+  stamped when emitted: full request lifecycles (enqueue, dispatch, first_token, complete) on the
+  N-1 other models (`--models N`), plus 20% `first_token` events on the measured model (so its
+  scaler is being re-evaluated all the time, as under real traffic).
 
 A trial: wait until the Deployment is at zero, emit one `enqueue` for the model (t0, just before
 `emit`), and take t1 when the store of the simulated API server applies the scale PATCH (a

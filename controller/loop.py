@@ -211,7 +211,9 @@ class Controller:
         self._spawn(self.ingest.run(), "consume")
         self._spawn(self.shards.run(), "lease")
         self._spawn(
-            self.scheduler.run_ticks(lambda: self.scalers.values(), after=self._sample),
+            self.scheduler.run_ticks(
+                lambda: self.scalers.values(), after=self._sample, sleep=asyncio.sleep
+            ),
             "tick",
         )
         self._spawn(

@@ -5,7 +5,7 @@ the evaluation budget over all scalers and the periodic tick.
 controller) and is given its clock and its timers: `clock()` returns now, `call_at(when, callback)`
 schedules a cancellable callback. The live controller (`controller.loop`) passes the asyncio event
 loop's; the evaluator (`sim.evaluate.ours`) passes its virtual clock's. It decides only *when*;
-`evaluate(item, now)` is the caller's.
+`evaluate(item, now)` is the caller's. No I/O and no asyncio here.
 
 - `request(item, trigger=...)`: evaluate now, or once at the end of the rate-limit interval
   (keeping the oldest trigger); `urgent` evaluates now regardless.
@@ -21,7 +21,6 @@ loop's; the evaluator (`sim.evaluate.ours`) passes its virtual clock's. It decid
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Generic, Protocol, TypeVar
@@ -131,10 +130,10 @@ class EvalScheduler(Generic[S]):
         items: Callable[[], Iterable[S]],
         *,
         after: Callable[[float], None],
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sleep: Callable[[float], Awaitable[None]],
     ) -> None:
-        """Every `tick_s`, a `tick_round`, letting events and urgent evaluations in at its
-        pauses."""
+        """Every `tick_s` (by `sleep`, e.g. `asyncio.sleep`), a `tick_round`, letting events and
+        urgent evaluations in at its pauses (`sleep(0)`)."""
         while True:
             await sleep(self.tick_s)
             for _ in self.tick_round(items(), after=after):

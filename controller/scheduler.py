@@ -15,7 +15,8 @@ loop's; the evaluator (`sim.evaluate.ours`) passes its virtual clock's. It decid
   `max_evals_per_s` non-urgent evaluations (`controller.fleet.eval_interval`).
 - `tick_round(items, after=...)` / `run_ticks(...)`: the periodic evaluation (scale-down, idle,
   staleness), skipping items evaluated recently or with a trailing evaluation already scheduled,
-  then `after(now)`: the state's sampling step (`controller.state.ModelState.sample`), so the
+  then `after(now)`: the state's sampling step (`controller.state.ModelState.sample`; it may
+  pause too, by yielding), so the
   measurements advance on the tick's clock and not on how often evaluations look.
 """
 
@@ -114,7 +115,9 @@ class EvalScheduler(Generic[S]):
         except Exception:
             log.exception("evaluating %s failed", item.name)
 
-    def tick_round(self, items: Iterable[S], *, after: Callable[[float], None]) -> Iterator[None]:
+    def tick_round(
+        self, items: Iterable[S], *, after: Callable[[float], Iterable[None]]
+    ) -> Iterator[None]:
         """One round of the periodic tick: tick every item, pausing (a `yield`) every
         `TICK_CHUNK` items so the caller can let other work in, then `after(now)` (the sampling
         step: capacity, silent gateways). Both drivers run it: `run_ticks` on the event loop,
@@ -123,13 +126,13 @@ class EvalScheduler(Generic[S]):
             if i and i % TICK_CHUNK == 0:
                 yield
             self.tick(item)
-        after(self._clock())
+        yield from after(self._clock())
 
     async def run_ticks(
         self,
         items: Callable[[], Iterable[S]],
         *,
-        after: Callable[[float], None],
+        after: Callable[[float], Iterable[None]],
         sleep: Callable[[float], Awaitable[None]],
     ) -> None:
         """Every `tick_s` (by `sleep`, e.g. `asyncio.sleep`), a `tick_round`, letting events and

@@ -230,8 +230,9 @@ class Ours:
         for _pause in self.scheduler.tick_round([self], after=self._sample):
             pass
 
-    def _sample(self, now: float) -> None:
-        """The state's sampling step, with the live controller's inputs (`Controller._sample`)."""
+    def _sample(self, now: float) -> tuple[()]:
+        """The state's sampling step, with the live controller's inputs (`Controller._sample`;
+        one model: no pause)."""
         spec = self.spec
         conc = self.state.concurrency(
             fixed=spec.concurrency_per_replica,
@@ -240,6 +241,7 @@ class Ours:
         )
         ready, _ = self.world.cluster.counts()
         self.state.sample(now, ready_replicas=ready, concurrency_per_replica=conc)
+        return ()
 
     def _evaluate(self, now: float) -> None:
         self.gate.begin(now)

@@ -140,7 +140,12 @@ def test_the_tick_skips_items_evaluated_lately_pauses_every_chunk_then_samples()
     h.evaluated.clear()
     h.clock.now = 10.0
     samples: list[float] = []
-    pauses = sum(1 for _ in s.tick_round(items, after=samples.append))
-    assert pauses == 1
+
+    def sample(now: float) -> list[None]:
+        samples.append(now)
+        return [None]  # the sampling step pauses once too
+
+    pauses = sum(1 for _ in s.tick_round(items, after=sample))
+    assert pauses == 2
     assert [n for n, _ in h.evaluated] == [i.name for i in items[2:]]
     assert samples == [10.0]

@@ -77,7 +77,7 @@ def _condition(scaler: Scaler, kind: str) -> tuple[bool, str, str] | None:
     cond = scaler.conditions.get(kind)
     if cond is None:
         return None
-    return cond["status"] == "True", str(cond["reason"]), str(cond["message"])
+    return cond["status"] == "True", cond["reason"], cond["message"]
 
 
 def _able_to_scale(scaler: Scaler, failure: Failure) -> tuple[str, str] | None:

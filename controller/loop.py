@@ -50,6 +50,7 @@ from controller.kube import (
     controller_informers,
 )
 from controller.lease import LeaseElector
+from controller.objects import Deployment, InferenceScalerObject, Node, NodePool
 from controller.ops import Health, Metrics, build_app, log_decision
 from controller.pods import DeletionCoster, KubePodAPI, selector_string
 from controller.policy import Decision, Observation, PolicyState, decide
@@ -154,7 +155,7 @@ class Controller:
         self.deletion_coster: DeletionCoster | None = None
         self.consumer: EventConsumer | None = None
         self.reporter: Reporter | None = None
-        self.informers: dict[str, Informer] = {}
+        self.informers: dict[str, Informer[Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._short: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
@@ -411,7 +412,7 @@ class Controller:
         except Exception as exc:  # the consumer keeps them and retries before its next read
             log.warning("ack failed (will retry): %r", exc)
 
-    def _on_scaler(self, kind: str, obj: dict[str, Any]) -> None:
+    def _on_scaler(self, kind: str, obj: InferenceScalerObject) -> None:
         if kind == "SYNC":
             return
         key = Informer.key(obj)
@@ -456,7 +457,7 @@ class Controller:
                 if target is not None:
                     self.by_target[target] = scaler
 
-    def _on_deployment(self, kind: str, obj: dict[str, Any]) -> None:
+    def _on_deployment(self, kind: str, obj: Deployment) -> None:
         if kind == "SYNC":
             for each in self.scalers.values():
                 self.request_eval(each, trigger=None)
@@ -471,7 +472,7 @@ class Controller:
             self.actuator.observed(target, replicas)
         self.request_eval(scaler, trigger=None)
 
-    def _on_nodes(self, kind: str, obj: dict[str, Any]) -> None:
+    def _on_nodes(self, kind: str, obj: Node | NodePool) -> None:
         if kind == "SYNC":
             return
         if obj.get("kind") == "NodePool" and self.actuator is not None:

@@ -19,6 +19,7 @@ from controller.crd import (
     spec_schema,
     to_policy_spec,
 )
+from controller.objects import Condition
 from controller.policy import Billing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -195,7 +196,7 @@ def test_pod_cap_disagreement_is_a_condition() -> None:
     from controller.policy import Observation
     from controller.scaler import CONCURRENCY_CONDITION, Scaler, concurrency_condition
 
-    def seen(cap: int | None, wanted: int | None) -> dict[str, Any] | None:
+    def seen(cap: int | None, wanted: int | None) -> Condition | None:
         scaler = Scaler(key=("ns", "isc"))
         o = Observation(
             now_data=0.0,

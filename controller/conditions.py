@@ -39,7 +39,6 @@ SCALING_ACTIVE: Final = "ScalingActive"
 SCALING_LIMITED: Final = "ScalingLimited"
 CAPACITY_UNAVAILABLE: Final = "CapacityUnavailable"
 READY: Final = "Ready"
-STANDARD: Final = (ABLE_TO_SCALE, SCALING_ACTIVE, SCALING_LIMITED, CAPACITY_UNAVAILABLE, READY)
 
 GRACE_S: Final = 60.0
 """Slack past cold start + node boot before missing capacity is reported."""

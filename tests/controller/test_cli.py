@@ -91,3 +91,15 @@ def test_an_unknown_key_in_the_file_is_refused(tmp_path: Path) -> None:
     path.write_text("tick: 1\n")
     with pytest.raises(ValidationError, match="tick"):
         load_config(path)
+
+
+def test_docs_list_every_setting() -> None:
+    """docs/controller.md's table names the flag of every field (a new field needs a line)."""
+    docs = (Path(__file__).parents[2] / "docs" / "controller.md").read_text()
+    table = docs[docs.index("| flag (env") : docs.index("A controller run in-process")]
+    missing = [
+        name
+        for name in ControllerConfig.model_fields
+        if f"`--{name.replace('_', '-')}`" not in table
+    ]
+    assert missing == []

@@ -10,8 +10,8 @@ reject them.
 Which object each view is for: `Deployment` (`controller.scaler`, `controller.pods`), `Node` and
 `NodePool` (`controller.scaler`), `Pod` (`controller.pods`), `Lease` (`controller.lease`,
 `controller.shards`), `CapacityBuffer` (`controller.buffer`), `InferenceScalerObject` (its `spec`
-is validated by `controller.crd.parse_spec`). `Condition` is one entry of an InferenceScaler's
-`status.conditions` as the controller writes it (`controller.scaler`).
+is validated by `controller.crd.parse_spec`). `ScalerStatus` is the status the controller writes
+back, `Condition` one entry of its `conditions` (`controller.scaler`).
 """
 
 from __future__ import annotations
@@ -146,3 +146,25 @@ class Condition(TypedDict):
     message: str
     lastTransitionTime: str
     observedGeneration: int
+
+
+class ScalerStatus(TypedDict, total=False):
+    """An InferenceScaler's `status` as the controller writes it (`controller.scaler.status_of`;
+    its schema: `controller.crd.status_schema`). A value not known is left out, not null."""
+
+    observedGeneration: int
+    queueDepth: int
+    inFlight: int
+    arrivalRate: float
+    currentReplicas: int
+    readyReplicas: int
+    startingReplicas: int
+    readyNodes: int
+    ttftP95Ms: float
+    tpotP95Ms: float
+    desiredReplicas: int
+    desiredNodes: int
+    warmReplicas: int
+    lastScaleTime: str
+    lastScaleReason: str
+    conditions: list[Condition]

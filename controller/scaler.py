@@ -22,12 +22,12 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import TypedDict
 
 from controller import crd
 from controller.actuator import ScaleTarget, TargetKind
 from controller.kube import NODEPOOL_LABEL, now_rfc3339
-from controller.objects import Condition, Deployment, KubeObject, Node, NodePool
+from controller.objects import Condition, Deployment, KubeObject, Node, NodePool, ScalerStatus
 from controller.policy import Decision, Observation, PolicySpec, PolicyState
 from controller.schedule import EvalGate
 from controller.state import ClusterCounts
@@ -84,7 +84,7 @@ class Scaler:
     observation: Observation | None = None
     last_scale_time: str | None = None
     last_scale_reason: str = ""
-    status_written: dict[str, Any] | None = None
+    status_written: ScalerStatus | None = None
     conditions: dict[str, Condition] = field(default_factory=dict)
     reported_error: str | None = None
     transitions: deque[Transition] = field(default_factory=lambda: deque(maxlen=32))
@@ -257,31 +257,33 @@ def opt_in_refusal(
     return None
 
 
-def status_of(scaler: Scaler) -> dict[str, Any]:
-    """The status subresource body for a scaler."""
-    status: dict[str, Any] = {"observedGeneration": scaler.generation}
+def status_of(scaler: Scaler) -> ScalerStatus:
+    """The status subresource body for a scaler (what is not known is left out)."""
+    status: ScalerStatus = {"observedGeneration": scaler.generation}
     obs, decision = scaler.observation, scaler.decision
     if obs is not None:
-        status.update(
-            queueDepth=obs.queue_depth,
-            inFlight=obs.in_flight,
-            arrivalRate=round(obs.arrival_rate_short, 3),
-            currentReplicas=obs.ready_replicas + obs.starting_replicas,
-            readyReplicas=obs.ready_replicas,
-            startingReplicas=obs.starting_replicas,
-            readyNodes=obs.ready_nodes,
-            ttftP95Ms=None if obs.ttft_p95_s is None else round(obs.ttft_p95_s * 1000, 1),
-            tpotP95Ms=None if obs.tpot_p95_s is None else round(obs.tpot_p95_s * 1000, 2),
-        )
+        status["queueDepth"] = obs.queue_depth
+        status["inFlight"] = obs.in_flight
+        status["arrivalRate"] = round(obs.arrival_rate_short, 3)
+        status["currentReplicas"] = obs.ready_replicas + obs.starting_replicas
+        status["readyReplicas"] = obs.ready_replicas
+        status["startingReplicas"] = obs.starting_replicas
+        status["readyNodes"] = obs.ready_nodes
+        if obs.ttft_p95_s is not None:
+            status["ttftP95Ms"] = round(obs.ttft_p95_s * 1000, 1)
+        if obs.tpot_p95_s is not None:
+            status["tpotP95Ms"] = round(obs.tpot_p95_s * 1000, 2)
     if decision is not None and decision.valid:
-        status.update(desiredReplicas=decision.replicas, desiredNodes=decision.nodes)
-        status.update(warmReplicas=scaler.warm_replicas())
+        status["desiredReplicas"] = decision.replicas
+        status["desiredNodes"] = decision.nodes
+        warm = scaler.warm_replicas()
+        if warm is not None:
+            status["warmReplicas"] = warm
     if scaler.last_scale_time:
-        status.update(
-            lastScaleTime=scaler.last_scale_time, lastScaleReason=scaler.last_scale_reason
-        )
+        status["lastScaleTime"] = scaler.last_scale_time
+        status["lastScaleReason"] = scaler.last_scale_reason
     status["conditions"] = ordered_conditions(scaler.conditions.values())
-    return {k: v for k, v in status.items() if v is not None}
+    return status
 
 
 def node_ready(node: Node) -> bool:

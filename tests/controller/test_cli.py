@@ -103,3 +103,12 @@ def test_docs_list_every_setting() -> None:
         if f"`--{name.replace('_', '-')}`" not in table
     ]
     assert missing == []
+
+
+def test_help_lists_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    """The help text is made from the field docstrings (a stray `%` there would break it)."""
+    with pytest.raises(SystemExit) as info:
+        parse_args(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert all(f"--{name.replace('_', '-')}" in out for name in ControllerConfig.model_fields)

@@ -112,3 +112,14 @@ def test_help_lists_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert all(f"--{name.replace('_', '-')}" in out for name in ControllerConfig.model_fields)
+
+
+def test_service_link_variables_are_not_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kubernetes puts `SURGESCALE_CONTROLLER_SERVICE_HOST`, `..._PORT` and `..._PORT_9090_TCP*`
+    into the pods of a namespace with a Service named surgescale-controller (ours): they share
+    the prefix but name no field, and must not stop the controller from starting."""
+    monkeypatch.setenv("SURGESCALE_CONTROLLER_SERVICE_HOST", "10.96.0.12")
+    monkeypatch.setenv("SURGESCALE_CONTROLLER_PORT", "tcp://10.96.0.12:9090")
+    monkeypatch.setenv("SURGESCALE_CONTROLLER_PORT_9090_TCP_PORT", "9090")
+    config = parse_args([])
+    assert config.http_port == 8080

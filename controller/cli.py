@@ -48,7 +48,8 @@ def parse_args(argv: list[str]) -> ControllerConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
-        parser.error(f"--{field.replace('_', '-')}: {first['msg']}")
+        message = str(first["msg"]).removeprefix("Value error, ")
+        parser.error(f"--{field.replace('_', '-')}: {message}" if field else message)
     raise AssertionError("unreachable: parser.error exits")
 
 

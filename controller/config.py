@@ -20,7 +20,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -133,6 +133,16 @@ class ControllerConfig(BaseSettings):
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ValueError(f"unknown log level {value!r}")
         return level
+
+    @model_validator(mode="after")
+    def _lease_timing(self) -> ControllerConfig:
+        if self.lease_retry_s >= self.lease_duration_s:
+            raise ValueError(
+                f"lease_retry_s ({self.lease_retry_s}) must be below lease_duration_s "
+                f"({self.lease_duration_s}): a leader's writes must stop (duration - retry after "
+                "its last renewal began) before a standby may take the Lease over"
+            )
+        return self
 
     @property
     def state(self) -> StateSettings:

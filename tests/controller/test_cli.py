@@ -75,6 +75,9 @@ def test_one_frozen_object_with_every_field_a_flag() -> None:
         pytest.param(["--log-level", "chatty"], "--log-level", id="log-level"),
         pytest.param(["--http-port", "70000"], "--http-port", id="port"),
         pytest.param(["--config", "/nonexistent.yaml"], "--config", id="missing-file"),
+        pytest.param(
+            ["--lease-duration-s", "1", "--lease-retry-s", "1"], "lease_retry_s", id="fence"
+        ),
     ],
 )
 def test_a_bad_value_names_its_flag(

@@ -53,8 +53,8 @@ from sim.load.runner import run_load
 from sim.load.summary import OK
 from sim.load.summary import RequestResult as LoadResult
 from sim.load.trace import LoadRequest
+from sim.localredis.server import free_port
 from surgescale.events import StreamKeys
-from surgescale.events.localredis import free_port
 
 log = logging.getLogger(__name__)
 

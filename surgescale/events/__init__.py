@@ -8,10 +8,10 @@
 - `consumer`: the consumer-group reader `EventConsumer` (XREADGROUP, XAUTOCLAIM, dead letters,
   discovery by registry and SCAN, group housekeeping);
 - `client`: `connect(url)`, a single Redis or (`redis+cluster://`) a Redis Cluster;
-- `localredis`: find or start a Redis for tests and the demo;
-- `localcluster`: start a local Redis Cluster (tests, `bench events --redis-cluster`);
-- `cleanup`: delete a prefix's keys, sweep those of killed runs, clean up on SIGTERM/SIGINT;
-- `bench`: `surgescale bench events`.
+- `replay`: re-read a model's recent events from its stream (a controller taking a model over).
+
+Starting a Redis for tests and the demo (`sim.localredis`), the benchmark (`sim.benches.events`)
+and its key clean-up (`sim.benches.cleanup`) live in the simulator package, not here.
 
 Nothing else in the project talks to Redis directly.
 """

@@ -17,8 +17,8 @@ from controller import crd
 from controller.kube import connect_api
 from controller.loop import Controller, ControllerConfig
 from sim.cluster import ClusterOptions, NodePoolConfig, RunningCluster, start_cluster
+from sim.localredis.server import free_port
 from surgescale.events import Event, EventProducer, EventType, RedisClient, StreamKeys
-from surgescale.events.localredis import free_port
 
 MODEL = "llama3-8b"
 NS = "default"

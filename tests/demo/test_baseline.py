@@ -20,7 +20,7 @@ from sim.cluster import ClusterOptions, NodePoolConfig, RunningCluster, start_cl
 from sim.demo import objects, startup
 from sim.demo.baseline import BaselineTarget, KedaBaseline, running
 from sim.demo.hpa import KedaSpec
-from surgescale.events.localredis import free_port
+from sim.localredis.server import free_port
 
 SPEED = 20.0
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from sim.localredis.server import RedisServer, start_private_redis
 from surgescale.events import RedisClient, close, connect
-from surgescale.events.localredis import RedisServer, start_private_redis
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ async def test_the_events_bench_cleans_up_when_stopped_by_sigterm(
 
 
 async def test_keys_of_runs_killed_outright_are_swept_by_the_next(admin: RedisClient) -> None:
-    from surgescale.events import cleanup
+    from sim.benches import cleanup
 
     old_ms = int(time.time() * 1000) - 3_600_000
     await admin.xadd("bench-dead:events:{m}", {b"e": b"{}"}, id=f"{old_ms}-0")

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from controller.state import StateStore
+from sim.localredis.server import RedisServer, start_private_redis
 from surgescale.events import (
     Event,
     EventConsumer,
@@ -25,7 +26,6 @@ from surgescale.events import (
     connect,
 )
 from surgescale.events import producer as producer_module
-from surgescale.events.localredis import RedisServer, start_private_redis
 from surgescale.events.schema import decode_entry, encode
 
 

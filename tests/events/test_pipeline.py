@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from sim.localredis.server import RedisServer, free_port, start_private_redis
 from surgescale.events import (
     Batch,
     Event,
@@ -24,7 +25,6 @@ from surgescale.events import (
     close,
     connect,
 )
-from surgescale.events.localredis import RedisServer, free_port, start_private_redis
 from surgescale.events.schema import decode_entry
 from tests.conftest import client_for
 

@@ -27,6 +27,7 @@ from surgescale.events import (
 )
 from surgescale.events import producer as producer_module
 from surgescale.events.schema import decode_entry, encode
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -281,8 +282,8 @@ async def test_groups_are_removed_on_shutdown_and_stale_ones_collected(
     await other.discover()
     live = consumer("ctl-live", stale_group_prefix="ctl-", stale_group_idle_s=0.3)
     await live.discover()
-    await asyncio.sleep(0.5)
-    assert await live.collect_stale_groups() == [(keys.stream("m"), "ctl-old")]
+    collected = await wait_until(live.collect_stale_groups, what="ctl-old idle for 0.3 s")
+    assert collected == [(keys.stream("m"), "ctl-old")]
     groups: Any = await admin.xinfo_groups(keys.stream("m"))
     assert sorted(g["name"].decode() for g in groups) == ["ctl-live", "someone-else"]
     assert await live.remove_group() == 1  # clean shutdown

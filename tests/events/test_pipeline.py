@@ -27,6 +27,7 @@ from surgescale.events import (
 )
 from surgescale.events.schema import decode_entry
 from tests.conftest import client_for
+from tests.waiting import wait_until
 
 
 @pytest.fixture(params=["single", "cluster"])
@@ -113,7 +114,7 @@ async def test_streams_of_new_models_are_discovered_while_running(
     consumer = consumer_for(redis, keys, consumer="c1")
     producer.emit(ev("first", 1))
     task = asyncio.create_task(collect(consumer, 2))
-    await asyncio.sleep(0.3)
+    await wait_until(lambda: consumer.stats.streams == 1, what="the consumer to read 'first'")
     producer.emit(ev("second", 2))
     got = await task
     assert {e.model for e in got} == {"first", "second"}
@@ -185,7 +186,8 @@ async def test_an_entry_delivered_too_often_is_set_aside(
         else:
             polls = c.batches()
             task = asyncio.ensure_future(anext(polls))
-            await asyncio.sleep(0.5)
+            dead_lettered = lambda s=c.stats: s.dead_lettered  # noqa: E731
+            await wait_until(dead_lettered, what="the 4th delivery dead-lettered")
             c.stop()
             task.cancel()
             assert c.stats.dead_lettered == 1

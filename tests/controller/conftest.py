@@ -253,3 +253,14 @@ class Gateway:
 @pytest.fixture
 def gateway_factory(redis: RedisClient, keys: StreamKeys) -> Callable[[], Gateway]:
     return lambda: Gateway(redis, keys)
+
+
+def evaluations(ctl: Controller, model: str = MODEL) -> float:
+    """How often `ctl` has evaluated the policy for `model` (its decisions counter): a test that
+    checks nothing happens waits for a number of these, not for a time."""
+    return sum(
+        sample.value
+        for family in ctl.metrics.decisions.collect()
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels.get("model") == model
+    )

@@ -161,10 +161,10 @@ async def test_a_full_redis_refuses_writes_and_the_producer_drops_and_counts_the
     client = connect(server.url, timeout=1.0)
     producer = EventProducer(client, keys=keys)
     await producer.start()
-    started = time.perf_counter()
+    attempts = (producer.stats.flushes, producer.stats.flush_errors)
     for n in range(10):
         producer.emit(ev(EventType.ENQUEUE, f"r{n}"))  # never raises, never waits
-    assert time.perf_counter() - started < 0.5
+    assert (producer.stats.flushes, producer.stats.flush_errors) == attempts  # no write tried
     assert await producer.flush(timeout=5.0), "refused events must not be retried forever"
     assert producer.stats.refused == 10
     assert producer.stats.dropped == 10

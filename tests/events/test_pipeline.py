@@ -215,14 +215,14 @@ async def test_emit_never_awaits_the_network(keys: StreamKeys) -> None:
     unreachable = connect(f"redis://127.0.0.1:{free_port()}/0", connect_timeout=0.2)
     producer = EventProducer(unreachable, keys=keys, buffer_limit=1_000)
     await producer.start()
-    started = time.perf_counter()
+    attempts = (producer.stats.flushes, producer.stats.flush_errors)
     for n in range(5_000):
         producer.emit(ev("m", n))  # no await anywhere in this loop
-    elapsed = time.perf_counter() - started
     assert producer.stats.emitted == 5_000
     assert producer.stats.dropped == 4_000  # only the newest 1,000 are kept
     assert producer.stats.buffered == 1_000
-    assert elapsed < 5.0, "emit must be O(1) bookkeeping, not I/O"
+    # emit is bookkeeping: no write was tried meanwhile (that is the flusher task's, off this path)
+    assert (producer.stats.flushes, producer.stats.flush_errors) == attempts
     await producer.close(timeout=0.5)
     await close(unreachable)
 

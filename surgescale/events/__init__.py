@@ -1,6 +1,6 @@
 """The event contract between the gateway and the controller, and its Redis Streams transport.
 
-- `schema`: the versioned event types and their orjson encoding (`Event`, `EventType`,
+- `schema`: the versioned event types and their msgspec JSON encoding (`Event`, `EventType`,
   `encode`, `decode`, `EventDecodeError`);
 - `keys`: stream key names (per-model, Redis-Cluster hash tags);
 - `producer`: the batching, never-blocking `EventProducer` (group commit, bounded buffer, event
@@ -10,10 +10,9 @@
 - `client`: `connect(url)`, a single Redis or (`redis+cluster://`) a Redis Cluster;
 - `replay`: re-read a model's recent events from its stream (a controller taking a model over).
 
-Starting a Redis for tests and the demo (`sim.localredis`), the benchmark (`sim.benches.events`)
-and its key clean-up (`sim.benches.cleanup`) live in the simulator package, not here.
-
-Nothing else in the project talks to Redis directly.
+Nothing else in the product talks to Redis directly. Starting a Redis (or a local Redis Cluster)
+for the tests and the demo (`sim.localredis`), the benchmark (`sim.benches.events`) and its key
+clean-up (`sim.benches.cleanup`) live in the simulator package, not here.
 """
 
 from surgescale.events.client import RedisClient, close, connect

@@ -1,10 +1,12 @@
 """The controller runtime: events and watches in, `decide` on every material change, scale out.
 
-`Controller(config)` wires the parts: an `EventConsumer` (its own consumer group per instance, so
-leader and standbys all see every event and keep their state warm), the informers
-(InferenceScalers, Deployments, Nodes, NodePools), the `LeaseElector`, the `Actuator` (the only
-writer of scale), the status/Event writer and the ops HTTP server. Per InferenceScaler it keeps the
-parsed spec (or the error that made it invalid), the policy state and the last decision.
+`Controller(config)` wires the parts: an `EventConsumer` read by `controller.ingest` (its own
+consumer group per instance, so leader and standbys all see every event and keep their state
+warm), the informers (InferenceScalers, Deployments, Nodes, NodePools) handled by
+`controller.watches`, the evaluation schedule (`controller.scheduler`, on the event loop's clock),
+the `LeaseElector`, the `Actuator` (the only writer of scale), the status/Event writer and the ops
+HTTP server. Per InferenceScaler it keeps the parsed spec (or the error that made it invalid), the
+policy state and the last decision. Its settings are `controller.config.ControllerConfig`.
 
 Evaluation: every consumed batch marks the models it touched; each of their scalers is evaluated
 at once unless it was evaluated less than `min_eval_interval_s` ago, in which case one trailing
@@ -29,11 +31,7 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
-import socket
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -42,7 +40,9 @@ from kubernetes_asyncio import client
 from controller import crd, fencing
 from controller.actuator import Actuator, ScaleTarget, TargetKind
 from controller.buffer import BufferScaleAPI
-from controller.fleet import TICK_CHUNK, Rotation, eval_interval, tick_due
+from controller.config import ControllerConfig
+from controller.fleet import TICK_CHUNK, Rotation
+from controller.ingest import Ingest
 from controller.kube import (
     Informer,
     KubeWriter,
@@ -61,12 +61,13 @@ from controller.scaler import (
     concurrency_condition,
     opt_in_refusal,
 )
+from controller.scheduler import EvalScheduler
 from controller.shards import ShardSet
-from controller.state import ClusterCounts, StateSettings, StateStore
+from controller.state import ClusterCounts, StateStore
 from controller.takeover import ModelGate
 from controller.telemetry import DecisionTelemetry
+from controller.watches import Watches
 from surgescale.events import (
-    Delivery,
     Event,
     EventConsumer,
     RedisClient,
@@ -78,46 +79,7 @@ from surgescale.events.replay import read_since
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ControllerConfig:
-    """Everything a controller instance needs (the CLI builds it from flags and env)."""
-
-    redis_url: str
-    kubeconfig: str | None = None
-    namespace: str | None = None
-    """Watch InferenceScalers in this namespace only; None = all namespaces."""
-    stream_prefix: str = "surgescale"
-    identity: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
-    group_prefix: str = "surgescale-controller"
-    lease_name: str = "surgescale-controller"
-    lease_namespace: str = "default"
-    lease_duration_s: float = 3.0
-    lease_retry_s: float = 0.5
-    shards: int = 1
-    """Shard Leases the models are split into among the replicas (1: one leader, standbys)."""
-    min_eval_interval_s: float = 0.05
-    max_evals_per_s: float = 1_000.0
-    """Budget of non-urgent evaluations over all models: with many models each one's
-    interval is stretched to keep under it (`controller.fleet`); urgent ones are not limited."""
-    max_status_writes_per_s: float = 100.0
-    """Budget of InferenceScaler status writes: with many models they take turns."""
-    tick_s: float = 1.0
-    status_interval_s: float = 1.0
-    http_host: str = "127.0.0.1"
-    http_port: int | None = 0
-    """None = no ops HTTP server."""
-    consumer_block_ms: int = 50
-    consumer_count: int = 100
-    """Stream entries per read (each holds a producer batch of events): smaller reads keep a
-    trigger from waiting behind a huge batch when the controller is catching up."""
-    ingest_chunk: int = 512
-    """Events folded in before urgent models are re-checked, within one batch."""
-    ack_interval_s: float = 0.05
-    """Acks are grouped: at most one XACK round per interval."""
-    stale_group_idle_s: float = 600.0
-    """Other controllers' consumer groups with no reads for this long are removed."""
-    state: StateSettings = field(default_factory=StateSettings)
+__all__ = ["Controller", "ControllerConfig"]
 
 
 class Controller:
@@ -138,9 +100,21 @@ class Controller:
         self.metrics = Metrics()
         self.health = Health(live=self._live, ready=self._ready)
         self.store = StateStore(config.state)
-        self.scalers: dict[Key, Scaler] = {}
-        self.by_model: dict[str, list[Scaler]] = {}
-        self.by_target: dict[ScaleTarget, Scaler] = {}
+        self.watches = Watches(
+            request=lambda scaler: self.request_eval(scaler, trigger=None),
+            observed=self._observed,
+            reindexed=lambda n: self.scheduler.resize(n),
+        )
+        self.scheduler: EvalScheduler[Scaler] = EvalScheduler(
+            clock=_loop_time,
+            call_at=_loop_call_at,
+            evaluate=self.evaluate,
+            evaluates=self.evaluates,
+            current=lambda scaler: self.scalers.get(scaler.key) is scaler,
+            min_interval_s=config.min_eval_interval_s,
+            max_evals_per_s=config.max_evals_per_s,
+            tick_s=config.tick_s,
+        )
         self.actuator: Actuator | None = None
         self.elector: LeaseElector | None = None
         """The Lease of shard 0 (with one shard: the leader's Lease)."""
@@ -153,15 +127,13 @@ class Controller:
         )
         self.deletion_coster: DeletionCoster | None = None
         self.consumer: EventConsumer | None = None
+        self.ingest: Ingest | None = None
         self.reporter: Reporter | None = None
         self.informers: dict[str, Informer] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._short: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self.http_port: int | None = None
-        self._consumer_alive = False
-        self._kicked = False
-        self._eval_interval = config.min_eval_interval_s
         self.on_decision: Callable[[Scaler, Observation, Decision], None] | None = None
         self.telemetry: DecisionTelemetry | None = None
         """Decision spans (controller.telemetry), when OpenTelemetry is on."""
@@ -208,9 +180,9 @@ class Controller:
         self.informers = controller_informers(
             api,
             namespace=cfg.namespace,
-            on_scaler=self._on_scaler,
-            on_deployment=self._on_deployment,
-            on_nodes=self._on_nodes,
+            on_scaler=self.watches.on_scaler,
+            on_deployment=self.watches.on_deployment,
+            on_nodes=self.watches.on_nodes,
         )
         self.consumer = EventConsumer(
             self._redis,
@@ -224,11 +196,24 @@ class Controller:
             stale_group_prefix=f"{cfg.group_prefix}-",
             stale_group_idle_s=cfg.stale_group_idle_s,
         )
+        self.ingest = Ingest(
+            self.consumer,
+            admit=self.gate.admit,
+            store=self.store,
+            changed=self._changed,
+            metrics=self.metrics,
+            telemetry=lambda: self.telemetry,
+            chunk=cfg.ingest_chunk,
+            ack_interval_s=cfg.ack_interval_s,
+        )
         for informer in self.informers.values():
             self._spawn(informer.run(), f"informer {informer.name}")
-        self._spawn(self._consume(), "consume")
+        self._spawn(self.ingest.run(), "consume")
         self._spawn(self.shards.run(), "lease")
-        self._spawn(self._tick(), "tick")
+        self._spawn(
+            self.scheduler.run_ticks(lambda: self.scalers.values(), after=self._forget_silent),
+            "tick",
+        )
         self._spawn(
             self.reporter.run(
                 Rotation(
@@ -355,130 +340,41 @@ class Controller:
         )
         if waiting:
             return False, f"waiting for {', '.join(waiting)}"
-        if not self._consumer_alive:
+        if self.ingest is None or not self.ingest.alive:
             return False, "event consumer not reading"
         return True, "leader" if self.is_leader else "standby"
 
-    # --- inputs --------------------------------------------------------------------------------
+    # --- inputs (controller.ingest, controller.watches) -----------------------------------------
 
-    async def _consume(self) -> None:
-        assert self.consumer is not None
-        loop = asyncio.get_running_loop()
-        self._consumer_alive = True
-        acking: asyncio.Future[None] | None = None
-        unacked: list[Delivery] = []
-        acked_at = -math.inf
-        chunk = max(self.config.ingest_chunk, 1)
-        async for batch in self.consumer.batches():
-            now = loop.time()
-            wall_ms = time.time_ns() // 1_000_000
-            events = self.gate.admit(batch.events)
-            for start in range(0, len(events), chunk):
-                part = events[start : start + chunk] if len(events) > chunk else events
-                changed = self.store.ingest(part, now, wall_ms=wall_ms)
-                if self.telemetry is not None:
-                    self.telemetry.ingested(part)
-                for model in changed:
-                    scalers = self.by_model.get(model)
-                    if not scalers:
-                        continue
-                    queue = self.store.models[model].queue_depth
-                    for scaler in scalers:
-                        # A growing queue may need capacity now: it skips the rate limit.
-                        self.request_eval(scaler, trigger=now, urgent=scaler.gate.is_urgent(queue))
-                if self._kicked:
-                    # A scale was just submitted: let the actuator put it on the wire before
-                    # folding in the rest of a large batch.
-                    self._kicked = False
-                    await asyncio.sleep(0)
-            self.metrics.events.inc(len(batch.deliveries))
-            # Ack after the effect (the state has the events), grouped: one XACK round per
-            # `ack_interval_s` at most and never more than one in flight, so acking costs Redis
-            # and this loop little; a lost or late ack only means a redelivery after a restart.
-            unacked.extend(batch.deliveries)
-            if (acking is None or acking.done()) and (
-                now - acked_at >= self.config.ack_interval_s or len(unacked) >= 10_000
-            ):
-                acking = asyncio.ensure_future(self._ack(self.consumer, unacked))
-                unacked, acked_at = [], now
-        if unacked:
-            await self._ack(self.consumer, unacked)
+    @property
+    def scalers(self) -> dict[Key, Scaler]:
+        """The InferenceScalers this controller runs (`controller.watches`)."""
+        return self.watches.scalers
 
-    @staticmethod
-    async def _ack(consumer: EventConsumer, deliveries: list[Delivery]) -> None:
-        try:
-            await consumer.ack(deliveries)
-        except Exception as exc:  # the consumer keeps them and retries before its next read
-            log.warning("ack failed (will retry): %r", exc)
+    @property
+    def by_model(self) -> dict[str, list[Scaler]]:
+        return self.watches.by_model
 
-    def _on_scaler(self, kind: str, obj: dict[str, Any]) -> None:
-        if kind == "SYNC":
+    @property
+    def by_target(self) -> dict[ScaleTarget, Scaler]:
+        return self.watches.by_target
+
+    def _changed(self, model: str, now: float) -> None:
+        """Events at `now` changed `model`'s state: ask for its scalers' evaluations."""
+        scalers = self.by_model.get(model)
+        if not scalers:
             return
-        key = Informer.key(obj)
-        if kind == "DELETED":
-            gone = self.scalers.pop(key, None)
-            if gone is not None:
-                gone.gate.cancel()
-            self._reindex()
-            return
-        meta = obj.get("metadata") or {}
-        scaler = self.scalers.get(key) or Scaler(key=key)
-        self.scalers[key] = scaler
-        scaler.uid = meta.get("uid")
-        generation = int(meta.get("generation") or 0)
-        if generation == scaler.generation and (scaler.spec or scaler.error):
-            return  # same spec (e.g. a status write of ours came back)
-        scaler.generation = generation
-        try:
-            spec = crd.parse_spec(obj.get("spec"))
-        except crd.SpecError as exc:
-            scaler.spec, scaler.policy_spec, scaler.error = None, None, exc
-            scaler.set_condition("SpecValid", False, "InvalidSpec", str(exc))
-            log.warning("InferenceScaler %s is invalid: %s", scaler.name, exc)
-        else:
-            scaler.spec, scaler.error = spec, None
-            scaler.policy_spec = crd.to_policy_spec(spec)
-            scaler.set_condition("SpecValid", True, "Valid", "spec accepted")
-        self._reindex()
-        self.request_eval(scaler, trigger=None)
+        queue = self.store.models[model].queue_depth
+        for scaler in scalers:
+            self.scheduler.consumed(scaler, queue, now)
 
-    def _reindex(self) -> None:
-        self._eval_interval = eval_interval(
-            len(self.scalers), self.config.min_eval_interval_s, self.config.max_evals_per_s
-        )
-        self.by_model = {}
-        self.by_target = {}
-        for scaler in self.scalers.values():
-            if scaler.model is None:
-                continue
-            self.by_model.setdefault(scaler.model, []).append(scaler)
-            for target in (scaler.deployment(), scaler.node_target()):
-                if target is not None:
-                    self.by_target[target] = scaler
-
-    def _on_deployment(self, kind: str, obj: dict[str, Any]) -> None:
-        if kind == "SYNC":
-            for each in self.scalers.values():
-                self.request_eval(each, trigger=None)
-            return
-        ns, name = Informer.key(obj)
-        target = ScaleTarget(TargetKind.DEPLOYMENT, name, ns)
-        scaler = self.by_target.get(target)
-        if scaler is None or kind == "DELETED":
-            return
-        replicas = (obj.get("spec") or {}).get("replicas")
-        if self.actuator is not None and isinstance(replicas, int):
+    def _observed(self, target: ScaleTarget, replicas: int) -> None:
+        if self.actuator is not None:
             self.actuator.observed(target, replicas)
-        self.request_eval(scaler, trigger=None)
 
-    def _on_nodes(self, kind: str, obj: dict[str, Any]) -> None:
-        if kind == "SYNC":
-            return
-        if obj.get("kind") == "NodePool" and self.actuator is not None:
-            replicas = (obj.get("spec") or {}).get("replicas")
-            name = (obj.get("metadata") or {}).get("name") or ""
-            if isinstance(replicas, int):
-                self.actuator.observed(ScaleTarget(TargetKind.NODEPOOL, name), replicas)
+    def _forget_silent(self, now: float) -> None:
+        for model in self.store.models.values():
+            model.forget_silent(now)
 
     def cluster_counts(self, scaler: Scaler) -> ClusterCounts | None:
         """Ready / starting replicas and nodes of a scaler's targets; None if the target is unknown."""
@@ -495,26 +391,8 @@ class Controller:
     # --- decide --------------------------------------------------------------------------------
 
     def request_eval(self, scaler: Scaler, *, trigger: float | None, urgent: bool = False) -> None:
-        """Evaluate now, or once at the end of the rate-limit interval (keeping the oldest
-        trigger); `urgent` (the queue grew since the last evaluation) evaluates now regardless."""
-        if not self.evaluates(scaler):
-            return
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        if scaler.gate.request(
-            now=now,
-            trigger=trigger,
-            urgent=urgent,
-            min_interval_s=self._eval_interval,
-            call_at=loop.call_at,
-            deferred=lambda: self._deferred(scaler),
-        ):
-            self.evaluate(scaler, now)
-
-    def _deferred(self, scaler: Scaler) -> None:
-        scaler.gate.fired()
-        if self.scalers.get(scaler.key) is scaler and self.evaluates(scaler):
-            self.evaluate(scaler, asyncio.get_running_loop().time())
+        """Evaluate now or at the end of the rate-limit interval (`controller.scheduler`)."""
+        self.scheduler.request(scaler, trigger=trigger, urgent=urgent)
 
     def evaluate(self, scaler: Scaler, now: float) -> Decision | None:
         """Run the policy for one scaler at `now`; actuate if leader and the decision is valid."""
@@ -627,7 +505,8 @@ class Controller:
                 slots = max(cap.gpus_per_node // cap.gpus_per_replica, 1)
                 node_value = max(decision.nodes * slots - decision.replicas, 0)
         reason = decision.describe()
-        self._kicked = decision.replicas != current or self._kicked
+        if self.ingest is not None:
+            self.ingest.kicked = decision.replicas != current or self.ingest.kicked
         if decision.replicas > current:  # nodes ahead of the pods
             if node_target is not None and node_value is not None:
                 self.actuator.submit(node_target, node_value, trigger_at=trigger, reason=reason)
@@ -734,26 +613,6 @@ class Controller:
         model = self.store.models.get(scaler.model)
         return {} if model is None else model.pod_in_flight()
 
-    async def _tick(self) -> None:
-        loop = asyncio.get_running_loop()
-        tick_s = self.config.tick_s
-        while True:
-            await asyncio.sleep(tick_s)
-            for i, scaler in enumerate(list(self.scalers.values())):
-                if i and i % TICK_CHUNK == 0:
-                    await asyncio.sleep(0)  # let events and urgent evaluations in
-                now = loop.time()
-                if not self.evaluates(scaler) or not tick_due(
-                    scaler.gate, now, tick_s=tick_s, interval_s=self._eval_interval
-                ):
-                    continue
-                try:
-                    self.request_eval(scaler, trigger=None)
-                except Exception:
-                    log.exception("evaluating %s failed", scaler.name)
-            for model in self.store.models.values():
-                model.forget_silent(loop.time())
-
     # --- outputs -------------------------------------------------------------------------------
 
     def _on_send(self, target: ScaleTarget, replicas: int, trigger_at: float | None) -> None:
@@ -777,3 +636,11 @@ class Controller:
     async def write_status(self, scaler: Scaler) -> bool:
         """PATCH one scaler's status now if it changed (tests; the loop throttles it)."""
         return False if self.reporter is None else await self.reporter.write_status(scaler)
+
+
+def _loop_time() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def _loop_call_at(when: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+    return asyncio.get_running_loop().call_at(when, callback)

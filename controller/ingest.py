@@ -1,0 +1,97 @@
+"""Events in: read the gateway's event batches, fold them into the state, ask for evaluations, ack.
+
+`Ingest.run()` reads the `EventConsumer`'s batches; each batch passes the takeover gate (`admit`,
+`controller.takeover`), is folded into the `StateStore` a chunk at a time, and every model a chunk
+changed is handed to `changed(model, now)` (the controller asks for its scalers' evaluations
+there). Acks follow the effect, grouped (`ack_interval_s`), one round in flight at most.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+
+from controller.ops import Metrics
+from controller.state import StateStore
+from controller.telemetry import DecisionTelemetry
+from surgescale.events import Delivery, Event, EventConsumer
+
+log = logging.getLogger(__name__)
+
+
+class Ingest:
+    """The controller's event intake (one consumer group of its own)."""
+
+    def __init__(
+        self,
+        consumer: EventConsumer,
+        *,
+        admit: Callable[[list[Event]], list[Event]],
+        store: StateStore,
+        changed: Callable[[str, float], None],
+        metrics: Metrics,
+        telemetry: Callable[[], DecisionTelemetry | None],
+        chunk: int,
+        ack_interval_s: float,
+    ) -> None:
+        self.consumer = consumer
+        self._admit = admit
+        self._store = store
+        self._changed = changed
+        self._metrics = metrics
+        self._telemetry = telemetry
+        self._chunk = max(chunk, 1)
+        self._ack_interval_s = ack_interval_s
+        self.alive = False
+        """True once reading (readiness)."""
+        self.kicked = False
+        """A scale was just submitted: yield before folding in the rest of a large batch."""
+
+    async def run(self) -> None:
+        consumer = self.consumer
+        loop = asyncio.get_running_loop()
+        self.alive = True
+        acking: asyncio.Future[None] | None = None
+        unacked: list[Delivery] = []
+        acked_at = -math.inf
+        chunk = self._chunk
+        async for batch in consumer.batches():
+            now = loop.time()
+            wall_ms = time.time_ns() // 1_000_000
+            events = self._admit(batch.events)
+            for start in range(0, len(events), chunk):
+                part = events[start : start + chunk] if len(events) > chunk else events
+                changed = self._store.ingest(part, now, wall_ms=wall_ms)
+                telemetry = self._telemetry()
+                if telemetry is not None:
+                    telemetry.ingested(part)
+                for model in changed:
+                    self._changed(model, now)
+                if self.kicked:
+                    # A scale was just submitted: let the actuator put it on the wire before
+                    # folding in the rest of a large batch.
+                    self.kicked = False
+                    await asyncio.sleep(0)
+            self._metrics.events.inc(len(batch.deliveries))
+            # Ack after the effect (the state has the events), grouped: one XACK round per
+            # `ack_interval_s` at most and never more than one in flight, so acking costs Redis
+            # and this loop little; a lost or late ack only means a redelivery after a restart.
+            unacked.extend(batch.deliveries)
+            if (acking is None or acking.done()) and (
+                now - acked_at >= self._ack_interval_s or len(unacked) >= 10_000
+            ):
+                acking = asyncio.ensure_future(ack(consumer, unacked))
+                unacked, acked_at = [], now
+        if unacked:
+            await ack(consumer, unacked)
+
+
+async def ack(consumer: EventConsumer, deliveries: list[Delivery]) -> None:
+    """Ack `deliveries`; a failure is logged (the consumer keeps them and retries)."""
+    try:
+        await consumer.ack(deliveries)
+    except Exception as exc:  # the consumer keeps them and retries before its next read
+        log.warning("ack failed (will retry): %r", exc)

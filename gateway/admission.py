@@ -246,7 +246,7 @@ class ModelQueue:
         take turns.
         """
         out: list[Ticket] = []
-        while True:
+        while self.queued or self.requeued:  # an empty queue (nearly always) costs no scan
             picked = self._next_eligible(now)
             if picked is None:
                 return out
@@ -254,6 +254,8 @@ class ModelQueue:
             self._lanes[ticket.tenant].pop(ticket)
             self._dispatch(ticket, pod)
             out.append(ticket)
+        self._drop_empty_lanes()  # the last pop may have emptied a lane
+        return out
 
     def urgency(self, ticket: Ticket, *, now: float) -> Urgency:
         """The class of a queued ticket at `now` (for reports and tests)."""

@@ -102,9 +102,18 @@ async def _events(app: web.Application) -> AsyncIterator[None]:
     async with event_producer(
         s.redis_url, prefix=s.events_prefix, buffer_limit=s.event_buffer_limit
     ) as producer:
-        state.reporter = Reporter(gateway=state.instance, producer=producer, pod_cap=s.cap_for)
+        reporter = Reporter(
+            gateway=state.instance,
+            producer=producer,
+            pod_cap=s.cap_for,
+            linger_s=s.event_linger_ms / 1000.0,
+        )
+        state.reporter = reporter
         state.metrics.watch(state.scheduler, producer, lambda: state.started and not state.draining)
-        yield
+        try:
+            yield
+        finally:
+            reporter.release()  # before the producer's final flush
 
 
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:

@@ -57,6 +57,7 @@ class GatewayMetrics:
             ["model", "status"],
             registry=r,
         )
+        self._completed_by: dict[tuple[str, int], Counter] = {}
         self._cancelled = Counter(
             p + "requests_cancelled", "Requests the client abandoned", ["model"], registry=r
         )
@@ -111,7 +112,10 @@ class GatewayMetrics:
         self._rejected.labels(model, reason).inc()
 
     def completed(self, model: str, status: int) -> None:
-        self._completed.labels(model, str(status)).inc()
+        child = self._completed_by.get((model, status))
+        if child is None:  # one label lookup per (model, status), not one per request
+            child = self._completed_by[model, status] = self._completed.labels(model, str(status))
+        child.inc()
 
     def watch(
         self,
@@ -163,6 +167,12 @@ class _LiveCollector(Collector):
             p + "events_emitted",
             "Events handed to the producer",
             value=stats.emitted if stats else 0,
+        )
+        yield CounterMetricFamily(
+            p + "event_flushes",
+            "Writes of buffered events to Redis (one pipeline each); emitted / flushes is the "
+            "batching the event linger buys",
+            value=stats.flushes if stats else 0,
         )
         yield CounterMetricFamily(
             p + "events_dropped",

@@ -169,6 +169,8 @@ async def _read_body(request: web.Request, limit: int, *, timeout: float) -> byt
             f"request body of {length} bytes exceeds the limit of {limit}", status=413
         )
     try:
+        if request.content.is_eof():  # all in already (nearly every request): no timer needed
+            return await request.read()
         async with asyncio.timeout(timeout):
             return await request.read()
     except web.HTTPRequestEntityTooLarge:

@@ -3,10 +3,16 @@
 Nearest rank: the p-th percentile of n values is the smallest value that at least p% of the
 values are at or below, i.e. the value at 1-based rank ceil(p/100 * n) of the sorted values
 (rank 1 for p = 0). It is always one of the observed values (never an interpolation between
-two), so "p99 <= SLO" reads as "at least 99% of the requests met the SLO". It is the definition
-the evaluator (sim.evaluate.metrics), the load generator's summary and the controller's TPOT
-p95 (controller.concurrency) already used. The rank is computed as ceil(q * n / 100), so that
-e.g. p99.9 of 1000 values is the 999th (q / 100 * n rounds up to 999.0000000000001).
+two), so "p99 <= SLO" reads as "at least 99% of the requests met the SLO". The rank is computed
+as ceil(q * n / 100), so that e.g. p99.9 of 1000 values is the 999th (q / 100 * n rounds up to
+999.0000000000001).
+
+Its users: the evaluator's summary, series and cross-check (`sim.evaluate.metrics`,
+`sim.evaluate.runner`, `sim.crosscheck`; a never-served request counts as +inf there and a rank
+that falls on one has no value), the load generator's summary (`sim.load.summary`), the demo's
+summary, report and live view (`sim.demo.summary`, `sim.demo.live`), the pod's timing error
+(`sim.pod.app.timing_summary`, read by `surgescale bench pod`), `surgescale bench cluster`
+(`sim.cluster.bench`) and `surgescale bench events` (`sim.benches.events`).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ load generator. Phases:
 
 1. **added TTFT**: open-loop streaming `/v1/completions` at `--rate` requests/s (Poisson
    arrivals) to the instant upstream, rotating direct, through-gateway and through-bare-proxy
-   requests so all see the same load; TTFT is send to first token chunk at the client. Added
+   requests (each round of three in a random order) so all see the same load; TTFT is send to first token chunk at the client. Added
    TTFT = gateway (or bare proxy) percentile minus direct percentile (p50, p99); the ratio of
    the two is the gateway's overhead relative to a plain proxy on the same machine in the same
    run (target: at most 1.5).
@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="surgescale bench gateway", description=__doc__.split("\n")[0])
     p.add_argument("--pods", type=int, default=2, help="simulated pods (default 2)")
     p.add_argument("--rate", type=float, default=200.0, help="phase 1 requests/s (default 200)")
-    p.add_argument("--seconds", type=float, default=10.0, help="phase 1 duration (default 10)")
+    p.add_argument("--seconds", type=float, default=20.0, help="phase 1 duration (default 20)")
     p.add_argument("--tokens", type=int, default=4, help="phase 1 output tokens (default 4)")
     p.add_argument("--streams", type=int, default=64, help="phase 2 concurrent streams")
     p.add_argument("--stream-tokens", type=int, default=512, help="phase 2 tokens per stream")
@@ -237,12 +237,15 @@ async def _added_ttft(
     tasks: list[asyncio.Task[Sample]] = []
     start = time.perf_counter()
     at = 0.0
-    for i in range(total):
+    order: list[str] = []
+    for _ in range(total):
         at += rng.expovariate(args.rate)
         delay = start + at - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        via = _ORDER[i % len(_ORDER)]
+        if not order:  # each round of three in its own order: no path always follows another
+            order = rng.sample(_ORDER, len(_ORDER))
+        via = order.pop()
         tasks.append(asyncio.create_task(_one_stream(http, targets[via], args.tokens, via)))
     samples = await asyncio.gather(*tasks)
     warm = int(args.rate * 1.0)  # the first second warms connections and caches
@@ -374,6 +377,19 @@ async def _overhead_buckets(
     return out
 
 
+async def _counters(http: aiohttp.ClientSession, url: str) -> dict[str, float]:
+    """The gateway's event counters: emitted, and flushes (writes to Redis)."""
+    async with http.get(url + "/metrics") as resp:
+        text = await resp.text()
+    out = {"emitted": 0.0, "flushes": 0.0}
+    for line in text.splitlines():
+        if line.startswith("surgescale_gateway_events_emitted_total "):
+            out["emitted"] = float(line.split()[-1])
+        elif line.startswith("surgescale_gateway_event_flushes_total "):
+            out["flushes"] = float(line.split()[-1])
+    return out
+
+
 def _bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
     """Quantile (ms) of the observations between two histogram snapshots, interpolated."""
     bounds = sorted(after)
@@ -407,6 +423,7 @@ async def _run(
     targets: dict[str, str],
     pid: int,
     pods_pid: int,
+    bare_pid: int,
 ) -> dict[str, Any]:
     import gc
 
@@ -427,16 +444,21 @@ async def _run(
         monitor = asyncio.create_task(_loop_lag(lag))
         buckets0 = await _overhead_buckets(http, gateway)
         ttft0 = await _overhead_buckets(http, gateway, "surgescale_gateway_ttft_seconds")
+        events0 = await _counters(http, gateway)
         cpu0, wall0 = _cpu_seconds(pid), time.perf_counter()
         pods_cpu0, own_cpu0 = _cpu_seconds(pods_pid), time.process_time()
+        bare_cpu0 = _cpu_seconds(bare_pid)
         samples = await _added_ttft(http, targets=targets, args=args)
         wall = time.perf_counter() - wall0
-        phase1_util = (_cpu_seconds(pid) - cpu0) / wall
+        gateway_cpu = _cpu_seconds(pid) - cpu0
+        bare_cpu = _cpu_seconds(bare_pid) - bare_cpu0
+        phase1_util = gateway_cpu / wall
         pods_util = (_cpu_seconds(pods_pid) - pods_cpu0) / wall
         own_util = (time.process_time() - own_cpu0) / wall
         monitor.cancel()
         buckets1 = await _overhead_buckets(http, gateway)
         ttft1 = await _overhead_buckets(http, gateway, "surgescale_gateway_ttft_seconds")
+        events1 = await _counters(http, gateway)
         chunk_figures = await _chunks(http, gateway, pid, args)
         request_figures = await _requests(http, gateway, pid, args)
     good = [s for s in samples if s.ok]
@@ -469,6 +491,14 @@ async def _run(
     out["phase1_requests"] = len(samples)
     out["phase1_failed"] = len(samples) - len(good)
     out["phase1_gateway_cpu_util"] = phase1_util
+    # CPU per proxied request (from /proc; robust to a busy machine, unlike latency). The
+    # gateway's includes its background work (snapshots, health checks, capacity sync).
+    sent = [s for s in samples if s.via == "gateway"], [s for s in samples if s.via == "bare"]
+    out["gateway_cpu_per_request_us"] = gateway_cpu / max(1, len(sent[0])) * 1e6
+    out["bare_proxy_cpu_per_request_us"] = bare_cpu / max(1, len(sent[1])) * 1e6
+    flushes = events1["flushes"] - events0["flushes"]
+    out["phase1_events"] = events1["emitted"] - events0["emitted"]
+    out["phase1_event_flushes"] = flushes
     out["phase1_pods_cpu_util"] = pods_util
     out["phase1_loadgen_cpu_util"] = own_util
     out.update(chunk_figures)
@@ -512,6 +542,11 @@ def _print_table(r: dict[str, Any], args: argparse.Namespace) -> None:
     print(
         f"   the gateway's own time before the first byte (its histogram): "
         f"p50 {r['gateway_internal_p50_ms']:.2f} ms, p99 {r['gateway_internal_p99_ms']:.2f} ms"
+    )
+    print(
+        f"   CPU per request: gateway {r['gateway_cpu_per_request_us']:.0f} us, bare proxy "
+        f"{r['bare_proxy_cpu_per_request_us']:.0f} us; {r['phase1_events']:.0f} events in "
+        f"{r['phase1_event_flushes']:.0f} writes to Redis"
     )
     print(
         f"   TTFT seen at the gateway p50 {r['gateway_seen_ttft_p50_ms']:.2f} ms; load generator "
@@ -568,16 +603,24 @@ def main(argv: list[str]) -> int:
             allow_unauthenticated=True,
         )
         gateway_proc = stack.enter_context(_process(run_worker, settings))
-        stack.enter_context(_process(_bare_proxy_main, instant, bare_port))
+        bare_proc = stack.enter_context(_process(_bare_proxy_main, instant, bare_port))
         assert gateway_proc.pid is not None
         assert pods_proc.pid is not None
+        assert bare_proc.pid is not None
         targets = {
             "direct": instant,
             "gateway": f"http://127.0.0.1:{port}",
             "bare": f"http://127.0.0.1:{bare_port}",
         }
         result = uvloop.run(
-            _run(args, pods=pods, targets=targets, pid=gateway_proc.pid, pods_pid=pods_proc.pid)
+            _run(
+                args,
+                pods=pods,
+                targets=targets,
+                pid=gateway_proc.pid,
+                pods_pid=pods_proc.pid,
+                bare_pid=bare_proc.pid,
+            )
         )
     _print_table(result, args)
     keys = (

@@ -31,6 +31,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from surgescale.stats import percentile
+
 from .cluster import ClusterOptions, NodePoolConfig, start_cluster
 
 PODS_PER_NODE = 10
@@ -44,10 +46,9 @@ def _free_port() -> int:
 
 
 def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+    """`surgescale.stats.percentile` (nearest rank, q in 0..100); NaN for no values."""
+    value = percentile(values, q)
+    return math.nan if value is None else value
 
 
 async def watch_fanout(*, watchers: int, writes: int, interval_s: float) -> dict[str, Any]:
@@ -126,8 +127,8 @@ async def watch_fanout(*, watchers: int, writes: int, interval_s: float) -> dict
         "writes": writes,
         "events": len(ms),
         "expected_events": watchers * writes,
-        "p50_ms": _pct(ms, 0.5),
-        "p99_ms": _pct(ms, 0.99),
+        "p50_ms": _pct(ms, 50),
+        "p99_ms": _pct(ms, 99),
         "max_ms": max(ms) if ms else math.nan,
     }
 
@@ -245,7 +246,7 @@ async def realtime(
         await monitor.stop()
         await cluster.stop(timeout=60)
     late = elapsed - expected
-    lag_p99 = max(_pct(idle_lag, 0.99), _pct(step_lag, 0.99))
+    lag_p99 = max(_pct(idle_lag, 99), _pct(step_lag, 99))
     keeps = (
         populated >= pods and ready >= step and late <= max(1.0, 0.1 * expected) and (lag_p99 < 100)
     )
@@ -258,8 +259,8 @@ async def realtime(
         "expected_s": expected,
         "elapsed_s": elapsed,
         "late_s": late,
-        "idle_lag_p99_ms": _pct(idle_lag, 0.99),
-        "step_lag_p99_ms": _pct(step_lag, 0.99),
+        "idle_lag_p99_ms": _pct(idle_lag, 99),
+        "step_lag_p99_ms": _pct(step_lag, 99),
         "lag_max_ms": max(idle_lag + step_lag, default=math.nan),
         "idle_cpu_fraction": idle_cpu,
         "step_cpu_s": step_cpu,

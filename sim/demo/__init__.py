@@ -6,7 +6,7 @@
   `commands`: the children's command lines; `startup`: readiness waits and clean-up helpers;
   `procs`: child processes in their own groups, bounded stop; `objects`: the Kubernetes objects;
 - `scenario`: the burst schedule; `observe`: cluster informers; `live`: the live view;
-- `record`, `summary`, `report`: recorded runs, their figures, the HTML/PNG report;
-- `promql`, `hpa`: the pure Prometheus query and KEDA/HPA decision of the baseline;
-  `baseline`: the baseline's I/O shell (scrapes pods, talks to the cluster API).
+- `record`, `summary`, `report`: recorded runs, their figures, the HTML/PNG report.
+
+The KEDA-style baseline arm runs `sim.baselines` (its decision cores and live loop).
 """

@@ -14,8 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sim.baselines.hpa import KedaSpec
+from sim.baselines.keda_live import BaselineTarget
 from sim.datafiles import data_dir
-from sim.demo.hpa import KedaSpec
 from sim.demo.objects import ModelSetup
 from sim.demo.procs import surgescale_argv
 
@@ -105,6 +106,16 @@ def controller_argv(
         "--long-window-s", f"{controller_long_window_s(config.speed):g}",
         "--log-level", "INFO",
     )  # fmt: skip
+
+
+def baseline_target(setup: ModelSetup) -> BaselineTarget:
+    """What the KEDA loop's ScaledObject points at: the model's Deployment and Service."""
+    return BaselineTarget(
+        namespace=setup.namespace,
+        deployment=setup.deployment,
+        service=setup.service,
+        model=setup.model,
+    )
 
 
 def baseline_spec(config: DemoConfig, setup: ModelSetup) -> KedaSpec:

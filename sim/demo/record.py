@@ -1,6 +1,7 @@
 """What one demo run recorded: requests as the client saw them, the cluster over time, decisions.
 
-Frozen dataclasses, filled by the live run (`sim.demo.stack`) and read by the summary
+Frozen dataclasses (requests are the load generator's `sim.load.records.RequestResult`, the one
+request-result type), filled by the live run (`sim.demo.stack`) and read by the summary
 (`sim.demo.summary`) and the report (`sim.demo.report`). Times are seconds since the run's start
 (the moment the load generator began), on the machine's monotonic clock. `to_json` / `from_json`
 keep a run on disk next to its report so a report can be rebuilt without running again.
@@ -13,25 +14,8 @@ from typing import Any
 
 import orjson
 
+from sim.load.records import RequestResult
 from surgescale.slo import Slo
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RequestResult:
-    """One request as the load generator saw it; every request sent has one, ending in a status."""
-
-    sent_at: float
-    status: str
-    """"ok", an HTTP status code as text ("429", "503", ...), or "error"/"timeout"."""
-    ttft_s: float | None = None
-    e2e_s: float | None = None
-    output_tokens: int = 0
-    prompt_tokens: int | None = None
-    """Prompt size sent (sets the deadline when the SLO has a per-input-token allowance)."""
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,7 +91,7 @@ class RunRecord:
             burst_end_at=data["burst_end_at"],
             gpus_per_replica=data["gpus_per_replica"],
             gpus_per_node=data["gpus_per_node"],
-            requests=tuple(RequestResult(**r) for r in data["requests"]),
+            requests=tuple(_request(r) for r in data["requests"]),
             cluster=tuple(ClusterSample(**c) for c in data["cluster"]),
             changes=tuple(ScaleChange(**c) for c in data["changes"]),
             pod_ready_at=tuple(data["pod_ready_at"]),
@@ -116,3 +100,20 @@ class RunRecord:
             event_counts=tuple((str(k), int(v)) for k, v in data.get("event_counts", ())),
             slo_per_input_token_s=float(data.get("slo_per_input_token_s", 0.0)),
         )
+
+
+def _request(data: dict[str, Any]) -> RequestResult:
+    """A request of a run file; files written before the one request-result type kept
+    `sent_at`, an HTTP status as bare digits and `prompt_tokens` (possibly null)."""
+    if "sent_at" not in data:
+        return RequestResult(**data)
+    status = str(data["status"])
+    return RequestResult(
+        scheduled_s=data["sent_at"],
+        sent_s=data["sent_at"],
+        status=f"http_{status}" if status.isdigit() else status,
+        ttft_s=data.get("ttft_s"),
+        e2e_s=data.get("e2e_s"),
+        output_tokens=data.get("output_tokens", 0),
+        prompt_tokens=data.get("prompt_tokens") or 0,
+    )

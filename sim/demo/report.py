@@ -138,7 +138,7 @@ def plot_ttft(runs: Sequence[RunRecord], path: Path) -> None:
     fig, axes = _columns(runs, "Time to first token (client side) and the SLO")
     for ax, run in zip(axes, runs, strict=True):
         _mark_burst(ax, run)
-        pts = [(r.sent_at, r.ttft_s) for r in run.requests if r.ttft_s is not None]
+        pts = [(r.started_s, r.ttft_s) for r in run.requests if r.ttft_s is not None]
         ax.scatter(
             [p[0] for p in pts],
             [p[1] for p in pts],
@@ -153,7 +153,7 @@ def plot_ttft(runs: Sequence[RunRecord], path: Path) -> None:
             times, [math_nan(v) for v in p95], color="#000000", lw=1.2, label="p95 (5 s window)"
         )
         ax.axhline(run.slo_s, color=_COLORS["slo"], ls="--", label=f"SLO {run.slo_s:g} s")
-        failed = [r.sent_at for r in run.requests if not r.ok]
+        failed = [r.started_s for r in run.requests if not r.ok]
         if failed:
             ax.scatter(
                 failed,

@@ -90,9 +90,7 @@ def build_config(args: argparse.Namespace, *, live: bool) -> DemoConfig:
             trace = read_trace(args.trace)
         except (OSError, TraceError) as exc:
             raise SystemExit(f"--trace {args.trace}: {exc}") from exc
-        schedule = from_trace(
-            [(r.at, r.input_tokens, r.output_tokens) for r in trace], duration_s=duration
-        )
+        schedule = from_trace(trace, duration_s=duration)
         if not schedule:
             raise SystemExit(f"--trace {args.trace}: no requests in the first {duration:g} s")
         return DemoConfig(

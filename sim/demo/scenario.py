@@ -3,7 +3,8 @@
 Arrivals are a Poisson process whose rate follows the four phases (thinning, seeded), and each
 request's prompt and output sizes are drawn from the Azure 2023 conversation trace (read at run
 time from `default_sizes_path()`, clipped so a demo on a laptop stays light). The schedule is
-written as JSONL in the load generator's format (`{"timestamp": ms, "input_length": N,
+a list of `sim.load.records.TraceRequest` (the one trace-row type), written as JSONL in the load
+generator's format (`{"timestamp": ms, "input_length": N,
 "output_length": M}`), so the same replay code runs the demo and `--trace` files.
 
 Only lifecycle delays are compressed by the speed factor (see `sim.demo.stack`); requests are
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import orjson
 
+from sim.load.records import TraceRequest
 from sim.load.trace import default_traces_dir
 
 FALLBACK_SIZES: tuple[tuple[int, int], ...] = ((512, 128),)
@@ -82,15 +84,6 @@ class Scenario:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Arrival:
-    """One scheduled request."""
-
-    at_s: float
-    prompt_tokens: int
-    output_tokens: int
-
-
 def default_sizes_path() -> Path:
     """The Azure 2023 conversation trace, wherever `sim.load.trace` finds the traces
     (`$SURGESCALE_TRACES_DIR`, else the copy in the package)."""
@@ -111,12 +104,12 @@ def load_sizes(path: Path) -> list[tuple[int, int]]:
 
 def arrivals(
     scenario: Scenario, sizes: Sequence[tuple[int, int]] = FALLBACK_SIZES
-) -> list[Arrival]:
+) -> list[TraceRequest]:
     """The request schedule: Poisson arrivals at `scenario.rate(t)` by thinning, sizes sampled."""
     rng = random.Random(scenario.seed)
     pool = list(sizes) or list(FALLBACK_SIZES)
     peak = max(scenario.base_rps, scenario.burst_rps)
-    out: list[Arrival] = []
+    out: list[TraceRequest] = []
     t = 0.0
     while True:
         t += rng.expovariate(peak)
@@ -126,22 +119,22 @@ def arrivals(
             continue
         prompt, output = rng.choice(pool)
         out.append(
-            Arrival(
-                at_s=t,
+            TraceRequest(
+                arrival_s=t,
                 prompt_tokens=max(1, min(prompt, scenario.max_prompt_tokens)),
                 output_tokens=max(1, min(output, scenario.max_output_tokens)),
             )
         )
 
 
-def write_jsonl(schedule: Sequence[Arrival], path: Path) -> Path:
+def write_jsonl(schedule: Sequence[TraceRequest], path: Path) -> Path:
     """Write the schedule in the load generator's JSONL trace format."""
     with path.open("wb") as f:
         for a in schedule:
             f.write(
                 orjson.dumps(
                     {
-                        "timestamp": math.floor(a.at_s * 1000.0),
+                        "timestamp": math.floor(a.arrival_s * 1000.0),
                         "input_length": a.prompt_tokens,
                         "output_length": a.output_tokens,
                     }
@@ -152,22 +145,22 @@ def write_jsonl(schedule: Sequence[Arrival], path: Path) -> Path:
 
 
 def from_trace(
-    requests: Sequence[tuple[float, int, int]],
+    requests: Sequence[TraceRequest],
     *,
     duration_s: float,
     max_prompt_tokens: int = 8192,
     max_output_tokens: int = 512,
-) -> list[Arrival]:
-    """(at, input tokens, output tokens) of a trace -> the schedule of its first `duration_s`."""
+) -> list[TraceRequest]:
+    """A trace's rows -> the schedule of its first `duration_s` (times from its first request)."""
     if not requests:
         return []
-    start = min(r[0] for r in requests)
+    start = min(r.arrival_s for r in requests)
     out = [
-        Arrival(
-            at_s=at - start,
-            prompt_tokens=max(1, min(p, max_prompt_tokens)),
-            output_tokens=max(1, min(o, max_output_tokens)),
+        TraceRequest(
+            arrival_s=r.arrival_s - start,
+            prompt_tokens=max(1, min(r.prompt_tokens, max_prompt_tokens)),
+            output_tokens=max(1, min(r.output_tokens, max_output_tokens)),
         )
-        for at, p, o in sorted(requests)
+        for r in sorted(requests, key=lambda r: (r.arrival_s, r.prompt_tokens, r.output_tokens))
     ]
-    return [a for a in out if a.at_s < duration_s]
+    return [a for a in out if a.arrival_s < duration_s]

@@ -10,7 +10,7 @@
   under the baseline its per-pod cap is lifted so it behaves like a plain Service and requests
   queue inside vLLM, where the TTFT histogram the baseline scrapes can see them;
 - the autoscaler: our controller (`surgescale controller`, a child) or the KEDA + Prometheus +
-  HPA loop (`sim.demo.baseline`, in this process, its periods divided by the speed factor);
+  HPA loop (`sim.baselines.keda_live`, in this process, its periods divided by the speed factor);
 - in this process: the load generator (`sim.load.runner.run_load`), the cluster informers
   (`sim.demo.observe`), the events follower and the live view (`sim.demo.live`).
 
@@ -34,9 +34,9 @@ from pathlib import Path
 import aiohttp
 from rich.console import Console
 
+from sim.baselines.hpa import KedaSpec
+from sim.baselines.keda_live import KedaBaseline, running
 from sim.demo import commands, objects, startup
-from sim.demo.baseline import BaselineTarget, KedaBaseline, running
-from sim.demo.hpa import KedaSpec
 from sim.demo.live import (
     EventTally,
     LiveView,
@@ -47,12 +47,9 @@ from sim.demo.live import (
 )
 from sim.demo.observe import ClusterObserver, ObservedNames
 from sim.demo.procs import Children, StartError, spawn, wait_http
-from sim.demo.record import RequestResult, RunRecord
-from sim.demo.scenario import Arrival
+from sim.demo.record import RunRecord
+from sim.load.records import RequestResult, TraceRequest
 from sim.load.runner import run_load
-from sim.load.summary import OK
-from sim.load.summary import RequestResult as LoadResult
-from sim.load.trace import LoadRequest
 from sim.localredis.server import free_port
 from surgescale.events import StreamKeys
 
@@ -91,7 +88,7 @@ class DemoConfig:
 
     setup: objects.ModelSetup = field(default_factory=objects.ModelSetup)
     speed: float = 10.0
-    schedule: tuple[Arrival, ...] = ()
+    schedule: tuple[TraceRequest, ...] = ()
     duration_s: float = 100.0
     load_step_at: float | None = None
     burst_end_at: float | None = None
@@ -124,7 +121,7 @@ class LoadProgress:
 
     finished: int = 0
 
-    def done(self, result: LoadResult) -> None:
+    def done(self, result: RequestResult) -> None:
         self.finished += 1
 
 
@@ -137,26 +134,6 @@ def _cpu_note(children: Children, own_cpu0: float, wall_s: float) -> str:
             parts.append(f"{child.name} {100 * (used - child.cpu_at_start) / wall_s:.0f}%")
     parts.append(f"demo+load {100 * (time.process_time() - own_cpu0) / wall_s:.0f}%")
     return "CPU during the load (share of one core): " + ", ".join(parts)
-
-
-def to_result(r: LoadResult) -> RequestResult:
-    """The load generator's record of a request, in the report's terms."""
-    if r.status == OK:
-        status = "ok"
-    elif r.status.startswith("http_"):
-        status = r.status.removeprefix("http_")
-    else:
-        status = r.status
-    sent = r.sent_s if r.sent_s is not None else r.scheduled_s
-    e2e = r.e2e_s
-    return RequestResult(
-        sent_at=sent,
-        status=status,
-        ttft_s=r.ttft_s,
-        e2e_s=e2e,
-        output_tokens=r.output_tokens,
-        prompt_tokens=r.input_tokens,
-    )
 
 
 @dataclass(slots=True)
@@ -208,7 +185,7 @@ class ArmContext:
             replicas_ready=sample.replicas_ready if sample else 0,
             nodes_desired=sample.nodes_desired if sample else 0,
             nodes_ready=sample.nodes_ready if sample else 0,
-            sent=sum(1 for a in self.config.schedule if a.at_s <= t) if self.t0 else 0,
+            sent=sum(1 for a in self.config.schedule if a.arrival_s <= t) if self.t0 else 0,
             finished=self.progress.finished,
             decision=decision,
         )
@@ -296,12 +273,7 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
             ctx.baseline = KedaBaseline(
                 api=api,
                 http=http,
-                target=BaselineTarget(
-                    namespace=setup.namespace,
-                    deployment=setup.deployment,
-                    service=setup.service,
-                    model=setup.model,
-                ),
+                target=commands.baseline_target(setup),
                 spec=spec,
                 phase_s=rng.uniform(0, spec.scrape_interval_s),
             )
@@ -351,19 +323,14 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
             child.cpu_at_start = child.cpu_seconds() or 0.0
         async with view.running():
             report = await run_load(
-                [
-                    LoadRequest(
-                        at=a.at_s, input_tokens=a.prompt_tokens, output_tokens=a.output_tokens
-                    )
-                    for a in config.schedule
-                ],
+                config.schedule,
                 target_url=gateway_url,
                 model=setup.model,
                 request_timeout=config.request_timeout_s + 30.0,
                 ttft_slo_s=setup.slo_s,
                 on_result=ctx.progress.done,
             )
-            results = [to_result(r) for r in report.results]
+            results = list(report.results)
             # the books close when the gateway's events account for every request (bounded)
             await ctx.tally.settled(len(results), timeout_s=10.0)
         end = loop.time() - ctx.t0

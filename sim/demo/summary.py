@@ -24,7 +24,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sim.demo.record import ClusterSample, RequestResult, RunRecord
+from sim.demo.record import ClusterSample, RunRecord
+from sim.load.records import RequestResult
+from sim.load.summary import served_ttfts, within_slo
 from surgescale.stats import percentile
 
 STEP_S = 0.1
@@ -40,24 +42,24 @@ def grid(duration_s: float, step: float = STEP_S) -> list[float]:
 
 def waiting_series(requests: Sequence[RequestResult], times: Sequence[float]) -> list[int]:
     """waiting(t) for each t: sent at or before t, and first token (or end) after t."""
-    starts = sorted(r.sent_at for r in requests)
+    starts = sorted(r.started_s for r in requests)
     ends = sorted(_wait_end(r) for r in requests)
     return [bisect.bisect_right(starts, t) - bisect.bisect_right(ends, t) for t in times]
 
 
 def _wait_end(r: RequestResult) -> float:
     if r.ttft_s is not None:
-        return r.sent_at + r.ttft_s
+        return r.started_s + r.ttft_s
     if r.e2e_s is not None:
-        return r.sent_at + r.e2e_s
-    return r.sent_at
+        return r.started_s + r.e2e_s
+    return r.started_s
 
 
 def arrival_rate_series(
     requests: Sequence[RequestResult], times: Sequence[float], window_s: float = RATE_WINDOW_S
 ) -> list[float]:
     """Requests sent per second over the trailing window, for each t."""
-    starts = sorted(r.sent_at for r in requests)
+    starts = sorted(r.started_s for r in requests)
     return [
         (bisect.bisect_right(starts, t) - bisect.bisect_right(starts, t - window_s)) / window_s
         for t in times
@@ -68,7 +70,7 @@ def rolling_ttft(
     requests: Sequence[RequestResult], times: Sequence[float], *, window_s: float, q: float
 ) -> list[float | None]:
     """TTFT percentile of the requests sent in the trailing window, for each t."""
-    done = sorted((r.sent_at, r.ttft_s) for r in requests if r.ttft_s is not None)
+    done = sorted((r.started_s, r.ttft_s) for r in requests if r.ttft_s is not None)
     sent = [s for s, _ in done]
     out: list[float | None] = []
     for t in times:
@@ -167,10 +169,12 @@ def reaction(record: RunRecord) -> Reaction:
 
 
 def summarize(record: RunRecord) -> Summary:
+    """Figures of a demo run. The requests' figures are the load generator's definitions
+    (`sim.load.summary.served_ttfts`, `.within_slo`); the evaluator's run is summarised by
+    `sim.evaluate.metrics.summarize`."""
     reqs = record.requests
-    ttfts = [r.ttft_s for r in reqs if r.ok and r.ttft_s is not None]
-    slo = record.objective()
-    within = sum(1 for r in reqs if r.ok and slo.ttft_met(r.ttft_s, r.prompt_tokens))
+    ttfts = served_ttfts(reqs)
+    within = within_slo(reqs, record.objective())
     ok = sum(1 for r in reqs if r.ok)
     burst: list[float] = []
     if record.load_step_at is not None:
@@ -178,7 +182,7 @@ def summarize(record: RunRecord) -> Summary:
         burst = [
             r.ttft_s
             for r in reqs
-            if r.ttft_s is not None and record.load_step_at <= r.sent_at < end
+            if r.ttft_s is not None and record.load_step_at <= r.started_s < end
         ]
     gpu_seconds = record.gpus_per_replica * (
         integrate(record.cluster, record.duration_s, "replicas_ready")

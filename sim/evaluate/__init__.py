@@ -12,8 +12,9 @@ and the live controller's evaluation scheduling, state and policy (`controller.s
   `gateway.admission.ModelQueue` (or a plain Service); `cluster`: pods, GPU nodes, cold start,
   node boot, static NodePool or Karpenter batching and consolidation;
 - `world`: `Scenario` (what both the evaluator and the live demo can run) and one run;
-- policies: `ours` (controller state + policy), `hpa` (hpa-memory, hpa-cpu, keda-prometheus),
-  `kpa` (Knative), `oracle` (clairvoyant schedule, and static-peak);
+- policies: `ours` (controller state + policy), `hpa_arms` (hpa-memory, hpa-cpu,
+  keda-prometheus) and `kpa_arm` (Knative) running `sim.baselines`' decision cores, `oracle`
+  (clairvoyant schedule, and static-peak);
 - `metrics`, `report`, `runner` (registry, bounds, parallel runs), `matrix` (the scenario
   matrix), `cli`.
 """

@@ -17,8 +17,9 @@ Definitions (the same for every policy):
 - scale events: changes of the Deployment's replica count;
 - bursts: the three largest rises of the arrival rate (10 s windows against the 60 s before,
   at least doubling, 300 s apart); the reaction to one is the time from its onset to the
-  policy's first replica increase after it (None when there was none within 300 s). Percentiles
-  are nearest-rank.
+  policy's first replica increase after it (None when there was none within 300 s);
+- percentiles: nearest rank, `surgescale.stats.percentile` (the one definition every report,
+  summary, live view and benchmark uses).
 """
 
 from __future__ import annotations
@@ -32,17 +33,16 @@ from sim.evaluate.ingress import Request
 from sim.evaluate.trace import TraceRequest
 from sim.evaluate.world import RunResult
 from surgescale.slo import Slo
+from surgescale.stats import percentile
 
 REACTION_CAP_S = 300.0
 
 
-def percentile(sorted_values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile of sorted values (q in 0..100); None for no values or +inf."""
-    if not sorted_values:
-        return None
-    rank = max(math.ceil(q / 100.0 * len(sorted_values)) - 1, 0)
-    value = sorted_values[min(rank, len(sorted_values) - 1)]
-    return None if math.isinf(value) else value
+def served_percentile(latencies: Iterable[float], q: float) -> float | None:
+    """`surgescale.stats.percentile` (nearest rank) of latencies in which +inf stands for a
+    request never served: None when there are none or when the rank falls on such a request."""
+    value = percentile(latencies, q)
+    return None if value is None or math.isinf(value) else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,12 +122,13 @@ def attainment_counts(requests: Iterable[Request], slo: Slo) -> tuple[int, int, 
 def summarize(
     result: RunResult, bursts: Sequence[Burst], *, reactive: bool = True
 ) -> dict[str, Any]:
-    """One policy's row: the keys of `summary.json`. Clairvoyant policies (`reactive=False`)
-    act before a burst, so they get no reaction times."""
+    """One policy's row: the keys of `summary.json` (the summary of an evaluator run; a load
+    generator run is `sim.load.summary.summarize`, a demo run `sim.demo.summary.summarize`).
+    Clairvoyant policies (`reactive=False`) act before a burst, so they get no reaction times."""
     sc = result.scenario
     slo = sc.slo
-    ttfts = sorted(math.inf if r.ttft is None else r.ttft for r in result.requests)
-    tpots = sorted(t for t in (r.tpot for r in result.requests) if t is not None)
+    ttfts = [math.inf if r.ttft is None else r.ttft for r in result.requests]
+    tpots = [t for t in (r.tpot for r in result.requests) if t is not None]
     total = len(sc.requests)
     met, ttft_met, tpot_met = attainment_counts(result.requests, slo)
     completed = sum(1 for r in result.requests if r.finish is not None)
@@ -151,10 +152,10 @@ def summarize(
         "slo_attainment": met / total if total else 1.0,
         "ttft_attainment": ttft_met / total if total else 1.0,
         "tpot_attainment": tpot_met / total if total else 1.0,
-        "ttft_p50_s": percentile(ttfts, 50),
-        "ttft_p95_s": percentile(ttfts, 95),
-        "ttft_p99_s": percentile(ttfts, 99),
-        "tpot_p95_s": percentile(tpots, 95),
+        "ttft_p50_s": served_percentile(ttfts, 50),
+        "ttft_p95_s": served_percentile(ttfts, 95),
+        "ttft_p99_s": served_percentile(ttfts, 99),
+        "tpot_p95_s": served_percentile(tpots, 95),
         "node_hours": result.node_seconds / 3600.0,
         "scale_events": result.scale_events,
         "reaction_s": sum(reacted) / len(reacted) if reacted else None,

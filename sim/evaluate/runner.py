@@ -22,15 +22,15 @@ from sim.evaluate.capacity import (
     capacity_placeholder,
     capacity_static,
 )
-from sim.evaluate.hpa import (
+from sim.evaluate.hpa_arms import (
     hpa_cpu,
     hpa_memory,
     keda_prometheus,
     keda_prometheus_1pod60s,
     keda_prometheus_service,
 )
-from sim.evaluate.kpa import Kpa
-from sim.evaluate.metrics import Burst, attainment_counts, find_bursts, percentile, summarize
+from sim.evaluate.kpa_arm import Kpa
+from sim.evaluate.metrics import Burst, attainment_counts, find_bursts, summarize
 from sim.evaluate.oracle import (
     Fixed,
     OracleConfig,
@@ -46,6 +46,7 @@ from sim.evaluate.oracle import (
 from sim.evaluate.ours import Ours, ours_fifo
 from sim.evaluate.pods import EngineFactory, engine_factory
 from sim.evaluate.world import Autoscaler, RunResult, Scenario, World
+from surgescale.stats import percentile
 
 POLICIES: tuple[str, ...] = (
     "ours",

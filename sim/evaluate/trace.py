@@ -9,7 +9,8 @@ same requests at the same times:
 
 `rate_scale(trace, x)` plays the same requests `x` times faster (timestamps divided by `x`), as the
 load generator's time-scale factor does: the demand pattern is kept, its intensity multiplied.
-Synthetic patterns (`poisson`, `step`) are seeded and exist for tests and short scenarios.
+Synthetic patterns (`poisson`, `step`) are seeded and exist for tests and short scenarios. A
+trace's rows are `sim.load.records.TraceRequest`, the one trace-row type of the simulator.
 """
 
 from __future__ import annotations
@@ -22,19 +23,22 @@ from pathlib import Path
 import orjson
 
 from sim.load import trace as load_trace
+from sim.load.records import TraceRequest
+
+__all__ = [
+    "Trace",
+    "TraceError",
+    "TraceRequest",
+    "poisson",
+    "rate_scale",
+    "read_trace",
+    "step",
+    "write_jsonl",
+]
 
 
 class TraceError(ValueError):
     """A trace file is missing, empty or malformed; the message names the file and the line."""
-
-
-@dataclass(frozen=True, slots=True)
-class TraceRequest:
-    """One request of a trace: arrival time in seconds from the start, and its token counts."""
-
-    arrival_s: float
-    prompt_tokens: int
-    output_tokens: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +64,7 @@ def read_trace(path: str | Path, *, max_duration_s: float | None = None) -> Trac
         loaded = load_trace.read_trace(path)
     except load_trace.TraceError as exc:
         raise TraceError(str(exc)) from exc
-    requests = sorted(
-        (TraceRequest(r.at, r.input_tokens, r.output_tokens) for r in loaded),
-        key=lambda r: r.arrival_s,
-    )
+    requests = sorted(loaded, key=lambda r: r.arrival_s)
     if not requests:
         raise TraceError(f"{path}: the trace has no requests")
     if max_duration_s is not None:

@@ -16,9 +16,10 @@ import aiohttp
 import orjson
 
 from sim.load.patterns import PATTERNS, Sizes, pattern
+from sim.load.records import TraceRequest
 from sim.load.runner import run_load
 from sim.load.summary import CsvRecorder, render
-from sim.load.trace import LoadRequest, TraceError, default_traces_dir, read_trace
+from sim.load.trace import TraceError, default_traces_dir, read_trace
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +64,7 @@ def _resolve_trace(name: str) -> Path:
     return Path(name)
 
 
-def build_requests(args: argparse.Namespace) -> list[LoadRequest]:
+def build_requests(args: argparse.Namespace) -> list[TraceRequest]:
     if args.trace:
         return read_trace(_resolve_trace(args.trace), fmt=args.format, limit=args.limit)
     sizes = Sizes(input_tokens=args.input_tokens, output_tokens=args.output_tokens)
@@ -92,7 +93,7 @@ async def _discover_model(target: str) -> str:
     return str(data["data"][0]["id"])
 
 
-async def _run(args: argparse.Namespace, requests: list[LoadRequest]) -> int:
+async def _run(args: argparse.Namespace, requests: list[TraceRequest]) -> int:
     model = args.model or await _discover_model(args.target)
     recorder = CsvRecorder(args.out) if args.out else None
     try:

@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sim.load.trace import LoadRequest
+from sim.load.records import TraceRequest
 
 RateFn = Callable[[float], float]
 
@@ -27,8 +27,8 @@ class Sizes:
     pool: Sequence[tuple[int, int]] = ()
 
     @classmethod
-    def from_trace(cls, requests: Sequence[LoadRequest]) -> Sizes:
-        return cls(pool=tuple((r.input_tokens, r.output_tokens) for r in requests))
+    def from_trace(cls, requests: Sequence[TraceRequest]) -> Sizes:
+        return cls(pool=tuple((r.prompt_tokens, r.output_tokens) for r in requests))
 
     def draw(self, rng: random.Random) -> tuple[int, int]:
         if self.pool:
@@ -84,13 +84,13 @@ def arrivals(
     sizes: Sizes | None = None,
     seed: int = 0,
     prefix: str = "syn",
-) -> list[LoadRequest]:
+) -> list[TraceRequest]:
     """Poisson arrivals with intensity `rate(t)` <= `max_rate` over [0, duration)."""
     if max_rate <= 0:
         return []
     rng = random.Random(seed)
     sizes = sizes or Sizes()
-    out: list[LoadRequest] = []
+    out: list[TraceRequest] = []
     t = 0.0
     while True:
         t += rng.expovariate(max_rate)
@@ -102,8 +102,11 @@ def arrivals(
         if rng.random() * max_rate < r:
             inp, outp = sizes.draw(rng)
             out.append(
-                LoadRequest(
-                    at=t, input_tokens=inp, output_tokens=outp, request_id=f"{prefix}-{len(out)}"
+                TraceRequest(
+                    arrival_s=t,
+                    prompt_tokens=inp,
+                    output_tokens=outp,
+                    request_id=f"{prefix}-{len(out)}",
                 )
             )
 
@@ -121,7 +124,7 @@ def pattern(
     period: float | None = None,
     sizes: Sizes | None = None,
     seed: int = 0,
-) -> list[LoadRequest]:
+) -> list[TraceRequest]:
     """A named pattern with simple defaults: `rate` is the base, `peak` the high rate
     (default 4 x rate), `at` when a step or flash starts (default duration/3), `period` of the
     sine (default the duration)."""

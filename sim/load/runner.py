@@ -1,6 +1,6 @@
 """Replay requests against an OpenAI-compatible endpoint on their schedule (library API).
 
-`run_load(requests, target_url=..., model=...)` sends each `LoadRequest` at `at / time_scale`
+`run_load(requests, target_url=..., model=...)` sends each `TraceRequest` at `at / time_scale`
 seconds after the start, streaming, with at most `concurrency` in flight (a full house delays the
 next sends; the lateness is recorded), and returns a `LoadReport` with one `RequestResult` per
 request sent. Every request ends with a terminal status ("ok", "http_<code>", "timeout",
@@ -22,8 +22,8 @@ import aiohttp
 import orjson
 
 from sim.load.prompts import request_body
-from sim.load.summary import OK, CsvRecorder, RequestResult, summarize
-from sim.load.trace import LoadRequest
+from sim.load.records import OK, RequestResult, TraceRequest
+from sim.load.summary import CsvRecorder, summarize
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ async def _send(
 
 
 async def run_load(
-    requests: Iterable[LoadRequest],
+    requests: Iterable[TraceRequest],
     *,
     target_url: str,
     model: str,
@@ -122,8 +122,8 @@ async def run_load(
         raise ValueError("concurrency must be >= 1")
     path = "/v1/chat/completions" if api == "chat" else "/v1/completions"
     url = target_url.rstrip("/") + path
-    ordered = sorted(requests, key=lambda r: r.at)
-    plan = [(r.at / time_scale, r) for r in ordered]
+    ordered = sorted(requests, key=lambda r: r.arrival_s)
+    plan = [(r.arrival_s / time_scale, r) for r in ordered]
     beyond = 0
     if duration is not None:
         kept = [p for p in plan if p[0] <= duration]
@@ -141,7 +141,7 @@ async def run_load(
     bar = _Progress.start(len(plan)) if progress else None
     t0 = clock()
 
-    def finish(i: int, r: LoadRequest, due: float, sent: float | None, o: _Outcome) -> None:
+    def finish(i: int, r: TraceRequest, due: float, sent: float | None, o: _Outcome) -> None:
         ttft = (o.first - t0 - sent) if (o.first is not None and sent is not None) else None
         e2e = (o.last - t0 - sent) if (o.last is not None and sent is not None) else None
         n = o.usage_tokens if o.usage_tokens is not None else o.tokens
@@ -156,7 +156,7 @@ async def run_load(
             ttft_s=ttft,
             tpot_s=tpot,
             e2e_s=e2e if o.status == OK else None,
-            input_tokens=r.input_tokens,
+            prompt_tokens=r.prompt_tokens,
             output_tokens_requested=r.output_tokens,
             output_tokens=n,
             error=o.error,
@@ -169,11 +169,15 @@ async def run_load(
         if bar is not None:
             bar.advance(res)
 
-    async def one(i: int, r: LoadRequest, due: float) -> None:
+    async def one(i: int, r: TraceRequest, due: float) -> None:
         sent = clock() - t0
         out = _Outcome()
         body = request_body(
-            api=api, model=model, input_tokens=r.input_tokens, output_tokens=r.output_tokens, salt=i
+            api=api,
+            model=model,
+            input_tokens=r.prompt_tokens,
+            output_tokens=r.output_tokens,
+            salt=i,
         )
         try:
             async with asyncio.timeout(request_timeout):

@@ -1,7 +1,7 @@
 """Per-request results, the CSV recorder, and the run summary (percentiles, SLO attainment).
 
-`RequestResult` is what the runner (`sim.load.runner`) records for every request, whatever
-happened to it; `CsvRecorder` appends each one as soon as it ends (nothing is lost if the run is
+`RequestResult` (`sim.load.records`) is what the runner (`sim.load.runner`) records for every
+request, whatever happened to it; `CsvRecorder` appends each one as soon as it ends (nothing is lost if the run is
 interrupted); `summarize` turns a list into figures (percentiles by nearest rank:
 `surgescale.stats.percentile`); `render` prints them for humans.
 """
@@ -11,35 +11,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from sim.load.records import RequestResult
 from surgescale.slo import Slo
 from surgescale.stats import percentile
-
-OK = "ok"
-# other terminal statuses: "http_<code>", "timeout", "connection_error", "protocol_error",
-# "cancelled" (the run ended before it finished)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RequestResult:
-    index: int
-    request_id: str
-    scheduled_s: float  # when it was due, seconds from the run's start (wall, after scaling)
-    sent_s: float | None  # when it went out (None: never sent)
-    status: str
-    http_status: int | None
-    ttft_s: float | None
-    tpot_s: float | None  # (e2e - ttft) / (output tokens - 1)
-    e2e_s: float | None
-    input_tokens: int
-    output_tokens_requested: int
-    output_tokens: int
-    error: str = ""
-
 
 FIELDS = [f.name for f in dataclasses.fields(RequestResult)]
 
@@ -62,6 +40,17 @@ class CsvRecorder:
         self._fh.close()
 
 
+def served_ttfts(results: Iterable[RequestResult]) -> list[float]:
+    """TTFTs of the requests that streamed to their end (what every TTFT percentile is of)."""
+    return [r.ttft_s for r in results if r.ok and r.ttft_s is not None]
+
+
+def within_slo(results: Iterable[RequestResult], slo: Slo) -> int:
+    """How many requests streamed to their end with a first token by their deadline
+    (`Slo.ttft_met`); a failed request misses the SLO."""
+    return sum(1 for r in results if r.ok and slo.ttft_met(r.ttft_s, r.prompt_tokens))
+
+
 def summarize(
     results: Sequence[RequestResult],
     *,
@@ -69,16 +58,18 @@ def summarize(
     ttft_slo_s: float,
     ttft_per_input_token_s: float = 0.0,
 ) -> dict[str, Any]:
-    """Figures of a run. SLO attainment counts every request: failed ones miss the SLO.
+    """Figures of a load-generator run (the demo's run is `sim.demo.summary.summarize`, the
+    evaluator's `sim.evaluate.metrics.summarize`). SLO attainment counts every request: failed
+    ones miss the SLO.
 
     "Within SLO" is `surgescale.slo.Slo` (TTFT base `ttft_slo_s` plus the per-input-token
     allowance times the request's prompt tokens)."""
     slo = Slo(ttft_base_s=ttft_slo_s, ttft_per_input_token_s=ttft_per_input_token_s)
-    ok = [r for r in results if r.status == OK]
-    ttft = [r.ttft_s for r in ok if r.ttft_s is not None]
+    ok = [r for r in results if r.ok]
+    ttft = served_ttfts(results)
     tpot = [r.tpot_s for r in ok if r.tpot_s is not None]
     e2e = [r.e2e_s for r in ok if r.e2e_s is not None]
-    met = sum(1 for r in ok if slo.ttft_met(r.ttft_s, r.input_tokens))
+    met = within_slo(results, slo)
     out_tokens = sum(r.output_tokens for r in results)
     lateness = [r.sent_s - r.scheduled_s for r in results if r.sent_s is not None]
     figures: dict[str, Any] = {

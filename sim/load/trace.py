@@ -1,9 +1,11 @@
-"""Request traces: the `LoadRequest` record and readers for the Azure 2023 CSV and JSONL formats.
+"""Request traces: readers for the Azure 2023 CSV and JSONL formats.
 
 - Azure LLM inference trace 2023 (CC-BY-4.0, github.com/Azure/AzurePublicDataset): a CSV with
   `TIMESTAMP,ContextTokens,GeneratedTokens`; times become seconds from the first request.
 - JSONL: one object per line, `{"timestamp": <ms from start>, "input_length": N,
   "output_length": M}`.
+
+Both give `sim.load.records.TraceRequest` rows, the one trace-row type of the simulator.
 
 Errors name the file, the line and the field. Synthetic arrivals live in `sim.load.patterns`.
 """
@@ -12,29 +14,19 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import orjson
 
 from sim.datafiles import data_dir
+from sim.load.records import TraceRequest
 
 ENV_TRACES = "SURGESCALE_TRACES_DIR"
 
 
 class TraceError(ValueError):
     """A trace file is missing or malformed; the message says where."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LoadRequest:
-    """One request to send: `at` seconds after the start (trace time, before time scaling)."""
-
-    at: float
-    input_tokens: int
-    output_tokens: int
-    request_id: str | None = None
 
 
 def default_traces_dir() -> Path:
@@ -49,10 +41,10 @@ def _parse_ts(text: str) -> datetime:
     return datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}" if frac else head)
 
 
-def read_azure_csv(path: Path | str, *, limit: int | None = None) -> list[LoadRequest]:
+def read_azure_csv(path: Path | str, *, limit: int | None = None) -> list[TraceRequest]:
     """Read an Azure 2023 trace; times relative to its first row, in file order."""
     path = Path(path)
-    out: list[LoadRequest] = []
+    out: list[TraceRequest] = []
     try:
         handle = path.open(newline="")
     except OSError as exc:
@@ -72,9 +64,9 @@ def read_azure_csv(path: Path | str, *, limit: int | None = None) -> list[LoadRe
             if start is None:
                 start = ts
             out.append(
-                LoadRequest(
-                    at=(ts - start).total_seconds(),
-                    input_tokens=max(inp, 1),
+                TraceRequest(
+                    arrival_s=(ts - start).total_seconds(),
+                    prompt_tokens=max(inp, 1),
                     output_tokens=max(outp, 1),
                     request_id=f"{path.stem}-{lineno - 1}",
                 )
@@ -84,7 +76,7 @@ def read_azure_csv(path: Path | str, *, limit: int | None = None) -> list[LoadRe
     return out
 
 
-def read_jsonl(path: Path | str, *, limit: int | None = None) -> list[LoadRequest]:
+def read_jsonl(path: Path | str, *, limit: int | None = None) -> list[TraceRequest]:
     """Read JSONL lines of `{"timestamp": ms, "input_length": N, "output_length": M}`."""
     path = Path(path)
     try:
@@ -96,7 +88,7 @@ def read_jsonl(path: Path | str, *, limit: int | None = None) -> list[LoadReques
 
 def parse_jsonl(
     lines: Iterable[bytes | str], *, source: str = "<jsonl>", limit: int | None = None
-) -> Iterator[LoadRequest]:
+) -> Iterator[TraceRequest]:
     count = 0
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
@@ -113,9 +105,9 @@ def parse_jsonl(
             if not isinstance(v, int | float) or isinstance(v, bool) or v < 0:
                 raise TraceError(f"{source}:{lineno}: field {field!r} must be a number >= 0")
             values.append(v)
-        yield LoadRequest(
-            at=float(values[0]) / 1e3,
-            input_tokens=max(int(values[1]), 1),
+        yield TraceRequest(
+            arrival_s=float(values[0]) / 1e3,
+            prompt_tokens=max(int(values[1]), 1),
             output_tokens=max(int(values[2]), 1),
             request_id=str(obj["request_id"]) if "request_id" in obj else f"{source}-{lineno}",
         )
@@ -126,7 +118,7 @@ def parse_jsonl(
 
 def read_trace(
     path: Path | str, *, fmt: str | None = None, limit: int | None = None
-) -> list[LoadRequest]:
+) -> list[TraceRequest]:
     """Read a trace by format (`azure` or `jsonl`; guessed from the suffix when None)."""
     path = Path(path)
     fmt = fmt or ("jsonl" if path.suffix in (".jsonl", ".json", ".ndjson") else "azure")

@@ -295,6 +295,22 @@ def test_gateway_without_autoscaling_has_fixed_replicas() -> None:
     assert "replicas" not in find(template(), "Deployment", "surgescale-gateway")["spec"]
 
 
+@pytest.mark.parametrize(
+    ("sets", "instances"),
+    [
+        ((), 10),  # the HPA's maxReplicas x 1 worker
+        (("gateway.autoscaling.maxReplicas=20", "gateway.config.workers=2"), 40),
+        (("gateway.autoscaling.enabled=false", "gateway.replicas=3"), 3),
+        (("gateway.config.capacity_fallback_instances=7",), 7),
+    ],
+)
+def test_the_gateway_safe_share_assumes_the_most_instances_there_can_be(
+    sets: tuple[str, ...], instances: int
+) -> None:
+    config = find(template(sets=sets), "ConfigMap", "surgescale-gateway")["data"]["gateway.yaml"]
+    assert yaml.safe_load(config)["capacity_fallback_instances"] == instances
+
+
 def test_extra_env_reaches_both_parts() -> None:
     """The hook other features (OpenTelemetry, KEDA) plug their settings into."""
     objs = template(

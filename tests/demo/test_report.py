@@ -8,21 +8,22 @@ from pathlib import Path
 import orjson
 import pytest
 
-from sim.demo.record import ClusterSample, RequestResult, RunRecord, ScaleChange
+from sim.demo.record import ClusterSample, RunRecord, ScaleChange
 from sim.demo.report import PLOTS, main, write_report
 from sim.demo.summary import backlog_end, summarize, waiting_series
+from sim.load.records import RequestResult
 
 
 def _run(name: str = "surgescale", *, backlog: bool = True) -> RunRecord:
     requests: list[RequestResult] = []
     # quiet: 1 request/s, fast. burst at t=10..20: 10/s, slow first token until t=15 if backlog.
     for i in range(10):
-        requests.append(RequestResult(sent_at=float(i), status="ok", ttft_s=0.1, e2e_s=1.0))
+        requests.append(RequestResult(scheduled_s=float(i), status="ok", ttft_s=0.1, e2e_s=1.0))
     for i in range(100):
         sent = 10.0 + i * 0.1
         ttft = max(0.1, 15.0 - sent) if backlog else 0.1
-        requests.append(RequestResult(sent_at=sent, status="ok", ttft_s=ttft, e2e_s=ttft + 1))
-    requests.append(RequestResult(sent_at=12.0, status="503", e2e_s=3.0))
+        requests.append(RequestResult(scheduled_s=sent, status="ok", ttft_s=ttft, e2e_s=ttft + 1))
+    requests.append(RequestResult(scheduled_s=12.0, status="http_503", e2e_s=3.0))
     cluster = (
         ClusterSample(
             t=0.0,
@@ -79,9 +80,9 @@ def _run(name: str = "surgescale", *, backlog: bool = True) -> RunRecord:
 
 def test_waiting_series_counts_requests_without_first_token() -> None:
     reqs = [
-        RequestResult(sent_at=1.0, status="ok", ttft_s=2.0),
-        RequestResult(sent_at=2.0, status="error"),  # ends at once: not waiting
-        RequestResult(sent_at=2.5, status="ok", ttft_s=0.1),
+        RequestResult(scheduled_s=1.0, status="ok", ttft_s=2.0),
+        RequestResult(scheduled_s=2.0, status="connection_error"),  # ends at once: not waiting
+        RequestResult(scheduled_s=2.5, status="ok", ttft_s=0.1),
     ]
     assert waiting_series(reqs, [0.5, 1.0, 2.55, 2.7, 3.0]) == [0, 1, 2, 1, 0]
 
@@ -134,9 +135,9 @@ def test_report_rebuilds_from_the_raw_run(tmp_path: Path) -> None:
 def test_a_later_blip_does_not_undo_the_drain() -> None:
     record = _run()
     blip = (
-        RequestResult(sent_at=27.0, status="ok", ttft_s=0.5, e2e_s=1.0),
-        RequestResult(sent_at=27.0, status="ok", ttft_s=0.5, e2e_s=1.0),
-        RequestResult(sent_at=27.0, status="ok", ttft_s=0.5, e2e_s=1.0),
+        RequestResult(scheduled_s=27.0, status="ok", ttft_s=0.5, e2e_s=1.0),
+        RequestResult(scheduled_s=27.0, status="ok", ttft_s=0.5, e2e_s=1.0),
+        RequestResult(scheduled_s=27.0, status="ok", ttft_s=0.5, e2e_s=1.0),
     )
     with_blip = RunRecord.from_json(record.to_json())
     with_blip = RunRecord(
@@ -152,10 +153,10 @@ def test_within_slo_is_the_shared_definition() -> None:
     """Attainment counts a request by `Slo`: with a per-input-token allowance a long prompt's
     slower first token can still be within SLO; failures never are."""
     reqs = (
-        RequestResult(sent_at=0.0, status="ok", ttft_s=0.9, prompt_tokens=10),
-        RequestResult(sent_at=0.0, status="ok", ttft_s=1.5, prompt_tokens=4000),  # 1 + 0.8 s
-        RequestResult(sent_at=0.0, status="ok", ttft_s=1.5, prompt_tokens=1000),  # 1 + 0.2 s
-        RequestResult(sent_at=0.0, status="503", prompt_tokens=1),
+        RequestResult(scheduled_s=0.0, status="ok", ttft_s=0.9, prompt_tokens=10),
+        RequestResult(scheduled_s=0.0, status="ok", ttft_s=1.5, prompt_tokens=4000),  # 1 + 0.8 s
+        RequestResult(scheduled_s=0.0, status="ok", ttft_s=1.5, prompt_tokens=1000),  # 1 + 0.2 s
+        RequestResult(scheduled_s=0.0, status="http_503", prompt_tokens=1),
     )
     flat = replace(_run(), requests=reqs)
     assert summarize(flat).slo_attainment == pytest.approx(1 / 4)
@@ -173,6 +174,25 @@ def test_old_run_files_still_load() -> None:
         del r["prompt_tokens"]
     old = RunRecord.from_json(orjson.dumps(raw))
     assert old.objective().ttft_budget(5000) == old.slo_s
+
+
+def test_run_files_from_before_the_shared_request_record_still_load() -> None:
+    """Run files once held the demo's own request record: `sent_at`, an HTTP status as bare
+    digits, `prompt_tokens` possibly null. They read as the load generator's `RequestResult`
+    and summarise as they did."""
+    raw = orjson.loads(_run().to_json())
+    raw["requests"] = [
+        {"sent_at": 1.0, "status": "ok", "ttft_s": 0.2, "e2e_s": 0.5, "output_tokens": 3},
+        {"sent_at": 2.0, "status": "503", "ttft_s": None, "e2e_s": None, "prompt_tokens": None},
+        {"sent_at": 3.0, "status": "timeout", "ttft_s": None, "e2e_s": None, "output_tokens": 0},
+    ]
+    old = RunRecord.from_json(orjson.dumps(raw))
+    assert [r.started_s for r in old.requests] == [1.0, 2.0, 3.0]
+    assert [r.status for r in old.requests] == ["ok", "http_503", "timeout"]
+    assert [r.ok for r in old.requests] == [True, False, False]
+    summary = summarize(old)
+    assert (summary.ok, summary.failed, summary.ttft_p50_s) == (1, 2, 0.2)
+    assert summary.slo_attainment == pytest.approx(1 / 3)
 
 
 def test_bench_figures_and_table_with_the_fifo_arm() -> None:

@@ -32,8 +32,8 @@ def test_arrivals_are_seeded_and_follow_the_rate(tmp_path: Path) -> None:
     assert len(sizes) > 10_000, "the Azure conv trace should be readable"
     one = arrivals(s, sizes)
     assert one == arrivals(s, sizes)
-    quiet = sum(1 for a in one if a.at_s < 20)
-    burst = sum(1 for a in one if 20 <= a.at_s < 40)
+    quiet = sum(1 for a in one if a.arrival_s < 20)
+    burst = sum(1 for a in one if 20 <= a.arrival_s < 40)
     assert 20 <= quiet <= 65  # Poisson mean 40
     assert 330 <= burst <= 470  # Poisson mean 400
     assert all(a.output_tokens <= s.max_output_tokens for a in one)

@@ -1,6 +1,6 @@
 """The cross-check's plumbing: a demo configuration becomes the same scenario in virtual time,
 and the comparison measures TTFT p95 and replica curves (the live run itself is
-`python -m sim.evaluate.crosscheck`; a short live run is the last test)."""
+`python -m sim.crosscheck`; a short live run is the last test)."""
 
 from __future__ import annotations
 
@@ -9,21 +9,23 @@ from pathlib import Path
 import pytest
 
 from controller.state import StateSettings
-from sim.demo.commands import controller_argv
-from sim.demo.record import ClusterSample, RequestResult, RunRecord
-from sim.demo.scenario import Arrival
-from sim.demo.stack import DemoConfig
-from sim.evaluate.crosscheck import (
+from sim.crosscheck import (
     compare,
     crosscheck,
     demo_config,
     scenario_from_demo,
     simulate,
 )
+from sim.demo.commands import controller_argv
+from sim.demo.record import ClusterSample, RunRecord
+from sim.demo.stack import DemoConfig
+from sim.load.records import RequestResult, TraceRequest
 
 
 def _config() -> DemoConfig:
-    schedule = tuple(Arrival(at_s=0.5 * i, prompt_tokens=600, output_tokens=40) for i in range(40))
+    schedule = tuple(
+        TraceRequest(arrival_s=0.5 * i, prompt_tokens=600, output_tokens=40) for i in range(40)
+    )
     return DemoConfig(speed=10.0, schedule=schedule, duration_s=25.0)
 
 
@@ -36,7 +38,7 @@ def test_demo_config_maps_to_compressed_timings() -> None:
     assert scenario.gpus_per_replica == setup.gpus_per_replica
     assert scenario.pod_concurrency == setup.max_num_seqs
     assert ours.scale_down_delay_s == setup.scale_down_delay_s / 10.0
-    assert [r.arrival_s for r in scenario.requests] == [a.at_s for a in config.schedule]
+    assert [r.arrival_s for r in scenario.requests] == [a.arrival_s for a in config.schedule]
 
 
 def test_evaluator_runs_the_live_controllers_measurement_settings() -> None:
@@ -69,7 +71,7 @@ def test_compare_agrees_with_itself_and_flags_a_difference() -> None:
             gpus_per_replica=4,
             gpus_per_node=8,
             requests=tuple(
-                RequestResult(sent_at=r.arrival, status="ok", ttft_s=(r.ttft or 0.0) * scale)
+                RequestResult(scheduled_s=r.arrival, status="ok", ttft_s=(r.ttft or 0.0) * scale)
                 for r in result.requests
             ),
             cluster=tuple(

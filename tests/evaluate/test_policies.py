@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from controller.policy import Billing
-from sim.evaluate.hpa import HpaBaseline, hpa_cpu, hpa_memory, keda_prometheus
-from sim.evaluate.kpa import Kpa
+from sim.evaluate.hpa_arms import HpaBaseline, hpa_cpu, hpa_memory, keda_prometheus
+from sim.evaluate.kpa_arm import Kpa
 from sim.evaluate.metrics import find_bursts, summarize
 from sim.evaluate.oracle import Fixed, Scheduled
 from sim.evaluate.ours import Ours, OursConfig

@@ -33,6 +33,7 @@ async def test_a_freshly_ready_pod_serves_fresh_requests_first(
     """A backlog builds at zero pods; its requests miss their 1.5 s deadline while the pod loads
     (2.5 s). Requests sent just before it turns Ready can still make theirs: under `deadline`
     they get the pod first; under `fifo` (the old order) they wait behind the backlog."""
+    loading_since = asyncio.get_running_loop().time()
     pod = await harness.pod(load_seconds=2.5)
     gw = await harness.gateway(
         static_pods=[f"{MODEL}={pod.url}"],
@@ -44,7 +45,9 @@ async def test_a_freshly_ready_pod_serves_fresh_requests_first(
     old = [asyncio.create_task(_stream_text(client, f"old {i}")) for i in range(3)]
     queue = gw.state.scheduler.queues[MODEL]
     await wait_for(lambda: queue.queued == 3, what="the backlog to queue")
-    await asyncio.sleep(1.6)
+    # 1.6 s into the pod's 2.5 s load (counted from its start, not from when the backlog was in:
+    # on a busy machine queueing the backlog alone can take most of a second).
+    await asyncio.sleep(max(0.0, loading_since + 1.6 - asyncio.get_running_loop().time()))
     assert queue.ready_pods == 0, "the pod turned Ready too early for this test"
     fresh = [asyncio.create_task(_stream_text(client, f"new {i}")) for i in range(2)]
     await asyncio.gather(*old, *fresh)

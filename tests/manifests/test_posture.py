@@ -19,6 +19,7 @@ from tests.manifests.kube import (
     pod_specs,
     render,
 )
+from tests.manifests.rbac import Attributes, Authorizer
 
 OVERLAYS = ["overlays/dev", "overlays/prod"]
 
@@ -46,6 +47,7 @@ CONTROLLER_GRANTS: set[Rule] = {
     ("coordination.k8s.io", "leases", "get"),
     ("coordination.k8s.io", "leases", "create"),
     ("coordination.k8s.io", "leases", "update"),
+    ("coordination.k8s.io", "leases", "list"),  # --shards > 1 counts the member Leases
 }
 """What the controller really calls (recorded in test_sim_cluster.py and
 tests/controller/test_scale_down.py). It differs from the issue's first sketch (nodeclaims, get
@@ -336,3 +338,20 @@ def test_third_party_objects_have_what_their_controllers_need() -> None:
     assert app["spec"]["destination"]["namespace"] == "surgescale"
     assert app["spec"]["source"]["targetRevision"]
     assert app["spec"]["project"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_a_sharded_controller_may_use_its_shard_and_member_leases(overlay: str) -> None:
+    """--shards > 1: a Lease per shard, a member Lease per replica (named after the pod), listed
+    by label to count the members (controller.shards); only in the controller's namespace."""
+    rbac = Authorizer.for_service_account(render(overlay), "surgescale-controller", "surgescale")
+    lease = {"group": "coordination.k8s.io", "resource": "leases", "namespace": "surgescale"}
+    assert rbac.allowed(Attributes(verb="list", **lease))
+    for name in ("surgescale-controller-3", "surgescale-controller-member-ctl-7d9f-1"):
+        for verb in ("get", "update"):
+            assert rbac.allowed(Attributes(verb=verb, name=name, **lease)), (verb, name)
+    assert not rbac.allowed(Attributes(verb="watch", **lease))
+    assert not rbac.allowed(Attributes(verb="delete", name="surgescale-controller-3", **lease))
+    elsewhere = {**lease, "namespace": "kube-system"}
+    assert not rbac.allowed(Attributes(verb="list", **elsewhere))
+    assert not rbac.allowed(Attributes(verb="update", name="kube-scheduler", **elsewhere))

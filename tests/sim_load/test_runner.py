@@ -12,9 +12,10 @@ import orjson
 import pytest
 
 from sim.load import cli
+from sim.load.records import TraceRequest
 from sim.load.runner import run_load
 from sim.load.summary import CsvRecorder
-from sim.load.trace import LoadRequest, parse_jsonl
+from sim.load.trace import parse_jsonl
 from sim.localredis.server import free_port
 from sim.pod.faults import Faults
 from sim.pod.runtime import PodOptions, RunningPod, start_pod
@@ -29,7 +30,7 @@ async def pod() -> AsyncIterator[RunningPod]:
         await running.stop()
 
 
-def _trace(times_ms: list[int], inp: int = 64, out: int = 5) -> list[LoadRequest]:
+def _trace(times_ms: list[int], inp: int = 64, out: int = 5) -> list[TraceRequest]:
     lines = [
         orjson.dumps({"timestamp": t, "input_length": inp, "output_length": out}) for t in times_ms
     ]

@@ -18,11 +18,11 @@ def test_azure_code_trace_reads_whole_with_relative_times() -> None:
     assert path.exists(), f"Azure trace missing at {path}; set SURGESCALE_TRACES_DIR"
     reqs = read_azure_csv(path)
     assert len(reqs) == 8819
-    assert reqs[0].at == 0.0
-    assert (reqs[0].input_tokens, reqs[0].output_tokens) == (4808, 10)
-    assert reqs[1].at == pytest.approx(0.052, abs=1e-6)  # 18:17:04.03196 - 18:17:03.97996
-    assert all(b.at >= a.at for a, b in itertools.pairwise(reqs))
-    assert 3000 < reqs[-1].at < 3700  # about an hour
+    assert reqs[0].arrival_s == 0.0
+    assert (reqs[0].prompt_tokens, reqs[0].output_tokens) == (4808, 10)
+    assert reqs[1].arrival_s == pytest.approx(0.052, abs=1e-6)  # 18:17:04.03196 - 18:17:03.97996
+    assert all(b.arrival_s >= a.arrival_s for a, b in itertools.pairwise(reqs))
+    assert 3000 < reqs[-1].arrival_s < 3700  # about an hour
     assert len(read_trace(path, limit=10)) == 10
 
 
@@ -33,7 +33,10 @@ def test_jsonl_reads_milliseconds_and_sizes(tmp_path: Path) -> None:
         '{"timestamp": 1500, "input_length": 20, "output_length": 7, "request_id": "x"}\n'
     )
     reqs = read_trace(p)
-    assert [(r.at, r.input_tokens, r.output_tokens) for r in reqs] == [(0.0, 10, 5), (1.5, 20, 7)]
+    assert [(r.arrival_s, r.prompt_tokens, r.output_tokens) for r in reqs] == [
+        (0.0, 10, 5),
+        (1.5, 20, 7),
+    ]
     assert reqs[1].request_id == "x"
 
 
@@ -81,7 +84,7 @@ def test_patterns_deliver_their_mean_rate(
 ) -> None:
     reqs = pattern(name, rate=rate, duration=60.0, peak=peak, seed=42, period=60.0)
     assert abs(len(reqs) - expected) < 4 * expected**0.5  # within 4 sigma of Poisson
-    assert all(0 <= r.at < 60 for r in reqs)
+    assert all(0 <= r.arrival_s < 60 for r in reqs)
     assert reqs == pattern(name, rate=rate, duration=60.0, peak=peak, seed=42, period=60.0)
     assert reqs != pattern(name, rate=rate, duration=60.0, peak=peak, seed=43, period=60.0)
 
@@ -101,15 +104,15 @@ def test_rate_shapes() -> None:
 
 def test_flash_crowd_concentrates_arrivals() -> None:
     reqs = pattern("flash", rate=2.0, peak=40.0, at=20.0, duration=60.0, seed=1)
-    before = sum(1 for r in reqs if r.at < 20)
-    during = sum(1 for r in reqs if 25 <= r.at < 45)
+    before = sum(1 for r in reqs if r.arrival_s < 20)
+    during = sum(1 for r in reqs if 25 <= r.arrival_s < 45)
     assert during > 5 * before
 
 
 def test_sizes_from_trace_pool() -> None:
     pool = Sizes(pool=((1, 2), (3, 4)))
     reqs = pattern("poisson", rate=50, duration=2, sizes=pool, seed=3)
-    assert {(r.input_tokens, r.output_tokens) for r in reqs} == {(1, 2), (3, 4)}
+    assert {(r.prompt_tokens, r.output_tokens) for r in reqs} == {(1, 2), (3, 4)}
 
 
 @pytest.mark.parametrize("tokens", [1, 7, 10, 513, 4000])

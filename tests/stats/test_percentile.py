@@ -38,9 +38,14 @@ def test_at_least_q_percent_are_at_or_below_and_no_smaller_value_qualifies(
     assert sum(v < p for v in values) < rank
 
 
-def test_the_evaluator_agrees() -> None:
-    from sim.evaluate.metrics import percentile as evaluator_percentile
+def test_the_evaluator_uses_it_and_reads_a_never_served_request_as_no_answer() -> None:
+    from sim.evaluate.metrics import served_percentile
 
     values = [0.3, 1.7, 0.2, 9.0, 4.4, 0.9, 2.5]
     for q in (0, 10, 50, 90, 95, 99, 100):
-        assert percentile(values, q) == evaluator_percentile(sorted(values), q)
+        assert served_percentile(values, q) == percentile(values, q)
+    # +inf is a request that never got a first token: a rank that falls on one has no value
+    unserved = [0.1] * 90 + [math.inf] * 10
+    assert served_percentile(unserved, 90) == 0.1
+    assert served_percentile(unserved, 91) is None
+    assert served_percentile([], 50) is None

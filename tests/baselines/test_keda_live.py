@@ -16,10 +16,10 @@ import aiohttp
 import pytest
 from kubernetes_asyncio import client as k8s
 
+from sim.baselines.hpa import KedaSpec
+from sim.baselines.keda_live import KedaBaseline, running
 from sim.cluster import ClusterOptions, NodePoolConfig, RunningCluster, start_cluster
-from sim.demo import objects, startup
-from sim.demo.baseline import BaselineTarget, KedaBaseline, running
-from sim.demo.hpa import KedaSpec
+from sim.demo import commands, objects, startup
 from sim.localredis.server import free_port
 
 SPEED = 20.0
@@ -77,12 +77,7 @@ async def test_keda_loop_scrapes_and_scales(
         baseline = KedaBaseline(
             api=api,
             http=http,
-            target=BaselineTarget(
-                namespace=setup.namespace,
-                deployment=setup.deployment,
-                service=setup.service,
-                model=setup.model,
-            ),
+            target=commands.baseline_target(setup),
             spec=spec,
         )
         body = {"model": setup.model, "prompt": "hello " * 50, "max_tokens": 2}

@@ -1,10 +1,10 @@
-"""The KEDA + Prometheus + HPA baseline as a live loop: the thin I/O shell around `sim.demo.hpa`.
+"""The KEDA + Prometheus + HPA baseline as a live loop: the thin I/O shell around `sim.baselines.hpa`.
 
 It stands in for three components of a real cluster and keeps each one's cadence:
 
 - Prometheus: every `scrape_interval_s` it lists the model Service's EndpointSlices (as a
   ServiceMonitor does), GETs each Ready endpoint's `/metrics` and stores the TTFT histogram,
-  stamped with the scrape time (`sim.demo.promql.HistogramStore`);
+  stamped with the scrape time (`sim.baselines.promql.HistogramStore`);
 - KEDA: every `polling_interval_s` it evaluates the trigger's query and caches the value; at zero
   replicas it activates the Deployment (0 -> 1) itself;
 - the HPA: every `hpa_sync_s` it reads the Deployment's `scale` and ready pods and runs the
@@ -28,8 +28,8 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio import client as k8s
 
-from sim.demo.hpa import HpaState, KedaSpec, KedaState, hpa_sync, keda_poll
-from sim.demo.promql import HistogramStore, parse_histogram, to_sample
+from sim.baselines.hpa import HpaState, KedaSpec, KedaState, hpa_sync, keda_poll
+from sim.baselines.promql import HistogramStore, parse_histogram, to_sample
 
 log = logging.getLogger(__name__)
 

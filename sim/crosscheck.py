@@ -1,6 +1,6 @@
 """Cross-check: the evaluator against the live loop on one short scenario.
 
-    python -m sim.evaluate.crosscheck [--speed 10] [--duration 60] [--seed 0] [--out DIR]
+    python -m sim.crosscheck [--speed 10] [--duration 60] [--seed 0] [--out DIR]
 
 Runs the demo's `surgescale` arm live (`sim.demo.run.run_all`: simulated cluster, simulated pods,
 gateway, controller, Redis, load replay — in real time with lifecycle delays divided by the speed
@@ -27,10 +27,9 @@ import orjson
 
 from controller.state import StateSettings
 from sim.demo.commands import controller_long_window_s
-from sim.evaluate.metrics import percentile
+from sim.evaluate.metrics import served_percentile
 from sim.evaluate.ours import Ours, OursConfig
 from sim.evaluate.pods import engine_factory
-from sim.evaluate.trace import TraceRequest
 from sim.evaluate.world import RunResult, Scenario, World
 from surgescale.slo import Slo
 
@@ -43,9 +42,7 @@ def scenario_from_demo(config: DemoConfig) -> tuple[Scenario, OursConfig]:
     """The evaluator's scenario and controller cadence for a demo configuration."""
     setup = config.setup
     speed = config.speed
-    requests = tuple(
-        TraceRequest(a.at_s, a.prompt_tokens, a.output_tokens) for a in config.schedule
-    )
+    requests = tuple(config.schedule)
     scenario = Scenario(
         name="crosscheck",
         requests=requests,
@@ -94,12 +91,10 @@ def _step_series(points: list[tuple[float, int]], times: list[float]) -> list[in
 
 def compare(record: RunRecord, result: RunResult, *, tolerance: float = 0.15) -> dict[str, Any]:
     """TTFT p95 and desired replicas over time, live against simulated."""
-    live_ttft = sorted(
-        r.ttft_s if (r.ok and r.ttft_s is not None) else math.inf for r in record.requests
-    )
-    sim_ttft = sorted(math.inf if r.ttft is None else r.ttft for r in result.requests)
-    live_p95 = percentile(live_ttft, 95)
-    sim_p95 = percentile(sim_ttft, 95)
+    live_ttft = [r.ttft_s if (r.ok and r.ttft_s is not None) else math.inf for r in record.requests]
+    sim_ttft = [math.inf if r.ttft is None else r.ttft for r in result.requests]
+    live_p95 = served_percentile(live_ttft, 95)
+    sim_p95 = served_percentile(sim_ttft, 95)
     rel = (
         abs(sim_p95 - live_p95) / live_p95
         if live_p95 is not None and sim_p95 is not None and live_p95 > 0
@@ -131,7 +126,7 @@ def compare(record: RunRecord, result: RunResult, *, tolerance: float = 0.15) ->
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sim.evaluate.crosscheck", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m sim.crosscheck", description=__doc__)
     p.add_argument("--speed", type=float, default=10.0)
     p.add_argument("--duration", type=float, default=60.0)
     p.add_argument("--seed", type=int, default=0)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from sim.demo.promql import (
+from sim.baselines.promql import (
     INF,
     HistogramSample,
     HistogramStore,

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from sim.demo.hpa import (
+from sim.baselines.hpa import (
     HpaState,
     KedaSpec,
     KedaState,

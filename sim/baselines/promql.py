@@ -1,6 +1,6 @@
 """A tiny, pure Prometheus: scraped histogram samples and the one query KEDA runs on them.
 
-The KEDA-style baseline (`sim.demo.hpa` for the decision, `sim.demo.baseline` for the I/O) asks
+The KEDA-style baseline (`sim.baselines.hpa` for the decision, `sim.baselines.keda_live` for the I/O) asks
 what a real Prometheus would answer to
 
     histogram_quantile(0.95, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket[1m])))

@@ -1,7 +1,7 @@
-"""The HPA family of baselines: `hpa-memory`, `hpa-cpu` and `keda-prometheus`.
+"""The HPA family of baselines in virtual time: `hpa-memory`, `hpa-cpu` and `keda-prometheus`.
 
 All three run the Kubernetes HPA algorithm of the demo's slow-path baseline
-(`sim.demo.hpa.hpa_sync`: 15 s sync, 10% tolerance, the HPA's default behavior as a user who
+(`sim.baselines.hpa.hpa_sync`: 15 s sync, 10% tolerance, the HPA's default behavior as a user who
 writes none gets it — scale-up `max(+4 pods, +100%)` per 15 s, scale-down stabilization 300 s
 then -100% per 15 s) on what their metric pipeline would show at the time, with the phases of
 the periodic loops drawn from the run's seed. Named variants: `keda-prometheus-1pod60s` (the
@@ -11,7 +11,7 @@ scale-down of `manifests/keda/scaledobject.yaml`, 1 pod per 60 s) and `keda-prom
 - `keda-prometheus`: Prometheus scrapes every Ready pod's cumulative
   `vllm:time_to_first_token_seconds` histogram (vLLM's own buckets; measured by vLLM from the
   moment the request reached the pod) every 15 s; KEDA polls
-  `histogram_quantile(0.95, sum by (le) (rate(..._bucket[1m])))` every 30 s (`sim.demo.promql`);
+  `histogram_quantile(0.95, sum by (le) (rate(..._bucket[1m])))` every 30 s (`sim.baselines.promql`);
   the HPA reads the value of the last poll (threshold = the TTFT SLO, `metricType: Value`).
 - `hpa-memory`: GPU memory utilization of Ready pods (DCGM scraped every 15 s) against an 80%
   target. vLLM allocates `gpu_memory_utilization` (0.9) of the GPU at start, so every Ready pod
@@ -34,8 +34,8 @@ from bisect import bisect_left
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from sim.demo.hpa import HpaState, KedaSpec, KedaState, MetricType, hpa_sync, keda_poll
-from sim.demo.promql import INF, HistogramSample, HistogramStore
+from sim.baselines.hpa import HpaState, KedaSpec, KedaState, MetricType, hpa_sync, keda_poll
+from sim.baselines.promql import INF, HistogramSample, HistogramStore
 from sim.evaluate.cluster import NodeMode
 from sim.evaluate.ingress import Request
 from sim.pod.metrics import TTFT_BUCKETS

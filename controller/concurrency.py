@@ -33,6 +33,7 @@ the batch itself gives. Until `MIN_FIT_SAMPLES` samples with varying prefill loa
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass
 
@@ -108,6 +109,10 @@ class TpotByBatch:
         self.bins: dict[int, deque[tuple[float, float]]] = {}
         self.fit = _Fit(fit_samples)
         self.min_fit_samples = min_fit_samples
+        self._ratios: list[float] = []
+        """`prefill_per_token / batch` of the fit's recent samples, kept sorted (its median is
+        the typical prefill load per batch sequence; O(log n) per sample instead of a sort of
+        `fit_samples` values at every refit)."""
         self._line: tuple[list[tuple[float, float]], float, float] | None = None
         self._fitted = False
         self._fresh = 0
@@ -125,6 +130,12 @@ class TpotByBatch:
         if samples is None:
             samples = self.bins[key] = deque(maxlen=self.per_bin)
         samples.append((tpot_s, prefill_per_token))
+        recent = self.fit.recent
+        if len(recent) >= self.fit.size and recent:
+            old_batch, old_load, _ = recent[0]  # the sample `fit.add` drops
+            ratios = self._ratios
+            del ratios[bisect_left(ratios, old_load / old_batch)]
+        insort(self._ratios, prefill_per_token / batch)
         self.fit.add(batch, prefill_per_token, tpot_s)
         self._fresh += 1
         if self._fresh >= REFIT_EVERY or self._line is None:
@@ -141,17 +152,18 @@ class TpotByBatch:
         c = self.stall_s_per_prefill_token()
         per_batch = 0.0
         if c > 0:
-            ratios = sorted(x / b for b, x, _ in self.fit.recent)
+            ratios = self._ratios
             per_batch = ratios[len(ratios) // 2]
         for key in sorted(self.bins):
             kept = self.bins[key]
+            if len(kept) < min_samples:
+                continue
             if c > 0:
                 typical = per_batch * (key + 0.5) * self.bin_width
-                samples = sorted(t - c * max(x - typical, 0.0) for t, x in kept)
+                # t - c * max(x - typical, 0), without the calls: the same floats
+                samples = sorted([t - c * (x - typical) if x > typical else t for t, x in kept])
             else:
-                samples = sorted(t for t, _ in kept)
-            if len(samples) < min_samples:
-                continue
+                samples = sorted([t for t, _ in kept])
             rank = max(math.ceil(0.95 * len(samples)) - 1, 0)
             out.append(((key + 0.5) * self.bin_width, samples[rank]))
         return out

@@ -125,6 +125,8 @@ class Controller:
             replay=self._replay,
             window_s=config.state.long_window_s,
         )
+        self._read_shards: set[int] = set()
+        """The shards whose models' streams this replica reads (sharded)."""
         self.deletion_coster: DeletionCoster | None = None
         self.consumer: EventConsumer | None = None
         self.ingest: Ingest | None = None
@@ -195,6 +197,8 @@ class Controller:
             discover_interval_s=0.5,
             stale_group_prefix=f"{cfg.group_prefix}-",
             stale_group_idle_s=cfg.stale_group_idle_s,
+            # Sharded: read only the streams of the models whose shard we hold.
+            model_filter=self._reads if cfg.shards > 1 else None,
         )
         self.ingest = Ingest(
             self.consumer,
@@ -557,15 +561,24 @@ class Controller:
                     t for s in scalers for t in (s.deployment(), s.node_target()) if t is not None
                 )
             self.gate.lost(shard)
+            self._read_shards.discard(shard)
+            if self.config.shards > 1 and self.consumer is not None:
+                self.consumer.model_filter = self._reads  # its streams are no longer read
             return
         if self.config.shards == 1:
             self._background(self._took_over(scalers), "take over")  # warm state: decide now
             return
         models = {s.model for s in scalers if s.model is not None}
+        self._read_shards.add(shard)
         if self.consumer is not None:
-            keys = self.consumer.keys
-            models |= {m for st in self.consumer.streams if (m := keys.model_of(st)) is not None}
+            self.consumer.model_filter = self._reads  # its streams are read from now on
+            models |= set(self.consumer.all_models)
         self._background(self._rebuild(shard, models), f"rebuild shard {shard}")
+
+    def _reads(self, model: str) -> bool:
+        """Whether this (sharded) replica reads `model`'s stream: from gaining its shard to
+        losing it (as `_on_shard` is told)."""
+        return self.gate.shard(model) in self._read_shards
 
     def _background(self, coro: Any, name: str) -> None:
         """A short-lived task (kept referenced until done; not one of the long-lived tasks

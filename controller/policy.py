@@ -15,6 +15,14 @@ How a decision is made (all rates in requests per second):
 - **Service rate.** `mu` is what one Ready replica completes per second at that concurrency
   (`controller.state` measures it while the replicas are full). Before any request has been
   observed it is the prior `concurrency / prior_request_seconds`.
+- **TPOT limit** (`tpot_rate`, `Decision.tpot_rate`, with a TPOT objective and at least 4
+  requests per Ready replica): `mu` is never above the rate per Ready replica now times
+  objective / TPOT p95, over the target utilization, so sizing lands at TPOT p95 = objective.
+  The learned concurrency extrapolates a TPOT-by-batch line; on 70B conv 4x it said 90-125 per
+  replica (8.5 req/s) where 5 req/s already gave a TPOT p95 of 40 ms of 50, and four replicas
+  met a climb to 31 req/s. The rate (not the batch) is scaled: the TPOT intercept (decode at a
+  small batch, the prefills of the arrivals) is large, and a batch-proportional bound fell with
+  every replica added. A scale-up it drives is `TpotLimit`.
 - **Arrival rate for sizing.** The long-window rate unless the short window exceeds it by more
   than Poisson noise: `max(long, short - arrival_noise_z * sqrt(short / w))`, and at least the
   rate of a step the change detector has just declared certain (`arrival_step_rate`), so a step
@@ -25,6 +33,13 @@ How a decision is made (all rates in requests per second):
   (`controller.forecast`: slope less `trend_z` standard errors) for one reacquire time, at most
   doubled (`forecast_rate`, `Decision.forecast_rate`): a node asked for now serves only then.
   A scale-up it drives is `TrendUp`.
+- **Headroom** (`headroom`, `Decision.headroom_rate`, node billing only): the fleet is sized
+  for the sustained rate times `1 + rate_headroom` (0.5), while no replica is starting. A node
+  asked for now serves one reacquire time later (4 minutes for 70B TP4); a climb inside that
+  time is served only by capacity already there, and nothing in the arrivals before a climb says
+  it comes. While capacity is on its way the headroom is not piled onto the rate it was bought
+  for (at a climb's top that bought a node Ready after the load fell). A prior, not learned: the numbers behind 0.5 and what else was tried are in docs/evaluate.md. A
+  scale-up it drives is `Headroom`. With `Billing.GPU` there is none (today's behaviour).
 - **Need.** `ceil(arrival / (mu * target_utilization) + queue_unexplained / (mu * horizon))`.
   The drain horizon is when new capacity can actually arrive: `max(ttft_slo, cold_start)`, plus
   the node boot when the replicas asked for do not fit on the nodes there are
@@ -81,10 +96,12 @@ __all__ = [
     "concurrency",
     "decide",
     "forecast_rate",
+    "headroom",
     "nodes_for",
     "replicas_on",
     "service_rate",
     "sizing_arrival",
+    "tpot_rate",
 ]
 
 
@@ -156,6 +173,35 @@ def forecast_rate(observation: Observation, spec: PolicySpec, base: float) -> fl
     return base + min(certain * reacquire_s(spec), base)
 
 
+def tpot_rate(observation: Observation, spec: PolicySpec, rate: float) -> float | None:
+    """The per-replica rate the TPOT objective allows: `rate` per Ready replica times objective
+    / TPOT p95, divided by the target utilization (so that sizing with it lands at TPOT p95 =
+    objective, not below); None without a TPOT objective, a TPOT p95 or a batch of at least
+    `_MIN_TPOT_BATCH` per Ready replica to judge by."""
+    obs = observation
+    if not spec.tpot_limit or spec.tpot_slo_s is None or obs.tpot_p95_s is None:
+        return None
+    if obs.tpot_p95_s <= 0 or obs.ready_replicas <= 0:
+        return None
+    if max(obs.in_flight, 0) / obs.ready_replicas < _MIN_TPOT_BATCH:
+        return None
+    util = min(max(spec.target_utilization, 0.05), 1.0)
+    per_replica = max(rate, 0.0) / obs.ready_replicas
+    return per_replica * spec.tpot_slo_s / (obs.tpot_p95_s * util)
+
+
+_MIN_TPOT_BATCH = 4.0
+"""Fewer requests per replica say nothing about where TPOT crosses the objective."""
+
+
+def headroom(rate: float, spec: PolicySpec) -> float | None:
+    """The rate the fleet is sized for with the headroom: `rate * (1 + rate_headroom)` under
+    node billing; None under GPU billing, with no headroom or at rate 0."""
+    if spec.billing is not Billing.NODE or spec.rate_headroom <= 0 or rate <= 0:
+        return None
+    return rate * (1.0 + spec.rate_headroom)
+
+
 def reacquire_s(spec: PolicySpec) -> float:
     """Seconds from asking for a node to a Ready replica on it."""
     return max(spec.cold_start_s, 0.0) + max(spec.node_boot_s, 0.0)
@@ -206,6 +252,11 @@ def decide(
     arrival = max(obs.arrival_rate_short, 0.0)
     sizing = sizing_arrival(obs, spec)
     sustained = sizing_arrival(obs, spec, step=False)
+    limit = tpot_rate(obs, spec, sustained)
+    if limit is not None and limit < mu:
+        mu = limit
+    else:
+        limit = None
 
     # Expected backlog: grows while capacity is short (e.g. during a cold start), decays after.
     dt = 0.0 if state.last_now is None else now - state.last_now
@@ -235,12 +286,20 @@ def decide(
         return max(_need(rate, unexplained, mu, util, horizon), room), horizon
 
     need, horizon = sized(sustained)
+    # spare capacity for a climb before new capacity could come; while capacity is on its way
+    # the headroom is not piled onto the rate it was bought for (at a climb's top that bought
+    # a node Ready after the load fell)
+    headroom_rate = headroom(sustained, spec) if obs.starting_replicas <= 0 else None
+    headroom_up = trend_up = False
+    if headroom_rate is not None:
+        padded, padded_horizon = sized(headroom_rate)
+        if padded > need:
+            need, horizon, headroom_up = padded, padded_horizon, True
     forecast = forecast_rate(obs, spec, sustained)
-    trend_up = False
     if forecast is not None:
         ahead, ahead_horizon = sized(forecast)
         if ahead > need:
-            need, horizon, trend_up = ahead, ahead_horizon, True
+            need, horizon, trend_up, headroom_up = ahead, ahead_horizon, True, False
     sustained_need = need
     if sizing > sustained:
         # A step just detected says nothing yet about how long it lasts: it fills the room on
@@ -285,7 +344,16 @@ def decide(
     bursts = state.bursts.update(min(recommended, sustained_rec), now)
 
     step_up = obs.arrival_step_rate is not None and obs.arrival_step_rate >= sizing - 1e-9
-    up_reason = Reason.STEP_UP if step_up else Reason.TREND_UP if trend_up else Reason.SCALE_UP
+    if step_up:
+        up_reason = Reason.STEP_UP
+    elif trend_up:
+        up_reason = Reason.TREND_UP
+    elif headroom_up:
+        up_reason = Reason.HEADROOM
+    elif limit is not None:
+        up_reason = Reason.TPOT_LIMIT
+    else:
+        up_reason = Reason.SCALE_UP
     up_detail = _UP_DETAIL  # formatted below, only when the decision is a scale-up
     last_down_at = state.last_down_at
     keep_s: float | None = None
@@ -373,6 +441,10 @@ def decide(
         )
         if trend_up and forecast is not None:
             detail += f", {forecast:.2f}/s in {reacquire_s(spec):.0f}s on the trend"
+        elif headroom_up and headroom_rate is not None:
+            detail += f", sized for {headroom_rate:.2f}/s with {spec.rate_headroom:.0%} headroom"
+        if limit is not None and obs.tpot_p95_s is not None:
+            detail += f", mu limited by TPOT p95 {obs.tpot_p95_s * 1000:.1f}ms"
     target = min(max(target, 0), max(spec.max_replicas, 0))
     nodes = nodes_for(target, spec)
     if target_nodes is not None:
@@ -404,6 +476,8 @@ def decide(
         keep_node_s=keep_s,
         step_rate=obs.arrival_step_rate,
         forecast_rate=forecast,
+        tpot_rate=limit,
+        headroom_rate=headroom_rate,
     )
     return decision, new_state
 

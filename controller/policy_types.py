@@ -31,6 +31,11 @@ class Reason(enum.StrEnum):
     """Scale-up driven by a detected step in the arrival rate."""
     TREND_UP = "TrendUp"
     """Scale-up for the rate the arrival trend reaches by the time new capacity is Ready."""
+    HEADROOM = "Headroom"
+    """Scale-up for the sustained rate plus the headroom a climb may need before a new node
+    could serve it (node billing)."""
+    TPOT_LIMIT = "TpotLimit"
+    """Scale-up because the replicas' TPOT p95 says each serves less than the service rate."""
     FILL_NODES = "FillNodes"
     """More replicas on GPUs of nodes that are billed anyway."""
     STEADY = "Steady"
@@ -88,6 +93,14 @@ class PolicySpec:
     arrival_noise_z: float = 3.5
     """Standard deviations of Poisson noise the short-window rate must exceed the long-window
     rate by before it sizes the fleet (0 = use the short rate as is)."""
+    tpot_limit: bool = True
+    """With a TPOT objective, a replica is never sized to serve more than the rate per Ready
+    replica now times objective / TPOT p95 (`controller.policy.tpot_rate`)."""
+    rate_headroom: float = 0.5
+    """Under node billing, the fleet is sized for the sustained rate times (1 + this) while no
+    replica is starting: a node asked for now serves a reacquire time later, and a climb in
+    between is served only by capacity already there (`Reason.HEADROOM`). A prior, not learned
+    (docs/evaluate.md)."""
     trend_z: float | None = 2.0
     """Nodes are bought for the rate one reacquire time (node boot + cold start) ahead, along
     the part of the arrival trend that is this many standard errors above 0; None = no
@@ -194,6 +207,11 @@ class Decision:
     step_rate: float | None = None
     forecast_rate: float | None = None
     """The arrival rate forecast one reacquire time ahead (None: no certain upward trend)."""
+    tpot_rate: float | None = None
+    """The per-replica rate the TPOT p95 allows, when it is below the service rate (and so is
+    the `service_rate` used); None otherwise."""
+    headroom_rate: float | None = None
+    """The rate the fleet is sized for with the headroom (None: no headroom)."""
 
     def describe(self) -> str:
         """One line for Events and logs: `Reason: detail`."""

@@ -104,9 +104,10 @@ class EvalScheduler(Generic[S]):
     def tick(self, item: S) -> None:
         """The periodic tick's turn for one item (skipped when evaluated recently anyway)."""
         now = self._clock()
-        if not self._evaluates(item) or not tick_due(
+        # The cheap test first: with many items most were evaluated within the interval.
+        if not tick_due(
             item.gate, now, tick_s=self.tick_s, interval_s=self.interval_s
-        ):
+        ) or not self._evaluates(item):
             return
         try:
             self.request(item, trigger=None)

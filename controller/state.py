@@ -59,6 +59,7 @@ also feed the trend (`controller.forecast`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -77,6 +78,7 @@ _COMPLETE = EventType.COMPLETE
 _REJECT = EventType.REJECT
 _CANCEL = EventType.CANCEL
 _SNAPSHOT = EventType.SNAPSHOT
+_EPS = 1e-6
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -205,6 +207,11 @@ class ModelState:
         self.model = model
         self.settings = settings
         self.gateways: dict[str, GatewayView] = {}
+        self._forget_at = -math.inf
+        """No gateway can be silent long enough to forget before this (a bound kept by `fold`),
+        so `forget_silent`, called for every model on every tick, is O(1) until then."""
+        self._forget_known = 0
+        """Gateways when `_forget_at` was computed (one added some other way: look again)."""
         self.arrivals_short = RateWindow(settings.short_window_s, bucket_s=0.05)
         self.arrivals_long = RateWindow(settings.long_window_s, bucket_s=1.0)
         self.completions = RateWindow(settings.long_window_s, bucket_s=1.0)
@@ -321,6 +328,8 @@ class ModelState:
         gw = self.gateways.get(event.gateway)
         if gw is None:
             gw = self._gateway(event.gateway)
+            self._forget_known += 1
+            self._forget_by(now + self.settings.forget_after_intervals * gw.interval_s)
         gw.last_seen = now
         eseq = event.eseq
         if eseq is not None:
@@ -447,6 +456,7 @@ class ModelState:
             gw.snapshot_ts_ms = event.ts_ms
             if event.interval_ms:
                 gw.interval_s = event.interval_ms / 1000.0
+            self._forget_by(now + self.settings.forget_after_intervals * gw.interval_s)
             if event.pod_cap:
                 gw.pod_cap = event.pod_cap
 
@@ -521,17 +531,35 @@ class ModelState:
                     self.service_s.add(at, value)
             self._ttft, self._tpot, self._service = {}, {}, {}
 
+    def _forget_by(self, when: float) -> None:
+        """A gateway may be forgotten as early as `when` (it was just heard from)."""
+        if when - _EPS < self._forget_at:
+            self._forget_at = when - _EPS
+
     def forget_silent(self, now: float) -> list[str]:
-        """Drop gateways silent for `forget_after_intervals` snapshot intervals; their names."""
+        """Drop gateways silent for `forget_after_intervals` snapshot intervals; their names.
+
+        O(1) until the earliest moment one of them could be (`_forget_at`): hearing from a
+        gateway only moves its own moment later, and a new gateway or a shorter snapshot
+        interval brings the bound forward (`fold`)."""
+        gateways = self.gateways
+        if now < self._forget_at and len(gateways) <= self._forget_known:
+            return []
         limit = self.settings.forget_after_intervals
         gone = []
-        for name, gw in self.gateways.items():
+        earliest = math.inf
+        for name, gw in gateways.items():
             heard = gw.snapshot_at if gw.snapshot_at is not None else gw.last_seen
-            if now - heard > limit * gw.interval_s:
+            allowed = limit * gw.interval_s
+            if now - heard > allowed:
                 gone.append(name)
+            elif heard + allowed < earliest:
+                earliest = heard + allowed
         for name in gone:
-            del self.gateways[name]
+            del gateways[name]
         self.forgotten += len(gone)
+        self._forget_at = earliest - _EPS  # (a float sum may round either way: look early)
+        self._forget_known = len(gateways)
         return gone
 
     @property
@@ -671,6 +699,9 @@ class StateStore:
         self.settings = settings or StateSettings()
         self.models: dict[str, ModelState] = {}
         self.events = 0
+        self.queued: set[str] = set()
+        """The models the last `ingest` brought an `enqueue` or a `snapshot` (their queue may
+        have grown: the controller evaluates them before the others it touched)."""
 
     def model(self, name: str) -> ModelState:
         state = self.models.get(name)
@@ -685,6 +716,7 @@ class StateStore:
         """Apply a batch of events received at `now` (wall clock `wall_ms`, which times each
         event by its own `ts_ms`; None: all at `now`); the names of the models they touched."""
         touched: dict[str, ModelState] = {}
+        queued: set[str] = set()
         models = self.models
         last_name = ""
         last: ModelState | None = None
@@ -702,8 +734,12 @@ class StateStore:
                     touched[name] = last
                 last_name = name
             last.fold(event, now, wall_ms, first_lag_s)
+            kind = event.type
+            if kind is _ENQUEUE or kind is _SNAPSHOT:
+                queued.add(name)
             count += 1
         for state in touched.values():
             state.commit(now)
         self.events += count
+        self.queued = queued
         return set(touched)

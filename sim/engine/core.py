@@ -199,7 +199,7 @@ class Engine:
             start = self._next_start()
             if start is None or start > until:
                 break
-            self._pending = self._plan(start)
+            self._pending = self._plan(start, every_token=False)
             if self._pending is None:
                 break
             self._clock = self._pending.end
@@ -251,7 +251,10 @@ class Engine:
             if out.finished:
                 events.append(EngineEvent(step.end, out.request_id, EventKind.FINISHED, out.total))
 
-    def _plan(self, start: float) -> StepResult | None:
+    def _plan(self, start: float, *, every_token: bool = True) -> StepResult | None:
+        """Plan and commit the step starting at `start`. Its `outputs` hold every sampled token
+        (the live pod streams them) or, with `every_token=False` (virtual time, which reports
+        only first tokens and finishes), only the first and last tokens of requests."""
         bs = self.block_size
         budget = self.max_num_batched_tokens
         running = self._running
@@ -336,12 +339,15 @@ class Engine:
             )
         outputs: list[TokenOutput] = []
         finished = False
+        sampled = 0
         for req, n in scheduled:
             req.computed += n
             if req.computed == req.prompt + req.generated:
                 req.generated += 1
+                sampled += 1
                 done = req.generated >= req.max_tokens
-                outputs.append(TokenOutput(req.id, req.generated, req.generated == 1, done))
+                if every_token or done or req.generated == 1:
+                    outputs.append(TokenOutput(req.id, req.generated, req.generated == 1, done))
                 if done:
                     finished = True
                     self._free += req.blocks
@@ -349,7 +355,7 @@ class Engine:
                     del self._by_id[req.id]
         if finished:
             self._running = [r for r in running if r.id in self._by_id]
-        self.generation_tokens += len(outputs)
+        self.generation_tokens += sampled
         self.steps += 1
         return StepResult(
             start, start + duration, tuple(outputs), tuple(preempted), tuple(admitted), n_dec, ptok

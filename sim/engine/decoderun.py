@@ -78,13 +78,18 @@ def plan_run(
     batch = len(running)
     if batch == 0 or max_num_batched_tokens < batch:
         return None
+    last = running[-1]  # the newest: the one still in prefill, if any (checked first, cheaply)
+    if last.prompt + last.generated - last.computed != 1:
+        return None
     context = 0
     remaining = 1 << 62
     for r in running:
         if r.prompt + r.generated - r.computed != 1:
             return None
         context += r.computed + 1
-        remaining = min(remaining, r.max_tokens - r.generated)
+        left = r.max_tokens - r.generated
+        if left < remaining:
+            remaining = left
     limit = remaining - 1  # the step in which a request finishes is planned normally
     if limit <= 0:
         return None
@@ -121,14 +126,22 @@ def plan_run(
     )
 
 
-def extend(run: DecodeRun, until: float, slowdown: float) -> None:
-    """Compute the run's step end times up to the first one past `until` (or its end)."""
+CHECKPOINT_STEPS = 32
+"""`projected_change` computes at least this many more steps, and at least as many as it has
+computed so far (doubling), before it settles for a checkpoint."""
+
+
+def extend(run: DecodeRun, until: float, slowdown: float, max_steps: int | None = None) -> None:
+    """Compute the run's step end times up to the first one past `until` (or its end), at most
+    `max_steps` more."""
     ends = run.ends
     n = len(ends)
     t = ends[-1] if n else run.start
     if run.cut_hit or n >= run.limit or t > until:
         return
     batch, limit, cut = run.batch, run.limit, run.cut_arrival
+    if max_steps is not None:
+        limit = min(limit, n + max_steps)
     context = run.context0 + n * batch
     curve = run.curve
     append = ends.append
@@ -143,8 +156,16 @@ def extend(run: DecodeRun, until: float, slowdown: float) -> None:
 
 
 def projected_change(run: DecodeRun, slowdown: float) -> float:
-    """When the run ends in something observable: the finishing step's end, or the run's end."""
-    extend(run, math.inf, slowdown)
+    """When the run ends in something observable: the finishing step's end, or the run's end;
+    or, while more steps remain than `CHECKPOINT_STEPS` (or than were computed so far), the end
+    of the last step computed: a checkpoint at which nothing observable happens, where the
+    driver asks again. A run cut short by a new request (most of them, under load) then wastes
+    at most that many computed steps instead of all the steps to its end; the steps and their
+    end times are the same floats either way."""
+    done = len(run.ends)
+    extend(run, math.inf, slowdown, max(CHECKPOINT_STEPS, done))
+    if not run.cut_hit and len(run.ends) < run.limit:
+        return run.ends[-1]
     t = run.ends[-1] if run.ends else run.start
     if run.reason == "finish" and not run.cut_hit:
         t += run.curve(run.context0 + len(run.ends) * run.batch) * slowdown

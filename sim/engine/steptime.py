@@ -29,7 +29,7 @@ import math
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sim.engine.calibration import CalibrationTable
 
@@ -74,6 +74,11 @@ class StepTimeModel:
     # prefill correction over log2(tokens in the step)
     prefill_log_tokens: tuple[float, ...]
     prefill_corr: tuple[float, ...]
+    _rows_at: dict[int, tuple[float, ...]] = field(
+        default_factory=dict, compare=False, hash=False, repr=False
+    )
+    """The decode rows interpolated at each batch size seen (`decode_correction`'s first stage,
+    the same for every step of that batch: a cache, computed as before)."""
 
     @classmethod
     def fit(
@@ -145,8 +150,10 @@ class StepTimeModel:
 
     def decode_correction(self, batch: int, mean_context: float) -> float:
         """Measured/roofline factor for a decode batch (interpolated, clamped)."""
-        lb = math.log2(max(batch, 1))
-        vals = tuple(_interp(xs, ys, lb) for xs, ys in self.decode_rows)
+        vals = self._rows_at.get(batch)
+        if vals is None:
+            lb = math.log2(max(batch, 1))
+            vals = self._rows_at[batch] = tuple(_interp(xs, ys, lb) for xs, ys in self.decode_rows)
         return _interp(self.decode_log_ctx, vals, math.log2(max(mean_context, 1.0)))
 
     def prefill_correction(self, tokens: int) -> float:

@@ -3,6 +3,7 @@ service rate sized at the concurrency it is used for (`controller.state`)."""
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -104,3 +105,45 @@ def test_state_feeds_the_prefill_load_each_request_decoded_under() -> None:
     store.ingest([ev(EventType.COMPLETE, "b0", tpot_ms=20.0, output_tokens=11)], 1.0)
     samples = [x for s in model.tpot_by_batch.bins.values() for _, x in s]
     assert samples[-1] == pytest.approx(6000 / 2 / 10)  # b1..b3 came after b0's dispatch
+
+
+def _p95_from_scratch(curve: TpotByBatch, min_samples: int = 20) -> list[tuple[float, float]]:
+    """`p95_by_batch` as it was computed before it kept its ratios sorted: every value
+    recomputed and sorted at every call."""
+    out = []
+    c = curve.stall_s_per_prefill_token()
+    per_batch = 0.0
+    if c > 0:
+        ratios = sorted(x / b for b, x, _ in curve.fit.recent)
+        per_batch = ratios[len(ratios) // 2]
+    for key in sorted(curve.bins):
+        kept = curve.bins[key]
+        if c > 0:
+            typical = per_batch * (key + 0.5) * curve.bin_width
+            samples = sorted(t - c * max(x - typical, 0.0) for t, x in kept)
+        else:
+            samples = sorted(t for t, _ in kept)
+        if len(samples) < min_samples:
+            continue
+        rank = max(math.ceil(0.95 * len(samples)) - 1, 0)
+        out.append(((key + 0.5) * curve.bin_width, samples[rank]))
+    return out
+
+
+def test_incremental_bins_give_exactly_what_a_refit_from_scratch_gives() -> None:
+    """The sorted ratios kept per sample (old samples leaving the fit's window included) give the
+    same floats (==) as recomputing everything at every sample, on bursts and steady load."""
+    rng = random.Random(5)
+    curve = TpotByBatch(fit_samples=200, min_fit_samples=32)
+    checked = 0
+    for i in range(1500):
+        batch = rng.choice((1, 3, 7, 9, 15, 16, 17, 30, 31, 44))
+        load = steady_load(batch) * rng.uniform(0.5, 1.5)
+        if i % 50 < 10:  # a burst of long prompts now and then
+            load += rng.uniform(1000.0, 3000.0)
+        curve.add(batch, (decode_ms(batch) / 1000 + STALL * load) * rng.uniform(0.9, 1.1), load)
+        expected = _p95_from_scratch(curve)
+        assert curve.p95_by_batch() == expected, i
+        checked += bool(expected) and curve.stall_s_per_prefill_token() > 0
+    assert len(curve.fit.recent) == 200  # the window was full: samples left it
+    assert checked > 1000  # compared with a fitted stall, not only the plain case

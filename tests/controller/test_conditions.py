@@ -303,3 +303,39 @@ def test_status_lists_the_standard_conditions_in_one_order_whichever_came_first(
         "ConcurrencyMatchesGateway",
         *standard,
     ]
+
+
+@pytest.mark.parametrize(
+    ("section", "field", "value", "named"),
+    [
+        pytest.param("capacity", "billing", "Spot", "spec.capacity.billing", id="unknown-billing"),
+        pytest.param(
+            "target",
+            "drainHorizonSeconds",
+            -5,
+            "spec.target.drainHorizonSeconds",
+            id="negative-horizon",
+        ),
+    ],
+)
+def test_unknown_billing_or_negative_horizon_is_a_condition_naming_the_field(
+    section: str, field: str, value: object, named: str
+) -> None:
+    """Bad input (issue 14): the spec error the loop keeps for the scaler (`Scaler.error`, from
+    `crd.parse_spec`) becomes InvalidSpec on AbleToScale, ScalingActive and Ready, its message
+    starting with the field's path."""
+    raw: dict[str, Any] = {
+        "model": "m",
+        "scaleTargetRef": {"name": "m"},
+        "maxReplicas": 4,
+        section: {field: value},
+    }
+    with pytest.raises(crd.SpecError) as info:
+        crd.parse_spec(raw)
+    scaler = Scaler(key=("ns", "m"))
+    scaler.error = info.value
+    refresh(scaler, now=0.0, failure=_no_failure)
+    for kind in ("AbleToScale", "ScalingActive", "Ready"):
+        cond = scaler.conditions[kind]
+        assert (cond["status"], cond["reason"]) == ("False", "InvalidSpec"), kind
+        assert cond["message"].startswith(named + ": "), cond["message"]

@@ -29,8 +29,10 @@ SPEC = PolicySpec(
     billing=Billing.NODE,
     cold_start_s=120.0,
     node_boot_s=120.0,
+    rate_headroom=0.0,
 )
-"""70B TP4-like: two replicas per node, 240 s from asking for a node to a Ready replica."""
+"""70B TP4-like: two replicas per node, 240 s from asking for a node to a Ready replica; no
+headroom (the trend alone)."""
 
 
 def poisson(rng: random.Random, rate_at: Any, start: float, end: float) -> list[float]:

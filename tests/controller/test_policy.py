@@ -393,8 +393,11 @@ NODE_SPEC = PolicySpec(
     cold_start_s=60.0,
     node_boot_s=120.0,
     scale_down_period_s=10.0,
+    rate_headroom=0.0,
 )
-"""Four replicas per node; a release-and-return costs 2 * (60 + 120) = 360 node-seconds."""
+"""Four replicas per node; a release-and-return costs 2 * (60 + 120) = 360 node-seconds. No
+headroom: these tests size nodes for today's rate (the headroom has its own tests,
+`test_policy_headroom.py`)."""
 
 
 def demand(t: float, rate: float, ready: int) -> Observation:

@@ -498,3 +498,74 @@ def test_seq_tracker_remembers_a_bounded_number_of_gaps() -> None:
     assert [t.first_time(n) for n in (5, 7, 1)] == [False] * 3
     t2 = SeqTracker(max_gaps=4)
     assert [t2.first_time(n) for n in (10, 14, 12, 11, 13, 12)] == [True] * 5 + [False]
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        pytest.param(
+            # (time, gateway, snapshot interval ms or None for a plain event)
+            [(0.0, "a", 10_000), (1.0, "a", 500), (2.0, "b", None)],
+            id="shorter-interval-brings-forgetting-forward",
+        ),
+        pytest.param(
+            [(0.0, "a", 10_000), (5.0, "b", None), (6.0, "c", 200)],
+            id="new-gateways-after-a-long-bound",
+        ),
+        pytest.param(
+            [(0.0, "a", 1_000), (0.5, "a", None), (2.0, "a", None), (2.9, "b", 1_000)],
+            id="events-without-snapshots-do-not-extend-a-snapshotting-gateway",
+        ),
+    ],
+)
+def test_forget_silent_answers_as_a_full_scan_at_every_moment(
+    steps: list[tuple[float, str, int | None]],
+) -> None:
+    """`forget_silent` skips its scan until a gateway could be forgotten: at every moment it
+    must forget exactly what a scan of all gateways forgets."""
+    state = StateStore().model(M)
+    limit = state.settings.forget_after_intervals
+    forgotten: set[str] = set()
+    t = 0.0
+    pending = list(steps)
+    while t <= 40.0:
+        while pending and pending[0][0] <= t:
+            at, name, interval_ms = pending.pop(0)
+            if interval_ms is None:
+                state.apply(ev(EventType.ENQUEUE, f"r{at}", gw=name), at)
+            else:
+                state.apply(ev(EventType.SNAPSHOT, gw=name, interval_ms=interval_ms), at)
+        expected = {
+            name
+            for name, gw in state.gateways.items()
+            if t - (gw.snapshot_at if gw.snapshot_at is not None else gw.last_seen)
+            > limit * gw.interval_s
+        }
+        gone = set(state.forget_silent(t))
+        assert gone == expected, t
+        forgotten |= gone
+        t = round(t + 0.05, 2)
+    assert forgotten == {name for _, name, _ in steps}  # everyone went silent in the end
+    assert not state.gateways
+
+
+def test_ingest_says_which_models_got_something_that_may_grow_a_queue() -> None:
+    store = StateStore()
+
+    def on(model: str, kind: EventType, **kw: Any) -> Event:
+        return Event(type=kind, model=model, gateway="g", ts_ms=0, request_id="r", **kw)
+
+    touched = store.ingest(
+        [
+            on("a", EventType.DISPATCH),
+            on("b", EventType.ENQUEUE),
+            on("a", EventType.COMPLETE),
+            on("c", EventType.SNAPSHOT, queue_depth=3),
+            on("d", EventType.FIRST_TOKEN, ttft_ms=10.0),
+        ],
+        0.0,
+    )
+    assert touched == {"a", "b", "c", "d"}
+    assert store.queued == {"b", "c"}
+    store.ingest([on("a", EventType.CANCEL)], 0.1)
+    assert store.queued == set()  # the last ingest's only

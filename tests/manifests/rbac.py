@@ -258,6 +258,7 @@ UNUSED_OK: dict[tuple[str, str, str], str] = {
     ("", "pods", "patch"): "their pod-deletion-cost is set before a scale-down, ditto",
     ("autoscaling.x-k8s.io", "capacitybuffers", "get"): "capacity.strategy CapacityBuffer only",
     ("autoscaling.x-k8s.io", "capacitybuffers", "patch"): "capacity.strategy CapacityBuffer only",
+    ("coordination.k8s.io", "leases", "list"): "controller --shards > 1 lists member Leases only",
 }
 """Granted permissions a short run may not exercise, and why they are still needed."""
 

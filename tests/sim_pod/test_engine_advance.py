@@ -140,3 +140,34 @@ def test_gauges_follow_the_queues() -> None:
     e.advance(1e6)
     assert (e.running, e.waiting, e.kv_usage) == (0, 0, 0.0)
     assert e.next_change_time() is None
+
+
+def test_checkpoints_in_a_long_decode_run_give_the_same_event_times() -> None:
+    """`next_change_time` settles for checkpoints inside a long pure-decode run (computing the
+    run's steps in doubling chunks); waking at each of them, as the evaluator's pods do, gives
+    exactly (==) the event times of advancing straight through, and nothing at a checkpoint."""
+    from sim.engine.decoderun import CHECKPOINT_STEPS
+
+    def load(engine: Engine) -> None:
+        for i in range(4):
+            engine.add(f"r{i}", 200, 40 * CHECKPOINT_STEPS + i, now=0.0)
+
+    straight = Engine(P8)
+    load(straight)
+    expected = [(e.time, e.request_id, e.kind) for e in straight.advance(float("inf"))]
+
+    woken = Engine(P8)
+    load(woken)
+    got: list[tuple[float, str, EventKind]] = []
+    wakes = quiet = 0
+    last = -1.0
+    while (nct := woken.next_change_time()) is not None:
+        assert nct > last  # every wake makes progress
+        last = nct
+        events = woken.advance(nct)
+        wakes += 1
+        quiet += not events
+        got += [(e.time, e.request_id, e.kind) for e in events]
+    assert got == expected
+    assert quiet >= 2  # checkpoints were taken: wakes at which nothing happened ...
+    assert wakes < 40  # ... a few per run (doubling chunks), not one per chunk of 32 steps

@@ -7,6 +7,7 @@
   ids, streams bounded in events and age by `StreamLimits`);
 - `consumer`: the consumer-group reader `EventConsumer` (XREADGROUP, XAUTOCLAIM, dead letters,
   discovery by registry and SCAN, group housekeeping);
+- `rawread`: one packed XREADGROUP over many streams on a single Redis (the consumer's read);
 - `client`: `connect(url)`, a single Redis or (`redis+cluster://`) a Redis Cluster;
 - `replay`: re-read a model's recent events from its stream (a controller taking a model over).
 

@@ -131,7 +131,7 @@ class Controller:
         self.consumer: EventConsumer | None = None
         self.ingest: Ingest | None = None
         self.reporter: Reporter | None = None
-        self.informers: dict[str, Informer] = {}
+        self.informers: dict[str, Informer[Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._short: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None

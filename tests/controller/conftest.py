@@ -14,8 +14,9 @@ import pytest
 from kubernetes_asyncio import client
 
 from controller import crd
+from controller.config import ControllerConfig
 from controller.kube import connect_api
-from controller.loop import Controller, ControllerConfig
+from controller.loop import Controller
 from sim.cluster import ClusterOptions, NodePoolConfig, RunningCluster, start_cluster
 from sim.localredis.server import free_port
 from surgescale.events import Event, EventProducer, EventType, RedisClient, StreamKeys
@@ -166,6 +167,8 @@ class Sim:
             "lease_retry_s": 0.25,
             "tick_s": 0.25,
             "status_interval_s": 0.25,
+            "http_host": "127.0.0.1",
+            "http_port": 0,  # any free port: several controllers run side by side
         }
         settings.update(overrides)  # any of these may be overridden
         settings["kubeconfig"] = str(settings["kubeconfig"])

@@ -14,6 +14,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from controller.kube import Informer, parse_retry_after
+from controller.objects import Deployment
 from sim.cluster.faults import FaultRule
 from tests.controller.conftest import NS, Gateway, Sim, deployment, eventually
 from tests.controller.test_integration import _equals, _ready_leader
@@ -101,7 +102,7 @@ async def test_an_informer_recovers_from_a_hung_connection(sim: Sim, watch: bool
     """Regression: informers had no client timeout, so a half-open watch stopped them for good."""
     seen: list[tuple[str, str]] = []
     apps = client.AppsV1Api(sim.api)
-    informer = Informer(
+    informer: Informer[Deployment] = Informer(
         "deployments",
         apps.list_namespaced_deployment,
         NS,
@@ -157,7 +158,7 @@ async def _hit(rule: FaultRule) -> bool:
     return rule.hits > 0
 
 
-def _synced(informer: Informer) -> Callable[[], Any]:
+def _synced(informer: Informer[Deployment]) -> Callable[[], Any]:
     async def check() -> bool:
         return informer.synced.is_set()
 

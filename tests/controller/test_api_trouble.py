@@ -18,6 +18,7 @@ from controller.objects import Deployment
 from sim.cluster.faults import FaultRule
 from tests.controller.conftest import NS, Gateway, Sim, deployment, eventually
 from tests.controller.test_integration import _equals, _ready_leader
+from tests.waiting import wait_until
 
 SCALE = "/deployments/llama/scale"
 
@@ -112,10 +113,11 @@ async def test_an_informer_recovers_from_a_hung_connection(sim: Sim, watch: bool
     task = asyncio.create_task(informer.run())
     try:
         await eventually(_synced(informer), what="the first list")
-        sim.cluster.ctx.faults.add(
+        hang = sim.cluster.ctx.faults.add(
             FaultRule(path="/deployments", method="GET", watch=watch, hang=True, times=2)
         )
-        await asyncio.sleep(1.5)  # the current watch ends; the next request(s) hang
+        # the current watch ends (1 s) and the next request hangs
+        await wait_until(lambda: hang.hits >= 1, what="a request of the informer's to hang")
         await apps.create_namespaced_deployment(NS, deployment("late", 1))  # type: ignore[arg-type]
 
         async def saw_it() -> bool:

@@ -55,10 +55,10 @@ import aiohttp
 import msgspec
 
 from controller import crd
+from sim.benches.cleanup import cancel_on_signals, delete_prefix, leftover, sweep_stale
 from sim.cluster import ClusterOptions, start_cluster
+from sim.localredis.server import ensure_redis, free_port
 from surgescale.events import Event, EventProducer, EventType, StreamKeys, close, connect
-from surgescale.events.cleanup import cancel_on_signals, delete_prefix, leftover, sweep_stale
-from surgescale.events.localredis import ensure_redis, free_port
 
 MODEL = "bench-model"
 NS = "default"

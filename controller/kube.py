@@ -62,7 +62,7 @@ async def connect_api(kubeconfig: str | None) -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
-def _version(obj: Obj) -> str:
+def _version(obj: KubeObject) -> str:
     """An object's resourceVersion ("" when it has none)."""
     return str((obj.get("metadata") or {}).get("resourceVersion") or "")
 

@@ -9,6 +9,7 @@ import asyncio
 from kubernetes_asyncio import client
 
 from controller.kube import Informer
+from controller.objects import Deployment
 from tests.controller.conftest import NS, Sim, deployment, eventually
 
 
@@ -17,7 +18,7 @@ async def test_a_relist_announces_changed_objects_only(sim: Sim) -> None:
     for name in ("still", "moving"):
         await apps.create_namespaced_deployment(NS, deployment(name, 0))  # type: ignore[arg-type]
     seen: list[tuple[str, str]] = []
-    informer = Informer(
+    informer: Informer[Deployment] = Informer(
         "deployments",
         apps.list_namespaced_deployment,
         NS,

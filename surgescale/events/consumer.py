@@ -201,6 +201,8 @@ class EventConsumer:
             else None
         )
         """The read of all streams, packed once per change (single Redis: `rawread`)."""
+        self._full: list[str] = []
+        """Streams the last read of all streams returned a full COUNT of (read again at once)."""
         self._claim_queue: list[str] = []
         """Streams left in the current claim round (a slice is reclaimed per poll)."""
         self._housekeeping: asyncio.Task[None] | None = None
@@ -525,6 +527,14 @@ class EventConsumer:
             del self._claim_queue[:CLAIM_SLICE]
             out.extend(await self._reclaim(part))
         out.extend(await self._read(self._streams, block=None if out else self._block_ms))
+        full, self._full = self._full, []
+        if full and self._packed is not None:
+            # A stream that filled its (lowered) COUNT is behind: a hot model among many
+            # quiet ones. Read just those again now, with what the read's entry cap left
+            # unused, so one busy stream is not starved by a cap meant for all of them.
+            packed = self._packed
+            if len(out) + len(full) * packed.count_for(len(full)) <= packed.max_entries:
+                out.extend(await self._read(dict.fromkeys(full, ">"), block=None))
         return out
 
     def _slot_groups(self) -> dict[int, list[str]]:
@@ -623,9 +633,16 @@ class EventConsumer:
             raise
         out: list[Delivery] = []
         poison: list[Poison] = []
+        cap = (
+            self._packed.count_for(len(streams))
+            if self._packed is not None and streams is self._streams
+            else 0
+        )
         for raw_stream, entries in streams_of(reply):
             stream = raw_stream.decode() if isinstance(raw_stream, bytes) else raw_stream
             own_history = streams.get(stream) != ">"
+            if cap and len(entries) >= cap and not own_history:
+                self._full.append(stream)
             if own_history and not entries:
                 if stream in self._streams:
                     self._read_next(stream, ">")  # history drained

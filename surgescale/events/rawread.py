@@ -39,7 +39,8 @@ class PackedRead:
         self._redis = redis
         self._head = [b"XREADGROUP", b"GROUP", group.encode(), consumer.encode()]
         self._count = count
-        self._max_entries = max_entries
+        self.max_entries = max_entries
+        """About how many entries one read returns at most (COUNT is lowered to keep to it)."""
         self._key: object = None
         self._packed = b""
 
@@ -48,13 +49,17 @@ class PackedRead:
         """Whether `redis` is a plain (non-cluster, pooled) asyncio client."""
         return isinstance(redis, Redis) and getattr(redis, "connection", None) is None
 
+    def count_for(self, n_streams: int) -> int:
+        """The COUNT per stream of a read of `n_streams` streams."""
+        return max(1, min(self._count, self.max_entries // max(n_streams, 1)))
+
     def packed(self, key: object, streams: dict[str, str], block: int | None) -> bytes:
         """The command for `streams` (stream -> id), re-packed only when `key` changes (the
         caller's version of its streams and ids, with `block`; None: always, not kept)."""
         if key is None or key != self._key:
             # Redis applies COUNT per stream: a read of N streams that are behind returns up to
             # COUNT x N entries, all decoded before the first is used. Keep it near max_entries.
-            count = max(1, min(self._count, self._max_entries // max(len(streams), 1)))
+            count = self.count_for(len(streams))
             args = [*self._head, b"COUNT", str(count).encode()]
             if block is not None:
                 args += [b"BLOCK", str(block).encode()]

@@ -134,3 +134,31 @@ async def test_a_read_of_many_streams_that_are_behind_stays_near_its_entry_cap(
     await asyncio.wait_for(run(), 20.0)
     assert sum(sizes) == 500  # all of it, in reads of 100 x 50 / 50 = 2 per stream
     assert max(sizes) == 100
+
+
+async def test_one_busy_stream_among_many_is_not_held_to_the_lowered_count(
+    redis: RedisClient, keys: StreamKeys
+) -> None:
+    """Regression (issue 17): with 1,000 streams COUNT is 10 per stream, and a model getting
+    2,000 events a second fell behind by up to seconds while the others were idle. A stream that
+    fills its COUNT is read again in the same poll with the entry cap the others left unused."""
+    quiet = [f"q{i}" for i in range(49)]
+    await fill(redis, keys, quiet)  # 1 entry each: under their COUNT of 500 / 50 = 10
+    for _ in range(200):
+        await fill(redis, keys, ["hot"])
+    consumer = EventConsumer(
+        redis, keys=keys, group="ctl", block_ms=10, count=100, max_entries_per_read=500
+    )
+    first: list[Event] = []
+
+    async def run() -> None:
+        async for batch in consumer.batches():
+            first.extend(batch.events)
+            await batch.ack()
+            return
+
+    await asyncio.wait_for(run(), 20.0)
+    hot = sum(1 for e in first if e.model == "hot")
+    assert hot == 10 + 100  # its COUNT in the read of all, then a read of it alone
+    assert len(first) == 49 + hot  # the quiet streams were read too, once
+    assert len(first) <= 500

@@ -128,7 +128,6 @@ class _Slot:
 class ActuatorStats:
     """Counters (read them; the actuator updates them)."""
 
-    submitted: int = 0
     patches: int = 0
     coalesced: int = 0
     retries: int = 0
@@ -136,7 +135,6 @@ class ActuatorStats:
     permanent_errors: int = 0
     fenced: int = 0
     """Writes not made because leadership was no longer valid."""
-    prepare_errors: int = 0
 
 
 class Actuator:
@@ -185,7 +183,6 @@ class Actuator:
         if slot is None:
             slot = _Slot(wake=asyncio.Event())
             self._slots[target] = slot
-        self.stats.submitted += 1
         if (
             slot.failed == replicas
             and isinstance(slot.error, RecheckableError)
@@ -332,7 +329,6 @@ class Actuator:
                     try:
                         await self._prepare(target, value, budget)
                     except PermanentError as exc:  # e.g. forbidden: scale down regardless
-                        self.stats.prepare_errors += 1
                         log.warning("preparing %s for %d replicas: %s", target, value, exc)
                     if slot.desired != value:
                         self._keep_trigger(slot, trigger_at)

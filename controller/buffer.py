@@ -19,13 +19,14 @@ CRD heals it), `CapacityBufferNotFound`, or `TargetNotOptedIn`.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 import orjson
 from kubernetes_asyncio import client
 
 from controller.actuator import RecheckableError, ScaleTarget, TargetKind
 from controller.kube import MERGE_PATCH, KubeScaleAPI, body_of, classify
+from controller.objects import CapacityBuffer
 from surgescale.retry import PermanentError
 
 GROUP: Final = "autoscaling.x-k8s.io"
@@ -83,7 +84,7 @@ class BufferScaleAPI:
         obj = await self._read(target, self._timeout)
         return int((obj.get("spec") or {}).get("replicas") or 0)
 
-    async def _read(self, target: ScaleTarget, budget: float) -> dict[str, Any]:
+    async def _read(self, target: ScaleTarget, budget: float) -> CapacityBuffer:
         try:
             resp = await self._custom.get_namespaced_custom_object(
                 GROUP,
@@ -94,7 +95,7 @@ class BufferScaleAPI:
                 _preload_content=False,
                 _request_timeout=budget,
             )
-            data: dict[str, Any] = orjson.loads(await body_of(resp))
+            data: CapacityBuffer = orjson.loads(await body_of(resp))
         except Exception as exc:
             error = classify(exc)
             if isinstance(error, PermanentError) and str(error).startswith("HTTP 404"):

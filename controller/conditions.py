@@ -39,7 +39,6 @@ SCALING_ACTIVE: Final = "ScalingActive"
 SCALING_LIMITED: Final = "ScalingLimited"
 CAPACITY_UNAVAILABLE: Final = "CapacityUnavailable"
 READY: Final = "Ready"
-STANDARD: Final = (ABLE_TO_SCALE, SCALING_ACTIVE, SCALING_LIMITED, CAPACITY_UNAVAILABLE, READY)
 
 GRACE_S: Final = 60.0
 """Slack past cold start + node boot before missing capacity is reported."""
@@ -77,7 +76,7 @@ def _condition(scaler: Scaler, kind: str) -> tuple[bool, str, str] | None:
     cond = scaler.conditions.get(kind)
     if cond is None:
         return None
-    return cond["status"] == "True", str(cond["reason"]), str(cond["message"])
+    return cond["status"] == "True", cond["reason"], cond["message"]
 
 
 def _able_to_scale(scaler: Scaler, failure: Failure) -> tuple[str, str] | None:

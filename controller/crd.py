@@ -314,7 +314,7 @@ def _condition_schema() -> dict[str, Any]:
 
 
 def status_schema() -> dict[str, Any]:
-    """The status the controller writes back (see `controller.status`)."""
+    """The status the controller writes back (see `controller.scaler.status_of`)."""
     num = {"type": "number"}
     integer = {"type": "integer"}
     return {

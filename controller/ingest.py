@@ -3,7 +3,7 @@
 `Ingest.run()` reads the `EventConsumer`'s batches; each batch passes the takeover gate (`admit`,
 `controller.takeover`), is folded into the `StateStore` a chunk at a time, and every model a chunk
 changed is handed to `changed(model, now)` (the controller asks for its scalers' evaluations
-there). Acks follow the effect, grouped (`ack_interval_s`), one round in flight at most.
+there), those whose queue may have grown (an `enqueue` or a `snapshot`) first. Acks follow the effect, grouped (`ack_interval_s`), one round in flight at most.
 """
 
 from __future__ import annotations
@@ -68,8 +68,14 @@ class Ingest:
                 telemetry = self._telemetry()
                 if telemetry is not None:
                     telemetry.ingested(part)
-                for model in changed:
+                # Models whose queue may have grown first: one of them may need capacity now,
+                # and must not wait behind the evaluations of the others the chunk touched.
+                queued = self._store.queued
+                for model in queued:
                     self._changed(model, now)
+                for model in changed:
+                    if model not in queued:
+                        self._changed(model, now)
                 if self.kicked:
                     # A scale was just submitted: let the actuator put it on the wire before
                     # folding in the rest of a large batch.

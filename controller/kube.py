@@ -3,7 +3,8 @@
 - `connect_api(kubeconfig)`: an `ApiClient` from a kubeconfig file or the in-cluster config;
 - `KubeScaleAPI`: the actuator's `ScaleAPI` (merge-PATCH of `deployments/{name}/scale` and of
   the cluster-scoped `nodepools/{name}/scale`), mapping HTTP failures onto the retry taxonomy;
-- `Informer`: list-then-watch of one resource kind as plain dicts, re-listing on 410 or errors,
+- `Informer`: list-then-watch of one resource kind as plain dicts (typed by the views in
+  `controller.objects`), re-listing on 410 or errors,
   calling back on every change; every list has a client timeout and every watch a client-side
   bound just past its server-side `timeoutSeconds`, so a slow or half-open connection to the API
   server costs one timeout, never a watch that silently stops;
@@ -19,10 +20,10 @@ import asyncio
 import logging
 import math
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Final
+from typing import Any, Final, Generic, cast
 
 import aiohttp
 import orjson
@@ -32,6 +33,15 @@ from kubernetes_asyncio.watch import Watch
 
 from controller import crd
 from controller.actuator import ConflictError, ScaleTarget, TargetKind
+from controller.objects import (
+    Deployment,
+    InferenceScalerObject,
+    KubeObject,
+    Node,
+    NodePool,
+    ObjectList,
+    T,
+)
 from surgescale.retry import Backoff, ExponentialBackoff, PermanentError, TemporaryError
 
 log = logging.getLogger(__name__)
@@ -40,8 +50,6 @@ MERGE_PATCH: Final = "application/merge-patch+json"
 KARPENTER_GROUP: Final = "karpenter.sh"
 KARPENTER_VERSION: Final = "v1"
 NODEPOOL_LABEL: Final = "karpenter.sh/nodepool"
-
-Obj = dict[str, Any]
 
 
 async def connect_api(kubeconfig: str | None) -> client.ApiClient:
@@ -175,25 +183,26 @@ class KubeScaleAPI:
                     _preload_content=False,
                     _request_timeout=self._timeout,
                 )
-            data = orjson.loads(await body_of(resp))
+            data: Deployment | NodePool = orjson.loads(await body_of(resp))
         except Exception as exc:
             raise classify(exc) from exc
         return int((data.get("spec") or {}).get("replicas") or 0)
 
 
-Handler = Callable[[str, Obj], None]
-"""(event type: ADDED / MODIFIED / DELETED / SYNC, object) -> None; SYNC ends a (re)list."""
+Handler = Callable[[str, T], None]
+"""(event type: ADDED / MODIFIED / DELETED / SYNC, object) -> None; SYNC ends a (re)list (its
+object is empty)."""
 
 
-class Informer:
-    """Keeps `objects` ((namespace, name) -> dict) in step with one resource kind."""
+class Informer(Generic[T]):
+    """Keeps `objects` ((namespace, name) -> object) in step with one resource kind."""
 
     def __init__(
         self,
         name: str,
         list_func: Callable[..., Awaitable[Any]],
         *args: Any,
-        handler: Handler | None = None,
+        handler: Handler[T] | None = None,
         watch_timeout_s: int = 60,
         request_timeout_s: float = 10.0,
         backoff: Backoff | None = None,
@@ -215,17 +224,17 @@ class Informer:
         """A watch the server does not end in time (a half-open connection, a stalled server)
         is ended by the client a little after its `timeoutSeconds`."""
         self._backoff = backoff or ExponentialBackoff(base=0.2, cap=10.0)
-        self.objects: dict[tuple[str, str], Obj] = {}
+        self.objects: dict[tuple[str, str], T] = {}
         self.synced = asyncio.Event()
         self._watch: Watch | None = None
         self.errors = 0
 
     @staticmethod
-    def key(obj: Obj) -> tuple[str, str]:
+    def key(obj: KubeObject) -> tuple[str, str]:
         meta = obj.get("metadata") or {}
         return str(meta.get("namespace") or ""), str(meta.get("name") or "")
 
-    def _emit(self, kind: str, obj: Obj) -> None:
+    def _emit(self, kind: str, obj: T) -> None:
         if self._handler is not None:
             try:
                 self._handler(kind, obj)
@@ -239,7 +248,7 @@ class Informer:
             _request_timeout=self._request_timeout_s,
             **self._kwargs,
         )
-        data = orjson.loads(await body_of(resp))
+        data: ObjectList[T] = orjson.loads(await body_of(resp))
         fresh = {self.key(o): o for o in data.get("items") or []}
         for gone in set(self.objects) - set(fresh):
             self._emit("DELETED", self.objects.pop(gone))
@@ -248,7 +257,7 @@ class Informer:
             self.objects[key] = obj
             self._emit(kind, obj)
         self.synced.set()
-        self._emit("SYNC", {})
+        self._emit("SYNC", cast(T, {}))
         return str((data.get("metadata") or {}).get("resourceVersion") or "")
 
     async def run(self) -> None:
@@ -276,6 +285,7 @@ class Informer:
                             "DELETED",
                         ):
                             continue
+                        obj = cast(T, obj)
                         key = self.key(obj)
                         if kind == "DELETED":
                             self.objects.pop(key, None)
@@ -301,10 +311,10 @@ def controller_informers(
     api: client.ApiClient,
     *,
     namespace: str | None,
-    on_scaler: Handler,
-    on_deployment: Handler,
-    on_nodes: Handler,
-) -> dict[str, Informer]:
+    on_scaler: Handler[InferenceScalerObject],
+    on_deployment: Handler[Deployment],
+    on_nodes: Handler[Node | NodePool],
+) -> dict[str, Informer[Any]]:
     """The controller's informers by name: InferenceScalers and Deployments (one namespace or
     all), Nodes of Karpenter NodePools, and NodePools (their handler also gets the Nodes)."""
     custom = client.CustomObjectsApi(api)
@@ -371,7 +381,7 @@ class KubeWriter:
         self._timeout = request_timeout
         self.host = uuid.uuid4().hex[:8]
 
-    async def patch_status(self, namespace: str, name: str, status: Obj) -> None:
+    async def patch_status(self, namespace: str, name: str, status: Mapping[str, object]) -> None:
         try:
             resp = await self._custom.patch_namespaced_custom_object_status(  # type: ignore[call-arg]
                 self._group,

@@ -35,12 +35,12 @@ import enum
 import logging
 import math
 from collections.abc import Callable
-from typing import Any
 
 import orjson
 from kubernetes_asyncio import client
 
 from controller.kube import body_of, classify, now_rfc3339
+from controller.objects import Lease, LeaseSpec, ObjectMeta
 from surgescale.retry import PermanentError, TemporaryError
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,8 @@ class LeaseElector:
         self._labels = dict(labels or {})
         self._leading = False
         self.transitions = 0
-        self._observed: tuple[Any, ...] | None = None
+        self._observed: tuple[str | None, str | None, str | None] | None = None
+        """(holder, renewTime, acquireTime) of the Lease as last read or written."""
         self._observed_at = 0.0
         self._valid_until = -math.inf
 
@@ -149,7 +150,7 @@ class LeaseElector:
                 self._set_leader(False)
             await asyncio.sleep(self.retry_period_s)
 
-    def _spec(self, *, renew: str, acquire: str, transitions: int) -> dict[str, Any]:
+    def _spec(self, *, renew: str, acquire: str, transitions: int) -> LeaseSpec:
         return {
             "holderIdentity": self.identity,
             "leaseDurationSeconds": max(1, math.ceil(self.lease_duration_s)),
@@ -158,12 +159,12 @@ class LeaseElector:
             "leaseTransitions": transitions,
         }
 
-    async def _read(self) -> dict[str, Any] | None:
+    async def _read(self) -> Lease | None:
         try:
             resp = await self._api.read_namespaced_lease(
                 self.name, self.namespace, _preload_content=False, _request_timeout=2.0
             )
-            data: dict[str, Any] = orjson.loads(await body_of(resp))
+            data: Lease = orjson.loads(await body_of(resp))
         except PermanentError as exc:
             if str(exc).startswith("HTTP 404"):
                 return None
@@ -180,10 +181,10 @@ class LeaseElector:
         if lease is None:
             if not self._wants(Claim.FREE):
                 return False
-            meta: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
+            meta: ObjectMeta = {"name": self.name, "namespace": self.namespace}
             if self._labels:
                 meta["labels"] = self._labels
-            body = {
+            body: Lease = {
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
                 "metadata": meta,
@@ -216,7 +217,7 @@ class LeaseElector:
     def _wants(self, claim: Claim) -> bool:
         return self._want is None or self._want(claim)
 
-    async def _write(self, body: dict[str, Any], *, create: bool) -> bool:
+    async def _write(self, body: Lease, *, create: bool) -> bool:
         try:
             if create:
                 resp = await self._api.create_namespaced_lease(
@@ -233,7 +234,7 @@ class LeaseElector:
                     _preload_content=False,
                     _request_timeout=2.0,
                 )
-            data = orjson.loads(await body_of(resp))
+            data: Lease = orjson.loads(await body_of(resp))
         except (TemporaryError, PermanentError) as exc:
             if "HTTP 409" in str(exc):
                 return False  # lost a race
@@ -265,8 +266,9 @@ class LeaseElector:
             lease = await self._read()
             if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
                 return
-            lease["spec"]["holderIdentity"] = ""
-            lease["spec"]["leaseDurationSeconds"] = 1
+            spec = lease.setdefault("spec", {})
+            spec["holderIdentity"] = ""
+            spec["leaseDurationSeconds"] = 1
             await self._write(lease, create=False)
         except (TemporaryError, PermanentError) as exc:
             log.warning("releasing lease %s/%s failed: %s", self.namespace, self.name, exc)

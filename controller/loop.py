@@ -31,13 +31,13 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aiohttp import web
 from kubernetes_asyncio import client
 
-from controller import crd, fencing
+from controller import crd, fencing, plan
 from controller.actuator import Actuator, ScaleTarget, TargetKind
 from controller.buffer import BufferScaleAPI
 from controller.config import ControllerConfig
@@ -125,11 +125,13 @@ class Controller:
             replay=self._replay,
             window_s=config.state.long_window_s,
         )
+        self._read_shards: set[int] = set()
+        """The shards whose models' streams this replica reads (sharded)."""
         self.deletion_coster: DeletionCoster | None = None
         self.consumer: EventConsumer | None = None
         self.ingest: Ingest | None = None
         self.reporter: Reporter | None = None
-        self.informers: dict[str, Informer] = {}
+        self.informers: dict[str, Informer[Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._short: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
@@ -195,6 +197,8 @@ class Controller:
             discover_interval_s=0.5,
             stale_group_prefix=f"{cfg.group_prefix}-",
             stale_group_idle_s=cfg.stale_group_idle_s,
+            # Sharded: read only the streams of the models whose shard we hold.
+            model_filter=self._reads if cfg.shards > 1 else None,
         )
         self.ingest = Ingest(
             self.consumer,
@@ -211,7 +215,9 @@ class Controller:
         self._spawn(self.ingest.run(), "consume")
         self._spawn(self.shards.run(), "lease")
         self._spawn(
-            self.scheduler.run_ticks(lambda: self.scalers.values(), after=self._forget_silent),
+            self.scheduler.run_ticks(
+                lambda: self.scalers.values(), after=self._sample, sleep=asyncio.sleep
+            ),
             "tick",
         )
         self._spawn(
@@ -372,9 +378,30 @@ class Controller:
         if self.actuator is not None:
             self.actuator.observed(target, replicas)
 
-    def _forget_silent(self, now: float) -> None:
-        for model in self.store.models.values():
-            model.forget_silent(now)
+    def _sample(self, now: float) -> Iterator[None]:
+        """The tick's sampling step for every model (`ModelState.sample`: capacity, silent
+        gateways, the Ready replicas events are folded against), with the counts and the
+        concurrency of its first scaler that has a target; other models only forget silent
+        gateways. Pauses (yields) every `TICK_CHUNK` models, as the tick does."""
+        for i, (name, model) in enumerate(list(self.store.models.items())):
+            if i and i % TICK_CHUNK == 0:
+                yield
+            for scaler in self.by_model.get(name, ()):
+                pspec = scaler.policy_spec
+                counts = None if pspec is None else self.cluster_counts(scaler)
+                if pspec is None or counts is None:
+                    continue
+                conc = model.concurrency(
+                    fixed=pspec.concurrency_per_replica,
+                    max_num_seqs=pspec.max_num_seqs,
+                    tpot_slo_s=pspec.tpot_slo_s,
+                )
+                model.sample(
+                    now, ready_replicas=counts.ready_replicas, concurrency_per_replica=conc
+                )
+                break
+            else:
+                model.forget_silent(now)
 
     def cluster_counts(self, scaler: Scaler) -> ClusterCounts | None:
         """Ready / starting replicas and nodes of a scaler's targets; None if the target is unknown."""
@@ -430,15 +457,9 @@ class Controller:
         scaler.gate.done(obs.queue_depth)
         previous = scaler.decision
         scaler.decision, scaler.observation = decision, obs
-        if not decision.valid:
-            outcome = "invalid"
-        elif decision.replicas > current:
-            outcome = "up"
-        elif decision.replicas < current:
-            outcome = "down"
-        else:
-            outcome = "hold"
-        self.metrics.observe_decision(scaler.spec.model, obs, decision, outcome)
+        self.metrics.observe_decision(
+            scaler.spec.model, obs, decision, plan.outcome(decision, current)
+        )
         changed = previous is None or (previous.valid, previous.replicas, previous.nodes) != (
             decision.valid,
             decision.replicas,
@@ -496,48 +517,42 @@ class Controller:
         dep = scaler.deployment()
         assert dep is not None
         node_target = scaler.node_target()
-        node_value: int | None = None
+        nodes: int | None = None
         if node_target is not None:
-            if node_target.kind is TargetKind.NODEPOOL:
-                node_value = decision.nodes
-            else:  # Headroom: fill the decided nodes' spare GPU slots with placeholder pods
-                cap = scaler.spec.capacity
-                slots = max(cap.gpus_per_node // cap.gpus_per_replica, 1)
-                node_value = max(decision.nodes * slots - decision.replicas, 0)
+            cap = scaler.spec.capacity
+            assert cap is not None
+            nodes = plan.node_value(
+                decision.nodes,
+                decision.replicas,
+                counts_nodes=node_target.kind is TargetKind.NODEPOOL,
+                gpus_per_node=cap.gpus_per_node,
+                gpus_per_replica=cap.gpus_per_replica,
+            )
+        steps = plan.plan(decision, current, nodes)
         reason = decision.describe()
         if self.ingest is not None:
             self.ingest.kicked = decision.replicas != current or self.ingest.kicked
-        if decision.replicas > current:  # nodes ahead of the pods
-            if node_target is not None and node_value is not None:
-                self.actuator.submit(node_target, node_value, trigger_at=trigger, reason=reason)
-            self.actuator.submit(dep, decision.replicas, trigger_at=trigger, reason=reason)
-        else:  # pods first, then their nodes
-            self.actuator.submit(dep, decision.replicas, trigger_at=trigger, reason=reason)
-            if node_target is not None and node_value is not None:
-                self._submit_nodes_after_pods(dep, node_target, node_value, decision, trigger)
-
-    def _submit_nodes_after_pods(
-        self,
-        dep: ScaleTarget,
-        node_target: ScaleTarget,
-        node_value: int,
-        decision: Decision,
-        trigger: float | None,
-    ) -> None:
-        """Fewer nodes only once the pods are down: a node removed while the pods that are to
-        stay still run on it takes their streams along (the pods' own scale-down may wait for
-        their deletion costs to be written). A later evaluation submits the nodes."""
-        assert self.actuator is not None
+        if steps.nodes_first:
+            if node_target is not None and steps.nodes is not None:
+                self.actuator.submit(node_target, steps.nodes, trigger_at=trigger, reason=reason)
+            self.actuator.submit(dep, steps.replicas, trigger_at=trigger, reason=reason)
+            return
+        self.actuator.submit(dep, steps.replicas, trigger_at=trigger, reason=reason)
+        if node_target is None or steps.nodes is None:
+            return
         nodes_now = self.actuator.pending(node_target)
         if nodes_now is None:
             nodes_now = self.actuator.applied(node_target)
-        pods_settled = (
-            self.actuator.pending(dep) is None
-            and (self.actuator.applied(dep) or 0) <= decision.replicas
-        )
-        if nodes_now is not None and node_value < nodes_now and not pods_settled:
-            return
-        self.actuator.submit(node_target, node_value, trigger_at=trigger, reason=decision.reason)
+        if plan.nodes_may_follow(
+            steps.nodes,
+            nodes_now,
+            pods_pending=self.actuator.pending(dep),
+            pods_applied=self.actuator.applied(dep),
+            replicas=steps.replicas,
+        ):
+            self.actuator.submit(
+                node_target, steps.nodes, trigger_at=trigger, reason=decision.reason
+            )
 
     def _shard_scalers(self, shard: int) -> list[Scaler]:
         if self.config.shards == 1:
@@ -557,15 +572,24 @@ class Controller:
                     t for s in scalers for t in (s.deployment(), s.node_target()) if t is not None
                 )
             self.gate.lost(shard)
+            self._read_shards.discard(shard)
+            if self.config.shards > 1 and self.consumer is not None:
+                self.consumer.model_filter = self._reads  # its streams are no longer read
             return
         if self.config.shards == 1:
             self._background(self._took_over(scalers), "take over")  # warm state: decide now
             return
         models = {s.model for s in scalers if s.model is not None}
+        self._read_shards.add(shard)
         if self.consumer is not None:
-            keys = self.consumer.keys
-            models |= {m for st in self.consumer.streams if (m := keys.model_of(st)) is not None}
+            self.consumer.model_filter = self._reads  # its streams are read from now on
+            models |= set(self.consumer.all_models)
         self._background(self._rebuild(shard, models), f"rebuild shard {shard}")
+
+    def _reads(self, model: str) -> bool:
+        """Whether this (sharded) replica reads `model`'s stream: from gaining its shard to
+        losing it (as `_on_shard` is told)."""
+        return self.gate.shard(model) in self._read_shards
 
     def _background(self, coro: Any, name: str) -> None:
         """A short-lived task (kept referenced until done; not one of the long-lived tasks

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final
+from typing import Final
 from urllib.parse import urlsplit
 
 import orjson
@@ -24,13 +24,12 @@ from kubernetes_asyncio import client
 
 from controller.actuator import ScaleTarget
 from controller.kube import MERGE_PATCH, body_of, classify
+from controller.objects import LabelSelector, ObjectList, Pod
 
 log = logging.getLogger(__name__)
 
 DELETION_COST: Final = "controller.kubernetes.io/pod-deletion-cost"
 INT32_MAX: Final = 2**31 - 1
-
-Obj = dict[str, Any]
 
 
 def pod_host(pod_ref: str) -> str:
@@ -44,7 +43,7 @@ def pod_host(pod_ref: str) -> str:
     return host or pod_ref
 
 
-def deletion_costs(pods: Iterable[Obj], in_flight: Mapping[str, int]) -> dict[str, int]:
+def deletion_costs(pods: Iterable[Pod], in_flight: Mapping[str, int]) -> dict[str, int]:
     """Pod name -> deletion cost: the requests in flight on it (matched by pod IP or name)."""
     by_host: dict[str, int] = {}
     for ref, n in in_flight.items():
@@ -64,7 +63,7 @@ def deletion_costs(pods: Iterable[Obj], in_flight: Mapping[str, int]) -> dict[st
     return costs
 
 
-def current_cost(pod: Obj) -> int:
+def current_cost(pod: Pod) -> int:
     """The pod's deletion cost as the ReplicaSet controller reads it (absent or invalid = 0)."""
     raw = ((pod.get("metadata") or {}).get("annotations") or {}).get(DELETION_COST)
     try:
@@ -73,7 +72,7 @@ def current_cost(pod: Obj) -> int:
         return 0
 
 
-def selector_string(selector: Obj | None) -> str | None:
+def selector_string(selector: LabelSelector | None) -> str | None:
     """A Deployment's `matchLabels` selector as a `labelSelector` query; None if there is none
     or it uses `matchExpressions` (then the pods are left unranked)."""
     if not isinstance(selector, dict) or selector.get("matchExpressions"):
@@ -90,7 +89,7 @@ class KubePodAPI:
     def __init__(self, api: client.ApiClient) -> None:
         self._core = client.CoreV1Api(api)
 
-    async def list_pods(self, namespace: str, selector: str, *, timeout: float) -> list[Obj]:
+    async def list_pods(self, namespace: str, selector: str, *, timeout: float) -> list[Pod]:
         """The live pods matching `selector` (terminating ones left out)."""
         try:
             resp = await self._core.list_namespaced_pod(
@@ -99,7 +98,7 @@ class KubePodAPI:
                 _preload_content=False,
                 _request_timeout=timeout,
             )
-            data = orjson.loads(await body_of(resp))
+            data: ObjectList[Pod] = orjson.loads(await body_of(resp))
         except Exception as exc:
             raise classify(exc) from exc
         return [
@@ -164,7 +163,9 @@ class DeletionCoster:
         )
         costs = deletion_costs(pods, in_flight)
         for pod in pods:
-            name = pod["metadata"]["name"]
+            name = (pod.get("metadata") or {}).get("name") or ""
+            if not name:
+                continue
             cost = costs.get(name, 0)
             if cost == current_cost(pod):
                 continue

@@ -116,15 +116,16 @@ class Reporter:
                 and (change["reason"], change["abnormal"]) in causes
             ):
                 continue  # Ready only repeats a transition that has its own Event
-            cond = scaler.conditions.get(change["type"]) or {}
+            cond = scaler.conditions.get(change["type"])
             self._fire(
                 self._writer.event(
                     namespace=scaler.key[0],
                     name=scaler.key[1],
                     uid=scaler.uid,
-                    reason=str(change["reason"]),
-                    message=f"{change['type']}={change['status']}: {cond.get('message', '')}",
-                    warning=bool(change["abnormal"]),
+                    reason=change["reason"],
+                    message=f"{change['type']}={change['status']}: "
+                    + ("" if cond is None else cond["message"]),
+                    warning=change["abnormal"],
                 )
             )
         if scaler.error is not None and scaler.reported_error != str(scaler.error):

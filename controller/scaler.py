@@ -22,11 +22,12 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict
 
 from controller import crd
 from controller.actuator import ScaleTarget, TargetKind
 from controller.kube import NODEPOOL_LABEL, now_rfc3339
+from controller.objects import Condition, Deployment, KubeObject, Node, NodePool, ScalerStatus
 from controller.policy import Decision, Observation, PolicySpec, PolicyState
 from controller.schedule import EvalGate
 from controller.state import ClusterCounts
@@ -37,7 +38,16 @@ ABNORMAL_WHEN_TRUE = frozenset({"CapacityUnavailable"})
 
 Key = tuple[str, str]
 """(namespace, name)"""
-Obj = dict[str, Any]
+
+
+class Transition(TypedDict):
+    """A condition that changed status (or appeared in a bad state), queued for an Event."""
+
+    type: str
+    status: str
+    abnormal: bool
+    """The new status is the one that needs attention (a Warning Event)."""
+    reason: str
 
 
 # The HPA-style conditions (set by controller.conditions) in the order status lists them, after
@@ -51,10 +61,10 @@ STANDARD_CONDITIONS: tuple[str, ...] = (
 )
 
 
-def ordered_conditions(conds: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def ordered_conditions(conds: Iterable[Condition]) -> list[Condition]:
     """Project conditions first (as they appeared), then the standard ones in a fixed order."""
     rank = {kind: i + 1 for i, kind in enumerate(STANDARD_CONDITIONS)}
-    return sorted(conds, key=lambda c: rank.get(str(c.get("type")), 0))
+    return sorted(conds, key=lambda c: rank.get(c["type"], 0))
 
 
 @dataclass(slots=True)
@@ -74,10 +84,10 @@ class Scaler:
     observation: Observation | None = None
     last_scale_time: str | None = None
     last_scale_reason: str = ""
-    status_written: dict[str, Any] | None = None
-    conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    status_written: ScalerStatus | None = None
+    conditions: dict[str, Condition] = field(default_factory=dict)
     reported_error: str | None = None
-    transitions: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=32))
+    transitions: deque[Transition] = field(default_factory=lambda: deque(maxlen=32))
     """Conditions that changed status (or appeared in a bad state), for Events; bounded."""
     starting_since: float | None = None
     """Since when (controller clock) some replicas have been starting without a break."""
@@ -180,9 +190,9 @@ def concurrency_condition(scaler: Scaler, obs: Observation) -> None:
 def cluster_counts(
     scaler: Scaler,
     *,
-    deployments: Mapping[Key, Obj],
-    nodes: Iterable[Obj],
-    pools: Mapping[Key, Obj],
+    deployments: Mapping[Key, Deployment],
+    nodes: Iterable[Node],
+    pools: Mapping[Key, NodePool],
 ) -> ClusterCounts | None:
     """Ready / starting replicas (from the Deployment) and nodes (from the NodePool and its
     Nodes) of a scaler's targets; None while the Deployment is unknown."""
@@ -222,19 +232,20 @@ OPT_IN_LABEL = "surgescale.io/scalable"
 """The label by which a Deployment or NodePool opts in to being scaled (value `"true"`)."""
 
 
-def opted_in(obj: Obj | None) -> bool:
+def opted_in(obj: KubeObject | None) -> bool:
     labels = ((obj or {}).get("metadata") or {}).get("labels") or {}
     return bool(labels.get(OPT_IN_LABEL) == "true")
 
 
 def opt_in_refusal(
-    scaler: Scaler, *, deployments: Mapping[Key, Obj], pools: Mapping[Key, Obj]
+    scaler: Scaler, *, deployments: Mapping[Key, Deployment], pools: Mapping[Key, NodePool]
 ) -> str | None:
     """Why the scaler may not act on its targets (the first one not seen to opt in, including
     one not seen at all, e.g. before the NodePool watch has listed it), or None."""
     for target in (scaler.deployment(), scaler.node_target()):
         if target is None or target.kind is TargetKind.CAPACITY_BUFFER:
             continue  # a CapacityBuffer's label is checked at the write (controller.buffer)
+        obj: KubeObject | None
         if target.kind is TargetKind.NODEPOOL:
             obj = pools.get(("", target.name))
         else:
@@ -246,34 +257,36 @@ def opt_in_refusal(
     return None
 
 
-def status_of(scaler: Scaler) -> dict[str, Any]:
-    """The status subresource body for a scaler."""
-    status: dict[str, Any] = {"observedGeneration": scaler.generation}
+def status_of(scaler: Scaler) -> ScalerStatus:
+    """The status subresource body for a scaler (what is not known is left out)."""
+    status: ScalerStatus = {"observedGeneration": scaler.generation}
     obs, decision = scaler.observation, scaler.decision
     if obs is not None:
-        status.update(
-            queueDepth=obs.queue_depth,
-            inFlight=obs.in_flight,
-            arrivalRate=round(obs.arrival_rate_short, 3),
-            currentReplicas=obs.ready_replicas + obs.starting_replicas,
-            readyReplicas=obs.ready_replicas,
-            startingReplicas=obs.starting_replicas,
-            readyNodes=obs.ready_nodes,
-            ttftP95Ms=None if obs.ttft_p95_s is None else round(obs.ttft_p95_s * 1000, 1),
-            tpotP95Ms=None if obs.tpot_p95_s is None else round(obs.tpot_p95_s * 1000, 2),
-        )
+        status["queueDepth"] = obs.queue_depth
+        status["inFlight"] = obs.in_flight
+        status["arrivalRate"] = round(obs.arrival_rate_short, 3)
+        status["currentReplicas"] = obs.ready_replicas + obs.starting_replicas
+        status["readyReplicas"] = obs.ready_replicas
+        status["startingReplicas"] = obs.starting_replicas
+        status["readyNodes"] = obs.ready_nodes
+        if obs.ttft_p95_s is not None:
+            status["ttftP95Ms"] = round(obs.ttft_p95_s * 1000, 1)
+        if obs.tpot_p95_s is not None:
+            status["tpotP95Ms"] = round(obs.tpot_p95_s * 1000, 2)
     if decision is not None and decision.valid:
-        status.update(desiredReplicas=decision.replicas, desiredNodes=decision.nodes)
-        status.update(warmReplicas=scaler.warm_replicas())
+        status["desiredReplicas"] = decision.replicas
+        status["desiredNodes"] = decision.nodes
+        warm = scaler.warm_replicas()
+        if warm is not None:
+            status["warmReplicas"] = warm
     if scaler.last_scale_time:
-        status.update(
-            lastScaleTime=scaler.last_scale_time, lastScaleReason=scaler.last_scale_reason
-        )
+        status["lastScaleTime"] = scaler.last_scale_time
+        status["lastScaleReason"] = scaler.last_scale_reason
     status["conditions"] = ordered_conditions(scaler.conditions.values())
-    return {k: v for k, v in status.items() if v is not None}
+    return status
 
 
-def node_ready(node: dict[str, Any]) -> bool:
+def node_ready(node: Node) -> bool:
     for cond in (node.get("status") or {}).get("conditions") or []:
         if cond.get("type") == "Ready":
             return bool(cond.get("status") == "True")

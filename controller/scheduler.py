@@ -5,7 +5,7 @@ the evaluation budget over all scalers and the periodic tick.
 controller) and is given its clock and its timers: `clock()` returns now, `call_at(when, callback)`
 schedules a cancellable callback. The live controller (`controller.loop`) passes the asyncio event
 loop's; the evaluator (`sim.evaluate.ours`) passes its virtual clock's. It decides only *when*;
-`evaluate(item, now)` is the caller's.
+`evaluate(item, now)` is the caller's. No I/O and no asyncio here.
 
 - `request(item, trigger=...)`: evaluate now, or once at the end of the rate-limit interval
   (keeping the oldest trigger); `urgent` evaluates now regardless.
@@ -13,15 +13,17 @@ loop's; the evaluator (`sim.evaluate.ours`) passes its virtual clock's. It decid
   since the last evaluation is urgent (it may need capacity now).
 - `resize(n)`: the per-item interval is stretched so that n items together stay under
   `max_evals_per_s` non-urgent evaluations (`controller.fleet.eval_interval`).
-- `tick(item)` / `run_ticks(...)`: the periodic evaluation (scale-down, idle, staleness), skipping
-  items evaluated recently or with a trailing evaluation already scheduled.
+- `tick_round(items, after=...)` / `run_ticks(...)`: the periodic evaluation (scale-down, idle,
+  staleness), skipping items evaluated recently or with a trailing evaluation already scheduled,
+  then `after(now)`: the state's sampling step (`controller.state.ModelState.sample`; it may
+  pause too, by yielding), so the
+  measurements advance on the tick's clock and not on how often evaluations look.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Generic, Protocol, TypeVar
 
 from controller.fleet import TICK_CHUNK, eval_interval, tick_due
@@ -104,28 +106,39 @@ class EvalScheduler(Generic[S]):
     def tick(self, item: S) -> None:
         """The periodic tick's turn for one item (skipped when evaluated recently anyway)."""
         now = self._clock()
-        if not self._evaluates(item) or not tick_due(
+        # The cheap test first: with many items most were evaluated within the interval.
+        if not tick_due(
             item.gate, now, tick_s=self.tick_s, interval_s=self.interval_s
-        ):
+        ) or not self._evaluates(item):
             return
         try:
             self.request(item, trigger=None)
         except Exception:
             log.exception("evaluating %s failed", item.name)
 
+    def tick_round(
+        self, items: Iterable[S], *, after: Callable[[float], Iterable[None]]
+    ) -> Iterator[None]:
+        """One round of the periodic tick: tick every item, pausing (a `yield`) every
+        `TICK_CHUNK` items so the caller can let other work in, then `after(now)` (the sampling
+        step: capacity, silent gateways). Both drivers run it: `run_ticks` on the event loop,
+        the evaluator on its virtual clock."""
+        for i, item in enumerate(list(items)):
+            if i and i % TICK_CHUNK == 0:
+                yield
+            self.tick(item)
+        yield from after(self._clock())
+
     async def run_ticks(
         self,
         items: Callable[[], Iterable[S]],
         *,
-        after: Callable[[float], None],
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        after: Callable[[float], Iterable[None]],
+        sleep: Callable[[float], Awaitable[None]],
     ) -> None:
-        """Every `tick_s`: tick every item, yielding to other work every `TICK_CHUNK` items
-        (events and urgent evaluations get in), then `after(now)` (e.g. forget silent pods)."""
+        """Every `tick_s` (by `sleep`, e.g. `asyncio.sleep`), a `tick_round`, letting events and
+        urgent evaluations in at its pauses (`sleep(0)`)."""
         while True:
             await sleep(self.tick_s)
-            for i, item in enumerate(list(items())):
-                if i and i % TICK_CHUNK == 0:
-                    await sleep(0)  # let events and urgent evaluations in
-                self.tick(item)
-            after(self._clock())
+            for _ in self.tick_round(items(), after=after):
+                await sleep(0)

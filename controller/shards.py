@@ -30,13 +30,13 @@ import math
 import re
 import zlib
 from collections.abc import Callable
-from typing import Any
 
 import orjson
 from kubernetes_asyncio import client
 
 from controller.kube import body_of, classify
 from controller.lease import Claim, LeaseElector
+from controller.objects import Lease, ObjectList
 from surgescale.retry import PermanentError, TemporaryError
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ class ShardSet:
         self._group = _label_value(lease_name)
         self.members = 1
         """Live members seen in the last round (ourselves included)."""
-        self._seen: dict[str, tuple[Any, ...]] = {}
+        self._seen: dict[str, tuple[str, str | None]] = {}
         self._seen_at: dict[str, float] = {}
         self._released_at: dict[int, float] = {}
         self._preference = {i: zlib.crc32(f"{identity}/{i}".encode()) for i in range(shards)}
@@ -194,7 +194,7 @@ class ShardSet:
                 _preload_content=False,
                 _request_timeout=2.0,
             )
-            data: dict[str, Any] = orjson.loads(await body_of(resp))
+            data: ObjectList[Lease] = orjson.loads(await body_of(resp))
         except (TemporaryError, PermanentError) as exc:
             log.warning("listing controller members: %s", exc)
             return
@@ -208,7 +208,7 @@ class ShardSet:
             name = (item.get("metadata") or {}).get("name") or ""
             spec = item.get("spec") or {}
             holder = spec.get("holderIdentity") or ""
-            record = (holder, spec.get("renewTime"))
+            record: tuple[str, str | None] = (holder, spec.get("renewTime"))
             names.add(name)
             if self._seen.get(name) != record:
                 self._seen[name], self._seen_at[name] = record, now

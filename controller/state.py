@@ -2,7 +2,9 @@
 
 No I/O and no clock: `StateStore.ingest(events, now, wall_ms=...)` takes a batch from the
 consumer with the controller's own receive time (`now`, its loop clock, and `wall_ms`, its wall
-clock at that moment), and `observe(model, now, cluster=...)` returns what the policy needs.
+clock at that moment); `ModelState.sample(now, ...)` is the periodic sampling step on its own
+clock (capacity, silent gateways, the step detector's time); `ModelState.observe(now, ...)`
+returns what the policy needs and changes nothing, so it may be called as often as wanted.
 
 **Event time.** Rates and windows use when things happened, not when the controller heard of
 them: an event's age is `wall_ms - ts_ms` less the smallest such lag seen from its gateway lately
@@ -37,14 +39,13 @@ Ready / starting replicas and nodes come from the Kubernetes watches (`controlle
 **Service rate (capacity per replica).** A replica's capacity is what it completes per second
 when it is *full*; a lightly loaded replica finishes its small batches quickly, so Little's law
 on the mean in-pod time at low load (`concurrency / mean in-pod time`) overstates it, several
-times over for long prompts, where prefill of a full batch dominates. So `observe` measures it
-directly: between two observations during which the Ready replicas were near their cap
-(`in_flight >= saturation_fraction * ready * concurrency`), the completions in that interval
-count against `ready * interval` replica-seconds; the ratio over `capacity_window_s` is the
-measured capacity once it rests on at least `min_capacity_replica_s` replica-seconds, and it is
-kept after the window empties (a quiet spell says nothing new about capacity) until the replicas
-are full again and measure anew. The
-reported rate is the lower of that measurement and the Little's-law figure (at full load the two
+times over for long prompts, where prefill of a full batch dominates. So it is measured
+directly, by `sample` on the controller's tick: between two samples during which the Ready
+replicas were near their cap (`in_flight >= saturation_fraction * ready * concurrency`), the
+completions in that interval count against `ready * interval` replica-seconds; the ratio over
+`capacity_window_s` is the measured capacity once it rests on at least `min_capacity_replica_s`
+replica-seconds, and it is kept after the window empties (a quiet spell says nothing new about
+capacity) until the replicas are full again and measure anew. The reported rate is the lower of that measurement and the Little's-law figure (at full load the two
 agree; at low load only the measurement is right), and the Little's-law figure alone until the
 replicas have been seen full. The Little's-law figure is taken at the concurrency it is used for:
 the mean in-pod time was seen at today's batch (`batch_s`), and every token takes longer at a
@@ -59,6 +60,7 @@ also feed the trend (`controller.forecast`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -77,6 +79,7 @@ _COMPLETE = EventType.COMPLETE
 _REJECT = EventType.REJECT
 _CANCEL = EventType.CANCEL
 _SNAPSHOT = EventType.SNAPSHOT
+_EPS = 1e-6
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,7 +97,7 @@ class StateSettings:
     min_capacity_replica_s: float = 5.0
     """Replica-seconds of full operation before the capacity measurement is used."""
     max_capacity_gap_s: float = 5.0
-    """A longer gap between two observations is not used for the capacity measurement."""
+    """A longer gap between two samples is not used for the capacity measurement."""
     default_snapshot_interval_s: float = 1.0
     """Assumed for a gateway until a snapshot says its `interval_ms`."""
     forget_after_intervals: float = 3.0
@@ -189,6 +192,12 @@ class GatewayView:
         return event.seq is not None and event.seq == self.seq
 
 
+def _silent(gw: GatewayView, now: float, limit: float) -> bool:
+    """Whether `gw` has been silent for more than `limit` of its snapshot intervals at `now`."""
+    heard = gw.snapshot_at if gw.snapshot_at is not None else gw.last_seen
+    return now - heard > limit * gw.interval_s
+
+
 def _sample(into: dict[int, list[float]], at: float, value: float) -> None:
     q = int(at * 20.0)
     values = into.get(q)
@@ -205,6 +214,11 @@ class ModelState:
         self.model = model
         self.settings = settings
         self.gateways: dict[str, GatewayView] = {}
+        self._forget_at = -math.inf
+        """No gateway can be silent long enough to forget before this (a bound kept by `fold`),
+        so `forget_silent`, called for every model on every tick, is O(1) until then."""
+        self._forget_known = 0
+        """Gateways when `_forget_at` was computed (one added some other way: look again)."""
         self.arrivals_short = RateWindow(settings.short_window_s, bucket_s=0.05)
         self.arrivals_long = RateWindow(settings.long_window_s, bucket_s=1.0)
         self.completions = RateWindow(settings.long_window_s, bucket_s=1.0)
@@ -216,7 +230,7 @@ class ModelState:
         self.completed_total = 0
         self._full_since: tuple[float, int, int] | None = None
         self._last_capacity: float | None = None
-        """(time, completed_total, ready) at the last observation that found the replicas full."""
+        """(time, completed_total, ready) at the last sample that found the replicas full."""
         self.ttft_s = QuantileWindow(settings.latency_window_s)
         self.tpot_s = QuantileWindow(settings.latency_window_s)
         self.last_enqueue_at: float | None = None
@@ -258,7 +272,7 @@ class ModelState:
         self.tpot_by_batch = TpotByBatch()
         """TPOT per batch size, for the concurrency the TPOT objective allows."""
         self._ready = 0
-        """Ready replicas at the last observation (the batch of a completing request)."""
+        """Ready replicas at the last sample (the batch of a completing request)."""
         self._prompt: dict[str, int] = {}
         """request id -> prompt tokens, from its enqueue until its dispatch."""
         self._prefill_cum = 0.0
@@ -321,6 +335,8 @@ class ModelState:
         gw = self.gateways.get(event.gateway)
         if gw is None:
             gw = self._gateway(event.gateway)
+            self._forget_known += 1
+            self._forget_by(now + self.settings.forget_after_intervals * gw.interval_s)
         gw.last_seen = now
         eseq = event.eseq
         if eseq is not None:
@@ -447,6 +463,7 @@ class ModelState:
             gw.snapshot_ts_ms = event.ts_ms
             if event.interval_ms:
                 gw.interval_s = event.interval_ms / 1000.0
+            self._forget_by(now + self.settings.forget_after_intervals * gw.interval_s)
             if event.pod_cap:
                 gw.pod_cap = event.pod_cap
 
@@ -521,17 +538,35 @@ class ModelState:
                     self.service_s.add(at, value)
             self._ttft, self._tpot, self._service = {}, {}, {}
 
+    def _forget_by(self, when: float) -> None:
+        """A gateway may be forgotten as early as `when` (it was just heard from)."""
+        if when - _EPS < self._forget_at:
+            self._forget_at = when - _EPS
+
     def forget_silent(self, now: float) -> list[str]:
-        """Drop gateways silent for `forget_after_intervals` snapshot intervals; their names."""
+        """Drop gateways silent for `forget_after_intervals` snapshot intervals; their names.
+
+        O(1) until the earliest moment one of them could be (`_forget_at`): hearing from a
+        gateway only moves its own moment later, and a new gateway or a shorter snapshot
+        interval brings the bound forward (`fold`)."""
+        gateways = self.gateways
+        if now < self._forget_at and len(gateways) <= self._forget_known:
+            return []
         limit = self.settings.forget_after_intervals
         gone = []
-        for name, gw in self.gateways.items():
+        earliest = math.inf
+        for name, gw in gateways.items():
             heard = gw.snapshot_at if gw.snapshot_at is not None else gw.last_seen
-            if now - heard > limit * gw.interval_s:
+            allowed = limit * gw.interval_s
+            if now - heard > allowed:
                 gone.append(name)
+            elif heard + allowed < earliest:
+                earliest = heard + allowed
         for name in gone:
-            del self.gateways[name]
+            del gateways[name]
         self.forgotten += len(gone)
+        self._forget_at = earliest - _EPS  # (a float sum may round either way: look early)
+        self._forget_known = len(gateways)
         return gone
 
     @property
@@ -572,8 +607,20 @@ class ModelState:
                 out[pod] = out.get(pod, 0) + n
         return out
 
+    def sample(self, now: float, *, ready_replicas: int, concurrency_per_replica: int) -> None:
+        """The sampling step, on its own clock (the controller's tick, `controller.scheduler`):
+        forget silent gateways, count the capacity interval since the last sample, let the step
+        detector's time pass and note the Ready replicas later events are folded against. The
+        only place besides the event fold where time changes this state: `observe` reads, so an
+        observation does not depend on how often one looks."""
+        self.forget_silent(now)
+        self._ready = ready_replicas
+        self.sample_capacity(now, ready_replicas, concurrency_per_replica)
+        if self.step.last_t is not None:
+            self.step = self.step.observe(max(now, self.step.last_t))
+
     def sample_capacity(self, now: float, ready: int, concurrency_per_replica: int) -> None:
-        """Count the interval since the last observation if the replicas were full through it."""
+        """Count the interval since the last sample if the replicas were full through it."""
         settings = self.settings
         full = self._full_since
         if full is not None:
@@ -586,14 +633,18 @@ class ModelState:
             self._full_since = (now, self.completed_total, ready)
         else:
             self._full_since = None
+        measured = self.capacity.ratio(now, settings.min_capacity_replica_s)
+        if measured is not None and measured > 0:
+            self._last_capacity = measured
 
     def measured_capacity(self, now: float) -> float | None:
         """Completions per replica-second while full over the capacity window; once the window
-        holds too little, the last such figure (full load may be rare, and a quiet spell says
-        nothing new about capacity); None before enough of it was ever seen."""
+        holds too little, the last such figure a sample saw (full load may be rare, and a quiet
+        spell says nothing new about capacity); None before enough of it was ever seen. Reads
+        only."""
         measured = self.capacity.ratio(now, self.settings.min_capacity_replica_s)
         if measured is not None and measured > 0:
-            self._last_capacity = measured
+            return measured
         return self._last_capacity
 
     def service_rate(self, now: float, concurrency_per_replica: int) -> float | None:
@@ -628,22 +679,24 @@ class ModelState:
         tpot_slo_s: float | None = None,
     ) -> Observation:
         """The policy's input for this model at `now`; `concurrency_per_replica` is the spec's
-        fixed value (None: from the TPOT objective, else `max_num_seqs`)."""
-        self.forget_silent(now)
-        self._ready = cluster.ready_replicas
+        fixed value (None: from the TPOT objective, else `max_num_seqs`).
+
+        Without side effects (the windows only drop what has expired by `now`): gateways silent
+        by `now` are left out rather than forgotten (`sample` and the tick forget them), and the
+        capacity is what `sample` has measured."""
+        limit = self.settings.forget_after_intervals
+        live = [gw for gw in self.gateways.values() if not _silent(gw, now, limit)]
         conc = self.concurrency(
             fixed=concurrency_per_replica, max_num_seqs=max_num_seqs, tpot_slo_s=tpot_slo_s
         )
-        self.sample_capacity(now, cluster.ready_replicas, conc)
         mu = self.service_rate(now, conc)
-        if self.step.last_t is not None:
-            self.step = self.step.observe(max(now, self.step.last_t))
-        has_data = self.last_data_at is not None and bool(self.gateways)
+        has_data = self.last_data_at is not None and bool(live)
         trend = self.trend.estimate(now)
+        caps = [gw.pod_cap for gw in live if gw.pod_cap]
         return Observation(
             now_data=self.last_data_at if self.last_data_at is not None else now,
-            queue_depth=self.queue_depth,
-            in_flight=self.in_flight,
+            queue_depth=sum(gw.queue for gw in live),
+            in_flight=sum(gw.in_flight for gw in live),
             ready_replicas=cluster.ready_replicas,
             starting_replicas=cluster.starting_replicas,
             arrival_rate_short=self.arrivals_short.rate(now),
@@ -658,7 +711,7 @@ class ModelState:
             has_data=has_data,
             arrival_step_rate=self.step.rate(now),
             concurrency_per_replica=conc,
-            pod_cap=self.pod_cap,
+            pod_cap=min(caps) if caps else None,
             arrival_trend=None if trend is None else trend.slope,
             arrival_trend_stderr=None if trend is None else trend.stderr,
         )
@@ -671,6 +724,9 @@ class StateStore:
         self.settings = settings or StateSettings()
         self.models: dict[str, ModelState] = {}
         self.events = 0
+        self.queued: set[str] = set()
+        """The models the last `ingest` brought an `enqueue` or a `snapshot` (their queue may
+        have grown: the controller evaluates them before the others it touched)."""
 
     def model(self, name: str) -> ModelState:
         state = self.models.get(name)
@@ -685,6 +741,7 @@ class StateStore:
         """Apply a batch of events received at `now` (wall clock `wall_ms`, which times each
         event by its own `ts_ms`; None: all at `now`); the names of the models they touched."""
         touched: dict[str, ModelState] = {}
+        queued: set[str] = set()
         models = self.models
         last_name = ""
         last: ModelState | None = None
@@ -702,8 +759,12 @@ class StateStore:
                     touched[name] = last
                 last_name = name
             last.fold(event, now, wall_ms, first_lag_s)
+            kind = event.type
+            if kind is _ENQUEUE or kind is _SNAPSHOT:
+                queued.add(name)
             count += 1
         for state in touched.values():
             state.commit(now)
         self.events += count
+        self.queued = queued
         return set(touched)

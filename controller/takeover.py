@@ -53,7 +53,6 @@ class ModelGate:
         """Events not applied because their shard is not ours."""
         self.replayed = 0
         """Events re-read from the streams by rebuilds."""
-        self.rebuilds = 0
 
     def shard(self, model: str) -> int:
         shard = self._shard_cache.get(model)
@@ -126,7 +125,6 @@ class ModelGate:
         if held:
             self._store.ingest(held, loop.time(), wall_ms=time.time_ns() // 1_000_000)
         self._mode[shard] = _ON
-        self.rebuilds += 1
         log.info(
             "shard %d rebuilt: %d models, %d events replayed, %d held back",
             shard,

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from controller import crd
 from controller.actuator import ScaleTarget, TargetKind
 from controller.kube import Informer
+from controller.objects import Deployment, InferenceScalerObject, Node, NodePool
 from controller.scaler import Key, Scaler
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class Watches:
         self.by_model: dict[str, list[Scaler]] = {}
         self.by_target: dict[ScaleTarget, Scaler] = {}
 
-    def on_scaler(self, kind: str, obj: dict[str, Any]) -> None:
+    def on_scaler(self, kind: str, obj: InferenceScalerObject) -> None:
         if kind == "SYNC":
             return
         key = Informer.key(obj)
@@ -81,7 +81,7 @@ class Watches:
                 if target is not None:
                     self.by_target[target] = scaler
 
-    def on_deployment(self, kind: str, obj: dict[str, Any]) -> None:
+    def on_deployment(self, kind: str, obj: Deployment) -> None:
         if kind == "SYNC":
             for each in self.scalers.values():
                 self._request(each)
@@ -96,7 +96,7 @@ class Watches:
             self._observed(target, replicas)
         self._request(scaler)
 
-    def on_nodes(self, kind: str, obj: dict[str, Any]) -> None:
+    def on_nodes(self, kind: str, obj: Node | NodePool) -> None:
         if kind == "SYNC":
             return
         if obj.get("kind") == "NodePool":

@@ -11,5 +11,8 @@ pyproject.toml keeps them):
   generator with the records every run shares (`sim.load.records`: one trace row, one request
   result);
 - `pod`: the simulated vLLM pod; `engine`: its engine model;
-- `datafiles`, `promtext`: packaged data and Prometheus text parsing.
+- `datafiles`, `promtext`, `localredis`: packaged data, Prometheus text parsing, and the local
+  Redis (or Redis Cluster) the tests, the demo and the benchmarks start.
+
+The product packages import nothing from here (an import-linter contract).
 """

@@ -42,7 +42,7 @@ COMMANDS: dict[tuple[str, ...], Command] = {
     ("sim", "evaluate"): Command(
         "sim.evaluate.cli:main", "virtual-time comparison of autoscaling policies"
     ),
-    ("bench", "events"): Command("surgescale.events.bench:main", "event pipeline benchmark"),
+    ("bench", "events"): Command("sim.benches.events:main", "event pipeline benchmark"),
     ("bench", "pod"): Command("sim.pod.bench:main", "simulated pod streams-per-core benchmark"),
     ("bench", "cluster"): Command("sim.cluster.bench:main", "simulated API server benchmark"),
     ("bench", "gateway"): Command("sim.benches.gateway:main", "gateway added-latency benchmark"),

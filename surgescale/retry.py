@@ -1,8 +1,8 @@
 """The one retry policy of the project: pure backoff strategies and a small error taxonomy.
 
 `Backoff.compute(failures)` maps the number of consecutive failures to a delay in seconds; it does
-no I/O and reads no clock, so the producer, the controller's actuator and the simulator all share
-it and tests can check it directly. Errors are either `TemporaryError` (retry, optionally after a
+no I/O and reads no clock, so the event producer, the controller's actuator and API watches and
+the gateway's EndpointSlice watch share it and tests can check it directly. Errors are either `TemporaryError` (retry, optionally after a
 delay the server asked for) or `PermanentError` (do not retry).
 """
 
@@ -21,10 +21,11 @@ class Backoff(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ExponentialBackoff:
-    """Capped exponential backoff with full jitter.
+    """Capped exponential backoff with jitter.
 
     `base * 2**(failures-1)`, capped at `cap`, then scaled by a random factor in
-    `[1 - jitter, 1]` so that many clients retrying at once spread out.
+    `[1 - jitter, 1]` so that many clients retrying at once spread out. The default (0.5) is
+    "equal jitter": at least half the delay, never more than it; `jitter=1` is "full jitter".
     """
 
     base: float = 0.05

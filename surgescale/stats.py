@@ -12,7 +12,7 @@ Its users: the evaluator's summary, series and cross-check (`sim.evaluate.metric
 that falls on one has no value), the load generator's summary (`sim.load.summary`), the demo's
 summary, report and live view (`sim.demo.summary`, `sim.demo.live`), the pod's timing error
 (`sim.pod.app.timing_summary`, read by `surgescale bench pod`), `surgescale bench cluster`
-(`sim.cluster.bench`) and `surgescale bench events` (`surgescale.events.bench`).
+(`sim.cluster.bench`) and `surgescale bench events` (`sim.benches.events`).
 """
 
 from __future__ import annotations

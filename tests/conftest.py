@@ -1,11 +1,11 @@
 """Shared fixtures: a real Redis (found or started), a local Redis Cluster, uuid key prefixes,
 free ports.
 
-The Redis comes from `surgescale.events.localredis.ensure_redis`: `REDIS_URL`, else
+The Redis comes from `sim.localredis.server.ensure_redis`: `REDIS_URL`, else
 127.0.0.1:6379, else a private redis-server. The Redis Cluster is `REDIS_CLUSTER_URL` if set, else
 a private cluster of redis-server processes on loopback (3 masters with a replica each), started
 once per session
-(`surgescale.events.localcluster`). If either cannot be had the tests that need it fail with a
+(`sim.localredis.cluster`). If either cannot be had the tests that need it fail with a
 message that says what to install; they are never skipped.
 """
 
@@ -18,9 +18,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from sim.localredis.cluster import LocalCluster, start_local_cluster
+from sim.localredis.server import RedisUnavailableError, ensure_redis, free_port
 from surgescale.events import RedisClient, StreamKeys, close, connect
-from surgescale.events.localcluster import LocalCluster, start_local_cluster
-from surgescale.events.localredis import RedisUnavailableError, ensure_redis, free_port
 
 
 @pytest.fixture(scope="session")

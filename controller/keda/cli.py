@@ -1,9 +1,10 @@
 """`surgescale keda-scaler`: serve the queue signal to KEDA as an external (push) scaler.
 
-Flags, else environment variables `SURGESCALE_KEDA_<NAME>`: `--model` (repeatable, or a
-comma-separated `SURGESCALE_KEDA_MODELS`) names the models served, `--redis-url` and
-`--stream-prefix` where the gateway's events are, `--listen` the gRPC address. Runs until
-SIGINT/SIGTERM; its consumer group is removed on the way out. Needs the `keda` extra.
+Its settings are one frozen object, `KedaSettings`: flags, else environment variables
+`SURGESCALE_KEDA_<NAME>`, else the defaults (validated once; a bad value names its flag).
+`--model` (repeatable, or a comma-separated `SURGESCALE_KEDA_MODELS`) names the models served,
+`--redis-url` and `--stream-prefix` where the gateway's events are, `--listen` the gRPC address.
+Runs until SIGINT/SIGTERM; its consumer group is removed on the way out. Needs the `keda` extra.
 """
 
 from __future__ import annotations
@@ -16,41 +17,90 @@ import os
 import signal
 import socket
 import sys
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 log = logging.getLogger("controller.keda")
 
 ENV = "SURGESCALE_KEDA_"
 
 
-def _parser() -> argparse.ArgumentParser:
-    env = os.environ.get
+def _identity() -> str:
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+class KedaSettings(BaseSettings):
+    """Everything `surgescale keda-scaler` can be told (env prefix SURGESCALE_KEDA_)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV, extra="forbid", frozen=True, use_attribute_docstrings=True
+    )
+
+    models: Annotated[list[str], NoDecode] = Field(min_length=1)
+    """Models served (`--model`, repeatable; env SURGESCALE_KEDA_MODELS=a,b)."""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """Where the gateway's event streams are."""
+    stream_prefix: str = "surgescale"
+    """Key prefix of the event streams (must match the gateway's)."""
+    listen: str = Field("0.0.0.0:9090", pattern=r"^.+:\d+$")
+    """gRPC host:port."""
+    identity: str = Field(default_factory=_identity, min_length=1)
+    """Consumer group suffix (default: the pod name, else host-pid)."""
+    log_level: str = "INFO"
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list):
+            return [m.strip() for m in value if isinstance(m, str) and m.strip()]
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError(f"unknown log level {value!r}")
+        return level
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+
+FLAGS = {"models": "--model"}
+"""Fields whose flag is not their name with dashes."""
+
+
+def parse_args(argv: list[str]) -> KedaSettings:
+    """The settings from the command line (over env and the defaults)."""
     p = argparse.ArgumentParser(
         prog="surgescale keda-scaler",
         description="KEDA external scaler (externalscaler.ExternalScaler, push) serving "
         "surgescale's per-model queue signal from the gateway's event streams.",
     )
-    models = [m for m in env(ENV + "MODELS", "").split(",") if m.strip()]
-    p.add_argument(
-        "--model",
-        action="append",
-        dest="models",
-        default=None,
-        help="a model served (repeatable; env SURGESCALE_KEDA_MODELS=a,b)",
-    )
-    p.add_argument("--redis-url", default=env(ENV + "REDIS_URL", "redis://127.0.0.1:6379/0"))
-    p.add_argument("--stream-prefix", default=env(ENV + "STREAM_PREFIX", "surgescale"))
-    p.add_argument("--listen", default=env(ENV + "LISTEN", "0.0.0.0:9090"), help="gRPC host:port")
-    p.add_argument(
-        "--identity",
-        default=env("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
-        help="consumer group suffix (default: the pod name, else host-pid)",
-    )
-    p.add_argument("--log-level", default=env(ENV + "LOG_LEVEL", "INFO"))
-    p.set_defaults(env_models=[m.strip() for m in models])
-    return p
+    for name, info in KedaSettings.model_fields.items():
+        flag = FLAGS.get(name, "--" + name.replace("_", "-"))
+        repeat = "append" if name == "models" else "store"
+        p.add_argument(flag, dest=name, action=repeat, default=None, help=info.description)
+    args = p.parse_args(argv)
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    try:
+        return KedaSettings(**given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else ""
+        if name == "models" and first["type"] in ("missing", "too_short"):
+            p.error("name at least one model: --model NAME (or SURGESCALE_KEDA_MODELS)")
+        p.error(f"{FLAGS.get(name, '--' + name.replace('_', '-'))}: {first['msg']}")
+    raise AssertionError("unreachable: parser.error exits")
 
 
-async def run(args: argparse.Namespace) -> int:
+async def run(args: KedaSettings) -> int:
     from controller.keda.scaler import QueueSignal, start_server
     from surgescale.events import StreamKeys, close, connect
 
@@ -88,13 +138,9 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    args.models = args.models or args.env_models
-    if not args.models:
-        parser.error("name at least one model: --model NAME (or SURGESCALE_KEDA_MODELS)")
+    args = parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )

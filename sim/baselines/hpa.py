@@ -15,8 +15,9 @@ syncs every 15 s and applies the Kubernetes algorithm (pkg/controller/podautosca
   (KEDA activates 0 -> 1 on its own poll when the metric is above the activation threshold).
 
 The metric the HPA reads is the value KEDA fetched at its last poll (`useCachedMetrics: true`),
-so the polling interval sits in the loop as DESIGN.md describes; `use_cached_metrics=False` makes
-the HPA query Prometheus on each sync instead (KEDA's default when the flag is off).
+so the polling interval sits in the loop (the README's scrape + query window + KEDA poll + HPA
+sync); `use_cached_metrics=False` makes the HPA query Prometheus on each sync instead (KEDA's
+default when the flag is off).
 
 All periods live in `KedaSpec`; `KedaSpec.scaled(speed)` divides them by the demo's speed factor
 so that they keep their proportion to the compressed cold starts and node boots.

@@ -19,7 +19,9 @@ after a random 50 to 150 ms. Reported per load level: p50/p99/max of t1 - t0, th
 achieved rate and the controller's consumed rate (from its /metrics). The highest sustained rate
 is searched by raising the load until p99 passes 100 ms (or the generator cannot go faster,
 which is then said). Last line: JSON with `reaction_p50_ms`, `reaction_p99_ms` (at 10k/s),
-`max_events_per_s`.
+`max_events_per_s`, and at 10k/s the generator's achieved rate, the controller's consumed rate and
+CPU, and this process's own event-loop lag (`bench_loop_lag_max_ms`: it hosts the API server
+whose store times t1, so a lagging bench would be measured instead of the controller).
 
 Redis: its keys live under `bench-<random>:`, deleted at the end even when the bench is stopped
 by SIGTERM/SIGINT (they cancel the run, so the clean-up runs); keys of runs killed harder
@@ -47,10 +49,10 @@ from typing import Any
 import aiohttp
 
 from controller import crd
+from sim.benches.cleanup import cancel_on_signals, delete_prefix, leftover, sweep_stale
 from sim.cluster import ClusterOptions, start_cluster
+from sim.localredis.server import ensure_redis, free_port
 from surgescale.events import Event, EventProducer, EventType, StreamKeys, close, connect
-from surgescale.events.cleanup import cancel_on_signals, delete_prefix, leftover, sweep_stale
-from surgescale.events.localredis import ensure_redis, free_port
 
 MODEL = "bench-model"
 NS = "default"
@@ -170,6 +172,9 @@ class Level:
     """CPU seconds per second the controller process used during the level (1.0 = one core)."""
     rss_mb: float = 0.0
     """The controller's resident memory at the end of the level (MiB)."""
+    bench_lag_ms: tuple[float, float] = (0.0, 0.0)
+    """This process's own event-loop lag during the level (p99, max): it hosts the API server
+    whose store times t1, so a late loop here would show as reaction time."""
 
     def pct(self, q: float) -> float:
         xs = sorted(self.latencies_ms)
@@ -177,6 +182,28 @@ class Level:
             return float("inf")
         k = min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))
         return xs[k]
+
+
+class LoopLag:
+    """How late this process's event loop runs a 5 ms sleep (it hosts the API server and the
+    watcher: if it lags, t1 is late and the bench, not the controller, is measured)."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(0.005)
+            self.samples.append(max(loop.time() - before - 0.005, 0.0) * 1000.0)
+
+    def take(self) -> tuple[float, float]:
+        """(p99, max) lag in ms since the last take."""
+        xs, self.samples = sorted(self.samples), []
+        if not xs:
+            return (0.0, 0.0)
+        return (xs[min(len(xs) - 1, round(0.99 * (len(xs) - 1)))], xs[-1])
 
 
 class Watcher:
@@ -428,6 +455,7 @@ async def _measure_level(
     controller_pid: int,
     gw: dict[str, int],
     bg_models: int,
+    lag: LoopLag,
 ) -> Level:
     await _wait_caught_up(http_port)
     gen: asyncio.subprocess.Process | None = None
@@ -451,6 +479,7 @@ async def _measure_level(
         await asyncio.sleep(1.5)  # let the load settle
     consumed0, t_start = await _events_consumed(http_port), time.perf_counter()
     cpu0 = _cpu_seconds(controller_pid)
+    lag.take()
     hist0 = _buckets(await _scrape(http_port))
     lat: list[float] = []
     timeouts = 0
@@ -486,6 +515,7 @@ async def _measure_level(
         else:
             lat.append((t1 - t0) * 1000.0)
     elapsed = time.perf_counter() - t_start
+    bench_lag = lag.take()
     consumed = (await _events_consumed(http_port) - consumed0) / elapsed
     cpu = (_cpu_seconds(controller_pid) - cpu0) / elapsed
     hist1 = _buckets(await _scrape(http_port))
@@ -496,7 +526,9 @@ async def _measure_level(
         out, _ = await gen.communicate()
         with contextlib.suppress(Exception):
             achieved = float(json.loads(out.decode().strip().splitlines()[-1])["achieved"])
-    return Level(rate, achieved, consumed, lat, timeouts, inside, cpu, _rss_mb(controller_pid))
+    return Level(
+        rate, achieved, consumed, lat, timeouts, inside, cpu, _rss_mb(controller_pid), bench_lag
+    )
 
 
 async def _snapshots(producer: EventProducer, gw: dict[str, int]) -> None:
@@ -524,7 +556,7 @@ def _row(level: Level) -> str:
         f"{len(level.latencies_ms):>6} {level.pct(0.5):>8.1f} {level.pct(0.99):>8.1f} "
         f"{max(level.latencies_ms, default=float('nan')):>8.1f} {level.timeouts:>4} "
         f"{level.inside_ms[0]:>7.1f} {level.inside_ms[1]:>7.1f} {level.controller_cpu:>7.0%} "
-        f"{level.rss_mb:>7.0f}"
+        f"{level.rss_mb:>7.0f} {level.bench_lag_ms[1]:>7.1f}"
     )
 
 
@@ -585,6 +617,7 @@ async def _run_levels(args: argparse.Namespace, redis_url: str, prefix: str) -> 
         "bench-controller",
         "--log-level",
         "WARNING",
+        *args.controller_arg,
         cwd=str(REPO),
     )
     redis = connect(redis_url)
@@ -592,6 +625,8 @@ async def _run_levels(args: argparse.Namespace, redis_url: str, prefix: str) -> 
     await producer.start()
     gw = {"queue": 0}
     snaps = asyncio.create_task(_snapshots(producer, gw))
+    lag = LoopLag()
+    lagging = asyncio.create_task(lag.run())
     levels: list[Level] = []
     try:
         # Warm-up: wait for leadership and the first wake, not measured.
@@ -607,6 +642,7 @@ async def _run_levels(args: argparse.Namespace, redis_url: str, prefix: str) -> 
             controller_pid=ctl.pid,
             gw=gw,
             bg_models=bg_models,
+            lag=lag,
         )
         print(
             f"controller reaction latency, {args.models} models, {args.trials} trials per level, "
@@ -616,7 +652,7 @@ async def _run_levels(args: argparse.Namespace, redis_url: str, prefix: str) -> 
         print(
             f"{'target ev/s':>10} {'achieved':>10} {'consumed':>10} {'trials':>6} {'p50 ms':>8} "
             f"{'p99 ms':>8} {'max ms':>8} {'lost':>4} {'ctl p50':>7} {'ctl p99':>7} {'ctl cpu':>7} "
-            f"{'rss MB':>7}"
+            f"{'rss MB':>7} {'lag ms':>7}"
         )
 
         async def level(rate: float) -> Level:
@@ -631,6 +667,7 @@ async def _run_levels(args: argparse.Namespace, redis_url: str, prefix: str) -> 
                 controller_pid=ctl.pid,
                 gw=gw,
                 bg_models=bg_models,
+                lag=lag,
             )
             levels.append(lv)
             print(_row(lv), flush=True)
@@ -678,6 +715,10 @@ async def _run_levels(args: argparse.Namespace, redis_url: str, prefix: str) -> 
             "reaction_p50_ms": round(at10k.pct(0.5), 2),
             "reaction_p99_ms": round(at10k.pct(0.99), 2),
             "max_events_per_s": round(best),
+            "achieved_events_per_s": round(at10k.achieved_rate),
+            "consumed_events_per_s": round(at10k.consumed_rate),
+            "controller_cpu": round(at10k.controller_cpu, 3),
+            "bench_loop_lag_max_ms": round(at10k.bench_lag_ms[1], 1),
             "max_limited_by_generator": limited_by_generator,
             "levels": [
                 {
@@ -690,12 +731,15 @@ async def _run_levels(args: argparse.Namespace, redis_url: str, prefix: str) -> 
                     "lost": lv.timeouts,
                     "controller_cpu": round(lv.controller_cpu, 3),
                     "rss_mb": round(lv.rss_mb, 1),
+                    "bench_loop_lag_p99_ms": round(lv.bench_lag_ms[0], 1),
+                    "bench_loop_lag_max_ms": round(lv.bench_lag_ms[1], 1),
                 }
                 for lv in levels
             ],
         }
     finally:
         snaps.cancel()
+        lagging.cancel()
         ctl.send_signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(ctl.wait(), 10)
@@ -732,6 +776,14 @@ def main(argv: list[str]) -> int:
         metavar="FILE",
         default=None,
         help="run the controller under cProfile and write its profile to FILE",
+    )
+    parser.add_argument(
+        "--controller-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="an extra argument for the controller (repeat it: --controller-arg=--max-evals-per-s "
+        "--controller-arg=250)",
     )
     parser.add_argument("--search-max", type=float, default=400_000, help="stop the search here")
     parser.add_argument("--no-search", action="store_true", help="only the given rates")

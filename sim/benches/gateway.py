@@ -44,7 +44,7 @@ from aiohttp import web
 
 from gateway.server import run_worker
 from gateway.settings import GatewaySettings
-from surgescale.events.localredis import ensure_redis, free_port
+from sim.localredis.server import ensure_redis, free_port
 
 MODEL = "bench-model"
 INSTANT = "bench-instant"

@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--karpenter-crds",
         type=Path,
         default=None,
-        help="directory with the karpenter.sh CRDs (default ../shared/data/...)",
+        help="directory with the karpenter.sh CRDs (default: the copy in sim/data/karpenter-crds)",
     )
     p.add_argument(
         "--no-capacity-buffers",

@@ -1,7 +1,7 @@
 """Assemble and run the simulated cluster: store, controllers, HTTP server, kubeconfig.
 
 `start_cluster(ClusterOptions(...))` builds the registry and store, installs Karpenter's real
-CRDs (from `karpenter_crds`, default `<repo>/../shared/data/karpenter-crds`, env
+CRDs (from `karpenter_crds`, default the copy in `sim/data/karpenter-crds`, env
 `SURGESCALE_KARPENTER_CRDS`) and, unless `capacity_buffers=False`, the CapacityBuffer CRD
 (`autoscaling.x-k8s.io`, from `karpenter-aws-crds`, env `SURGESCALE_KARPENTER_AWS_CRDS`)
 through the same CRD path clients use, creates the standard
@@ -45,8 +45,8 @@ log = logging.getLogger(__name__)
 
 
 def default_crd_dir() -> Path:
-    """`$SURGESCALE_KARPENTER_CRDS`, else `<repo>/../shared/data/karpenter-crds`, else the copy
-    packaged with surgescale (`sim.datafiles`)."""
+    """`$SURGESCALE_KARPENTER_CRDS`, else the copy packaged with surgescale
+    (`sim/data/karpenter-crds`, `sim.datafiles`)."""
     return data_dir("karpenter-crds", "SURGESCALE_KARPENTER_CRDS")
 
 

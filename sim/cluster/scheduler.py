@@ -29,7 +29,12 @@ BIND_BATCH = 25
 
 
 def quantity(value: Any) -> float:
-    """A Kubernetes quantity as a number (enough for GPUs, CPUs and plain counts)."""
+    """A Kubernetes quantity as a number (enough for GPUs, CPUs and plain counts).
+
+    Parsed here because no released kubernetes_asyncio has a quantity parser (36.1 has none;
+    `kubernetes_asyncio.utils.quantity` exists only in an unmerged change) and the official
+    synchronous client's `kubernetes.utils.parse_quantity` would bring a second Kubernetes client
+    and five more packages for these few lines. The controller parses no quantities."""
     if value is None:
         return 0.0
     if isinstance(value, (int, float)):

@@ -30,7 +30,7 @@ from sim.demo.procs import StartError
 from sim.demo.run import add_options, build_config, run_all
 from sim.demo.stack import Arm
 from sim.demo.summary import Summary, summarize
-from surgescale.events.localredis import RedisUnavailableError
+from sim.localredis.server import RedisUnavailableError
 
 
 def _parser() -> argparse.ArgumentParser:

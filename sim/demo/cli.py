@@ -26,7 +26,7 @@ from rich.console import Console
 from sim.demo.procs import StartError
 from sim.demo.run import add_options, build_config, finish, run_all
 from sim.demo.stack import Arm
-from surgescale.events.localredis import RedisUnavailableError
+from sim.localredis.server import RedisUnavailableError
 
 
 def _parser() -> argparse.ArgumentParser:

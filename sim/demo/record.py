@@ -1,7 +1,7 @@
 """What one demo run recorded: requests as the client saw them, the cluster over time, decisions.
 
 Frozen dataclasses (requests are the load generator's `sim.load.records.RequestResult`, the one
-request-result type), filled by the live recorder (`sim.demo.recorder`) and read by the summary
+request-result type), filled by the live run (`sim.demo.stack`) and read by the summary
 (`sim.demo.summary`) and the report (`sim.demo.report`). Times are seconds since the run's start
 (the moment the load generator began), on the machine's monotonic clock. `to_json` / `from_json`
 keep a run on disk next to its report so a report can be rebuilt without running again.

@@ -30,7 +30,7 @@ from sim.demo.scenario import (
 from sim.demo.stack import Arm, DemoConfig, run_arm
 from sim.demo.summary import summarize
 from sim.load.trace import TraceError, read_trace
-from surgescale.events.localredis import ensure_redis
+from sim.localredis.server import ensure_redis
 
 log = logging.getLogger(__name__)
 

@@ -86,7 +86,7 @@ class Scenario:
 
 def default_sizes_path() -> Path:
     """The Azure 2023 conversation trace, wherever `sim.load.trace` finds the traces
-    (`$SURGESCALE_TRACES_DIR`, `<repo>/../shared/data/...`, or the copy in the package)."""
+    (`$SURGESCALE_TRACES_DIR`, else the copy in the package)."""
     return default_traces_dir() / "AzureLLMInferenceTrace_conv.csv"
 
 

@@ -50,8 +50,8 @@ from sim.demo.procs import Children, StartError, spawn, wait_http
 from sim.demo.record import RunRecord
 from sim.load.records import RequestResult, TraceRequest
 from sim.load.runner import run_load
+from sim.localredis.server import free_port
 from surgescale.events import StreamKeys
-from surgescale.events.localredis import free_port
 
 log = logging.getLogger(__name__)
 

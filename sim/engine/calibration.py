@@ -1,7 +1,7 @@
 """The measured GPU forward-pass tables, read from disk into frozen values.
 
-The tables live outside the repository (`<repo>/../shared/data/calibration/`, or the directory in
-`SURGESCALE_CALIBRATION_DIR`); their README says how they were measured. This module only parses
+The tables ship in `sim/data/calibration/` (or come from the directory in
+`SURGESCALE_CALIBRATION_DIR`); their README there says how they were measured. This module only parses
 them; `sim.engine.steptime` turns a table into a step-time model and `sim.engine.profiles` names
 the GPU/model combinations built from them.
 """
@@ -54,8 +54,8 @@ class CalibrationTable:
 
 
 def default_dir() -> Path:
-    """`$SURGESCALE_CALIBRATION_DIR`, else `<repo>/../shared/data/calibration`, else the copy
-    packaged with surgescale (`sim.datafiles`)."""
+    """`$SURGESCALE_CALIBRATION_DIR`, else the copy packaged with surgescale
+    (`sim/data/calibration`, `sim.datafiles`)."""
     return data_dir("calibration", ENV_DIR)
 
 

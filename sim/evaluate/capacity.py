@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from controller.plan import node_value
 from controller.policy import Billing, PolicySpec, nodes_for, replicas_on
 from sim.evaluate.cluster import NodeMode
 from sim.evaluate.ours import Ours, OursConfig, policy_spec
@@ -84,16 +85,21 @@ class OursCapacity(Ours):
             world.cluster.warm_preempt_s = self.preempt_s
         self._warm()
 
-    def _evaluate(self) -> None:
-        super()._evaluate()
+    def _evaluate(self, now: float) -> None:
+        super()._evaluate(now)
         self._warm()
 
     def _warm(self) -> None:
         if self.strategy in ("none", "static"):
             return
         state, spec = self.policy_state, self.spec
-        slots = max(spec.gpus_per_node // max(spec.gpus_per_replica, 1), 1)
-        warm = max(state.nodes * slots - state.replicas, 0)
+        warm = node_value(
+            state.nodes,
+            state.replicas,
+            counts_nodes=False,
+            gpus_per_node=spec.gpus_per_node,
+            gpus_per_replica=spec.gpus_per_replica,
+        )
         if warm != self.world.cluster.warm:
             self.world.cluster.set_warm(warm)
 

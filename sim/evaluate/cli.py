@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 def default_trace() -> Path:
     """The conv trace in the load generator's default directory: `$SURGESCALE_TRACES_DIR`, else
-    `<repo>/../shared/data/traces/azure2023`, else the copy packaged in `sim/data`."""
+    the copy packaged in `sim/data/traces/azure2023`."""
     from sim.load.trace import default_traces_dir
 
     return default_traces_dir() / "AzureLLMInferenceTrace_conv.csv"

@@ -6,10 +6,12 @@ live gateway emits (enqueue, dispatch, first_token with `ttft_ms`, complete with
 into `controller.state.ModelState` at once (events at once: the Redis hop is a millisecond and is
 left out), and `controller.policy.decide` runs unchanged on `ModelState.observe(...)`.
 
-When the policy runs is the live controller's own scheduling, `controller.schedule.EvalGate`,
-driven by the virtual clock: every event asks for an evaluation, rate-limited to one per
-`min_interval_s` with one trailing evaluation, a queue that grew since the last evaluation goes
-at once (the urgent path), and a periodic `tick_s` asks too (scale-down, scale-to-zero).
+When the policy runs is the live controller's own scheduler, `controller.scheduler.EvalScheduler`,
+given the virtual clock and its timers instead of the event loop's: every event asks for an
+evaluation, rate-limited to one per `min_interval_s` with one trailing evaluation, a queue that
+grew since the last evaluation goes at once (the urgent path), and the periodic `tick_s` round
+asks too (scale-down, scale-to-zero) and then takes the state's sample
+(`controller.state.ModelState.sample`: capacity, silent gateways), as the live tick does.
 Decisions act at once on the cluster model: replicas on the Deployment and nodes on the static
 NodePool.
 """
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from controller.policy import Billing, PolicySpec, PolicyState, decide, nodes_for, replicas_on
 from controller.schedule import EvalGate
+from controller.scheduler import EvalScheduler
 from controller.state import ClusterCounts, ModelState, StateSettings
 from gateway.admission import DispatchOrder
 from sim.engine import get_profile
@@ -40,6 +43,8 @@ class OursConfig:
     """Cadence of the controller loop in the evaluator."""
 
     min_interval_s: float = 0.05
+    max_evals_per_s: float = 1_000.0
+    """The evaluation budget (`controller.fleet`); with one model it leaves `min_interval_s`."""
     tick_s: float = 1.0
     snapshot_s: float = 1.0
     scale_down_delay_s: float = 300.0
@@ -134,6 +139,15 @@ class Ours:
         replicas = world.cluster.desired_replicas
         self.policy_state = PolicyState.initial(replicas, world.cluster.desired_nodes)
         self.gate = EvalGate()
+        self.scheduler: EvalScheduler[Ours] = EvalScheduler(
+            clock=lambda: self.clock.now,
+            call_at=self._call_at,
+            evaluate=lambda _, now: self._evaluate(now),
+            min_interval_s=self.config.min_interval_s,
+            max_evals_per_s=self.config.max_evals_per_s,
+            tick_s=self.config.tick_s,
+        )
+        self.scheduler.resize(1)  # one InferenceScaler, as the live controller's watches count
         self._seq = 0
         world.gateway.listeners.append(self)
         self.clock.every(self.config.snapshot_s, self._snapshot, first=0.0)
@@ -200,38 +214,36 @@ class Ours:
         self.state.apply(ev, self.clock.now)
         self._material()
 
-    # ---- the loop (`controller.schedule`, as `controller.loop` drives it) ----------------------
+    # ---- the loop (`controller.scheduler`, as `controller.loop` drives it) ---------------------
 
     def _call_at(self, when: float, callback: Callable[[], None]) -> _Timer:
         timer = _Timer(callback)
         self.clock.at(when, timer.fire)
         return timer
 
-    def _request(self, *, trigger: float | None, urgent: bool = False) -> None:
-        if self.gate.request(
-            now=self.clock.now,
-            trigger=trigger,
-            urgent=urgent,
-            min_interval_s=self.config.min_interval_s,
-            call_at=self._call_at,
-            deferred=self._deferred,
-        ):
-            self._evaluate()
-
     def _material(self) -> None:
-        """Every event the controller consumes asks for an evaluation (`Controller._consume`)."""
-        self._request(trigger=self.clock.now, urgent=self.gate.is_urgent(self.state.queue_depth))
-
-    def _deferred(self) -> None:
-        self.gate.fired()
-        self._evaluate()
+        """Every event the controller consumes asks for an evaluation (`Controller._changed`)."""
+        self.scheduler.consumed(self, self.state.queue_depth, self.clock.now)
 
     def _tick(self, _: object) -> None:
-        self._request(trigger=None)
-        self.state.forget_silent(self.clock.now)
+        """The live tick's round (`EvalScheduler.run_ticks`), on the virtual clock."""
+        for _pause in self.scheduler.tick_round([self], after=self._sample):
+            pass
 
-    def _evaluate(self) -> None:
-        now = self.clock.now
+    def _sample(self, now: float) -> tuple[()]:
+        """The state's sampling step, with the live controller's inputs (`Controller._sample`;
+        one model: no pause)."""
+        spec = self.spec
+        conc = self.state.concurrency(
+            fixed=spec.concurrency_per_replica,
+            max_num_seqs=spec.max_num_seqs,
+            tpot_slo_s=spec.tpot_slo_s,
+        )
+        ready, _ = self.world.cluster.counts()
+        self.state.sample(now, ready_replicas=ready, concurrency_per_replica=conc)
+        return ()
+
+    def _evaluate(self, now: float) -> None:
         self.gate.begin(now)
         cluster = self.world.cluster
         ready, starting = cluster.counts()

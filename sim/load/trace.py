@@ -30,8 +30,8 @@ class TraceError(ValueError):
 
 
 def default_traces_dir() -> Path:
-    """`$SURGESCALE_TRACES_DIR`, else `<repo>/../shared/data/traces/azure2023`, else the copy
-    packaged with surgescale (`sim.datafiles`)."""
+    """`$SURGESCALE_TRACES_DIR`, else the copy packaged with surgescale
+    (`sim/data/traces/azure2023`, `sim.datafiles`)."""
     return data_dir("traces/azure2023", ENV_TRACES)
 
 

@@ -33,7 +33,7 @@ import orjson
 
 from sim.engine import get_profile, load_table
 from sim.engine.calibration import TABLE_8B_H200
-from surgescale.events.localredis import free_port
+from sim.localredis.server import free_port
 
 MODEL = "bench"
 

@@ -1,19 +1,19 @@
 """The event contract between the gateway and the controller, and its Redis Streams transport.
 
-- `schema`: the versioned event types and their orjson encoding (`Event`, `EventType`,
+- `schema`: the versioned event types and their msgspec JSON encoding (`Event`, `EventType`,
   `encode`, `decode`, `EventDecodeError`);
 - `keys`: stream key names (per-model, Redis-Cluster hash tags);
 - `producer`: the batching, never-blocking `EventProducer` (group commit, bounded buffer, event
   ids, streams bounded in events and age by `StreamLimits`);
 - `consumer`: the consumer-group reader `EventConsumer` (XREADGROUP, XAUTOCLAIM, dead letters,
   discovery by registry and SCAN, group housekeeping);
+- `rawread`: one packed XREADGROUP over many streams on a single Redis (the consumer's read);
 - `client`: `connect(url)`, a single Redis or (`redis+cluster://`) a Redis Cluster;
-- `localredis`: find or start a Redis for tests and the demo;
-- `localcluster`: start a local Redis Cluster (tests, `bench events --redis-cluster`);
-- `cleanup`: delete a prefix's keys, sweep those of killed runs, clean up on SIGTERM/SIGINT;
-- `bench`: `surgescale bench events`.
+- `replay`: re-read a model's recent events from its stream (a controller taking a model over).
 
-Nothing else in the project talks to Redis directly.
+Nothing else in the product talks to Redis directly. Starting a Redis (or a local Redis Cluster)
+for the tests and the demo (`sim.localredis`), the benchmark (`sim.benches.events`) and its key
+clean-up (`sim.benches.cleanup`) live in the simulator package, not here.
 """
 
 from surgescale.events.client import RedisClient, close, connect

@@ -7,7 +7,10 @@ one hash slot, so the streams are grouped by slot and every group has its own re
 (concurrent, each blocking up to `block_ms`); a batch is what the reads that finished first
 returned, and a busy slot never holds back another, since each has its own read. Past
 `max_parallel_reads` slot groups the reads stop blocking and take turns (round robin), with a short
-sleep when a whole round found nothing. A model filter (`model_filter`, changeable while running)
+sleep when a whole round found nothing. On a single Redis the read of all streams is packed once
+per change of the streams (`surgescale.events.rawread`), and its COUNT per stream is lowered with
+many streams so that one read returns about `max_entries_per_read` entries at most (Redis applies
+COUNT per stream). A model filter (`model_filter`, changeable while running)
 limits the streams read, for controllers that split the models between them. Call `await batch.ack()` after the effect. Iterating the
 consumer itself yields `(event, ack)` pairs for code that wants one event at a time.
 
@@ -18,9 +21,11 @@ Streams are found in the registry set and, every `scan_interval_s`, by SCAN over
 so a Redis that restarted empty (registry gone) is still read. A stream found after the first look,
 or whose group vanished (NOGROUP: Redis lost it, or it was collected), is read from its start:
 events carry ids, so the controller applies what it has seen before once. A failed ack is kept and
-retried before the next read. Housekeeping: `remove_group()` on a clean shutdown, and, with
-`stale_group_prefix` set, other groups of that prefix whose consumers have not read for
-`stale_group_idle_s` are destroyed (a stopped controller's group would otherwise grow its lag).
+retried before the next read. Stale entries are reclaimed a slice of streams per poll
+(`CLAIM_SLICE`, one pipelined round trip), so no read waits for N round trips. Housekeeping:
+`remove_group()` on a clean shutdown, and, with `stale_group_prefix` set, other groups of that
+prefix whose consumers have not read for `stale_group_idle_s` are destroyed beside the reads,
+pipelined (a stopped controller's group would otherwise grow its lag).
 """
 
 from __future__ import annotations
@@ -35,18 +40,27 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException, ResponseError
 
 from surgescale.events.client import TRANSPORT_ERRORS, RedisClient, is_cluster
 from surgescale.events.keys import StreamKeys
+from surgescale.events.rawread import PackedRead, fields_dict, streams_of
 from surgescale.events.schema import FIELD, Event, decode_entry
 from surgescale.retry import Backoff, ExponentialBackoff
 
 log = logging.getLogger(__name__)
 
 Ack = Callable[[], Awaitable[None]]
+
+CLAIM_SLICE = 256
+"""Streams whose stale entries are reclaimed per poll (one pipelined round trip): with many
+streams a claim round is spread over a few polls instead of holding one read back."""
+
+COLLECT_SLICE = 256
+"""Streams whose consumer groups are inspected per pipelined round trip (stale-group clean-up)."""
 
 DEAD_LETTER_MAXLEN = 1_000
 """Entries kept in the dead-letter stream: each may hold a whole batch entry (<= ~30 KB)."""
@@ -62,9 +76,8 @@ class Poison(NamedTuple):
     ack: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One decoded event with where it came from."""
+class Delivery(NamedTuple):
+    """One decoded event with where it came from (a tuple: one is made per event read)."""
 
     stream: str
     entry_id: str
@@ -77,10 +90,13 @@ class Batch:
 
     deliveries: list[Delivery]
     _consumer: EventConsumer
+    _events: list[Event] | None = None
 
     @property
     def events(self) -> list[Event]:
-        return [d.event for d in self.deliveries]
+        if self._events is None:
+            self._events = [d.event for d in self.deliveries]
+        return self._events
 
     async def ack(self) -> None:
         await self._consumer.ack(self.deliveries)
@@ -137,6 +153,7 @@ class EventConsumer:
         backoff: Backoff | None = None,
         model_filter: ModelFilter | None = None,
         max_parallel_reads: int = 256,
+        max_entries_per_read: int = 10_000,
     ) -> None:
         self._redis = redis
         self._cluster = is_cluster(redis)
@@ -166,6 +183,28 @@ class EventConsumer:
         self._backoff = backoff or ExponentialBackoff(base=0.05, cap=2.0)
         self._streams: dict[str, str] = {}
         """stream -> the id to read from next: "0" (own pending history first), then ">"."""
+        self._seen: set[str] = set()
+        """Every model stream found so far, read or not (the filter may leave it out)."""
+        self._history: set[str] = set()
+        """The streams whose next id is not ">" (their own pending history is read first)."""
+        self._version = 0
+        """Bumped whenever a stream is added or dropped or its next id changes."""
+        self._packed = (
+            PackedRead(
+                redis,
+                group=group,
+                consumer=self.consumer,
+                count=count,
+                max_entries=max_entries_per_read,
+            )
+            if isinstance(redis, Redis) and PackedRead.usable(redis)
+            else None
+        )
+        """The read of all streams, packed once per change (single Redis: `rawread`)."""
+        self._claim_queue: list[str] = []
+        """Streams left in the current claim round (a slice is reclaimed per poll)."""
+        self._housekeeping: asyncio.Task[None] | None = None
+        """The stale-group clean-up running beside the reads."""
         self._claim_cursor: dict[str, str] = {}
         self._next_discover = 0.0
         self._next_claim = 0.0
@@ -194,6 +233,11 @@ class EventConsumer:
         return [m for m in map(self.keys.model_of, self._streams) if m is not None]
 
     @property
+    def all_models(self) -> list[str]:
+        """The models of every stream found so far, whether `model_filter` reads it or not."""
+        return [m for m in map(self.keys.model_of, self._seen) if m is not None]
+
+    @property
     def model_filter(self) -> ModelFilter | None:
         """Which models are read (None: all); may be changed while running."""
         return self._model_filter
@@ -219,9 +263,23 @@ class EventConsumer:
 
     def _forget(self, stream: str) -> None:
         self._streams.pop(stream, None)
+        self._history.discard(stream)
         self._claim_cursor.pop(stream, None)
         self._groups = None
+        self._version += 1
         self.stats.streams = len(self._streams)
+
+    def _read_next(self, stream: str, next_id: str) -> None:
+        """Read `stream` from `next_id` on ("0" or an entry id: our own pending history; ">":
+        new entries)."""
+        if self._streams.get(stream) == next_id:
+            return
+        self._streams[stream] = next_id
+        if next_id == ">":
+            self._history.discard(stream)
+        else:
+            self._history.add(stream)
+        self._version += 1
 
     async def discover(self) -> None:
         """Pick up streams registered (or, every `scan_interval_s`, present) since the last
@@ -241,6 +299,7 @@ class EventConsumer:
         if now >= self._next_scan:
             self._next_scan = now + self._scan_interval_s
             found.update(await self._scan_streams())
+        self._seen |= found
         # Streams that appear later were written after we started: read them from the start.
         start = self._start_id if not self._discovered_once else "0"
         for stream in sorted(found):
@@ -252,7 +311,7 @@ class EventConsumer:
                         raise
                     self._discover_failed = True
                     continue  # its node is away: picked up at a later look
-                self._streams[stream] = "0"
+                self._read_next(stream, "0")
                 self._claim_cursor[stream] = "0-0"
                 self._slot_of[stream] = key_slot(stream.encode())
                 self._groups = None
@@ -308,27 +367,59 @@ class EventConsumer:
 
     async def collect_stale_groups(self) -> list[tuple[str, str]]:
         """Destroy groups named `stale_group_prefix*` (not ours) whose consumers have all been
-        idle for `stale_group_idle_s` (or that have none); the (stream, group) pairs removed."""
+        idle for `stale_group_idle_s` (or that have none); the (stream, group) pairs removed.
+
+        A few pipelined round trips per `COLLECT_SLICE` streams (not two per stream); a stream
+        gone meanwhile is skipped."""
         prefix = self._stale_prefix
         if prefix is None:
             return []
         removed: list[tuple[str, str]] = []
-        for stream in list(self._streams):
-            groups: Any = await self._redis.xinfo_groups(stream)
-            for info in groups:
-                raw = info.get("name", b"")
-                name = raw.decode() if isinstance(raw, bytes) else str(raw)
-                if name == self.group or not name.startswith(prefix):
+        streams = list(self._streams)
+        for start in range(0, len(streams), COLLECT_SLICE):
+            part = streams[start : start + COLLECT_SLICE]
+            infos = await self._each(part, lambda pipe, s: pipe.xinfo_groups(s))
+            others: list[tuple[str, str]] = []
+            for stream, groups in zip(part, infos, strict=True):
+                for info in groups if isinstance(groups, list) else []:
+                    raw = info.get("name", b"")
+                    name = raw.decode() if isinstance(raw, bytes) else str(raw)
+                    if name != self.group and name.startswith(prefix):
+                        others.append((stream, name))
+            if not others:
+                continue
+            consumers = await self._each(others, lambda pipe, sg: pipe.xinfo_consumers(*sg))
+            stale = []
+            for pair, members in zip(others, consumers, strict=True):
+                if not isinstance(members, list):
                     continue
-                consumers: Any = await self._redis.xinfo_consumers(stream, name)
-                idle = min((int(c.get("idle", 0)) for c in consumers), default=None)
-                stale = idle is None or idle >= self._stale_idle_ms
-                if stale and await self._redis.xgroup_destroy(stream, name):
-                    removed.append((stream, name))
+                idle = min((int(c.get("idle", 0)) for c in members), default=None)
+                if idle is None or idle >= self._stale_idle_ms:
+                    stale.append(pair)
+            if stale:
+                done = await self._each(stale, lambda pipe, sg: pipe.xgroup_destroy(*sg))
+                removed += [
+                    pair for pair, ok in zip(stale, done, strict=True) if ok is True or ok == 1
+                ]
         if removed:
             self.stats.groups_collected += len(removed)
             log.info("collected %d stale consumer groups: %s", len(removed), removed[:5])
         return removed
+
+    async def _each(self, items: list[Any], command: Callable[[Any, Any], Any]) -> list[Any]:
+        """`command(pipe, item)` for every item, pipelined (one round trip on a single Redis;
+        redis-py splits it by node on a cluster); a command's error reply is its result."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for item in items:
+                command(pipe, item)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+        return results
+
+    async def _collect_quietly(self) -> None:
+        try:
+            await self.collect_stale_groups()
+        except Exception as exc:  # housekeeping: the next round tries again
+            log.warning("stale consumer group clean-up failed: %r", exc)
 
     async def batches(self) -> AsyncIterator[Batch]:
         """Yield batches until `stop()`; transient Redis errors are retried with backoff.
@@ -355,8 +446,11 @@ class EventConsumer:
             await self._cancel_reads()
 
     async def _cancel_reads(self) -> None:
-        tasks = list(self._inflight.values())
+        tasks: list[asyncio.Task[Any]] = list(self._inflight.values())
         self._inflight.clear()
+        if self._housekeeping is not None:
+            tasks.append(self._housekeeping)
+            self._housekeeping = None
         for task in tasks:
             task.cancel()
         if tasks:
@@ -407,24 +501,30 @@ class EventConsumer:
         if now >= self._next_discover:
             self._next_discover = now + self._discover_interval_s
             await self.discover()
-        if now >= self._next_collect:
+        if now >= self._next_collect and (self._housekeeping is None or self._housekeeping.done()):
+            # Beside the reads, not before one: with many streams it takes a while.
             self._next_collect = now + self._collect_interval_s
-            await self.collect_stale_groups()
+            if self._stale_prefix is not None:
+                self._housekeeping = asyncio.create_task(self._collect_quietly())
         if not self._streams:
             await asyncio.sleep(self._block_ms / 1000.0)
             return []
         if self._cluster:
             return await self._poll_slots(now)
-        history = {s: i for s, i in self._streams.items() if i != ">"}
-        if history:
+        if self._history:
             # Our own pending entries from a previous life under the same name come first,
             # before anything is reclaimed into our pending list.
+            history = {s: i for s, i in self._streams.items() if i != ">"}
             return await self._read(history, block=None)
         out: list[Delivery] = []
-        if now >= self._next_claim:
+        if now >= self._next_claim and not self._claim_queue:
             self._next_claim = now + self._claim_interval_s
-            out.extend(await self._reclaim())
-        out.extend(await self._read(dict(self._streams), block=None if out else self._block_ms))
+            self._claim_queue = list(self._streams)
+        if self._claim_queue:
+            part = self._claim_queue[:CLAIM_SLICE]
+            del self._claim_queue[:CLAIM_SLICE]
+            out.extend(await self._reclaim(part))
+        out.extend(await self._read(self._streams, block=None if out else self._block_ms))
         return out
 
     def _slot_groups(self) -> dict[int, list[str]]:
@@ -443,7 +543,7 @@ class EventConsumer:
         """One poll on a Redis Cluster: a read per hash slot, the finished ones harvested."""
         out: list[Delivery] = []
         groups = self._slot_groups()
-        history = any(i != ">" for i in self._streams.values())
+        history = bool(self._history)
         if not history and now >= self._next_claim:
             self._next_claim = now + self._claim_interval_s
             out.extend(await self._reclaim())
@@ -505,48 +605,30 @@ class EventConsumer:
         return out
 
     async def _read(self, streams: dict[str, str], block: int | None) -> list[Delivery]:
+        """One XREADGROUP of `streams` (stream -> next id); the decoded deliveries. `streams`
+        may be `self._streams` itself (all streams, packed once per change on a single Redis)."""
         try:
-            redis = self._redis
-            node = None
-            if isinstance(redis, RedisCluster):
-                # Name the slot's node ourselves: redis-py would otherwise parse XREADGROUP's
-                # keys on every call (~0.2 ms of CPU); it still follows MOVED and ASK.
-                with contextlib.suppress(RedisClusterException):
-                    node = redis.get_node_from_key(next(iter(streams)))
-            if node is None:
-                reply: Any = await redis.xreadgroup(
-                    self.group,
-                    self.consumer,
-                    dict(streams),  # type: ignore[arg-type]
-                    count=self._count,
-                    block=block,
-                )
-            else:
-                args: list[Any] = ["XREADGROUP", "GROUP", self.group, self.consumer]
-                args += ["COUNT", self._count]
-                if block is not None:
-                    args += ["BLOCK", block]
-                args += ["STREAMS", *streams, *streams.values()]
-                reply = await redis.execute_command(*args, target_nodes=node)
+            reply = await self._xreadgroup(streams, block)
         except ResponseError as exc:
             if "NOGROUP" in str(exc):
                 # The group is gone (Redis lost its data, or it was collected): everything in
                 # the stream now is unread by us; replays of what we saw are no-ops downstream.
-                for stream in streams:
+                for stream in list(streams):
                     await self._ensure_group(stream, "0")
                     if stream in self._streams:
-                        self._streams[stream] = "0"
+                        self._read_next(stream, "0")
                 return []
             if str(exc).startswith("UNBLOCKED"):
                 return []  # the key was deleted or moved to another node while we waited
             raise
         out: list[Delivery] = []
         poison: list[Poison] = []
-        for raw_stream, entries in reply or []:
+        for raw_stream, entries in streams_of(reply):
             stream = raw_stream.decode() if isinstance(raw_stream, bytes) else raw_stream
-            if streams.get(stream) != ">" and not entries:
+            own_history = streams.get(stream) != ">"
+            if own_history and not entries:
                 if stream in self._streams:
-                    self._streams[stream] = ">"  # history drained
+                    self._read_next(stream, ">")  # history drained
                 continue
             last = None
             for raw_id, fields in entries:
@@ -555,38 +637,73 @@ class EventConsumer:
                 if fields is None:  # deleted (trimmed) while pending
                     poison.append(Poison(stream, entry_id, {}, "entry deleted while pending"))
                     continue
-                self._unpack(stream, entry_id, fields, out, poison)
-            if streams.get(stream) != ">" and last is not None and stream in self._streams:
-                self._streams[stream] = last
+                self._unpack(stream, entry_id, fields_dict(fields), out, poison)
+            if own_history and last is not None and stream in self._streams:
+                self._read_next(stream, last)
         if poison:
             await self._dead_letter(poison)
         return out
 
-    async def _reclaim(self) -> list[Delivery]:
+    async def _xreadgroup(self, streams: dict[str, str], block: int | None) -> Any:
+        redis = self._redis
+        if self._packed is not None:
+            # The read of every stream is packed once per change of the streams or their ids.
+            key = (self._version, block) if streams is self._streams else None
+            return await self._packed(self._packed.packed(key, streams, block))
+        node = None
+        if isinstance(redis, RedisCluster):
+            # Name the slot's node ourselves: redis-py would otherwise parse XREADGROUP's
+            # keys on every call (~0.2 ms of CPU); it still follows MOVED and ASK.
+            with contextlib.suppress(RedisClusterException):
+                node = redis.get_node_from_key(next(iter(streams)))
+        if node is None:
+            return await redis.xreadgroup(
+                self.group,
+                self.consumer,
+                dict(streams),  # type: ignore[arg-type]
+                count=self._count,
+                block=block,
+            )
+        args: list[Any] = ["XREADGROUP", "GROUP", self.group, self.consumer]
+        args += ["COUNT", self._count]
+        if block is not None:
+            args += ["BLOCK", block]
+        args += ["STREAMS", *streams, *streams.values()]
+        return await redis.execute_command(*args, target_nodes=node)
+
+    async def _reclaim(self, streams: list[str] | None = None) -> list[Delivery]:
+        """XAUTOCLAIM stale pending entries of `streams` (None: all), each from its cursor:
+        pipelined in one round trip on a single Redis, one stream at a time on a cluster (a
+        node away costs only its own streams)."""
         out: list[Delivery] = []
-        for stream in list(self._streams):
-            cursor = self._claim_cursor.get(stream, "0-0")
-            try:
-                reply = await self._redis.xautoclaim(
+        chosen = [s for s in (self._streams if streams is None else streams) if s in self._streams]
+        if not chosen:
+            return out
+        if self._cluster:
+            replies = [await self._claim_one(stream) for stream in chosen]
+        else:
+            replies = await self._each(
+                chosen,
+                lambda pipe, stream: pipe.xautoclaim(
                     stream,
                     self.group,
                     self.consumer,
                     min_idle_time=self._claim_idle_ms,
-                    start_id=cursor,
+                    start_id=self._claim_cursor.get(stream, "0-0"),
                     count=self._count,
-                )
-            except ResponseError as exc:
-                if "NOGROUP" in str(exc):
+                ),
+            )
+        for stream, reply in zip(chosen, replies, strict=True):
+            if isinstance(reply, BaseException):
+                if "NOGROUP" in str(reply):
                     with contextlib.suppress(*TRANSPORT_ERRORS):
                         await self._ensure_group(stream, "0")
                     continue
-                if not self._cluster:
-                    raise
+                if isinstance(reply, TRANSPORT_ERRORS) and self._cluster:
+                    continue  # its node is away; the others are still reclaimed
+                raise reply
+            if reply is None:
                 continue
-            except TRANSPORT_ERRORS:
-                if not self._cluster:
-                    raise
-                continue  # its node is away; the others are still reclaimed
             next_cursor, entries = reply[0], reply[1]
             self._claim_cursor[stream] = (
                 next_cursor.decode() if isinstance(next_cursor, bytes) else str(next_cursor)
@@ -609,6 +726,20 @@ class EventConsumer:
         self.stats.reclaimed += len(out)
         return out
 
+    async def _claim_one(self, stream: str) -> Any:
+        """One stream's XAUTOCLAIM reply, or the error it failed with (a Redis Cluster)."""
+        try:
+            return await self._redis.xautoclaim(
+                stream,
+                self.group,
+                self.consumer,
+                min_idle_time=self._claim_idle_ms,
+                start_id=self._claim_cursor.get(stream, "0-0"),
+                count=self._count,
+            )
+        except TRANSPORT_ERRORS as exc:
+            return exc
+
     @staticmethod
     def _unpack(
         stream: str,
@@ -618,8 +749,10 @@ class EventConsumer:
         poison: list[Poison],
     ) -> None:
         events, bad = decode_entry(fields)
-        for event in events:
-            out.append(Delivery(stream, entry_id, event))
+        if len(events) == 1:
+            out.append(Delivery(stream, entry_id, events[0]))
+        elif events:
+            out.extend([Delivery(stream, entry_id, event) for event in events])
         if not bad:
             return
         if not events:

@@ -66,8 +66,12 @@ class EventDecodeError(ValueError):
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 
 
-class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """One gateway event. Optional fields are `None` when they do not apply to the type."""
+class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
+    """One gateway event. Optional fields are `None` when they do not apply to the type.
+
+    Not tracked by the garbage collector (`gc=False`): its fields are all scalars, so it can be
+    in no reference cycle, and a controller decodes ~10,000 a second (tracked, each one counted
+    toward the next collection of a large heap)."""
 
     type: EventType
     model: Annotated[str, msgspec.Meta(min_length=1)]

@@ -20,7 +20,7 @@ from sim.baselines.hpa import KedaSpec
 from sim.baselines.keda_live import KedaBaseline, running
 from sim.cluster import ClusterOptions, NodePoolConfig, RunningCluster, start_cluster
 from sim.demo import commands, objects, startup
-from surgescale.events.localredis import free_port
+from sim.localredis.server import free_port
 
 SPEED = 20.0
 

@@ -14,11 +14,12 @@ import pytest
 from kubernetes_asyncio import client
 
 from controller import crd
+from controller.config import ControllerConfig
 from controller.kube import connect_api
-from controller.loop import Controller, ControllerConfig
+from controller.loop import Controller
 from sim.cluster import ClusterOptions, NodePoolConfig, RunningCluster, start_cluster
+from sim.localredis.server import free_port
 from surgescale.events import Event, EventProducer, EventType, RedisClient, StreamKeys
-from surgescale.events.localredis import free_port
 
 MODEL = "llama3-8b"
 NS = "default"
@@ -166,6 +167,8 @@ class Sim:
             "lease_retry_s": 0.25,
             "tick_s": 0.25,
             "status_interval_s": 0.25,
+            "http_host": "127.0.0.1",
+            "http_port": 0,  # any free port: several controllers run side by side
         }
         settings.update(overrides)  # any of these may be overridden
         settings["kubeconfig"] = str(settings["kubeconfig"])
@@ -253,3 +256,14 @@ class Gateway:
 @pytest.fixture
 def gateway_factory(redis: RedisClient, keys: StreamKeys) -> Callable[[], Gateway]:
     return lambda: Gateway(redis, keys)
+
+
+def evaluations(ctl: Controller, model: str = MODEL) -> float:
+    """How often `ctl` has evaluated the policy for `model` (its decisions counter): a test that
+    checks nothing happens waits for a number of these, not for a time."""
+    return sum(
+        sample.value
+        for family in ctl.metrics.decisions.collect()
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels.get("model") == model
+    )

@@ -17,6 +17,7 @@ from controller.actuator import (
     TargetKind,
 )
 from surgescale.retry import ConstantBackoff, PermanentError, TemporaryError
+from tests.waiting import wait_until
 
 DEP = ScaleTarget(TargetKind.DEPLOYMENT, "llama", "ns")
 POOL = ScaleTarget(TargetKind.NODEPOOL, "gpu")
@@ -55,7 +56,7 @@ async def test_a_stale_value_is_never_sent_after_a_newer_one() -> None:
     api.gate = asyncio.Event()
     act = Actuator(api, backoff=ConstantBackoff(0.01))
     act.submit(DEP, 1)
-    await asyncio.sleep(0.01)  # the PATCH for 1 is in flight and held
+    await wait_until(lambda: api.patches, what="the PATCH for 1 in flight (and held)")
     for n in (2, 3, 4, 5):
         act.submit(DEP, n)
     api.gate.set()
@@ -71,7 +72,7 @@ async def test_transient_errors_retry_with_the_newest_value() -> None:
     api.errors.extend([TemporaryError("503"), TemporaryError("503"), None])
     act = Actuator(api, backoff=ConstantBackoff(0.05))
     act.submit(DEP, 3)
-    await asyncio.sleep(0.02)  # first attempt failed; backing off
+    await wait_until(lambda: act.stats.retries, what="the first attempt to fail (backing off)")
     act.submit(DEP, 7)
     assert await act.idle(2.0)
     assert [v for _, v in api.patches] == [3, 7, 7]
@@ -157,7 +158,7 @@ async def test_hooks_see_the_oldest_trigger_and_each_applied_change() -> None:
         on_applied=lambda t, prev, n, why: applied.append((t, prev, n, why)),
     )
     act.submit(POOL, 2, trigger_at=1.0, reason="first")
-    await asyncio.sleep(0.01)
+    await wait_until(lambda: api.patches, what="the first PATCH in flight (and held)")
     act.submit(POOL, 3, trigger_at=2.0, reason="second")
     act.submit(POOL, 4, trigger_at=3.0, reason="third")
     api.gate.set()
@@ -173,10 +174,9 @@ async def test_targets_are_independent() -> None:
     api.errors.extend([TemporaryError("503")])
     act = Actuator(api, backoff=ConstantBackoff(0.3))
     act.submit(POOL, 2)
-    await asyncio.sleep(0.01)
+    await wait_until(lambda: act.stats.retries, what="the pool's first PATCH to fail")
     act.submit(DEP, 5)
-    await asyncio.sleep(0.05)
-    assert api.server_value.get(DEP) == 5
+    await wait_until(lambda: api.server_value.get(DEP) == 5, what="the Deployment's PATCH")
     assert POOL not in api.server_value
     assert await act.idle(2.0)
     assert api.server_value[POOL] == 2
@@ -205,7 +205,7 @@ async def test_a_newer_decision_interrupts_a_retry_after_wait() -> None:
     act = Actuator(api, backoff=ConstantBackoff(0.0))
     loop = asyncio.get_running_loop()
     act.submit(DEP, 2)
-    await asyncio.sleep(0.05)  # the 429 came back; the worker waits
+    await wait_until(lambda: act.stats.retries, what="the 429 to come back (the worker waits)")
     assert api.patches == [(DEP, 2)]
     newer = loop.time()
     act.submit(DEP, 8)
@@ -238,11 +238,12 @@ async def test_no_write_once_leadership_is_no_longer_valid() -> None:
     left = {"s": 2.0}
     act = Actuator(api, backoff=ConstantBackoff(0.0), fence=lambda: left["s"])
     act.submit(DEP, 2)
-    await asyncio.sleep(0.01)  # PATCH 2 in flight, its client timeout bounded by the fence
+    # PATCH 2 in flight, its client timeout bounded by the fence
+    await wait_until(lambda: api.patches, what="PATCH 2 in flight (and held)")
     act.submit(DEP, 5)  # decided while still leader...
     left["s"] = 0.0  # ...but the lease's renew deadline passes before the write
     api.gate.set()
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: act.stats.fenced, what="the write of 5 to be fenced")
     assert api.patches == [(DEP, 2)]
     assert api.timeouts == [2.0]
     assert act.stats.fenced == 1

@@ -14,9 +14,11 @@ import pytest
 from kubernetes_asyncio import client
 
 from controller.kube import Informer, parse_retry_after
+from controller.objects import Deployment
 from sim.cluster.faults import FaultRule
 from tests.controller.conftest import NS, Gateway, Sim, deployment, eventually
 from tests.controller.test_integration import _equals, _ready_leader
+from tests.waiting import wait_until
 
 SCALE = "/deployments/llama/scale"
 
@@ -100,7 +102,7 @@ async def test_an_informer_recovers_from_a_hung_connection(sim: Sim, watch: bool
     """Regression: informers had no client timeout, so a half-open watch stopped them for good."""
     seen: list[tuple[str, str]] = []
     apps = client.AppsV1Api(sim.api)
-    informer = Informer(
+    informer: Informer[Deployment] = Informer(
         "deployments",
         apps.list_namespaced_deployment,
         NS,
@@ -111,10 +113,11 @@ async def test_an_informer_recovers_from_a_hung_connection(sim: Sim, watch: bool
     task = asyncio.create_task(informer.run())
     try:
         await eventually(_synced(informer), what="the first list")
-        sim.cluster.ctx.faults.add(
+        hang = sim.cluster.ctx.faults.add(
             FaultRule(path="/deployments", method="GET", watch=watch, hang=True, times=2)
         )
-        await asyncio.sleep(1.5)  # the current watch ends; the next request(s) hang
+        # the current watch ends (1 s) and the next request hangs
+        await wait_until(lambda: hang.hits >= 1, what="a request of the informer's to hang")
         await apps.create_namespaced_deployment(NS, deployment("late", 1))  # type: ignore[arg-type]
 
         async def saw_it() -> bool:
@@ -155,7 +158,7 @@ async def _hit(rule: FaultRule) -> bool:
     return rule.hits > 0
 
 
-def _synced(informer: Informer) -> Callable[[], Any]:
+def _synced(informer: Informer[Deployment]) -> Callable[[], Any]:
     async def check() -> bool:
         return informer.synced.is_set()
 

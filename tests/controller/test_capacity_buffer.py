@@ -16,8 +16,8 @@ from controller import crd
 from controller.kube import connect_api
 from sim.cluster import ClusterOptions, NodePoolConfig, start_cluster
 from sim.cluster.cluster import buffer_crd_path
+from sim.localredis.server import free_port
 from surgescale.events import StreamKeys
-from surgescale.events.localredis import free_port
 from tests.controller.conftest import NS, OPT_IN, Gateway, Sim, eventually
 from tests.controller.test_integration import _ready_leader
 

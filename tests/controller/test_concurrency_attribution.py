@@ -9,7 +9,7 @@ import random
 import pytest
 
 from controller.concurrency import TpotByBatch
-from controller.state import ClusterCounts, StateStore
+from controller.state import StateStore
 from surgescale.events import Event, EventType
 
 M = "m"
@@ -91,7 +91,7 @@ def test_state_feeds_the_prefill_load_each_request_decoded_under() -> None:
     store = StateStore()
     store.ingest([ev(EventType.SNAPSHOT, queue_depth=0, in_flight=0, interval_ms=1000)], 0.0)
     model = store.model(M)
-    model.observe(0.0, cluster=ClusterCounts(ready_replicas=2), concurrency_per_replica=None)
+    model.sample(0.0, ready_replicas=2, concurrency_per_replica=256)
     store.ingest([ev(EventType.ENQUEUE, "a", prompt_tokens=100)], 0.1)
     store.ingest([ev(EventType.DISPATCH, "a")], 0.1)
     for i in range(4):

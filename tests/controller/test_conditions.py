@@ -15,6 +15,7 @@ import pytest
 from controller import conditions, crd
 from controller.actuator import RecheckableError, ScaleTarget, TargetKind
 from controller.conditions import refresh, unavailable_after
+from controller.objects import Condition
 from controller.policy import Decision, Observation, Reason
 from controller.scaler import STANDARD_CONDITIONS, Scaler, ordered_conditions
 from surgescale.retry import PermanentError
@@ -292,11 +293,18 @@ def test_status_lists_the_standard_conditions_in_one_order_whichever_came_first(
     )
     assert standard == STANDARD_CONDITIONS
     # CapacityUnavailable set first (e.g. by the CapacityBuffer writer), a project condition between
-    seen = [{"type": t} for t in ("CapacityUnavailable", "SpecValid", "Ready", "AbleToScale")]
-    seen += [
-        {"type": "ScalingLimited"},
-        {"type": "ConcurrencyMatchesGateway"},
-        {"type": "ScalingActive"},
+    kinds = ["CapacityUnavailable", "SpecValid", "Ready", "AbleToScale", "ScalingLimited"]
+    kinds += ["ConcurrencyMatchesGateway", "ScalingActive"]
+    seen: list[Condition] = [
+        {
+            "type": kind,
+            "status": "True",
+            "reason": "Test",
+            "message": "",
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+            "observedGeneration": 1,
+        }
+        for kind in kinds
     ]
     assert [c["type"] for c in ordered_conditions(seen)] == [
         "SpecValid",

@@ -17,8 +17,10 @@ from controller.crd import (
     parse_spec,
     render_yaml,
     spec_schema,
+    status_schema,
     to_policy_spec,
 )
+from controller.objects import Condition
 from controller.policy import Billing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -195,7 +197,7 @@ def test_pod_cap_disagreement_is_a_condition() -> None:
     from controller.policy import Observation
     from controller.scaler import CONCURRENCY_CONDITION, Scaler, concurrency_condition
 
-    def seen(cap: int | None, wanted: int | None) -> dict[str, Any] | None:
+    def seen(cap: int | None, wanted: int | None) -> Condition | None:
         scaler = Scaler(key=("ns", "isc"))
         o = Observation(
             now_data=0.0,
@@ -224,3 +226,40 @@ def test_pod_cap_disagreement_is_a_condition() -> None:
     assert (bad["status"], bad["reason"]) == ("False", "PodCapDiffers")
     assert "32" in bad["message"]
     assert "256" in bad["message"]
+
+
+def test_the_status_written_is_the_status_in_the_crd() -> None:
+    """`ScalerStatus` (what `status_of` writes) and the CRD's status schema list the same fields
+    with the same JSON types, and a status built from a decision passes the schema."""
+    from typing import get_type_hints
+
+    from controller.objects import Condition, ScalerStatus
+    from controller.policy import Decision, Observation, Reason
+    from controller.scaler import Scaler, status_of
+
+    schema = status_schema()
+    kinds = {int: "integer", float: "number", str: "string", list[Condition]: "array"}
+    hints = get_type_hints(ScalerStatus)
+    assert {k: kinds[v] for k, v in hints.items()} == {
+        k: v["type"] for k, v in schema["properties"].items()
+    }
+    scaler = Scaler(key=("ns", "isc"), spec=parse_spec(EXAMPLE), generation=3)
+    scaler.observation = Observation(
+        now_data=1.0,
+        queue_depth=4,
+        in_flight=2,
+        ready_replicas=1,
+        starting_replicas=1,
+        arrival_rate_short=2.5,
+        arrival_rate_long=2.0,
+        service_rate_per_replica=None,
+        ttft_p95_s=0.25,
+        tpot_p95_s=None,
+        last_enqueue_at=0.5,
+    )
+    scaler.decision = Decision(replicas=3, nodes=1, reason=Reason.SCALE_UP, valid=True)
+    scaler.set_condition("Ready", True, "ScalingNormally", "fine")
+    status = status_of(scaler)
+    assert "tpotP95Ms" not in status  # unknown: left out, not null
+    assert (status["ttftP95Ms"], status["desiredReplicas"]) == (250.0, 3)
+    jsonschema.validate(status, schema)

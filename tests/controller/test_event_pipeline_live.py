@@ -11,7 +11,8 @@ from typing import Any
 
 from surgescale.events import Event, EventType, RedisClient
 from surgescale.events.schema import decode_entry, encode_batch
-from tests.controller.conftest import MODEL, Gateway, Sim, eventually
+from tests.controller.conftest import MODEL, Gateway, Sim, evaluations, eventually
+from tests.waiting import wait_until
 
 
 async def _reading(ctl: Any) -> None:
@@ -55,7 +56,8 @@ async def test_a_backlog_flushed_after_an_outage_does_not_scale_up(
             return ctl.store.events - folded_before >= 300
 
         await eventually(folded, what="the backlog folded in")
-        await asyncio.sleep(1.0)  # several evaluations
+        seen = evaluations(ctl)
+        await wait_until(lambda: evaluations(ctl) >= seen + 3, what="3 more evaluations")
         state = ctl.store.models[MODEL]
         loop_now = asyncio.get_running_loop().time()
         assert state.arrivals_short.rate(loop_now) <= 6.0

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from controller.loop import Controller
 from sim.cluster import errors as sim_errors
 from tests.controller.conftest import NS, Gateway, Sim, deployment, eventually
+from tests.waiting import wait_until
 
 
 async def _ready_leader(ctl: Controller, gw: Gateway) -> None:
@@ -25,7 +26,9 @@ async def _ready_leader(ctl: Controller, gw: Gateway) -> None:
         )
 
     await eventually(ready, what="controller ready, leading and reading the model's stream")
-    await asyncio.sleep(3 * gw.interval_s)  # a snapshot or two has been folded in
+    await wait_until(
+        lambda: ctl.consumer and ctl.consumer.stats.acked >= 2, what="2 snapshots handled"
+    )
 
 
 async def test_load_step_scales_the_deployment_and_the_nodepool_follows(

@@ -3,12 +3,20 @@ NodePools that opted in with the label `surgescale.io/scalable: "true"` (issue 1
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from tests.controller.conftest import NS, OPT_IN, Gateway, Sim, deployment, eventually
+from tests.controller.conftest import (
+    NS,
+    OPT_IN,
+    Gateway,
+    Sim,
+    deployment,
+    evaluations,
+    eventually,
+)
 from tests.controller.test_integration import _equals, _ready_leader
+from tests.waiting import wait_until
 
 MERGE: dict[str, Any] = {"_content_type": "application/merge-patch+json"}
 
@@ -51,7 +59,8 @@ async def test_a_deployment_that_did_not_opt_in_is_never_scaled(
         assert cond["reason"] == "TargetNotOptedIn"
         assert "Deployment default/other" in cond["message"]
         assert OPT_IN in cond["message"]
-        await asyncio.sleep(1.0)  # many evaluations
+        seen = evaluations(ctl)
+        await wait_until(lambda: evaluations(ctl) >= seen + 5, what="5 more evaluations")
         assert await sim.replicas("other") == 1
         assert ctl.actuator is not None
         assert ctl.actuator.stats.patches == 0
@@ -87,6 +96,7 @@ async def test_a_nodepool_that_did_not_opt_in_is_never_scaled(
 
         cond = await eventually(refused, what="TargetAllowed=False on the scaler")
         assert "NodePool gpu" in cond["message"]
-        await asyncio.sleep(1.0)
+        seen = evaluations(ctl)
+        await wait_until(lambda: evaluations(ctl) >= seen + 5, what="5 more evaluations")
         assert await sim.pool_replicas() == before
         assert await sim.replicas("llama") == 1

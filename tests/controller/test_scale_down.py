@@ -13,6 +13,7 @@ import yaml
 from kubernetes_asyncio import client
 
 from controller.loop import Controller
+from controller.objects import Pod
 from controller.pods import DELETION_COST, deletion_costs, pod_host, selector_string
 from surgescale.events import EventType
 from tests.controller.conftest import NS, Gateway, Sim, eventually
@@ -112,7 +113,7 @@ async def _scale_down(
 
 
 def test_deletion_costs_match_pods_by_ip_or_name() -> None:
-    pods = [
+    pods: list[Pod] = [
         {"metadata": {"name": "a"}, "status": {"podIP": "10.0.0.1"}},
         {"metadata": {"name": "b"}, "status": {"podIP": "10.0.0.2"}},
         {"metadata": {"name": "c"}, "status": {}},

@@ -253,6 +253,10 @@ async def test_models_split_and_a_killed_member_is_taken_over_with_its_state(
         await eventually(all_scaled, timeout=20.0, what="every model scaled by its shard's holder")
         assert set(b.store.models) <= set(b_models)
         assert all(b.leads(s) == (s.model in b_models) for s in b.scalers.values())
+        # ...and reads only their streams: the others are not even fetched from Redis.
+        assert b.consumer is not None
+        assert set(b.consumer.models) == set(b_models)
+        assert set(b.consumer.all_models) >= set(models)
         # Each model's writes so far came from its shard's holder only.
         assert foreign_writes(ledger, prefix, {"a": proxy_a, "b": proxy_b}, models) == []
         assert any(model_of_path(p, a_models) for _, _, p in proxy_a.writes_since(0.0))
@@ -279,6 +283,11 @@ async def test_models_split_and_a_killed_member_is_taken_over_with_its_state(
 
         await eventually(rebuilt, timeout=5.0, what="a's models rebuilt from their streams")
         assert b.gate.replayed > 0
+
+        async def reads_all() -> bool:  # a's streams are read now too
+            return b.consumer is not None and set(b.consumer.models) == set(models)
+
+        await eventually(reads_all, timeout=5.0, what="b to read every model's stream")
         assert b.health.live() == (True, "ok")  # rebuild tasks ending is not a dead controller
         assert all(b.evaluates(s) for s in b.scalers.values())
         assert foreign_writes(ledger, prefix, {"a": proxy_a, "b": proxy_b}, models) == []

@@ -22,6 +22,11 @@ def observe(store: StateStore, now: float, **kw: Any) -> Any:
     return store.model(M).observe(now, cluster=ClusterCounts(**kw), concurrency_per_replica=32)
 
 
+def sample(store: StateStore, now: float, ready: int = 0) -> None:
+    """The controller's sampling step (its tick)."""
+    store.model(M).sample(now, ready_replicas=ready, concurrency_per_replica=32)
+
+
 def test_queue_and_in_flight_follow_request_lifecycles() -> None:
     store = StateStore()
     t = 0.0
@@ -67,6 +72,8 @@ def test_gateways_add_up_and_a_silent_one_is_forgotten() -> None:
     assert observe(store, 2.9).queue_depth == 12  # 2.9 s < 3 intervals
     o = observe(store, 3.1)
     assert (o.queue_depth, o.in_flight) == (7, 2)
+    assert list(store.model(M).gateways) == ["a", "b"]  # observing changes nothing
+    sample(store, 3.1)  # the sampling step forgets it
     assert list(store.model(M).gateways) == ["b"]
     # Nobody reports: no data, so the policy holds.
     assert not observe(store, 10.0).has_data
@@ -156,6 +163,7 @@ def _full_load(store: StateStore, *, seconds: int, ready: int, in_flight: int) -
                 t,
             )
         store.ingest([ev(EventType.SNAPSHOT, queue_depth=20, in_flight=in_flight)], t)
+        sample(store, t, ready)
         o = observe(store, t, ready_replicas=ready)
     return o
 
@@ -247,7 +255,7 @@ def test_no_flapping_on_poisson_noise_at_steady_load(seed: int) -> None:
     state = PolicyState.initial(3)
     changes, replicas = 0, 3
     times = _poisson(rng, 18.0, 0.0, 600.0)
-    next_eval = 0.0
+    next_eval = next_sample = 0.0
     warmed: int | None = None
     for i, t in enumerate(times):
         if warmed is None and t > 60.0:
@@ -255,6 +263,9 @@ def test_no_flapping_on_poisson_noise_at_steady_load(seed: int) -> None:
         if i % 10 == 0:  # the gateway's snapshots: served as they come, no queue
             store.ingest([ev(EventType.SNAPSHOT, queue_depth=0, in_flight=8, interval_ms=1000)], t)
         _feed(store, [t], first=i)
+        if t >= next_sample:  # the controller's tick
+            next_sample = t + 1.0
+            sample(store, t, replicas)
         if t >= next_eval:
             next_eval = t + 0.1
             o = observe(store, t, ready_replicas=replicas)
@@ -273,7 +284,7 @@ def test_tpot_objective_sets_the_concurrency() -> None:
     store = StateStore()
     store.ingest([ev(EventType.SNAPSHOT, queue_depth=0, in_flight=0, interval_ms=1000)], 0.0)
     model = store.model(M)
-    model.observe(0.0, cluster=ClusterCounts(ready_replicas=1), concurrency_per_replica=None)
+    model.sample(0.0, ready_replicas=1, concurrency_per_replica=256)
     rid = 0
     for batch in (8, 24, 40):
         store.ingest([ev(EventType.SNAPSHOT, queue_depth=0, in_flight=batch, interval_ms=1000)], 1)
@@ -372,7 +383,7 @@ def test_event_time_survives_a_gateway_forgotten_during_the_outage() -> None:
     for i in range(40):
         t = i * 0.25
         receive(store, [stamped(EventType.SNAPSHOT, "", t, queue_depth=0, in_flight=0)], t)
-    observe(store, 20.0)  # forgets g1
+    sample(store, 20.0)  # forgets g1
     assert not store.model(M).gateways
     late = [stamped(EventType.ENQUEUE, f"r{i}", 10.0 + i * 0.05) for i in range(100)]  # to 15 s
     receive(store, late, 21.0)
@@ -498,3 +509,110 @@ def test_seq_tracker_remembers_a_bounded_number_of_gaps() -> None:
     assert [t.first_time(n) for n in (5, 7, 1)] == [False] * 3
     t2 = SeqTracker(max_gaps=4)
     assert [t2.first_time(n) for n in (10, 14, 12, 11, 13, 12)] == [True] * 5 + [False]
+
+
+def _busy(store: StateStore, until: float, *, observe_every: float | None) -> Any:
+    """Two replicas completing 20/s, full at each whole second and not at each half (the
+    snapshots say so), sampled every second (the tick) and observed every `observe_every` s in
+    between (None: never)."""
+    t, step, n = 0.0, 0.05, 0
+    next_observe = 0.0
+    while t <= until + 1e-9:
+        if n % 20 == 0:
+            if n:
+                completions = [
+                    ev(EventType.COMPLETE, f"c{n}-{i}", e2e_ms=500.0, queue_ms=0.0)
+                    for i in range(20)
+                ]
+                store.ingest(completions, t)
+            store.ingest([ev(EventType.SNAPSHOT, queue_depth=20, in_flight=60)], t)
+            sample(store, t, 2)
+        elif n % 20 == 10:  # mid-second the replicas are far from full for a moment
+            store.ingest([ev(EventType.SNAPSHOT, queue_depth=0, in_flight=10)], t)
+        if observe_every is not None and t >= next_observe:
+            next_observe = t + observe_every
+            observe(store, t, ready_replicas=2)
+        n += 1
+        t = n * step
+    return observe(store, until, ready_replicas=2)
+
+
+def test_an_observation_does_not_depend_on_how_often_one_looks() -> None:
+    """Observing is free of side effects: the same events and samples give the same
+    observation whether the state was observed every 50 ms, every 5 s or never before."""
+    often = _busy(StateStore(), 30.0, observe_every=0.05)
+    rarely = _busy(StateStore(), 30.0, observe_every=5.0)
+    never = _busy(StateStore(), 30.0, observe_every=None)
+    assert often == rarely == never
+    assert often.service_rate_per_replica == pytest.approx(10.0)  # measured by the samples
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        pytest.param(
+            # (time, gateway, snapshot interval ms or None for a plain event)
+            [(0.0, "a", 10_000), (1.0, "a", 500), (2.0, "b", None)],
+            id="shorter-interval-brings-forgetting-forward",
+        ),
+        pytest.param(
+            [(0.0, "a", 10_000), (5.0, "b", None), (6.0, "c", 200)],
+            id="new-gateways-after-a-long-bound",
+        ),
+        pytest.param(
+            [(0.0, "a", 1_000), (0.5, "a", None), (2.0, "a", None), (2.9, "b", 1_000)],
+            id="events-without-snapshots-do-not-extend-a-snapshotting-gateway",
+        ),
+    ],
+)
+def test_forget_silent_answers_as_a_full_scan_at_every_moment(
+    steps: list[tuple[float, str, int | None]],
+) -> None:
+    """`forget_silent` skips its scan until a gateway could be forgotten: at every moment it
+    must forget exactly what a scan of all gateways forgets."""
+    state = StateStore().model(M)
+    limit = state.settings.forget_after_intervals
+    forgotten: set[str] = set()
+    t = 0.0
+    pending = list(steps)
+    while t <= 40.0:
+        while pending and pending[0][0] <= t:
+            at, name, interval_ms = pending.pop(0)
+            if interval_ms is None:
+                state.apply(ev(EventType.ENQUEUE, f"r{at}", gw=name), at)
+            else:
+                state.apply(ev(EventType.SNAPSHOT, gw=name, interval_ms=interval_ms), at)
+        expected = {
+            name
+            for name, gw in state.gateways.items()
+            if t - (gw.snapshot_at if gw.snapshot_at is not None else gw.last_seen)
+            > limit * gw.interval_s
+        }
+        gone = set(state.forget_silent(t))
+        assert gone == expected, t
+        forgotten |= gone
+        t = round(t + 0.05, 2)
+    assert forgotten == {name for _, name, _ in steps}  # everyone went silent in the end
+    assert not state.gateways
+
+
+def test_ingest_says_which_models_got_something_that_may_grow_a_queue() -> None:
+    store = StateStore()
+
+    def on(model: str, kind: EventType, **kw: Any) -> Event:
+        return Event(type=kind, model=model, gateway="g", ts_ms=0, request_id="r", **kw)
+
+    touched = store.ingest(
+        [
+            on("a", EventType.DISPATCH),
+            on("b", EventType.ENQUEUE),
+            on("a", EventType.COMPLETE),
+            on("c", EventType.SNAPSHOT, queue_depth=3),
+            on("d", EventType.FIRST_TOKEN, ttft_ms=10.0),
+        ],
+        0.0,
+    )
+    assert touched == {"a", "b", "c", "d"}
+    assert store.queued == {"b", "c"}
+    store.ingest([on("a", EventType.CANCEL)], 0.1)
+    assert store.queued == set()  # the last ingest's only

@@ -11,6 +11,7 @@ promptly and leaves none of its processes and none of their listening ports behi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ import orjson
 
 from sim.demo.report import PLOTS
 from sim.demo.run import add_options, build_config
+from tests.waiting import wait_until_sync
 
 TERMINAL = {"ok", "timeout", "connection_error", "protocol_error"}  # not "cancelled"
 REPO = Path(__file__).resolve().parents[2]
@@ -152,7 +154,8 @@ def test_sigint_mid_run_leaves_nothing_behind(tmp_path: Path, redis_url: str) ->
         proc.kill()
     text = (seen + rest).decode(errors="replace")
     assert proc.returncode == 130, text[-3000:]
-    time.sleep(0.2)
+    with contextlib.suppress(AssertionError):  # the assert below names them
+        wait_until_sync(lambda: not any(map(_alive, children)), timeout=5.0, what="children gone")
     left = {pid for pid in children if _alive(pid)}
     assert not left, f"processes left behind: {left}"
     still = {port for port, _ in _listeners() if port in ports}

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from sim.localredis.server import RedisServer, start_private_redis
 from surgescale.events import RedisClient, close, connect
-from surgescale.events.localredis import RedisServer, start_private_redis
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -44,13 +45,17 @@ async def test_the_events_bench_cleans_up_when_stopped_by_sigterm(
         "--redis-url", server.url,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
+
+    async def entries_written() -> int:
+        assert proc.returncode is None, "the bench ended before it was stopped"
+        total = 0
+        for key in await bench_keys(admin):
+            if await admin.type(key) == b"stream":
+                total += int(await admin.xlen(key))
+        return total if total >= 1_000 else 0
+
     try:
-        deadline = time.monotonic() + 60.0
-        while not await bench_keys(admin):  # wait until it is writing
-            assert proc.returncode is None, "the bench ended before writing"
-            assert time.monotonic() < deadline, "the bench never wrote to Redis"
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(1.5)
+        await wait_until(entries_written, timeout=60.0, interval=0.1, what="1,000 entries written")
         proc.send_signal(signal.SIGTERM)
         out, _ = await asyncio.wait_for(proc.communicate(), 60)
     finally:
@@ -62,7 +67,7 @@ async def test_the_events_bench_cleans_up_when_stopped_by_sigterm(
 
 
 async def test_keys_of_runs_killed_outright_are_swept_by_the_next(admin: RedisClient) -> None:
-    from surgescale.events import cleanup
+    from sim.benches import cleanup
 
     old_ms = int(time.time() * 1000) - 3_600_000
     await admin.xadd("bench-dead:events:{m}", {b"e": b"{}"}, id=f"{old_ms}-0")

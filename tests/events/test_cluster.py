@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from sim.localredis.cluster import LocalCluster
 from surgescale.events import (
     Event,
     EventConsumer,
@@ -21,7 +22,6 @@ from surgescale.events import (
     connect,
 )
 from surgescale.events.client import TRANSPORT_ERRORS, is_cluster, is_cluster_url, plain_url
-from surgescale.events.localcluster import LocalCluster
 from tests.conftest import client_for
 
 

@@ -4,7 +4,6 @@ the gateway's own settings and producer given a `redis+cluster://` URL."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 import pytest
@@ -20,6 +19,7 @@ from tests.controller.conftest import (
     gateway_factory,
     sim,
 )
+from tests.waiting import wait_until
 
 __all__ = ["gateway_factory", "sim"]  # the controller tests' fixtures, used here
 
@@ -44,7 +44,8 @@ async def test_a_load_step_on_a_cluster_scales_the_deployment(
 
         await eventually(ready, what="controller ready, leading and reading the model's stream")
         assert is_cluster(ctl._redis)  # type: ignore[arg-type]
-        await asyncio.sleep(3 * gw.interval_s)
+        stats = ctl.consumer.stats
+        await wait_until(lambda: stats.acked >= 2, what="2 snapshots handled")
         gw.enqueue(40)  # as in test_integration: 40 queued -> 6 replicas
 
         async def scaled() -> int:

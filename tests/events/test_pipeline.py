@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from sim.localredis.server import RedisServer, free_port, start_private_redis
 from surgescale.events import (
     Batch,
     Event,
@@ -24,9 +25,9 @@ from surgescale.events import (
     close,
     connect,
 )
-from surgescale.events.localredis import RedisServer, free_port, start_private_redis
 from surgescale.events.schema import decode_entry
 from tests.conftest import client_for
+from tests.waiting import wait_until
 
 
 @pytest.fixture(params=["single", "cluster"])
@@ -113,7 +114,7 @@ async def test_streams_of_new_models_are_discovered_while_running(
     consumer = consumer_for(redis, keys, consumer="c1")
     producer.emit(ev("first", 1))
     task = asyncio.create_task(collect(consumer, 2))
-    await asyncio.sleep(0.3)
+    await wait_until(lambda: consumer.stats.streams == 1, what="the consumer to read 'first'")
     producer.emit(ev("second", 2))
     got = await task
     assert {e.model for e in got} == {"first", "second"}
@@ -185,7 +186,8 @@ async def test_an_entry_delivered_too_often_is_set_aside(
         else:
             polls = c.batches()
             task = asyncio.ensure_future(anext(polls))
-            await asyncio.sleep(0.5)
+            dead_lettered = lambda s=c.stats: s.dead_lettered  # noqa: E731
+            await wait_until(dead_lettered, what="the 4th delivery dead-lettered")
             c.stop()
             task.cancel()
             assert c.stats.dead_lettered == 1
@@ -213,14 +215,14 @@ async def test_emit_never_awaits_the_network(keys: StreamKeys) -> None:
     unreachable = connect(f"redis://127.0.0.1:{free_port()}/0", connect_timeout=0.2)
     producer = EventProducer(unreachable, keys=keys, buffer_limit=1_000)
     await producer.start()
-    started = time.perf_counter()
+    attempts = (producer.stats.flushes, producer.stats.flush_errors)
     for n in range(5_000):
         producer.emit(ev("m", n))  # no await anywhere in this loop
-    elapsed = time.perf_counter() - started
     assert producer.stats.emitted == 5_000
     assert producer.stats.dropped == 4_000  # only the newest 1,000 are kept
     assert producer.stats.buffered == 1_000
-    assert elapsed < 5.0, "emit must be O(1) bookkeeping, not I/O"
+    # emit is bookkeeping: no write was tried meanwhile (that is the flusher task's, off this path)
+    assert (producer.stats.flushes, producer.stats.flush_errors) == attempts
     await producer.close(timeout=0.5)
     await close(unreachable)
 

@@ -16,8 +16,8 @@ from kubernetes_asyncio import config as k8s_config
 
 from gateway.discovery import SliceTracker, endpoints_of
 from sim.cluster.cluster import ClusterOptions, NodePoolConfig, RunningCluster, start_cluster
+from sim.localredis.server import free_port
 from surgescale.events import EventType, RedisClient, StreamKeys
-from surgescale.events.localredis import free_port
 from tests.gateway.conftest import MODEL, Harness, events_of, wait_for
 
 pytestmark = pytest.mark.timeout(90)

@@ -9,9 +9,9 @@ import aiohttp
 import openai
 import pytest
 
+from sim.localredis.server import start_private_redis
 from sim.pod.faults import Faults
 from surgescale.events import EventType, RedisClient, StreamKeys
-from surgescale.events.localredis import start_private_redis
 from tests.gateway.conftest import MODEL, Harness, RunningGateway, events_of, wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -182,7 +182,7 @@ async def test_hung_pod_times_out_with_504(
 
 
 async def test_redis_absent_from_the_start(harness: Harness) -> None:
-    from surgescale.events.localredis import free_port
+    from sim.localredis.server import free_port
 
     pod = await harness.pod()
     gw = await harness.gateway(

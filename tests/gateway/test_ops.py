@@ -111,7 +111,7 @@ async def test_drain_timeout_cancels_what_is_left(
 async def test_two_workers_share_one_port(
     harness: Harness, redis: RedisClient, keys: StreamKeys
 ) -> None:
-    from surgescale.events.localredis import free_port
+    from sim.localredis.server import free_port
 
     pod = await harness.pod()
     port = free_port()

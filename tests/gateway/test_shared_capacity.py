@@ -30,8 +30,8 @@ from hypothesis import strategies as st
 
 from gateway.server import run, run_worker
 from gateway.settings import GatewaySettings
+from sim.localredis.server import free_port
 from sim.pod.runtime import PodOptions, RunningPod, start_pod
-from surgescale.events.localredis import free_port
 from tests.gateway.conftest import MODEL, Harness, wait_for
 
 CAP = 16

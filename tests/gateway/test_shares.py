@@ -16,8 +16,8 @@ from gateway.scheduler import QueueLimits, Scheduler
 from gateway.sharebook import PodGrant, ShareBook, SyncReply, fair_share
 from gateway.shares import Shares, SharesConfig
 from gateway.workermetrics import merge
+from sim.localredis.server import free_port
 from surgescale.events import RedisClient, StreamKeys, close, connect
-from surgescale.events.localredis import free_port
 
 POD = "http://pod-a"
 

@@ -14,8 +14,8 @@ import grpc
 
 from controller.keda import externalscaler_pb2 as pb
 from controller.keda import externalscaler_pb2_grpc as pb_grpc
+from sim.localredis.server import free_port
 from surgescale.events import Event, EventProducer, EventType, RedisClient, StreamKeys
-from surgescale.events.localredis import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from controller.keda.cli import _parser
+from controller.keda.cli import parse_args
 from controller.keda.scaler import Trigger
 from tests.manifests.kube import MANIFESTS, find, key, load_file, render, validation_errors
 
@@ -41,11 +41,10 @@ def test_scaler_deployment_and_service_are_valid_and_match() -> None:
     objs = _objects()
     dep, svc = objs["Deployment"], objs["Service"]
     (container,) = dep["spec"]["template"]["spec"]["containers"]
-    args = _parser().parse_args(container["args"][1:])
+    settings = parse_args(container["args"][1:])
     assert container["args"][0] == "keda-scaler"
-    assert args.models == ["llama3-8b"]
-    port = int(args.listen.rsplit(":", 1)[1])
-    assert container["ports"][0]["containerPort"] == port
+    assert settings.models == ["llama3-8b"]
+    assert container["ports"][0]["containerPort"] == settings.port
     labels = dep["spec"]["template"]["metadata"]["labels"]
     assert svc["spec"]["selector"].items() <= labels.items()
     assert svc["spec"]["ports"][0]["targetPort"] == container["ports"][0]["name"]
@@ -97,7 +96,7 @@ def test_scaled_object_shape_and_trigger() -> None:
     assert host.split(".")[:2] == [svc["metadata"]["name"], "surgescale"]
     assert int(port) == svc["spec"]["ports"][0]["port"]
     (container,) = dep["spec"]["template"]["spec"]["containers"]
-    served = _parser().parse_args(container["args"][1:]).models
+    served = parse_args(container["args"][1:]).models
     parsed = Trigger.parse(metadata, served)  # what the scaler will make of it
     assert parsed.model == "llama3-8b"
     assert parsed.target == 32.0

@@ -29,8 +29,8 @@ import yaml
 from kubernetes_asyncio import client
 
 from controller.kube import connect_api
+from sim.localredis.server import free_port
 from surgescale.events import close, connect
-from surgescale.events.localredis import free_port
 from tests.manifests.kube import MANIFESTS, REPO, render, renderers, validation_errors
 from tests.manifests.rbac import (
     Authorizer,

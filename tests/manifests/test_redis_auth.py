@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from sim.localredis.server import find_redis_server, free_port, ping
 from surgescale.events import close, connect
-from surgescale.events.localredis import find_redis_server, free_port, ping
 from tests.manifests.kube import find, render
 
 PASSWORD = "0123456789abcdef" * 4

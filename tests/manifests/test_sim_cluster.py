@@ -25,8 +25,9 @@ import yaml
 from kubernetes_asyncio import client
 
 from controller import crd
+from controller.config import ControllerConfig
 from controller.kube import connect_api
-from controller.loop import Controller, ControllerConfig
+from controller.loop import Controller
 from gateway.server import serve
 from gateway.settings import GatewaySettings, ModelRoute
 from sim.cluster import ClusterOptions, NodePoolConfig, RunningCluster, start_cluster

@@ -162,8 +162,8 @@ async def test_list_selectors_and_watch(api: client.ApiClient) -> None:
                 if len(seen) == 3:
                     w.stop()
 
+    # No wait for the watch to connect: from `rv` it gets the changes made before it did, too.
     task = asyncio.create_task(consume())
-    await asyncio.sleep(0.2)
     await core.create_namespaced_config_map(
         "default", {"metadata": {"name": "d", "labels": {"tier": "web"}}}
     )

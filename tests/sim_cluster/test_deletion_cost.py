@@ -13,7 +13,7 @@ from kubernetes_asyncio import client, config
 from sim.cluster import NodePoolConfig, RunningCluster
 from sim.cluster.faults import FaultRule
 from sim.cluster.workloads import deletion_cost
-from surgescale.events.localredis import free_port
+from sim.localredis.server import free_port
 
 from .conftest import ClusterFactory, eventually
 from .test_lifecycles import create, model_deployment, ready_pods

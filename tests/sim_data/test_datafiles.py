@@ -1,7 +1,7 @@
 """The data shipped in `sim/data/` is what its recorded checksums say, and the simulator's data files
-resolve to an override, the shared data beside a development checkout, or the packaged copy.
+resolve to an override or the packaged copy.
 
-Nothing here needs `../shared`: the packaged copy is checked against `sim/data/SHA256SUMS`, which
+The packaged copy is checked against `sim/data/SHA256SUMS`, which
 is recorded in the repository (regenerate it with `cd sim/data && sha256sum ... > SHA256SUMS` only
 when the data is deliberately replaced, together with the PROVENANCE beside it)."""
 
@@ -61,10 +61,7 @@ def test_third_party_data_has_licence_and_provenance(kind: str) -> None:
         assert digest in text, f"{provenance} does not record the checksum of {path.name}"
 
 
-def test_without_shared_data_the_packaged_copy_is_used(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setattr(datafiles, "SHARED", tmp_path / "nowhere")
+def test_without_an_override_the_packaged_copy_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SURGESCALE_CALIBRATION_DIR", raising=False)
     monkeypatch.delenv("SURGESCALE_TRACES_DIR", raising=False)
     assert default_dir() == datafiles.PACKAGED / "calibration"
@@ -79,12 +76,9 @@ def test_an_override_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     assert default_dir() == tmp_path
 
 
-def test_the_cluster_finds_the_packaged_karpenter_crds(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_the_cluster_finds_the_packaged_karpenter_crds(monkeypatch: pytest.MonkeyPatch) -> None:
     from sim.cluster.cluster import default_crd_dir
 
-    monkeypatch.setattr(datafiles, "SHARED", tmp_path / "nowhere")
     monkeypatch.delenv("SURGESCALE_KARPENTER_CRDS", raising=False)
     crds = default_crd_dir()
     assert crds == datafiles.PACKAGED / "karpenter-crds"

@@ -16,9 +16,9 @@ from sim.load.records import TraceRequest
 from sim.load.runner import run_load
 from sim.load.summary import CsvRecorder
 from sim.load.trace import parse_jsonl
+from sim.localredis.server import free_port
 from sim.pod.faults import Faults
 from sim.pod.runtime import PodOptions, RunningPod, start_pod
-from surgescale.events.localredis import free_port
 
 
 @pytest.fixture

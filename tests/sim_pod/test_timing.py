@@ -13,8 +13,8 @@ import time
 import aiohttp
 
 from sim.engine import get_profile
+from sim.localredis.server import free_port
 from sim.pod.runtime import RunningPod
-from surgescale.events.localredis import free_port
 
 
 async def test_tokens_never_come_before_the_engine_model_says(

@@ -18,7 +18,7 @@ from opentelemetry.trace import SpanKind
 from gateway.app import build_app
 from gateway.state import STATE
 from gateway.telemetry import TELEMETRY, GatewayTelemetry, install
-from surgescale.events.localredis import free_port
+from sim.localredis.server import free_port
 from tests.gateway.conftest import MODEL, Harness, RunningGateway, wait_for
 from tests.telemetry.conftest import Otel
 

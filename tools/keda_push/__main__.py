@@ -12,8 +12,8 @@ import grpc
 from controller.keda import externalscaler_pb2 as pb
 from controller.keda import externalscaler_pb2_grpc as pb_grpc
 from controller.keda.scaler import QueueSignal, start_server
+from sim.benches.cleanup import delete_prefix
 from surgescale.events import Event, EventProducer, EventType, StreamKeys, close, connect
-from surgescale.events.cleanup import delete_prefix
 from surgescale.stats import percentile
 
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from sim.demo.procs import Child, StartError, spawn
-from surgescale.events.localredis import find_redis_server, free_port, ping
+from sim.localredis.server import find_redis_server, free_port, ping
 
 
 class PrivateRedis:

@@ -49,7 +49,7 @@ from sim.benches.faults.world import (
 )
 from sim.demo.commands import karpenter_crds
 from sim.demo.procs import Child, Children, StartError, spawn, surgescale_argv, wait_http
-from surgescale.events.localredis import free_port
+from sim.localredis.server import free_port
 
 log = logging.getLogger(__name__)
 __all__ = ["MODEL", "NAMESPACE", "PROBE_MODEL", "Stack", "StackOptions", "running_stack"]

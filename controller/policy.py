@@ -48,8 +48,10 @@ How a decision is made (all rates in requests per second):
 - **No double counting.** Starting replicas are part of the Deployment's count, so the target is
   compared with the current desired count. The queue that piles up while they start is
   *expected* (`expected_queue`, a fluid model reset at each scale-up); only the rest asks for more.
-- **Scale up at once**, to `need` clamped to `[min_replicas, max_replicas]`; never below
-  `ceil(in_flight / concurrency)`.
+- **Scale up at once**, to `need` clamped to `[min_replicas, max_replicas]`; never below the
+  replicas that hold what is in flight (`in_flight_floor`, `Decision.in_flight_floor`): at the
+  spec's fixed concurrency, else at the gateway's per-pod cap (else `max_num_seqs`), not at a
+  concurrency learned from TPOT (see `in_flight_floor`). A scale-up it drives is `InFlight`.
 - **Billing.** With `Billing.GPU` (GPUs shared with other workloads, each GPU-second billed):
   scale down to the highest recommendation of the last `scale_down_delay_s`, at most
   `scale_down_max_step` replicas per `scale_down_period_s`, never while the TTFT (or TPOT) p95
@@ -97,6 +99,7 @@ __all__ = [
     "decide",
     "forecast_rate",
     "headroom",
+    "in_flight_floor",
     "nodes_for",
     "replicas_on",
     "service_rate",
@@ -191,6 +194,28 @@ def tpot_rate(observation: Observation, spec: PolicySpec, rate: float) -> float 
 
 
 _MIN_TPOT_BATCH = 4.0
+
+
+def in_flight_floor(observation: Observation, spec: PolicySpec, conc: int) -> int:
+    """Replicas that hold the requests in flight now: at the spec's fixed concurrency (the
+    operator said a replica serves that many), else at what the gateway lets a replica run
+    (its per-pod cap, else `max_num_seqs`), never less than `conc`.
+
+    Not at a concurrency learned from the TPOT objective: that is a judgement about the rate a
+    replica sustains (the service rate and the TPOT limit size for it), and on a burst of long
+    prompts it falls to 1-5 (the prefills stall decode at any batch). The requests in flight
+    are already running on the Ready replicas and end long before a replica asked for now is
+    Ready; at the learned value the floor asked for the bound (116 replicas) at the first burst
+    of 70B code 4x and billed 89.64 GPU-h (2.14x the oracle) for the same 86.97 % within SLO."""
+    in_flight = max(observation.in_flight, 0)
+    fixed = spec.concurrency_per_replica
+    if fixed is not None and fixed > 0:
+        return math.ceil(in_flight / max(conc, 1))
+    cap = observation.pod_cap
+    hold = cap if cap is not None and cap > 0 else spec.max_num_seqs
+    return math.ceil(in_flight / max(conc, hold, 1))
+
+
 """Fewer requests per replica say nothing about where TPOT crosses the objective."""
 
 
@@ -306,7 +331,7 @@ def decide(
         # today's nodes, and buys new nodes (useful only a boot and a cold start later) only
         # once the rate windows show it is sustained.
         need = max(need, min(sized(sizing)[0], room))
-    in_flight_need = math.ceil(in_flight / max(conc, 1))
+    in_flight_need = in_flight_floor(obs, spec, conc)
 
     # Idle tracking for scale to zero and instant wake.
     busy_at = state.busy_at if state.busy_at is not None else now
@@ -350,6 +375,8 @@ def decide(
         up_reason = Reason.TREND_UP
     elif headroom_up:
         up_reason = Reason.HEADROOM
+    elif in_flight_need > need:
+        up_reason = Reason.IN_FLIGHT
     elif limit is not None:
         up_reason = Reason.TPOT_LIMIT
     else:
@@ -445,6 +472,8 @@ def decide(
             detail += f", sized for {headroom_rate:.2f}/s with {spec.rate_headroom:.0%} headroom"
         if limit is not None and obs.tpot_p95_s is not None:
             detail += f", mu limited by TPOT p95 {obs.tpot_p95_s * 1000:.1f}ms"
+        if up_reason is Reason.IN_FLIGHT:
+            detail += f", {in_flight} in flight need {in_flight_need} replicas"
     target = min(max(target, 0), max(spec.max_replicas, 0))
     nodes = nodes_for(target, spec)
     if target_nodes is not None:
@@ -478,6 +507,7 @@ def decide(
         forecast_rate=forecast,
         tpot_rate=limit,
         headroom_rate=headroom_rate,
+        in_flight_floor=in_flight_need,
     )
     return decision, new_state
 

@@ -36,6 +36,9 @@ class Reason(enum.StrEnum):
     could serve it (node billing)."""
     TPOT_LIMIT = "TpotLimit"
     """Scale-up because the replicas' TPOT p95 says each serves less than the service rate."""
+    IN_FLIGHT = "InFlight"
+    """Scale-up to hold the requests in flight (`policy.in_flight_floor`), more than the rates
+    ask for."""
     FILL_NODES = "FillNodes"
     """More replicas on GPUs of nodes that are billed anyway."""
     STEADY = "Steady"
@@ -212,6 +215,9 @@ class Decision:
     the `service_rate` used); None otherwise."""
     headroom_rate: float | None = None
     """The rate the fleet is sized for with the headroom (None: no headroom)."""
+    in_flight_floor: int = 0
+    """Replicas that hold the requests in flight (`policy.in_flight_floor`); the
+    recommendation is never below it."""
 
     def describe(self) -> str:
         """One line for Events and logs: `Reason: detail`."""

@@ -492,6 +492,10 @@ class ModelState:
             self._floor_views = []
         if self._arrivals_now or self._arrivals:
             self._detect_step(now)
+        elif self.step.last_t is not None and now > self.step.last_t:
+            # Any batch lets the detector's time pass (quiet time is evidence too), so when its
+            # statistics last left zero is known to the batch, not to the next tick.
+            self.step = self.step.observe(now)
         if self._arrivals_now:
             self.arrivals_short.add(now, self._arrivals_now)
             self.arrivals_long.add(now, self._arrivals_now)

@@ -102,7 +102,7 @@ def warm(replicas: int, now: float = 0.0, spec: PolicySpec = SPEC, **kw: Any) ->
         ),
         # in-flight need: 200 in flight at 32 per replica -> 7 even with no arrivals
         pytest.param(
-            2, obs(100, ready_replicas=2, in_flight=200), 7, R.SCALE_UP, id="in-flight-need"
+            2, obs(100, ready_replicas=2, in_flight=200), 7, R.IN_FLIGHT, id="in-flight-need"
         ),
     ],
 )

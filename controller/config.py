@@ -20,15 +20,14 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import (
     BaseSettings,
-    PydanticBaseSettingsSource,
     SettingsConfigDict,
-    YamlConfigSettingsSource,
 )
 
 from controller.state import StateSettings
+from surgescale.settings import LogLevel, load
 
 ENV_PREFIX = "SURGESCALE_CONTROLLER_"
 
@@ -122,17 +121,9 @@ class ControllerConfig(BaseSettings):
     """Address of the ops server."""
     http_port: int | None = Field(8080, ge=0, le=65535)
     """Port of /metrics, /healthz and /readyz (0: any free port; None: no ops server)."""
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
     otel: bool = False
     """OpenTelemetry decision spans (also SURGESCALE_OTEL=1; OTEL_* variables; `otel` extra)."""
-
-    @field_validator("log_level")
-    @classmethod
-    def _level(cls, value: str) -> str:
-        level = value.upper()
-        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            raise ValueError(f"unknown log level {value!r}")
-        return level
 
     @model_validator(mode="after")
     def _lease_timing(self) -> ControllerConfig:
@@ -157,28 +148,10 @@ def load_config(config_file: str | Path | None = None, **overrides: Any) -> Cont
     `config_file` defaults to `$SURGESCALE_CONTROLLER_CONFIG`. Raises pydantic's ValidationError
     (which names the field) or FileNotFoundError.
     """
-    path = config_file or os.environ.get(f"{ENV_PREFIX}CONFIG")
-    if not path:
-        return ControllerConfig(**overrides)
-    yaml_path = Path(path)
-    if not yaml_path.is_file():
-        raise FileNotFoundError(f"controller config file {path} does not exist")
-
-    class _FromFile(ControllerConfig):
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (
-                init_settings,
-                env_settings,
-                YamlConfigSettingsSource(settings_cls, yaml_file=yaml_path),
-            )
-
-    loaded = _FromFile(**overrides)
-    return ControllerConfig.model_validate(loaded.model_dump())
+    return load(
+        ControllerConfig,
+        config_file,
+        env_var=f"{ENV_PREFIX}CONFIG",
+        what="controller",
+        **overrides,
+    )

@@ -21,12 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
-    PydanticBaseSettingsSource,
     SettingsConfigDict,
-    YamlConfigSettingsSource,
 )
 
 from gateway.dispatch import DispatchOrder, DispatchPolicy
+from surgescale.settings import LogLevel, load
 from surgescale.slo import Slo
 
 ENV_PREFIX = "SURGESCALE_GATEWAY_"
@@ -144,7 +143,7 @@ class GatewaySettings(BaseSettings):
     """Worker processes sharing the port through SO_REUSEPORT."""
     gateway_id: str = ""
     """Instance id in events (default: hostname-pid; workers add `-w<N>`)."""
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
 
     # --- routing and pods
     models: list[ModelRoute] = Field(default_factory=list)
@@ -296,14 +295,6 @@ class GatewaySettings(BaseSettings):
             )
         return value
 
-    @field_validator("log_level")
-    @classmethod
-    def _level(cls, value: str) -> str:
-        level = value.upper()
-        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            raise ValueError(f"unknown log level {value!r}")
-        return level
-
     @model_validator(mode="after")
     def _check(self) -> GatewaySettings:
         if self.workers > 1 and self.port == 0:
@@ -378,28 +369,6 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Ga
     `config_file` defaults to `$SURGESCALE_GATEWAY_CONFIG`. Raises pydantic's ValidationError
     (which names the field) or FileNotFoundError.
     """
-    path = config_file or os.environ.get(f"{ENV_PREFIX}CONFIG")
-    if not path:
-        return GatewaySettings(**overrides)
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"gateway config file {path} does not exist")
-    yaml_path = Path(path)
-
-    class _FromFile(GatewaySettings):
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (
-                init_settings,
-                env_settings,
-                YamlConfigSettingsSource(settings_cls, yaml_file=yaml_path),
-            )
-
-    loaded = _FromFile(**overrides)
-    return GatewaySettings.model_validate(loaded.model_dump())
+    return load(
+        GatewaySettings, config_file, env_var=f"{ENV_PREFIX}CONFIG", what="gateway", **overrides
+    )

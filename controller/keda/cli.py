@@ -22,6 +22,8 @@ from typing import Annotated, Any
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from surgescale.settings import LogLevel
+
 log = logging.getLogger("controller.keda")
 
 ENV = "SURGESCALE_KEDA_"
@@ -48,7 +50,7 @@ class KedaSettings(BaseSettings):
     """gRPC host:port."""
     identity: str = Field(default_factory=_identity, min_length=1)
     """Consumer group suffix (default: the pod name, else host-pid)."""
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
 
     @field_validator("models", mode="before")
     @classmethod
@@ -58,14 +60,6 @@ class KedaSettings(BaseSettings):
         if isinstance(value, list):
             return [m.strip() for m in value if isinstance(m, str) and m.strip()]
         return value
-
-    @field_validator("log_level")
-    @classmethod
-    def _level(cls, value: str) -> str:
-        level = value.upper()
-        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            raise ValueError(f"unknown log level {value!r}")
-        return level
 
     @property
     def port(self) -> int:

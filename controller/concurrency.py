@@ -164,6 +164,7 @@ class TpotByBatch:
                 samples = sorted([t - c * (x - typical) if x > typical else t for t, x in kept])
             else:
                 samples = sorted([t for t, _ in kept])
+            # nearest rank, as `surgescale.stats.percentile` (the bin is sorted already)
             rank = max(math.ceil(0.95 * len(samples)) - 1, 0)
             out.append(((key + 0.5) * self.bin_width, samples[rank]))
         return out

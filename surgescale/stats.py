@@ -12,7 +12,9 @@ Its users: the evaluator's summary, series and cross-check (`sim.evaluate.metric
 that falls on one has no value), the load generator's summary (`sim.load.summary`), the demo's
 summary, report and live view (`sim.demo.summary`, `sim.demo.live`), the pod's timing error
 (`sim.pod.app.timing_summary`, read by `surgescale bench pod`), `surgescale bench cluster`
-(`sim.cluster.bench`) and `surgescale bench events` (`sim.benches.events`).
+(`sim.cluster.bench`), `surgescale bench events` (`sim.benches.events`) and `surgescale bench
+gateway` (`sim.benches.gateway`). `controller.concurrency` takes the same rank inline on bins it
+has already sorted (per TPOT sample, where sorting twice shows in the evaluator's time).
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ from aiohttp import web
 from gateway.server import run_worker
 from gateway.settings import GatewaySettings
 from sim.localredis.server import ensure_redis, free_port
+from surgescale.stats import percentile
 
 MODEL = "bench-model"
 INSTANT = "bench-instant"
@@ -410,10 +411,9 @@ def _bucket_quantile(before: dict[float, float], after: dict[float, float], q: f
 
 
 def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    """The project's percentile (`surgescale.stats`) at fraction `q`; NaN when there are none."""
+    value = percentile(values, q * 100.0)
+    return float("nan") if value is None else value
 
 
 async def _run(

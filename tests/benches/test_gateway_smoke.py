@@ -1,0 +1,52 @@
+"""`surgescale bench gateway` end to end, short (real processes, real Redis, HTTP on loopback).
+
+Checks behaviour, not speed (that is the benchmark's job): the JSON line is last and carries the
+issue's keys — the gateway's and the bare pass-through proxy's added TTFT at p50 and p99, their
+ratios, chunks per second per core — as numbers, and each ratio is the quotient of the two
+figures it names (NaN when the bare proxy's figure is not above zero, as a 2 s run can give).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_bench_gateway_reports_both_proxies(redis_url: str) -> None:
+    argv = [
+        sys.executable, "-m", "surgescale", "bench", "gateway",
+        "--seconds", "2", "--rate", "50", "--throughput-seconds", "2",
+        "--redis-url", redis_url,
+    ]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=280, check=False, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    keys = (
+        "added_ttft_p50_ms",
+        "added_ttft_p99_ms",
+        "bare_proxy_added_ttft_p50_ms",
+        "bare_proxy_added_ttft_p99_ms",
+        "chunks_per_s_per_core",
+    )
+    for key in keys:
+        value = result[key]
+        assert isinstance(value, int | float), key
+        assert not isinstance(value, bool), key
+        assert math.isfinite(value), (key, value)
+    assert result["chunks_per_s_per_core"] > 0
+    for q in ("p50", "p99"):
+        bare, ratio = result[f"bare_proxy_added_ttft_{q}_ms"], result[f"added_ttft_ratio_{q}"]
+        if bare > 0:
+            expected = result[f"added_ttft_{q}_ms"] / bare
+            assert ratio == pytest.approx(expected, rel=0.01, abs=0.01), q
+        else:  # a short run's noise can put the bare proxy at or below direct: no ratio then
+            assert math.isnan(ratio), (q, bare, ratio)

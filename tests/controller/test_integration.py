@@ -316,7 +316,10 @@ async def _kill(ctl: Controller) -> None:
     """As a crash: every task of the controller stops, the Lease is not released."""
     for task in ctl._tasks:
         task.cancel()
-    await asyncio.gather(*ctl._tasks, return_exceptions=True)
+    _, pending = await asyncio.wait(ctl._tasks, timeout=10.0)
+    assert not pending, "tasks that did not stop when cancelled: " + "; ".join(
+        f"{t.get_name()} at {t.get_stack(limit=3)}" for t in pending
+    )
     if ctl.actuator is not None:
         await ctl.actuator.close(0.0)
 

@@ -192,10 +192,14 @@ class GatewayView:
         return event.seq is not None and event.seq == self.seq
 
 
+def _heard(gw: GatewayView) -> float:
+    """When `gw` was last heard from (its last snapshot, else its last event)."""
+    return gw.snapshot_at if gw.snapshot_at is not None else gw.last_seen
+
+
 def _silent(gw: GatewayView, now: float, limit: float) -> bool:
     """Whether `gw` has been silent for more than `limit` of its snapshot intervals at `now`."""
-    heard = gw.snapshot_at if gw.snapshot_at is not None else gw.last_seen
-    return now - heard > limit * gw.interval_s
+    return now - _heard(gw) > limit * gw.interval_s
 
 
 def _sample(into: dict[int, list[float]], at: float, value: float) -> None:
@@ -560,12 +564,10 @@ class ModelState:
         gone = []
         earliest = math.inf
         for name, gw in gateways.items():
-            heard = gw.snapshot_at if gw.snapshot_at is not None else gw.last_seen
-            allowed = limit * gw.interval_s
-            if now - heard > allowed:
+            if _silent(gw, now, limit):
                 gone.append(name)
-            elif heard + allowed < earliest:
-                earliest = heard + allowed
+            else:
+                earliest = min(earliest, _heard(gw) + limit * gw.interval_s)
         for name in gone:
             del gateways[name]
         self.forgotten += len(gone)

@@ -164,7 +164,7 @@ def test_every_policy_starts_with_the_fleet_the_oracle_holds_at_t0(derived: Eval
     not with the first (quiet) bucket's one replica."""
     rows = _rows(derived)
     schedule = rows["oracle"]["oracle_schedule"]
-    load_buckets = schedule[: 2]  # [0, 30) and [30, 60): what one 30 s model load ahead covers
+    load_buckets = schedule[:2]  # [0, 30) and [30, 60): what one 30 s model load ahead covers
     assert schedule[0] < max(load_buckets), schedule
     for name in ("ours", "hpa-memory", "keda-prometheus", "kpa"):
         assert rows[name]["initial_replicas"] == max(load_buckets), (name, schedule)

@@ -66,9 +66,9 @@ How a decision is made (all rates in requests per second):
   burst serves nobody, and the replicas on the kept nodes take the burst meanwhile (so never
   while the TTFT or TPOT p95 says they do not). New nodes are bought only for what the
   long-window rate needs (`controller.persistence`, `ShortBurst` when that holds them): a 2 s
-  window says nothing about the rate a reacquire time ahead. A node's keep time runs from when
-  it became Ready at the earliest (`keep_from_ready`): demand that fell while it booted was
-  never served by it.
+  window says nothing about the rate a reacquire time ahead. A node is kept at least a
+  reacquire time from when it became Ready (`keep_from_ready`): demand that fell while it
+  booted was never served by it.
 - **Scale to zero** (only with `min_replicas == 0`) after `scale_to_zero_idle_s` with no queue,
   nothing in flight and no enqueue; until then at least one replica. **Instant wake**: a
   queued request or a recent enqueue at zero replicas asks for a replica on the same evaluation.
@@ -379,9 +379,9 @@ def decide(
     buy_nodes = nodes_for(min(max(buy_need, floor, spec.min_replicas), spec.max_replicas), spec)
     keep_horizon = max(spec.max_keep_node_s, 0.0)
     ready_nodes = max(obs.ready_nodes, 0)
+    arrived = state.arrived
     if spec.keep_from_ready and ready_nodes > state.ready_nodes:
-        # nodes that just came are idle from now at the earliest: their keep starts here
-        node_window = _push_window(node_window, now, ready_nodes, keep_horizon)
+        arrived = (now, ready_nodes)  # nodes that just came: kept a reacquire time from here
     node_window = _push_window(node_window, now, nodes_needed, keep_horizon)
     gaps = state.gaps.update(nodes_needed, now)
     bursts = state.bursts.update(min(recommended, sustained_rec), now)
@@ -415,6 +415,8 @@ def decide(
             max_keep_s=keep_horizon,
         )
         kept = max(_window_max(node_window, now - keep_s), nodes_needed)
+        if arrived is not None and now - arrived[0] < reacquire_s(spec):
+            kept = max(kept, arrived[1])
         if idle and current > 0:
             target_nodes, reason = 0, Reason.SCALE_TO_ZERO
             detail = f"idle {idle_for:.0f}s"
@@ -520,6 +522,7 @@ def decide(
         busy_at=busy_at,
         expected_queue=expected,
         ready_nodes=ready_nodes,
+        arrived=arrived,
     )
     decision = Decision(
         valid=True,

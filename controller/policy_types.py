@@ -89,8 +89,9 @@ class PolicySpec:
     """Node-seconds a release costs when demand comes back; None = 2 * (cold start + boot)."""
     max_keep_node_s: float = 3600.0
     keep_from_ready: bool = True
-    """Under node billing, a node's keep time runs from when it became Ready at the earliest:
-    demand that fell while it booted was never served by it (`controller.retention`)."""
+    """Under node billing, a node is kept at least a reacquire time from when it became Ready:
+    demand that fell while it booted was never served by it, and releasing it sooner saves
+    less than getting it back costs (the floor of `controller.retention.keep_seconds`)."""
     defer_short_bursts: bool = True
     """Under node billing, buy a node only when bursts like the one going on have outlasted a
     node boot plus a cold start (`controller.retention.worth_buying`)."""
@@ -178,6 +179,8 @@ class PolicyState:
     """How long the sustained recommendation stayed at or above each replica count."""
     ready_nodes: int = 0
     """Ready nodes at the last decision (a rise starts the new nodes' keep time)."""
+    arrived: tuple[float, int] | None = None
+    """(when, Ready nodes) of the last rise in Ready nodes: kept a reacquire time from then."""
 
     @staticmethod
     def initial(replicas: int, nodes: int | None = None) -> PolicyState:

@@ -147,8 +147,8 @@ def _arrivals(spec: PolicySpec) -> list[tuple[float, int, int, Reason]]:
 
 
 def test_a_node_that_came_after_the_burst_is_kept_from_when_it_came() -> None:
-    """Its keep time (240 s here: the reacquire time, no gaps seen) runs from 240 s, when it
-    could first serve, not from 30 s, when demand fell: before, it went 30 s after it came, and
+    """It is kept a reacquire time (240 s) from 240 s, when it could first serve, not from
+    30 s, when demand fell: before, it went 30 s after it came, and
     as it came where the burst was shorter (70B code 1x: 7 nodes bought at 225-240 s, Ready at 465-480 s, released at
     490-550 s, and the burst at 570 s found 4 replicas)."""
     spec = replace(SPEC, rate_headroom=0.0, scale_down_period_s=0.0, release_penalty_s=240.0)

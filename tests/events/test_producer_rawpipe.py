@@ -5,6 +5,7 @@ the client's database honoured, a lost connection reported as a transport error 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -110,7 +111,7 @@ async def test_the_producer_writes_through_its_own_pipe_on_a_single_redis(
         assert producer._raw.connects == 1
         await producer.close()
         assert not producer._raw.connected  # closed with the producer
-        entries = await client.xrange(keys.stream("m"))
+        entries: Any = await client.xrange(keys.stream("m"))
         events = [e for _, fields in entries for e in decode_entry(fields)[0]]
         assert [e.ts_ms for e in events] == [1, 2, 3, 4, 5]
         assert [e.eseq for e in events] == [1, 2, 3, 4, 5]

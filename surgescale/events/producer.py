@@ -7,6 +7,10 @@ flight, new events accumulate and go out together in the next pipeline, packed u
 the buffer keeps the newest `buffer_limit` events (the oldest are dropped and counted) and the
 flusher retries with backoff; the caller never sees the failure.
 
+The write: on a single Redis a flush's commands go out over the producer's own connection
+(`surgescale.events.rawwrite.RawPipe`: RESP packed in one write, replies read by hiredis), about
+half the CPU of a redis-py pipeline; a cluster (or TLS) uses redis-py's pipeline, which routes.
+
 Identity: the first time an event is sent it is stamped with this producer's `origin` (random per
 producer) and the next `eseq` of its model, so a batch resent after a timeout (Redis may have
 applied it) carries the same ids and the controller applies it once.

@@ -18,6 +18,10 @@ arrive, the batch's future resolved when all its replies are in.
   connects again (AUTH and SELECT first). There is no retry here: callers retry with their own
   backoff.
 - One batch at a time (callers run one flush at a time; a second concurrent call waits).
+- Closing the client (`surgescale.events.close`) closes its pipes too, as it closes redis-py's
+  pooled connections: a writer still running (a producer nobody closed) gets a transport error
+  and backs off, as it did through redis-py, instead of writing on after its owner cleaned up.
+  A failed or closed connection is aborted: bytes not yet sent are dropped, never sent later.
 - `PackedScript(pipe, lua)`: a Lua script by EVALSHA on such a pipe (EVAL again on NOSCRIPT).
 """
 
@@ -26,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
+import weakref
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -141,12 +146,15 @@ class RawPipe:
             "connect_timeout": float(kwargs.get("socket_connect_timeout") or timeout),
         }
         if kind is UnixDomainSocketConnection:
-            return cls(path=str(kwargs["path"]), **common)
-        return cls(
-            host=str(kwargs.get("host") or "localhost"),
-            port=int(kwargs.get("port") or 6379),
-            **common,
-        )
+            pipe = cls(path=str(kwargs["path"]), **common)
+        else:
+            pipe = cls(
+                host=str(kwargs.get("host") or "localhost"),
+                port=int(kwargs.get("port") or 6379),
+                **common,
+            )
+        _PIPES.setdefault(client, weakref.WeakSet()).add(pipe)
+        return pipe
 
     @property
     def connected(self) -> bool:
@@ -222,13 +230,23 @@ class RawPipe:
     @staticmethod
     def _drop(proto: _Protocol) -> None:
         if proto.transport is not None:
-            proto.transport.close()
+            proto.transport.abort()  # unsent bytes are dropped, not sent after the failure
 
     def close(self) -> None:
         """Close the connection (the next `execute` opens a new one)."""
         proto, self._proto = self._proto, None
         if proto is not None:
             self._drop(proto)
+
+
+_PIPES: weakref.WeakKeyDictionary[object, weakref.WeakSet[RawPipe]] = weakref.WeakKeyDictionary()
+"""client -> the pipes made for it (closed with it)."""
+
+
+def close_pipes(client: object) -> None:
+    """Close the connections of every pipe made for `client` (`surgescale.events.close`)."""
+    for pipe in list(_PIPES.get(client, ())):
+        pipe.close()
 
 
 class PackedScript:

@@ -116,3 +116,17 @@ async def test_the_producer_writes_through_its_own_pipe_on_a_single_redis(
         assert [e.ts_ms for e in events] == [1, 2, 3, 4, 5]
         assert [e.eseq for e in events] == [1, 2, 3, 4, 5]
         assert keys.stream("m").encode() in await client.smembers(keys.registry)
+
+
+async def test_closing_the_client_closes_its_pipes(redis_url: str, keys: StreamKeys) -> None:
+    """A producer nobody closed stops writing when its client is closed (as through redis-py):
+    the events bench, cancelled by SIGTERM, relies on it to clean up after itself."""
+    client = connect(redis_url)
+    pipe = RawPipe.for_client(client)
+    assert pipe is not None
+    assert await pipe.execute([[b"PING"]]) == [b"PONG"]
+    await close(client)
+    assert not pipe.connected
+    assert await pipe.execute([[b"PING"]]) == [b"PONG"]  # used again: connects again
+    assert pipe.connects == 2
+    pipe.close()

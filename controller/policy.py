@@ -66,9 +66,9 @@ How a decision is made (all rates in requests per second):
   burst serves nobody, and the replicas on the kept nodes take the burst meanwhile (so never
   while the TTFT or TPOT p95 says they do not). New nodes are bought only for what the
   long-window rate needs (`controller.persistence`, `ShortBurst` when that holds them): a 2 s
-  window says nothing about the rate a reacquire time ahead. A node is kept at least a
-  reacquire time from when it became Ready (`keep_from_ready`): demand that fell while it
-  booted was never served by it.
+  window says nothing about the rate a reacquire time ahead. With `keep_from_ready` (off
+  by default, see docs/evaluate.md) a node is kept at least a reacquire time from when it
+  became Ready: demand that fell while it booted was never served by it.
 - **Scale to zero** (only with `min_replicas == 0`) after `scale_to_zero_idle_s` with no queue,
   nothing in flight and no enqueue; until then at least one replica. **Instant wake**: a
   queued request or a recent enqueue at zero replicas asks for a replica on the same evaluation.

@@ -88,10 +88,12 @@ class PolicySpec:
     release_penalty_s: float | None = None
     """Node-seconds a release costs when demand comes back; None = 2 * (cold start + boot)."""
     max_keep_node_s: float = 3600.0
-    keep_from_ready: bool = True
+    keep_from_ready: bool = False
     """Under node billing, a node is kept at least a reacquire time from when it became Ready:
     demand that fell while it booted was never served by it, and releasing it sooner saves
-    less than getting it back costs (the floor of `controller.retention.keep_seconds`)."""
+    less than getting it back costs (the floor of `controller.retention.keep_seconds`). Off by
+    default: with every policy starting on the oracle's t=0 nodes it changed nothing on 70B
+    code and cost 70B conv 1x 13.36 -> 15.88 billed GPU-h (docs/evaluate.md)."""
     defer_short_bursts: bool = True
     """Under node billing, buy a node only when bursts like the one going on have outlasted a
     node boot plus a cold start (`controller.retention.worth_buying`)."""

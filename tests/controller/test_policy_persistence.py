@@ -151,7 +151,13 @@ def test_a_node_that_came_after_the_burst_is_kept_from_when_it_came() -> None:
     30 s, when demand fell: before, it went 30 s after it came, and
     as it came where the burst was shorter (70B code 1x: 7 nodes bought at 225-240 s, Ready at 465-480 s, released at
     490-550 s, and the burst at 570 s found 4 replicas)."""
-    spec = replace(SPEC, rate_headroom=0.0, scale_down_period_s=0.0, release_penalty_s=240.0)
+    spec = replace(
+        SPEC,
+        rate_headroom=0.0,
+        scale_down_period_s=0.0,
+        release_penalty_s=240.0,
+        keep_from_ready=True,
+    )
     run = _arrivals(spec)
     assert run[0][2] == 8  # the long window shows the rate: bought
     released = next(t for t, _, nodes, _ in run if t > 240 and nodes < 8)

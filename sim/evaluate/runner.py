@@ -43,14 +43,24 @@ from sim.evaluate.oracle import (
     plan,
     plan_buckets,
 )
-from sim.evaluate.ours import Ours, ours_fifo
+from sim.evaluate.ours import Ours, ours_fifo, ours_variant
 from sim.evaluate.pods import EngineFactory, engine_factory
 from sim.evaluate.world import Autoscaler, RunResult, Scenario, World
 from surgescale.stats import percentile
 
+TPOTCAP_FLOORS: tuple[int, ...] = (1, 4, 8, 16, 32, 64)
+"""The floors of the `ours-tpotcap<N>` variants: the gateway caps each pod at the learned TPOT
+concurrency, never below N (`OursConfig.pod_cap_floor`, docs/evaluate.md)."""
 POLICIES: tuple[str, ...] = (
     "ours",
     "ours-fifo",
+    *(f"ours-tpotcap{f}" for f in TPOTCAP_FLOORS),
+    "ours-prefill1",
+    "ours-prefill2",
+    "ours-prefill4",
+    "ours-prefilltok8192",
+    "ours-prefilltok16384",
+    "ours-tpotcap4-tok8192",
     "hpa-memory",
     "hpa-cpu",
     "keda-prometheus",
@@ -75,6 +85,18 @@ DEFAULT_POLICIES: tuple[str, ...] = (
 _SIMPLE: dict[str, Callable[[], Autoscaler]] = {
     "ours": Ours,
     "ours-fifo": ours_fifo,
+    **{
+        f"ours-tpotcap{f}": ours_variant(f"ours-tpotcap{f}", pod_cap_floor=f)
+        for f in TPOTCAP_FLOORS
+    },
+    **{f"ours-prefill{k}": ours_variant(f"ours-prefill{k}", prefill_limit=k) for k in (1, 2, 4)},
+    **{
+        f"ours-prefilltok{b}": ours_variant(f"ours-prefilltok{b}", prefill_token_budget=b)
+        for b in (8192, 16384)
+    },
+    "ours-tpotcap4-tok8192": ours_variant(
+        "ours-tpotcap4-tok8192", pod_cap_floor=4, prefill_token_budget=8192
+    ),
     "hpa-memory": hpa_memory,
     "hpa-cpu": hpa_cpu,
     "keda-prometheus": keda_prometheus,

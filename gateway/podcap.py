@@ -10,7 +10,11 @@ each pod at `applied_cap(...)` of what it read:
   must not queue everything at the gateway) and never above the configured cap (the operator's
   bound stands).
 
-The evaluator's gateway (`sim.evaluate.ingress`) calls the same function.
+The evaluator's gateway (`sim.evaluate.ingress`, policies `ours-tpotcap<N>`) applies it. The live
+gateway does not yet: on the default matrix the learned cap improved the two scenarios that miss
+the target without making either meet it (docs/evaluate.md, "The gateway's per-pod cap from the
+TPOT objective"), so the live cap stays the configured one until a variant does; this is the
+rule it would apply.
 """
 
 from __future__ import annotations

@@ -260,6 +260,9 @@ class Gateway:
         ticket = self.tickets.pop(req.id, None)
         if ticket is not None:
             self.admission.finish(ticket)
+            gated = self.prefill_limit is not None or self.prefill_token_budget is not None
+            if gated and req.pod in self.pods:  # the slots follow the pod's new outstanding
+                self._refresh(req.pod)
         for listener in self.listeners:
             listener.on_complete(req, when)
 

@@ -152,3 +152,78 @@ def test_ours_tpotcap_applies_the_learned_concurrency_and_reports_it_in_snapshot
     assert any(applied < 256 for _, applied in caps)
     # and the controller's state heard an applied cap from the gateway's snapshots
     assert ours.state.pod_cap in {a for _, a in caps}
+
+
+class _PrefillWatch:
+    """Per pod: requests (and their prompt tokens) dispatched and without a first token."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[str, list[int]] = {}
+        self.worst_count = 0
+        self.worst_tokens_before = 0
+        self.dispatched = 0
+
+    def on_enqueue(self, req: Request, now: float) -> None:
+        pass
+
+    def on_dispatch(self, req: Request, now: float) -> None:
+        assert req.pod is not None
+        w = self.waiting.setdefault(req.pod, [0, 0])
+        self.worst_tokens_before = max(self.worst_tokens_before, w[1])
+        w[0] += 1
+        w[1] += req.prompt_tokens
+        self.worst_count = max(self.worst_count, w[0])
+        self.dispatched += 1
+
+    def _done(self, req: Request) -> None:
+        assert req.pod is not None
+        w = self.waiting[req.pod]
+        w[0] -= 1
+        w[1] -= req.prompt_tokens
+
+    def on_first_token(self, req: Request, now: float) -> None:
+        self._done(req)
+
+    def on_complete(self, req: Request, now: float) -> None:
+        if req.first_token is None:  # pragma: no cover - every request here gets a token
+            self._done(req)
+
+
+class _Gated(Fixed):
+    def __init__(self, *, limit: int | None, budget: int | None) -> None:
+        super().__init__(3, name="gated")
+        self.limit, self.budget = limit, budget
+        self.watch = _PrefillWatch()
+
+    def attach(self, world: World) -> None:
+        world.gateway.listeners.append(self.watch)
+        world.gateway.set_prefill_gates(limit=self.limit, token_budget=self.budget)
+
+
+def _prefill_heavy() -> Scenario:
+    requests = poisson(
+        rate=12.0, duration_s=30.0, prompt_tokens=3000, output_tokens=30, seed=7
+    ).requests
+    return Scenario(name="prefill", requests=requests, pod_concurrency=256, tail_s=0.0)
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+def test_a_prefill_limit_bounds_the_requests_a_pod_holds_before_their_first_token(
+    limit: int,
+) -> None:
+    ungated = _Gated(limit=None, budget=None)
+    run_one(_prefill_heavy(), ungated)
+    assert ungated.watch.worst_count > limit  # the load would pile prompts up without the gate
+    gated = _Gated(limit=limit, budget=None)
+    result = run_one(_prefill_heavy(), gated)
+    assert gated.watch.dispatched == len(result.requests)
+    assert gated.watch.worst_count == limit
+
+
+def test_a_prefill_token_budget_sends_nothing_to_a_pod_at_or_over_it() -> None:
+    budget = 5000
+    gated = _Gated(limit=None, budget=budget)
+    result = run_one(_prefill_heavy(), gated)
+    assert all(r.finish is not None for r in result.requests)
+    # a new request went to a pod only while the prompts there before it were under the budget
+    assert 0 < gated.watch.worst_tokens_before < budget

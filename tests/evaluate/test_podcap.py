@@ -227,3 +227,19 @@ def test_a_prefill_token_budget_sends_nothing_to_a_pod_at_or_over_it() -> None:
     assert all(r.finish is not None for r in result.requests)
     # a new request went to a pod only while the prompts there before it were under the budget
     assert 0 < gated.watch.worst_tokens_before < budget
+
+
+def test_the_issue_14_variants_are_named_policies_outside_the_default_sweep() -> None:
+    from sim.evaluate.runner import EXPERIMENTS, POLICIES, UnknownPolicyError, check_names
+
+    assert check_names(["ours", *EXPERIMENTS]) == ["ours", *EXPERIMENTS]
+    assert not set(EXPERIMENTS) & set(POLICIES)
+    for name, make in EXPERIMENTS.items():
+        scaler = make()
+        assert isinstance(scaler, Ours)
+        assert scaler.name == name
+    capped = EXPERIMENTS["ours-tpotcap4"]()
+    assert isinstance(capped, Ours)
+    assert capped.config.pod_cap_floor == 4
+    with pytest.raises(UnknownPolicyError):
+        check_names(["ours-tpotcap3"])

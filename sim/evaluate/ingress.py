@@ -117,6 +117,14 @@ class Gateway:
         self.requests: dict[str, Request] = {}
         self.pods: dict[str, Pod] = {}
         """Ready pods by name, in the order they turned Ready."""
+        self.prefill_limit: int | None = None
+        """Experiment: at most this many requests per pod before their first token (None: no
+        limit); a pod with that many prefilling takes no new request."""
+        self.prefill_token_budget: int | None = None
+        """Experiment: a pod takes a new request only while the prompt tokens it holds before
+        their first token are below this (None: no budget)."""
+        self.prefilling: dict[str, list[int]] = {}
+        """Per pod: [requests, prompt tokens] dispatched and without a first token yet."""
         self.drained_callback: _Drained | None = None
         self.completed = 0
         self.rejected = 0
@@ -150,13 +158,66 @@ class Gateway:
         if self.rng is not None:
             self._route_service()
             return
-        self.admission.upsert_pod(pod.name, ready=True, capacity=self.pod_concurrency)
+        self.prefilling.setdefault(pod.name, [0, 0])
+        self._refresh(pod.name)
         self._assign()
+
+    def _refresh(self, name: str) -> None:
+        """The pod's slots in the admission core: the cap, less what the prefill gates hold
+        (set as outstanding + the new requests the gates let in, so one `assign` round cannot
+        overshoot them)."""
+        cap = self.pod_concurrency
+        pf = self.prefilling.get(name)
+        apod = self.admission.pods.get(name)
+        if pf is not None:
+            room = cap
+            if self.prefill_limit is not None:
+                room = min(room, max(self.prefill_limit - pf[0], 0))
+            if self.prefill_token_budget is not None:
+                room = min(room, 1 if pf[1] < self.prefill_token_budget else 0)
+            cap = min(cap, (0 if apod is None else apod.outstanding) + room)
+        self.admission.upsert_pod(name, ready=True, capacity=cap)
+
+    def _prefill(self, req: Request, sign: int) -> None:
+        if self.prefill_limit is None and self.prefill_token_budget is None:
+            return
+        assert req.pod is not None
+        pf = self.prefilling.get(req.pod)
+        if pf is None:
+            return
+        pf[0] += sign
+        pf[1] += sign * req.prompt_tokens
+        if req.pod in self.pods:
+            self._refresh(req.pod)
+
+    def set_prefill_gates(self, *, limit: int | None, token_budget: int | None) -> None:
+        """Experiment (evaluator only): gate each pod's new requests on its prefill work in
+        flight (`prefill_limit`, `prefill_token_budget`)."""
+        self.prefill_limit, self.prefill_token_budget = limit, token_budget
+        if self.rng is None:
+            for name in self.pods:
+                self._refresh(name)
+
+    def set_pod_cap(self, cap: int) -> None:
+        """Apply a new per-pod cap to every pod (the controller's published concurrency,
+        `gateway.podcap`); a raised cap hands out what now fits at once."""
+        cap = max(cap, 1)
+        if cap == self.pod_concurrency:
+            return
+        raised = cap > self.pod_concurrency
+        self.pod_concurrency = cap
+        if self.rng is not None:
+            return
+        for name in self.pods:
+            self._refresh(name)
+        if raised:
+            self._assign()
 
     def pod_gone(self, pod: Pod) -> None:
         """A pod left the endpoints (terminating or ended): route nothing more to it."""
         if self.pods.pop(pod.name, None) is not None and self.rng is None:
             self.admission.remove_pod(pod.name)
+            self.prefilling.pop(pod.name, None)
 
     # ---- routing -----------------------------------------------------------------------------
 
@@ -167,13 +228,20 @@ class Gateway:
         self.in_flight += 1
         for listener in self.listeners:
             listener.on_dispatch(req, now)
+        if self.rng is None:
+            self._prefill(req, 1)
         pod.submit(req.id, req.prompt_tokens, req.output_tokens)
 
     def _assign(self) -> None:
         """Submit whatever the admission core hands out now."""
-        for ticket in self.admission.assign(now=self.clock.now):
-            assert ticket.pod is not None
-            self._send(self.requests[ticket.request_id], self.pods[ticket.pod.url])
+        gated = self.prefill_limit is not None or self.prefill_token_budget is not None
+        while True:
+            handed = self.admission.assign(now=self.clock.now)
+            for ticket in handed:
+                assert ticket.pod is not None
+                self._send(self.requests[ticket.request_id], self.pods[ticket.pod.url])
+            if not (gated and handed):
+                return
 
     def _route_service(self) -> None:
         rng = self.rng
@@ -192,15 +260,22 @@ class Gateway:
         ticket = self.tickets.pop(req.id, None)
         if ticket is not None:
             self.admission.finish(ticket)
+            gated = self.prefill_limit is not None or self.prefill_token_budget is not None
+            if gated and req.pod in self.pods:  # the slots follow the pod's new outstanding
+                self._refresh(req.pod)
         for listener in self.listeners:
             listener.on_complete(req, when)
 
     def _engine_event(self, pod: Pod, kind: int, request_id: str, when: float) -> None:
         req = self.requests[request_id]
+        if kind == FIRST_TOKEN or (req.first_token is None and self.rng is None):
+            self._prefill(req, -1)
         if kind == FIRST_TOKEN:
             req.first_token = when
             for listener in self.listeners:
                 listener.on_first_token(req, when)
+            if self.prefill_limit is not None or self.prefill_token_budget is not None:
+                self._assign()
             return
         if kind == REJECTED:  # never served: no first token, counted as a miss
             self.rejected += 1

@@ -27,6 +27,7 @@ from controller.schedule import EvalGate
 from controller.scheduler import EvalScheduler
 from controller.state import ClusterCounts, ModelState, StateSettings
 from gateway.admission import DispatchOrder
+from gateway.podcap import applied_cap
 from sim.engine import get_profile
 from sim.evaluate.cluster import NodeMode
 from sim.evaluate.ingress import Request
@@ -52,6 +53,15 @@ class OursConfig:
     scale_to_zero_idle_s: float | None = 600.0
     billing: Billing = Billing.NODE
     """What the cloud bills (the InferenceScaler's `capacity.billing`)."""
+    pod_cap_floor: int | None = None
+    """None: the gateway caps each pod at the scenario's `pod_concurrency` (the engine's
+    `max_num_seqs`); N: at the learned concurrency the controller would publish, refreshed on
+    each sample, never below N (`gateway.podcap.applied_cap`)."""
+    prefill_limit: int | None = None
+    """Experiment (`Gateway.prefill_limit`): at most this many requests per pod before their
+    first token."""
+    prefill_token_budget: int | None = None
+    """Experiment (`Gateway.prefill_token_budget`): prompt tokens per pod before first token."""
     state: StateSettings = field(default_factory=StateSettings)
     """The controller's measurement settings (its command line's, e.g. `--long-window-s`)."""
 
@@ -96,6 +106,11 @@ class _Timer:
 def ours_fifo() -> Ours:
     """`ours` with the gateway's queue in plain arrival order (no deadline-aware dispatch)."""
     return Ours(name="ours-fifo", dispatch_order=DispatchOrder.FIFO)
+
+
+def ours_variant(name: str, **config: Any) -> Callable[[], Ours]:
+    """A named `ours` with some `OursConfig` fields changed (evaluator experiments)."""
+    return lambda: Ours(OursConfig(**config), name=name)
 
 
 class Ours:
@@ -150,6 +165,10 @@ class Ours:
         self.scheduler.resize(1)  # one InferenceScaler, as the live controller's watches count
         self._seq = 0
         world.gateway.listeners.append(self)
+        if self.config.prefill_limit is not None or self.config.prefill_token_budget is not None:
+            world.gateway.set_prefill_gates(
+                limit=self.config.prefill_limit, token_budget=self.config.prefill_token_budget
+            )
         self.clock.every(self.config.snapshot_s, self._snapshot, first=0.0)
         self.clock.every(self.config.tick_s, self._tick)
 
@@ -241,6 +260,13 @@ class Ours:
         )
         ready, _ = self.world.cluster.counts()
         self.state.sample(now, ready_replicas=ready, concurrency_per_replica=conc)
+        floor = self.config.pod_cap_floor
+        if floor is not None:
+            self.world.gateway.set_pod_cap(
+                applied_cap(
+                    published=conc, configured=self.world.scenario.pod_concurrency, floor=floor
+                )
+            )
         return ()
 
     def _evaluate(self, now: float) -> None:

@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--initial-replicas",
         type=_count,
         default=None,
-        help="ready replicas at t=0 (default: what the oracle needs for the first bucket)",
+        help="ready replicas at t=0 (default: the fleet the oracle holds at t=0)",
     )
     p.add_argument("--profile", default="llama3-8b-h200", help="sim.engine profile")
     p.add_argument("--oracle-bucket", type=_positive, default=30.0, help="oracle bucket, s")

@@ -226,6 +226,19 @@ def _planned(scenario: Scenario, chosen: list[int], config: OracleConfig) -> Sch
     return Schedule(b, tuple(fill_gaps(chosen, bucket_s=b, load_s=scenario.model_load_s)))
 
 
+def initial_fleet(scenario: Scenario, chosen: list[int], config: OracleConfig) -> int:
+    """The Ready replicas every policy starts with: the oracle's own fleet at t = 0.
+
+    The oracle plays its plan one model load ahead, so at t = 0 it already holds what its first
+    `model_load_s` of buckets want (`Scheduled.replicas_at(0, model_load_s)`), warm; a reactive
+    policy given less (its first bucket alone) could not match that by any decision. Every
+    policy starts from that same fleet (the planned one, before refinement).
+    """
+    if not chosen:
+        return 1
+    return Scheduled(_planned(scenario, chosen, config)).replicas_at(0.0, scenario.model_load_s)
+
+
 def _oracle_run(
     scenario: Scenario,
     chosen: list[int],
@@ -357,8 +370,8 @@ def evaluate(
     """Run every named policy on `scenario`; results in the order of `names`.
 
     With `derive_bound` the scenario's `max_replicas` is replaced by `bound_from_plan` of the
-    oracle's plan (planned first under `PROVISIONAL_BOUND`); with `steady` the reactive policies
-    start with the plan's first-bucket count Ready. Then every policy runs under that bound. With
+    oracle's plan (planned first under `PROVISIONAL_BOUND`); with `steady` every policy starts
+    with the oracle's fleet at t = 0 Ready (`initial_fleet`). Then every policy runs under that bound. With
     `jobs > 1` the oracle's planning (split into ranges of buckets, which give the same answers
     as one pass) and the runs share a pool of worker processes.
     """
@@ -394,7 +407,7 @@ def evaluate(
                 scenario, max_replicas=bound_from_plan(chosen, min_replicas=scenario.min_replicas)
             )
         if steady:
-            first = chosen[0] if chosen else 1
+            first = initial_fleet(scenario, chosen, cfg)
             replicas = min(max(first, 1, scenario.min_replicas), scenario.max_replicas)
             scenario = replace(scenario, initial_replicas=replicas)
         chosen = [min(c, scenario.max_replicas) for c in chosen]

@@ -156,3 +156,15 @@ def test_the_oracles_row_is_a_replay_of_its_final_schedule(derived: Evaluation) 
     again = summarize(replay, derived.bursts, reactive=False)
     assert again["billed_gpu_hours"] == pytest.approx(row["billed_gpu_hours"])
     assert again["slo_attainment"] == pytest.approx(row["slo_attainment"])
+
+
+def test_every_policy_starts_with_the_fleet_the_oracle_holds_at_t0(derived: Evaluation) -> None:
+    """The step comes at 40 s and a model loads in 30 s: the oracle holds the step's replicas
+    from t = 0 (its plan, one load ahead), so the reactive policies must start with them too,
+    not with the first (quiet) bucket's one replica."""
+    rows = _rows(derived)
+    schedule = rows["oracle"]["oracle_schedule"]
+    load_buckets = schedule[:2]  # [0, 30) and [30, 60): what one 30 s model load ahead covers
+    assert schedule[0] < max(load_buckets), schedule
+    for name in ("ours", "hpa-memory", "keda-prometheus", "kpa"):
+        assert rows[name]["initial_replicas"] == max(load_buckets), (name, schedule)

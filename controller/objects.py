@@ -112,7 +112,12 @@ class PodStatus(TypedDict, total=False):
     podIP: str
 
 
+class PodSpec(TypedDict, total=False):
+    nodeName: str
+
+
 class Pod(KubeObject, total=False):
+    spec: PodSpec
     status: PodStatus
 
 

@@ -5,7 +5,9 @@ Deployment's pods and sets each one's `controller.kubernetes.io/pod-deletion-cos
 to the number of requests the gateways have in flight there (`controller.state` keeps that per
 pod, named by the pod's URL as the gateway dispatches to it). The ReplicaSet controller then
 removes the pods with the lowest cost first (after unscheduled and not-Ready ones), so the idle
-pods leave and the busy ones keep streaming. Only annotations that change are written, and each
+pods leave and the busy ones keep streaming. Where the pods are scheduled, the ranking goes node
+by node (`node_first_costs`): the least busy node's pods leave first, so a scale-down frees whole
+nodes for Karpenter to consolidate instead of thinning every node. Only annotations that change are written, and each
 write is fenced like a scale PATCH (`controller.lease`: leadership still valid at the write).
 
 `deletion_costs` is the pure part (pods and in-flight counts in, costs out); `KubePodAPI` is the
@@ -43,14 +45,38 @@ def pod_host(pod_ref: str) -> str:
     return host or pod_ref
 
 
+def node_first_costs(pods: Iterable[tuple[str, str | None, int]]) -> dict[str, int]:
+    """(pod, node, in flight) -> deletion cost that empties whole nodes first.
+
+    Nodes are ranked by the requests in flight on them, then by how many of the pods they
+    hold, then by name; a pod's cost is its node's rank times (the largest in-flight count + 1)
+    plus its own in-flight count. So a scale-down takes every pod of the least busy node before
+    any pod of the next (a node the model no longer fills is released under node billing, where
+    spreading the removals over all nodes would free none), and within a node the idlest pods
+    first. Pods with no node yet all rank 0 (the ReplicaSet removes unscheduled pods first).
+    """
+    rows = list(pods)
+    load: dict[str, int] = {}
+    count: dict[str, int] = {}
+    for _, node, n in rows:
+        if node:
+            load[node] = load.get(node, 0) + n
+            count[node] = count.get(node, 0) + 1
+    ranked = sorted(load, key=lambda node: (load[node], count[node], node))
+    rank = {node: i for i, node in enumerate(ranked)}
+    step = max((n for _, _, n in rows), default=0) + 1
+    return {name: min(rank.get(node or "", 0) * step + n, INT32_MAX) for name, node, n in rows}
+
+
 def deletion_costs(pods: Iterable[Pod], in_flight: Mapping[str, int]) -> dict[str, int]:
-    """Pod name -> deletion cost: the requests in flight on it (matched by pod IP or name)."""
+    """Pod name -> deletion cost: the requests in flight on it (matched by pod IP or name),
+    ranked node by node (`node_first_costs`) where the pods name their nodes."""
     by_host: dict[str, int] = {}
     for ref, n in in_flight.items():
         if n > 0:
             host = pod_host(ref)
             by_host[host] = by_host.get(host, 0) + n
-    costs = {}
+    rows: list[tuple[str, str | None, int]] = []
     for pod in pods:
         meta = pod.get("metadata") or {}
         name = str(meta.get("name") or "")
@@ -59,8 +85,9 @@ def deletion_costs(pods: Iterable[Pod], in_flight: Mapping[str, int]) -> dict[st
         ip = (pod.get("status") or {}).get("podIP") or ""
         n = by_host.get(ip, 0) if ip else 0
         n += by_host.get(name, 0)
-        costs[name] = min(n, INT32_MAX)
-    return costs
+        node = (pod.get("spec") or {}).get("nodeName") or None
+        rows.append((name, node, min(n, INT32_MAX)))
+    return node_first_costs(rows)
 
 
 def current_cost(pod: Pod) -> int:

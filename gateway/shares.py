@@ -40,6 +40,7 @@ from gateway.scheduler import Scheduler
 from gateway.sharebook import Ask, PodGrant, ShareBook, SyncReply
 from surgescale.events import close, connect
 from surgescale.events.client import RedisClient
+from surgescale.events.rawwrite import PackedScript, RawPipe
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +218,7 @@ class Shares:
         ask granted) only renews its lease, every quarter lease, so idle models cost little."""
         self._sync: Any = None
         self._release: Any = None
+        self._pipe: RawPipe | None = None
 
     # ------------------------------------------------------------ discovery
     def on_pods(self, model: str, ready: dict[str, bool]) -> None:
@@ -271,10 +273,23 @@ class Shares:
         return q.queued + q.requeued + q.in_flight > 0
 
     def prepare(self) -> None:
-        """Register the scripts (before the first `sync`; `run` does it)."""
-        if self.client is not None:
+        """Register the scripts (before the first `sync`; `run` does it). On a single Redis they
+        run over a lean connection of their own (`RawPipe`: a sync every 50 ms per busy model
+        through redis-py's `Script` cost ~0.1 ms of CPU more each); on a cluster through redis-py."""
+        if self.client is None or self._sync is not None:
+            return
+        self._pipe = RawPipe.for_client(self.client)
+        if self._pipe is not None:
+            self._sync = PackedScript(self._pipe, _SYNC)
+            self._release = PackedScript(self._pipe, _RELEASE)
+        else:
             self._sync = self.client.register_script(_SYNC)
             self._release = self.client.register_script(_RELEASE)
+
+    def close(self) -> None:
+        """Close the scripts' own connection, if any (after `release`)."""
+        if self._pipe is not None:
+            self._pipe.close()
 
     async def sync(self, model: str) -> None:
         """One sync of `model`'s grants (or the fallback if Redis does not answer)."""
@@ -403,6 +418,7 @@ async def running_shares(
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
         await shares.release()
+        shares.close()
         if client is not None:
             with contextlib.suppress(Exception):
                 await close(client)

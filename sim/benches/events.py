@@ -130,11 +130,16 @@ async def _drive(
     cpu0 = time.process_time()
     t0 = time.perf_counter()
     spread = len(models)
-    for n in range(total):
-        producer.emit(_event(n, models[n % spread]))
-        if n % 2_000 == 1_999:
-            await asyncio.sleep(0)
-    await producer.flush(timeout=120)
+    try:
+        for n in range(total):
+            producer.emit(_event(n, models[n % spread]))
+            if n % 2_000 == 1_999:
+                await asyncio.sleep(0)
+        await producer.flush(timeout=120)
+    except asyncio.CancelledError:
+        # Stopped (SIGTERM): stop writing now, so the clean-up after us is the last word.
+        await producer.close(timeout=0)
+        raise
     produce_wall = time.perf_counter() - t0
     produce_cpu = time.process_time() - cpu0
     await producer.close()
@@ -178,16 +183,19 @@ async def _latency(
     producer = EventProducer(producer_client, keys=keys)
     await producer.start()
     start = time.perf_counter()
-    for n in range(total):
-        due = start + n / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        ev = _event(n, models[n % len(models)])
-        sent[ev.request_id] = time.perf_counter()
-        producer.emit(ev)
     try:
+        for n in range(total):
+            due = start + n / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            ev = _event(n, models[n % len(models)])
+            sent[ev.request_id] = time.perf_counter()
+            producer.emit(ev)
         await asyncio.wait_for(reader, 30)
+    except asyncio.CancelledError:
+        await producer.close(timeout=0)  # stopped: write nothing more (see `_drive`)
+        raise
     finally:
         reader.cancel()
         await producer.close()

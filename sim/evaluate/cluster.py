@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from controller.pods import node_first_costs
 from sim.evaluate.clock import Clock
 from sim.evaluate.pods import EngineFactory, Pod, PodState
 
@@ -185,9 +186,18 @@ class Cluster:
                 self._remove(pod)
 
     def _victims(self, live: list[Pod], count: int) -> list[Pod]:
+        """Pending first, then loading (newest first), then Ready pods: under a static NodePool
+        in the live controller's deletion-cost order (`controller.pods.node_first_costs`: the
+        least busy node's pods first, so a release empties whole nodes, which is the only way a
+        node leaves), under Karpenter the idlest pods (the ReplicaSet's own order)."""
+        costs: dict[str, int] = {}
+        if self.mode is NodeMode.STATIC:
+            ready = [p for p in live if p.state is PodState.READY]
+            costs = node_first_costs((p.name, p.node, p.outstanding) for p in ready)
+
         def rank(p: Pod) -> tuple[int, int, float]:
             state_rank = {PodState.PENDING: 0, PodState.LOADING: 1, PodState.READY: 2}[p.state]
-            return (state_rank, p.outstanding, -p.created_at)
+            return (state_rank, costs.get(p.name, p.outstanding), -p.created_at)
 
         return sorted(live, key=rank)[:count]
 

@@ -126,7 +126,7 @@ class Ours:
         spec = policy_spec(scenario, self.config)
         if spec.billing is not Billing.NODE or scenario.initial_replicas <= 0:
             return scenario.initial_replicas, None
-        nodes = nodes_for(scenario.initial_replicas, spec)
+        nodes = max(nodes_for(scenario.initial_replicas, spec), scenario.initial_nodes)
         filled = min(max(replicas_on(nodes, spec), scenario.initial_replicas), spec.max_replicas)
         return filled, nodes
 

@@ -409,7 +409,10 @@ def evaluate(
         if steady:
             first = initial_fleet(scenario, chosen, cfg)
             replicas = min(max(first, 1, scenario.min_replicas), scenario.max_replicas)
-            scenario = replace(scenario, initial_replicas=replicas)
+            nodes = (
+                Scheduled(_planned(scenario, chosen, cfg)).nodes_at(0.0, scenario) if chosen else 0
+            )
+            scenario = replace(scenario, initial_replicas=replicas, initial_nodes=nodes)
         chosen = [min(c, scenario.max_replicas) for c in chosen]
         futures: dict[str, Future[PolicyRun]] = {}
         for name in simple[:1]:

@@ -68,6 +68,9 @@ class Scenario:
     initial_replicas: int = 1
     """Ready replicas of the reactive policies at t = 0 (the CLI's default: what the oracle
     needs for the first bucket, i.e. a system already in steady state when the trace starts)."""
+    initial_nodes: int = 0
+    """Ready nodes at t = 0 for a policy that sets a static NodePool (ours): at least this many
+    (the oracle's own at t = 0 with the default start); 0 = the nodes its replicas need."""
     seed: int = 0
     tail_s: float = 60.0
     """Accounting continues this long after the last arrival (or until the last completion)."""

@@ -8,6 +8,8 @@
 - `consumer`: the consumer-group reader `EventConsumer` (XREADGROUP, XAUTOCLAIM, dead letters,
   discovery by registry and SCAN, group housekeeping);
 - `rawread`: one packed XREADGROUP over many streams on a single Redis (the consumer's read);
+- `rawwrite`: a lean pipelined connection to a single Redis (the producer's writes, the gateway's
+  capacity-sync script);
 - `client`: `connect(url)`, a single Redis or (`redis+cluster://`) a Redis Cluster;
 - `replay`: re-read a model's recent events from its stream (a controller taking a model over).
 

@@ -21,6 +21,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
+from surgescale.events.rawwrite import close_pipes
+
 RedisClient: TypeAlias = Redis | RedisCluster
 """The client type, re-exported so other packages can annotate without importing redis."""
 
@@ -72,5 +74,6 @@ def connect(url: str, *, timeout: float = 2.0, connect_timeout: float = 1.0) -> 
 
 
 async def close(client: RedisClient) -> None:
-    """Close a client made by `connect`."""
+    """Close a client made by `connect` (and the lean connections made for it: `rawwrite`)."""
+    close_pipes(client)
     await client.aclose()

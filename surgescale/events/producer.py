@@ -7,6 +7,10 @@ flight, new events accumulate and go out together in the next pipeline, packed u
 the buffer keeps the newest `buffer_limit` events (the oldest are dropped and counted) and the
 flusher retries with backoff; the caller never sees the failure.
 
+The write: on a single Redis a flush's commands go out over the producer's own connection
+(`surgescale.events.rawwrite.RawPipe`: RESP packed in one write, replies read by hiredis), about
+half the CPU of a redis-py pipeline; a cluster (or TLS) uses redis-py's pipeline, which routes.
+
 Identity: the first time an event is sent it is stamped with this producer's `origin` (random per
 producer) and the next `eseq` of its model, so a batch resent after a timeout (Redis may have
 applied it) carries the same ids and the controller applies it once.
@@ -54,6 +58,7 @@ from redis.exceptions import (
 
 from surgescale.events.client import TRANSPORT_ERRORS, RedisClient
 from surgescale.events.keys import StreamKeys
+from surgescale.events.rawwrite import RawPipe
 from surgescale.events.schema import Event, encode_batch
 from surgescale.retry import Backoff, ExponentialBackoff
 
@@ -111,6 +116,16 @@ _PASSING = (AskError, TryAgainError, ClusterDownError, ReadOnlyError)
 _PASSING_PREFIXES = ("TRYAGAIN", "CLUSTERDOWN", "MOVED", "ASK", "LOADING", "MASTERDOWN", "READONLY")
 
 
+async def _finish(task: asyncio.Task[None], timeout: float) -> None:
+    """Let the flusher end within `timeout`, else cancel it."""
+    try:
+        await asyncio.wait_for(asyncio.shield(task), timeout)
+    except (TimeoutError, asyncio.CancelledError):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def _passes(exc: BaseException) -> bool:
     """True if a failed write is worth sending again (the node, not the write, was the problem)."""
     if not isinstance(exc, ResponseError):
@@ -160,6 +175,8 @@ class EventProducer:
         self._closing = False
         self.stats = ProducerStats()
         self.connected = True
+        self._raw = RawPipe.for_client(redis)
+        """The lean write path to a single Redis (None: redis-py's pipeline, e.g. a cluster)."""
 
     def emit(self, event: Event) -> None:
         """Queue one event for sending. Never blocks, never raises for transport problems."""
@@ -181,14 +198,12 @@ class EventProducer:
         self._closing = True
         self._wake.set()
         task, self._task = self._task, None
-        if task is None:
-            return
         try:
-            await asyncio.wait_for(asyncio.shield(task), timeout)
-        except (TimeoutError, asyncio.CancelledError):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            if task is not None:
+                await _finish(task, timeout)
+        finally:
+            if self._raw is not None:
+                self._raw.close()  # its own connection, not the client's
 
     async def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything emitted so far has been sent (or dropped); True if it was."""
@@ -275,11 +290,25 @@ class EventProducer:
 
     async def _make_room(self, streams: set[str]) -> None:
         """Redis is full: trim our streams to their bounds now (XTRIM runs even when full)."""
+        commands: list[list[bytes]] = []
+        for stream in streams:
+            self._trim(commands, stream, force=True)
         with contextlib.suppress(*TRANSPORT_ERRORS):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for stream in streams:
-                    self._trim(pipe, stream, force=True)
-                await pipe.execute()
+            await self._execute(commands)
+
+    async def _execute(self, commands: list[list[bytes]]) -> list[Any]:
+        """Send `commands` in one pipeline; one reply each, error replies as exceptions.
+
+        A single Redis gets them through `RawPipe` (its own lean connection); a cluster (or a
+        TLS connection) through redis-py's pipeline, which routes each command to its node."""
+        raw = self._raw
+        if raw is not None:
+            return await raw.execute(commands)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for command in commands:
+                pipe.execute_command(command[0].decode(), *command[1:])
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+            return results
 
     def _maxlen(self, stream: str, entry_events: int) -> int:
         """Entries to keep so the stream holds about `max_events` events."""
@@ -288,21 +317,25 @@ class EventProducer:
         self._entry_peak[stream] = peak
         return max(1, int(self.limits.max_events / peak))
 
-    def _trim(self, pipe: Any, stream: str, *, force: bool = False) -> int:
+    def _trim(self, commands: list[list[bytes]], stream: str, *, force: bool = False) -> int:
         """XTRIM MINID by age, at most every `trim_interval_s` per stream (forced: now, exact,
-        and by count too); the number of commands added to `pipe`."""
+        and by count too); the number of commands added to `commands`."""
         now = time.monotonic()
         if not force and now - self._trimmed_at.get(stream, -1e18) < self.limits.trim_interval_s:
             return 0
         self._trimmed_at[stream] = now
         added = 0
         oldest_ms = int((time.time() - self.limits.max_age_s) * 1000)
+        key = stream.encode()
         if oldest_ms > 0:
-            pipe.xtrim(stream, minid=f"{oldest_ms}-0", approximate=not force)
+            minid = b"%d-0" % oldest_ms
+            approx = [] if force else [b"~"]
+            commands.append([b"XTRIM", key, b"MINID", *approx, minid])
             added += 1
         if force:
             peak = self._entry_peak.get(stream, 1.0)
-            pipe.xtrim(stream, maxlen=max(1, int(self.limits.max_events / peak)), approximate=False)
+            keep = max(1, int(self.limits.max_events / peak))
+            commands.append([b"XTRIM", key, b"MAXLEN", b"%d" % keep])
             added += 1
         return added
 
@@ -411,31 +444,31 @@ class EventProducer:
         keys = self.keys
         per_entry = self._per_entry
         registered = self._registered
+        commands: list[list[bytes]] = []
         sizes: list[tuple[str, list[Event]]] = []
         """One row per pipelined command: (stream, events it carries; none for bookkeeping)."""
-        async with self._redis.pipeline(transaction=False) as pipe:
+        if register:
+            registry = keys.registry.encode()
             for stream in register:
-                pipe.sadd(keys.registry, stream)
+                commands.append([b"SADD", registry, stream.encode()])
                 sizes.append((stream, []))
-            for model, events in by_model.items():
-                stream = keys.stream(model)
-                for start in range(0, len(events), per_entry):
-                    chunk = events[start : start + per_entry]
-                    pipe.xadd(
-                        stream,
-                        encode_batch(chunk),  # type: ignore[arg-type]
-                        maxlen=self._maxlen(stream, len(chunk)),
-                        approximate=True,
-                    )
-                    sizes.append((stream, chunk))
-                for _ in range(self._trim(pipe, stream)):
-                    sizes.append((stream, []))
-            try:
-                results = await pipe.execute(raise_on_error=False)
-            except BaseException:
-                for stream in register:
-                    registered.pop(stream, None)
-                raise
+        for model, events in by_model.items():
+            stream = keys.stream(model)
+            key = stream.encode()
+            for start in range(0, len(events), per_entry):
+                chunk = events[start : start + per_entry]
+                ((name, value),) = encode_batch(chunk).items()
+                maxlen = b"%d" % self._maxlen(stream, len(chunk))
+                commands.append([b"XADD", key, b"MAXLEN", b"~", maxlen, b"*", name, value])
+                sizes.append((stream, chunk))
+            for _ in range(self._trim(commands, stream)):
+                sizes.append((stream, []))
+        try:
+            results = await self._execute(commands)
+        except BaseException:
+            for stream in register:
+                registered.pop(stream, None)
+            raise
         refused = 0
         retry: list[Event] = []
         error: BaseException | None = None

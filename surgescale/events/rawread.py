@@ -20,14 +20,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import hiredis
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 
 def pack(args: Iterable[bytes]) -> bytes:
-    """`args` as one RESP command (an array of bulk strings)."""
-    parts = [b"$%d\r\n%s\r\n" % (len(a), a) for a in args]
-    return b"*%d\r\n" % len(parts) + b"".join(parts)
+    """`args` as one RESP command (an array of bulk strings), packed by hiredis."""
+    packed: bytes = hiredis.pack_command(tuple(args))  # type: ignore[arg-type]  # stub: a 1-tuple
+    return packed
 
 
 class PackedRead:

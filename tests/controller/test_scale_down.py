@@ -14,7 +14,13 @@ from kubernetes_asyncio import client
 
 from controller.loop import Controller
 from controller.objects import Pod
-from controller.pods import DELETION_COST, deletion_costs, pod_host, selector_string
+from controller.pods import (
+    DELETION_COST,
+    deletion_costs,
+    node_first_costs,
+    pod_host,
+    selector_string,
+)
 from surgescale.events import EventType
 from tests.controller.conftest import NS, Gateway, Sim, eventually
 from tests.controller.test_integration import _ready_leader
@@ -68,9 +74,17 @@ async def test_scale_down_keeps_the_pods_with_streams_in_flight(
         await proxy.stop()
     busy = pods[0]
     assert left[0].metadata.name == busy.metadata.name
-    assert (left[0].metadata.annotations or {}).get(DELETION_COST) == "5"
+    # the costs go node by node (2 GPUs per node: two of the pods share one), in-flight within
+    expected = node_first_costs(
+        (p.metadata.name, p.spec.node_name, n) for p, n in zip(pods, (5, 2, 0), strict=True)
+    )
+    assert (left[0].metadata.annotations or {}).get(DELETION_COST) == str(
+        expected[busy.metadata.name]
+    )
+    assert expected[busy.metadata.name] == max(expected.values())
     assert ctl.deletion_coster is not None
-    assert ctl.deletion_coster.writes == 2  # the busy and the middle pod; 0 is the default
+    # one write per pod whose cost is not the default 0
+    assert ctl.deletion_coster.writes == sum(1 for c in expected.values() if c)
     # The manifests' RBAC grants every call this made, pods list and patch among them.
     granted = Authorizer.for_service_account(
         render("overlays/dev"), "surgescale-controller", "surgescale"
@@ -134,3 +148,28 @@ def test_selector_string() -> None:
     assert selector_string({"matchLabels": {"b": "2", "a": "1"}}) == "a=1,b=2"
     assert selector_string({"matchExpressions": [{"key": "a"}]}) is None
     assert selector_string(None) is None
+
+
+def test_deletion_costs_empty_the_least_busy_node_first() -> None:
+    """Two nodes of three pods each: every pod of the node with less in flight costs less than
+    any pod of the other, so the ReplicaSet frees a whole node before it thins the busy one (the
+    old per-pod cost would have taken the idle pod of the busy node first)."""
+    pods: list[Pod] = [
+        {"metadata": {"name": f"{node}-{i}"}, "spec": {"nodeName": node}}
+        for node in ("n1", "n2")
+        for i in range(3)
+    ]
+    in_flight = {"n1-0": 0, "n1-1": 9, "n1-2": 9, "n2-0": 4, "n2-1": 4, "n2-2": 5}
+    costs = deletion_costs(pods, in_flight)
+    quiet = [costs[f"n2-{i}"] for i in range(3)]
+    busy = [costs[f"n1-{i}"] for i in range(3)]
+    assert max(quiet) < min(busy), costs
+    assert costs["n2-0"] < costs["n2-2"]  # within the node, the idlest first
+    # the order of removals empties n2 before touching n1
+    order = sorted(costs, key=costs.__getitem__)
+    assert {p[:2] for p in order[:3]} == {"n2"}, order
+
+
+def test_node_first_costs_tie_on_load_goes_to_the_node_with_fewer_pods() -> None:
+    costs = node_first_costs([("a", "x", 1), ("b", "y", 0), ("c", "y", 1)])
+    assert costs["a"] < min(costs["b"], costs["c"])

@@ -168,3 +168,15 @@ def test_every_policy_starts_with_the_fleet_the_oracle_holds_at_t0(derived: Eval
     assert schedule[0] < max(load_buckets), schedule
     for name in ("ours", "hpa-memory", "keda-prometheus", "kpa"):
         assert rows[name]["initial_replicas"] == max(load_buckets), (name, schedule)
+
+
+def test_ours_starts_on_the_nodes_the_oracle_holds_at_t0_filled() -> None:
+    """The oracle holds nodes one boot ahead of its replicas; ours starts on as many, and under
+    node billing fills them (a replica on a node billed anyway is free)."""
+    from sim.evaluate.ours import Ours
+
+    sc = _scenario(initial_replicas=3, initial_nodes=2, max_replicas=64)
+    replicas, nodes = Ours().initial(sc)
+    assert nodes == 2
+    assert replicas == 2 * sc.gpus_per_node // sc.gpus_per_replica
+    assert Ours().initial(_scenario(initial_replicas=3, max_replicas=64)) == (8, 1)

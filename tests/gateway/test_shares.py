@@ -16,7 +16,7 @@ from gateway.scheduler import QueueLimits, Scheduler
 from gateway.sharebook import PodGrant, ShareBook, SyncReply, fair_share
 from gateway.shares import Shares, SharesConfig
 from gateway.workermetrics import merge
-from sim.localredis.server import free_port
+from sim.localredis.server import free_port, start_private_redis
 from surgescale.events import RedisClient, StreamKeys, close, connect
 
 POD = "http://pod-a"
@@ -155,6 +155,8 @@ def test_grants_never_sum_above_the_cap(
                 for inst in fleet:
                     await inst.shares.sync("m")
             assert sum(i.pod_outstanding for i in fleet) <= 16
+            for inst in fleet:
+                inst.shares.close()
         finally:
             async for key in client.scan_iter(match=f"{prefix}:*"):
                 await client.delete(key)
@@ -187,6 +189,8 @@ async def test_borrowed_slots_return_when_the_lender_gets_busy(
         await b.shares.sync("m")
         assert a.pod_outstanding + b.pod_outstanding <= 16
     assert a.shares.limits["m"][POD] == b.shares.limits["m"][POD] == 8
+    a.shares.close()
+    b.shares.close()
 
 
 async def test_books_lost_with_redis_are_rebuilt_before_anyone_grows(
@@ -215,6 +219,31 @@ async def test_books_lost_with_redis_are_rebuilt_before_anyone_grows(
         await b.shares.sync("m")
         assert a.pod_outstanding + b.pod_outstanding <= 16
     assert a.shares.limits["m"][POD] == b.shares.limits["m"][POD] == 8
+    a.shares.close()
+    b.shares.close()
+
+
+async def test_a_redis_restarted_without_the_scripts_gets_them_again() -> None:
+    """A restarted Redis has no cached scripts (NOSCRIPT): the sync sends the script itself and
+    goes on with grants, never falling back to the safe share."""
+    server = start_private_redis()
+    client = connect(server.url, timeout=0.5, connect_timeout=0.25)
+    a = _Instance(client, "restart", "a")
+    try:
+        await a.shares.sync("m")
+        assert a.shares.limits["m"][POD] == 16
+        server.stop()
+        server.start()  # empty: no books, no scripts
+        await a.shares.sync("m")  # may meet the closed connection: within half a lease, no change
+        await a.shares.sync("m")
+        assert a.shares.fallback_models() == {"m": False}
+        assert a.shares.instances() == {"m": 1}
+        assert await client.zcard(a.shares.keys.members("m")) == 1  # registered again
+        assert a.shares.limits["m"][POD] == 16
+    finally:
+        a.shares.close()
+        await close(client)
+        server.stop()
 
 
 async def test_no_redis_means_the_safe_share() -> None:

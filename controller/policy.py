@@ -63,7 +63,12 @@ How a decision is made (all rates in requests per second):
   (rate-limited as above, never while latency is above its SLO). A new node is bought only
   when past bursts that lasted as long as the one going on mostly outlasted a node boot plus a
   cold start (`DeferNode` otherwise, with `defer_short_bursts`): a node that arrives after the
-  burst serves nobody, and the replicas on the kept nodes take the burst meanwhile.
+  burst serves nobody, and the replicas on the kept nodes take the burst meanwhile (so never
+  while the TTFT or TPOT p95 says they do not). New nodes are bought only for what the
+  long-window rate needs (`controller.persistence`, `ShortBurst` when that holds them): a 2 s
+  window says nothing about the rate a reacquire time ahead. With `keep_from_ready` (off
+  by default, see docs/evaluate.md) a node is kept at least a reacquire time from when it
+  became Ready: demand that fell while it booted was never served by it.
 - **Scale to zero** (only with `min_replicas == 0`) after `scale_to_zero_idle_s` with no queue,
   nothing in flight and no enqueue; until then at least one replica. **Instant wake**: a
   queued request or a recent enqueue at zero replicas asks for a replica on the same evaluation.
@@ -78,6 +83,7 @@ from __future__ import annotations
 
 import math
 
+from controller.persistence import sustained_rate
 from controller.policy_types import (
     Billing,
     Decision,
@@ -310,21 +316,28 @@ def decide(
         horizon = max(slo, reacquire_s(spec))
         return max(_need(rate, unexplained, mu, util, horizon), room), horizon
 
-    need, horizon = sized(sustained)
-    # spare capacity for a climb before new capacity could come; while capacity is on its way
-    # the headroom is not piled onto the rate it was bought for (at a climb's top that bought
-    # a node Ready after the load fell)
-    headroom_rate = headroom(sustained, spec) if obs.starting_replicas <= 0 else None
-    headroom_up = trend_up = False
-    if headroom_rate is not None:
-        padded, padded_horizon = sized(headroom_rate)
-        if padded > need:
-            need, horizon, headroom_up = padded, padded_horizon, True
-    forecast = forecast_rate(obs, spec, sustained)
-    if forecast is not None:
-        ahead, ahead_horizon = sized(forecast)
-        if ahead > need:
-            need, horizon, trend_up, headroom_up = ahead, ahead_horizon, True, False
+    def ladder(base: float) -> tuple[int, float, float | None, float | None, bool, bool]:
+        need, horizon = sized(base)
+        # spare capacity for a climb before new capacity could come; while capacity is on its
+        # way the headroom is not piled onto the rate it was bought for (at a climb's top that
+        # bought a node Ready after the load fell)
+        padded_rate = headroom(base, spec) if obs.starting_replicas <= 0 else None
+        padded_up = ahead_up = False
+        if padded_rate is not None:
+            padded, padded_horizon = sized(padded_rate)
+            if padded > need:
+                need, horizon, padded_up = padded, padded_horizon, True
+        ahead_rate = forecast_rate(obs, spec, base)
+        if ahead_rate is not None:
+            ahead, ahead_horizon = sized(ahead_rate)
+            if ahead > need:
+                need, horizon, ahead_up, padded_up = ahead, ahead_horizon, True, False
+        return need, horizon, padded_rate, ahead_rate, ahead_up, padded_up
+
+    need, horizon, headroom_rate, forecast, trend_up, headroom_up = ladder(sustained)
+    # new nodes serve a reacquire time from now: bought for the rate that lasted (persistence)
+    buy_rate = sustained_rate(obs.arrival_rate_long, sustained, spec)
+    buy_need = need if buy_rate >= sustained else ladder(buy_rate)[0]
     sustained_need = need
     if sizing > sustained:
         # A step just detected says nothing yet about how long it lasts: it fills the room on
@@ -363,7 +376,12 @@ def decide(
     # Nodes are kept for sustained demand: a step's extra replicas use the room there is.
     sustained_rec = min(max(sustained_need, floor, spec.min_replicas), spec.max_replicas)
     nodes_needed = nodes_for(min(recommended, sustained_rec), spec)
+    buy_nodes = nodes_for(min(max(buy_need, floor, spec.min_replicas), spec.max_replicas), spec)
     keep_horizon = max(spec.max_keep_node_s, 0.0)
+    ready_nodes = max(obs.ready_nodes, 0)
+    arrived = state.arrived
+    if spec.keep_from_ready and ready_nodes > state.ready_nodes:
+        arrived = (now, ready_nodes)  # nodes that just came: kept a reacquire time from here
     node_window = _push_window(node_window, now, nodes_needed, keep_horizon)
     gaps = state.gaps.update(nodes_needed, now)
     bursts = state.bursts.update(min(recommended, sustained_rec), now)
@@ -387,6 +405,7 @@ def decide(
     breached = _slo_breached(obs, spec)
     rate_limited = last_down_at is not None and now - last_down_at < spec.scale_down_period_s
     target_nodes: int | None = None
+    capped = False  # fewer nodes bought than wanted (persistence): no replicas beyond them
     if spec.billing is Billing.NODE:
         penalty = spec.release_penalty_s
         keep_s = keep_seconds(
@@ -396,12 +415,21 @@ def decide(
             max_keep_s=keep_horizon,
         )
         kept = max(_window_max(node_window, now - keep_s), nodes_needed)
+        if arrived is not None and now - arrived[0] < reacquire_s(spec):
+            kept = max(kept, arrived[1])
         if idle and current > 0:
             target_nodes, reason = 0, Reason.SCALE_TO_ZERO
             detail = f"idle {idle_for:.0f}s"
+        elif nodes_needed > current_nodes and buy_nodes <= current_nodes:
+            target_nodes, reason = current_nodes, Reason.SHORT_BURST
+            detail = (
+                f"{nodes_needed} node(s) wanted for {sustained:.2f}/s; "
+                f"{obs.arrival_rate_long:.2f}/s over the long window needs {buy_nodes}"
+            )
         elif (
             nodes_needed > current_nodes
             and spec.defer_short_bursts
+            and not breached
             and not worth_buying(
                 bursts.durations,
                 age=bursts.age(replicas_on(current_nodes, spec) + 1, now),
@@ -411,7 +439,9 @@ def decide(
             target_nodes, reason = current_nodes, Reason.DEFER_NODE
             detail = f"{nodes_needed} node(s) wanted; bursts like this ended before one came"
         elif nodes_needed > current_nodes or recommended > current:
-            target_nodes, reason, detail = max(nodes_needed, current_nodes), up_reason, up_detail
+            target_nodes = max(min(nodes_needed, buy_nodes), current_nodes)
+            reason, detail = up_reason, up_detail
+            capped = target_nodes < nodes_needed
         elif kept >= current_nodes or current_nodes <= nodes_needed:
             target_nodes = current_nodes
             if nodes_needed < current_nodes:
@@ -429,7 +459,7 @@ def decide(
             last_down_at = now
         filled = min(replicas_on(target_nodes, spec), max(spec.max_replicas, 0))
         target = max(filled, recommended) if target_nodes > 0 else 0
-        if reason is Reason.DEFER_NODE:
+        if capped or reason is Reason.DEFER_NODE or reason is Reason.SHORT_BURST:
             target = filled  # the replicas the kept nodes hold, no more
         if idle and current > 0:
             window, node_window = ((now, 0),), ((now, 0),)
@@ -491,6 +521,8 @@ def decide(
         last_down_at=last_down_at,
         busy_at=busy_at,
         expected_queue=expected,
+        ready_nodes=ready_nodes,
+        arrived=arrived,
     )
     decision = Decision(
         valid=True,

@@ -47,6 +47,9 @@ class Reason(enum.StrEnum):
     HOLD_RATE_LIMIT = "HoldRateLimit"
     DEFER_NODE = "DeferNode"
     """No new node yet: bursts like this one ended before a node could serve them."""
+    SHORT_BURST = "ShortBurst"
+    """No new node yet: the nodes wanted are for a rate the long window does not show (a
+    node bought now serves a reacquire time later; `controller.persistence`)."""
     KEEP_NODE = "KeepNode"
     """A node demand does not need is kept: a burst may come back before it pays to release."""
     SCALE_DOWN = "ScaleDown"
@@ -85,6 +88,12 @@ class PolicySpec:
     release_penalty_s: float | None = None
     """Node-seconds a release costs when demand comes back; None = 2 * (cold start + boot)."""
     max_keep_node_s: float = 3600.0
+    keep_from_ready: bool = False
+    """Under node billing, a node is kept at least a reacquire time from when it became Ready:
+    demand that fell while it booted was never served by it, and releasing it sooner saves
+    less than getting it back costs (the floor of `controller.retention.keep_seconds`). Off by
+    default: with every policy starting on the oracle's t=0 nodes it changed nothing on 70B
+    code and cost 70B conv 1x 13.36 -> 15.88 billed GPU-h (docs/evaluate.md)."""
     defer_short_bursts: bool = True
     """Under node billing, buy a node only when bursts like the one going on have outlasted a
     node boot plus a cold start (`controller.retention.worth_buying`)."""
@@ -104,6 +113,9 @@ class PolicySpec:
     replica is starting: a node asked for now serves a reacquire time later, and a climb in
     between is served only by capacity already there (`Reason.HEADROOM`). A prior, not learned
     (docs/evaluate.md)."""
+    nodes_for_long_rate: bool = True
+    """Under node billing, the nodes are sized for the long-window arrival rate; the short
+    window's excess over it only fills the room on today's nodes (`controller.persistence`)."""
     trend_z: float | None = 2.0
     """Nodes are bought for the rate one reacquire time (node boot + cold start) ahead, along
     the part of the arrival trend that is this many standard errors above 0; None = no
@@ -167,6 +179,10 @@ class PolicyState:
     """How long demand stayed below each node level before it came back."""
     bursts: Excursions = field(default_factory=Excursions)
     """How long the sustained recommendation stayed at or above each replica count."""
+    ready_nodes: int = 0
+    """Ready nodes at the last decision (a rise starts the new nodes' keep time)."""
+    arrived: tuple[float, int] | None = None
+    """(when, Ready nodes) of the last rise in Ready nodes: kept a reacquire time from then."""
 
     @staticmethod
     def initial(replicas: int, nodes: int | None = None) -> PolicyState:

@@ -394,10 +394,12 @@ NODE_SPEC = PolicySpec(
     node_boot_s=120.0,
     scale_down_period_s=10.0,
     rate_headroom=0.0,
+    nodes_for_long_rate=False,
 )
 """Four replicas per node; a release-and-return costs 2 * (60 + 120) = 360 node-seconds. No
 headroom: these tests size nodes for today's rate (the headroom has its own tests,
-`test_policy_headroom.py`)."""
+`test_policy_headroom.py`), and for the short window's rate (nodes bought only for the
+long-window rate, and the deferral that rule replaces: `test_policy_persistence.py`)."""
 
 
 def demand(t: float, rate: float, ready: int) -> Observation:

@@ -21,7 +21,7 @@ import sys
 
 from pydantic import ValidationError
 
-from controller import telemetry
+from controller import gcpause, telemetry
 from controller.config import ENV_PREFIX, ControllerConfig, load_config
 from controller.loop import Controller
 
@@ -69,9 +69,14 @@ async def run(config: ControllerConfig) -> int:
     log.info(
         "controller %s started (metrics on %s:%s)", config.identity, config.http_host, ctl.http_port
     )
+    # Process-wide, so here and not in `Controller` (tests run several in one process).
+    collector = asyncio.create_task(
+        gcpause.run(config.gc_freeze_interval_s, config.gc_full_collect_interval_s)
+    )
     try:
         await stop.wait()
     finally:
+        collector.cancel()
         await ctl.stop()
         if ctl.telemetry is not None:
             ctl.telemetry.close()

@@ -3,7 +3,12 @@
 `Ingest.run()` reads the `EventConsumer`'s batches; each batch passes the takeover gate (`admit`,
 `controller.takeover`), is folded into the `StateStore` a chunk at a time, and every model a chunk
 changed is handed to `changed(model, now)` (the controller asks for its scalers' evaluations
-there), those whose queue may have grown (an `enqueue` or a `snapshot`) first. Acks follow the effect, grouped (`ack_interval_s`), one round in flight at most.
+there). Those whose queue may have grown (an `enqueue` or a `snapshot`) are handed on at once,
+within the batch; the others are handed on by a second task, `DRAIN_CHUNK` models at a time with
+a pause between, while this one reads the next batch: at 1,000 models a batch touches hundreds of
+models and their evaluations (0.2-0.3 ms each) took tens of ms in one stretch of the loop, ahead
+of the read that brings the next `enqueue`. A model waiting there keeps its first trigger time.
+Acks follow the effect, grouped (`ack_interval_s`), one round in flight at most.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 
 from controller.ops import Metrics
@@ -20,6 +26,9 @@ from controller.telemetry import DecisionTelemetry
 from surgescale.events import Delivery, Event, EventConsumer
 
 log = logging.getLogger(__name__)
+
+DRAIN_CHUNK = 16
+"""Models handed on for non-urgent evaluation before the drain lets other work run."""
 
 
 class Ingest:
@@ -49,8 +58,44 @@ class Ingest:
         """True once reading (readiness)."""
         self.kicked = False
         """A scale was just submitted: yield before folding in the rest of a large batch."""
+        self._waiting: dict[str, float] = {}
+        """Models changed by a batch, not urgent, not yet handed on -> their first trigger."""
+        self._order: deque[str] = deque()
+        """The same models in the order they started waiting (some may have left `_waiting`)."""
+        self._ready = asyncio.Event()
 
     async def run(self) -> None:
+        drain = asyncio.create_task(self._drain(), name="ingest drain")
+        try:
+            await self._consume()
+        finally:
+            drain.cancel()
+        self._hand_on(len(self._order))  # whatever the drain had not reached
+
+    def _hand_on(self, n: int) -> None:
+        """Hand the `n` longest-waiting models on for evaluation (oldest trigger first)."""
+        waiting, order = self._waiting, self._order
+        while n > 0 and order:
+            model = order.popleft()
+            trigger = waiting.pop(model, None)
+            if trigger is not None:  # else: evaluated meanwhile as urgent
+                n -= 1
+                self._changed(model, trigger)
+
+    async def _drain(self) -> None:
+        """Hand the waiting models on, `DRAIN_CHUNK` at a time, letting other work (the next
+        batch, an urgent evaluation, a PATCH) run between chunks."""
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while self._order:
+                try:
+                    self._hand_on(DRAIN_CHUNK)
+                except Exception:
+                    log.exception("evaluation request failed")
+                await asyncio.sleep(0)
+
+    async def _consume(self) -> None:
         consumer = self.consumer
         loop = asyncio.get_running_loop()
         self.alive = True
@@ -73,9 +118,14 @@ class Ingest:
                 queued = self._store.queued
                 for model in queued:
                     self._changed(model, now)
+                    self._waiting.pop(model, None)  # evaluated now, with this batch's events
+                waiting = self._waiting
                 for model in changed:
-                    if model not in queued:
-                        self._changed(model, now)
+                    if model not in queued and model not in waiting:
+                        waiting[model] = now
+                        self._order.append(model)
+                if waiting:
+                    self._ready.set()
                 if self.kicked:
                     # A scale was just submitted: let the actuator put it on the wire before
                     # folding in the rest of a large batch.

@@ -46,6 +46,9 @@ from surgescale.retry import Backoff, ExponentialBackoff, PermanentError, Tempor
 
 log = logging.getLogger(__name__)
 
+RELIST_CHUNK = 64
+"""Objects of a relist compared (and announced when changed) before letting other work run."""
+
 MERGE_PATCH: Final = "application/merge-patch+json"
 KARPENTER_GROUP: Final = "karpenter.sh"
 KARPENTER_VERSION: Final = "v1"
@@ -257,7 +260,9 @@ class Informer(Generic[T]):
         fresh = {self.key(o): o for o in data.get("items") or []}
         for gone in set(self.objects) - set(fresh):
             self._emit("DELETED", self.objects.pop(gone))
-        for key, obj in fresh.items():
+        for i, (key, obj) in enumerate(fresh.items()):
+            if i and i % RELIST_CHUNK == 0:
+                await asyncio.sleep(0)  # 1,000 objects in one go held the loop for tens of ms
             known = self.objects.get(key)
             self.objects[key] = obj
             if known is None:

@@ -1,5 +1,5 @@
 """The controller's event intake against a real Redis: the models whose queue may have grown are
-handed on for evaluation before the other models of the same batch."""
+handed on for evaluation before the other models of the same batch (those by the drain task)."""
 
 from __future__ import annotations
 
@@ -54,3 +54,5 @@ async def test_a_model_whose_queue_grew_is_handed_on_first(
             await asyncio.wait_for(task, 5)
         assert len(order) == 41
         assert order[0] == "waiting"
+        # The others are handed on by the drain, each once.
+        assert sorted(order[1:]) == sorted(f"busy-{i}" for i in range(40))

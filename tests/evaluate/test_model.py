@@ -131,13 +131,12 @@ def test_the_quantile_window_answers_as_a_merge_of_every_bucket() -> None:
     its answers equal merging every live bucket afresh."""
     import random
 
-    from ddsketch import DDSketch
-
+    from controller.sketch import Sketch
     from controller.windows import QuantileWindow
 
     def reference(window: QuantileWindow, now: float, q: float) -> float | None:
         oldest = int((now - window.window_s) / window.bucket_s)
-        merged = DDSketch(window.relative_accuracy)
+        merged = Sketch(window.relative_accuracy)
         live = [sketch for index, sketch in window._buckets if index > oldest]
         if not live:
             return None

@@ -19,20 +19,9 @@ from controller.policy import (
     headroom,
     tpot_rate,
 )
+from tests.controller.specs import TP4_NODE
 
-SPEC = PolicySpec(
-    min_replicas=0,
-    max_replicas=16,
-    tpot_slo_s=0.05,
-    concurrency_per_replica=None,
-    scale_to_zero_idle_s=None,
-    gpus_per_replica=4,
-    gpus_per_node=8,
-    billing=Billing.NODE,
-    cold_start_s=120.0,
-    node_boot_s=120.0,
-    trend_z=None,
-)
+SPEC = TP4_NODE
 """70B TP4-like: two replicas per node, a TPOT objective of 50 ms, default headroom (50 %)."""
 
 

@@ -3,12 +3,12 @@ fake `now` of a burst of long prompts at a learned concurrency of 1 (70B code 4x
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from controller.policy import (
-    Billing,
     Observation,
     PolicySpec,
     PolicyState,
@@ -16,23 +16,9 @@ from controller.policy import (
     decide,
     in_flight_floor,
 )
+from tests.controller.specs import TP4_NODE
 
-SPEC = PolicySpec(
-    min_replicas=0,
-    max_replicas=116,
-    tpot_slo_s=0.05,
-    concurrency_per_replica=None,
-    max_num_seqs=256,
-    scale_to_zero_idle_s=None,
-    gpus_per_replica=4,
-    gpus_per_node=8,
-    billing=Billing.NODE,
-    cold_start_s=120.0,
-    node_boot_s=120.0,
-    trend_z=None,
-    tpot_limit=False,
-    rate_headroom=0.0,
-)
+SPEC = replace(TP4_NODE, max_replicas=116, max_num_seqs=256, tpot_limit=False, rate_headroom=0.0)
 """70B TP4-like (two replicas per node), concurrency learned from a 50 ms TPOT objective."""
 
 

@@ -19,20 +19,9 @@ from controller.policy import (
     decide,
 )
 from controller.retention import Excursions
+from tests.controller.specs import TP4_NODE
 
-SPEC = PolicySpec(
-    min_replicas=0,
-    max_replicas=116,
-    tpot_slo_s=0.05,
-    concurrency_per_replica=None,
-    scale_to_zero_idle_s=None,
-    gpus_per_replica=4,
-    gpus_per_node=8,
-    billing=Billing.NODE,
-    cold_start_s=120.0,
-    node_boot_s=120.0,
-    trend_z=None,
-)
+SPEC = replace(TP4_NODE, max_replicas=116)
 """70B TP4 on 8-GPU nodes: two replicas a node, 240 s from asking for a node to a Ready replica."""
 
 

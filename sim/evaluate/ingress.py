@@ -162,6 +162,11 @@ class Gateway:
         self._refresh(pod.name)
         self._assign()
 
+    @property
+    def gated(self) -> bool:
+        """A prefill gate is set (`set_prefill_gates`)."""
+        return self.prefill_limit is not None or self.prefill_token_budget is not None
+
     def _refresh(self, name: str) -> None:
         """The pod's slots in the admission core: the cap, less what the prefill gates hold
         (set as outstanding + the new requests the gates let in, so one `assign` round cannot
@@ -179,7 +184,7 @@ class Gateway:
         self.admission.upsert_pod(name, ready=True, capacity=cap)
 
     def _prefill(self, req: Request, sign: int) -> None:
-        if self.prefill_limit is None and self.prefill_token_budget is None:
+        if not self.gated:
             return
         assert req.pod is not None
         pf = self.prefilling.get(req.pod)
@@ -234,7 +239,7 @@ class Gateway:
 
     def _assign(self) -> None:
         """Submit whatever the admission core hands out now."""
-        gated = self.prefill_limit is not None or self.prefill_token_budget is not None
+        gated = self.gated
         while True:
             handed = self.admission.assign(now=self.clock.now)
             for ticket in handed:
@@ -260,8 +265,7 @@ class Gateway:
         ticket = self.tickets.pop(req.id, None)
         if ticket is not None:
             self.admission.finish(ticket)
-            gated = self.prefill_limit is not None or self.prefill_token_budget is not None
-            if gated and req.pod in self.pods:  # the slots follow the pod's new outstanding
+            if self.gated and req.pod in self.pods:  # the slots follow the pod's new outstanding
                 self._refresh(req.pod)
         for listener in self.listeners:
             listener.on_complete(req, when)
@@ -274,7 +278,7 @@ class Gateway:
             req.first_token = when
             for listener in self.listeners:
                 listener.on_first_token(req, when)
-            if self.prefill_limit is not None or self.prefill_token_budget is not None:
+            if self.gated:
                 self._assign()
             return
         if kind == REJECTED:  # never served: no first token, counted as a miss

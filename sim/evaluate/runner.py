@@ -251,17 +251,19 @@ def _planned(scenario: Scenario, chosen: list[int], config: OracleConfig) -> Sch
     return Schedule(b, tuple(fill_gaps(chosen, bucket_s=b, load_s=scenario.model_load_s)))
 
 
-def initial_fleet(scenario: Scenario, chosen: list[int], config: OracleConfig) -> int:
-    """The Ready replicas every policy starts with: the oracle's own fleet at t = 0.
+def initial_fleet(scenario: Scenario, chosen: list[int], config: OracleConfig) -> tuple[int, int]:
+    """The Ready replicas and nodes every policy starts with: the oracle's own fleet at t = 0.
 
-    The oracle plays its plan one model load ahead, so at t = 0 it already holds what its first
-    `model_load_s` of buckets want (`Scheduled.replicas_at(0, model_load_s)`), warm; a reactive
-    policy given less (its first bucket alone) could not match that by any decision. Every
-    policy starts from that same fleet (the planned one, before refinement).
+    The oracle plays its plan one model load ahead (nodes one boot earlier still), so at t = 0 it
+    already holds what its first `model_load_s` of buckets want (`Scheduled.replicas_at(0,
+    model_load_s)`), warm, on the nodes `Scheduled.nodes_at(0)` counts; a reactive policy given
+    less (its first bucket alone) could not match that by any decision. Every policy starts
+    from that same fleet (the planned one, before refinement); (1, 0) without a plan.
     """
     if not chosen:
-        return 1
-    return Scheduled(_planned(scenario, chosen, config)).replicas_at(0.0, scenario.model_load_s)
+        return 1, 0
+    oracle = Scheduled(_planned(scenario, chosen, config))
+    return oracle.replicas_at(0.0, scenario.model_load_s), oracle.nodes_at(0.0, scenario)
 
 
 def _oracle_run(
@@ -432,11 +434,8 @@ def evaluate(
                 scenario, max_replicas=bound_from_plan(chosen, min_replicas=scenario.min_replicas)
             )
         if steady:
-            first = initial_fleet(scenario, chosen, cfg)
+            first, nodes = initial_fleet(scenario, chosen, cfg)
             replicas = min(max(first, 1, scenario.min_replicas), scenario.max_replicas)
-            nodes = (
-                Scheduled(_planned(scenario, chosen, cfg)).nodes_at(0.0, scenario) if chosen else 0
-            )
             scenario = replace(scenario, initial_replicas=replicas, initial_nodes=nodes)
         chosen = [min(c, scenario.max_replicas) for c in chosen]
         futures: dict[str, Future[PolicyRun]] = {}

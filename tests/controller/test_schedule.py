@@ -8,18 +8,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from controller.schedule import EvalGate
+from tests.controller.fakes import FakeTimer
 
 INTERVAL = 0.05
-
-
-@dataclass
-class FakeTimer:
-    when: float
-    callback: Callable[[], None]
-    cancelled: bool = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
 
 
 @dataclass

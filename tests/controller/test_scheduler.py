@@ -10,22 +10,13 @@ import pytest
 from controller.fleet import TICK_CHUNK
 from controller.schedule import EvalGate
 from controller.scheduler import EvalScheduler
+from tests.controller.fakes import FakeTimer
 
 
 @dataclass
 class Item:
     name: str
     gate: EvalGate = field(default_factory=EvalGate)
-
-
-@dataclass
-class FakeTimer:
-    when: float
-    callback: Callable[[], None]
-    cancelled: bool = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
 
 
 @dataclass

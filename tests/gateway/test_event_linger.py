@@ -4,6 +4,9 @@ with the timestamps of when they happened, and nothing held is lost at a snapsho
 from __future__ import annotations
 
 import itertools
+from collections.abc import AsyncIterator
+
+import pytest
 
 from gateway.reporting import Reporter
 from surgescale.events import EventProducer, EventType, RedisClient, StreamKeys, connect
@@ -11,12 +14,22 @@ from surgescale.events import close as close_client
 from tests.gateway.conftest import MODEL, Harness, events_of, read_events, wait_for
 
 
-async def test_held_events_go_out_in_order_with_their_own_timestamps(
-    redis_url: str, keys: StreamKeys, redis: RedisClient
-) -> None:
+@pytest.fixture
+async def producer(redis_url: str, keys: StreamKeys) -> AsyncIterator[EventProducer]:
+    """A started producer on its own client, closed (with the client) after the test."""
     client = connect(redis_url)
     producer = EventProducer(client, keys=keys)
     await producer.start()
+    try:
+        yield producer
+    finally:
+        await producer.close()
+        await close_client(client)
+
+
+async def test_held_events_go_out_in_order_with_their_own_timestamps(
+    producer: EventProducer, keys: StreamKeys, redis: RedisClient
+) -> None:
     clock = itertools.count(1_000)
     reporter = Reporter(
         gateway="gw-linger",
@@ -25,20 +38,16 @@ async def test_held_events_go_out_in_order_with_their_own_timestamps(
         pod_cap=lambda model: 4,
         linger_s=3600.0,  # only `release` or a snapshot lets them out in this test
     )
-    try:
-        reporter.emit(EventType.ENQUEUE, MODEL, "r1", prompt_tokens=3)
-        reporter.emit(EventType.DISPATCH, MODEL, "r1", pod="http://pod", queue_ms=0.5)
-        assert producer.stats.emitted == 0  # held, not yet handed to the producer
-        reporter.snapshot({MODEL: (0, 1)}, interval_ms=100)  # held too, after what it counts
-        reporter.emit(EventType.FIRST_TOKEN, MODEL, "r1", pod="http://pod", ttft_ms=1.0)
-        assert producer.stats.emitted == 0
-        reporter.emit(EventType.COMPLETE, MODEL, "r1", pod="http://pod", status=200)
-        assert producer.stats.emitted == 5  # a request's last event releases at once
-        assert await producer.flush()
-        events = await read_events(redis, keys)
-    finally:
-        await producer.close()
-        await close_client(client)
+    reporter.emit(EventType.ENQUEUE, MODEL, "r1", prompt_tokens=3)
+    reporter.emit(EventType.DISPATCH, MODEL, "r1", pod="http://pod", queue_ms=0.5)
+    assert producer.stats.emitted == 0  # held, not yet handed to the producer
+    reporter.snapshot({MODEL: (0, 1)}, interval_ms=100)  # held too, after what it counts
+    reporter.emit(EventType.FIRST_TOKEN, MODEL, "r1", pod="http://pod", ttft_ms=1.0)
+    assert producer.stats.emitted == 0
+    reporter.emit(EventType.COMPLETE, MODEL, "r1", pod="http://pod", status=200)
+    assert producer.stats.emitted == 5  # a request's last event releases at once
+    assert await producer.flush()
+    events = await read_events(redis, keys)
     assert [e.type for e in events] == [
         EventType.ENQUEUE,
         EventType.DISPATCH,
@@ -52,41 +61,27 @@ async def test_held_events_go_out_in_order_with_their_own_timestamps(
 
 
 async def test_release_hands_over_what_is_held(
-    redis_url: str, keys: StreamKeys, redis: RedisClient
+    producer: EventProducer, keys: StreamKeys, redis: RedisClient
 ) -> None:
-    client = connect(redis_url)
-    producer = EventProducer(client, keys=keys)
-    await producer.start()
     reporter = Reporter(gateway="gw-linger", producer=producer, linger_s=3600.0)
-    try:
-        reporter.emit(EventType.ENQUEUE, MODEL, "r1", prompt_tokens=3)
-        assert producer.stats.emitted == 0
-        reporter.release()  # what the gateway does on its way down
-        assert producer.stats.emitted == 1
-        reporter.release()  # nothing held: nothing more
-        assert producer.stats.emitted == 1
-        assert await producer.flush()
-    finally:
-        await producer.close()
-        await close_client(client)
+    reporter.emit(EventType.ENQUEUE, MODEL, "r1", prompt_tokens=3)
+    assert producer.stats.emitted == 0
+    reporter.release()  # what the gateway does on its way down
+    assert producer.stats.emitted == 1
+    reporter.release()  # nothing held: nothing more
+    assert producer.stats.emitted == 1
+    assert await producer.flush()
     assert [e.type for e in await read_events(redis, keys)] == [EventType.ENQUEUE]
 
 
 async def test_the_linger_timer_releases_held_events(
-    redis_url: str, keys: StreamKeys, redis: RedisClient
+    producer: EventProducer, keys: StreamKeys, redis: RedisClient
 ) -> None:
-    client = connect(redis_url)
-    producer = EventProducer(client, keys=keys)
-    await producer.start()
     reporter = Reporter(gateway="gw-linger", producer=producer, linger_s=0.005)
-    try:
-        reporter.emit(EventType.ENQUEUE, MODEL, "r1", prompt_tokens=3)
-        reporter.emit(EventType.DISPATCH, MODEL, "r1", pod="http://pod", queue_ms=0.5)
-        await wait_for(lambda: producer.stats.flushed == 2, what="the timer to release events")
-        assert producer.stats.flushes == 1  # both in one write
-    finally:
-        await producer.close()
-        await close_client(client)
+    reporter.emit(EventType.ENQUEUE, MODEL, "r1", prompt_tokens=3)
+    reporter.emit(EventType.DISPATCH, MODEL, "r1", pod="http://pod", queue_ms=0.5)
+    await wait_for(lambda: producer.stats.flushed == 2, what="the timer to release events")
+    assert producer.stats.flushes == 1  # both in one write
     assert [e.type for e in await read_events(redis, keys)] == [
         EventType.ENQUEUE,
         EventType.DISPATCH,

@@ -81,8 +81,10 @@ How a decision is made (all rates in requests per second):
 
 from __future__ import annotations
 
+import functools
 import math
 
+from controller.levelkeep import kept_nodes
 from controller.persistence import sustained_rate
 from controller.policy_types import (
     Billing,
@@ -107,6 +109,7 @@ __all__ = [
     "headroom",
     "in_flight_floor",
     "nodes_for",
+    "release_to",
     "replicas_on",
     "service_rate",
     "sizing_arrival",
@@ -231,6 +234,16 @@ def headroom(rate: float, spec: PolicySpec) -> float | None:
     if spec.billing is not Billing.NODE or spec.rate_headroom <= 0 or rate <= 0:
         return None
     return rate * (1.0 + spec.rate_headroom)
+
+
+def release_to(current_nodes: int, kept: int, spec: PolicySpec) -> int:
+    """The nodes a release leaves: the kept ones, but at most `node_release_step` fewer than
+    `current_nodes` (0: the kept ones at once)."""
+    kept = max(kept, 0)
+    step = spec.node_release_step
+    if step <= 0:
+        return kept
+    return min(max(kept, current_nodes - step), current_nodes)
 
 
 def reacquire_s(spec: PolicySpec) -> float:
@@ -384,6 +397,9 @@ def decide(
         arrived = (now, ready_nodes)  # nodes that just came: kept a reacquire time from here
     node_window = _push_window(node_window, now, nodes_needed, keep_horizon)
     gaps = state.gaps.update(nodes_needed, now)
+    level_gaps = state.level_gaps.update(
+        nodes_needed, current_nodes, now, min_gap_s=reacquire_s(spec)
+    )
     bursts = state.bursts.update(min(recommended, sustained_rec), now)
 
     step_up = obs.arrival_step_rate is not None and obs.arrival_step_rate >= sizing - 1e-9
@@ -408,13 +424,22 @@ def decide(
     capped = False  # fewer nodes bought than wanted (persistence): no replicas beyond them
     if spec.billing is Billing.NODE:
         penalty = spec.release_penalty_s
-        keep_s = keep_seconds(
-            gaps.gaps,
-            reacquire_s=reacquire_s(spec),
-            penalty_s=2 * reacquire_s(spec) if penalty is None else penalty,
-            max_keep_s=keep_horizon,
-        )
+        keep_args = {
+            "reacquire_s": reacquire_s(spec),
+            "penalty_s": 2 * reacquire_s(spec) if penalty is None else penalty,
+            "max_keep_s": keep_horizon,
+        }
+        keep_s = keep_seconds(gaps.gaps, **keep_args)
         kept = max(_window_max(node_window, now - keep_s), nodes_needed)
+        if spec.keep_per_level:
+            held, keep_s = kept_nodes(
+                level_gaps,
+                held=current_nodes,
+                now=now,
+                keep=functools.partial(keep_seconds, **keep_args),
+                fleet_keep_s=keep_s,
+            )
+            kept = max(held, nodes_needed)
         if arrived is not None and now - arrived[0] < reacquire_s(spec):
             kept = max(kept, arrived[1])
         if idle and current > 0:
@@ -454,8 +479,10 @@ def decide(
         elif rate_limited:
             target_nodes, reason, detail = current_nodes, Reason.HOLD_RATE_LIMIT, ""
         else:
-            target_nodes, reason = max(kept, 0), Reason.RELEASE_NODE
+            target_nodes, reason = release_to(current_nodes, kept, spec), Reason.RELEASE_NODE
             detail = f"{current_nodes} -> {target_nodes} node(s), idle {keep_s:.0f}s"
+            if target_nodes > kept:
+                detail += f"; {current_nodes - kept} idle, {spec.node_release_step} a period"
             last_down_at = now
         filled = min(replicas_on(target_nodes, spec), max(spec.max_replicas, 0))
         target = max(filled, recommended) if target_nodes > 0 else 0
@@ -523,6 +550,7 @@ def decide(
         expected_queue=expected,
         ready_nodes=ready_nodes,
         arrived=arrived,
+        level_gaps=level_gaps,
     )
     decision = Decision(
         valid=True,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field, replace
 
+from controller.levelkeep import LevelGaps
 from controller.retention import Excursions, Gaps
 
 
@@ -88,6 +89,17 @@ class PolicySpec:
     release_penalty_s: float | None = None
     """Node-seconds a release costs when demand comes back; None = 2 * (cold start + boot)."""
     max_keep_node_s: float = 3600.0
+    node_release_step: int = 1
+    """Under node billing, a release gives back at most this many nodes per
+    `scale_down_period_s` (`Reason.RELEASE_NODE`'s detail says when more were idle). A release
+    acts on the need estimate, and that can be far off (a service rate measured at light load);
+    each step re-checks latency and demand before the next. On 70B code 1x the 6 nodes of the
+    start went to 1 at once on a service rate of ~600 req/s per replica, 90 s before a burst
+    that needed 17 replicas (docs/evaluate.md, branch `code1x`). 0 = down to the kept nodes at
+    once (the old rule)."""
+    keep_per_level: bool = True
+    """Under node billing, each idle node level is kept for what its own gaps say
+    (`controller.levelkeep`), not for the gaps of every level pooled."""
     keep_from_ready: bool = False
     """Under node billing, a node is kept at least a reacquire time from when it became Ready:
     demand that fell while it booted was never served by it, and releasing it sooner saves
@@ -182,6 +194,8 @@ class PolicyState:
     ready_nodes: int = 0
     """Ready nodes at the last decision (a rise starts the new nodes' keep time)."""
     arrived: tuple[float, int] | None = None
+    level_gaps: LevelGaps = field(default_factory=LevelGaps)
+    """Per held node level: since when it is idle and the gaps it had (`controller.levelkeep`)."""
     """(when, Ready nodes) of the last rise in Ready nodes: kept a reacquire time from then."""
 
     @staticmethod

@@ -59,8 +59,10 @@ How a decision is made (all rates in requests per second):
   of a node that stays anyway is free, so the decided nodes are *filled* with replicas (up to
   `max_replicas`), and replicas go only with a node. A node demand no longer needs is kept for
   `keep_node_s`, learned from how long demand stayed away before (`controller.retention`: keep
-  it while that costs less than a cold start plus node boot is expected to lose), then released
-  (rate-limited as above, never while latency is above its SLO). A new node is bought only
+  it while that costs less than a cold start plus node boot is expected to lose), each idle node
+  level from its own gaps (`controller.levelkeep`, `keep_per_level`), then released one node per
+  `scale_down_period_s` (`node_release_step`: each step re-checks latency and demand; a release
+  acts on a need estimate that can be far off), never while latency is above its SLO. A new node is bought only
   when past bursts that lasted as long as the one going on mostly outlasted a node boot plus a
   cold start (`DeferNode` otherwise, with `defer_short_bursts`): a node that arrives after the
   burst serves nobody, and the replicas on the kept nodes take the burst meanwhile (so never

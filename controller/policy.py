@@ -61,8 +61,9 @@ How a decision is made (all rates in requests per second):
   `keep_node_s`, learned from how long demand stayed away before (`controller.retention`: keep
   it while that costs less than a cold start plus node boot is expected to lose), each idle node
   level from its own gaps (`controller.levelkeep`, `keep_per_level`), then released one node per
-  `scale_down_period_s` (`node_release_step`: each step re-checks latency and demand; a release
-  acts on a need estimate that can be far off), never while latency is above its SLO. A new node is bought only
+  reacquire time (`node_release_step`, `release_period_s`: a release acts on a need estimate
+  that can be far off; each step is judged by latency and demand, and the node it gave back
+  could be Ready again, before the next), never while latency is above its SLO. A new node is bought only
   when past bursts that lasted as long as the one going on mostly outlasted a node boot plus a
   cold start (`DeferNode` otherwise, with `defer_short_bursts`): a node that arrives after the
   burst serves nobody, and the replicas on the kept nodes take the burst meanwhile (so never
@@ -111,6 +112,7 @@ __all__ = [
     "headroom",
     "in_flight_floor",
     "nodes_for",
+    "release_period_s",
     "release_to",
     "replicas_on",
     "service_rate",
@@ -246,6 +248,14 @@ def release_to(current_nodes: int, kept: int, spec: PolicySpec) -> int:
     if step <= 0:
         return kept
     return min(max(kept, current_nodes - step), current_nodes)
+
+
+def release_period_s(spec: PolicySpec) -> float:
+    """Seconds between two node releases: `node_release_period_s`, by default a reacquire time
+    (node boot + cold start), so that a release misjudged is seen, and the node it gave back
+    could be Ready again, before the next goes."""
+    period = spec.node_release_period_s
+    return reacquire_s(spec) if period is None else max(period, 0.0)
 
 
 def reacquire_s(spec: PolicySpec) -> float:
@@ -478,13 +488,16 @@ def decide(
                 reason, detail = Reason.STEADY, ""
         elif breached:
             target_nodes, reason, detail = current_nodes, Reason.HOLD_LATENCY, _latency(obs)
-        elif rate_limited:
+        elif last_down_at is not None and now - last_down_at < release_period_s(spec):
             target_nodes, reason, detail = current_nodes, Reason.HOLD_RATE_LIMIT, ""
         else:
             target_nodes, reason = release_to(current_nodes, kept, spec), Reason.RELEASE_NODE
             detail = f"{current_nodes} -> {target_nodes} node(s), idle {keep_s:.0f}s"
             if target_nodes > kept:
-                detail += f"; {current_nodes - kept} idle, {spec.node_release_step} a period"
+                detail += (
+                    f"; {current_nodes - kept} idle, {spec.node_release_step} "
+                    f"per {release_period_s(spec):.0f}s"
+                )
             last_down_at = now
         filled = min(replicas_on(target_nodes, spec), max(spec.max_replicas, 0))
         target = max(filled, recommended) if target_nodes > 0 else 0

@@ -91,12 +91,16 @@ class PolicySpec:
     max_keep_node_s: float = 3600.0
     node_release_step: int = 1
     """Under node billing, a release gives back at most this many nodes per
-    `scale_down_period_s` (`Reason.RELEASE_NODE`'s detail says when more were idle). A release
-    acts on the need estimate, and that can be far off (a service rate measured at light load);
-    each step re-checks latency and demand before the next. On 70B code 1x the 6 nodes of the
-    start went to 1 at once on a service rate of ~600 req/s per replica, 90 s before a burst
-    that needed 17 replicas (docs/evaluate.md, branch `code1x`). 0 = down to the kept nodes at
-    once (the old rule)."""
+    `node_release_period_s` (`Reason.RELEASE_NODE`'s detail says when more were idle). A
+    release acts on the need estimate, and that can be far off (a service rate measured at light
+    load); each step is judged by latency and demand before the next. On 70B code 1x the 6
+    nodes of the start went to 1 at once on a service rate of ~600 req/s per replica, 90 s
+    before a burst that needed 17 replicas (docs/evaluate.md, branch `code1x`). 0 = down to the
+    kept nodes at once (the old rule)."""
+    node_release_period_s: float | None = None
+    """Under node billing, seconds between two node releases; None = a reacquire time (node boot
+    + cold start: a release misjudged is seen, and the node it gave back could be Ready again,
+    before the next goes)."""
     keep_per_level: bool = True
     """Under node billing, each idle node level is kept for what its own gaps say
     (`controller.levelkeep`), not for the gaps of every level pooled."""

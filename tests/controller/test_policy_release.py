@@ -17,6 +17,7 @@ from controller.policy import (
     PolicyState,
     Reason,
     decide,
+    release_period_s,
     release_to,
 )
 from controller.retention import keep_seconds
@@ -51,6 +52,18 @@ def obs(now: float, rate: float, ready: int, **kw: Any) -> Observation:
 
 
 @pytest.mark.parametrize(
+    ("period", "expected"),
+    [
+        pytest.param(None, 240.0, id="default: a reacquire time"),
+        pytest.param(30.0, 30.0, id="set"),
+        pytest.param(-1.0, 0.0, id="never negative"),
+    ],
+)
+def test_release_period_table(period: float | None, expected: float) -> None:
+    assert release_period_s(replace(SPEC, node_release_period_s=period)) == expected
+
+
+@pytest.mark.parametrize(
     ("current", "kept", "step", "expected"),
     [
         pytest.param(6, 1, 1, 5, id="one node of five idle"),
@@ -68,28 +81,37 @@ def test_release_to_table(current: int, kept: int, step: int, expected: int) -> 
 
 def _idle_fleet(spec: PolicySpec) -> tuple[list[tuple[float, int, Reason]], PolicyState]:
     """The start of 70B code 1x: 6 nodes (12 replicas) found Ready at t = 0, demand that needs
-    one replica all along; one evaluation a second for 700 s."""
+    one replica all along; one evaluation a second for 1,500 s."""
     state = PolicyState.initial(12, 6)
     out = []
     ready = 12
-    for t in range(700):
+    for t in range(1500):
         d, state = decide(obs(float(t), 0.5, ready), state, spec, float(t))
         ready = d.replicas
         out.append((float(t), d.nodes, d.reason))
     return out, state
 
 
-def test_an_idle_start_is_given_back_one_node_a_period() -> None:
+def test_an_idle_start_is_given_back_one_node_per_reacquire_time() -> None:
     """The keep of a fleet that has seen no gaps yet (480 s) ends for all five idle nodes at
-    once; they go one per 30 s, not all at once (the old rule: 6 -> 1 at 480 s)."""
+    once; they go one per reacquire time (240 s), not all at once (the old rule: 6 -> 1 at
+    480 s), nor one per 30 s (`node_release_period_s` 30: 480-600 s)."""
     seq, _ = _idle_fleet(SPEC)
     releases = [(t, n) for t, n, r in seq if r is Reason.RELEASE_NODE]
     assert [n for _, n in releases] == [5, 4, 3, 2, 1]
     assert releases[0][0] == pytest.approx(480.0, abs=1.0)
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(releases)]
-    assert gaps == [30.0] * 4
+    assert gaps == [240.0] * 4
     old, _ = _idle_fleet(replace(SPEC, node_release_step=0))
     assert [n for _, n, r in old if r is Reason.RELEASE_NODE] == [1]
+    fast, _ = _idle_fleet(replace(SPEC, node_release_period_s=30.0))
+    assert [t for t, _, r in fast if r is Reason.RELEASE_NODE] == [
+        480.0,
+        510.0,
+        540.0,
+        570.0,
+        600.0,
+    ]
 
 
 def test_the_release_detail_says_it_goes_in_steps() -> None:
@@ -102,7 +124,7 @@ def test_the_release_detail_says_it_goes_in_steps() -> None:
     assert d is not None
     assert d.reason is Reason.RELEASE_NODE
     assert d.detail.startswith("6 -> 5 node(s)")
-    assert "5 idle, 1 a period" in d.detail
+    assert "5 idle, 1 per 240s" in d.detail
 
 
 def test_a_release_step_stops_when_latency_breaks() -> None:
@@ -200,10 +222,10 @@ def _bursts(spec: PolicySpec, gaps: list[float]) -> list[int]:
 
 def test_idle_levels_are_kept_through_the_gaps_they_had() -> None:
     """Bursts every ~7 minutes, the need flickering at the lowest levels in between: the pooled
-    memory holds only the flicker and its keep is a reacquire time (240 s), so levels 3-5 are
-    released before every burst returns; once each has seen three gaps of 390-410 s of its
+    memory holds only the flicker and its keep is a reacquire time (240 s), so a node is
+    released before every burst returns (one: the next release would be 240 s later); once each has seen three gaps of 390-410 s of its
     own, they are kept through the next ones."""
     gaps = [390.0, 410.0, 400.0, 395.0, 405.0, 400.0, 398.0]
     spec = replace(SPEC, defer_short_bursts=False)
     assert _bursts(spec, gaps)[-3:] == [5, 5, 5]
-    assert _bursts(replace(spec, keep_per_level=False), gaps)[-3:] == [2, 2, 2]
+    assert _bursts(replace(spec, keep_per_level=False), gaps)[-3:] == [4, 4, 4]

@@ -15,8 +15,9 @@ the controller's view prompt and the writes off the path to a first byte:
   `reject`. An `enqueue` dispatched at once, `dispatch`, `first_token`, `complete` and
   `cancel` wait at most `linger_s` (a few ms), the time the controller hears of them later.
 - When the timer fires while a request is between its `enqueue` and its first byte (its
-  `first_token`, or its end), the release waits until no request is (the write then runs
-  after that first byte is out), but never past `4 x linger_s`.
+  `first_token`, or its end), the release waits until no request is, and goes with the next
+  event after that (usually that request's end, so its events share the write; the write runs
+  after its first byte is out), but never later than `defer_limit_s` (4 x `linger_s`).
 
 Each event is stamped (`ts_ms`) when it is emitted, not when it is released; order is kept
 (snapshots are held with them, so a snapshot still follows the events it counts).
@@ -159,7 +160,7 @@ class Reporter:
             producer.emit(event)
             return
         self._held.append(event)
-        if now or (self._due and not self._opening):
+        if now or (self._due and not self._opening and event.type is not EventType.FIRST_TOKEN):
             self.release()
         elif self._release_at is None:
             loop = asyncio.get_running_loop()

@@ -130,7 +130,7 @@ async def test_urgent_events_go_at_once_with_what_is_held(
     assert [e.request_id for e in await read_events(redis, keys)] == ["r0", "r1", "r2"]
 
 
-async def test_a_release_waits_for_a_first_byte(producer: EventProducer) -> None:
+async def test_a_release_waits_for_first_bytes(producer: EventProducer) -> None:
     reporter = Reporter(
         gateway="gw-linger", producer=producer, linger_s=0.005, defer_limit_s=3600.0
     )
@@ -140,7 +140,9 @@ async def test_a_release_waits_for_a_first_byte(producer: EventProducer) -> None
     await wait_for(lambda: reporter.deferred, what="the linger to run out")
     assert producer.stats.emitted == 0  # r1 is waiting for its first byte
     reporter.emit(EventType.FIRST_TOKEN, MODEL, "r1", pod="http://pod", ttft_ms=1.0)
-    assert producer.stats.emitted == 4  # its first byte is next: all go now
+    assert producer.stats.emitted == 0  # its first byte is next: wait for one more event
+    reporter.emit(EventType.COMPLETE, MODEL, "r1", pod="http://pod", status=200)
+    assert producer.stats.emitted == 5  # no request waits for a first byte: all go now
     assert not reporter.deferred
 
 

@@ -8,10 +8,13 @@ load generator. Phases:
 
 1. **added TTFT**: open-loop streaming `/v1/completions` at `--rate` requests/s (Poisson
    arrivals) to the instant upstream, rotating direct, through-gateway and through-bare-proxy
-   requests (each round of three in a random order) so all see the same load; TTFT is send to first token chunk at the client. Added
+   requests (each round of three in a random order) so all three are measured in the same
+   moments and see the same load; TTFT is send to first token chunk at the client. Added
    TTFT = gateway (or bare proxy) percentile minus direct percentile (p50, p99); the ratio of
    the two is the gateway's overhead relative to a plain proxy on the same machine in the same
-   run (target: at most 1.5).
+   run (target: at most 1.5). The JSON gives each path's sample count and a 90 % bootstrap
+   interval of each ratio (how far another run in the same conditions could put it), and how
+   late the gateway's events reached Redis (the event linger's cost to the controller).
 2. **chunks/s per core**: `--streams` concurrent long streams through the gateway; streamed
    chunks counted at the client, divided by the gateway process's CPU seconds (from /proc).
 3. **requests/s**: closed-loop short non-streamed requests through the gateway at `--concurrency`;
@@ -56,7 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="surgescale bench gateway", description=__doc__.split("\n")[0])
     p.add_argument("--pods", type=int, default=2, help="simulated pods (default 2)")
     p.add_argument("--rate", type=float, default=200.0, help="phase 1 requests/s (default 200)")
-    p.add_argument("--seconds", type=float, default=20.0, help="phase 1 duration (default 20)")
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=40.0,
+        help="phase 1 duration (default 40: ~2,600 samples per path, so a p99 rests on ~26)",
+    )
     p.add_argument("--tokens", type=int, default=4, help="phase 1 output tokens (default 4)")
     p.add_argument("--streams", type=int, default=64, help="phase 2 concurrent streams")
     p.add_argument("--stream-tokens", type=int, default=512, help="phase 2 tokens per stream")

@@ -14,8 +14,9 @@ the controller's view prompt and the writes off the path to a first byte:
   (no free slot, or no pod: the controller must hear of demand beyond capacity now) and every
   `reject`. An `enqueue` dispatched at once, `dispatch`, `first_token`, `complete` and
   `cancel` wait at most `linger_s` (a few ms), the time the controller hears of them later.
-- When the timer fires while a request is between its `enqueue` and its first byte (its
-  `first_token`, or its end), the release waits until no request is, and goes with the next
+- When the timer fires while a request is between its `dispatch` and its first byte (its
+  `first_token`, or its end; a request still queued does not count: it waits for a slot, not
+  for this process), the release waits until no request is, and goes with the next
   event after that (usually that request's end, so its events share the write; the write runs
   after its first byte is out), but never later than `defer_limit_s` (4 x `linger_s`).
 
@@ -99,7 +100,7 @@ class Reporter:
         self._held_since = 0.0
         """Loop time the oldest held event was held at."""
         self._opening: set[str] = set()
-        """Requests between their `enqueue` and their first byte (or end)."""
+        """Requests between their `dispatch` and their first byte (or end)."""
         self._due = False
         """The linger ran out while requests were opening: release once none is."""
         self.pod_cap = pod_cap
@@ -142,7 +143,7 @@ class Reporter:
                 **fields,  # type: ignore[arg-type]
             )
             if self.linger_s > 0 and request_id:
-                if kind is EventType.ENQUEUE:
+                if kind is EventType.DISPATCH:
                     self._opening.add(request_id)
                 elif kind in _OPENED_UNTIL:
                     self._opening.discard(request_id)

@@ -146,10 +146,21 @@ async def test_a_release_waits_for_first_bytes(producer: EventProducer) -> None:
     assert not reporter.deferred
 
 
+async def test_a_queued_request_does_not_put_a_release_off(producer: EventProducer) -> None:
+    reporter = Reporter(
+        gateway="gw-linger", producer=producer, linger_s=0.005, defer_limit_s=3600.0
+    )
+    reporter.emit(EventType.ENQUEUE, MODEL, "r1", urgent=True, prompt_tokens=3)  # waits for a slot
+    reporter.emit(EventType.COMPLETE, MODEL, "r0", pod="http://pod", status=200)
+    await wait_for(lambda: producer.stats.emitted == 2, what="the linger to release r0's end")
+    assert not reporter.deferred
+
+
 async def test_a_deferred_release_has_a_bound(producer: EventProducer) -> None:
     reporter = Reporter(gateway="gw-linger", producer=producer, linger_s=0.005, defer_limit_s=0.02)
-    reporter.emit(EventType.ENQUEUE, MODEL, "r1", prompt_tokens=3)  # never gets a first byte
-    await wait_for(lambda: producer.stats.emitted == 1, what="the bound to release it")
+    reporter.emit(EventType.ENQUEUE, MODEL, "r1", prompt_tokens=3)
+    reporter.emit(EventType.DISPATCH, MODEL, "r1", pod="http://pod")  # never gets a first byte
+    await wait_for(lambda: producer.stats.emitted == 2, what="the bound to release it")
     assert not reporter.deferred
 
 

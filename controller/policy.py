@@ -107,6 +107,7 @@ __all__ = [
     "headroom",
     "in_flight_floor",
     "nodes_for",
+    "prefill_stall_rate",
     "replicas_on",
     "service_rate",
     "sizing_arrival",
@@ -180,6 +181,16 @@ def forecast_rate(observation: Observation, spec: PolicySpec, base: float) -> fl
     if not certain > 0:
         return None
     return base + min(certain * reacquire_s(spec), base)
+
+
+def prefill_stall_rate(observation: Observation, spec: PolicySpec) -> float | None:
+    """The per-replica rate at which prefill stalls bring TPOT to the objective
+    (`controller.stall`, measured by `controller.state`), when the spec sizes by it and a
+    TPOT objective is set; None otherwise."""
+    rate = observation.stall_rate_per_replica
+    if not spec.prefill_stall_limit or spec.tpot_slo_s is None or rate is None:
+        return None
+    return rate if rate > 0 and math.isfinite(rate) else None
 
 
 def tpot_rate(observation: Observation, spec: PolicySpec, rate: float) -> float | None:
@@ -283,6 +294,11 @@ def decide(
     arrival = max(obs.arrival_rate_short, 0.0)
     sizing = sizing_arrival(obs, spec)
     sustained = sizing_arrival(obs, spec, step=False)
+    stall = prefill_stall_rate(obs, spec)
+    if stall is not None and stall < mu:
+        mu = stall
+    else:
+        stall = None
     limit = tpot_rate(obs, spec, sustained)
     if limit is not None and limit < mu:
         mu = limit
@@ -397,6 +413,8 @@ def decide(
         up_reason = Reason.IN_FLIGHT
     elif limit is not None:
         up_reason = Reason.TPOT_LIMIT
+    elif stall is not None:
+        up_reason = Reason.PREFILL_STALL
     else:
         up_reason = Reason.SCALE_UP
     up_detail = _UP_DETAIL  # formatted below, only when the decision is a scale-up
@@ -502,6 +520,8 @@ def decide(
             detail += f", sized for {headroom_rate:.2f}/s with {spec.rate_headroom:.0%} headroom"
         if limit is not None and obs.tpot_p95_s is not None:
             detail += f", mu limited by TPOT p95 {obs.tpot_p95_s * 1000:.1f}ms"
+        elif stall is not None:
+            detail += ", mu limited by prefill stalls"
         if up_reason is Reason.IN_FLIGHT:
             detail += f", {in_flight} in flight need {in_flight_need} replicas"
     target = min(max(target, 0), max(spec.max_replicas, 0))
@@ -538,6 +558,7 @@ def decide(
         step_rate=obs.arrival_step_rate,
         forecast_rate=forecast,
         tpot_rate=limit,
+        stall_rate=stall,
         headroom_rate=headroom_rate,
         in_flight_floor=in_flight_need,
     )

@@ -23,6 +23,13 @@ How a decision is made (all rates in requests per second):
   met a climb to 31 req/s. The rate (not the batch) is scaled: the TPOT intercept (decode at a
   small batch, the prefills of the arrivals) is large, and a batch-proportional bound fell with
   every replica added. A scale-up it drives is `TpotLimit`.
+- **Prefill-stall limit** (`prefill_stall_rate`, `Decision.stall_rate`, with a TPOT objective,
+  while the TPOT limit cannot judge: fewer than 4 requests per Ready replica): `mu` is never
+  above the arrival rate per replica at which prefills stretch TPOT to the objective
+  (`controller.stall`, from the measured prefill rate, mean prompt and a token's time alone).
+  On 70B code the replicas hold one or two requests each, Little's law on their in-pod time
+  says hundreds of requests/s and the learned concurrency flips between 256 and 1 (its bins
+  carry the stalls); the stall model says ~4.4/s. A scale-up it drives is `PrefillStall`.
 - **Arrival rate for sizing.** The long-window rate unless the short window exceeds it by more
   than Poisson noise: `max(long, short - arrival_noise_z * sqrt(short / w))`, and at least the
   rate of a step the change detector has just declared certain (`arrival_step_rate`), so a step
@@ -294,12 +301,13 @@ def decide(
     arrival = max(obs.arrival_rate_short, 0.0)
     sizing = sizing_arrival(obs, spec)
     sustained = sizing_arrival(obs, spec, step=False)
-    stall = prefill_stall_rate(obs, spec)
+    limit = tpot_rate(obs, spec, sustained)
+    # the prefill-stall model where the replicas run too few requests for their TPOT to judge
+    stall = prefill_stall_rate(obs, spec) if limit is None else None
     if stall is not None and stall < mu:
         mu = stall
     else:
         stall = None
-    limit = tpot_rate(obs, spec, sustained)
     if limit is not None and limit < mu:
         mu = limit
     else:

@@ -1,4 +1,5 @@
-"""A replica's capacity under the TPOT objective when prefills stall decode, and a capacity
+"""A replica's capacity under the TPOT objective when prefills stall decode (while the replicas
+run too few requests for their TPOT p95 to judge), and a capacity
 measured at a collapsed concurrency not reused: tables and time sequences with a fake `now`
 (`controller.stall`, `controller.state`, `controller.policy.decide`)."""
 
@@ -155,6 +156,9 @@ def obs(now: float, **kw: Any) -> Observation:
         pytest.param({}, {"stall_rate_per_replica": None}, 400.0, None, id="not known"),
         pytest.param({"prefill_stall_limit": False}, {}, 400.0, None, id="rule off"),
         pytest.param({"tpot_slo_s": None}, {}, 400.0, None, id="no TPOT objective"),
+        # 200 in flight on 44 replicas: their own TPOT p95 (20 ms of 50) judges the rate
+        # (20/s / 44 * 50 / 20 / 0.9 = 1.26/s a replica), not the stall model
+        pytest.param({}, {"in_flight": 200}, 20 / 44 * 2.5 / 0.9, None, id="TPOT p95 judges"),
     ],
 )
 def test_service_rate_limited_by_prefill_stalls_table(

@@ -38,6 +38,7 @@ from typing import Any
 
 from gateway.scheduler import Scheduler
 from gateway.sharebook import Ask, PodGrant, ShareBook, SyncReply
+from surgescale.cancel import checkpoint
 from surgescale.events import close, connect
 from surgescale.events.client import RedisClient
 from surgescale.events.rawwrite import PackedScript, RawPipe
@@ -257,11 +258,15 @@ class Shares:
         loop = asyncio.get_running_loop()
         self.prepare()
         while True:
+            checkpoint()
             started = loop.time()
             self._wake.clear()
             now = self.clock()
             due = [m for m in self.books if self._next_at.get(m, 0.0) <= now or self._busy(m)]
-            await asyncio.gather(*(self.sync(m) for m in due))
+            if len(due) == 1:  # the usual case: no task and gather future per round
+                await self.sync(due[0])
+            elif due:
+                await asyncio.gather(*(self.sync(m) for m in due))
             delay = self.config.sync_interval_s - (loop.time() - started)
             if delay > 0:
                 with contextlib.suppress(TimeoutError):

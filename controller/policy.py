@@ -67,10 +67,10 @@ How a decision is made (all rates in requests per second):
   `max_replicas`), and replicas go only with a node. A node demand no longer needs is kept for
   `keep_node_s`, learned from how long demand stayed away before (`controller.retention`: keep
   it while that costs less than a cold start plus node boot is expected to lose), each idle node
-  level from its own gaps (`controller.levelkeep`, `keep_per_level`), then released one node per
-  reacquire time (`node_release_step`, `release_period_s`: a release acts on a need estimate
-  that can be far off; each step is judged by latency and demand, and the node it gave back
-  could be Ready again, before the next), never while latency is above its SLO. A new node is bought only
+  level from its own gaps with `keep_per_level` (`controller.levelkeep`), then released (with
+  `node_release_step`, at most that many nodes per reacquire time, `release_period_s`: a
+  release acts on a need estimate that can be far off; both off by default, see
+  docs/evaluate.md), never while latency is above its SLO. A new node is bought only
   when past bursts that lasted as long as the one going on mostly outlasted a node boot plus a
   cold start (`DeferNode` otherwise, with `defer_short_bursts`): a node that arrives after the
   burst serves nobody, and the replicas on the kept nodes take the burst meanwhile (so never

@@ -92,21 +92,25 @@ class PolicySpec:
     release_penalty_s: float | None = None
     """Node-seconds a release costs when demand comes back; None = 2 * (cold start + boot)."""
     max_keep_node_s: float = 3600.0
-    node_release_step: int = 1
-    """Under node billing, a release gives back at most this many nodes per
+    node_release_step: int = 0
+    """Off by default (0: a release goes down to the kept nodes at once). Under node billing, a
+    release gives back at most this many nodes per
     `node_release_period_s` (`Reason.RELEASE_NODE`'s detail says when more were idle). A
     release acts on the need estimate, and that can be far off (a service rate measured at light
     load); each step is judged by latency and demand before the next. On 70B code 1x the 6
     nodes of the start went to 1 at once on a service rate of ~600 req/s per replica, 90 s
-    before a burst that needed 17 replicas (docs/evaluate.md, branch `code1x`). 0 = down to the
-    kept nodes at once (the old rule)."""
+    before a burst that needed 17 replicas (docs/evaluate.md, branch `code1x`). Not on by
+    default: after main's prefill-stall limit, a release of 29 -> 12 nodes on 70B code 4x is
+    right and stepping it costs 41.81 -> 57.71 billed GPU-h (docs/evaluate.md)."""
     node_release_period_s: float | None = None
     """Under node billing, seconds between two node releases; None = a reacquire time (node boot
     + cold start: a release misjudged is seen, and the node it gave back could be Ready again,
     before the next goes)."""
-    keep_per_level: bool = True
+    keep_per_level: bool = False
     """Under node billing, each idle node level is kept for what its own gaps say
-    (`controller.levelkeep`), not for the gaps of every level pooled."""
+    (`controller.levelkeep`), not for the gaps of every level pooled. Off by default: with main's
+    prefill-stall limit it moved 70B code 1x from 96.12 % at 66.54 to 96.28 % at 74.13
+    (docs/evaluate.md, branch `code1x`)."""
     keep_from_ready: bool = False
     """Under node billing, a node is kept at least a reacquire time from when it became Ready:
     demand that fell while it booted was never served by it, and releasing it sooner saves

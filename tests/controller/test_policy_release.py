@@ -23,9 +23,17 @@ from controller.policy import (
 from controller.retention import keep_seconds
 from tests.controller.specs import TP4_NODE
 
-SPEC = replace(TP4_NODE, max_replicas=42, rate_headroom=0.0, trend_z=None)
+SPEC = replace(
+    TP4_NODE,
+    max_replicas=42,
+    rate_headroom=0.0,
+    trend_z=None,
+    node_release_step=1,
+    keep_per_level=True,
+)
 """70B TP4 on 8-GPU nodes: two replicas a node, 240 s from asking for a node to a Ready
-replica; no headroom, so a node level is needed exactly while its replicas are."""
+replica; no headroom, so a node level is needed exactly while its replicas are; both rules on
+(they are off by default)."""
 
 
 def obs(now: float, rate: float, ready: int, **kw: Any) -> Observation:

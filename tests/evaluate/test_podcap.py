@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -197,7 +198,10 @@ class _Gated(Fixed):
 
     def attach(self, world: World) -> None:
         world.gateway.listeners.append(self.watch)
-        world.gateway.set_prefill_gates(limit=self.limit, token_budget=self.budget)
+        policy = world.gateway.admission.policy
+        world.gateway.set_dispatch(
+            replace(policy, prefill_limit=self.limit, prefill_token_budget=self.budget)
+        )
 
 
 def _prefill_heavy() -> Scenario:

@@ -9,8 +9,10 @@ says what was awaited and the condition's last value.
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import time
+import types
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, overload
 
@@ -66,3 +68,38 @@ def wait_until_sync(
                 f"timed out after {timeout} s waiting for {what} (last: {value!r})"
             )
         time.sleep(interval)
+
+
+def await_chain(task: asyncio.Task[Any]) -> str:
+    """Where `task` is suspended, outermost first: every coroutine and async generator on its
+    await chain (file:line function), ending with what it waits on. `Task.get_stack` gives only
+    the outermost frame, which is not enough to say why a cancelled task did not stop."""
+    obj: object = task.get_coro()
+    parts: list[str] = []
+    for _ in range(64):
+        if obj is None:
+            break
+        frame = (
+            getattr(obj, "cr_frame", None)
+            or getattr(obj, "ag_frame", None)
+            or getattr(obj, "gi_frame", None)
+        )
+        if frame is not None:
+            where = frame.f_code.co_filename.rsplit("/", 2)[-2:]
+            parts.append(f"{'/'.join(where)}:{frame.f_lineno} {frame.f_code.co_name}")
+        step = (
+            getattr(obj, "cr_await", None)
+            or getattr(obj, "ag_await", None)
+            or getattr(obj, "gi_yieldfrom", None)
+        )
+        if step is None and frame is None:
+            # An `async for`'s pending __anext__ names its generator only among its referents.
+            generators = [
+                r for r in gc.get_referents(obj) if isinstance(r, types.AsyncGeneratorType)
+            ]
+            if not generators:
+                parts.append(repr(obj)[:200])
+                break
+            step = generators[0]
+        obj = step
+    return " -> ".join(parts)

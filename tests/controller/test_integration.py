@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from controller.loop import Controller
 from sim.cluster import errors as sim_errors
 from tests.controller.conftest import NS, Gateway, Sim, deployment, eventually
-from tests.waiting import wait_until
+from tests.waiting import await_chain, wait_until
 
 
 async def _ready_leader(ctl: Controller, gw: Gateway) -> None:
@@ -318,7 +318,7 @@ async def _kill(ctl: Controller) -> None:
         task.cancel()
     _, pending = await asyncio.wait(ctl._tasks, timeout=10.0)
     assert not pending, "tasks that did not stop when cancelled: " + "; ".join(
-        f"{t.get_name()} at {t.get_stack(limit=3)}" for t in pending
+        f"{t.get_name()} at {await_chain(t)}" for t in pending
     )
     if ctl.actuator is not None:
         await ctl.actuator.close(0.0)

@@ -171,11 +171,17 @@ class _Recorder:
 
 def _dispatch(scenario: Scenario, autoscaler: Autoscaler) -> DispatchPolicy:
     """The scenario's dispatch policy, or plain FIFO for a policy variant that asks for it
-    (`dispatch_order = DispatchOrder.FIFO`, e.g. `ours-fifo`)."""
+    (`dispatch_order = DispatchOrder.FIFO`, e.g. `ours-fifo`); without surgescale's capped
+    gateway in front (`Ingress.UNCAPPED`, `SERVICE`, or a policy with `prefill_gate = False`:
+    Knative's activator) no prefill gate either."""
+    policy = scenario.dispatch
     order = getattr(autoscaler, "dispatch_order", None)
-    if isinstance(order, DispatchOrder) and order is not scenario.dispatch.order:
-        return replace(scenario.dispatch, order=order)
-    return scenario.dispatch
+    if isinstance(order, DispatchOrder) and order is not policy.order:
+        policy = replace(policy, order=order)
+    ours = autoscaler.ingress is Ingress.GATEWAY and getattr(autoscaler, "prefill_gate", True)
+    if not ours and policy.prefill_gated:
+        policy = replace(policy, prefill_limit=None, prefill_token_budget=None)
+    return policy
 
 
 class World:

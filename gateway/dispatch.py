@@ -15,6 +15,10 @@ With `DispatchOrder.FIFO` nobody is ever classed late: plain arrival order (the 
 A request only moves down the list as time passes (fresh -> late) and up once its wait reaches
 the bound (-> overdue).
 
+The policy also carries the prefill gate (`prefill_limit`: a pod takes a new request only while
+fewer than that many of its requests await their first token), which `gateway.admission`
+applies when it picks a pod.
+
 `Lane` holds one API key's queued requests in that order (heaps keyed by arrival sequence, with
 lazily skipped entries); `gateway.admission.ModelQueue` keeps one lane per key and does the
 fairness across keys on top.

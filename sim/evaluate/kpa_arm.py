@@ -30,7 +30,6 @@ class Kpa:
 
         self.name = name
         self.ingress = Ingress.GATEWAY
-        self.prefill_gate = False  # Knative's activator queues, but has no prefill gate
         self.config = config or KpaConfig()
 
     def initial(self, scenario: Scenario) -> tuple[int, int | None]:

@@ -133,6 +133,8 @@ class Ours:
         self.dispatch_order = dispatch_order
         """None: the scenario's (deadline-aware); `ours-fifo` uses plain arrival order."""
         self.ingress = Ingress.GATEWAY
+        self.prefill_gate = True
+        """It runs the gateway's prefill gate as configured (`world._dispatch`)."""
         self.config = config or OursConfig()
         self.decisions = 0
         self.reasons: dict[str, int] = {}

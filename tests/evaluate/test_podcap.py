@@ -261,8 +261,8 @@ def test_the_issue_14_variants_are_named_policies_outside_the_default_sweep() ->
         ("ours", ModelSlo().prefill_limit),  # the live gateway's default
         ("ours-prefill0", None),
         ("ours-prefill2", 2),
-        ("static-peak", ModelSlo().prefill_limit),  # behind surgescale's gateway too
-        ("kpa", None),  # Knative's activator: no prefill gate
+        ("static-peak", None),  # the reference arms: the admission core without the gate
+        ("kpa", None),  # Knative's activator
         ("hpa-memory", None),  # no gateway cap in front
     ],
 )

@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from surgescale.cancel import checkpoint, wait_for
 from surgescale.retry import Backoff, ExponentialBackoff, PermanentError, TemporaryError
 
 log = logging.getLogger(__name__)
@@ -274,6 +275,7 @@ class Actuator:
     async def _work(self, target: ScaleTarget, slot: _Slot) -> None:
         assert slot.wake is not None
         while True:
+            checkpoint()
             await slot.wake.wait()
             slot.wake.clear()
             await self._drain(target, slot)
@@ -302,7 +304,7 @@ class Actuator:
         if delay <= 0 or slot.desired != value:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(slot.wake.wait(), delay)
+            await wait_for(slot.wake.wait(), delay)
 
     def _retry_delay(self, exc: TemporaryError, failures: int) -> float:
         hint = exc.delay

@@ -42,6 +42,7 @@ from controller.objects import (
     ObjectList,
     T,
 )
+from surgescale.cancel import checkpoint
 from surgescale.retry import Backoff, ExponentialBackoff, PermanentError, TemporaryError
 
 log = logging.getLogger(__name__)
@@ -279,6 +280,7 @@ class Informer(Generic[T]):
         """List, then watch until cancelled; re-list after a 410 or any failure."""
         failures = 0
         while True:
+            checkpoint()
             try:
                 version = await self._relist()
                 failures = 0

@@ -41,6 +41,7 @@ from kubernetes_asyncio import client
 
 from controller.kube import body_of, classify, now_rfc3339
 from controller.objects import Lease, LeaseSpec, ObjectMeta
+from surgescale.cancel import checkpoint
 from surgescale.retry import PermanentError, TemporaryError
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,7 @@ class LeaseElector:
     async def run(self) -> None:
         """Campaign and renew forever (cancel to stop; call `release()` after)."""
         while True:
+            checkpoint()
             if self._leading and self._want is not None and not self._want(Claim.RENEW):
                 await self.release(drain=True)  # fence closes first, writes in flight end
                 await asyncio.sleep(self.retry_period_s)

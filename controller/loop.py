@@ -67,6 +67,7 @@ from controller.state import ClusterCounts, StateStore
 from controller.takeover import ModelGate
 from controller.telemetry import DecisionTelemetry
 from controller.watches import Watches
+from surgescale.cancel import wait_for
 from surgescale.events import (
     Event,
     EventConsumer,
@@ -253,7 +254,7 @@ class Controller:
             await self.actuator.close(timeout / 3)
         if self.shards is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.shards.release(), timeout / 3)
+                await wait_for(self.shards.release(), timeout / 3)
         for scaler in self.scalers.values():
             scaler.gate.cancel()
         if self.reporter is not None:
@@ -265,7 +266,7 @@ class Controller:
         if self.consumer is not None:
             # Our group is ours alone: leave none behind to grow its lag forever.
             try:
-                await asyncio.wait_for(self.consumer.remove_group(), timeout / 3)
+                await wait_for(self.consumer.remove_group(), timeout / 3)
             except Exception as exc:
                 log.warning("could not remove consumer group: %r", exc)
         if self._runner is not None:

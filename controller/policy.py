@@ -23,6 +23,13 @@ How a decision is made (all rates in requests per second):
   met a climb to 31 req/s. The rate (not the batch) is scaled: the TPOT intercept (decode at a
   small batch, the prefills of the arrivals) is large, and a batch-proportional bound fell with
   every replica added. A scale-up it drives is `TpotLimit`.
+- **Prefill-stall limit** (`prefill_stall_rate`, `Decision.stall_rate`, with a TPOT objective,
+  while the TPOT limit cannot judge: fewer than 4 requests per Ready replica): `mu` is never
+  above the arrival rate per replica at which prefills stretch TPOT to the objective
+  (`controller.stall`, from the measured prefill rate, mean prompt and a token's time alone).
+  On 70B code the replicas hold one or two requests each, Little's law on their in-pod time
+  says hundreds of requests/s and the learned concurrency flips between 256 and 1 (its bins
+  carry the stalls); the stall model says ~4.4/s. A scale-up it drives is `PrefillStall`.
 - **Arrival rate for sizing.** The long-window rate unless the short window exceeds it by more
   than Poisson noise: `max(long, short - arrival_noise_z * sqrt(short / w))`, and at least the
   rate of a step the change detector has just declared certain (`arrival_step_rate`), so a step
@@ -107,6 +114,7 @@ __all__ = [
     "headroom",
     "in_flight_floor",
     "nodes_for",
+    "prefill_stall_rate",
     "replicas_on",
     "service_rate",
     "sizing_arrival",
@@ -180,6 +188,16 @@ def forecast_rate(observation: Observation, spec: PolicySpec, base: float) -> fl
     if not certain > 0:
         return None
     return base + min(certain * reacquire_s(spec), base)
+
+
+def prefill_stall_rate(observation: Observation, spec: PolicySpec) -> float | None:
+    """The per-replica rate at which prefill stalls bring TPOT to the objective
+    (`controller.stall`, measured by `controller.state`), when the spec sizes by it and a
+    TPOT objective is set; None otherwise."""
+    rate = observation.stall_rate_per_replica
+    if not spec.prefill_stall_limit or spec.tpot_slo_s is None or rate is None:
+        return None
+    return rate if rate > 0 and math.isfinite(rate) else None
 
 
 def tpot_rate(observation: Observation, spec: PolicySpec, rate: float) -> float | None:
@@ -284,6 +302,12 @@ def decide(
     sizing = sizing_arrival(obs, spec)
     sustained = sizing_arrival(obs, spec, step=False)
     limit = tpot_rate(obs, spec, sustained)
+    # the prefill-stall model where the replicas run too few requests for their TPOT to judge
+    stall = prefill_stall_rate(obs, spec) if limit is None else None
+    if stall is not None and stall < mu:
+        mu = stall
+    else:
+        stall = None
     if limit is not None and limit < mu:
         mu = limit
     else:
@@ -397,6 +421,8 @@ def decide(
         up_reason = Reason.IN_FLIGHT
     elif limit is not None:
         up_reason = Reason.TPOT_LIMIT
+    elif stall is not None:
+        up_reason = Reason.PREFILL_STALL
     else:
         up_reason = Reason.SCALE_UP
     up_detail = _UP_DETAIL  # formatted below, only when the decision is a scale-up
@@ -502,6 +528,8 @@ def decide(
             detail += f", sized for {headroom_rate:.2f}/s with {spec.rate_headroom:.0%} headroom"
         if limit is not None and obs.tpot_p95_s is not None:
             detail += f", mu limited by TPOT p95 {obs.tpot_p95_s * 1000:.1f}ms"
+        elif stall is not None:
+            detail += ", mu limited by prefill stalls"
         if up_reason is Reason.IN_FLIGHT:
             detail += f", {in_flight} in flight need {in_flight_need} replicas"
     target = min(max(target, 0), max(spec.max_replicas, 0))
@@ -538,6 +566,7 @@ def decide(
         step_rate=obs.arrival_step_rate,
         forecast_rate=forecast,
         tpot_rate=limit,
+        stall_rate=stall,
         headroom_rate=headroom_rate,
         in_flight_floor=in_flight_need,
     )

@@ -35,6 +35,9 @@ class Reason(enum.StrEnum):
     """Scale-up for the sustained rate plus the headroom a climb may need before a new node
     could serve it (node billing)."""
     TPOT_LIMIT = "TpotLimit"
+    PREFILL_STALL = "PrefillStall"
+    """Scale-up with the service rate limited by the rate at which prefill stalls bring TPOT
+    to the objective (`controller.stall`)."""
     """Scale-up because the replicas' TPOT p95 says each serves less than the service rate."""
     IN_FLIGHT = "InFlight"
     """Scale-up to hold the requests in flight (`policy.in_flight_floor`), more than the rates
@@ -116,6 +119,10 @@ class PolicySpec:
     nodes_for_long_rate: bool = True
     """Under node billing, the nodes are sized for the long-window arrival rate; the short
     window's excess over it only fills the room on today's nodes (`controller.persistence`)."""
+    prefill_stall_limit: bool = True
+    """With a TPOT objective, a replica is never sized to serve more than the arrival rate at
+    which the prefill stalls the recent completions show bring TPOT to the objective
+    (`controller.stall`, `Reason.PREFILL_STALL`)."""
     trend_z: float | None = 2.0
     """Nodes are bought for the rate one reacquire time (node boot + cold start) ahead, along
     the part of the arrival trend that is this many standard errors above 0; None = no
@@ -158,6 +165,9 @@ class Observation:
     None = not known yet."""
     arrival_trend_stderr: float | None = None
     """Its standard error (from the fit's residuals)."""
+    stall_rate_per_replica: float | None = None
+    """Requests/s per replica at which prefill stalls bring TPOT to the objective
+    (`controller.stall`); None = not known or not applicable."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +239,9 @@ class Decision:
     tpot_rate: float | None = None
     """The per-replica rate the TPOT p95 allows, when it is below the service rate (and so is
     the `service_rate` used); None otherwise."""
+    stall_rate: float | None = None
+    """The per-replica rate prefill stalls allow under the TPOT objective, when it is below
+    the observed service rate (and so bounds the `service_rate` used); None otherwise."""
     headroom_rate: float | None = None
     """The rate the fleet is sized for with the headroom (None: no headroom)."""
     in_flight_floor: int = 0

@@ -24,6 +24,7 @@ from controller import conditions
 from controller.actuator import Actuator, ScaleTarget, TargetKind
 from controller.kube import KubeWriter, now_rfc3339
 from controller.scaler import Scaler, status_of
+from surgescale.cancel import checkpoint
 from surgescale.retry import PermanentError, TemporaryError
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,7 @@ class Reporter:
         """Every `interval_s`, while `leading()`, write the status of each changed scaler
         (only of those `owns(scaler)` allows, checked right before each write, if given)."""
         while True:
+            checkpoint()
             await asyncio.sleep(interval_s)
             if not leading():
                 continue

@@ -37,6 +37,7 @@ from kubernetes_asyncio import client
 from controller.kube import body_of, classify
 from controller.lease import Claim, LeaseElector
 from controller.objects import Lease, ObjectList
+from surgescale.cancel import checkpoint
 from surgescale.retry import PermanentError, TemporaryError
 
 log = logging.getLogger(__name__)
@@ -232,6 +233,7 @@ class ShardSet:
 
     async def _membership(self) -> None:
         while True:
+            checkpoint()
             await self._count_members()
             await asyncio.sleep(self.retry_period_s)
 

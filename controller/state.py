@@ -69,6 +69,7 @@ from controller.concurrency import TpotByBatch, concurrency_basis
 from controller.dedupe import SeqTracker
 from controller.forecast import ArrivalTrend
 from controller.policy import Observation
+from controller.stall import stall_rate
 from controller.windows import MeanWindow, QuantileWindow, RateWindow, RatioWindow
 from surgescale.events import Event, EventType
 
@@ -80,6 +81,10 @@ _REJECT = EventType.REJECT
 _CANCEL = EventType.CANCEL
 _SNAPSHOT = EventType.SNAPSHOT
 _EPS = 1e-6
+PREFILL_RATE_QUANTILE = 0.9
+"""The quantile of the recent requests' prefill rates taken as a replica's prefill rate."""
+BASE_TPOT_QUANTILE = 0.1
+"""The quantile of the recent TPOTs taken as a token's time with no prefill around it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -231,6 +236,14 @@ class ModelState:
         """Batch (in flight per Ready replica) at each completion: where `service_s` was seen."""
         self.capacity = RatioWindow(settings.capacity_window_s, bucket_s=5.0)
         """Completions per replica-second while the Ready replicas were full."""
+        self._capacity_conc: int | None = None
+        """The concurrency the replicas were full at in the last capacity sample."""
+        self.prompts = MeanWindow(settings.long_window_s, bucket_s=1.0)
+        """Prompt tokens per arrival (`enqueue` events), for the prefill-stall rate."""
+        self.prefill_rate = QuantileWindow(settings.service_window_s)
+        """Prompt tokens per second of each request from its dispatch to its first token."""
+        self._prefilling: dict[str, tuple[int, float]] = {}
+        """request id -> (prompt tokens, queue seconds) from its dispatch to its first token."""
         self.completed_total = 0
         self._full_since: tuple[float, int, int] | None = None
         self._last_capacity: float | None = None
@@ -382,6 +395,7 @@ class ModelState:
                 if len(prompts) >= self._max_tracked:
                     del prompts[next(iter(prompts))]
                 prompts[event.request_id] = event.prompt_tokens
+                self.prompts.add(now if at is None else at, float(event.prompt_tokens))
             if at is None:
                 self._arrivals_now += 1
             else:
@@ -397,6 +411,11 @@ class ModelState:
             tokens = self._prompt.pop(rid, 0)
             if tokens:
                 self._prefill_cum += tokens / max(self._ready, 1)
+                if event.queue_ms is not None:
+                    waiting = self._prefilling
+                    if len(waiting) >= self._max_tracked:
+                        del waiting[next(iter(waiting))]
+                    waiting[rid] = (tokens, event.queue_ms / 1000.0)
             marks = self._prefill_at
             if rid not in marks and len(marks) >= self._max_tracked:
                 del marks[next(iter(marks))]
@@ -407,6 +426,11 @@ class ModelState:
                 gw.in_flight += 1
                 gw.phase[rid] = False
         elif kind is _FIRST_TOKEN:
+            prefill = self._prefilling.pop(event.request_id, None)
+            if prefill is not None and event.ttft_ms is not None:
+                seconds = event.ttft_ms / 1000.0 - prefill[1]
+                if seconds > 0:
+                    self.prefill_rate.add(now if at is None else at, prefill[0] / seconds)
             if event.ttft_ms is not None:
                 if at is None:
                     self._ttft_now.append(event.ttft_ms / 1000.0)
@@ -450,6 +474,7 @@ class ModelState:
             gw.pod_end(event.request_id)
             self._prompt.pop(event.request_id, None)
             self._prefill_at.pop(event.request_id, None)
+            self._prefilling.pop(event.request_id, None)
             was = gw.phase.pop(event.request_id, None)
             if was is True:
                 gw.queue = max(gw.queue - 1, 0)
@@ -637,6 +662,7 @@ class ModelState:
         cap = ready * max(concurrency_per_replica, 1)
         if ready > 0 and self.in_flight >= settings.saturation_fraction * cap:
             self._full_since = (now, self.completed_total, ready)
+            self._capacity_conc = max(concurrency_per_replica, 1)
         else:
             self._full_since = None
         measured = self.capacity.ratio(now, settings.min_capacity_replica_s)
@@ -652,6 +678,30 @@ class ModelState:
         if measured is not None and measured > 0:
             return measured
         return self._last_capacity
+
+    def _measured_at(self, concurrency_per_replica: int) -> bool:
+        """Whether the measured capacity was taken with the replicas full at (about) this
+        concurrency. Replicas "full" at a much smaller one held a few requests each: what they
+        completed then is not what they complete holding `concurrency_per_replica` (on 70B code
+        4x the learned concurrency fell to 1 for 16 of 8,386 evaluations at a burst's onset,
+        54 requests on 58 replicas counted as full, and the 0.88 completions/s per replica
+        measured then sized every later burst for 30 nodes)."""
+        conc = self._capacity_conc
+        if conc is None:
+            return True
+        return self.settings.saturation_fraction * concurrency_per_replica <= conc
+
+    def stall_rate(self, now: float, tpot_slo_s: float | None) -> float | None:
+        """Requests/s per replica the TPOT objective allows under the prefill stall the recent
+        completions show (`controller.stall`); None when it does not apply."""
+        if tpot_slo_s is None:
+            return None
+        return stall_rate(
+            base_tpot_s=self.tpot_s.quantile(now, BASE_TPOT_QUANTILE),
+            prefill_tokens_per_s=self.prefill_rate.quantile(now, PREFILL_RATE_QUANTILE),
+            mean_prompt_tokens=self.prompts.mean(now),
+            tpot_slo_s=tpot_slo_s,
+        )
 
     def service_rate(self, now: float, concurrency_per_replica: int) -> float | None:
         """Completions/s one replica sustains at its concurrency (see the module docstring).
@@ -671,7 +721,7 @@ class ModelState:
             )
             little = concurrency_per_replica / (mean_service * slower)
         measured = self.measured_capacity(now)
-        if measured is None or measured <= 0:
+        if measured is None or measured <= 0 or not self._measured_at(concurrency_per_replica):
             return little
         return measured if little is None else min(little, measured)
 
@@ -718,6 +768,7 @@ class ModelState:
             arrival_step_rate=self.step.rate(now),
             concurrency_per_replica=conc,
             pod_cap=min(caps) if caps else None,
+            stall_rate_per_replica=self.stall_rate(now, tpot_slo_s),
             arrival_trend=None if trend is None else trend.slope,
             arrival_trend_stderr=None if trend is None else trend.stderr,
         )

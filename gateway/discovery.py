@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 
 from gateway.settings import GatewaySettings, ModelRoute, StaticPod
+from surgescale.cancel import checkpoint
 from surgescale.retry import ExponentialBackoff
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ async def probe_static(
 
     async def probe(pod: StaticPod) -> None:
         while True:
+            checkpoint()
             try:
                 async with session.get(pod.url + path, timeout=timeout) as resp:
                     ok = resp.status == 200
@@ -173,6 +175,7 @@ async def watch_slices(
     backoff = ExponentialBackoff(base=0.1, cap=5.0)
     failures = 0
     while True:
+        checkpoint()
         try:
             resp = await api.list_namespaced_endpoint_slice(
                 namespace, label_selector=selector, _preload_content=False

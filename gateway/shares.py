@@ -38,6 +38,7 @@ from typing import Any
 
 from gateway.scheduler import Scheduler
 from gateway.sharebook import Ask, PodGrant, ShareBook, SyncReply
+from surgescale.cancel import checkpoint
 from surgescale.events import close, connect
 from surgescale.events.client import RedisClient
 from surgescale.events.rawwrite import PackedScript, RawPipe
@@ -257,6 +258,7 @@ class Shares:
         loop = asyncio.get_running_loop()
         self.prepare()
         while True:
+            checkpoint()
             started = loop.time()
             self._wake.clear()
             now = self.clock()

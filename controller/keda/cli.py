@@ -22,6 +22,7 @@ from typing import Annotated, Any
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from surgescale.cancel import wait_for
 from surgescale.settings import LogLevel
 
 log = logging.getLogger("controller.keda")
@@ -119,13 +120,13 @@ async def run(args: KedaSettings) -> int:
             return 1
     finally:
         try:  # bounded: a stuck call must not keep the pod from terminating
-            await asyncio.wait_for(server.stop(grace=1.0), 5.0)
+            await wait_for(server.stop(grace=1.0), 5.0)
         except TimeoutError:
             log.warning("gRPC server did not stop within 5 s; exiting anyway")
         qs.stop()
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(reader, 5.0)
+            await wait_for(reader, 5.0)
         await qs.close()
         await close(redis)
     return 0

@@ -45,6 +45,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException, ResponseError
 
+from surgescale.cancel import checkpoint
 from surgescale.events.client import TRANSPORT_ERRORS, RedisClient, is_cluster
 from surgescale.events.keys import StreamKeys
 from surgescale.events.rawread import PackedRead, fields_dict, streams_of
@@ -432,6 +433,7 @@ class EventConsumer:
         failures = 0
         try:
             while not self._stopped:
+                checkpoint()  # a cancel redis-py's write lost (surgescale.cancel) stops us here
                 try:
                     deliveries = await self._poll()
                 except TRANSPORT_ERRORS as exc:

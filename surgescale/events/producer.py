@@ -56,6 +56,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
+from surgescale.cancel import checkpoint, wait_for
 from surgescale.events.client import TRANSPORT_ERRORS, RedisClient
 from surgescale.events.keys import StreamKeys
 from surgescale.events.rawwrite import RawPipe
@@ -119,7 +120,7 @@ _PASSING_PREFIXES = ("TRYAGAIN", "CLUSTERDOWN", "MOVED", "ASK", "LOADING", "MAST
 async def _finish(task: asyncio.Task[None], timeout: float) -> None:
     """Let the flusher end within `timeout`, else cancel it."""
     try:
-        await asyncio.wait_for(asyncio.shield(task), timeout)
+        await wait_for(asyncio.shield(task), timeout)
     except (TimeoutError, asyncio.CancelledError):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -219,6 +220,7 @@ class EventProducer:
     async def _run(self) -> None:
         failures = 0
         while True:
+            checkpoint()
             if not self._buffer:
                 if self._closing:
                     return

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import random
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -27,7 +28,7 @@ from surgescale.events import (
 )
 from surgescale.events.schema import decode_entry
 from tests.conftest import client_for
-from tests.waiting import wait_until
+from tests.waiting import await_chain, wait_until
 
 
 @pytest.fixture(params=["single", "cluster"])
@@ -299,3 +300,37 @@ async def test_per_event_iteration_acks_one_at_a_time(
 
 def test_batch_exposes_events() -> None:
     assert hasattr(Batch, "events")
+
+
+async def test_a_consumer_cancelled_at_any_moment_stops(
+    redis: RedisClient, producer: EventProducer, keys: StreamKeys
+) -> None:
+    """Regression (a CI run): on Python 3.11 a cancel that lands while redis-py writes a command
+    is lost inside its `asyncio.wait_for`, and the reader went on reading (15 of 21 cancels at
+    random moments did, on a single Redis). Every cancel must stop the reader, wherever it is."""
+    rng = random.Random(7)
+
+    async def emit() -> None:
+        n = 0
+        while True:
+            producer.emit(ev("m", n))
+            n += 1
+            await asyncio.sleep(rng.random() * 0.003)
+
+    async def read(consumer: EventConsumer) -> None:
+        acking: asyncio.Future[None] | None = None
+        async for batch in consumer.batches():
+            if acking is None or acking.done():
+                acking = asyncio.ensure_future(batch.ack())
+
+    writer = asyncio.create_task(emit())
+    try:
+        for i in range(30):
+            consumer = consumer_for(redis, keys, group=f"g{i}", start_id="$", block_ms=20)
+            reader = asyncio.create_task(read(consumer))
+            await asyncio.sleep(rng.random() * 0.15)
+            reader.cancel()
+            _, pending = await asyncio.wait([reader], timeout=5.0)
+            assert not pending, f"cancel {i} did not stop the reader: {await_chain(reader)}"
+    finally:
+        writer.cancel()

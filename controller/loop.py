@@ -41,6 +41,7 @@ from controller import crd, fencing, plan
 from controller.actuator import Actuator, ScaleTarget, TargetKind
 from controller.buffer import BufferScaleAPI
 from controller.config import ControllerConfig
+from controller.counts import CountsCache
 from controller.fleet import TICK_CHUNK, Rotation
 from controller.ingest import Ingest
 from controller.kube import (
@@ -57,7 +58,6 @@ from controller.report import Reporter
 from controller.scaler import (
     Key,
     Scaler,
-    cluster_counts,
     concurrency_condition,
     opt_in_refusal,
 )
@@ -101,6 +101,8 @@ class Controller:
         self.metrics = Metrics()
         self.health = Health(live=self._live, ready=self._ready)
         self.store = StateStore(config.state)
+        self.counts = CountsCache()
+        """Cluster counts per scaler, kept while its objects stay (`controller.counts`)."""
         self.watches = Watches(
             request=lambda scaler: self.request_eval(scaler, trigger=None),
             observed=self._observed,
@@ -409,7 +411,7 @@ class Controller:
         deployments = self.informers.get("deployments")
         if deployments is None or not deployments.synced.is_set():
             return None
-        return cluster_counts(
+        return self.counts.counts(
             scaler,
             deployments=deployments.objects,
             nodes=self.informers["nodes"].objects.values(),

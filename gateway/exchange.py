@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.admission import Pod, Ticket
+from gateway.admission import Pod, Ticket, TicketState
 from gateway.metrics import ModelMetrics
 from gateway.state import GatewayState
 from surgescale.events import EventType
@@ -62,7 +62,9 @@ class Exchange:
 
 
 def emit(ex: Exchange, kind: EventType, **fields: object) -> None:
-    """Send one event about this request (a no-op when events are off)."""
+    """Send one event about this request (a no-op when events are off); an `enqueue` that has
+    to wait for a slot is urgent (`Reporter.emit`: it goes to Redis at once)."""
     reporter = ex.state.reporter
     if reporter is not None:
-        reporter.emit(kind, ex.model, ex.ticket.request_id, **fields)
+        urgent = kind is EventType.ENQUEUE and ex.ticket.state is not TicketState.ASSIGNED
+        reporter.emit(kind, ex.model, ex.ticket.request_id, urgent=urgent, **fields)

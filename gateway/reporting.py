@@ -2,14 +2,26 @@
 
 All emission is synchronous and O(1) (`EventProducer.emit` only appends to a buffer), so the
 request path never waits on Redis; with Redis away the producer buffers, then drops the oldest
-and counts them. A request's events are held for `linger_s` (`event_linger_ms`) before they are
-handed to the producer, together: the producer flushes at once when idle, and a flush (a redis-py
-pipeline, ~0.1-0.2 ms of CPU) run per event lands between a request's send to the pod and its
-first byte; lingering turns a request's four events into about one flush, after its first byte. A
-request's last event (`complete`, `cancel`, `reject`) releases at once, so a request's events are
-never later than they were without the linger once it is over. Each event is stamped (`ts_ms`)
-when it is emitted, not when it is flushed; order is kept (snapshots are held with them, so
-a snapshot still follows the events it counts).
+and counts them.
+
+The linger (`linger_s`, `event_linger_ms`): events are held and handed to the producer together
+when the first of them has waited `linger_s`, so one write to Redis carries the events of every
+request (and snapshot) of that window instead of one write per request (the producer flushes at
+once when idle; a write costs a syscall, a reply to read and ~40 us of Python). Two rules keep
+the controller's view prompt and the writes off the path to a first byte:
+
+- An *urgent* event releases what is held at once: an `enqueue` that has to wait for a slot
+  (no free slot, or no pod: the controller must hear of demand beyond capacity now) and every
+  `reject`. An `enqueue` dispatched at once, `dispatch`, `first_token`, `complete` and
+  `cancel` wait at most `linger_s` (a few ms), the time the controller hears of them later.
+- When the timer fires while a request is between its `dispatch` and its first byte (its
+  `first_token`, or its end; a request still queued does not count: it waits for a slot, not
+  for this process), the release waits until no request is, and goes with the next
+  event after that (usually that request's end, so its events share the write; the write runs
+  after its first byte is out), but never later than `defer_limit_s` (4 x `linger_s`).
+
+Each event is stamped (`ts_ms`) when it is emitted, not when it is released; order is kept
+(snapshots are held with them, so a snapshot still follows the events it counts).
 
 Accounting the controller can rely on (per model, per gateway):
 
@@ -49,8 +61,13 @@ def tenant_label(api_key: str) -> str:
     return "k-" + hashlib.sha256(api_key.encode()).hexdigest()[:10]
 
 
-_TERMINAL = frozenset({EventType.COMPLETE, EventType.CANCEL, EventType.REJECT})
-"""A request's last event: it releases what is held at once (the answer is out, or about to be)."""
+_OPENED_UNTIL = frozenset(
+    {EventType.FIRST_TOKEN, EventType.COMPLETE, EventType.CANCEL, EventType.REJECT}
+)
+"""Events that end a request's wait for its first byte (if it had not ended already)."""
+_HOLD_AT_MOST = 4.0
+"""By default a release put off for requests before their first byte waits at most this many
+lingers."""
 
 Listener = Callable[[EventType, str, str, Mapping[str, Any]], None]
 """(kind, model, request_id, fields) of one request milestone."""
@@ -67,13 +84,25 @@ class Reporter:
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         pod_cap: Callable[[str], int] | None = None,
         linger_s: float = 0.0,
+        defer_limit_s: float | None = None,
     ) -> None:
         self.gateway = gateway
         self.producer = producer
         self.linger_s = linger_s
-        """How long a request's events wait to go to the producer together (0: at once)."""
+        """How long events wait to go to the producer together (0: at once)."""
+        self.defer_limit_s = (
+            _HOLD_AT_MOST * linger_s if defer_limit_s is None else max(linger_s, defer_limit_s)
+        )
+        """The longest a release is put off for requests before their first byte (from the
+        oldest held event; default 4 x `linger_s`)."""
         self._held: list[Event] = []
         self._release_at: asyncio.TimerHandle | None = None
+        self._held_since = 0.0
+        """Loop time the oldest held event was held at."""
+        self._opening: set[str] = set()
+        """Requests between their `dispatch` and their first byte (or end)."""
+        self._due = False
+        """The linger ran out while requests were opening: release once none is."""
         self.pod_cap = pod_cap
         """model -> the gateway's per-pod cap, reported in snapshots (None: not reported)."""
         self._wall_ms = wall_ms
@@ -92,7 +121,17 @@ class Reporter:
     def dropped(self) -> int:
         return self.producer.stats.dropped if self.producer is not None else 0
 
-    def emit(self, kind: EventType, model: str, request_id: str = "", **fields: object) -> None:
+    def emit(
+        self,
+        kind: EventType,
+        model: str,
+        request_id: str = "",
+        *,
+        urgent: bool = False,
+        **fields: object,
+    ) -> None:
+        """One request milestone; `urgent` sends it (and what is held before it) at once (an
+        `enqueue` that waits for a slot); a `reject` is always urgent."""
         producer = self.producer
         if producer is not None:
             event = Event(
@@ -103,8 +142,12 @@ class Reporter:
                 request_id=request_id,
                 **fields,  # type: ignore[arg-type]
             )
-            # A request's last event: the request is over, nothing of it is left waiting.
-            self._send(producer, event, now=kind in _TERMINAL)
+            if self.linger_s > 0 and request_id:
+                if kind is EventType.DISPATCH:
+                    self._opening.add(request_id)
+                elif kind in _OPENED_UNTIL:
+                    self._opening.discard(request_id)
+            self._send(producer, event, now=urgent or kind is EventType.REJECT)
         for listener in self._listeners:
             try:
                 listener(kind, model, request_id, fields)
@@ -113,23 +156,44 @@ class Reporter:
 
     def _send(self, producer: EventProducer, event: Event, *, now: bool) -> None:
         """To the producer at once (no linger, or `now`, with what is held before it), or held
-        until the linger timer (started by the first event held) fires."""
+        until the linger runs out (see the module's docstring)."""
         if self.linger_s <= 0:
             producer.emit(event)
             return
         self._held.append(event)
-        if now:
+        if now or (self._due and not self._opening and event.type is not EventType.FIRST_TOKEN):
             self.release()
         elif self._release_at is None:
             loop = asyncio.get_running_loop()
-            self._release_at = loop.call_later(self.linger_s, self.release)
+            self._held_since = loop.time()
+            self._release_at = loop.call_later(self.linger_s, self._linger_over)
+
+    def _linger_over(self) -> None:
+        """The timer: release, unless a request is before its first byte (then wait for it,
+        up to `defer_limit_s` from the oldest held event)."""
+        self._release_at = None
+        if not self._opening:
+            self.release()
+            return
+        loop = asyncio.get_running_loop()
+        last_call = self._held_since + self.defer_limit_s
+        if loop.time() >= last_call:
+            self.release()
+            return
+        self._due = True
+        self._release_at = loop.call_at(last_call, self.release)
+
+    @property
+    def deferred(self) -> bool:
+        """The linger ran out while a request waited for its first byte: the release waits."""
+        return self._due
 
     def release(self) -> None:
-        """Hand the held events to the producer now (the linger timer, a request's last event,
-        shutdown)."""
+        """Hand the held events to the producer now (the linger, an urgent event, shutdown)."""
         if self._release_at is not None:
             self._release_at.cancel()
             self._release_at = None
+        self._due = False
         held, self._held = self._held, []
         producer = self.producer
         if producer is not None:

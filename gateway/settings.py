@@ -232,11 +232,12 @@ class GatewaySettings(BaseSettings):
     """Key prefix of the event streams."""
     snapshot_interval_ms: int = Field(default=100, ge=10)
     """Period of the `snapshot` event per model."""
-    event_linger_ms: float = Field(default=2.0, ge=0, le=1000, allow_inf_nan=False)
-    """How long a request's events are held to go to Redis together (0: each at once). Keeps
-    event flushes off the path to the first byte (about one flush per request instead of one
-    per event) at the cost of this much more delay before the controller sees them; the
-    events' timestamps are taken when they happen."""
+    event_linger_ms: float = Field(default=5.0, ge=0, le=1000, allow_inf_nan=False)
+    """How long events are held to go to Redis together (0: each at once): one write carries
+    the events of all requests of that window, and it is put off while a request waits for its
+    first byte (up to 4x this). An `enqueue` that has to wait for a slot, and a `reject`, go at
+    once; other events reach the controller up to this much later (their timestamps are taken
+    when they happen). `gateway.reporting`."""
     event_buffer_limit: int = Field(default=100_000, ge=100)
     """Events buffered while Redis is away; the oldest beyond it are dropped and counted."""
     otel: bool = False

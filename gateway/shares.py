@@ -263,7 +263,10 @@ class Shares:
             self._wake.clear()
             now = self.clock()
             due = [m for m in self.books if self._next_at.get(m, 0.0) <= now or self._busy(m)]
-            await asyncio.gather(*(self.sync(m) for m in due))
+            if len(due) == 1:  # the usual case: no task and gather future per round
+                await self.sync(due[0])
+            elif due:
+                await asyncio.gather(*(self.sync(m) for m in due))
             delay = self.config.sync_interval_s - (loop.time() - started)
             if delay > 0:
                 with contextlib.suppress(TimeoutError):

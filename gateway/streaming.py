@@ -68,9 +68,17 @@ async def wait_with_keepalive(
         raise
 
 
+class _HeadWithFirstWrite(web.StreamResponse):
+    """A stream response whose head goes out with its first write: one write to the socket
+    instead of two (aiohttp holds the head of a response that does not send it at `prepare`).
+    Every caller of `open_stream` writes at once (a keep-alive, the first chunk, an error)."""
+
+    _send_headers_immediately = False
+
+
 async def open_stream(request: web.Request, ex: Exchange, content_type: str) -> web.StreamResponse:
-    """Send the head of a 200 event stream to the client."""
-    response = web.StreamResponse(
+    """Start a 200 event stream to the client (its head leaves with the first write)."""
+    response = _HeadWithFirstWrite(
         status=200,
         headers={
             "Content-Type": content_type,
@@ -163,10 +171,14 @@ async def stream_back(
             if out:
                 first_write = not events
                 events += out.count(b"data:")
-                await response.write(out)
+                done = _DONE in out
+                if done and not pending:
+                    await response.write_eof(out)  # the last chunk and the end in one write
+                else:
+                    await response.write(out)
                 if first_write:
                     ex.metrics.added.observe(overhead + state.clock() - first_at)
-                if _DONE in out:
+                if done:
                     # The client has its whole answer; do not wait for the upstream's close
                     # (a client that hangs up now has completed, not cancelled).
                     ex.done_sent = True

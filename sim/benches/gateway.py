@@ -8,10 +8,13 @@ load generator. Phases:
 
 1. **added TTFT**: open-loop streaming `/v1/completions` at `--rate` requests/s (Poisson
    arrivals) to the instant upstream, rotating direct, through-gateway and through-bare-proxy
-   requests (each round of three in a random order) so all see the same load; TTFT is send to first token chunk at the client. Added
+   requests (each round of three in a random order) so all three are measured in the same
+   moments and see the same load; TTFT is send to first token chunk at the client. Added
    TTFT = gateway (or bare proxy) percentile minus direct percentile (p50, p99); the ratio of
    the two is the gateway's overhead relative to a plain proxy on the same machine in the same
-   run (target: at most 1.5).
+   run (target: at most 1.5). The JSON gives each path's sample count and a 90 % bootstrap
+   interval of each ratio (how far another run in the same conditions could put it), and how
+   late the gateway's events reached Redis (the event linger's cost to the controller).
 2. **chunks/s per core**: `--streams` concurrent long streams through the gateway; streamed
    chunks counted at the client, divided by the gateway process's CPU seconds (from /proc).
 3. **requests/s**: closed-loop short non-streamed requests through the gateway at `--concurrency`;
@@ -56,7 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="surgescale bench gateway", description=__doc__.split("\n")[0])
     p.add_argument("--pods", type=int, default=2, help="simulated pods (default 2)")
     p.add_argument("--rate", type=float, default=200.0, help="phase 1 requests/s (default 200)")
-    p.add_argument("--seconds", type=float, default=20.0, help="phase 1 duration (default 20)")
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=40.0,
+        help="phase 1 duration (default 40: ~2,600 samples per path, so a p99 rests on ~26)",
+    )
     p.add_argument("--tokens", type=int, default=4, help="phase 1 output tokens (default 4)")
     p.add_argument("--streams", type=int, default=64, help="phase 2 concurrent streams")
     p.add_argument("--stream-tokens", type=int, default=512, help="phase 2 tokens per stream")
@@ -410,6 +418,33 @@ def _bucket_quantile(before: dict[float, float], after: dict[float, float], q: f
     return lower * 1000
 
 
+def _ratio_interval(
+    direct: list[float],
+    gateway: list[float],
+    bare: list[float],
+    q: float,
+    seed: int,
+    rounds: int = 400,
+) -> list[float]:
+    """90 % bootstrap interval of the added-TTFT ratio at quantile `q`: each path's samples
+    resampled with replacement, the ratio recomputed, its 5th and 95th percentiles. How far the
+    figure could move on another run of the same length in the same conditions (a p99 from ~12
+    tail samples per path moves a lot); NaN when a path has no samples."""
+    if not (direct and gateway and bare):
+        return [float("nan"), float("nan")]
+    rng = random.Random(seed)
+    ratios: list[float] = []
+    for _ in range(rounds):
+        d, g, b = (
+            _pct(rng.choices(values, k=len(values)), q) for values in (direct, gateway, bare)
+        )
+        if b > d:
+            ratios.append((g - d) / (b - d))
+    if not ratios:
+        return [float("nan"), float("nan")]
+    return [round(_pct(ratios, 0.05), 3), round(_pct(ratios, 0.95), 3)]
+
+
 def _pct(values: list[float], q: float) -> float:
     """The project's percentile (`surgescale.stats`) at fraction `q`; NaN when there are none."""
     value = percentile(values, q * 100.0)
@@ -424,7 +459,9 @@ async def _run(
     pid: int,
     pods_pid: int,
     bare_pid: int,
+    events: tuple[str, str] | None,
 ) -> dict[str, Any]:
+    """All phases; `events` is (Redis URL, prefix) of the gateway's events (None: off)."""
     import gc
 
     connector = aiohttp.TCPConnector(limit=0)
@@ -448,8 +485,10 @@ async def _run(
         cpu0, wall0 = _cpu_seconds(pid), time.perf_counter()
         pods_cpu0, own_cpu0 = _cpu_seconds(pods_pid), time.process_time()
         bare_cpu0 = _cpu_seconds(bare_pid)
+        since_ms = time.time_ns() // 1_000_000
         samples = await _added_ttft(http, targets=targets, args=args)
         wall = time.perf_counter() - wall0
+        until_ms = time.time_ns() // 1_000_000 + 1_000  # the last events' linger
         gateway_cpu = _cpu_seconds(pid) - cpu0
         bare_cpu = _cpu_seconds(bare_pid) - bare_cpu0
         phase1_util = gateway_cpu / wall
@@ -459,6 +498,7 @@ async def _run(
         buckets1 = await _overhead_buckets(http, gateway)
         ttft1 = await _overhead_buckets(http, gateway, "surgescale_gateway_ttft_seconds")
         events1 = await _counters(http, gateway)
+        delays = await _event_delays(*events, since_ms, until_ms) if events else {}
         chunk_figures = await _chunks(http, gateway, pid, args)
         request_figures = await _requests(http, gateway, pid, args)
     good = [s for s in samples if s.ok]
@@ -480,6 +520,12 @@ async def _run(
         )
         out[f"direct_total_{name}_ms"] = d_total * 1000
         out[f"gateway_total_{name}_ms"] = g_total * 1000
+    for name, q in (("p50", 0.50), ("p99", 0.99)):
+        out[f"added_ttft_ratio_{name}_ci90"] = _ratio_interval(
+            [s.ttft for s in direct], [s.ttft for s in via], [s.ttft for s in bare], q, args.seed
+        )
+    out["samples_direct"], out["samples_gateway"] = len(direct), len(via)
+    out["samples_bare_proxy"] = len(bare)
     out["gateway_internal_p50_ms"] = _bucket_quantile(buckets0, buckets1, 0.50)
     out["gateway_internal_p99_ms"] = _bucket_quantile(buckets0, buckets1, 0.99)
     out["gateway_seen_ttft_p50_ms"] = _bucket_quantile(ttft0, ttft1, 0.50)
@@ -501,9 +547,41 @@ async def _run(
     out["phase1_event_flushes"] = flushes
     out["phase1_pods_cpu_util"] = pods_util
     out["phase1_loadgen_cpu_util"] = own_util
+    out.update(delays)
     out.update(chunk_figures)
     out.update(request_figures)
     return out
+
+
+async def _event_delays(url: str, prefix: str, since_ms: int, until_ms: int) -> dict[str, float]:
+    """How late the phase-1 request events reached Redis: each stream entry's id (Redis's clock
+    at the XADD) minus each event's `ts_ms` (the gateway's clock when it happened; one machine,
+    one clock; both in whole ms, so +-1 ms). What the event linger costs the controller."""
+    from surgescale.events import StreamKeys, close, connect
+    from surgescale.events.schema import EventType, decode_entry
+
+    client = connect(url)
+    try:
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = await client.xrange(  # type: ignore[assignment]
+            StreamKeys(prefix=prefix).stream(INSTANT), min=f"{since_ms}-0", max=f"{until_ms}-0"
+        )
+    finally:
+        await close(client)
+    every: list[float] = []
+    enqueue: list[float] = []
+    for entry_id, fields in entries:
+        at = int(entry_id.split(b"-")[0])
+        for event in decode_entry(fields)[0]:
+            if event.request_id:
+                every.append(float(at - event.ts_ms))
+                if event.type is EventType.ENQUEUE:
+                    enqueue.append(float(at - event.ts_ms))
+    return {
+        "event_delay_p50_ms": _pct(every, 0.5),
+        "event_delay_p99_ms": _pct(every, 0.99),
+        "event_delay_max_ms": max(every, default=float("nan")),
+        "enqueue_delay_p99_ms": _pct(enqueue, 0.99),
+    }
 
 
 async def _forget_events(url: str, prefix: str) -> None:
@@ -538,6 +616,17 @@ def _print_table(r: dict[str, Any], args: argparse.Namespace) -> None:
             f"   TTFT {q:<5}{r[f'direct_ttft_{q}_ms']:>9.2f} {r[f'gateway_ttft_{q}_ms']:>9.2f} "
             f"{r[f'added_ttft_{q}_ms']:>9.2f} {r[f'bare_proxy_ttft_{q}_ms']:>9.2f} "
             f"{r[f'bare_proxy_added_ttft_{q}_ms']:>9.2f} {r[f'added_ttft_ratio_{q}']:>7.2f}  ms"
+        )
+    print(
+        f"   samples: direct {r['samples_direct']}, gateway {r['samples_gateway']}, bare "
+        f"{r['samples_bare_proxy']}; ratio 90% bootstrap interval p50 "
+        f"{r['added_ttft_ratio_p50_ci90']}, p99 {r['added_ttft_ratio_p99_ci90']}"
+    )
+    if "event_delay_p50_ms" in r:
+        print(
+            f"   events reach Redis after: p50 {r['event_delay_p50_ms']:.0f} ms, p99 "
+            f"{r['event_delay_p99_ms']:.0f} ms, max {r['event_delay_max_ms']:.0f} ms "
+            f"(enqueue p99 {r['enqueue_delay_p99_ms']:.0f} ms)"
         )
     print(
         f"   the gateway's own time before the first byte (its histogram): "
@@ -620,6 +709,7 @@ def main(argv: list[str]) -> int:
                 pid=gateway_proc.pid,
                 pods_pid=pods_proc.pid,
                 bare_pid=bare_proc.pid,
+                events=None if redis_url is None else (redis_url, prefix),
             )
         )
     _print_table(result, args)

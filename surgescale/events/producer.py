@@ -155,6 +155,9 @@ class EventProducer:
         register_interval_s: float = 30.0,
     ) -> None:
         self._redis = redis
+        self._cluster = isinstance(redis, RedisCluster)
+        """Asked once, not twice per flush (redis-py's client classes check `isinstance`
+        through a typing Protocol's metaclass: 1.4 us quiet, more under load)."""
         self.keys = keys or StreamKeys()
         self.limits = limits or StreamLimits()
         self.origin = origin or secrets.token_hex(6)
@@ -352,9 +355,10 @@ class EventProducer:
 
     def _split(self, by_model: Part) -> list[Part]:
         """The batch in parts, one per Redis Cluster node (as the client's slot map has it)."""
-        client = self._redis
-        if not isinstance(client, RedisCluster) or len(by_model) < 2:
+        if not self._cluster or len(by_model) < 2:
             return [by_model]
+        client = self._redis
+        assert isinstance(client, RedisCluster)
         parts: dict[str, Part] = {}
         for model, events in by_model.items():
             try:
@@ -380,7 +384,7 @@ class EventProducer:
             group.append(event)
         register = self._due_registrations(by_model)
         parts = self._split(by_model)
-        if not isinstance(self._redis, RedisCluster):
+        if not self._cluster:
             try:
                 return await self._send_part(parts[0], register)
             except TRANSPORT_ERRORS as exc:

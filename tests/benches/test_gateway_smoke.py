@@ -3,7 +3,9 @@
 Checks behaviour, not speed (that is the benchmark's job): the JSON line is last and carries the
 issue's keys — the gateway's and the bare pass-through proxy's added TTFT at p50 and p99, their
 ratios, chunks per second per core — as numbers, and each ratio is the quotient of the two
-figures it names (NaN when the bare proxy's figure is not above zero, as a 2 s run can give).
+figures it names (NaN when the bare proxy's figure is not above zero, as a 2 s run can give);
+the sample count of each path adds up to the measured requests, each ratio comes with its
+bootstrap interval, and the events' delay to Redis is reported.
 """
 
 from __future__ import annotations
@@ -50,3 +52,12 @@ def test_bench_gateway_reports_both_proxies(redis_url: str) -> None:
             assert ratio == pytest.approx(expected, rel=0.01, abs=0.01), q
         else:  # a short run's noise can put the bare proxy at or below direct: no ratio then
             assert math.isnan(ratio), (q, bare, ratio)
+    paths = ("samples_direct", "samples_gateway", "samples_bare_proxy")
+    assert sum(result[k] for k in paths) == result["phase1_requests"] - result["phase1_failed"]
+    assert all(result[k] > 0 for k in paths)
+    for q in ("p50", "p99"):
+        low, high = result[f"added_ttft_ratio_{q}_ci90"]
+        assert (math.isnan(low) and math.isnan(high)) or low <= high, (q, low, high)
+    # Stamped and written on one machine's clock, in whole ms: never more than 1 ms early.
+    assert result["event_delay_p50_ms"] >= -1
+    assert result["event_delay_max_ms"] >= result["event_delay_p99_ms"] >= -1

@@ -12,7 +12,14 @@ import pytest
 from sim.localredis.server import start_private_redis
 from sim.pod.faults import Faults
 from surgescale.events import EventType, RedisClient, StreamKeys
-from tests.gateway.conftest import MODEL, Harness, RunningGateway, events_of, wait_for
+from tests.gateway.conftest import (
+    MODEL,
+    Harness,
+    RunningGateway,
+    events_of,
+    read_events,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -44,7 +51,14 @@ async def test_retry_on_a_pod_that_answers_5xx(
             assert reply.choices[0].text
     retries = _retries(gw)
     assert retries >= 1  # least-outstanding alternates, so the failing pod was tried
-    events = await events_of(redis, keys, {"complete"})
+    events = []
+
+    async def four_complete() -> bool:  # the last ones come within the event linger
+        nonlocal events
+        events = await read_events(redis, keys)
+        return sum(e.type is EventType.COMPLETE for e in events) >= 4
+
+    await wait_for(four_complete, what="the four complete events")
     completes = [e for e in events if e.type is EventType.COMPLETE]
     dispatches = [e for e in events if e.type is EventType.DISPATCH]
     assert len(completes) == 4

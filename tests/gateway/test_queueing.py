@@ -61,7 +61,7 @@ async def test_hold_at_zero_pods_then_release(
     await wait_for(lambda: queue.queued == 1, what="the request to be queued")
     reply = await task
     assert reply.choices[0].text
-    events = await read_events(redis, keys)
+    events = await events_of(redis, keys, {"dispatch"})  # within the linger
     dispatch = next(e for e in events if e.type is EventType.DISPATCH)
     assert dispatch.queue_ms is not None
     assert dispatch.queue_ms > 500  # it waited for the cold start

@@ -52,7 +52,14 @@ async def test_a_freshly_ready_pod_serves_fresh_requests_first(
     fresh = [asyncio.create_task(_stream_text(client, f"new {i}")) for i in range(2)]
     await asyncio.gather(*old, *fresh)
 
-    events = await read_events(redis, keys)
+    events: list[Event] = []
+
+    async def all_complete() -> bool:  # their last events come within the linger
+        nonlocal events
+        events = await read_events(redis, keys)
+        return sum(e.type is EventType.COMPLETE for e in events) == 5
+
+    await wait_for(all_complete, what="the five complete events")
     by_id = {e.request_id: e for e in events if e.type is EventType.ENQUEUE}
     assert {e.deadline_ms for e in by_id.values()} == {1500.0}
     arrival = sorted(by_id, key=lambda r: int(r.rsplit("-", 1)[1]))

@@ -13,6 +13,11 @@ evaluator drive it alike.
 - `finish(ticket)` frees a slot or a queue place (any outcome); `withdraw(ticket)` takes a queued
   one out; `requeue(ticket, failed_pod=...)` puts a dispatched one back for a retry (it keeps
   its place: its arrival order).
+- The prefill gate (`DispatchPolicy.prefill_limit`): each pod counts its requests dispatched
+  and without a first token yet (`Pod.prefilling`, streams only: a non-streaming answer arrives
+  whole, so its first token is never seen); with a gate set a pod takes a new request only
+  while that count is below the limit. `first_token(ticket)` ends a ticket's prefill; a slot
+  freed before it (finish, requeue) ends it too.
 - `upsert_pod`, `remove_pod`, `sync_pods` follow discovery (a pod that leaves gets no new work
   while its in-flight requests finish); `Pod.capacity` is the per-pod cap.
 
@@ -62,6 +67,10 @@ class Pod:
     outstanding: int = 0
     dispatched: int = 0
     """Requests ever sent here (a tie-breaker that spreads equal loads)."""
+    prefilling: int = 0
+    """Requests here (streams) that have not had their first token yet."""
+    prefill_tokens: int = 0
+    """Their prompt tokens (`Ticket.prompt_tokens`), for a token budget."""
 
     @property
     def eligible(self) -> bool:
@@ -94,6 +103,13 @@ class Ticket:
     """Classed late while queued (it can no longer meet its deadline); never reset."""
     push: int = 0
     """How often it entered the queue (to tell its live queue entry from stale ones)."""
+    stream: bool = True
+    """Its first token is seen (`ModelQueue.first_token`): only then does it count against its
+    pod's prefill gate."""
+    prompt_tokens: int = 0
+    """Its prompt's size (estimated), for a prefill token budget."""
+    prefilling: bool = False
+    """Dispatched and counted in its pod's `prefilling` (no first token yet)."""
 
     @property
     def waiting(self) -> bool:
@@ -238,6 +254,16 @@ class ModelQueue:
             self._release(ticket)
         ticket.state = TicketState.DONE
 
+    def first_token(self, ticket: Ticket) -> bool:
+        """The ticket's first token arrived: it no longer counts against its pod's prefill gate.
+
+        True if a gate may have opened (the caller runs `assign`); no-op for a ticket that is not
+        prefilling."""
+        if not ticket.prefilling:
+            return False
+        self._prefilled(ticket)
+        return self.policy.prefill_gated
+
     def assign(self, *, now: float) -> list[Ticket]:
         """Hand as many queued tickets as possible to pods with a free slot, at time `now`.
 
@@ -322,12 +348,18 @@ class ModelQueue:
         ticket.pod = pod
         pod.outstanding += 1
         pod.dispatched += 1
+        if ticket.stream:
+            ticket.prefilling = True
+            pod.prefilling += 1
+            pod.prefill_tokens += ticket.prompt_tokens
         self._running_by[ticket.tenant] = self._running_by.get(ticket.tenant, 0) + 1
 
     def _release(self, ticket: Ticket) -> None:
         pod = ticket.pod
         if ticket.state is not TicketState.ASSIGNED or pod is None:
             return
+        if ticket.prefilling:  # freed before its first token
+            self._prefilled(ticket)
         ticket.state = TicketState.DONE
         ticket.pod = None
         pod.outstanding -= 1
@@ -336,12 +368,33 @@ class ModelQueue:
         if pod.leaving and pod.outstanding == 0 and self.pods.get(pod.url) is pod:
             del self.pods[pod.url]
 
+    def _prefilled(self, ticket: Ticket) -> None:
+        pod = ticket.pod
+        assert pod is not None
+        ticket.prefilling = False
+        pod.prefilling -= 1
+        pod.prefill_tokens -= ticket.prompt_tokens
+
+    def _open(self, pod: Pod) -> bool:
+        """The pod has a free slot and its prefill gate (if any) lets one more in."""
+        if not pod.free:
+            return False
+        policy = self.policy
+        if not pod.prefilling or not policy.prefill_gated:
+            return True  # nothing in prefill: as eligible as without a gate
+        return policy.prefill_open(
+            prefilling=pod.prefilling,
+            prompt_tokens=pod.prefill_tokens,
+            decoding=pod.outstanding - pod.prefilling,
+        )
+
     def _choose(self, exclude: Iterable[str]) -> Pod | None:
-        """Least outstanding requests among free pods, avoiding `exclude` if anyone else is up."""
+        """Least outstanding requests among open pods (`_open`), avoiding `exclude` if anyone
+        else is up."""
         best: Pod | None = None
         avoided = False
         for pod in self.pods.values():
-            if not pod.free:
+            if not self._open(pod):
                 continue
             if pod.url in exclude:
                 avoided = True
@@ -355,7 +408,7 @@ class ModelQueue:
             others = any(p.eligible and p.url not in exclude for p in self.pods.values())
             if not others:  # the failed pod is the only one left: better it than nothing
                 best = min(
-                    (p for p in self.pods.values() if p.free),
+                    (p for p in self.pods.values() if self._open(p)),
                     key=lambda p: (p.outstanding, p.dispatched),
                 )
         return best

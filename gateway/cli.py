@@ -84,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     slo.add_argument(
         "--late-max-wait", type=float, dest="slo.late_max_wait_s", help="late requests' wait bound"
     )
+    slo.add_argument(
+        "--prefill-limit",
+        type=int,
+        dest="slo.prefill_limit",
+        help="requests per pod awaiting their first token before it takes no more (0 = no gate)",
+    )
     p.add_argument(
         "--keepalive-interval",
         type=float,

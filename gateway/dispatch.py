@@ -15,6 +15,10 @@ With `DispatchOrder.FIFO` nobody is ever classed late: plain arrival order (the 
 A request only moves down the list as time passes (fresh -> late) and up once its wait reaches
 the bound (-> overdue).
 
+The policy also carries the prefill gate (`prefill_limit`: a pod takes a new request only while
+fewer than that many of its requests await their first token), which `gateway.admission`
+applies when it picks a pod.
+
 `Lane` holds one API key's queued requests in that order (heaps keyed by arrival sequence, with
 lazily skipped entries); `gateway.admission.ModelQueue` keeps one lane per key and does the
 fairness across keys on top.
@@ -59,6 +63,18 @@ class DispatchPolicy:
     `deadline - first_token_s` counts as late). The gateway's default too."""
     late_max_wait_s: float = 30.0
     """A request that has waited this long (from arrival) goes before every newer one."""
+    prefill_limit: int | None = None
+    """The prefill gate: a pod takes a new request only while fewer than this many of its
+    requests await their first token (None or 0: no gate). A prompt's prefill stalls the
+    decoding of every request on the pod, so prompts that pile up there push TPOT over."""
+    prefill_token_budget: int | None = None
+    """Gate on prompt tokens instead (an experiment, not in the gateway's settings): a pod takes
+    a new request only while the prompts awaiting their first token there sum to less than
+    this (None or 0: no budget)."""
+    prefill_min_decoding: int = 0
+    """The gates apply only to a pod with at least this many requests past their first token
+    (an experiment, not in the gateway's settings; 0: always): a pod decoding less takes
+    requests freely up to its cap."""
 
     @classmethod
     def checked(
@@ -67,6 +83,7 @@ class DispatchPolicy:
         order: DispatchOrder | str = DispatchOrder.DEADLINE,
         first_token_s: float = 0.1,
         late_max_wait_s: float = 30.0,
+        prefill_limit: int | None = None,
     ) -> DispatchPolicy:
         """A policy, or `ValueError` naming the field that is unknown, negative or not finite."""
         try:
@@ -76,7 +93,28 @@ class DispatchPolicy:
         for name, value in (("first_token_s", first_token_s), ("late_max_wait_s", late_max_wait_s)):
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        return cls(order=kind, first_token_s=first_token_s, late_max_wait_s=late_max_wait_s)
+        if prefill_limit is not None and prefill_limit < 0:
+            raise ValueError(f"prefill_limit must be >= 0 (0: no gate), got {prefill_limit!r}")
+        return cls(
+            order=kind,
+            first_token_s=first_token_s,
+            late_max_wait_s=late_max_wait_s,
+            prefill_limit=prefill_limit or None,
+        )
+
+    @property
+    def prefill_gated(self) -> bool:
+        """A prefill gate is set (`prefill_limit` or `prefill_token_budget`)."""
+        return bool(self.prefill_limit or self.prefill_token_budget)
+
+    def prefill_open(self, *, prefilling: int, prompt_tokens: int, decoding: int) -> bool:
+        """A pod with `prefilling` requests (`prompt_tokens` in all) awaiting their first token
+        and `decoding` past it may take one more (its slot cap aside)."""
+        if decoding < self.prefill_min_decoding:
+            return True
+        if self.prefill_limit and prefilling >= self.prefill_limit:
+            return False
+        return not (self.prefill_token_budget and prompt_tokens >= self.prefill_token_budget)
 
     def late_at(self, ticket: Ticket) -> float:
         """The time after which `ticket` can no longer meet its deadline (inf: never late)."""

@@ -92,6 +92,8 @@ async def serve_completion(request: web.Request, endpoint: Endpoint) -> web.Stre
         tenant=tenant,
         arrived=arrived,
         deadline=arrived + budget,
+        stream=parsed.stream,
+        prompt_tokens=parsed.prompt_tokens,
     )
     ex = Exchange(state=state, model=model, ticket=ticket, metrics=state.metrics.model(model))
     try:

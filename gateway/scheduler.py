@@ -168,6 +168,12 @@ class Scheduler:
         q.requeue(ticket, failed_pod=failed_pod)
         self._pump(q)
 
+    def first_token(self, model: str, ticket: Ticket) -> None:
+        """The ticket's first token was forwarded: its pod's prefill gate may let the next in."""
+        q = self.queues.get(model)
+        if q is not None and q.first_token(ticket):
+            self._pump(q)
+
     def finish(self, model: str, ticket: Ticket) -> None:
         """The request is over: free its slot and let the next one in."""
         q = self.queues.get(model)

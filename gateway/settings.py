@@ -98,6 +98,13 @@ class ModelSlo(BaseModel):
     late_max_wait_s: float = Field(default=30.0, ge=0, allow_inf_nan=False)
     """Bound on a late request's wait: once it has waited this long it goes before every newer
     request (no starvation). Keep it below `max_queue_wait_s`."""
+    prefill_limit: int | None = Field(default=None, ge=0)
+    """The prefill gate: a pod takes a new request only while fewer than this many of the
+    streams this gateway sent it await their first token (None or 0: no gate). A prompt's
+    prefill stalls every decode on its pod; this keeps prompts from piling up there and waits
+    in the gateway's deadline-ordered queue instead (`gateway.admission`). Off by default: on
+    the evaluator's matrix 1 helps TTFT but, with the controller's prefill-stall capacity rule,
+    costs 70B code 1x attainment (docs/gateway.md, "The prefill gate")."""
 
     def objective(self) -> Slo:
         """The `Slo` of this model (validated by `Slo.checked`)."""
@@ -113,6 +120,7 @@ class ModelSlo(BaseModel):
             order=self.dispatch,
             first_token_s=self.first_token_s,
             late_max_wait_s=self.late_max_wait_s,
+            prefill_limit=self.prefill_limit,
         )
 
 

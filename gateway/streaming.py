@@ -132,6 +132,7 @@ async def stream_back(
     The response is `ex.response` if keep-alives already started it, else a new one."""
     state = ex.state
     ex.first_at = first_at = state.clock()
+    state.scheduler.first_token(ex.model, ex.ticket)  # ends its prefill (the gate opens)
     ttft_s = first_at - ex.arrived
     ex.metrics.ttft.observe(ttft_s)
     emit(

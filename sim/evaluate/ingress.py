@@ -8,6 +8,9 @@ leave it as discovery would tell it, and whatever `assign(now=...)` hands out is
 chosen pod's engine — the same code that places requests in the live gateway, driven by the
 virtual clock. A request waits while no pod has a free slot
 (at zero replicas too: scale from zero) and is placed the moment a slot opens or a pod turns Ready.
+A pod's first token of a request goes to `ModelQueue.first_token`, as the live gateway's stream
+forwarding does, so the policy's prefill gate (`DispatchPolicy.prefill_limit`) acts here as
+there; the run's policy is set with `set_dispatch`.
 
 With `service=True` the ingress is a plain Kubernetes Service instead (a named baseline variant):
 kube-proxy sends each request at once to a random Ready endpoint (drawn from the run's `rng`), no
@@ -117,14 +120,6 @@ class Gateway:
         self.requests: dict[str, Request] = {}
         self.pods: dict[str, Pod] = {}
         """Ready pods by name, in the order they turned Ready."""
-        self.prefill_limit: int | None = None
-        """Experiment: at most this many requests per pod before their first token (None: no
-        limit); a pod with that many prefilling takes no new request."""
-        self.prefill_token_budget: int | None = None
-        """Experiment: a pod takes a new request only while the prompt tokens it holds before
-        their first token are below this (None: no budget)."""
-        self.prefilling: dict[str, list[int]] = {}
-        """Per pod: [requests, prompt tokens] dispatched and without a first token yet."""
         self.drained_callback: _Drained | None = None
         self.completed = 0
         self.rejected = 0
@@ -145,7 +140,13 @@ class Gateway:
             self.waiting.append(req)
             self._route_service()
             return
-        ticket = Ticket(request_id=req.id, tenant="", arrived=now, deadline=req.deadline)
+        ticket = Ticket(
+            request_id=req.id,
+            tenant="",
+            arrived=now,
+            deadline=req.deadline,
+            prompt_tokens=req.prompt_tokens,
+        )
         offer = self.admission.offer(ticket)
         if offer.verdict is not Verdict.ADMITTED:  # cannot happen under QUEUE_LIMIT
             raise RuntimeError(f"admission refused {req.id}: {offer.verdict}")
@@ -158,50 +159,15 @@ class Gateway:
         if self.rng is not None:
             self._route_service()
             return
-        self.prefilling.setdefault(pod.name, [0, 0])
-        self._refresh(pod.name)
+        self.admission.upsert_pod(pod.name, ready=True, capacity=self.pod_concurrency)
         self._assign()
 
-    @property
-    def gated(self) -> bool:
-        """A prefill gate is set (`set_prefill_gates`)."""
-        return self.prefill_limit is not None or self.prefill_token_budget is not None
-
-    def _refresh(self, name: str) -> None:
-        """The pod's slots in the admission core: the cap, less what the prefill gates hold
-        (set as outstanding + the new requests the gates let in, so one `assign` round cannot
-        overshoot them)."""
-        cap = self.pod_concurrency
-        pf = self.prefilling.get(name)
-        apod = self.admission.pods.get(name)
-        if pf is not None:
-            room = cap
-            if self.prefill_limit is not None:
-                room = min(room, max(self.prefill_limit - pf[0], 0))
-            if self.prefill_token_budget is not None:
-                room = min(room, 1 if pf[1] < self.prefill_token_budget else 0)
-            cap = min(cap, (0 if apod is None else apod.outstanding) + room)
-        self.admission.upsert_pod(name, ready=True, capacity=cap)
-
-    def _prefill(self, req: Request, sign: int) -> None:
-        if not self.gated:
-            return
-        assert req.pod is not None
-        pf = self.prefilling.get(req.pod)
-        if pf is None:
-            return
-        pf[0] += sign
-        pf[1] += sign * req.prompt_tokens
-        if req.pod in self.pods:
-            self._refresh(req.pod)
-
-    def set_prefill_gates(self, *, limit: int | None, token_budget: int | None) -> None:
-        """Experiment (evaluator only): gate each pod's new requests on its prefill work in
-        flight (`prefill_limit`, `prefill_token_budget`)."""
-        self.prefill_limit, self.prefill_token_budget = limit, token_budget
-        if self.rng is None:
-            for name in self.pods:
-                self._refresh(name)
+    def set_dispatch(self, policy: DispatchPolicy) -> None:
+        """Run with this dispatch policy (a variant's, e.g. its prefill gate), set while no
+        request is in the gateway, as a gateway started with those settings."""
+        if self.requests:
+            raise RuntimeError("the dispatch policy is set while no request is in the gateway")
+        self.admission.policy = policy
 
     def set_pod_cap(self, cap: int) -> None:
         """Apply a new per-pod cap to every pod (the controller's published concurrency,
@@ -214,7 +180,7 @@ class Gateway:
         if self.rng is not None:
             return
         for name in self.pods:
-            self._refresh(name)
+            self.admission.upsert_pod(name, ready=True, capacity=cap)
         if raised:
             self._assign()
 
@@ -222,7 +188,6 @@ class Gateway:
         """A pod left the endpoints (terminating or ended): route nothing more to it."""
         if self.pods.pop(pod.name, None) is not None and self.rng is None:
             self.admission.remove_pod(pod.name)
-            self.prefilling.pop(pod.name, None)
 
     # ---- routing -----------------------------------------------------------------------------
 
@@ -233,20 +198,13 @@ class Gateway:
         self.in_flight += 1
         for listener in self.listeners:
             listener.on_dispatch(req, now)
-        if self.rng is None:
-            self._prefill(req, 1)
         pod.submit(req.id, req.prompt_tokens, req.output_tokens)
 
     def _assign(self) -> None:
         """Submit whatever the admission core hands out now."""
-        gated = self.gated
-        while True:
-            handed = self.admission.assign(now=self.clock.now)
-            for ticket in handed:
-                assert ticket.pod is not None
-                self._send(self.requests[ticket.request_id], self.pods[ticket.pod.url])
-            if not (gated and handed):
-                return
+        for ticket in self.admission.assign(now=self.clock.now):
+            assert ticket.pod is not None
+            self._send(self.requests[ticket.request_id], self.pods[ticket.pod.url])
 
     def _route_service(self) -> None:
         rng = self.rng
@@ -265,21 +223,19 @@ class Gateway:
         ticket = self.tickets.pop(req.id, None)
         if ticket is not None:
             self.admission.finish(ticket)
-            if self.gated and req.pod in self.pods:  # the slots follow the pod's new outstanding
-                self._refresh(req.pod)
         for listener in self.listeners:
             listener.on_complete(req, when)
 
     def _engine_event(self, pod: Pod, kind: int, request_id: str, when: float) -> None:
         req = self.requests[request_id]
-        if kind == FIRST_TOKEN or (req.first_token is None and self.rng is None):
-            self._prefill(req, -1)
         if kind == FIRST_TOKEN:
             req.first_token = when
+            ticket = self.tickets.get(request_id)
+            opened = ticket is not None and self.admission.first_token(ticket)
             for listener in self.listeners:
                 listener.on_first_token(req, when)
-            if self.gated:
-                self._assign()
+            if opened:
+                self._assign()  # its pod's prefill gate let the next one in
             return
         if kind == REJECTED:  # never served: no first token, counted as a miss
             self.rejected += 1

@@ -19,7 +19,7 @@ NodePool.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from controller.policy import Billing, PolicySpec, PolicyState, decide, nodes_for, replicas_on
@@ -58,10 +58,12 @@ class OursConfig:
     `max_num_seqs`); N: at the learned concurrency the controller would publish, refreshed on
     each sample, never below N (`gateway.podcap.applied_cap`)."""
     prefill_limit: int | None = None
-    """Experiment (`Gateway.prefill_limit`): at most this many requests per pod before their
-    first token."""
+    """The gateway's prefill gate (`DispatchPolicy.prefill_limit`): None keeps the scenario's
+    (the live gateway's default); K sets it (0: no gate)."""
     prefill_token_budget: int | None = None
-    """Experiment (`Gateway.prefill_token_budget`): prompt tokens per pod before first token."""
+    """Experiment (`DispatchPolicy.prefill_token_budget`): None keeps the scenario's."""
+    prefill_min_decoding: int | None = None
+    """Experiment (`DispatchPolicy.prefill_min_decoding`): None keeps the scenario's."""
     state: StateSettings = field(default_factory=StateSettings)
     """The controller's measurement settings (its command line's, e.g. `--long-window-s`)."""
 
@@ -131,6 +133,8 @@ class Ours:
         self.dispatch_order = dispatch_order
         """None: the scenario's (deadline-aware); `ours-fifo` uses plain arrival order."""
         self.ingress = Ingress.GATEWAY
+        self.prefill_gate = True
+        """It runs the gateway's prefill gate as configured (`world._dispatch`)."""
         self.config = config or OursConfig()
         self.decisions = 0
         self.reasons: dict[str, int] = {}
@@ -165,10 +169,13 @@ class Ours:
         self.scheduler.resize(1)  # one InferenceScaler, as the live controller's watches count
         self._seq = 0
         world.gateway.listeners.append(self)
-        if self.config.prefill_limit is not None or self.config.prefill_token_budget is not None:
-            world.gateway.set_prefill_gates(
-                limit=self.config.prefill_limit, token_budget=self.config.prefill_token_budget
-            )
+        gate = {
+            name: value
+            for name in ("prefill_limit", "prefill_token_budget", "prefill_min_decoding")
+            if (value := getattr(self.config, name)) is not None
+        }
+        if gate:
+            world.gateway.set_dispatch(replace(world.gateway.admission.policy, **gate))
         self.clock.every(self.config.snapshot_s, self._snapshot, first=0.0)
         self.clock.every(self.config.tick_s, self._tick)
 

@@ -80,7 +80,13 @@ EXPERIMENTS: dict[str, Callable[[], Autoscaler]] = {
         f"ours-tpotcap{f}": ours_variant(f"ours-tpotcap{f}", pod_cap_floor=f)
         for f in TPOTCAP_FLOORS
     },
-    **{f"ours-prefill{k}": ours_variant(f"ours-prefill{k}", prefill_limit=k) for k in (1, 2, 4)},
+    **{f"ours-prefill{k}": ours_variant(f"ours-prefill{k}", prefill_limit=k) for k in (0, 1, 2, 4)},
+    **{
+        f"ours-prefill1-dec{n}": ours_variant(
+            f"ours-prefill1-dec{n}", prefill_limit=1, prefill_min_decoding=n
+        )
+        for n in (1, 2, 4)
+    },
     **{
         f"ours-prefilltok{b}": ours_variant(f"ours-prefilltok{b}", prefill_token_budget=b)
         for b in (8192, 16384)

@@ -171,11 +171,19 @@ class _Recorder:
 
 def _dispatch(scenario: Scenario, autoscaler: Autoscaler) -> DispatchPolicy:
     """The scenario's dispatch policy, or plain FIFO for a policy variant that asks for it
-    (`dispatch_order = DispatchOrder.FIFO`, e.g. `ours-fifo`)."""
+    (`dispatch_order = DispatchOrder.FIFO`, e.g. `ours-fifo`). The prefill gate only for a
+    policy that runs surgescale's gateway as it ships (`prefill_gate = True`: ours); the
+    reference arms (oracle, static-peak, KPA's activator) and the uncapped/Service arms keep
+    the admission core without it, as in the rounds before it was live, so the references and
+    the oracle's t = 0 fleet every policy starts from stay comparable."""
+    policy = scenario.dispatch
     order = getattr(autoscaler, "dispatch_order", None)
-    if isinstance(order, DispatchOrder) and order is not scenario.dispatch.order:
-        return replace(scenario.dispatch, order=order)
-    return scenario.dispatch
+    if isinstance(order, DispatchOrder) and order is not policy.order:
+        policy = replace(policy, order=order)
+    gated = autoscaler.ingress is Ingress.GATEWAY and getattr(autoscaler, "prefill_gate", False)
+    if not gated and policy.prefill_gated:
+        policy = replace(policy, prefill_limit=None, prefill_token_budget=None)
+    return policy
 
 
 class World:

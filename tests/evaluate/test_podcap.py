@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
+from gateway.admission import DispatchPolicy
 from gateway.podcap import applied_cap
+from gateway.settings import ModelSlo
 from sim.evaluate.ingress import Request
 from sim.evaluate.oracle import Fixed
 from sim.evaluate.ours import Ours, OursConfig
+from sim.evaluate.pods import engine_factory
 from sim.evaluate.runner import run_one
 from sim.evaluate.trace import poisson, step
 from sim.evaluate.world import Scenario, World
@@ -83,7 +87,10 @@ def test_a_lowered_cap_bounds_new_dispatches_and_a_raised_one_releases_the_queue
     requests = poisson(
         rate=30.0, duration_s=40.0, prompt_tokens=400, output_tokens=300, seed=3
     ).requests
-    sc = Scenario(name="cap", requests=requests, pod_concurrency=64, tail_s=0.0)
+    # the cap alone (no prefill gate: it would hold the queue back at the raise too)
+    sc = Scenario(
+        name="cap", requests=requests, pod_concurrency=64, tail_s=0.0, dispatch=DispatchPolicy()
+    )
     scaler = _CappedAt(low=3, at_s=10.0, back_s=25.0)
     result = run_one(sc, scaler)
     watch = scaler.watch
@@ -197,7 +204,10 @@ class _Gated(Fixed):
 
     def attach(self, world: World) -> None:
         world.gateway.listeners.append(self.watch)
-        world.gateway.set_prefill_gates(limit=self.limit, token_budget=self.budget)
+        policy = world.gateway.admission.policy
+        world.gateway.set_dispatch(
+            replace(policy, prefill_limit=self.limit, prefill_token_budget=self.budget)
+        )
 
 
 def _prefill_heavy() -> Scenario:
@@ -243,3 +253,29 @@ def test_the_issue_14_variants_are_named_policies_outside_the_default_sweep() ->
     assert capped.config.pod_cap_floor == 4
     with pytest.raises(UnknownPolicyError):
         check_names(["ours-tpotcap3"])
+
+
+@pytest.mark.parametrize(
+    ("name", "limit"),
+    [
+        ("ours", ModelSlo().prefill_limit),  # the live gateway's default
+        ("ours-prefill0", None),
+        ("ours-prefill2", 2),
+        ("static-peak", None),  # the reference arms: the admission core without the gate
+        ("kpa", None),  # Knative's activator
+        ("hpa-memory", None),  # no gateway cap in front
+    ],
+)
+def test_each_policy_runs_the_gate_of_what_sits_in_front_of_its_pods(
+    name: str, limit: int | None
+) -> None:
+    from sim.evaluate.runner import _SIMPLE
+
+    requests = poisson(rate=2.0, duration_s=3.0, prompt_tokens=100, output_tokens=5).requests
+    sc = Scenario(name="gate", requests=requests, tail_s=0.0)
+    scaler = Fixed(1) if name == "static-peak" else _SIMPLE[name]()
+    world = World(sc, engine_factory=engine_factory(sc.profile), autoscaler=scaler)
+    world.run()
+    policy = world.gateway.admission.policy
+    assert (policy.prefill_limit or None) == limit  # 0 is no gate, as None
+    assert policy.prefill_gated is (limit is not None)

@@ -20,7 +20,7 @@ from gateway.app import build_app
 from gateway.settings import GatewaySettings
 from gateway.state import STATE, GatewayState
 from sim.pod.runtime import PodOptions, RunningPod, start_pod
-from surgescale.events import Event, RedisClient, StreamKeys
+from surgescale.events import Event, EventType, RedisClient, StreamKeys
 from surgescale.events.schema import decode_entry
 
 MODEL = "llama3-8b"
@@ -109,6 +109,22 @@ async def read_events(redis: RedisClient, keys: StreamKeys, model: str = MODEL) 
         assert not bad, bad
         out.extend(good)
     return out
+
+
+async def events_once_complete(
+    redis: RedisClient, keys: StreamKeys, n: int, model: str = MODEL
+) -> list[Event]:
+    """The model's events once `n` `complete` events are among them (the last requests' events
+    come within the gateway's event linger, after their responses)."""
+    events: list[Event] = []
+
+    async def enough() -> bool:
+        nonlocal events
+        events = await read_events(redis, keys, model)
+        return sum(e.type is EventType.COMPLETE for e in events) >= n
+
+    await wait_for(enough, what=f"{n} complete events")
+    return events
 
 
 async def wait_for(

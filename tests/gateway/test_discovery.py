@@ -18,7 +18,13 @@ from gateway.discovery import SliceTracker, endpoints_of
 from sim.cluster.cluster import ClusterOptions, NodePoolConfig, RunningCluster, start_cluster
 from sim.localredis.server import free_port
 from surgescale.events import EventType, RedisClient, StreamKeys
-from tests.gateway.conftest import MODEL, Harness, events_of, read_events, wait_for
+from tests.gateway.conftest import (
+    MODEL,
+    Harness,
+    events_of,
+    events_once_complete,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(90)
 SERVICE = "llama"
@@ -192,14 +198,7 @@ async def test_scale_from_zero_and_pod_leaving(
                 s.release()
         assert all(b.rstrip().endswith(b"data: [DONE]") for b in bodies)
         await wait_for(lambda: first_pod not in queue.pods, what="the idle leaving pod to go")
-        events = []
-
-        async def four_complete() -> bool:  # the last ones come within the event linger
-            nonlocal events
-            events = await read_events(redis, keys)
-            return sum(e.type is EventType.COMPLETE for e in events) >= 4
-
-        await wait_for(four_complete, what="the four complete events")
+        events = await events_once_complete(redis, keys, 4)
         completes = [e for e in events if e.type is EventType.COMPLETE]
         dispatches = [e for e in events if e.type is EventType.DISPATCH]
         assert len(completes) == 4

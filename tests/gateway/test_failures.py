@@ -17,7 +17,7 @@ from tests.gateway.conftest import (
     Harness,
     RunningGateway,
     events_of,
-    read_events,
+    events_once_complete,
     wait_for,
 )
 
@@ -51,14 +51,7 @@ async def test_retry_on_a_pod_that_answers_5xx(
             assert reply.choices[0].text
     retries = _retries(gw)
     assert retries >= 1  # least-outstanding alternates, so the failing pod was tried
-    events = []
-
-    async def four_complete() -> bool:  # the last ones come within the event linger
-        nonlocal events
-        events = await read_events(redis, keys)
-        return sum(e.type is EventType.COMPLETE for e in events) >= 4
-
-    await wait_for(four_complete, what="the four complete events")
+    events = await events_once_complete(redis, keys, 4)
     completes = [e for e in events if e.type is EventType.COMPLETE]
     dispatches = [e for e in events if e.type is EventType.DISPATCH]
     assert len(completes) == 4

@@ -10,8 +10,9 @@ For a scaler without a NodePool target the counts depend only on its spec and it
 object; the informer replaces an object when it changes (nothing edits one in place), so the
 counts computed from the same spec and the same Deployment object are still right. `CountsCache`
 keeps them per scaler and checks both identities on every read. Scalers with a NodePool target
-(whose node counts come from every Node) are computed on every read, as before. An entry is kept per scaler key (a deleted scaler's until a
-scaler of that name comes back: one small entry each).
+(whose node counts come from every Node) are computed on every read, as before. An entry is
+kept per scaler key (a deleted scaler's until a scaler of that name comes back: one small entry
+each).
 """
 
 from __future__ import annotations

@@ -433,8 +433,10 @@ def decide(
         arrived = (now, ready_nodes)  # nodes that just came: kept a reacquire time from here
     node_window = _push_window(node_window, now, nodes_needed, keep_horizon)
     gaps = state.gaps.update(nodes_needed, now)
-    level_gaps = state.level_gaps.update(
-        nodes_needed, current_nodes, now, min_gap_s=reacquire_s(spec)
+    level_gaps = (  # read only with keep_per_level: not folded on every evaluation otherwise
+        state.level_gaps.update(nodes_needed, current_nodes, now, min_gap_s=reacquire_s(spec))
+        if spec.keep_per_level
+        else state.level_gaps
     )
     bursts = state.bursts.update(min(recommended, sustained_rec), now)
 

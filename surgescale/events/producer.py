@@ -57,7 +57,7 @@ from redis.exceptions import (
 )
 
 from surgescale.cancel import checkpoint, wait_for
-from surgescale.events.client import TRANSPORT_ERRORS, RedisClient
+from surgescale.events.client import TRANSPORT_ERRORS, RedisClient, is_cluster
 from surgescale.events.keys import StreamKeys
 from surgescale.events.rawwrite import RawPipe
 from surgescale.events.schema import Event, encode_batch
@@ -155,7 +155,7 @@ class EventProducer:
         register_interval_s: float = 30.0,
     ) -> None:
         self._redis = redis
-        self._cluster = isinstance(redis, RedisCluster)
+        self._cluster = is_cluster(redis)
         """Asked once, not twice per flush (redis-py's client classes check `isinstance`
         through a typing Protocol's metaclass: 1.4 us quiet, more under load)."""
         self.keys = keys or StreamKeys()

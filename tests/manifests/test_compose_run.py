@@ -89,6 +89,15 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
+def _server_of(kubeconfig: Path) -> str | None:
+    """The API server URL a kubeconfig names, or None while it is not (fully) written."""
+    try:
+        loaded: Any = yaml.safe_load(kubeconfig.read_text())
+        return str(loaded["clusters"][0]["cluster"]["server"])
+    except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError):
+        return None
+
+
 async def _http_ok(url: str) -> bool:
     timeout = aiohttp.ClientTimeout(total=2)
     try:
@@ -114,12 +123,10 @@ async def _kubectl(kubeconfig: Path, *args: str) -> None:
 async def test_compose_topology_scales_with_least_privilege(redis_url: str, tmp_path: Path) -> None:
     compose: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
     services = compose["services"]
-    api_port, gw_port, ctl_port = free_port(), free_port(), free_port()
+    gw_port, ctl_port = free_port(), free_port()
     prefix = f"test-{uuid.uuid4().hex[:12]}"
     kubeconfig = yaml.safe_load((REPO / "deploy/compose/kubeconfig.yaml").read_text())
-    kubeconfig["clusters"][0]["cluster"]["server"] = f"http://127.0.0.1:{api_port}"
     kc = tmp_path / "kubeconfig"
-    kc.write_text(yaml.safe_dump(kubeconfig))
     procs: dict[str, asyncio.subprocess.Process] = {}
     proxies: dict[str, RecordingProxy] = {}
     api = None
@@ -127,15 +134,21 @@ async def test_compose_topology_scales_with_least_privilege(redis_url: str, tmp_
         procs["sim-cluster"] = await _start(
             _rewrite(
                 services["sim-cluster"]["command"],
-                {"--port": str(api_port), "--kubeconfig": str(tmp_path / "sim.kubeconfig")},
+                # port 0: the server binds a free port itself and names it in its kubeconfig (a
+                # port picked here could be bound meanwhile by another test's server or proxy,
+                # which would then receive this test's calls)
+                {"--port": "0", "--kubeconfig": str(tmp_path / "sim.kubeconfig")},
             ),
             tmp_path / "sim-cluster.log",
         )
 
-        async def api_up() -> bool:
-            return await _http_ok(f"http://127.0.0.1:{api_port}/api")
+        async def api_up() -> str | None:
+            server = _server_of(tmp_path / "sim.kubeconfig")
+            return server if server and await _http_ok(f"{server}/api") else None
 
-        await eventually(api_up, what="the simulated API server (see sim-cluster.log)")
+        api_url = await eventually(api_up, what="the simulated API server (see sim-cluster.log)")
+        kubeconfig["clusters"][0]["cluster"]["server"] = api_url
+        kc.write_text(yaml.safe_dump(kubeconfig))
         for job in ("setup-crd", "setup"):
             command = services[job]["command"]
             target = next(a for a in command if a.startswith("--kustomize="))
@@ -143,7 +156,7 @@ async def test_compose_topology_scales_with_least_privilege(redis_url: str, tmp_
             await _kubectl(kc, "apply", "-k", str(path))
         configs = {}
         for who in ("gateway", "controller"):
-            proxies[who] = RecordingProxy(f"http://127.0.0.1:{api_port}")
+            proxies[who] = RecordingProxy(api_url)
             await proxies[who].start()
             configs[who] = tmp_path / f"{who}.kubeconfig"
             configs[who].write_text(yaml.safe_dump(proxies[who].kubeconfig("surgescale")))

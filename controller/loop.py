@@ -181,6 +181,7 @@ class Controller:
         self.reporter = Reporter(
             KubeWriter(api, group=crd.GROUP, version=crd.VERSION, plural=crd.PLURAL, kind=crd.KIND),
             actuator=self.actuator,
+            owns=self.leads,
         )
         self.informers = controller_informers(
             api,

@@ -2,14 +2,16 @@
 
 `Reporter.scaled(...)` is called by the actuator's hook after each successful scale PATCH and
 posts an Event (reason `ScaledUp` / `ScaledDown` / `NodesScaled` / `HeadroomScaled`) with the
-decision's reason and inputs, in the background (bounded: when the API server is slow, Events are
-dropped rather than piled up). `Reporter.run(...)` writes each InferenceScaler's status at most
-once per interval and only when it changed, and only while this instance leads; an invalid spec
-also gets one Warning Event per distinct error. Before each write the standard conditions are
-brought up to date (`controller.conditions`, with the actuator's last write errors), and each
-transition of one of them becomes an Event (reason = the condition's reason; Warning when the
-condition turned abnormal). Scale itself is never written here (`controller.actuator` is the
-only writer of scale).
+decision's reason and inputs, in the background. Bounded: when the API server is slow, Events are
+dropped rather than piled up. Fenced: `owns(scaler)` is asked when an Event's turn comes, so a
+process paused between its scale and the Event, and no longer leading when it wakes, drops it
+instead of writing late as an ex-leader. `Reporter.run(...)` writes each InferenceScaler's status
+at most once per interval and only when it changed, and only while this instance leads; an
+invalid spec also gets one Warning Event per distinct error. Before each write the standard
+conditions are brought up to date (`controller.conditions`, with the actuator's last write
+errors), and each transition of one of them becomes an Event (reason = the condition's reason;
+Warning when the condition turned abnormal). Scale itself is never written here
+(`controller.actuator` is the only writer of scale).
 """
 
 from __future__ import annotations
@@ -39,12 +41,16 @@ class Reporter:
         *,
         max_background: int = 100,
         actuator: Actuator | None = None,
+        owns: Callable[[Scaler], bool] | None = None,
     ) -> None:
         self._writer = writer
         self._actuator = actuator
+        self._owns = owns
         self._max_background = max_background
         self._background: set[asyncio.Task[None]] = set()
         self.dropped_events = 0
+        """Events not sent: too many in flight, or `owns(scaler)` (this instance leads the
+        scaler) no longer held when their turn came."""
 
     def scaled(
         self, scaler: Scaler, target: ScaleTarget, previous: int | None, value: int, reason: str
@@ -69,26 +75,30 @@ class Reporter:
         )
         was = previous if previous is not None else "?"
         self._fire(
+            scaler,
             self._writer.event(
                 namespace=scaler.key[0],
                 name=scaler.key[1],
                 uid=scaler.uid,
                 reason=verb,
                 message=f"{target} {was} -> {value}: {reason}{inputs}",
-            )
+            ),
         )
 
-    def _fire(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _fire(self, scaler: Scaler, coro: Coroutine[Any, Any, None]) -> None:
         if len(self._background) >= self._max_background:
             coro.close()
             self.dropped_events += 1
             return
-        task = asyncio.create_task(self._quiet(coro))
+        task = asyncio.create_task(self._quiet(scaler, coro))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    @staticmethod
-    async def _quiet(coro: Coroutine[Any, Any, None]) -> None:
+    async def _quiet(self, scaler: Scaler, coro: Coroutine[Any, Any, None]) -> None:
+        if self._owns is not None and not self._owns(scaler):
+            coro.close()  # checked when its turn comes, not when it was queued
+            self.dropped_events += 1
+            return
         try:
             await coro
         except (TemporaryError, PermanentError) as exc:
@@ -119,6 +129,7 @@ class Reporter:
                 continue  # Ready only repeats a transition that has its own Event
             cond = scaler.conditions.get(change["type"])
             self._fire(
+                scaler,
                 self._writer.event(
                     namespace=scaler.key[0],
                     name=scaler.key[1],
@@ -127,7 +138,7 @@ class Reporter:
                     message=f"{change['type']}={change['status']}: "
                     + ("" if cond is None else cond["message"]),
                     warning=change["abnormal"],
-                )
+                ),
             )
         if scaler.error is not None and scaler.reported_error != str(scaler.error):
             scaler.reported_error = str(scaler.error)

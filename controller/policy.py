@@ -207,6 +207,15 @@ def prefill_stall_rate(observation: Observation, spec: PolicySpec) -> float | No
     return rate if rate > 0 and math.isfinite(rate) else None
 
 
+def burst_factor(observation: Observation, spec: PolicySpec) -> float | None:
+    """The factor the instantaneous capacities are divided by (`burst_sizing`), at least 1 and
+    at most `max_burst_factor`; None when it does not apply."""
+    k = observation.burst_factor
+    if not spec.burst_sizing or k is None or not math.isfinite(k) or k <= 1.0:
+        return None
+    return min(k, max(spec.max_burst_factor, 1.0))
+
+
 def tpot_rate(observation: Observation, spec: PolicySpec, rate: float) -> float | None:
     """The per-replica rate the TPOT objective allows: `rate` per Ready replica times objective
     / TPOT p95, divided by the target utilization (so that sizing with it lands at TPOT p95 =
@@ -329,6 +338,11 @@ def decide(
     limit = tpot_rate(obs, spec, sustained)
     # the prefill-stall model where the replicas run too few requests for their TPOT to judge
     stall = prefill_stall_rate(obs, spec) if limit is None else None
+    # load that comes in bursts of seconds meets a replica faster than the long-window rate
+    burst = burst_factor(obs, spec)
+    if burst is not None:
+        mu /= burst
+        stall = None if stall is None else stall / burst
     if stall is not None and stall < mu:
         mu = stall
     else:
@@ -574,6 +588,8 @@ def decide(
             detail += f", mu limited by TPOT p95 {obs.tpot_p95_s * 1000:.1f}ms"
         elif stall is not None:
             detail += ", mu limited by prefill stalls"
+        if burst is not None:
+            detail += f", capacity over burst factor {burst:.2f}"
         if up_reason is Reason.IN_FLIGHT:
             detail += f", {in_flight} in flight need {in_flight_need} replicas"
     target = min(max(target, 0), max(spec.max_replicas, 0))
@@ -612,6 +628,7 @@ def decide(
         forecast_rate=forecast,
         tpot_rate=limit,
         stall_rate=stall,
+        burst_factor=burst,
         headroom_rate=headroom_rate,
         in_flight_floor=in_flight_need,
     )

@@ -143,6 +143,10 @@ class PolicySpec:
     """With a TPOT objective, a replica is never sized to serve more than the arrival rate at
     which the prefill stalls the recent completions show bring TPOT to the objective
     (`controller.stall`, `Reason.PREFILL_STALL`)."""
+    burst_sizing: bool = False
+    """The instantaneous capacities (measured, Little's law, prefill stall) are divided by the
+    observation's burst factor before sizing for the long-window rate (experiment)."""
+    max_burst_factor: float = 8.0
     trend_z: float | None = 2.0
     """Nodes are bought for the rate one reacquire time (node boot + cold start) ahead, along
     the part of the arrival trend that is this many standard errors above 0; None = no
@@ -188,6 +192,9 @@ class Observation:
     stall_rate_per_replica: float | None = None
     """Requests/s per replica at which prefill stalls bring TPOT to the objective
     (`controller.stall`); None = not known or not applicable."""
+    burst_factor: float | None = None
+    """Over the recent arrivals, the short-window rate each arrived into over the long-window
+    rate (`controller.state`); None = not known."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +273,8 @@ class Decision:
     the observed service rate (and so bounds the `service_rate` used); None otherwise."""
     headroom_rate: float | None = None
     """The rate the fleet is sized for with the headroom (None: no headroom)."""
+    burst_factor: float | None = None
+    """The burst factor the capacities were divided by (None: not applied)."""
     in_flight_floor: int = 0
     """Replicas that hold the requests in flight (`policy.in_flight_floor`); the
     recommendation is never below it."""

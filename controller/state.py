@@ -120,6 +120,9 @@ class StateSettings:
     """Open gaps in an origin's `eseq` remembered (a late entry can fill one); oldest go first."""
     max_origins: int = 1_024
     """Producer incarnations remembered per model for de-duplication."""
+    burst_window_s: float = 600.0
+    """Window of the burst factor (`ModelState.burst_factor`): how much faster than the
+    long-window rate the arrivals came, seen from the arrivals themselves."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -288,6 +291,9 @@ class ModelState:
         """The arrival rate's trend (`controller.forecast`)."""
         self.tpot_by_batch = TpotByBatch()
         """TPOT per batch size, for the concurrency the TPOT objective allows."""
+        self.seen_rate = RatioWindow(settings.burst_window_s, bucket_s=5.0)
+        """Over the arrivals: the short-window rate each arrived into (numerator) and the
+        long-window rate (denominator), each without the arrival itself (`burst_factor`)."""
         self._ready = 0
         """Ready replicas at the last sample (the batch of a completing request)."""
         self._prompt: dict[str, int] = {}
@@ -519,6 +525,9 @@ class ModelState:
             for name, view in self._floor_views:
                 self._lag_floor[name] = [view.floor, now]
             self._floor_views = []
+        fresh = self._arrivals_now + sum(
+            n for q, n in self._arrivals.items() if (q + 0.5) / 20.0 >= now - self._history_s
+        )
         if self._arrivals_now or self._arrivals:
             self._detect_step(now)
         elif self.step.last_t is not None and now > self.step.last_t:
@@ -542,6 +551,8 @@ class ModelState:
                 self.last_enqueue_at = last
             self._arrivals = {}
             self._last_arrival = None
+        if fresh:
+            self._note_rates_seen(now, fresh)
         if self._completions_now:
             self.completions.add(now, self._completions_now)
             self._completions_now = 0
@@ -570,6 +581,25 @@ class ModelState:
                 for value in values:
                     self.service_s.add(at, value)
             self._ttft, self._tpot, self._service = {}, {}, {}
+
+    def _note_rates_seen(self, now: float, fresh: int) -> None:
+        """`fresh` arrivals of about now: the rates they arrived into, for `burst_factor`."""
+        own = (fresh + 1) / 2.0  # each arrival's own place in the batch: not the rate it met
+        short = self.arrivals_short.count(now) - own
+        long = self.arrivals_long.count(now) - own
+        if long > 0:
+            self.seen_rate.add(
+                now,
+                fresh * max(short, 0.0) / self.settings.short_window_s,
+                fresh * long / self.settings.long_window_s,
+            )
+
+    def burst_factor(self, now: float) -> float | None:
+        """How much faster than the long-window rate the recent arrivals came, as they saw
+        it: over the arrivals of `burst_window_s`, the short-window rate each arrived into over
+        the long-window rate (each without the arrival itself; about 1 for a Poisson stream,
+        several for load that comes in bursts of seconds). None before any arrival."""
+        return self.seen_rate.ratio(now)
 
     def _forget_by(self, when: float) -> None:
         """A gateway may be forgotten as early as `when` (it was just heard from)."""
@@ -769,6 +799,7 @@ class ModelState:
             concurrency_per_replica=conc,
             pod_cap=min(caps) if caps else None,
             stall_rate_per_replica=self.stall_rate(now, tpot_slo_s),
+            burst_factor=self.burst_factor(now),
             arrival_trend=None if trend is None else trend.slope,
             arrival_trend_stderr=None if trend is None else trend.stderr,
         )

@@ -113,6 +113,7 @@ __all__ = [
     "PolicySpec",
     "PolicyState",
     "Reason",
+    "burst_factor",
     "concurrency",
     "decide",
     "forecast_rate",
@@ -208,8 +209,8 @@ def prefill_stall_rate(observation: Observation, spec: PolicySpec) -> float | No
 
 
 def burst_factor(observation: Observation, spec: PolicySpec) -> float | None:
-    """The factor the instantaneous capacities are divided by (`burst_sizing`), at least 1 and
-    at most `max_burst_factor`; None when it does not apply."""
+    """The factor the long-window rate is grown by to the rate the arrivals met
+    (`burst_sizing`), above 1 and at most `max_burst_factor`; None when it does not apply."""
     k = observation.burst_factor
     if not spec.burst_sizing or k is None or not math.isfinite(k) or k <= 1.0:
         return None
@@ -338,11 +339,6 @@ def decide(
     limit = tpot_rate(obs, spec, sustained)
     # the prefill-stall model where the replicas run too few requests for their TPOT to judge
     stall = prefill_stall_rate(obs, spec) if limit is None else None
-    # load that comes in bursts of seconds meets a replica faster than the long-window rate
-    burst = burst_factor(obs, spec)
-    if burst is not None:
-        mu /= burst
-        stall = None if stall is None else stall / burst
     if stall is not None and stall < mu:
         mu = stall
     else:
@@ -351,6 +347,15 @@ def decide(
         mu = limit
     else:
         limit = None
+    # load that comes in bursts of seconds meets the replicas faster than its long-window
+    # rate; not where their own TPOT p95 has judged the bursts they met (the TPOT limit)
+    burst = burst_factor(obs, spec) if limit is None else None
+    long_rate = max(obs.arrival_rate_long, 0.0)
+    burst_up = False
+    if burst is not None:
+        long_rate *= burst
+        burst_up = long_rate > sustained
+        sizing, sustained = max(sizing, long_rate), max(sustained, long_rate)
 
     # Expected backlog: grows while capacity is short (e.g. during a cold start), decays after.
     dt = 0.0 if state.last_now is None else now - state.last_now
@@ -399,7 +404,7 @@ def decide(
 
     need, horizon, headroom_rate, forecast, trend_up, headroom_up = ladder(sustained)
     # new nodes serve a reacquire time from now: bought for the rate that lasted (persistence)
-    buy_rate = sustained_rate(obs.arrival_rate_long, sustained, spec)
+    buy_rate = sustained_rate(long_rate, sustained, spec)
     buy_need = need if buy_rate >= sustained else ladder(buy_rate)[0]
     sustained_need = need
     if sizing > sustained:
@@ -463,6 +468,8 @@ def decide(
         up_reason = Reason.HEADROOM
     elif in_flight_need > need:
         up_reason = Reason.IN_FLIGHT
+    elif burst_up:
+        up_reason = Reason.BURST_RATE
     elif limit is not None:
         up_reason = Reason.TPOT_LIMIT
     elif stall is not None:
@@ -589,7 +596,7 @@ def decide(
         elif stall is not None:
             detail += ", mu limited by prefill stalls"
         if burst is not None:
-            detail += f", capacity over burst factor {burst:.2f}"
+            detail += f", the arrivals met {burst:.2f}x the long-window rate ({long_rate:.2f}/s)"
         if up_reason is Reason.IN_FLIGHT:
             detail += f", {in_flight} in flight need {in_flight_need} replicas"
     target = min(max(target, 0), max(spec.max_replicas, 0))

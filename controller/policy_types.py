@@ -36,6 +36,9 @@ class Reason(enum.StrEnum):
     """Scale-up for the sustained rate plus the headroom a climb may need before a new node
     could serve it (node billing)."""
     TPOT_LIMIT = "TpotLimit"
+    BURST_RATE = "BurstRate"
+    """Scale-up for the rate the arrivals met: the long-window rate times the burst factor
+    (`PolicySpec.burst_sizing`)."""
     PREFILL_STALL = "PrefillStall"
     """Scale-up with the service rate limited by the rate at which prefill stalls bring TPOT
     to the objective (`controller.stall`)."""
@@ -143,10 +146,17 @@ class PolicySpec:
     """With a TPOT objective, a replica is never sized to serve more than the arrival rate at
     which the prefill stalls the recent completions show bring TPOT to the objective
     (`controller.stall`, `Reason.PREFILL_STALL`)."""
-    burst_sizing: bool = False
-    """The instantaneous capacities (measured, Little's law, prefill stall) are divided by the
-    observation's burst factor before sizing for the long-window rate (experiment)."""
+    burst_sizing: bool = True
+    """The fleet is sized (and its nodes bought and kept) for at least the rate the arrivals
+    met: the long-window rate times the observation's burst factor (`Reason.BURST_RATE`), while
+    the TPOT limit does not judge (the replicas' own TPOT p95 has seen the bursts then). The
+    capacities the policy sizes with (prefill stall, Little's law) are a replica's at a smooth
+    rate; 70B code traffic comes in bursts of seconds that the arrivals meet at 2.5-3.6x the
+    long-window rate, and the start's nodes went at ~480 s on the average (docs/evaluate.md,
+    branch `code1xa`)."""
     max_burst_factor: float = 8.0
+    """The most the burst factor grows the long-window rate by (a burst after a quiet minute
+    meets a long window that holds almost nothing)."""
     trend_z: float | None = 2.0
     """Nodes are bought for the rate one reacquire time (node boot + cold start) ahead, along
     the part of the arrival trend that is this many standard errors above 0; None = no
@@ -274,7 +284,8 @@ class Decision:
     headroom_rate: float | None = None
     """The rate the fleet is sized for with the headroom (None: no headroom)."""
     burst_factor: float | None = None
-    """The burst factor the capacities were divided by (None: not applied)."""
+    """The factor the long-window rate was grown by to the rate the arrivals met
+    (`PolicySpec.burst_sizing`; None: not applied)."""
     in_flight_floor: int = 0
     """Replicas that hold the requests in flight (`policy.in_flight_floor`); the
     recommendation is never below it."""

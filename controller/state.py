@@ -121,6 +121,9 @@ class StateSettings:
     max_origins: int = 1_024
     """Producer incarnations remembered per model for de-duplication."""
     burst_window_s: float = 600.0
+    min_burst_arrivals: int = 200
+    """Arrivals noted in the burst window before the burst factor is given (a few seconds of
+    arrivals say little about how they come)."""
     """Window of the burst factor (`ModelState.burst_factor`): how much faster than the
     long-window rate the arrivals came, seen from the arrivals themselves."""
 
@@ -292,6 +295,10 @@ class ModelState:
         self.tpot_by_batch = TpotByBatch()
         """TPOT per batch size, for the concurrency the TPOT objective allows."""
         self.seen_rate = RatioWindow(settings.burst_window_s, bucket_s=5.0)
+        self.seen_arrivals = RateWindow(settings.burst_window_s, bucket_s=5.0)
+        """The arrivals `seen_rate` holds."""
+        self._first_arrival_at: float | None = None
+        """When the first arrival came (the long window is partial for a minute after)."""
         """Over the arrivals: the short-window rate each arrived into (numerator) and the
         long-window rate (denominator), each without the arrival itself (`burst_factor`)."""
         self._ready = 0
@@ -584,10 +591,16 @@ class ModelState:
 
     def _note_rates_seen(self, now: float, fresh: int) -> None:
         """`fresh` arrivals of about now: the rates they arrived into, for `burst_factor`."""
+        first = self._first_arrival_at
+        if first is None:
+            self._first_arrival_at = first = now
+        if now - first < self.settings.long_window_s:
+            return  # the long window is still filling: it reads the rate low, not the arrivals
         own = (fresh + 1) / 2.0  # each arrival's own place in the batch: not the rate it met
         short = self.arrivals_short.count(now) - own
         long = self.arrivals_long.count(now) - own
         if long > 0:
+            self.seen_arrivals.add(now, fresh)
             self.seen_rate.add(
                 now,
                 fresh * max(short, 0.0) / self.settings.short_window_s,
@@ -598,7 +611,10 @@ class ModelState:
         """How much faster than the long-window rate the recent arrivals came, as they saw
         it: over the arrivals of `burst_window_s`, the short-window rate each arrived into over
         the long-window rate (each without the arrival itself; about 1 for a Poisson stream,
-        several for load that comes in bursts of seconds). None before any arrival."""
+        several for load that comes in bursts of seconds). None until `min_burst_arrivals` were
+        noted (from a long window after the first arrival: a partial one reads the rate low)."""
+        if self.seen_arrivals.count(now) < self.settings.min_burst_arrivals:
+            return None
         return self.seen_rate.ratio(now)
 
     def _forget_by(self, when: float) -> None:

@@ -145,3 +145,13 @@ def test_bursty_load_keeps_the_nodes_its_bursts_need() -> None:
     assert off_nodes <= 2
     assert Reason.RELEASE_NODE in off
     assert on_nodes >= 5
+
+
+def test_no_burst_factor_while_the_long_window_fills_or_on_few_arrivals() -> None:
+    """A minute after the first arrival the long window reads the rate low (it divides by its
+    full length): those arrivals are not noted; nor is a factor given on fewer than 200."""
+    steady = [i * 0.1 for i in range(590)]  # 10/s for 59 s
+    assert _factor(steady, 59.0) is None
+    few = [*steady, *(60.0 + i for i in range(150))]  # then 1/s: 150 noted
+    assert _factor(few, 210.0) is None
+    assert _factor([*few, *(210.0 + i * 0.5 for i in range(100))], 260.0) is not None

@@ -157,6 +157,12 @@ class PolicySpec:
     max_burst_factor: float = 8.0
     """The most the burst factor grows the long-window rate by (a burst after a quiet minute
     meets a long window that holds almost nothing)."""
+    tpot_limit_stall: bool = True
+    """The TPOT limit moves the rate per replica by the prefill-stall model,
+    `(1 - base/objective) / (1 - base/TPOT p95)` with `base` a token's time alone
+    (`controller.policy.tpot_scale`), not by objective / TPOT p95: on 70B code 1x a burst on 4
+    replicas read a TPOT p95 of 500 ms and the proportional scale bought the bound (42 replicas,
+    Ready after the burst); False restores it (docs/evaluate.md, branch `code1xb`)."""
     trend_z: float | None = 2.0
     """Nodes are bought for the rate one reacquire time (node boot + cold start) ahead, along
     the part of the arrival trend that is this many standard errors above 0; None = no
@@ -205,6 +211,9 @@ class Observation:
     burst_factor: float | None = None
     """Over the recent arrivals, the short-window rate each arrived into over the long-window
     rate (`controller.state`); None = not known."""
+    tpot_base_s: float | None = None
+    """A token's time with little prefill around it: a low quantile (p10) of the recent TPOTs
+    (`controller.stall`'s `base`); None = not known."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -816,6 +816,7 @@ class ModelState:
             pod_cap=min(caps) if caps else None,
             stall_rate_per_replica=self.stall_rate(now, tpot_slo_s),
             burst_factor=self.burst_factor(now),
+            tpot_base_s=self.tpot_s.quantile(now, BASE_TPOT_QUANTILE),
             arrival_trend=None if trend is None else trend.slope,
             arrival_trend_stderr=None if trend is None else trend.stderr,
         )

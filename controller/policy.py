@@ -40,6 +40,17 @@ How a decision is made (all rates in requests per second):
   is answered before a queue forms. `arrival_noise_z` is 3.5: the short window is read every
   evaluation, and at 2 standard deviations a steady 18 req/s crossed it within minutes (one
   replica up, then down again); real steps are the change detector's job.
+- **Burst rate** (`burst_sizing`, `Decision.burst_factor`, while the TPOT limit does not judge):
+  the sized and sustained rates are at least the long-window rate times the burst factor
+  (`Observation.burst_factor`, at most `max_burst_factor`): over the recent arrivals, the
+  short-window rate each arrived into over the long-window rate (`controller.state`; about 1
+  for a Poisson stream). The capacities sized with (the prefill-stall rate, Little's law) are a
+  replica's at a smooth rate; 70B code traffic comes in bursts of seconds that its arrivals meet
+  at 2.5-3.6x the long-window rate, and on the average alone the start's 6 nodes went at
+  ~480 s, 90 s before a burst that found 4 replicas. Where the replicas run batches their own
+  TPOT p95 has seen the bursts (the TPOT limit), and the factor is not applied again. A
+  scale-up it drives is `BurstRate`; nodes are bought (the long-window rate times the factor)
+  and kept for it like for any sustained rate.
 - **Trend.** The sustained rate is also grown along the certain part of the arrival trend
   (`controller.forecast`: slope less `trend_z` standard errors) for one reacquire time, at most
   doubled (`forecast_rate`, `Decision.forecast_rate`): a node asked for now serves only then.

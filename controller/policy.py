@@ -42,7 +42,8 @@ How a decision is made (all rates in requests per second):
   replica up, then down again); real steps are the change detector's job.
 - **Burst rate** (`burst_sizing`, `Decision.burst_factor`, while the TPOT limit does not judge):
   the sized and sustained rates are at least the long-window rate times the burst factor
-  (`Observation.burst_factor`, at most `max_burst_factor`): over the recent arrivals, the
+  (`Observation.burst_factor`, above `min_burst_factor` 1.5, which the headroom covers, and at
+  most `max_burst_factor`): over the recent arrivals, the
   short-window rate each arrived into over the long-window rate (`controller.state`; about 1
   for a Poisson stream). The capacities sized with (the prefill-stall rate, Little's law) are a
   replica's at a smooth rate; 70B code traffic comes in bursts of seconds that its arrivals meet
@@ -226,9 +227,11 @@ def prefill_stall_rate(observation: Observation, spec: PolicySpec) -> float | No
 
 def burst_factor(observation: Observation, spec: PolicySpec) -> float | None:
     """The factor the long-window rate is grown by to the rate the arrivals met
-    (`burst_sizing`), above 1 and at most `max_burst_factor`; None when it does not apply."""
+    (`burst_sizing`), above `min_burst_factor` (at least 1) and at most `max_burst_factor`;
+    None when it does not apply."""
     k = observation.burst_factor
-    if not spec.burst_sizing or k is None or not math.isfinite(k) or k <= 1.0:
+    floor = max(spec.min_burst_factor, 1.0)
+    if not spec.burst_sizing or k is None or not math.isfinite(k) or k <= floor:
         return None
     return min(k, max(spec.max_burst_factor, 1.0))
 

@@ -90,6 +90,9 @@ def obs(now: float, **kw: Any) -> Observation:
         # 8/s over the long window, met at 3x: 24/s * 1.5 headroom / (4.4 * 0.9) -> 10
         pytest.param(ON, {}, 3.0, 10, id="sized for the rate the arrivals met"),
         pytest.param(ON, {"burst_factor": 0.9}, None, 4, id="smoother than Poisson: none"),
+        # within the 50 % headroom: conversation load reads 1.0-1.5
+        pytest.param(ON, {"burst_factor": 1.4}, None, 4, id="within the headroom: none"),
+        pytest.param(ON, {"burst_factor": 1.6}, 1.6, 5, id="above it"),
         pytest.param(ON, {"burst_factor": None}, None, 4, id="not known"),
         # 8/s * 8 (the cap) * 1.5 / 3.96 -> 25
         pytest.param(ON, {"burst_factor": 30.0}, 8.0, 25, id="capped"),

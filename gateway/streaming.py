@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 
 import aiohttp
 from aiohttp import web
@@ -149,7 +149,9 @@ async def stream_back(
     events = 0
     tokens: int | None = None
     pending = b""
-    read = _reader(upstream)
+    readany = upstream.content.readany
+    idle = _IdleWatch(upstream, state.settings.idle_timeout_s)
+    time = idle.time
     data = first
     try:
         while data:
@@ -159,13 +161,13 @@ async def stream_back(
                 pending += data
                 cut = pending.rfind(b"\n\n")
                 if cut < 0:
-                    data = await read()
-                    continue
-                out, pending = pending[: cut + 2], pending[cut + 2 :]
-                if has_usage(out):
-                    out, seen = take_usage(out, strip=strip_usage)
-                    if seen is not None:
-                        tokens = seen
+                    out = b""
+                else:
+                    out, pending = pending[: cut + 2], pending[cut + 2 :]
+                    if has_usage(out):
+                        out, seen = take_usage(out, strip=strip_usage)
+                        if seen is not None:
+                            tokens = seen
             else:
                 out = data
             if out:
@@ -183,7 +185,13 @@ async def stream_back(
                     # (a client that hangs up now has completed, not cancelled).
                     ex.done_sent = True
                     break
-            data = await read()
+            # The read inline, not in a helper coroutine: one frame less per chunk.
+            idle.since = time()
+            try:
+                data = await readany()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise _Broken(type(exc).__name__) from exc
+            idle.since = 0.0
         if pending:
             await response.write(pending)
     except _Broken as exc:
@@ -198,6 +206,8 @@ async def stream_back(
         ex.client_gone = True
         ex.metrics.chunks.inc(events)
         return response
+    finally:
+        idle.stop()
     ex.metrics.chunks.inc(events)
     # Without a usage chunk: count events, less `[DONE]` and a chat stream's role-only chunk.
     if tokens is None:
@@ -219,14 +229,48 @@ class _Broken(Exception):
         self.kind = kind
 
 
-def _reader(upstream: aiohttp.ClientResponse) -> Callable[[], Awaitable[bytes]]:
-    """`readany` of the upstream body, with its failures told apart from the client's."""
-    readany = upstream.content.readany
+class _IdleWatch:
+    """The pod's idle timeout (`idle_timeout_s`, aiohttp's `sock_read`) while a stream is
+    relayed, with one loop timer per stream instead of one per read.
 
-    async def read() -> bytes:
-        try:
-            return await readany()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _Broken(type(exc).__name__) from exc
+    aiohttp cancels and re-arms a loop timer on every read from the upstream socket (about
+    2 us of a chunk's ~25 us); after the first chunk the relay turns that off for this response
+    and arms this timer once. `since` is when the relay's pending read began (0 while it is
+    writing: a slow client's backpressure is not the pod's silence, as aiohttp's timer stops
+    while reading is paused); when the timer fires it fails the read that has waited
+    `timeout_s`, else re-arms itself for the pending read's deadline (or a full period). The
+    failure is aiohttp's own (`SocketTimeoutError` on the response body), so the relay ends
+    the stream as before: an SSE error, status 502 `upstream_error_mid_stream`.
+    """
 
-    return read
+    __slots__ = ("_content", "_handle", "_loop", "_timeout", "since", "time")
+
+    def __init__(self, upstream: aiohttp.ClientResponse, timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._timeout = timeout_s
+        self._content = upstream.content
+        self.time = loop.time
+        self.since = 0.0
+        connection = upstream.connection
+        protocol = connection.protocol if connection is not None else None
+        if protocol is not None:  # reset by aiohttp for the connection's next request
+            protocol.read_timeout = None
+        self._handle: asyncio.TimerHandle | None = loop.call_later(timeout_s, self._check)
+
+    def _check(self) -> None:
+        since = self.since
+        now = self._loop.time()
+        if since and now - since >= self._timeout:
+            self._handle = None
+            self._content.set_exception(
+                aiohttp.SocketTimeoutError("Timeout on reading data from socket")
+            )
+            return
+        at = since + self._timeout if since else now + self._timeout
+        self._handle = self._loop.call_at(at, self._check)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None

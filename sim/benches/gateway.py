@@ -558,7 +558,7 @@ async def _run(
     import gc
 
     turns: dict[str, asyncio.Queue[None]] = {}
-    upstream = web.AppRunner(_lockstep_app(turns), access_log=None)
+    upstream = web.AppRunner(_lockstep_app(turns), access_log=None, handler_cancellation=True)
     await upstream.setup()
     await web.SockSite(upstream, lockstep).start()
     connector = aiohttp.TCPConnector(limit=0)

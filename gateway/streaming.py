@@ -20,7 +20,8 @@ import logging
 from collections.abc import Awaitable
 
 import aiohttp
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.abc import AbstractStreamWriter
 
 from gateway.admission import Pod
 from gateway.exchange import Exchange, UpstreamFailed, emit
@@ -150,6 +151,7 @@ async def stream_back(
     tokens: int | None = None
     pending = b""
     readany = upstream.content.readany
+    direct = _ChunkWriter.of(request, response)
     idle = _IdleWatch(upstream, state.settings.idle_timeout_s)
     time = idle.time
     data = first
@@ -176,8 +178,10 @@ async def stream_back(
                 done = _DONE in out
                 if done and not pending:
                     await response.write_eof(out)  # the last chunk and the end in one write
-                else:
-                    await response.write(out)
+                elif first_write or direct is None:
+                    await response.write(out)  # the head goes with it (`open_stream`)
+                elif direct.send(out):  # no coroutine per chunk unless the socket is full
+                    await direct.drain()
                 if first_write:
                     ex.metrics.added.observe(overhead + state.clock() - first_at)
                 if done:
@@ -227,6 +231,45 @@ class _Broken(Exception):
     def __init__(self, kind: str) -> None:
         super().__init__(kind)
         self.kind = kind
+
+
+class _ChunkWriter:
+    """Writes a chunk of an answer whose head is out straight to the client's socket, in
+    HTTP/1.1 chunked framing, as aiohttp's `StreamResponse.write` would (same bytes), without
+    its two coroutine layers and framing helpers.
+
+    Public aiohttp API only: the request's transport and writer. Back-pressure is kept: when the
+    socket did not take everything, `writer.drain()` waits while the transport is paused (it
+    returns at once otherwise), as aiohttp's own write does every 64 KiB. A closed client
+    connection raises `ConnectionResetError`, as aiohttp's write does."""
+
+    __slots__ = ("_transport", "_writer")
+
+    def __init__(self, transport: asyncio.Transport, writer: AbstractStreamWriter) -> None:
+        self._transport = transport
+        self._writer = writer
+
+    @classmethod
+    def of(cls, request: web.Request, response: web.StreamResponse) -> _ChunkWriter | None:
+        """The direct writer of `response`, or None when it is not chunked (an HTTP/1.0
+        client) or has no transport: then every chunk goes through `response.write`."""
+        transport = request.transport
+        chunked = response.headers.get(hdrs.TRANSFER_ENCODING) == "chunked"  # set at prepare
+        if transport is None or not chunked or response.compression:
+            return None
+        return cls(transport, request.writer)
+
+    def send(self, data: bytes) -> bool:
+        """Write one chunk; True if the socket did not take it all (then `drain`)."""
+        transport = self._transport
+        if transport.is_closing():
+            raise ConnectionResetError("Cannot write to closing transport")
+        transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        return bool(transport.get_write_buffer_size())
+
+    async def drain(self) -> None:
+        """Wait while the transport is paused (above its high-water mark); else return."""
+        await self._writer.drain()
 
 
 class _IdleWatch:

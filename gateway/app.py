@@ -107,7 +107,6 @@ async def _events(app: web.Application) -> AsyncIterator[None]:
             producer=producer,
             pod_cap=s.cap_for,
             linger_s=s.event_linger_ms / 1000.0,
-            release_when_idle=s.event_release_when_idle,
         )
         state.reporter = reporter
         state.metrics.watch(state.scheduler, producer, lambda: state.started and not state.draining)

@@ -14,9 +14,6 @@ the controller's view prompt and the writes off the path to a first byte:
   (no free slot, or no pod: the controller must hear of demand beyond capacity now) and every
   `reject`. An `enqueue` dispatched at once, `dispatch`, `first_token`, `complete` and
   `cancel` wait at most `linger_s` (a few ms), the time the controller hears of them later.
-- With `release_when_idle` (off by default), a request's `complete` or `cancel` releases at
-  once when no other dispatched request is in flight: the write goes out in the loop turn that
-  ended the answer, not in a timer wakeup of its own.
 - When the timer fires while a request is between its `dispatch` and its first byte (its
   `first_token`, or its end; a request still queued does not count: it waits for a slot, not
   for this process), the release waits until no request is, and goes with the next
@@ -68,8 +65,6 @@ _OPENED_UNTIL = frozenset(
     {EventType.FIRST_TOKEN, EventType.COMPLETE, EventType.CANCEL, EventType.REJECT}
 )
 """Events that end a request's wait for its first byte (if it had not ended already)."""
-_ENDS = frozenset({EventType.COMPLETE, EventType.CANCEL})
-"""A dispatched request's last event."""
 _HOLD_AT_MOST = 4.0
 """By default a release put off for requests before their first byte waits at most this many
 lingers."""
@@ -90,7 +85,6 @@ class Reporter:
         pod_cap: Callable[[str], int] | None = None,
         linger_s: float = 0.0,
         defer_limit_s: float | None = None,
-        release_when_idle: bool = False,
     ) -> None:
         self.gateway = gateway
         self.producer = producer
@@ -109,11 +103,6 @@ class Reporter:
         """Requests between their `dispatch` and their first byte (or end)."""
         self._due = False
         """The linger ran out while requests were opening: release once none is."""
-        self.release_when_idle = release_when_idle
-        """A request's end releases at once when no other request is in flight (off: the
-        linger's timer does)."""
-        self._active: set[str] = set()
-        """Requests between their `dispatch` and their end (kept with `release_when_idle`)."""
         self.pod_cap = pod_cap
         """model -> the gateway's per-pod cap, reported in snapshots (None: not reported)."""
         self._wall_ms = wall_ms
@@ -153,18 +142,12 @@ class Reporter:
                 request_id=request_id,
                 **fields,  # type: ignore[arg-type]
             )
-            now = urgent or kind is EventType.REJECT
             if self.linger_s > 0 and request_id:
                 if kind is EventType.DISPATCH:
                     self._opening.add(request_id)
-                    if self.release_when_idle:
-                        self._active.add(request_id)
                 elif kind in _OPENED_UNTIL:
                     self._opening.discard(request_id)
-                    if self.release_when_idle and kind in _ENDS:
-                        self._active.discard(request_id)
-                        now = now or not self._active
-            self._send(producer, event, now=now)
+            self._send(producer, event, now=urgent or kind is EventType.REJECT)
         for listener in self._listeners:
             try:
                 listener(kind, model, request_id, fields)

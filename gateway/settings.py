@@ -238,11 +238,6 @@ class GatewaySettings(BaseSettings):
     first byte (up to 4x this). An `enqueue` that has to wait for a slot, and a `reject`, go at
     once; other events reach the controller up to this much later (their timestamps are taken
     when they happen). `gateway.reporting`."""
-    event_release_when_idle: bool = False
-    """Experimental (off): a request's last event (`complete`, `cancel`) releases what is held at
-    once when no other request is in flight, instead of waiting for the linger's timer: the
-    write goes out in the loop turn that sent the answer, not in a wakeup of its own (see
-    docs/gateway.md, "Round four"). `gateway.reporting`."""
     event_buffer_limit: int = Field(default=100_000, ge=100)
     """Events buffered while Redis is away; the oldest beyond it are dropped and counted."""
     otel: bool = False

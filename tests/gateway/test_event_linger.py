@@ -113,33 +113,6 @@ async def test_two_requests_share_one_write(
     ]
 
 
-async def test_release_when_idle_writes_at_the_end_of_the_last_request_in_flight(
-    producer: EventProducer, keys: StreamKeys, redis: RedisClient
-) -> None:
-    """The experimental rule (`event_release_when_idle`): no timer wakeup for a write when the
-    gateway has nothing else in flight; while another request is, the events stay held."""
-    reporter = Reporter(
-        gateway="gw-linger", producer=producer, linger_s=3600.0, release_when_idle=True
-    )
-    for rid in ("r1", "r2"):
-        reporter.emit(EventType.ENQUEUE, MODEL, rid, prompt_tokens=3)
-        reporter.emit(EventType.DISPATCH, MODEL, rid, pod="http://pod", queue_ms=0.5)
-    reporter.emit(EventType.COMPLETE, MODEL, "r1", pod="http://pod", status=200)
-    assert producer.stats.emitted == 0  # r2 is still in flight: held
-    reporter.emit(EventType.CANCEL, MODEL, "r2", pod="http://pod", reason="client_disconnect")
-    assert producer.stats.emitted == 6  # the last one in flight ended: all at once
-    assert await producer.flush()
-    assert producer.stats.flushes == 1
-    assert [(e.request_id, e.type) for e in await read_events(redis, keys)] == [
-        ("r1", EventType.ENQUEUE),
-        ("r1", EventType.DISPATCH),
-        ("r2", EventType.ENQUEUE),
-        ("r2", EventType.DISPATCH),
-        ("r1", EventType.COMPLETE),
-        ("r2", EventType.CANCEL),
-    ]
-
-
 @pytest.mark.parametrize("kind", ["waiting enqueue", "reject"])
 async def test_urgent_events_go_at_once_with_what_is_held(
     producer: EventProducer, keys: StreamKeys, redis: RedisClient, kind: str

@@ -9,7 +9,10 @@ instead of an HTTP status. SSE clients ignore comment lines (the openai client d
 `stream_back` sends it on: each `write` waits for the client's socket to drain, so a slow client
 slows its own upstream read (aiohttp stops reading a full buffer) and nothing piles up here. It
 reads the usage chunk the gateway asked for (and strips it if the client did not ask), counts
-chunks, and ends a stream that breaks mid-way with an SSE error event.
+chunks, and ends a stream that breaks mid-way with an SSE error event. Per chunk it costs one
+read and one socket write: chunks after the first go to the socket directly (`_ChunkWriter`),
+and the pod's idle timeout is one lazy timer per stream (`_IdleWatch`), not aiohttp's timer
+re-armed on every read (docs/gateway.md, "Round four").
 """
 
 from __future__ import annotations

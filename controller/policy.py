@@ -22,7 +22,11 @@ How a decision is made (all rates in requests per second):
   replica (8.5 req/s) where 5 req/s already gave a TPOT p95 of 40 ms of 50, and four replicas
   met a climb to 31 req/s. The rate (not the batch) is scaled: the TPOT intercept (decode at a
   small batch, the prefills of the arrivals) is large, and a batch-proportional bound fell with
-  every replica added. A scale-up it drives is `TpotLimit`.
+  every replica added. The rate moves by the prefill-stall model (`tpot_scale`:
+  `(1 - base/objective) / (1 - base/p95)`, `base` a token's time alone), not by objective /
+  p95: on a burst of long prompts the p95 read ten times the objective and the proportional
+  scale asked for ten times the Ready replicas whatever the rate (70B code 1x bought the
+  bound, Ready after the burst). A scale-up it drives is `TpotLimit`.
 - **Prefill-stall limit** (`prefill_stall_rate`, `Decision.stall_rate`, with a TPOT objective,
   while the TPOT limit cannot judge: fewer than 4 requests per Ready replica): `mu` is never
   above the arrival rate per replica at which prefills stretch TPOT to the objective
@@ -126,6 +130,7 @@ __all__ = [
     "service_rate",
     "sizing_arrival",
     "tpot_rate",
+    "tpot_scale",
 ]
 
 
@@ -221,7 +226,27 @@ def tpot_rate(observation: Observation, spec: PolicySpec, rate: float) -> float 
         return None
     util = min(max(spec.target_utilization, 0.05), 1.0)
     per_replica = max(rate, 0.0) / obs.ready_replicas
-    return per_replica * spec.tpot_slo_s / (obs.tpot_p95_s * util)
+    return per_replica * tpot_scale(obs, spec) / util
+
+
+def tpot_scale(observation: Observation, spec: PolicySpec) -> float:
+    """How far the rate per Ready replica may move for TPOT p95 to land at the objective `T`.
+
+    Proportional, `T / p95`, unless the spec scales by the prefill-stall model
+    (`tpot_limit_stall`) and a token's time alone (`base`, `Observation.tpot_base_s`) is known
+    and below both: a token stretched by prefills takes `base / (1 - f)`, `f` the prefill
+    share, which grows with the rate, so the rate moves by `(1 - base / T) / (1 - base / p95)`.
+    The two agree at `p95 = T`; far above it the proportional scale asks for `p95 / T` times
+    the replicas (ten times at 500 ms), the stall model for at most `1 / (1 - base / T)`
+    (1.6 times at 18 ms of 50). 1 without a TPOT objective or p95."""
+    obs = observation
+    objective, p95 = spec.tpot_slo_s, obs.tpot_p95_s
+    if objective is None or p95 is None or p95 <= 0:
+        return 1.0
+    base = obs.tpot_base_s
+    if spec.tpot_limit_stall and base is not None and 0 < base < min(objective, p95):
+        return (1.0 - base / objective) / (1.0 - base / p95)
+    return objective / p95
 
 
 _MIN_TPOT_BATCH = 4.0
@@ -572,6 +597,9 @@ def decide(
             detail += f", sized for {headroom_rate:.2f}/s with {spec.rate_headroom:.0%} headroom"
         if limit is not None and obs.tpot_p95_s is not None:
             detail += f", mu limited by TPOT p95 {obs.tpot_p95_s * 1000:.1f}ms"
+            if spec.tpot_limit_stall and obs.tpot_base_s is not None:
+                scale = tpot_scale(obs, spec)
+                detail += f" (x{scale:.2f}, a token alone {obs.tpot_base_s * 1000:.1f}ms)"
         elif stall is not None:
             detail += ", mu limited by prefill stalls"
         if up_reason is Reason.IN_FLIGHT:

@@ -143,6 +143,12 @@ class PolicySpec:
     """With a TPOT objective, a replica is never sized to serve more than the arrival rate at
     which the prefill stalls the recent completions show bring TPOT to the objective
     (`controller.stall`, `Reason.PREFILL_STALL`)."""
+    tpot_limit_stall: bool = True
+    """The TPOT limit moves the rate per replica by the prefill-stall model,
+    `(1 - base/objective) / (1 - base/TPOT p95)` with `base` a token's time alone
+    (`controller.policy.tpot_scale`), not by objective / TPOT p95: on 70B code 1x a burst on 4
+    replicas read a TPOT p95 of 500 ms and the proportional scale bought the bound (42 replicas,
+    Ready after the burst); False restores it (docs/evaluate.md, branch `code1xb`)."""
     trend_z: float | None = 2.0
     """Nodes are bought for the rate one reacquire time (node boot + cold start) ahead, along
     the part of the arrival trend that is this many standard errors above 0; None = no
@@ -188,6 +194,9 @@ class Observation:
     stall_rate_per_replica: float | None = None
     """Requests/s per replica at which prefill stalls bring TPOT to the objective
     (`controller.stall`); None = not known or not applicable."""
+    tpot_base_s: float | None = None
+    """A token's time with little prefill around it: a low quantile (p10) of the recent TPOTs
+    (`controller.stall`'s `base`); None = not known."""
 
 
 @dataclass(frozen=True, slots=True)

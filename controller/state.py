@@ -769,6 +769,7 @@ class ModelState:
             concurrency_per_replica=conc,
             pod_cap=min(caps) if caps else None,
             stall_rate_per_replica=self.stall_rate(now, tpot_slo_s),
+            tpot_base_s=self.tpot_s.quantile(now, BASE_TPOT_QUANTILE),
             arrival_trend=None if trend is None else trend.slope,
             arrival_trend_stderr=None if trend is None else trend.stderr,
         )

@@ -129,11 +129,13 @@ class StateSettings:
     max_origins: int = 1_024
     """Producer incarnations remembered per model for de-duplication."""
     burst_window_s: float = 300.0
+    """Window of the burst factor (`ModelState.burst_factor`): how much faster than the
+    long-window rate the arrivals came, seen from the arrivals themselves. About a reacquire
+    time; on 70B code 1x the SLO figure hardly moves with it (98.0-98.6 % over 60-1,200 s) but
+    the bill does (53.50-79.77 GPU-h; docs/evaluate.md, branch `code1xa`)."""
     min_burst_arrivals: int = 200
     """Arrivals noted in the burst window before the burst factor is given (a few seconds of
     arrivals say little about how they come)."""
-    """Window of the burst factor (`ModelState.burst_factor`): how much faster than the
-    long-window rate the arrivals came, seen from the arrivals themselves."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

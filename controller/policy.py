@@ -490,6 +490,13 @@ def decide(
     if spec.keep_from_ready and ready_nodes > state.ready_nodes:
         arrived = (now, ready_nodes)  # nodes that just came: kept a reacquire time from here
     node_window = _push_window(node_window, now, nodes_needed, keep_horizon)
+    burst_window = state.burst_window
+    bursty = (
+        spec.burst_keep and spec.billing is Billing.NODE and burst_factor(obs, spec) is not None
+    )
+    if bursty:
+        burst_nodes = nodes_for(recommended, spec)
+        burst_window = _push_window(burst_window, now, burst_nodes, keep_horizon)
     gaps = state.gaps.update(nodes_needed, now)
     level_gaps = (  # read only with keep_per_level: not folded on every evaluation otherwise
         state.level_gaps.update(nodes_needed, current_nodes, now, min_gap_s=reacquire_s(spec))
@@ -531,6 +538,11 @@ def decide(
         }
         keep_s = keep_seconds(gaps.gaps, **keep_args)
         kept = max(_window_max(node_window, now - keep_s), nodes_needed)
+        burst_kept, hold_s = 0, keep_s
+        if spec.burst_keep and burst_window:
+            hold_s = keep_s if spec.burst_keep_s is None else spec.burst_keep_s
+            burst_kept = min(_window_max(burst_window, now - hold_s), current_nodes)
+            kept = max(kept, burst_kept)
         if spec.keep_per_level:
             held, keep_s = kept_nodes(
                 level_gaps,
@@ -572,6 +584,8 @@ def decide(
             if nodes_needed < current_nodes:
                 reason = Reason.KEEP_NODE
                 detail = f"{current_nodes - nodes_needed} node(s) idle; kept for {keep_s:.0f}s"
+                if burst_kept > nodes_needed and burst_kept >= kept:
+                    detail += f"; {burst_kept} asked for by a burst in the last {hold_s:.0f}s"
             else:
                 reason, detail = Reason.STEADY, ""
         elif breached:
@@ -661,6 +675,7 @@ def decide(
         ready_nodes=ready_nodes,
         arrived=arrived,
         level_gaps=level_gaps,
+        burst_window=burst_window,
     )
     decision = Decision(
         valid=True,

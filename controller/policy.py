@@ -490,13 +490,19 @@ def decide(
     if spec.keep_from_ready and ready_nodes > state.ready_nodes:
         arrived = (now, ready_nodes)  # nodes that just came: kept a reacquire time from here
     node_window = _push_window(node_window, now, nodes_needed, keep_horizon)
-    burst_window = state.burst_window
-    bursty = (
-        spec.burst_keep and spec.billing is Billing.NODE and burst_factor(obs, spec) is not None
-    )
-    if bursty:
+    # a fleet whose bursts breached latency within the keep horizon keeps what they ask for
+    breach_at = now if _slo_breached(obs, spec) else state.breach_at
+    burst_window, burst_gaps = state.burst_window, state.burst_gaps
+    if (
+        spec.burst_keep
+        and spec.billing is Billing.NODE
+        and burst_factor(obs, spec) is not None
+        and breach_at is not None
+        and now - breach_at <= keep_horizon
+    ):
         burst_nodes = nodes_for(recommended, spec)
         burst_window = _push_window(burst_window, now, burst_nodes, keep_horizon)
+        burst_gaps = burst_gaps.update(min(burst_nodes, current_nodes), now)
     gaps = state.gaps.update(nodes_needed, now)
     level_gaps = (  # read only with keep_per_level: not folded on every evaluation otherwise
         state.level_gaps.update(nodes_needed, current_nodes, now, min_gap_s=reacquire_s(spec))
@@ -540,7 +546,11 @@ def decide(
         kept = max(_window_max(node_window, now - keep_s), nodes_needed)
         burst_kept, hold_s = 0, keep_s
         if spec.burst_keep and burst_window:
-            hold_s = keep_s if spec.burst_keep_s is None else spec.burst_keep_s
+            # rent or buy over the gaps between bursts (those a keep could cover: longer than
+            # a reacquire time), not over the need's flicker between them
+            hold_s = keep_seconds(
+                tuple(g for g in burst_gaps.gaps if g > reacquire_s(spec)), **keep_args
+            )
             burst_kept = min(_window_max(burst_window, now - hold_s), current_nodes)
             kept = max(kept, burst_kept)
         if spec.keep_per_level:
@@ -676,6 +686,8 @@ def decide(
         arrived=arrived,
         level_gaps=level_gaps,
         burst_window=burst_window,
+        burst_gaps=burst_gaps,
+        breach_at=breach_at,
     )
     decision = Decision(
         valid=True,

@@ -154,17 +154,15 @@ class PolicySpec:
     rate; 70B code traffic comes in bursts of seconds that the arrivals meet at 2.5-3.6x the
     long-window rate, and the start's nodes went at ~480 s on the average (docs/evaluate.md,
     branch `code1xa`)."""
-    burst_keep: bool = False
+    burst_keep: bool = True
     """Under node billing, while the arrivals are bursty (a burst factor above
-    `min_burst_factor`), the nodes the bursts asked for (the recommendation, short window
-    included) are kept like a sustained need: for the keep time after the last burst that
-    asked for them (`burst_keep_s` overrides it). Never buys: only what is held is kept. Off
-    by default: 70B code 1x 98.21 % at 53.50 -> 98.50 % at 56.02 billed GPU-h (SLO still
-    missed), 70B code 4x 44.75 -> 59.22 (1.40x the oracle: its start's nodes are held), 8B code
-    4x 3.05 -> 3.88 (docs/evaluate.md, branch `code1xc`)."""
-    burst_keep_s: float | None = None
-    """With `burst_keep`, how long the nodes a burst asked for are kept after it; None = the
-    learned keep time (`controller.retention`)."""
+    `min_burst_factor`) and latency was above its objective within the keep horizon
+    (`max_keep_node_s`), the held nodes the recommendation asked for (the short window, a step,
+    the in-flight floor included) are kept after the burst for as long as the gaps between such
+    bursts say (`controller.retention.keep_seconds` over those gaps longer than a reacquire
+    time). Never buys: only what is held is kept. A fleet whose bursts met the objective on
+    what it held (70B code 4x) keeps nothing for them. 70B code 1x: 98.21 % at 53.50 -> see
+    docs/evaluate.md, branch `code1xc`."""
     max_burst_factor: float = 8.0
     min_burst_factor: float = 1.5
     """A burst factor at or below this is not applied: the headroom (`rate_headroom`, 0.5)
@@ -258,6 +256,10 @@ class PolicyState:
     """(when, Ready nodes) of the last rise in Ready nodes: kept a reacquire time from then."""
     burst_window: tuple[tuple[float, int], ...] = ()
     """Sliding-window maximum of the nodes bursts asked for (`PolicySpec.burst_keep`)."""
+    burst_gaps: Gaps = field(default_factory=Gaps)
+    """How long the held nodes bursts asked for went unasked before a burst asked again."""
+    breach_at: float | None = None
+    """When the TTFT or TPOT p95 was last above its objective."""
 
     @staticmethod
     def initial(replicas: int, nodes: int | None = None) -> PolicyState:

@@ -86,7 +86,11 @@ How a decision is made (all rates in requests per second):
   level from its own gaps with `keep_per_level` (`controller.levelkeep`), then released (with
   `node_release_step`, at most that many nodes per reacquire time, `release_period_s`: a
   release acts on a need estimate that can be far off; both off by default, see
-  docs/evaluate.md), never while latency is above its SLO. A new node is bought only
+  docs/evaluate.md), never while latency is above its SLO. With `burst_keep` (default on),
+  while the arrivals are bursty and latency broke its objective within the keep horizon, the
+  held nodes a burst asked for (the recommendation: short window, step, in-flight floor) are
+  kept for as long as the gaps between such bursts say (`KeepNode`'s detail names them): they
+  never enter the sustained need the keep learns from. A new node is bought only
   when past bursts that lasted as long as the one going on mostly outlasted a node boot plus a
   cold start (`DeferNode` otherwise, with `defer_short_bursts`): a node that arrives after the
   burst serves nobody, and the replicas on the kept nodes take the burst meanwhile (so never

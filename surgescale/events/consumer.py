@@ -49,6 +49,7 @@ from surgescale.cancel import checkpoint
 from surgescale.events.client import TRANSPORT_ERRORS, RedisClient, is_cluster
 from surgescale.events.keys import StreamKeys
 from surgescale.events.rawread import PackedRead, fields_dict, streams_of
+from surgescale.events.rawwrite import RawPipe
 from surgescale.events.schema import FIELD, Event, decode_entry
 from surgescale.retry import Backoff, ExponentialBackoff
 
@@ -202,6 +203,9 @@ class EventConsumer:
             else None
         )
         """The read of all streams, packed once per change (single Redis: `rawread`)."""
+        self._ack_pipe = RawPipe.for_client(redis) if self._packed is not None else None
+        """The XACKs of a batch, one per stream, on a lean connection of their own (single
+        Redis): through redis-py's pipeline they took 12-13 µs of CPU per stream, 3 here."""
         self._full: list[str] = []
         """Streams the last read of all streams returned a full COUNT of (read again at once)."""
         self._claim_queue: list[str] = []
@@ -484,7 +488,19 @@ class EventConsumer:
         if not by_stream:
             return
         try:
-            if len(by_stream) == 1:  # the common case: no pipeline machinery
+            if self._ack_pipe is not None:
+                # One XACK per stream, packed and sent as one batch (`rawwrite.RawPipe`).
+                group = self.group.encode()
+                replies = await self._ack_pipe.execute(
+                    [
+                        (b"XACK", stream.encode(), group, *[i.encode() for i in ids])
+                        for stream, ids in by_stream.items()
+                    ]
+                )
+                for reply in replies:
+                    if isinstance(reply, ResponseError):
+                        raise reply
+            elif len(by_stream) == 1:  # the common case: no pipeline machinery
                 [(stream, ids)] = by_stream.items()
                 await self._redis.xack(stream, self.group, *ids)
             else:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from redis.exceptions import ResponseError
 
 from surgescale.events import Event, EventConsumer, EventType, RedisClient, StreamKeys
 from surgescale.events.consumer import CLAIM_SLICE, COLLECT_SLICE
@@ -162,3 +163,36 @@ async def test_one_busy_stream_among_many_is_not_held_to_the_lowered_count(
     assert hot == 10 + 100  # its COUNT in the read of all, then a read of it alone
     assert len(first) == 49 + hot  # the quiet streams were read too, once
     assert len(first) <= 500
+
+
+async def test_acks_of_many_streams_in_one_batch_and_an_error_reply_spares_the_others(
+    redis: RedisClient, keys: StreamKeys
+) -> None:
+    """The acks of a batch go out as one XACK per stream in one batch (a single Redis: on a
+    lean connection of their own, `rawwrite.RawPipe`): every stream's entries end acked, and
+    one stream whose XACK gets an error reply does not keep the others pending."""
+    models = [f"m{i}" for i in range(STREAMS)]
+    await fill(redis, keys, models)
+    consumer = EventConsumer(redis, keys=keys, group="ctl", block_ms=10, start_id="0")
+    deliveries = []
+
+    async def run() -> None:
+        async for batch in consumer.batches():
+            deliveries.extend(batch.deliveries)
+            if len(deliveries) >= STREAMS:
+                return
+
+    await asyncio.wait_for(run(), 20.0)
+    assert len(deliveries) == STREAMS
+    broken = keys.stream(models[7])
+    await redis.delete(broken)
+    await redis.set(broken, "not a stream")  # its XACK now gets WRONGTYPE
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await consumer.ack(deliveries)
+    for model in (models[0], models[8], models[-1]):
+        pending: Any = await redis.xpending(keys.stream(model), "ctl")
+        assert pending["pending"] == 0
+    assert (consumer.stats.acked, consumer.stats.ack_errors) == (0, 1)  # kept for a retry
+    await redis.delete(broken)
+    await consumer.ack([])  # the retry, on the same connection: still usable after the error
+    assert consumer.stats.acked == STREAMS

@@ -45,7 +45,7 @@ async def test_load_step_scales_the_deployment_and_the_nodepool_follows(
             n = await sim.replicas("llama")
             return n if n > 1 else 0
 
-        replicas = await eventually(scaled, timeout=5.0, what="a scale-up PATCH")
+        replicas = await eventually(scaled, what="a scale-up PATCH")
         assert replicas == 6  # max replicas: 40/8 = 5 for the queue, plus the arrival rate
         # Nodes were requested with the pods: 6 replicas x 1 GPU / 2 GPUs per node = 3.
         assert await sim.pool_replicas() == 3
@@ -204,7 +204,7 @@ async def test_leader_failover_standby_takes_over_and_decides_at_once(
         async def scaled() -> int:
             return await sim.replicas("llama")
 
-        await eventually(lambda: _at_least(sim, "llama", 2), timeout=5.0, what="first scale-up")
+        await eventually(lambda: _at_least(sim, "llama", 2), what="first scale-up")
         assert second.actuator is not None
         assert second.actuator.stats.patches == 0
         assert second.store.model("llama3-8b").queue_depth >= 20  # warm state
@@ -221,9 +221,7 @@ async def test_leader_failover_standby_takes_over_and_decides_at_once(
         assert loop.time() - died >= 1.0  # it waited for the Lease to expire
         before = await sim.replicas("llama")
         gw.enqueue(30)
-        await eventually(
-            lambda: _at_least(sim, "llama", before + 1), timeout=5.0, what="new leader to scale"
-        )
+        await eventually(lambda: _at_least(sim, "llama", before + 1), what="new leader to scale")
         assert second.actuator.stats.patches >= 1
 
 
@@ -267,13 +265,13 @@ async def test_idle_model_scales_to_zero_and_wakes_on_the_first_enqueue(
             return await sim.pool_replicas() == 0
 
         # and the nodes go after the pods (at a next evaluation, once the pods' scale landed)
-        await eventually(no_nodes, timeout=5.0, what="the nodes to follow the pods down")
+        await eventually(no_nodes, what="the nodes to follow the pods down")
         gw.enqueue(1)
 
         async def awake() -> bool:
             return await sim.replicas("llama") >= 1
 
-        await eventually(awake, timeout=5.0, what="instant wake on the first enqueue")
+        await eventually(awake, what="instant wake on the first enqueue")
         assert await sim.pool_replicas() >= 1
     reasons = [r for r, _ in await sim.events("llama")]
     assert "ScaledDown" in reasons
@@ -301,7 +299,7 @@ async def test_headroom_strategy_sizes_the_placeholder_deployment(
         # Idle at 1 replica: nodes = ceil((1 + 1) / 2) = 1, whose spare slot holds 1 placeholder.
         await eventually(lambda: _equals(sim, "headroom", 1), what="one placeholder when idle")
         gw.enqueue(40)
-        await eventually(lambda: _equals(sim, "llama", 6), timeout=5.0, what="scale-up to 6")
+        await eventually(lambda: _equals(sim, "llama", 6), what="scale-up to 6")
         # 6 replicas + 1 headroom -> 4 nodes = 8 slots, 2 of them placeholders.
         await eventually(lambda: _equals(sim, "headroom", 2), what="placeholders for 4 nodes")
     reasons = [r for r, _ in await sim.events("llama")]
@@ -353,5 +351,5 @@ async def test_a_new_leader_goes_straight_to_target(
         await eventually(took_over, timeout=10.0, what="the standby to acquire the Lease")
         cfg = second.config
         assert loop.time() - died <= cfg.lease_duration_s + 2 * cfg.lease_retry_s + 1.0
-        await eventually(lambda: _equals(sim, "llama", 6), timeout=5.0, what="the target")
+        await eventually(lambda: _equals(sim, "llama", 6), what="the target")
     assert writes.seen[0] == 6, writes.seen  # straight to target, no climb

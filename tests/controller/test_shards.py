@@ -281,13 +281,13 @@ async def test_models_split_and_a_killed_member_is_taken_over_with_its_state(
                 m in b.store.models and b.store.models[m].queue_depth == 60 for m in a_models
             )
 
-        await eventually(rebuilt, timeout=5.0, what="a's models rebuilt from their streams")
+        await eventually(rebuilt, what="a's models rebuilt from their streams")
         assert b.gate.replayed > 0
 
         async def reads_all() -> bool:  # a's streams are read now too
             return b.consumer is not None and set(b.consumer.models) == set(models)
 
-        await eventually(reads_all, timeout=5.0, what="b to read every model's stream")
+        await eventually(reads_all, what="b to read every model's stream")
         assert b.health.live() == (True, "ok")  # rebuild tasks ending is not a dead controller
         assert all(b.evaluates(s) for s in b.scalers.values())
         assert foreign_writes(ledger, prefix, {"a": proxy_a, "b": proxy_b}, models) == []

@@ -22,7 +22,11 @@ How a decision is made (all rates in requests per second):
   replica (8.5 req/s) where 5 req/s already gave a TPOT p95 of 40 ms of 50, and four replicas
   met a climb to 31 req/s. The rate (not the batch) is scaled: the TPOT intercept (decode at a
   small batch, the prefills of the arrivals) is large, and a batch-proportional bound fell with
-  every replica added. A scale-up it drives is `TpotLimit`.
+  every replica added. The rate moves by the prefill-stall model (`tpot_scale`:
+  `(1 - base/objective) / (1 - base/p95)`, `base` a token's time alone), not by objective /
+  p95: on a burst of long prompts the p95 read ten times the objective and the proportional
+  scale asked for ten times the Ready replicas whatever the rate (70B code 1x bought the
+  bound, Ready after the burst). A scale-up it drives is `TpotLimit`.
 - **Prefill-stall limit** (`prefill_stall_rate`, `Decision.stall_rate`, with a TPOT objective,
   while the TPOT limit cannot judge: fewer than 4 requests per Ready replica): `mu` is never
   above the arrival rate per replica at which prefills stretch TPOT to the objective
@@ -36,6 +40,18 @@ How a decision is made (all rates in requests per second):
   is answered before a queue forms. `arrival_noise_z` is 3.5: the short window is read every
   evaluation, and at 2 standard deviations a steady 18 req/s crossed it within minutes (one
   replica up, then down again); real steps are the change detector's job.
+- **Burst rate** (`burst_sizing`, `Decision.burst_factor`, while the TPOT limit does not judge):
+  the sized and sustained rates are at least the long-window rate times the burst factor
+  (`Observation.burst_factor`, above `min_burst_factor` 1.5, which the headroom covers, and at
+  most `max_burst_factor`): over the recent arrivals, the
+  short-window rate each arrived into over the long-window rate (`controller.state`; about 1
+  for a Poisson stream). The capacities sized with (the prefill-stall rate, Little's law) are a
+  replica's at a smooth rate; 70B code traffic comes in bursts of seconds that its arrivals meet
+  at 2.5-3.6x the long-window rate, and on the average alone the start's 6 nodes went at
+  ~480 s, 90 s before a burst that found 4 replicas. Where the replicas run batches their own
+  TPOT p95 has seen the bursts (the TPOT limit), and the factor is not applied again. A
+  scale-up it drives is `BurstRate`; nodes are bought (the long-window rate times the factor)
+  and kept for it like for any sustained rate.
 - **Trend.** The sustained rate is also grown along the certain part of the arrival trend
   (`controller.forecast`: slope less `trend_z` standard errors) for one reacquire time, at most
   doubled (`forecast_rate`, `Decision.forecast_rate`): a node asked for now serves only then.
@@ -113,6 +129,7 @@ __all__ = [
     "PolicySpec",
     "PolicyState",
     "Reason",
+    "burst_factor",
     "concurrency",
     "decide",
     "forecast_rate",
@@ -126,6 +143,7 @@ __all__ = [
     "service_rate",
     "sizing_arrival",
     "tpot_rate",
+    "tpot_scale",
 ]
 
 
@@ -207,6 +225,17 @@ def prefill_stall_rate(observation: Observation, spec: PolicySpec) -> float | No
     return rate if rate > 0 and math.isfinite(rate) else None
 
 
+def burst_factor(observation: Observation, spec: PolicySpec) -> float | None:
+    """The factor the long-window rate is grown by to the rate the arrivals met
+    (`burst_sizing`), above `min_burst_factor` (at least 1) and at most `max_burst_factor`;
+    None when it does not apply."""
+    k = observation.burst_factor
+    floor = max(spec.min_burst_factor, 1.0)
+    if not spec.burst_sizing or k is None or not math.isfinite(k) or k <= floor:
+        return None
+    return min(k, max(spec.max_burst_factor, 1.0))
+
+
 def tpot_rate(observation: Observation, spec: PolicySpec, rate: float) -> float | None:
     """The per-replica rate the TPOT objective allows: `rate` per Ready replica times objective
     / TPOT p95, divided by the target utilization (so that sizing with it lands at TPOT p95 =
@@ -221,7 +250,27 @@ def tpot_rate(observation: Observation, spec: PolicySpec, rate: float) -> float 
         return None
     util = min(max(spec.target_utilization, 0.05), 1.0)
     per_replica = max(rate, 0.0) / obs.ready_replicas
-    return per_replica * spec.tpot_slo_s / (obs.tpot_p95_s * util)
+    return per_replica * tpot_scale(obs, spec) / util
+
+
+def tpot_scale(observation: Observation, spec: PolicySpec) -> float:
+    """How far the rate per Ready replica may move for TPOT p95 to land at the objective `T`.
+
+    Proportional, `T / p95`, unless the spec scales by the prefill-stall model
+    (`tpot_limit_stall`) and a token's time alone (`base`, `Observation.tpot_base_s`) is known
+    and below both: a token stretched by prefills takes `base / (1 - f)`, `f` the prefill
+    share, which grows with the rate, so the rate moves by `(1 - base / T) / (1 - base / p95)`.
+    The two agree at `p95 = T`; far above it the proportional scale asks for `p95 / T` times
+    the replicas (ten times at 500 ms), the stall model for at most `1 / (1 - base / T)`
+    (1.6 times at 18 ms of 50). 1 without a TPOT objective or p95."""
+    obs = observation
+    objective, p95 = spec.tpot_slo_s, obs.tpot_p95_s
+    if objective is None or p95 is None or p95 <= 0:
+        return 1.0
+    base = obs.tpot_base_s
+    if spec.tpot_limit_stall and base is not None and 0 < base < min(objective, p95):
+        return (1.0 - base / objective) / (1.0 - base / p95)
+    return objective / p95
 
 
 _MIN_TPOT_BATCH = 4.0
@@ -337,6 +386,15 @@ def decide(
         mu = limit
     else:
         limit = None
+    # load that comes in bursts of seconds meets the replicas faster than its long-window
+    # rate; not where their own TPOT p95 has judged the bursts they met (the TPOT limit)
+    burst = burst_factor(obs, spec) if limit is None else None
+    long_rate = max(obs.arrival_rate_long, 0.0)
+    burst_up = False
+    if burst is not None:
+        long_rate *= burst
+        burst_up = long_rate > sustained
+        sizing, sustained = max(sizing, long_rate), max(sustained, long_rate)
 
     # Expected backlog: grows while capacity is short (e.g. during a cold start), decays after.
     dt = 0.0 if state.last_now is None else now - state.last_now
@@ -385,7 +443,7 @@ def decide(
 
     need, horizon, headroom_rate, forecast, trend_up, headroom_up = ladder(sustained)
     # new nodes serve a reacquire time from now: bought for the rate that lasted (persistence)
-    buy_rate = sustained_rate(obs.arrival_rate_long, sustained, spec)
+    buy_rate = sustained_rate(long_rate, sustained, spec)
     buy_need = need if buy_rate >= sustained else ladder(buy_rate)[0]
     sustained_need = need
     if sizing > sustained:
@@ -449,6 +507,8 @@ def decide(
         up_reason = Reason.HEADROOM
     elif in_flight_need > need:
         up_reason = Reason.IN_FLIGHT
+    elif burst_up:
+        up_reason = Reason.BURST_RATE
     elif limit is not None:
         up_reason = Reason.TPOT_LIMIT
     elif stall is not None:
@@ -572,8 +632,13 @@ def decide(
             detail += f", sized for {headroom_rate:.2f}/s with {spec.rate_headroom:.0%} headroom"
         if limit is not None and obs.tpot_p95_s is not None:
             detail += f", mu limited by TPOT p95 {obs.tpot_p95_s * 1000:.1f}ms"
+            if spec.tpot_limit_stall and obs.tpot_base_s is not None:
+                scale = tpot_scale(obs, spec)
+                detail += f" (x{scale:.2f}, a token alone {obs.tpot_base_s * 1000:.1f}ms)"
         elif stall is not None:
             detail += ", mu limited by prefill stalls"
+        if burst is not None:
+            detail += f", the arrivals met {burst:.2f}x the long-window rate ({long_rate:.2f}/s)"
         if up_reason is Reason.IN_FLIGHT:
             detail += f", {in_flight} in flight need {in_flight_need} replicas"
     target = min(max(target, 0), max(spec.max_replicas, 0))
@@ -612,6 +677,7 @@ def decide(
         forecast_rate=forecast,
         tpot_rate=limit,
         stall_rate=stall,
+        burst_factor=burst,
         headroom_rate=headroom_rate,
         in_flight_floor=in_flight_need,
     )

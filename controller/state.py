@@ -51,6 +51,14 @@ replicas have been seen full. The Little's-law figure is taken at the concurrenc
 the mean in-pod time was seen at today's batch (`batch_s`), and every token takes longer at a
 larger batch by what the TPOT-by-batch line says (`TpotByBatch.slowdown`).
 
+**Burst factor** (`burst_factor`, `Observation.burst_factor`). Each arrival notes the
+short-window rate it arrived into and the long-window rate, both without itself; over
+`burst_window_s` the ratio of the sums is how much faster than the long-window rate the load
+came, as its requests met it: about 1 for a Poisson stream, 2.5-3.6 on 70B code 1x. Not noted
+for a long window after the first arrival (a partial long window reads the rate low), and None
+until `min_burst_arrivals` were noted (on a minute of 18 req/s Poisson load a factor of 1.2-1.3
+from a few seconds of arrivals moved a replica).
+
 **TPOT by batch.** Each completion with a TPOT becomes a sample of `controller.concurrency`'s
 `TpotByBatch`: its batch (in flight per Ready replica), its TPOT, and the prompt tokens dispatched
 per Ready replica between its own dispatch and its completion, per output token after the first
@@ -120,6 +128,14 @@ class StateSettings:
     """Open gaps in an origin's `eseq` remembered (a late entry can fill one); oldest go first."""
     max_origins: int = 1_024
     """Producer incarnations remembered per model for de-duplication."""
+    burst_window_s: float = 300.0
+    """Window of the burst factor (`ModelState.burst_factor`): how much faster than the
+    long-window rate the arrivals came, seen from the arrivals themselves. About a reacquire
+    time; on 70B code 1x the SLO figure hardly moves with it (98.0-98.6 % over 60-1,200 s) but
+    the bill does (53.50-79.77 GPU-h; docs/evaluate.md, branch `code1xa`)."""
+    min_burst_arrivals: int = 200
+    """Arrivals noted in the burst window before the burst factor is given (a few seconds of
+    arrivals say little about how they come)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -288,6 +304,13 @@ class ModelState:
         """The arrival rate's trend (`controller.forecast`)."""
         self.tpot_by_batch = TpotByBatch()
         """TPOT per batch size, for the concurrency the TPOT objective allows."""
+        self.seen_rate = RatioWindow(settings.burst_window_s, bucket_s=5.0)
+        self.seen_arrivals = RateWindow(settings.burst_window_s, bucket_s=5.0)
+        """The arrivals `seen_rate` holds."""
+        self._first_arrival_at: float | None = None
+        """When the first arrival came (the long window is partial for a minute after)."""
+        """Over the arrivals: the short-window rate each arrived into (numerator) and the
+        long-window rate (denominator), each without the arrival itself (`burst_factor`)."""
         self._ready = 0
         """Ready replicas at the last sample (the batch of a completing request)."""
         self._prompt: dict[str, int] = {}
@@ -519,6 +542,9 @@ class ModelState:
             for name, view in self._floor_views:
                 self._lag_floor[name] = [view.floor, now]
             self._floor_views = []
+        fresh = self._arrivals_now + sum(
+            n for q, n in self._arrivals.items() if (q + 0.5) / 20.0 >= now - self._history_s
+        )
         if self._arrivals_now or self._arrivals:
             self._detect_step(now)
         elif self.step.last_t is not None and now > self.step.last_t:
@@ -542,6 +568,8 @@ class ModelState:
                 self.last_enqueue_at = last
             self._arrivals = {}
             self._last_arrival = None
+        if fresh:
+            self._note_rates_seen(now, fresh)
         if self._completions_now:
             self.completions.add(now, self._completions_now)
             self._completions_now = 0
@@ -570,6 +598,34 @@ class ModelState:
                 for value in values:
                     self.service_s.add(at, value)
             self._ttft, self._tpot, self._service = {}, {}, {}
+
+    def _note_rates_seen(self, now: float, fresh: int) -> None:
+        """`fresh` arrivals of about now: the rates they arrived into, for `burst_factor`."""
+        first = self._first_arrival_at
+        if first is None:
+            self._first_arrival_at = first = now
+        if now - first < self.settings.long_window_s:
+            return  # the long window is still filling: it reads the rate low, not the arrivals
+        own = (fresh + 1) / 2.0  # each arrival's own place in the batch: not the rate it met
+        short = self.arrivals_short.count(now) - own
+        long = self.arrivals_long.count(now) - own
+        if long > 0:
+            self.seen_arrivals.add(now, fresh)
+            self.seen_rate.add(
+                now,
+                fresh * max(short, 0.0) / self.settings.short_window_s,
+                fresh * long / self.settings.long_window_s,
+            )
+
+    def burst_factor(self, now: float) -> float | None:
+        """How much faster than the long-window rate the recent arrivals came, as they saw
+        it: over the arrivals of `burst_window_s`, the short-window rate each arrived into over
+        the long-window rate (each without the arrival itself; about 1 for a Poisson stream,
+        several for load that comes in bursts of seconds). None until `min_burst_arrivals` were
+        noted (from a long window after the first arrival: a partial one reads the rate low)."""
+        if self.seen_arrivals.count(now) < self.settings.min_burst_arrivals:
+            return None
+        return self.seen_rate.ratio(now)
 
     def _forget_by(self, when: float) -> None:
         """A gateway may be forgotten as early as `when` (it was just heard from)."""
@@ -769,6 +825,8 @@ class ModelState:
             concurrency_per_replica=conc,
             pod_cap=min(caps) if caps else None,
             stall_rate_per_replica=self.stall_rate(now, tpot_slo_s),
+            burst_factor=self.burst_factor(now),
+            tpot_base_s=self.tpot_s.quantile(now, BASE_TPOT_QUANTILE),
             arrival_trend=None if trend is None else trend.slope,
             arrival_trend_stderr=None if trend is None else trend.stderr,
         )

@@ -9,7 +9,10 @@ instead of an HTTP status. SSE clients ignore comment lines (the openai client d
 `stream_back` sends it on: each `write` waits for the client's socket to drain, so a slow client
 slows its own upstream read (aiohttp stops reading a full buffer) and nothing piles up here. It
 reads the usage chunk the gateway asked for (and strips it if the client did not ask), counts
-chunks, and ends a stream that breaks mid-way with an SSE error event.
+chunks, and ends a stream that breaks mid-way with an SSE error event. Per chunk it costs one
+read and one socket write: chunks after the first go to the socket directly (`_ChunkWriter`),
+and the pod's idle timeout is one lazy timer per stream (`_IdleWatch`), not aiohttp's timer
+re-armed on every read (docs/gateway.md, "Round four").
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 
 import aiohttp
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.abc import AbstractStreamWriter
 
 from gateway.admission import Pod
 from gateway.exchange import Exchange, UpstreamFailed, emit
@@ -149,7 +153,10 @@ async def stream_back(
     events = 0
     tokens: int | None = None
     pending = b""
-    read = _reader(upstream)
+    readany = upstream.content.readany
+    direct = _ChunkWriter.of(request, response)
+    idle = _IdleWatch(upstream, state.settings.idle_timeout_s)
+    time = idle.time
     data = first
     try:
         while data:
@@ -159,13 +166,13 @@ async def stream_back(
                 pending += data
                 cut = pending.rfind(b"\n\n")
                 if cut < 0:
-                    data = await read()
-                    continue
-                out, pending = pending[: cut + 2], pending[cut + 2 :]
-                if has_usage(out):
-                    out, seen = take_usage(out, strip=strip_usage)
-                    if seen is not None:
-                        tokens = seen
+                    out = b""
+                else:
+                    out, pending = pending[: cut + 2], pending[cut + 2 :]
+                    if has_usage(out):
+                        out, seen = take_usage(out, strip=strip_usage)
+                        if seen is not None:
+                            tokens = seen
             else:
                 out = data
             if out:
@@ -174,8 +181,10 @@ async def stream_back(
                 done = _DONE in out
                 if done and not pending:
                     await response.write_eof(out)  # the last chunk and the end in one write
-                else:
-                    await response.write(out)
+                elif first_write or direct is None:
+                    await response.write(out)  # the head goes with it (`open_stream`)
+                elif direct.send(out):  # no coroutine per chunk unless the socket is full
+                    await direct.drain()
                 if first_write:
                     ex.metrics.added.observe(overhead + state.clock() - first_at)
                 if done:
@@ -183,7 +192,13 @@ async def stream_back(
                     # (a client that hangs up now has completed, not cancelled).
                     ex.done_sent = True
                     break
-            data = await read()
+            # The read inline, not in a helper coroutine: one frame less per chunk.
+            idle.since = time()
+            try:
+                data = await readany()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise _Broken(type(exc).__name__) from exc
+            idle.since = 0.0
         if pending:
             await response.write(pending)
     except _Broken as exc:
@@ -198,6 +213,8 @@ async def stream_back(
         ex.client_gone = True
         ex.metrics.chunks.inc(events)
         return response
+    finally:
+        idle.stop()
     ex.metrics.chunks.inc(events)
     # Without a usage chunk: count events, less `[DONE]` and a chat stream's role-only chunk.
     if tokens is None:
@@ -219,14 +236,87 @@ class _Broken(Exception):
         self.kind = kind
 
 
-def _reader(upstream: aiohttp.ClientResponse) -> Callable[[], Awaitable[bytes]]:
-    """`readany` of the upstream body, with its failures told apart from the client's."""
-    readany = upstream.content.readany
+class _ChunkWriter:
+    """Writes a chunk of an answer whose head is out straight to the client's socket, in
+    HTTP/1.1 chunked framing, as aiohttp's `StreamResponse.write` would (same bytes), without
+    its two coroutine layers and framing helpers.
 
-    async def read() -> bytes:
-        try:
-            return await readany()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _Broken(type(exc).__name__) from exc
+    Public aiohttp API only: the request's transport and writer. Back-pressure is kept: when the
+    socket did not take everything, `writer.drain()` waits while the transport is paused (it
+    returns at once otherwise), as aiohttp's own write does every 64 KiB. A closed client
+    connection raises `ConnectionResetError`, as aiohttp's write does."""
 
-    return read
+    __slots__ = ("_transport", "_writer")
+
+    def __init__(self, transport: asyncio.Transport, writer: AbstractStreamWriter) -> None:
+        self._transport = transport
+        self._writer = writer
+
+    @classmethod
+    def of(cls, request: web.Request, response: web.StreamResponse) -> _ChunkWriter | None:
+        """The direct writer of `response`, or None when it is not chunked (an HTTP/1.0
+        client) or has no transport: then every chunk goes through `response.write`."""
+        transport = request.transport
+        chunked = response.headers.get(hdrs.TRANSFER_ENCODING) == "chunked"  # set at prepare
+        if transport is None or not chunked or response.compression:
+            return None
+        return cls(transport, request.writer)
+
+    def send(self, data: bytes) -> bool:
+        """Write one chunk; True if the socket did not take it all (then `drain`)."""
+        transport = self._transport
+        if transport.is_closing():
+            raise ConnectionResetError("Cannot write to closing transport")
+        transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        return bool(transport.get_write_buffer_size())
+
+    async def drain(self) -> None:
+        """Wait while the transport is paused (above its high-water mark); else return."""
+        await self._writer.drain()
+
+
+class _IdleWatch:
+    """The pod's idle timeout (`idle_timeout_s`, aiohttp's `sock_read`) while a stream is
+    relayed, with one loop timer per stream instead of one per read.
+
+    aiohttp cancels and re-arms a loop timer on every read from the upstream socket (about
+    2 us of a chunk's ~25 us); after the first chunk the relay turns that off for this response
+    and arms this timer once. `since` is when the relay's pending read began (0 while it is
+    writing: a slow client's backpressure is not the pod's silence, as aiohttp's timer stops
+    while reading is paused); when the timer fires it fails the read that has waited
+    `timeout_s`, else re-arms itself for the pending read's deadline (or a full period). The
+    failure is aiohttp's own (`SocketTimeoutError` on the response body), so the relay ends
+    the stream as before: an SSE error, status 502 `upstream_error_mid_stream`.
+    """
+
+    __slots__ = ("_content", "_handle", "_loop", "_timeout", "since", "time")
+
+    def __init__(self, upstream: aiohttp.ClientResponse, timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._timeout = timeout_s
+        self._content = upstream.content
+        self.time = loop.time
+        self.since = 0.0
+        connection = upstream.connection
+        protocol = connection.protocol if connection is not None else None
+        if protocol is not None:  # reset by aiohttp for the connection's next request
+            protocol.read_timeout = None
+        self._handle: asyncio.TimerHandle | None = loop.call_later(timeout_s, self._check)
+
+    def _check(self) -> None:
+        since = self.since
+        now = self._loop.time()
+        if since and now - since >= self._timeout:
+            self._handle = None
+            self._content.set_exception(
+                aiohttp.SocketTimeoutError("Timeout on reading data from socket")
+            )
+            return
+        at = since + self._timeout if since else now + self._timeout
+        self._handle = self._loop.call_at(at, self._check)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None

@@ -35,6 +35,7 @@ import multiprocessing
 import os
 import random
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,6 +54,8 @@ from surgescale.stats import percentile
 MODEL = "bench-model"
 INSTANT = "bench-instant"
 """The model served by the instant upstream (phase 1)."""
+LOCKSTEP = "bench-lockstep"
+"""The model served by the lockstep upstream (phase 2b), which lives in the load generator."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -270,28 +273,115 @@ async def _chunks(
     http: aiohttp.ClientSession, gateway: str, pid: int, args: argparse.Namespace
 ) -> dict[str, float]:
     body = {"model": MODEL, "prompt": "x", "max_tokens": args.stream_tokens, "stream": True}
-    chunks = 0
+    chunks = writes = 0
 
     async def worker() -> None:
-        nonlocal chunks
+        nonlocal chunks, writes
         while True:
             with contextlib.suppress(aiohttp.ClientError):
                 async with http.post(gateway + "/v1/completions", json=body) as resp:
-                    async for data in resp.content.iter_any():
+                    # One HTTP chunk of the gateway's answer per write of its relay loop.
+                    async for data, end in resp.content.iter_chunks():
                         chunks += data.count(b"data:")
+                        writes += end
 
     cpu0, wall0 = _cpu_seconds(pid), time.perf_counter()
     workers = [asyncio.create_task(worker()) for _ in range(args.streams)]
     await asyncio.sleep(args.throughput_seconds)
-    cpu, wall, counted = _cpu_seconds(pid) - cpu0, time.perf_counter() - wall0, chunks
+    cpu, wall = _cpu_seconds(pid) - cpu0, time.perf_counter() - wall0
+    counted, written = chunks, writes
     await _stop(workers)
-    chunks = counted
     return {
-        "chunks": chunks,
-        "chunks_per_s": chunks / wall,
+        "chunks": counted,
+        "chunks_per_s": counted / wall,
         "gateway_cpu_util": cpu / wall,
-        "chunks_per_s_per_core": chunks / cpu if cpu > 0 else 0.0,
+        "chunks_per_s_per_core": counted / cpu if cpu > 0 else 0.0,
+        # How many SSE events each relay write carried (more when the gateway or the pods
+        # fall behind and reads batch), and the gateway's CPU per write: a per-iteration cost
+        # the machine's load moves much less than the chunk rate.
+        "chunks_per_relay_write": counted / written if written else 0.0,
+        "gateway_cpu_per_relay_write_us": cpu / written * 1e6 if written else 0.0,
     }
+
+
+async def _lockstep(
+    http: aiohttp.ClientSession,
+    gateway: str,
+    pid: int,
+    args: argparse.Namespace,
+    streams: dict[str, asyncio.Queue[None]],
+) -> dict[str, float]:
+    """Phase 2b: the relay's CPU per chunk with exactly one chunk per read. The upstream (in
+    this process, `_lockstep_app`) writes a stream's next token only once this client has
+    received the previous one through the gateway, so no read of the gateway's ever batches
+    two: the figure does not move with how busy the machine is (the chunk rate of phase 2
+    does, through the batching)."""
+    chunks = writes = 0
+    ids = iter(range(1 << 62))
+
+    async def worker() -> None:
+        nonlocal chunks, writes
+        while True:
+            sid = f"s{next(ids)}"
+            turns = streams[sid] = asyncio.Queue()
+            turns.put_nowait(None)  # the first token may go
+            body = {"model": LOCKSTEP, "prompt": sid, "max_tokens": args.stream_tokens}
+            try:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.post(
+                        gateway + "/v1/completions", json={**body, "stream": True}
+                    ) as resp:
+                        async for data, end in resp.content.iter_chunks():
+                            chunks += data.count(b"data:")
+                            writes += end
+                            if end:
+                                turns.put_nowait(None)
+            finally:
+                streams.pop(sid, None)
+
+    cpu0, wall0 = _cpu_seconds(pid), time.perf_counter()
+    workers = [asyncio.create_task(worker()) for _ in range(args.streams)]
+    await asyncio.sleep(args.throughput_seconds)
+    cpu, wall = _cpu_seconds(pid) - cpu0, time.perf_counter() - wall0
+    counted, written = chunks, writes
+    await _stop(workers)
+    return {
+        "lockstep_chunks_per_s": counted / wall,
+        "lockstep_chunks_per_relay_write": counted / written if written else 0.0,
+        "lockstep_gateway_cpu_per_chunk_us": cpu / counted * 1e6 if counted else 0.0,
+    }
+
+
+def _lockstep_app(streams: dict[str, asyncio.Queue[None]]) -> web.Application:
+    """The upstream of phase 2b: each stream's next token waits for its turn in `streams`
+    (keyed by the prompt), given when the client has the previous one."""
+
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        turns = streams.get(str(body.get("prompt")))
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        tokens = int(body.get("max_tokens") or 1)
+        if turns is None:  # not one of ours (a warm-up): all at once
+            await resp.write(_TOKEN * tokens + b"data: [DONE]\n\n")
+            await resp.write_eof()
+            return resp
+        for _ in range(tokens - 1):
+            await turns.get()
+            await resp.write(_TOKEN)
+        await turns.get()
+        tail = _USAGE % tokens if (body.get("stream_options") or {}).get("include_usage") else b""
+        await resp.write(_TOKEN + tail + b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_post("/v1/completions", completions)
+    return app
 
 
 async def _requests(
@@ -354,6 +444,7 @@ async def _wait_gateway(http: aiohttp.ClientSession, url: str, pods: int) -> Non
     wants = [
         f'surgescale_gateway_ready_pods{{model="{MODEL}"}} {float(pods)}',
         f'surgescale_gateway_ready_pods{{model="{INSTANT}"}} 1.0',
+        f'surgescale_gateway_ready_pods{{model="{LOCKSTEP}"}} 1.0',
         f'surgescale_gateway_capacity_share_slots{{model="{INSTANT}"}} {float(_CAP)}',
     ]
     deadline = time.monotonic() + 30
@@ -362,7 +453,7 @@ async def _wait_gateway(http: aiohttp.ClientSession, url: str, pods: int) -> Non
             async with http.get(url + "/metrics") as resp:
                 text = await resp.text()
                 sharing = "surgescale_gateway_capacity_share_slots" in text
-                if all(w in text for w in wants[: 3 if sharing else 2]):
+                if all(w in text for w in wants[: 4 if sharing else 3]):
                     return
         await asyncio.sleep(0.1)
     raise SystemExit(f"the gateway at {url} did not see {pods} ready pods within 30 s")
@@ -460,10 +551,16 @@ async def _run(
     pods_pid: int,
     bare_pid: int,
     events: tuple[str, str] | None,
+    lockstep: socket.socket,
 ) -> dict[str, Any]:
-    """All phases; `events` is (Redis URL, prefix) of the gateway's events (None: off)."""
+    """All phases; `events` is (Redis URL, prefix) of the gateway's events (None: off);
+    `lockstep` the listening socket of phase 2b's upstream (served from here)."""
     import gc
 
+    turns: dict[str, asyncio.Queue[None]] = {}
+    upstream = web.AppRunner(_lockstep_app(turns), access_log=None, handler_cancellation=True)
+    await upstream.setup()
+    await web.SockSite(upstream, lockstep).start()
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
@@ -500,7 +597,9 @@ async def _run(
         events1 = await _counters(http, gateway)
         delays = await _event_delays(*events, since_ms, until_ms) if events else {}
         chunk_figures = await _chunks(http, gateway, pid, args)
+        chunk_figures.update(await _lockstep(http, gateway, pid, args, turns))
         request_figures = await _requests(http, gateway, pid, args)
+    await upstream.cleanup()
     good = [s for s in samples if s.ok]
     direct = [s for s in good if s.via == "direct"]
     via = [s for s in good if s.via == "gateway"]
@@ -651,6 +750,15 @@ def _print_table(r: dict[str, Any], args: argparse.Namespace) -> None:
         f"at {r['gateway_cpu_util']:.0%} of a core = {r['chunks_per_s_per_core']:,.0f} chunks/s per core"
     )
     print(
+        f"   {r['chunks_per_relay_write']:.2f} chunks per relay write, "
+        f"{r['gateway_cpu_per_relay_write_us']:.1f} us of gateway CPU per write"
+    )
+    print(
+        f"   lockstep (one chunk per read): {r['lockstep_gateway_cpu_per_chunk_us']:.1f} us of "
+        f"gateway CPU per chunk ({r['lockstep_chunks_per_relay_write']:.2f} chunks per write, "
+        f"{r['lockstep_chunks_per_s']:,.0f} chunks/s)"
+    )
+    print(
         f"\n3. {args.concurrency} concurrent 1-token requests: {r['requests_per_s']:,.0f} req/s "
         f"({r['requests_per_s_per_core']:,.0f} per gateway core, {r['requests_failed']} failed)"
     )
@@ -680,9 +788,14 @@ def main(argv: list[str]) -> int:
         pods_proc = stack.enter_context(_process(_pods_main, args.pods, queue))
         pods, instant = queue.get(timeout=60)
         port, bare_port = free_port(), free_port()
+        lockstep = stack.enter_context(socket.socket())
+        lockstep.bind(("127.0.0.1", 0))
+        lockstep.listen(256)
+        lockstep_url = f"http://127.0.0.1:{lockstep.getsockname()[1]}"
         settings = GatewaySettings(
             port=port,
-            static_pods=[f"{MODEL}={u}" for u in pods] + [f"{INSTANT}={instant}"],
+            static_pods=[f"{MODEL}={u}" for u in pods]
+            + [f"{INSTANT}={instant}", f"{LOCKSTEP}={lockstep_url}"],
             pod_concurrency=_CAP,
             max_queue_length=100_000,
             redis_url=redis_url,
@@ -710,6 +823,7 @@ def main(argv: list[str]) -> int:
                 pods_pid=pods_proc.pid,
                 bare_pid=bare_proc.pid,
                 events=None if redis_url is None else (redis_url, prefix),
+                lockstep=lockstep,
             )
         )
     _print_table(result, args)

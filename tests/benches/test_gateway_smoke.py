@@ -5,7 +5,8 @@ issue's keys — the gateway's and the bare pass-through proxy's added TTFT at p
 ratios, chunks per second per core — as numbers, and each ratio is the quotient of the two
 figures it names (NaN when the bare proxy's figure is not above zero, as a 2 s run can give);
 the sample count of each path adds up to the measured requests, each ratio comes with its
-bootstrap interval, and the events' delay to Redis is reported.
+bootstrap interval, the events' delay to Redis is reported, and phase 2b relays one chunk per
+write.
 """
 
 from __future__ import annotations
@@ -61,3 +62,10 @@ def test_bench_gateway_reports_both_proxies(redis_url: str) -> None:
     # Stamped and written on one machine's clock, in whole ms: never more than 1 ms early.
     assert result["event_delay_p50_ms"] >= -1
     assert result["event_delay_max_ms"] >= result["event_delay_p99_ms"] >= -1
+    # Phase 2's relay writes and phase 2b's lockstep: each lockstep read carries one chunk (the
+    # last write adds `[DONE]`), so the CPU per chunk there is a per-iteration figure.
+    assert result["chunks_per_relay_write"] >= 1.0
+    assert result["gateway_cpu_per_relay_write_us"] > 0
+    assert 1.0 <= result["lockstep_chunks_per_relay_write"] < 1.05
+    assert result["lockstep_chunks_per_s"] > 0
+    assert result["lockstep_gateway_cpu_per_chunk_us"] > 0

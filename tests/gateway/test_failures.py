@@ -118,6 +118,43 @@ async def test_break_after_first_byte_ends_stream_with_sse_error(
     assert (queue.queued, queue.in_flight) == (0, 0)
 
 
+async def test_a_pod_silent_mid_stream_ends_it_after_the_idle_timeout(
+    harness: Harness, redis: RedisClient, keys: StreamKeys
+) -> None:
+    """`idle_timeout_s` still bounds the silence between two chunks once the relay has taken
+    it over from aiohttp's per-read timer (`gateway.streaming._IdleWatch`)."""
+    pod = await harness.pod()
+    gw = await harness.gateway(
+        static_pods=[f"{MODEL}={pod.url}"], health_interval_s=30.0, idle_timeout_s=0.5
+    )
+    queue = gw.state.scheduler.queues[MODEL]
+    await wait_for(lambda: queue.ready_pods == 1, what="pod ready")
+    body = {"model": MODEL, "prompt": "x", "max_tokens": 3000, "stream": True}
+    received = b""
+    freeze: asyncio.Task[object] | None = None
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(gw.url + "/v1/completions", json=body) as resp,
+        ):
+            assert resp.status == 200
+            async for data in resp.content.iter_any():
+                received += data
+                if received.count(b"data:") >= 3 and freeze is None:
+                    freeze = asyncio.create_task(pod.set_faults(hang=True))
+        assert freeze is not None
+        await freeze
+        last = [e for e in received.split(b"\n\n") if e][-1]
+        assert last.startswith(b'data: {"error"')
+        assert b"SocketTimeoutError" in last
+        events = await events_of(redis, keys, {"complete"})
+        complete = next(e for e in events if e.type is EventType.COMPLETE)
+        assert (complete.status, complete.reason) == (502, "upstream_error_mid_stream")
+        assert (queue.queued, queue.in_flight) == (0, 0)
+    finally:
+        await pod.set_faults(hang=False)
+
+
 async def test_redis_down_while_serving(harness: Harness) -> None:
     server = start_private_redis()
     try:

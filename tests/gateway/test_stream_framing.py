@@ -81,3 +81,48 @@ async def test_split_usage_chunk_is_stripped_whole(
     await wait_for(completed, what="the complete event")
     (complete,) = [e for e in await read_events(redis, keys) if e.type is EventType.COMPLETE]
     assert complete.output_tokens == 7  # read from the usage chunk, not counted (3)
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1"])
+async def test_a_raw_client_gets_the_stream_framed_for_its_http_version(
+    harness: Harness, version: str
+) -> None:
+    """Chunks after the first go to the socket directly (`gateway.streaming._ChunkWriter`):
+    HTTP/1.1 gets the chunked framing aiohttp would write, HTTP/1.0 (no chunked encoding) the
+    bare events, its connection closed at the end."""
+    pod = await harness.pod()
+    gw = await harness.gateway(static_pods=[f"{MODEL}={pod.url}"], health_interval_s=30.0)
+    queue = gw.state.scheduler.queues[MODEL]
+    await wait_for(lambda: queue.ready_pods == 1, what="pod ready")
+    host, port = gw.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    body = b'{"model": "%s", "prompt": "x", "max_tokens": 12, "stream": true}' % MODEL.encode()
+    writer.write(
+        b"POST /v1/completions HTTP/%s\r\nHost: gw\r\nContent-Type: application/json\r\n"
+        b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (version.encode(), len(body), body)
+    )
+    await writer.drain()
+    raw = await asyncio.wait_for(reader.read(), 30)  # to the end: the gateway closes
+    writer.close()
+    head, _, payload = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.")
+    assert b" 200 " in head.split(b"\r\n")[0]
+    if version == "1.1":
+        assert b"transfer-encoding: chunked" in head.lower()
+        decoded = b""
+        rest = payload
+        while True:
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line, 16)
+            if size == 0:
+                break
+            decoded += rest[:size]
+            assert rest[size : size + 2] == b"\r\n"
+            rest = rest[size + 2 :]
+    else:
+        assert b"transfer-encoding" not in head.lower()
+        decoded = payload
+    events = [e for e in decoded.split(b"\n\n") if e]
+    assert all(e.startswith(b"data: ") for e in events)
+    assert events[-1] == b"data: [DONE]"
+    assert len(events) == 13  # 12 tokens and [DONE] (the usage chunk asked for was stripped)

@@ -115,6 +115,10 @@ class ControllerConfig(BaseSettings):
     # --- event intake (surgescale.events consumer)
     consumer_block_ms: int = Field(50, ge=1)
     """Longest a stream read blocks waiting for new entries."""
+    consumer_poll_ms: float = Field(0.0, ge=0)
+    """Single Redis, > 0: while reads find entries, read again without BLOCK at most every this
+    many ms (a blocking read of every model's stream costs Redis per stream named on each wake;
+    docs/scale-out.md); 0: every read blocks until an entry comes."""
     consumer_count: int = Field(100, ge=1)
     """Stream entries per read (each holds a producer batch of events): smaller reads keep a
     trigger from waiting behind a huge batch when the controller is catching up."""

@@ -198,6 +198,7 @@ class Controller:
             start_id="$",
             block_ms=cfg.consumer_block_ms,
             count=cfg.consumer_count,
+            poll_interval_ms=cfg.consumer_poll_ms,
             discover_interval_s=0.5,
             stale_group_prefix=f"{cfg.group_prefix}-",
             stale_group_idle_s=cfg.stale_group_idle_s,

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from controller.sketch import Sketch
+from controller.sketch import Sketch, merged_quantile
 
 _B = TypeVar("_B", bound=Any)
 
@@ -289,10 +289,7 @@ class QuantileWindow:
                 if index != key[1]:
                     closed.merge(sketch)
             self._closed, self._closed_key = closed, key
-        merged = Sketch(self.relative_accuracy)
-        merged.merge(self._closed)
-        merged.merge(buckets[-1][1])
-        value = merged.get_quantile_value(q)
+        value = merged_quantile(self._closed, buckets[-1][1], q)
         result = None if value is None else float(value)
         self._cache[q] = (now, result)
         return result

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import time
@@ -49,6 +50,7 @@ from surgescale.cancel import checkpoint
 from surgescale.events.client import TRANSPORT_ERRORS, RedisClient, is_cluster
 from surgescale.events.keys import StreamKeys
 from surgescale.events.rawread import PackedRead, fields_dict, streams_of
+from surgescale.events.rawwrite import RawPipe
 from surgescale.events.schema import FIELD, Event, decode_entry
 from surgescale.retry import Backoff, ExponentialBackoff
 
@@ -155,6 +157,7 @@ class EventConsumer:
         model_filter: ModelFilter | None = None,
         max_parallel_reads: int = 256,
         max_entries_per_read: int = 10_000,
+        poll_interval_ms: float = 0.0,
     ) -> None:
         self._redis = redis
         self._cluster = is_cluster(redis)
@@ -202,6 +205,16 @@ class EventConsumer:
             else None
         )
         """The read of all streams, packed once per change (single Redis: `rawread`)."""
+        self._ack_pipe = RawPipe.for_client(redis) if self._packed is not None else None
+        """The XACKs of a batch, one per stream, on a lean connection of their own (single
+        Redis): through redis-py's pipeline they took 12-13 µs of CPU per stream, 3 here."""
+        self._poll_s = poll_interval_ms / 1000.0
+        """Single Redis, > 0: while a read found entries within the last `block_ms`, reads do
+        not block and are sent at most this often (0: every read blocks until an entry
+        comes)."""
+        self._found_at = -math.inf
+        """When a read of all streams last found entries (monotonic)."""
+        self._last_read_at = -math.inf
         self._full: list[str] = []
         """Streams the last read of all streams returned a full COUNT of (read again at once)."""
         self._claim_queue: list[str] = []
@@ -484,7 +497,19 @@ class EventConsumer:
         if not by_stream:
             return
         try:
-            if len(by_stream) == 1:  # the common case: no pipeline machinery
+            if self._ack_pipe is not None:
+                # One XACK per stream, packed and sent as one batch (`rawwrite.RawPipe`).
+                group = self.group.encode()
+                replies = await self._ack_pipe.execute(
+                    [
+                        (b"XACK", stream.encode(), group, *[i.encode() for i in ids])
+                        for stream, ids in by_stream.items()
+                    ]
+                )
+                for reply in replies:
+                    if isinstance(reply, ResponseError):
+                        raise reply
+            elif len(by_stream) == 1:  # the common case: no pipeline machinery
                 [(stream, ids)] = by_stream.items()
                 await self._redis.xack(stream, self.group, *ids)
             else:
@@ -528,7 +553,22 @@ class EventConsumer:
             part = self._claim_queue[:CLAIM_SLICE]
             del self._claim_queue[:CLAIM_SLICE]
             out.extend(await self._reclaim(part))
-        out.extend(await self._read(self._streams, block=None if out else self._block_ms))
+        block: int | None = None if out else self._block_ms
+        if block is not None and self._poll_s > 0 and now - self._found_at < block / 1000.0:
+            # Entries came within the last block time, so more are probably on their way:
+            # read without BLOCK, at most every `poll_interval_ms`. A read of N streams that
+            # blocks costs Redis ~0.8 µs per stream named (registered, then unregistered when
+            # one stream wakes it, and that read returns that stream alone): at 1,000 streams
+            # ~0.8 ms a wake, against ~0.1 ms for a read without BLOCK that finds nothing.
+            wait = self._last_read_at + self._poll_s - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            block = None
+        got = await self._read(self._streams, block=block)
+        self._last_read_at = time.monotonic()
+        if got:
+            self._found_at = self._last_read_at
+        out.extend(got)
         full, self._full = self._full, []
         if full and self._packed is not None:
             # A stream that filled its (lowered) COUNT is behind: a hot model among many

@@ -37,7 +37,7 @@ import random
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -269,6 +269,24 @@ _CAP = 1024
 """The gateway's per-pod cap: far above the load, so phase 1 never queues."""
 
 
+async def _window(
+    pid: int,
+    args: argparse.Namespace,
+    worker: Callable[[], Coroutine[Any, Any, None]],
+    counters: Callable[[], tuple[int, int]],
+) -> tuple[float, float, int, int]:
+    """Run `args.streams` copies of `worker` for `args.throughput_seconds`: the gateway's CPU
+    seconds, the wall seconds and the workers' `counters()` (chunks, relay writes) of that
+    window, read at its end, before the workers are stopped."""
+    cpu0, wall0 = _cpu_seconds(pid), time.perf_counter()
+    workers = [asyncio.create_task(worker()) for _ in range(args.streams)]
+    await asyncio.sleep(args.throughput_seconds)
+    cpu, wall = _cpu_seconds(pid) - cpu0, time.perf_counter() - wall0
+    counted, written = counters()
+    await _stop(workers)
+    return cpu, wall, counted, written
+
+
 async def _chunks(
     http: aiohttp.ClientSession, gateway: str, pid: int, args: argparse.Namespace
 ) -> dict[str, float]:
@@ -285,12 +303,7 @@ async def _chunks(
                         chunks += data.count(b"data:")
                         writes += end
 
-    cpu0, wall0 = _cpu_seconds(pid), time.perf_counter()
-    workers = [asyncio.create_task(worker()) for _ in range(args.streams)]
-    await asyncio.sleep(args.throughput_seconds)
-    cpu, wall = _cpu_seconds(pid) - cpu0, time.perf_counter() - wall0
-    counted, written = chunks, writes
-    await _stop(workers)
+    cpu, wall, counted, written = await _window(pid, args, worker, lambda: (chunks, writes))
     return {
         "chunks": counted,
         "chunks_per_s": counted / wall,
@@ -339,12 +352,7 @@ async def _lockstep(
             finally:
                 streams.pop(sid, None)
 
-    cpu0, wall0 = _cpu_seconds(pid), time.perf_counter()
-    workers = [asyncio.create_task(worker()) for _ in range(args.streams)]
-    await asyncio.sleep(args.throughput_seconds)
-    cpu, wall = _cpu_seconds(pid) - cpu0, time.perf_counter() - wall0
-    counted, written = chunks, writes
-    await _stop(workers)
+    cpu, wall, counted, written = await _window(pid, args, worker, lambda: (chunks, writes))
     return {
         "lockstep_chunks_per_s": counted / wall,
         "lockstep_chunks_per_relay_write": counted / written if written else 0.0,

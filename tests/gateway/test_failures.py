@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aiohttp
 import openai
@@ -87,51 +88,21 @@ async def test_only_failing_pod_gives_an_error_after_the_retry(harness: Harness)
     assert (queue.queued, queue.in_flight) == (0, 0)
 
 
-async def test_break_after_first_byte_ends_stream_with_sse_error(
-    harness: Harness, redis: RedisClient, keys: StreamKeys
-) -> None:
-    pod = await harness.pod()
-    gw = await harness.gateway(static_pods=[f"{MODEL}={pod.url}"], health_interval_s=30.0)
-    queue = gw.state.scheduler.queues[MODEL]
-    await wait_for(lambda: queue.ready_pods == 1, what="pod ready")
-    body = {"model": MODEL, "prompt": "x", "max_tokens": 3000, "stream": True}
-    received = b""
-    crash: asyncio.Task[object] | None = None
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(gw.url + "/v1/completions", json=body) as resp,
-    ):
-        assert resp.status == 200
-        async for data in resp.content.iter_any():
-            received += data
-            if received.count(b"data:") >= 3 and crash is None:
-                crash = asyncio.create_task(pod.set_faults(crash=True))
-    assert crash is not None
-    await crash
-    last = [e for e in received.split(b"\n\n") if e][-1]
-    assert last.startswith(b'data: {"error"')
-    assert b"upstream_error" in last
-    events = await events_of(redis, keys, {"complete"})
-    complete = next(e for e in events if e.type is EventType.COMPLETE)
-    assert complete.status == 502
-    assert complete.reason == "upstream_error_mid_stream"
-    assert (queue.queued, queue.in_flight) == (0, 0)
-
-
-async def test_a_pod_silent_mid_stream_ends_it_after_the_idle_timeout(
-    harness: Harness, redis: RedisClient, keys: StreamKeys
-) -> None:
-    """`idle_timeout_s` still bounds the silence between two chunks once the relay has taken
-    it over from aiohttp's per-read timer (`gateway.streaming._IdleWatch`)."""
+async def _break_mid_stream(
+    harness: Harness, redis: RedisClient, keys: StreamKeys, fault: str, **settings: Any
+) -> bytes:
+    """Stream a long answer, give the pod `fault` after three chunks, and return what the
+    client received; checks what every break after the first byte must end with: the
+    complete event says 502 `upstream_error_mid_stream` and nothing stays queued or in flight."""
     pod = await harness.pod()
     gw = await harness.gateway(
-        static_pods=[f"{MODEL}={pod.url}"], health_interval_s=30.0, idle_timeout_s=0.5
+        static_pods=[f"{MODEL}={pod.url}"], health_interval_s=30.0, **settings
     )
     queue = gw.state.scheduler.queues[MODEL]
     await wait_for(lambda: queue.ready_pods == 1, what="pod ready")
     body = {"model": MODEL, "prompt": "x", "max_tokens": 3000, "stream": True}
     received = b""
-    freeze: asyncio.Task[object] | None = None
+    faulted: asyncio.Task[object] | None = None
     try:
         async with (
             aiohttp.ClientSession() as http,
@@ -140,19 +111,37 @@ async def test_a_pod_silent_mid_stream_ends_it_after_the_idle_timeout(
             assert resp.status == 200
             async for data in resp.content.iter_any():
                 received += data
-                if received.count(b"data:") >= 3 and freeze is None:
-                    freeze = asyncio.create_task(pod.set_faults(hang=True))
-        assert freeze is not None
-        await freeze
-        last = [e for e in received.split(b"\n\n") if e][-1]
-        assert last.startswith(b'data: {"error"')
-        assert b"SocketTimeoutError" in last
+                if received.count(b"data:") >= 3 and faulted is None:
+                    faulted = asyncio.create_task(pod.set_faults(**{fault: True}))
+        assert faulted is not None
+        await faulted
         events = await events_of(redis, keys, {"complete"})
         complete = next(e for e in events if e.type is EventType.COMPLETE)
         assert (complete.status, complete.reason) == (502, "upstream_error_mid_stream")
         assert (queue.queued, queue.in_flight) == (0, 0)
     finally:
-        await pod.set_faults(hang=False)
+        await pod.set_faults(**{fault: False})
+    return received
+
+
+async def test_break_after_first_byte_ends_stream_with_sse_error(
+    harness: Harness, redis: RedisClient, keys: StreamKeys
+) -> None:
+    received = await _break_mid_stream(harness, redis, keys, "crash")
+    last = [e for e in received.split(b"\n\n") if e][-1]
+    assert last.startswith(b'data: {"error"')
+    assert b"upstream_error" in last
+
+
+async def test_a_pod_silent_mid_stream_ends_it_after_the_idle_timeout(
+    harness: Harness, redis: RedisClient, keys: StreamKeys
+) -> None:
+    """`idle_timeout_s` still bounds the silence between two chunks once the relay has taken
+    it over from aiohttp's per-read timer (`gateway.streaming._IdleWatch`)."""
+    received = await _break_mid_stream(harness, redis, keys, "hang", idle_timeout_s=0.5)
+    last = [e for e in received.split(b"\n\n") if e][-1]
+    assert last.startswith(b'data: {"error"')
+    assert b"SocketTimeoutError" in last
 
 
 async def test_redis_down_while_serving(harness: Harness) -> None:

@@ -112,11 +112,22 @@ def _pods_main(n: int, out: Any) -> None:
     uvloop.run(run())
 
 
-def _instant_app() -> web.Application:
-    """An OpenAI-style upstream that writes every token at once (streams and plain answers)."""
+def _upstream_app(
+    completions: Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]],
+) -> web.Application:
+    """An upstream the gateway can health-check (`/health`) serving `completions`."""
 
     async def health(request: web.Request) -> web.Response:
         return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_post("/v1/completions", completions)
+    return app
+
+
+def _instant_app() -> web.Application:
+    """An OpenAI-style upstream that writes every token at once (streams and plain answers)."""
 
     async def completions(request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())
@@ -133,10 +144,7 @@ def _instant_app() -> web.Application:
         await resp.write_eof()
         return resp
 
-    app = web.Application()
-    app.router.add_get("/health", health)
-    app.router.add_post("/v1/completions", completions)
-    return app
+    return _upstream_app(completions)
 
 
 _TOKEN = b'data: {"id":"cmpl-1","object":"text_completion","choices":[{"index":0,"text":"x"}]}\n\n'
@@ -364,9 +372,6 @@ def _lockstep_app(streams: dict[str, asyncio.Queue[None]]) -> web.Application:
     """The upstream of phase 2b: each stream's next token waits for its turn in `streams`
     (keyed by the prompt), given when the client has the previous one."""
 
-    async def health(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
     async def completions(request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())
         turns = streams.get(str(body.get("prompt")))
@@ -386,10 +391,7 @@ def _lockstep_app(streams: dict[str, asyncio.Queue[None]]) -> web.Application:
         await resp.write_eof()
         return resp
 
-    app = web.Application()
-    app.router.add_get("/health", health)
-    app.router.add_post("/v1/completions", completions)
-    return app
+    return _upstream_app(completions)
 
 
 async def _requests(

@@ -392,7 +392,8 @@ def decide(
         limit = None
     # load that comes in bursts of seconds meets the replicas faster than its long-window
     # rate; not where their own TPOT p95 has judged the bursts they met (the TPOT limit)
-    burst = burst_factor(obs, spec) if limit is None else None
+    bursty = burst_factor(obs, spec)
+    burst = bursty if limit is None else None
     long_rate = max(obs.arrival_rate_long, 0.0)
     burst_up = False
     if burst is not None:
@@ -500,7 +501,7 @@ def decide(
     if (
         spec.burst_keep
         and spec.billing is Billing.NODE
-        and burst_factor(obs, spec) is not None
+        and bursty is not None
         and breach_at is not None
         and now - breach_at <= keep_horizon
     ):

@@ -36,13 +36,13 @@ class Reason(enum.StrEnum):
     """Scale-up for the sustained rate plus the headroom a climb may need before a new node
     could serve it (node billing)."""
     TPOT_LIMIT = "TpotLimit"
+    """Scale-up because the replicas' TPOT p95 says each serves less than the service rate."""
     BURST_RATE = "BurstRate"
     """Scale-up for the rate the arrivals met: the long-window rate times the burst factor
     (`PolicySpec.burst_sizing`)."""
     PREFILL_STALL = "PrefillStall"
     """Scale-up with the service rate limited by the rate at which prefill stalls bring TPOT
     to the objective (`controller.stall`)."""
-    """Scale-up because the replicas' TPOT p95 says each serves less than the service rate."""
     IN_FLIGHT = "InFlight"
     """Scale-up to hold the requests in flight (`policy.in_flight_floor`), more than the rates
     ask for."""
@@ -165,12 +165,12 @@ class PolicySpec:
     99.38 % at 62.73 billed GPU-h, the seven other scenarios unchanged (docs/evaluate.md,
     branch `code1xc`)."""
     max_burst_factor: float = 8.0
+    """The most the burst factor grows the long-window rate by (a burst after a quiet minute
+    meets a long window that holds almost nothing)."""
     min_burst_factor: float = 1.5
     """A burst factor at or below this is not applied: the headroom (`rate_headroom`, 0.5)
     covers it, and conversation load reads 1.0-1.5 (on 70B conv 2x applying it billed 11.58
     GPU-h instead of 8.05 for 99.96 % instead of 99.83 %)."""
-    """The most the burst factor grows the long-window rate by (a burst after a quiet minute
-    meets a long window that holds almost nothing)."""
     tpot_limit_stall: bool = True
     """The TPOT limit moves the rate per replica by the prefill-stall model,
     `(1 - base/objective) / (1 - base/TPOT p95)` with `base` a token's time alone
@@ -252,9 +252,9 @@ class PolicyState:
     ready_nodes: int = 0
     """Ready nodes at the last decision (a rise starts the new nodes' keep time)."""
     arrived: tuple[float, int] | None = None
+    """(when, Ready nodes) of the last rise in Ready nodes: kept a reacquire time from then."""
     level_gaps: LevelGaps = field(default_factory=LevelGaps)
     """Per held node level: since when it is idle and the gaps it had (`controller.levelkeep`)."""
-    """(when, Ready nodes) of the last rise in Ready nodes: kept a reacquire time from then."""
     burst_window: tuple[tuple[float, int], ...] = ()
     """Sliding-window maximum of the nodes bursts asked for (`PolicySpec.burst_keep`)."""
     burst_gaps: Gaps = field(default_factory=Gaps)

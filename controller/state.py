@@ -305,12 +305,12 @@ class ModelState:
         self.tpot_by_batch = TpotByBatch()
         """TPOT per batch size, for the concurrency the TPOT objective allows."""
         self.seen_rate = RatioWindow(settings.burst_window_s, bucket_s=5.0)
+        """Over the arrivals: the short-window rate each arrived into (numerator) and the
+        long-window rate (denominator), each without the arrival itself (`burst_factor`)."""
         self.seen_arrivals = RateWindow(settings.burst_window_s, bucket_s=5.0)
         """The arrivals `seen_rate` holds."""
         self._first_arrival_at: float | None = None
         """When the first arrival came (the long window is partial for a minute after)."""
-        """Over the arrivals: the short-window rate each arrived into (numerator) and the
-        long-window rate (denominator), each without the arrival itself (`burst_factor`)."""
         self._ready = 0
         """Ready replicas at the last sample (the batch of a completing request)."""
         self._prompt: dict[str, int] = {}
@@ -519,9 +519,9 @@ class ModelState:
             if event.pod_cap:
                 gw.pod_cap = event.pod_cap
 
-    def _detect_step(self, now: float) -> None:
+    def _detect_step(self, now: float) -> int:
         """Feed this batch's recent arrivals, in time order, to the change detector (arrivals
-        older than the short window are history, not load)."""
+        older than the short window are history, not load); how many were fed."""
         timed = sorted(
             ((q + 0.5) / 20.0, n)
             for q, n in self._arrivals.items()
@@ -529,9 +529,12 @@ class ModelState:
         )
         if self._arrivals_now:
             timed.append((now, self._arrivals_now))
+        fed = 0
         for at, n in timed:
             last = self.step.last_t
             self.step = self.step.observe(at if last is None else max(at, last), n)
+            fed += n
+        return fed
 
     def commit(self, now: float) -> None:
         """Move the samples folded since the last commit into the windows, each at its time
@@ -542,11 +545,9 @@ class ModelState:
             for name, view in self._floor_views:
                 self._lag_floor[name] = [view.floor, now]
             self._floor_views = []
-        fresh = self._arrivals_now + sum(
-            n for q, n in self._arrivals.items() if (q + 0.5) / 20.0 >= now - self._history_s
-        )
+        fresh = 0  # this batch's arrivals of about now: the rates they met (`burst_factor`)
         if self._arrivals_now or self._arrivals:
-            self._detect_step(now)
+            fresh = self._detect_step(now)
         elif self.step.last_t is not None and now > self.step.last_t:
             # Any batch lets the detector's time pass (quiet time is evidence too), so when its
             # statistics last left zero is known to the batch, not to the next tick.

@@ -42,7 +42,7 @@ import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from redis.asyncio.cluster import RedisCluster
@@ -357,8 +357,7 @@ class EventProducer:
         """The batch in parts, one per Redis Cluster node (as the client's slot map has it)."""
         if not self._cluster or len(by_model) < 2:
             return [by_model]
-        client = self._redis
-        assert isinstance(client, RedisCluster)
+        client = cast(RedisCluster, self._redis)  # `_cluster`: asked once, in __init__
         parts: dict[str, Part] = {}
         for model, events in by_model.items():
             try:

@@ -4,7 +4,8 @@
 - `KubeScaleAPI`: the actuator's `ScaleAPI` (merge-PATCH of `deployments/{name}/scale` and of
   the cluster-scoped `nodepools/{name}/scale`), mapping HTTP failures onto the retry taxonomy;
 - `Informer`: list-then-watch of one resource kind as plain dicts (typed by the views in
-  `controller.objects`), re-listing on 410 or errors,
+  `controller.objects`), resuming each ended watch from its last resourceVersion and re-listing
+  only on 410, errors or a slow safety-net period,
   calling back on every change; every list has a client timeout and every watch a client-side
   bound just past its server-side `timeoutSeconds`, so a slow or half-open connection to the API
   server costs one timeout, never a watch that silently stops;
@@ -29,7 +30,6 @@ import aiohttp
 import orjson
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
-from kubernetes_asyncio.watch import Watch
 
 from controller import crd
 from controller.actuator import ConflictError, ScaleTarget, TargetKind
@@ -213,6 +213,7 @@ class Informer(Generic[T]):
         *args: Any,
         handler: Handler[T] | None = None,
         watch_timeout_s: int = 60,
+        relist_s: float = 600.0,
         request_timeout_s: float = 10.0,
         backoff: Backoff | None = None,
         **kwargs: Any,
@@ -223,7 +224,10 @@ class Informer(Generic[T]):
         self._kwargs = kwargs
         self._handler = handler
         self._watch_timeout_s = max(int(watch_timeout_s), 1)
-        """Server-side end of each watch (`timeoutSeconds`); then a fresh list and watch."""
+        """Server-side end of each watch (`timeoutSeconds`); then a watch from where it ended."""
+        self._relist_s = relist_s
+        """A full list at least this often (otherwise only at start, after a 410 or a failure):
+        a safety net; at 1,000 objects a list is tens of ms of the loop, on both ends."""
         self._request_timeout_s = request_timeout_s
         """Client timeout of a list, and of connecting a watch."""
         self._watch_client_timeout = aiohttp.ClientTimeout(
@@ -235,8 +239,9 @@ class Informer(Generic[T]):
         self._backoff = backoff or ExponentialBackoff(base=0.2, cap=10.0)
         self.objects: dict[tuple[str, str], T] = {}
         self.synced = asyncio.Event()
-        self._watch: Watch | None = None
         self.errors = 0
+        self.rewatches = 0
+        """Watches that ended normally and were resumed from their last version (no list)."""
 
     @staticmethod
     def key(obj: KubeObject) -> tuple[str, str]:
@@ -269,59 +274,95 @@ class Informer(Generic[T]):
             if known is None:
                 self._emit("ADDED", obj)
             elif _version(known) != _version(obj) or not _version(obj):
-                # Unchanged objects are not re-announced: the relist after every watch
-                # timeout (60 s) would otherwise ask to evaluate every scaler at once.
+                # Unchanged objects are not re-announced: a relist would otherwise ask to
+                # evaluate every scaler at once.
                 self._emit("MODIFIED", obj)
         self.synced.set()
         self._emit("SYNC", cast(T, {}))
         return str((data.get("metadata") or {}).get("resourceVersion") or "")
 
     async def run(self) -> None:
-        """List, then watch until cancelled; re-list after a 410 or any failure."""
+        """List, then watch from the list's resourceVersion; when a watch ends (its
+        `timeoutSeconds`), watch again from the last version seen, as client-go's reflector
+        does. Re-list only after a 410 (the version is gone from the server's history), a
+        failure, or every `relist_s` (a safety net)."""
+        loop = asyncio.get_running_loop()
         failures = 0
+        version: str | None = None
+        listed_at = -math.inf
         while True:
             checkpoint()
             try:
-                version = await self._relist()
-                failures = 0
-                self._watch = Watch()
-                async with self._watch.stream(
-                    self._list,
-                    *self._args,
-                    resource_version=version,
-                    timeout_seconds=self._watch_timeout_s,
-                    _request_timeout=self._watch_client_timeout,
-                    **self._kwargs,
-                ) as stream:
-                    async for event in stream:
-                        kind = event.get("type")
-                        obj = event.get("raw_object")
-                        if not isinstance(obj, dict) or kind not in (
-                            "ADDED",
-                            "MODIFIED",
-                            "DELETED",
-                        ):
-                            continue
-                        obj = cast(T, obj)
-                        key = self.key(obj)
-                        if kind == "DELETED":
-                            self.objects.pop(key, None)
-                        else:
-                            self.objects[key] = obj
-                        self._emit(kind, obj)
+                if version is None or loop.time() - listed_at >= self._relist_s:
+                    version = None
+                    version = await self._relist()
+                    listed_at = loop.time()
+                    failures = 0
+                version = await self._watch_from(version)
+                self.rewatches += 1
             except asyncio.CancelledError:
                 raise
-            except (ApiException, TemporaryError, PermanentError) as exc:
-                if getattr(exc, "status", None) != 410:
-                    failures += 1
-                    self.errors += 1
-                    log.warning("informer %s: %s", self.name, classify(exc))
-                    await asyncio.sleep(self._backoff.compute(failures))
+            except _Expired:
+                version = None  # 410: the version is too old to resume from; list again
             except Exception as exc:
+                version = None
                 failures += 1
                 self.errors += 1
-                log.warning("informer %s failed (%d in a row): %r", self.name, failures, exc)
+                log.warning(
+                    "informer %s failed (%d in a row): %s", self.name, failures, classify(exc)
+                )
                 await asyncio.sleep(self._backoff.compute(failures))
+
+    async def _watch_from(self, version: str) -> str:
+        """One watch from `version` until the server ends it; returns the last resourceVersion
+        seen (an event's or a BOOKMARK's). Lines are read and decoded here (orjson), not by
+        kubernetes_asyncio's `Watch`: that builds an `ApiClient` (an SSL context: ~28 ms of
+        the loop) per watch and decodes every event twice, into a typed model too."""
+        resp = await self._list(
+            *self._args,
+            watch=True,
+            allow_watch_bookmarks=True,
+            resource_version=version,
+            timeout_seconds=self._watch_timeout_s,
+            _preload_content=False,
+            _request_timeout=self._watch_client_timeout,
+            **self._kwargs,
+        )
+        try:
+            if not 200 <= resp.status < 300:
+                await body_of(resp)  # raises the taxonomy error
+            streak = 0
+            async for line in resp.content:
+                if not line.strip():
+                    continue
+                event = orjson.loads(line)
+                kind, obj = event.get("type"), event.get("object")
+                if not isinstance(obj, dict):
+                    continue
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise _Expired(str(obj.get("message") or "expired"))
+                    raise status_error(int(obj.get("code") or 500), str(obj.get("message")))
+                version = _version(cast(KubeObject, obj)) or version
+                if kind not in ("ADDED", "MODIFIED", "DELETED"):
+                    continue  # BOOKMARK: only the version
+                typed = cast(T, obj)
+                key = self.key(typed)
+                if kind == "DELETED":
+                    self.objects.pop(key, None)
+                else:
+                    self.objects[key] = typed
+                self._emit(kind, typed)
+                streak += 1
+                if streak % RELIST_CHUNK == 0:
+                    await asyncio.sleep(0)  # a burst of buffered events: let other work in
+        finally:
+            resp.release()
+        return version
+
+
+class _Expired(Exception):
+    """A watch's ERROR event with 410: its resourceVersion is no longer in the history."""
 
 
 def controller_informers(

@@ -108,6 +108,7 @@ async def test_an_informer_recovers_from_a_hung_connection(sim: Sim, watch: bool
         NS,
         handler=lambda kind, obj: seen.append((kind, Informer.key(obj)[1])),
         watch_timeout_s=1,
+        relist_s=0.5,  # the hung-list case needs a list after the first
         request_timeout_s=1.0,
     )
     task = asyncio.create_task(informer.run())

@@ -27,7 +27,7 @@ from surgescale.events import Delivery, Event, EventConsumer
 
 log = logging.getLogger(__name__)
 
-DRAIN_CHUNK = 16
+DRAIN_CHUNK = 8
 """Models handed on for non-urgent evaluation before the drain lets other work run."""
 
 
@@ -45,8 +45,12 @@ class Ingest:
         telemetry: Callable[[], DecisionTelemetry | None],
         chunk: int,
         ack_interval_s: float,
+        urgent: Callable[[str], bool] = lambda _: True,
     ) -> None:
         self.consumer = consumer
+        self._urgent = urgent
+        """Whether a model an `enqueue` or `snapshot` touched has a queue that grew since its
+        last evaluation (then it is evaluated within the batch; else by the drain)."""
         self._admit = admit
         self._store = store
         self._changed = changed
@@ -113,9 +117,10 @@ class Ingest:
                 telemetry = self._telemetry()
                 if telemetry is not None:
                     telemetry.ingested(part)
-                # Models whose queue may have grown first: one of them may need capacity now,
-                # and must not wait behind the evaluations of the others the chunk touched.
-                queued = self._store.queued
+                # Models whose queue grew first: one of them may need capacity now, and must not
+                # wait behind the evaluations of the others the chunk touched.
+                urgent = self._urgent
+                queued = {m for m in self._store.queued if urgent(m)}
                 for model in queued:
                     self._changed(model, now)
                     self._waiting.pop(model, None)  # evaluated now, with this batch's events

@@ -214,6 +214,7 @@ class Controller:
             telemetry=lambda: self.telemetry,
             chunk=cfg.ingest_chunk,
             ack_interval_s=cfg.ack_interval_s,
+            urgent=self._urgent,
         )
         for informer in self.informers.values():
             self._spawn(informer.run(), f"informer {informer.name}")
@@ -378,6 +379,11 @@ class Controller:
         queue = self.store.models[model].queue_depth
         for scaler in scalers:
             self.scheduler.consumed(scaler, queue, now)
+
+    def _urgent(self, model: str) -> bool:
+        """Whether `model`'s queue grew since one of its scalers was last evaluated."""
+        queue = self.store.models[model].queue_depth
+        return any(s.gate.is_urgent(queue) for s in self.by_model.get(model, ()))
 
     def _observed(self, target: ScaleTarget, replicas: int) -> None:
         if self.actuator is not None:

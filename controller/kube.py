@@ -325,7 +325,6 @@ class Informer(Generic[T]):
             checkpoint()
             try:
                 if version is None or loop.time() - listed_at >= self._relist_s:
-                    version = None
                     version = await self._relist()
                     listed_at = loop.time()
                     failures = 0

@@ -3,12 +3,16 @@
 `TP4_NODE` is a 70B TP4-like model under node billing: 4 GPUs per replica on 8-GPU nodes (two
 replicas a node), 120 s model load and 120 s node boot (240 s from asking for a node to a Ready
 replica), a TPOT objective of 50 ms, concurrency learned, no scale to zero, no trend. Tests
-`dataclasses.replace` what they vary.
+`dataclasses.replace` what they vary. `observation(now, defaults, **kw)` builds the
+`Observation` each policy test file describes by its own defaults.
 """
 
 from __future__ import annotations
 
-from controller.policy import Billing, PolicySpec
+from collections.abc import Mapping
+from typing import Any
+
+from controller.policy import Billing, Observation, PolicySpec
 
 TP4_NODE = PolicySpec(
     min_replicas=0,
@@ -23,3 +27,9 @@ TP4_NODE = PolicySpec(
     node_boot_s=120.0,
     trend_z=None,
 )
+
+
+def observation(now: float, defaults: Mapping[str, Any], **kw: Any) -> Observation:
+    """An `Observation` at `now` (its data, and its last enqueue unless `defaults` or `kw` say
+    otherwise): a test file's `defaults`, then `kw`."""
+    return Observation(**{"now_data": now, "last_enqueue_at": now, **defaults, **kw})

@@ -21,6 +21,7 @@ from controller.policy import (
     service_rate,
 )
 from controller.retention import keep_seconds, worth_buying
+from tests.controller.specs import observation
 
 R = Reason
 
@@ -42,22 +43,23 @@ SPEC = PolicySpec(
 """The per-GPU rules: GPU billing, a queue drained within the TTFT SLO."""
 
 
+OBS: dict[str, Any] = {
+    "queue_depth": 0,
+    "in_flight": 0,
+    "ready_replicas": 0,
+    "starting_replicas": 0,
+    "arrival_rate_short": 0.0,
+    "arrival_rate_long": 0.0,
+    "service_rate_per_replica": 10.0,
+    "ttft_p95_s": None,
+    "tpot_p95_s": None,
+    "last_enqueue_at": None,
+}
+"""This file's observation before what a test changes (`specs.observation`)."""
+
+
 def obs(now: float, **kw: Any) -> Observation:
-    base: dict[str, Any] = {
-        "now_data": now,
-        "queue_depth": 0,
-        "in_flight": 0,
-        "ready_replicas": 0,
-        "starting_replicas": 0,
-        "arrival_rate_short": 0.0,
-        "arrival_rate_long": 0.0,
-        "service_rate_per_replica": 10.0,
-        "ttft_p95_s": None,
-        "tpot_p95_s": None,
-        "last_enqueue_at": None,
-    }
-    base.update(kw)
-    return Observation(**base)
+    return observation(now, OBS, **kw)
 
 
 def warm(replicas: int, now: float = 0.0, spec: PolicySpec = SPEC, **kw: Any) -> PolicyState:

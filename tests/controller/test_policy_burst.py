@@ -13,7 +13,8 @@ import pytest
 from controller.policy import Observation, PolicyState, Reason, burst_factor, decide
 from controller.state import ClusterCounts, StateStore
 from surgescale.events import Event, EventType
-from tests.controller.specs import TP4_NODE
+from tests.controller.specs import TP4_NODE, observation
+from tests.controller.test_policy_stall import OBS as STALL_OBS
 
 M = "llama3-70b"
 ON = replace(TP4_NODE, max_replicas=42)
@@ -62,26 +63,19 @@ def test_no_arrivals_no_burst_factor() -> None:
     assert StateStore().model(M).burst_factor(10.0) is None
 
 
+OBS: dict[str, Any] = {
+    **STALL_OBS,
+    "in_flight": 2,
+    "ready_replicas": 12,
+    "arrival_rate_short": 8.0,
+    "arrival_rate_long": 8.0,
+    "burst_factor": 3.0,
+}
+"""This file's observation before what a test changes (`specs.observation`)."""
+
+
 def obs(now: float, **kw: Any) -> Observation:
-    base: dict[str, Any] = {
-        "now_data": now,
-        "queue_depth": 0,
-        "in_flight": 2,
-        "ready_replicas": 12,
-        "starting_replicas": 0,
-        "arrival_rate_short": 8.0,
-        "arrival_rate_long": 8.0,
-        "arrival_short_window_s": 2.0,
-        "service_rate_per_replica": 400.0,
-        "ttft_p95_s": 0.3,
-        "tpot_p95_s": 0.02,
-        "last_enqueue_at": now,
-        "concurrency_per_replica": 256,
-        "stall_rate_per_replica": 4.4,
-        "burst_factor": 3.0,
-    }
-    base.update(kw)
-    return Observation(**base)
+    return observation(now, OBS, **kw)
 
 
 @pytest.mark.parametrize(

@@ -19,28 +19,28 @@ from controller.policy import (
     headroom,
     tpot_rate,
 )
-from tests.controller.specs import TP4_NODE
+from tests.controller.specs import TP4_NODE, observation
 
 SPEC = TP4_NODE
 """70B TP4-like: two replicas per node, a TPOT objective of 50 ms, default headroom (50 %)."""
 
 
+OBS: dict[str, Any] = {
+    "queue_depth": 0,
+    "in_flight": 0,
+    "ready_replicas": 4,
+    "starting_replicas": 0,
+    "arrival_rate_short": 20.0,
+    "arrival_rate_long": 20.0,
+    "service_rate_per_replica": 8.0,
+    "ttft_p95_s": 0.3,
+    "tpot_p95_s": None,
+}
+"""This file's observation before what a test changes (`specs.observation`)."""
+
+
 def obs(now: float, **kw: Any) -> Observation:
-    base: dict[str, Any] = {
-        "now_data": now,
-        "queue_depth": 0,
-        "in_flight": 0,
-        "ready_replicas": 4,
-        "starting_replicas": 0,
-        "arrival_rate_short": 20.0,
-        "arrival_rate_long": 20.0,
-        "service_rate_per_replica": 8.0,
-        "ttft_p95_s": 0.3,
-        "tpot_p95_s": None,
-        "last_enqueue_at": now,
-    }
-    base.update(kw)
-    return Observation(**base)
+    return observation(now, OBS, **kw)
 
 
 @pytest.mark.parametrize(

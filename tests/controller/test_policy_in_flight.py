@@ -16,29 +16,29 @@ from controller.policy import (
     decide,
     in_flight_floor,
 )
-from tests.controller.specs import TP4_NODE
+from tests.controller.specs import TP4_NODE, observation
 
 SPEC = replace(TP4_NODE, max_replicas=116, max_num_seqs=256, tpot_limit=False, rate_headroom=0.0)
 """70B TP4-like (two replicas per node), concurrency learned from a 50 ms TPOT objective."""
 
 
+OBS: dict[str, Any] = {
+    "queue_depth": 0,
+    "in_flight": 0,
+    "ready_replicas": 12,
+    "starting_replicas": 0,
+    "arrival_rate_short": 3.0,
+    "arrival_rate_long": 3.0,
+    "service_rate_per_replica": 3.0,
+    "ttft_p95_s": 0.5,
+    "tpot_p95_s": None,
+    "pod_cap": 256,
+}
+"""This file's observation before what a test changes (`specs.observation`)."""
+
+
 def obs(now: float, **kw: Any) -> Observation:
-    base: dict[str, Any] = {
-        "now_data": now,
-        "queue_depth": 0,
-        "in_flight": 0,
-        "ready_replicas": 12,
-        "starting_replicas": 0,
-        "arrival_rate_short": 3.0,
-        "arrival_rate_long": 3.0,
-        "service_rate_per_replica": 3.0,
-        "ttft_p95_s": 0.5,
-        "tpot_p95_s": None,
-        "last_enqueue_at": now,
-        "pod_cap": 256,
-    }
-    base.update(kw)
-    return Observation(**base)
+    return observation(now, OBS, **kw)
 
 
 @pytest.mark.parametrize(

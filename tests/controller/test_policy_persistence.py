@@ -19,29 +19,29 @@ from controller.policy import (
     decide,
 )
 from controller.retention import Excursions
-from tests.controller.specs import TP4_NODE
+from tests.controller.specs import TP4_NODE, observation
 
 SPEC = replace(TP4_NODE, max_replicas=116)
 """70B TP4 on 8-GPU nodes: two replicas a node, 240 s from asking for a node to a Ready replica."""
 
 
+OBS: dict[str, Any] = {
+    "queue_depth": 0,
+    "in_flight": 20,
+    "ready_replicas": 44,
+    "starting_replicas": 0,
+    "arrival_rate_short": 10.0,
+    "arrival_rate_long": 10.0,
+    "arrival_short_window_s": 2.0,
+    "service_rate_per_replica": 1.5,
+    "ttft_p95_s": 0.3,
+    "tpot_p95_s": None,
+}
+"""This file's observation before what a test changes (`specs.observation`)."""
+
+
 def obs(now: float, **kw: Any) -> Observation:
-    base: dict[str, Any] = {
-        "now_data": now,
-        "queue_depth": 0,
-        "in_flight": 20,
-        "ready_replicas": 44,
-        "starting_replicas": 0,
-        "arrival_rate_short": 10.0,
-        "arrival_rate_long": 10.0,
-        "arrival_short_window_s": 2.0,
-        "service_rate_per_replica": 1.5,
-        "ttft_p95_s": 0.3,
-        "tpot_p95_s": None,
-        "last_enqueue_at": now,
-    }
-    base.update(kw)
-    return Observation(**base)
+    return observation(now, OBS, **kw)
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from controller.policy import (
     release_to,
 )
 from controller.retention import keep_seconds
-from tests.controller.specs import TP4_NODE
+from tests.controller.specs import TP4_NODE, observation
 
 SPEC = replace(
     TP4_NODE,
@@ -36,24 +36,22 @@ replica; no headroom, so a node level is needed exactly while its replicas are; 
 (they are off by default)."""
 
 
+OBS: dict[str, Any] = {
+    "queue_depth": 0,
+    "in_flight": 0,
+    "starting_replicas": 0,
+    "arrival_short_window_s": 2.0,
+    "service_rate_per_replica": 1.0,
+    "ttft_p95_s": 0.3,
+    "tpot_p95_s": 0.02,
+}
+"""This file's observation before what a test changes (`specs.observation`)."""
+
+
 def obs(now: float, rate: float, ready: int, **kw: Any) -> Observation:
     """Demand of `rate` req/s at 1 req/s per replica (0.9 usable): ceil(rate / 0.9) replicas."""
-    base: dict[str, Any] = {
-        "now_data": now,
-        "queue_depth": 0,
-        "in_flight": 0,
-        "ready_replicas": ready,
-        "starting_replicas": 0,
-        "arrival_rate_short": rate,
-        "arrival_rate_long": rate,
-        "arrival_short_window_s": 2.0,
-        "service_rate_per_replica": 1.0,
-        "ttft_p95_s": 0.3,
-        "tpot_p95_s": 0.02,
-        "last_enqueue_at": now,
-    }
-    base.update(kw)
-    return Observation(**base)
+    rates = {"arrival_rate_short": rate, "arrival_rate_long": rate}
+    return observation(now, {**OBS, "ready_replicas": ready, **rates}, **kw)
 
 
 # ---- release in steps -------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from controller.policy import Observation, PolicyState, Reason, decide, prefill_
 from controller.stall import stall_rate
 from controller.state import ClusterCounts, StateStore
 from surgescale.events import Event, EventType
-from tests.controller.specs import TP4_NODE
+from tests.controller.specs import TP4_NODE, observation
 
 M = "llama3-70b"
 SPEC = replace(TP4_NODE, max_replicas=116)
@@ -127,25 +127,25 @@ def test_capacity_measured_while_full_at_a_collapsed_concurrency_is_not_reused()
     assert model.service_rate(10.0, 256) == pytest.approx(512.0)
 
 
+OBS: dict[str, Any] = {
+    "queue_depth": 0,
+    "in_flight": 20,
+    "ready_replicas": 44,
+    "starting_replicas": 0,
+    "arrival_rate_short": 20.0,
+    "arrival_rate_long": 20.0,
+    "arrival_short_window_s": 2.0,
+    "service_rate_per_replica": 400.0,
+    "ttft_p95_s": 0.3,
+    "tpot_p95_s": 0.02,
+    "concurrency_per_replica": 256,
+    "stall_rate_per_replica": 4.4,
+}
+"""This file's observation before what a test changes (`specs.observation`)."""
+
+
 def obs(now: float, **kw: Any) -> Observation:
-    base: dict[str, Any] = {
-        "now_data": now,
-        "queue_depth": 0,
-        "in_flight": 20,
-        "ready_replicas": 44,
-        "starting_replicas": 0,
-        "arrival_rate_short": 20.0,
-        "arrival_rate_long": 20.0,
-        "arrival_short_window_s": 2.0,
-        "service_rate_per_replica": 400.0,
-        "ttft_p95_s": 0.3,
-        "tpot_p95_s": 0.02,
-        "last_enqueue_at": now,
-        "concurrency_per_replica": 256,
-        "stall_rate_per_replica": 4.4,
-    }
-    base.update(kw)
-    return Observation(**base)
+    return observation(now, OBS, **kw)
 
 
 @pytest.mark.parametrize(

@@ -12,32 +12,32 @@ import pytest
 from controller.policy import Observation, PolicyState, Reason, decide, tpot_scale
 from controller.state import ClusterCounts, StateStore
 from surgescale.events import Event, EventType
-from tests.controller.specs import TP4_NODE
+from tests.controller.specs import TP4_NODE, observation
 
 M = "llama3-70b"
 SPEC = replace(TP4_NODE, max_replicas=42)
 
 
+OBS: dict[str, Any] = {
+    "queue_depth": 0,
+    "in_flight": 40,
+    "ready_replicas": 4,
+    "starting_replicas": 0,
+    "arrival_rate_short": 6.0,
+    "arrival_rate_long": 6.0,
+    "arrival_short_window_s": 2.0,
+    "service_rate_per_replica": 400.0,
+    "ttft_p95_s": 0.5,
+    "tpot_p95_s": 0.5,
+    "concurrency_per_replica": 256,
+    "stall_rate_per_replica": 4.5,
+    "tpot_base_s": 0.018,
+}
+"""This file's observation before what a test changes (`specs.observation`)."""
+
+
 def obs(now: float, **kw: Any) -> Observation:
-    base: dict[str, Any] = {
-        "now_data": now,
-        "queue_depth": 0,
-        "in_flight": 40,
-        "ready_replicas": 4,
-        "starting_replicas": 0,
-        "arrival_rate_short": 6.0,
-        "arrival_rate_long": 6.0,
-        "arrival_short_window_s": 2.0,
-        "service_rate_per_replica": 400.0,
-        "ttft_p95_s": 0.5,
-        "tpot_p95_s": 0.5,
-        "last_enqueue_at": now,
-        "concurrency_per_replica": 256,
-        "stall_rate_per_replica": 4.5,
-        "tpot_base_s": 0.018,
-    }
-    base.update(kw)
-    return Observation(**base)
+    return observation(now, OBS, **kw)
 
 
 @pytest.mark.parametrize(

@@ -119,6 +119,12 @@ class ControllerConfig(BaseSettings):
     """Single Redis, > 0: while reads find entries, read again without BLOCK at most every this
     many ms (a blocking read of every model's stream costs Redis per stream named on each wake;
     docs/scale-out.md); 0: every read blocks until an entry comes."""
+    consumer_notify: bool = True
+    """Single Redis: read only the streams Redis's keyspace notifications say had entries added
+    (stream flags are turned on with CONFIG SET; refused, every read names every stream as
+    before), and every stream every `consumer_full_read_s` (`surgescale.events.notify`)."""
+    consumer_full_read_s: float = Field(1.0, gt=0)
+    """With notifications: how often a read names every stream anyway (lost notifications)."""
     consumer_count: int = Field(100, ge=1)
     """Stream entries per read (each holds a producer batch of events): smaller reads keep a
     trigger from waiting behind a huge batch when the controller is catching up."""

@@ -199,11 +199,17 @@ class Controller:
             block_ms=cfg.consumer_block_ms,
             count=cfg.consumer_count,
             poll_interval_ms=cfg.consumer_poll_ms,
+            notify=cfg.consumer_notify,
+            full_read_s=cfg.consumer_full_read_s,
             discover_interval_s=0.5,
             stale_group_prefix=f"{cfg.group_prefix}-",
             stale_group_idle_s=cfg.stale_group_idle_s,
             # Sharded: read only the streams of the models whose shard we hold.
             model_filter=self._reads if cfg.shards > 1 else None,
+        )
+        consumer = self.consumer
+        self.metrics.stream_notifications.set_function(
+            lambda: 1.0 if consumer.notify_state == "on" else 0.0
         )
         self.ingest = Ingest(
             self.consumer,

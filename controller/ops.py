@@ -113,6 +113,12 @@ class Metrics:
         self.leader = Gauge(
             "surgescale_controller_leader", "1 while this instance holds the Lease.", registry=r
         )
+        self.stream_notifications = Gauge(
+            "surgescale_controller_stream_notifications",
+            "1 while Redis keyspace notifications name the streams each read names; 0 while "
+            "every read names every model stream (off, refused by Redis, or reconnecting).",
+            registry=r,
+        )
         self._by_model: dict[str, _ModelSeries] = {}
 
     def _series(self, model: str) -> _ModelSeries:

@@ -49,6 +49,7 @@ from redis.exceptions import RedisClusterException, ResponseError
 from surgescale.cancel import checkpoint
 from surgescale.events.client import TRANSPORT_ERRORS, RedisClient, is_cluster
 from surgescale.events.keys import StreamKeys
+from surgescale.events.notify import StreamNotes
 from surgescale.events.rawread import PackedRead, fields_dict, streams_of
 from surgescale.events.rawwrite import RawPipe
 from surgescale.events.schema import FIELD, Event, decode_entry
@@ -119,6 +120,10 @@ class ConsumerStats:
     slot_groups: int = 0
     """Hash slots the streams fall in (a Redis Cluster reads each slot's streams separately)."""
     groups_collected: int = 0
+    notified_reads: int = 0
+    """Reads of only the streams keyspace notifications named."""
+    full_reads: int = 0
+    """Reads (single Redis) that named every stream."""
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
 
 
@@ -158,6 +163,8 @@ class EventConsumer:
         max_parallel_reads: int = 256,
         max_entries_per_read: int = 10_000,
         poll_interval_ms: float = 0.0,
+        notify: bool = False,
+        full_read_s: float = 1.0,
     ) -> None:
         self._redis = redis
         self._cluster = is_cluster(redis)
@@ -212,6 +219,19 @@ class EventConsumer:
         """Single Redis, > 0: while a read found entries within the last `block_ms`, reads do
         not block and are sent at most this often (0: every read blocks until an entry
         comes)."""
+        self._notes = (
+            StreamNotes.for_client(redis, self.keys)
+            if notify and self._packed is not None
+            else None
+        )
+        """Single Redis, `notify`: the streams Redis's keyspace notifications named since the
+        last read (`surgescale.events.notify`); while they are live, a read names only those."""
+        self._notes_task: asyncio.Task[None] | None = None
+        self._notes_epoch = 0
+        """The notes' subscription the last read of every stream followed."""
+        self._full_read_s = full_read_s
+        self._next_full = 0.0
+        """When the next read of every stream is due while notifications are live."""
         self._found_at = -math.inf
         """When a read of all streams last found entries (monotonic)."""
         self._last_read_at = -math.inf
@@ -242,6 +262,12 @@ class EventConsumer:
     @property
     def streams(self) -> list[str]:
         return list(self._streams)
+
+    @property
+    def notify_state(self) -> str:
+        """Whether keyspace notifications name the streams to read: "off" (not asked for, or
+        not a plain single Redis), else `StreamNotes.state` ("on", "refused", "down", ...)."""
+        return "off" if self._notes is None else self._notes.state
 
     @property
     def models(self) -> list[str]:
@@ -444,6 +470,8 @@ class EventConsumer:
         cancelled: what they had taken stays pending in the group, re-read from this consumer's
         history when it comes back under the same name, or reclaimed by another consumer."""
         failures = 0
+        if self._notes is not None and self._notes_task is None:
+            self._notes_task = asyncio.create_task(self._notes.run(), name="stream notes")
         try:
             while not self._stopped:
                 checkpoint()  # a cancel redis-py's write lost (surgescale.cancel) stops us here
@@ -465,6 +493,9 @@ class EventConsumer:
     async def _cancel_reads(self) -> None:
         tasks: list[asyncio.Task[Any]] = list(self._inflight.values())
         self._inflight.clear()
+        if self._notes_task is not None:
+            tasks.append(self._notes_task)
+            self._notes_task = None
         if self._housekeeping is not None:
             tasks.append(self._housekeeping)
             self._housekeeping = None
@@ -553,6 +584,21 @@ class EventConsumer:
             part = self._claim_queue[:CLAIM_SLICE]
             del self._claim_queue[:CLAIM_SLICE]
             out.extend(await self._reclaim(part))
+        notes = self._notes
+        if notes is not None and notes.live:
+            if notes.epoch == self._notes_epoch and now < self._next_full:
+                out.extend(await self._read_named(notes, out, now))
+                return out
+            # A new subscription (notifications may have been lost before it) or the safety
+            # net's turn: read every stream once, without blocking; what is named from now on
+            # is read next.
+            self._notes_epoch, self._next_full = notes.epoch, now + self._full_read_s
+            notes.take()
+            self.stats.full_reads += 1
+            out.extend(await self._read(self._streams, block=None))
+            notes.mark(self._full)
+            self._full = []
+            return out
         block: int | None = None if out else self._block_ms
         if block is not None and self._poll_s > 0 and now - self._found_at < block / 1000.0:
             # Entries came within the last block time, so more are probably on their way:
@@ -564,6 +610,7 @@ class EventConsumer:
             if wait > 0:
                 await asyncio.sleep(wait)
             block = None
+        self.stats.full_reads += 1
         got = await self._read(self._streams, block=block)
         self._last_read_at = time.monotonic()
         if got:
@@ -578,6 +625,27 @@ class EventConsumer:
             if len(out) + len(full) * packed.count_for(len(full)) <= packed.max_entries:
                 out.extend(await self._read(dict.fromkeys(full, ">"), block=None))
         return out
+
+    async def _read_named(
+        self, notes: StreamNotes, found: list[Delivery], now: float
+    ) -> list[Delivery]:
+        """Read the streams keyspace notifications named (waiting for one up to the block
+        time, unless `found` has entries already), without BLOCK. A stream not known yet is
+        looked for at the next poll; one that filled its COUNT is named again at once."""
+        if not found:
+            await notes.wait(min(self._block_ms / 1000.0, self._next_full - now))
+        named = notes.take()
+        streams = self._streams
+        wanted = {s: ">" for s in named if streams.get(s) == ">"}
+        if len(wanted) < len(named) and any(s not in self._seen for s in named):
+            self._next_discover = 0.0
+        if not wanted:
+            return []
+        self.stats.notified_reads += 1
+        got = await self._read(wanted, block=None)
+        notes.mark(self._full)
+        self._full = []
+        return got
 
     def _slot_groups(self) -> dict[int, list[str]]:
         if self._groups is None:
@@ -675,11 +743,7 @@ class EventConsumer:
             raise
         out: list[Delivery] = []
         poison: list[Poison] = []
-        cap = (
-            self._packed.count_for(len(streams))
-            if self._packed is not None and streams is self._streams
-            else 0
-        )
+        cap = self._packed.count_for(len(streams)) if self._packed is not None else 0
         for raw_stream, entries in streams_of(reply):
             stream = raw_stream.decode() if isinstance(raw_stream, bytes) else raw_stream
             own_history = streams.get(stream) != ">"

@@ -18,6 +18,9 @@ arrive, the batch's future resolved when all its replies are in.
   connects again (AUTH and SELECT first). There is no retry here: callers retry with their own
   backoff.
 - One batch at a time (callers run one flush at a time; a second concurrent call waits).
+- `listen(command, on_push)`: subscribe mode on a pipe of its own (PSUBSCRIBE), every reply
+  handed to `on_push` as hiredis parses it, until the connection is lost (`surgescale.events
+  .notify`: 1 µs of CPU per message against 14 µs through redis-py's PubSub).
 - Closing the client (`surgescale.events.close`) closes its pipes too, as it closes redis-py's
   pooled connections: a writer still running (a producer nobody closed) gets a transport error
   and backs off, as it did through redis-py, instead of writing on after its owner cleaned up.
@@ -31,7 +34,7 @@ import asyncio
 import hashlib
 import socket
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import hiredis
@@ -61,6 +64,9 @@ class _Protocol(asyncio.Protocol):
         self.expected = 0
         self.waiter: asyncio.Future[list[Any]] | None = None
         self.lost: BaseException | None = None
+        self.on_push: Callable[[Any], None] | None = None
+        """Subscribe mode (`RawPipe.listen`): every reply goes here as it is parsed."""
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -69,9 +75,13 @@ class _Protocol(asyncio.Protocol):
         reader = self.reader
         reader.feed(data)
         replies = self.replies
+        on_push = self.on_push
         try:
             while (reply := reader.gets()) is not False:
-                replies.append(reply)
+                if on_push is not None:
+                    on_push(reply)
+                else:
+                    replies.append(reply)
         except InvalidResponse as exc:  # not RESP: nothing more on this connection is usable
             self._fail(exc)
             if self.transport is not None:
@@ -85,6 +95,8 @@ class _Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = exc or ConnectionResetError("Redis closed the connection")
         self._fail(self.lost)
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def _fail(self, exc: BaseException) -> None:
         waiter = self.waiter
@@ -226,6 +238,35 @@ class RawPipe:
         self._proto = proto
         self.connects += 1
         return proto
+
+    async def listen(self, command: Sequence[bytes], on_push: Callable[[Any], None]) -> None:
+        """Subscribe mode: send `command` (SUBSCRIBE, PSUBSCRIBE) on a connection of this
+        pipe's own and hand every reply from then on (the confirmation, then each message) to
+        `on_push`, called from the protocol as replies are parsed, several per read when they
+        came together. Returns when the connection is lost or `close()`d, raising
+        `redis.exceptions.ConnectionError`. The pipe is for this alone until then."""
+        async with self._lock:
+            proto = self._proto
+            if proto is None or not self.connected:
+                proto = await self._connect()
+            transport = proto.transport
+            assert transport is not None
+            proto.on_push = on_push
+            try:
+                transport.write(pack(command))
+                await proto.closed
+            finally:
+                self.close()
+        raise RedisConnectionError(f"Redis connection lost: {proto.lost!r}")
+
+    def send(self, command: Sequence[bytes]) -> bool:
+        """Write `command` without waiting for its reply (PING while `listen`ing: its reply
+        goes to `on_push`); False if there is no connection."""
+        proto = self._proto
+        if proto is None or proto.transport is None or proto.lost is not None:
+            return False
+        proto.transport.write(pack(command))
+        return True
 
     @staticmethod
     def _drop(proto: _Protocol) -> None:

@@ -80,6 +80,8 @@ async def test_load_step_scales_the_deployment_and_the_nodepool_follows(
     assert metrics['surgescale_controller_desired_replicas{model="llama3-8b"}'] == 6
     assert metrics['surgescale_controller_queue_depth{model="llama3-8b"}'] >= 40
     assert metrics["surgescale_controller_leader"] == 1
+    # A single Redis: reads name only the streams keyspace notifications said had changed.
+    assert metrics["surgescale_controller_stream_notifications"] == 1
 
 
 async def test_invalid_scaler_gets_a_condition_and_the_others_keep_working(sim: Sim) -> None:

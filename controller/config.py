@@ -86,9 +86,11 @@ class ControllerConfig(BaseSettings):
     min_eval_interval_s: float = Field(0.05, ge=0)
     """Rate limit of event-driven evaluations per InferenceScaler; the first of a burst and any
     batch that grows the queue are evaluated at once."""
-    max_evals_per_s: float = Field(1000.0, gt=0)
+    max_evals_per_s: float = Field(250.0, gt=0)
     """Budget of non-urgent evaluations a second over all models (each model's interval is
-    stretched to keep under it when there are many; a growing queue is evaluated at once)."""
+    stretched to keep under it when there are many: every 4 s at 1,000 models; a growing queue
+    is evaluated at once). 1,000 took a third of a core at 1,000 models and doubled the reaction
+    p99 of the urgent path (docs/scale-out.md, eighth round)."""
     tick_s: float = Field(1.0, gt=0)
     """Periodic evaluation (scale-down, idle, staleness)."""
     short_window_s: float = Field(2.0, gt=0)

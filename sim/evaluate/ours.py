@@ -44,7 +44,7 @@ class OursConfig:
     """Cadence of the controller loop in the evaluator."""
 
     min_interval_s: float = 0.05
-    max_evals_per_s: float = 1_000.0
+    max_evals_per_s: float = 250.0
     """The evaluation budget (`controller.fleet`); with one model it leaves `min_interval_s`."""
     tick_s: float = 1.0
     snapshot_s: float = 1.0

@@ -208,9 +208,7 @@ class Controller:
             model_filter=self._reads if cfg.shards > 1 else None,
         )
         consumer = self.consumer
-        self.metrics.stream_notifications.set_function(
-            lambda: 1.0 if consumer.notify_state == "on" else 0.0
-        )
+        self.metrics.stream_notifications.set_function(lambda: 1.0 if consumer.notified else 0.0)
         self.ingest = Ingest(
             self.consumer,
             admit=self.gate.admit,

@@ -270,6 +270,13 @@ class EventConsumer:
         return "off" if self._notes is None else self._notes.state
 
     @property
+    def notified(self) -> bool:
+        """Reads follow keyspace notifications now: subscribed, and every stream was read since
+        the subscription was made (what was added before it is in hand)."""
+        notes = self._notes
+        return notes is not None and notes.live and self._notes_epoch == notes.epoch
+
+    @property
     def models(self) -> list[str]:
         """The models whose streams are read now."""
         return [m for m in map(self.keys.model_of, self._streams) if m is not None]

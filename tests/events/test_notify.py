@@ -84,7 +84,7 @@ async def test_reads_name_only_the_streams_that_changed(
     reader = Reader(consumer)
     try:
         await until(lambda: len(reader.got) >= STREAMS, "the first entries are read")
-        await until(lambda: consumer.notify_state == "on", "notifications are on")
+        await until(lambda: consumer.notified, "reads follow notifications")
         assert missing_flags(await server_flags(redis)) == ""  # turned on by the consumer
         full = consumer.stats.full_reads
         reader.got.clear()
@@ -110,7 +110,7 @@ async def test_entries_whose_notification_was_lost_are_read_by_the_next_full_rea
     )
     reader = Reader(consumer)
     try:
-        await until(lambda: consumer.notify_state == "on" and len(reader.got) >= 10, "started")
+        await until(lambda: consumer.notified and len(reader.got) >= 10, "started")
         await redis.config_set(FLAGS, "")  # from now on XADD publishes nothing
         full = consumer.stats.full_reads
         await add(redis, keys, "m3", 99)
@@ -130,7 +130,7 @@ async def test_a_dropped_subscription_is_made_again_and_nothing_is_lost(
     )
     reader = Reader(consumer)
     try:
-        await until(lambda: consumer.notify_state == "on" and len(reader.got) >= 2, "started")
+        await until(lambda: consumer.notified and len(reader.got) >= 2, "started")
         notes = consumer._notes
         assert notes is not None
         epoch = notes.epoch

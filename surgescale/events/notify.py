@@ -82,7 +82,8 @@ class StreamNotes:
         self.received = 0
         """Notifications received."""
         self._wake = asyncio.Event()
-        self._heard = 0.0
+        self._quiet = 0
+        """PING intervals that passed without a reply of any kind (reset by every reply)."""
         self._refusal_logged = False
 
     @classmethod
@@ -127,7 +128,7 @@ class StreamNotes:
             self.live = True
             self.state = "on"
             log.info("stream reads follow keyspace notifications (%s)", self._pattern.decode())
-        self._heard = asyncio.get_running_loop().time()
+        self._quiet = 0
 
     async def _enable(self) -> bool:
         """Make sure stream commands publish keyspace notifications; False if refused."""
@@ -157,23 +158,20 @@ class StreamNotes:
     async def run(self) -> None:
         """Subscribe and keep `dirty` until cancelled; reconnect with backoff on failure."""
         failures = 0
-        loop = asyncio.get_running_loop()
         while True:
             try:
                 if not await self._enable():
                     self.state = "refused"
                     await asyncio.sleep(RETRY_ENABLE_S)
                     continue
-                self._heard = loop.time()
+                self._quiet = 0
                 listening = asyncio.ensure_future(
                     self._pipe.listen([b"PSUBSCRIBE", self._pattern], self._on_push)
                 )
                 try:
-                    while not listening.done():
-                        await asyncio.wait([listening], timeout=self._ping_s)
-                        if listening.done():
-                            break
-                        if loop.time() - self._heard > 2 * self._ping_s + self._pipe.timeout:
+                    while not (await asyncio.wait([listening], timeout=self._ping_s))[0]:
+                        self._quiet += 1
+                        if self._quiet > 2:  # two PINGs unanswered
                             log.warning("keyspace notifications: no answer to PING; reconnecting")
                             self._pipe.close()
                         else:
@@ -188,6 +186,5 @@ class StreamNotes:
                     log.warning("keyspace notifications lost (%s); reading every stream", exc)
             finally:
                 self.live = False
-            if self.state != "refused":
-                self.state = "down"
+            self.state = "down"
             await asyncio.sleep(self._backoff.compute(max(failures, 1)))

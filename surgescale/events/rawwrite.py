@@ -243,8 +243,8 @@ class RawPipe:
         """Subscribe mode: send `command` (SUBSCRIBE, PSUBSCRIBE) on a connection of this
         pipe's own and hand every reply from then on (the confirmation, then each message) to
         `on_push`, called from the protocol as replies are parsed, several per read when they
-        came together. Returns when the connection is lost or `close()`d, raising
-        `redis.exceptions.ConnectionError`. The pipe is for this alone until then."""
+        came together. Ends, by raising `redis.exceptions.ConnectionError`, when the connection
+        is lost or `close()`d. The pipe is for this alone until then."""
         async with self._lock:
             proto = self._proto
             if proto is None or not self.connected:

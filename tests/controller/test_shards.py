@@ -381,7 +381,11 @@ async def test_a_joining_member_gets_its_share_without_two_holders_at_once(
     }
     b = await sim.controller("b", **opts)
     await balanced(ledger, prefix, {"b"})  # alone: it runs everything
-    assert all(b.leads(s) for s in b.scalers.values())
+
+    async def b_leads_all() -> bool:  # the server stores a Lease before b reads the reply
+        return bool(b.scalers) and all(b.leads(s) for s in b.scalers.values())
+
+    await eventually(b_leads_all, timeout=5.0, what="b to lead every model once it holds all")
 
     both: list[tuple[int, ...]] = []
     sampling = True

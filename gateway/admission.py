@@ -221,6 +221,25 @@ class ModelQueue:
         self.queued += 1
         return Offer(Verdict.ADMITTED, evicted)
 
+    def dispatch_at_once(self, ticket: Ticket) -> bool:
+        """When nobody waits: admit `ticket` straight to the pod `offer` then `assign` would
+        give it now (the usual case, without a trip through the lanes); False (nothing done)
+        if it has to be `offer`ed instead: others wait, the queue takes none, its key is at
+        its limit, or no pod is open."""
+        if self.queued or self.requeued or self.queued >= self.max_length:
+            return False
+        limit = self.tenant_limit
+        if limit is not None and self._running_by.get(ticket.tenant, 0) >= limit:
+            return False
+        pod = self._choose(ticket.exclude)
+        if pod is None:
+            return False
+        ticket.seq = self._seq
+        self._seq += 1
+        self.queued += 1  # `_dispatch` takes it off again
+        self._dispatch(ticket, pod)
+        return True
+
     def requeue(self, ticket: Ticket, *, failed_pod: str | None) -> None:
         """Put a dispatched ticket back in the queue for a retry, at its old place."""
         self._release(ticket)

@@ -114,6 +114,8 @@ class Scheduler:
                 status=503, reason="draining", message="the gateway is shutting down", queued=False
             )
         q = self.queue(model)
+        if q.dispatch_at_once(ticket):
+            return
         offer = q.offer(ticket)
         if offer.verdict is Verdict.QUEUE_FULL:
             raise Rejected(

@@ -157,3 +157,116 @@ def test_deadline_order_properties(
         assert all(s is not TicketState.NEW for s in states)
         assert q.queued + q.requeued == len(waiting)
         assert q.in_flight == sum(1 for s in states if s is TicketState.ASSIGNED) + q.requeued
+
+
+_TWIN_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["admit", "admit", "finish", "first_token", "requeue", "pod_up", "down"]),
+        st.integers(min_value=0, max_value=30),
+        st.sampled_from(["", "a", "b"]),
+        st.booleans(),
+    ),
+    min_size=10,
+    max_size=80,
+)
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    ops=_TWIN_OPS,
+    fairness=st.booleans(),
+    limit=st.sampled_from([None, 1, 2]),
+    gated=st.booleans(),
+    max_length=st.sampled_from([0, 3, 8]),
+)
+def test_dispatch_at_once_is_what_offer_then_assign_would_do(
+    ops: list[tuple[str, int, str, bool]],
+    fairness: bool,
+    limit: int | None,
+    gated: bool,
+    max_length: int,
+) -> None:
+    """The scheduler's shortcut (`dispatch_at_once`, else `offer`; then `assign`) and the long
+    way (`offer`, then `assign`) driven alike: every request ends on the same pod, in the same
+    state, with the same counts, whatever arrives, streams, fails and finishes."""
+    policy = DispatchPolicy(prefill_limit=1) if gated else DispatchPolicy()
+
+    def queue() -> ModelQueue:
+        return ModelQueue(
+            "m", max_length=max_length, fairness=fairness, tenant_limit=limit, policy=policy
+        )
+
+    short, long = queue(), queue()
+    tickets: dict[str, tuple[Ticket, Ticket]] = {}
+    now = 0.0
+    took_shortcut = 0
+    for op, n, tenant, stream in ops:
+        now += 1.0
+        at_once: list[str] = []
+        if op == "admit":
+            name = str(len(tickets))
+            pair = tuple(
+                Ticket(request_id=name, tenant=tenant, arrived=now, stream=stream) for _ in range(2)
+            )
+            tickets[name] = pair  # type: ignore[assignment]
+            a, b = pair
+            if short.dispatch_at_once(a):
+                took_shortcut += 1
+                at_once.append(name)
+            else:
+                short.offer(a)
+            long.offer(b)
+        elif op in ("finish", "first_token", "requeue"):
+            running = sorted(k for k, (a, _) in tickets.items() if a.state is TicketState.ASSIGNED)
+            if running:
+                a, b = tickets[running[n % len(running)]]
+                for q, t in ((short, a), (long, b)):
+                    if op == "finish":
+                        q.finish(t)
+                    elif op == "first_token":
+                        q.first_token(t)
+                    else:
+                        assert t.pod is not None
+                        q.requeue(t, failed_pod=t.pod.url)
+        else:
+            for q in (short, long):
+                if op == "pod_up":
+                    q.upsert_pod(f"p{n % 3}", ready=True, capacity=1 + n % 3)
+                else:
+                    q.remove_pod(f"p{n % 3}")
+        got_short = [t.request_id for t in short.assign(now=now)]
+        got_long = [t.request_id for t in long.assign(now=now)]
+        assert sorted(at_once + got_short) == sorted(got_long)  # the same ones went
+        for a, b in tickets.values():
+            assert a.state is b.state
+            assert (a.pod.url if a.pod else None) == (b.pod.url if b.pod else None)
+        assert (short.queued, short.requeued, short.in_flight) == (
+            long.queued,
+            long.requeued,
+            long.in_flight,
+        )
+    if any(op == "admit" for op, *_ in ops) and max_length == 0:
+        assert took_shortcut == 0  # a queue that takes none refuses even with a slot free
+
+
+def test_dispatch_at_once_only_when_nobody_waits() -> None:
+    q = ModelQueue("m", max_length=4)
+    q.upsert_pod("p0", ready=True, capacity=1)
+    q.upsert_pod("p1", ready=True, capacity=2)
+    first, second, third, fourth = (
+        Ticket(request_id=str(i), tenant="", arrived=float(i)) for i in range(4)
+    )
+    assert q.dispatch_at_once(first)
+    assert first.state is TicketState.ASSIGNED
+    assert first.pod is q.pods["p0"]  # the tie goes to the first pod
+    assert q.dispatch_at_once(second)
+    assert second.pod is q.pods["p1"]  # the least loaded
+    assert q.dispatch_at_once(third)
+    assert not q.dispatch_at_once(fourth)  # every slot is taken: it has to be offered
+    assert fourth.state is TicketState.NEW
+    q.offer(fourth)
+    q.finish(first)
+    fifth = Ticket(request_id="4", tenant="", arrived=4.0)
+    assert not q.dispatch_at_once(fifth)  # a slot is free, but `fourth` waits: it goes first
+    assert [t.request_id for t in q.assign(now=5.0)] == ["3"]
+    assert (q.queued, q.in_flight) == (0, 3)

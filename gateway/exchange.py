@@ -61,10 +61,11 @@ class Exchange:
         return (self.admitted_at - self.arrived) + (sent_at - self.slot_at)
 
 
-def emit(ex: Exchange, kind: EventType, **fields: object) -> None:
+def emit(ex: Exchange, kind: EventType, *, soon: bool = False, **fields: object) -> None:
     """Send one event about this request (a no-op when events are off); an `enqueue` that has
-    to wait for a slot is urgent (`Reporter.emit`: it goes to Redis at once)."""
+    to wait for a slot is urgent (`Reporter.emit`: it goes to Redis at once). `soon`: at the
+    loop's next turn, off the way to the first byte (`Reporter.emit`)."""
     reporter = ex.state.reporter
     if reporter is not None:
         urgent = kind is EventType.ENQUEUE and ex.ticket.state is not TicketState.ASSIGNED
-        reporter.emit(kind, ex.model, ex.ticket.request_id, urgent=urgent, **fields)
+        reporter.emit(kind, ex.model, ex.ticket.request_id, urgent=urgent, soon=soon, **fields)

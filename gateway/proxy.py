@@ -108,6 +108,7 @@ async def serve_completion(request: web.Request, endpoint: Endpoint) -> web.Stre
         prompt_tokens=parsed.prompt_tokens,
         api_key=tenant or None,
         deadline_ms=budget * 1000.0,
+        soon=True,
     )
     try:
         ex.pod = await _wait_for_slot(request, ex, stream=parsed.stream)
@@ -120,7 +121,7 @@ async def serve_completion(request: web.Request, endpoint: Endpoint) -> web.Stre
     queue_s = ex.slot_at - ex.admitted_at
     ex.metrics.queue_wait.observe(queue_s)
     ex.queue_ms = (ex.slot_at - arrived) * 1000.0
-    emit(ex, EventType.DISPATCH, pod=ex.pod.url, queue_ms=ex.queue_ms)
+    emit(ex, EventType.DISPATCH, pod=ex.pod.url, queue_ms=ex.queue_ms, soon=True)
     ex.dispatched = True
     try:
         response = await _answer(ex, await _forward(request, ex, parsed, endpoint))

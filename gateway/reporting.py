@@ -23,6 +23,12 @@ the controller's view prompt and the writes off the path to a first byte:
 Each event is stamped (`ts_ms`) when it is emitted, not when it is released; order is kept
 (snapshots are held with them, so a snapshot still follows the events it counts).
 
+Before any of that, the request path hands its `enqueue` (when dispatched at once), `dispatch`
+and `first_token` over with `soon`: they are built at the loop's next turn, which comes while
+the request waits for its pod or after its first chunk is written, so the ~20-30 us each costs
+on a busy machine is not on the way to the first byte. They keep their time and their order: an
+immediate event, a snapshot, a release or the linger's timer first emits what was left.
+
 Accounting the controller can rely on (per model, per gateway):
 
 - `enqueue` +1 queued (every admitted request, at arrival);
@@ -108,6 +114,8 @@ class Reporter:
         self._wall_ms = wall_ms
         self.seq = 0
         self._listeners: list[Listener] = []
+        self._soon: list[tuple[EventType, str, str, int, dict[str, object]]] = []
+        """Events left for the loop's next turn (`emit(soon=True)`), in order."""
 
     def add_listener(self, listener: Listener) -> None:
         """Also tell `listener` of every milestone `emit` is given (events on or off); a
@@ -128,17 +136,50 @@ class Reporter:
         request_id: str = "",
         *,
         urgent: bool = False,
+        soon: bool = False,
         **fields: object,
     ) -> None:
         """One request milestone; `urgent` sends it (and what is held before it) at once (an
-        `enqueue` that waits for a slot); a `reject` is always urgent."""
+        `enqueue` that waits for a slot); a `reject` is always urgent.
+
+        `soon` (ignored for an urgent one) leaves the work to the loop's next turn, which
+        comes when the request path next waits (for the pod's answer, or after a write to
+        the client): an event is bookkeeping, kept off the way to the first byte. It keeps
+        the time of its milestone and its place among the others: an event, snapshot or
+        release that comes first takes what was left with it (`catch_up`)."""
+        urgent = urgent or kind is EventType.REJECT
+        if soon and not urgent:
+            self._soon.append((kind, model, request_id, self._wall_ms(), fields))
+            if len(self._soon) == 1:
+                asyncio.get_running_loop().call_soon(self.catch_up)
+            return
+        if self._soon:
+            self.catch_up()  # what was left for later goes first: order is kept
+        self._emit(kind, model, request_id, self._wall_ms(), fields, urgent=urgent)
+
+    def catch_up(self) -> None:
+        """Emit now, in order, the events left for the loop's next turn (`emit(soon=True)`)."""
+        pending, self._soon = self._soon, []
+        for kind, model, request_id, ts_ms, fields in pending:
+            self._emit(kind, model, request_id, ts_ms, fields, urgent=False)
+
+    def _emit(
+        self,
+        kind: EventType,
+        model: str,
+        request_id: str,
+        ts_ms: int,
+        fields: dict[str, object],
+        *,
+        urgent: bool,
+    ) -> None:
         producer = self.producer
         if producer is not None:
             event = Event(
                 type=kind,
                 model=model,
                 gateway=self.gateway,
-                ts_ms=self._wall_ms(),
+                ts_ms=ts_ms,
                 request_id=request_id,
                 **fields,  # type: ignore[arg-type]
             )
@@ -147,7 +188,7 @@ class Reporter:
                     self._opening.add(request_id)
                 elif kind in _OPENED_UNTIL:
                     self._opening.discard(request_id)
-            self._send(producer, event, now=urgent or kind is EventType.REJECT)
+            self._send(producer, event, now=urgent)
         for listener in self._listeners:
             try:
                 listener(kind, model, request_id, fields)
@@ -172,6 +213,8 @@ class Reporter:
         """The timer: release, unless a request is before its first byte (then wait for it,
         up to `defer_limit_s` from the oldest held event)."""
         self._release_at = None
+        if self._soon:
+            self.catch_up()  # a `dispatch` left for later marks its request as opening
         if not self._opening:
             self.release()
             return
@@ -190,6 +233,8 @@ class Reporter:
 
     def release(self) -> None:
         """Hand the held events to the producer now (the linger, an urgent event, shutdown)."""
+        if self._soon:
+            self.catch_up()
         if self._release_at is not None:
             self._release_at.cancel()
             self._release_at = None
@@ -205,6 +250,8 @@ class Reporter:
         producer = self.producer
         if producer is None:
             return
+        if self._soon:
+            self.catch_up()  # the events it counts go before it
         self.seq += 1
         ts = self._wall_ms()
         for model, (queued, in_flight) in depths.items():

@@ -145,6 +145,7 @@ async def stream_back(
         pod=ex.pod.url if ex.pod else None,
         ttft_ms=ttft_s * 1000.0,
         deadline_met=first_at <= ex.ticket.deadline,
+        soon=True,
     )
     response = ex.response
     if response is None:

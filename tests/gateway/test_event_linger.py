@@ -1,7 +1,8 @@
 """The event linger: events are held briefly and go to Redis together (several requests' in one
 write), in order, with the timestamps of when they happened; an enqueue that waits for a slot
 and a reject go at once; a release is put off while a request waits for its first byte (within
-a bound); nothing held is lost at a snapshot or shutdown."""
+a bound); nothing held is lost at a snapshot or shutdown; events the request path leaves for the
+loop's next turn keep their timestamps and their order."""
 
 from __future__ import annotations
 
@@ -128,6 +129,45 @@ async def test_urgent_events_go_at_once_with_what_is_held(
     assert producer.stats.emitted == 3
     assert await producer.flush()
     assert [e.request_id for e in await read_events(redis, keys)] == ["r0", "r1", "r2"]
+
+
+async def test_events_left_for_the_next_turn_keep_their_time_and_their_place(
+    producer: EventProducer, keys: StreamKeys, redis: RedisClient
+) -> None:
+    clock = itertools.count(1_000)
+    reporter = Reporter(
+        gateway="gw-linger", producer=producer, wall_ms=lambda: next(clock), linger_s=3600.0
+    )
+    seen: list[str] = []
+    reporter.add_listener(lambda kind, model, request_id, fields: seen.append(request_id))
+    reporter.emit(EventType.ENQUEUE, MODEL, "r1", soon=True, prompt_tokens=3)
+    reporter.emit(EventType.DISPATCH, MODEL, "r1", soon=True, pod="http://pod")
+    assert seen == []  # nothing built yet: the request path goes on to its pod
+    await asyncio.sleep(0)  # the loop's next turn
+    assert seen == ["r1", "r1"]
+    reporter.emit(EventType.FIRST_TOKEN, MODEL, "r1", soon=True, pod="http://pod")
+    next(clock)  # time passes before the loop's turn
+    # An event that goes now takes what was left before it, in order.
+    reporter.emit(EventType.COMPLETE, MODEL, "r0", pod="http://pod", status=200)
+    reporter.emit(EventType.DISPATCH, MODEL, "r2", soon=True, pod="http://pod")
+    reporter.snapshot({MODEL: (0, 2)}, interval_ms=100)  # and so does a snapshot
+    reporter.emit(EventType.ENQUEUE, MODEL, "r3", urgent=True, soon=True)  # urgent: now
+    assert producer.stats.emitted == 7
+    await asyncio.sleep(0)  # nothing is left for the turn: nothing twice
+    assert producer.stats.emitted == 7
+    assert await producer.flush()
+    events = await read_events(redis, keys)
+    assert [(e.type, e.request_id) for e in events] == [
+        (EventType.ENQUEUE, "r1"),
+        (EventType.DISPATCH, "r1"),
+        (EventType.FIRST_TOKEN, "r1"),
+        (EventType.COMPLETE, "r0"),
+        (EventType.DISPATCH, "r2"),
+        (EventType.SNAPSHOT, ""),
+        (EventType.ENQUEUE, "r3"),
+    ]
+    # Stamped at the milestone (1,003 went by before the first token's event was built).
+    assert [e.ts_ms for e in events] == [1_000, 1_001, 1_002, 1_004, 1_005, 1_006, 1_007]
 
 
 async def test_a_release_waits_for_first_bytes(producer: EventProducer) -> None:

@@ -27,7 +27,8 @@ Before any of that, the request path hands its `enqueue` (when dispatched at onc
 and `first_token` over with `soon`: they are built at the loop's next turn, which comes while
 the request waits for its pod or after its first chunk is written, so the ~20-30 us each costs
 on a busy machine is not on the way to the first byte. They keep their time and their order: an
-immediate event, a snapshot, a release or the linger's timer first emits what was left.
+immediate event, a snapshot, a release or the linger's timer first emits what was left. With
+listeners (tracing) every event is emitted at once: a span must open before its request leaves.
 
 Accounting the controller can rely on (per model, per gateway):
 
@@ -142,13 +143,14 @@ class Reporter:
         """One request milestone; `urgent` sends it (and what is held before it) at once (an
         `enqueue` that waits for a slot); a `reject` is always urgent.
 
-        `soon` (ignored for an urgent one) leaves the work to the loop's next turn, which
+        `soon` (ignored for an urgent one, and with listeners: a trace's spans open at their
+        milestone, before the request leaves) leaves the work to the loop's next turn, which
         comes when the request path next waits (for the pod's answer, or after a write to
         the client): an event is bookkeeping, kept off the way to the first byte. It keeps
         the time of its milestone and its place among the others: an event, snapshot or
         release that comes first takes what was left with it (`catch_up`)."""
         urgent = urgent or kind is EventType.REJECT
-        if soon and not urgent:
+        if soon and not urgent and not self._listeners:
             self._soon.append((kind, model, request_id, self._wall_ms(), fields))
             if len(self._soon) == 1:
                 asyncio.get_running_loop().call_soon(self.catch_up)

@@ -135,16 +135,14 @@ async def test_events_left_for_the_next_turn_keep_their_time_and_their_place(
     producer: EventProducer, keys: StreamKeys, redis: RedisClient
 ) -> None:
     clock = itertools.count(1_000)
-    reporter = Reporter(
-        gateway="gw-linger", producer=producer, wall_ms=lambda: next(clock), linger_s=3600.0
+    reporter = Reporter(  # no linger: an event built is an event handed to the producer
+        gateway="gw-linger", producer=producer, wall_ms=lambda: next(clock), linger_s=0.0
     )
-    seen: list[str] = []
-    reporter.add_listener(lambda kind, model, request_id, fields: seen.append(request_id))
     reporter.emit(EventType.ENQUEUE, MODEL, "r1", soon=True, prompt_tokens=3)
     reporter.emit(EventType.DISPATCH, MODEL, "r1", soon=True, pod="http://pod")
-    assert seen == []  # nothing built yet: the request path goes on to its pod
+    assert producer.stats.emitted == 0  # nothing built yet: the request path goes on
     await asyncio.sleep(0)  # the loop's next turn
-    assert seen == ["r1", "r1"]
+    assert producer.stats.emitted == 2
     reporter.emit(EventType.FIRST_TOKEN, MODEL, "r1", soon=True, pod="http://pod")
     next(clock)  # time passes before the loop's turn
     # An event that goes now takes what was left before it, in order.
@@ -168,6 +166,15 @@ async def test_events_left_for_the_next_turn_keep_their_time_and_their_place(
     ]
     # Stamped at the milestone (1,003 went by before the first token's event was built).
     assert [e.ts_ms for e in events] == [1_000, 1_001, 1_002, 1_004, 1_005, 1_006, 1_007]
+
+
+async def test_with_a_listener_nothing_is_left_for_later(producer: EventProducer) -> None:
+    reporter = Reporter(gateway="gw-linger", producer=producer, linger_s=0.0)
+    seen: list[str] = []  # a tracer opens a span here, before the request leaves
+    reporter.add_listener(lambda kind, model, request_id, fields: seen.append(request_id))
+    reporter.emit(EventType.DISPATCH, MODEL, "r1", soon=True, pod="http://pod")
+    assert seen == ["r1"]
+    assert producer.stats.emitted == 1
 
 
 async def test_a_release_waits_for_first_bytes(producer: EventProducer) -> None:

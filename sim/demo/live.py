@@ -24,6 +24,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from controller.dedupe import SeqTracker
 from surgescale.events import Event, EventConsumer, EventType, RedisClient, StreamKeys
 from surgescale.stats import percentile
 
@@ -47,10 +48,19 @@ class EventTally:
         self.rejected = 0
         self.cancelled = 0
         self.changed = asyncio.Event()
+        self._seen: dict[str, SeqTracker] = {}
+        """origin -> the `eseq` counted: delivery is at least once (a producer's write retried
+        after a lost reply, an entry reclaimed), the tally counts each event once."""
 
     def add(self, event: Event) -> None:
         if event.model != self.model:
             return
+        if event.origin is not None and event.eseq is not None:
+            seen = self._seen.get(event.origin)
+            if seen is None:
+                seen = self._seen[event.origin] = SeqTracker(max_gaps=64)
+            if not seen.first_time(event.eseq):
+                return
         self.changed.set()
         kind = event.type
         if kind is EventType.ENQUEUE:

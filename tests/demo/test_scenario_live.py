@@ -65,6 +65,22 @@ def test_event_tally() -> None:
     assert tally.ttft_p95(20_000) is None
 
 
+def test_event_tally_counts_a_redelivered_event_once() -> None:
+    tally = EventTally(model="m")
+
+    def enqueue(origin: str, eseq: int) -> Event:
+        return Event(
+            type=EventType.ENQUEUE, model="m", gateway="g", ts_ms=1_000, origin=origin, eseq=eseq
+        )
+
+    for eseq in (1, 2, 3, 2, 5, 4, 4):  # 2 and 4 twice (a retried write), 4 after 5 (reclaimed)
+        tally.add(enqueue("a", eseq))
+    tally.add(enqueue("b", 1))  # another producer's first
+    tally.add(Event(type=EventType.ENQUEUE, model="m", gateway="g", ts_ms=1_000))  # no eseq
+    assert tally.enqueued == 7
+    assert tally.accounted(7) is False  # none has ended
+
+
 def test_render_shows_every_figure() -> None:
     state = ViewState(
         title="surgescale",

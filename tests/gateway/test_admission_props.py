@@ -3,6 +3,8 @@ deadline-aware order keeps its promises (urgent first, FIFO per class, bounded l
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,15 +17,19 @@ from gateway.admission import (
     Verdict,
 )
 
-_OPS = st.lists(
-    st.tuples(
-        st.sampled_from(["offer", "assign", "finish", "withdraw", "requeue", "pod_up", "pod_down"]),
+
+def _ops(names: list[str], *more: st.SearchStrategy[Any]) -> st.SearchStrategy[list[Any]]:
+    """10-80 operations: (one of `names`, an index 0-30, an API key "", "a" or "b", *more)."""
+    one = st.tuples(
+        st.sampled_from(names),
         st.integers(min_value=0, max_value=30),
         st.sampled_from(["", "a", "b"]),
-    ),
-    min_size=10,
-    max_size=80,
-)
+        *more,
+    )
+    return st.lists(one, min_size=10, max_size=80)
+
+
+_OPS = _ops(["offer", "assign", "finish", "withdraw", "requeue", "pod_up", "pod_down"])
 
 
 @settings(max_examples=80, deadline=None)
@@ -77,16 +83,10 @@ def test_counts_match_tickets(
                 assert sum(1 for t in assigned if t.tenant == name) <= limit
 
 
-_TIMED_OPS = st.lists(
-    st.tuples(
-        st.sampled_from(["offer", "offer", "assign", "finish", "withdraw", "requeue", "pod_up"]),
-        st.integers(min_value=0, max_value=30),
-        st.sampled_from(["", "a", "b"]),
-        st.floats(min_value=0.0, max_value=3.0),
-        st.floats(min_value=0.2, max_value=6.0),
-    ),
-    min_size=10,
-    max_size=80,
+_TIMED_OPS = _ops(
+    ["offer", "offer", "assign", "finish", "withdraw", "requeue", "pod_up"],
+    st.floats(min_value=0.0, max_value=3.0),
+    st.floats(min_value=0.2, max_value=6.0),
 )
 
 
@@ -159,15 +159,8 @@ def test_deadline_order_properties(
         assert q.in_flight == sum(1 for s in states if s is TicketState.ASSIGNED) + q.requeued
 
 
-_TWIN_OPS = st.lists(
-    st.tuples(
-        st.sampled_from(["admit", "admit", "finish", "first_token", "requeue", "pod_up", "down"]),
-        st.integers(min_value=0, max_value=30),
-        st.sampled_from(["", "a", "b"]),
-        st.booleans(),
-    ),
-    min_size=10,
-    max_size=80,
+_TWIN_OPS = _ops(
+    ["admit", "admit", "finish", "first_token", "requeue", "pod_up", "down"], st.booleans()
 )
 
 

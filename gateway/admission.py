@@ -226,10 +226,7 @@ class ModelQueue:
         give it now (the usual case, without a trip through the lanes); False (nothing done)
         if it has to be `offer`ed instead: others wait, the queue takes none, its key is at
         its limit, or no pod is open."""
-        if self.queued or self.requeued or self.queued >= self.max_length:
-            return False
-        limit = self.tenant_limit
-        if limit is not None and self._running_by.get(ticket.tenant, 0) >= limit:
+        if self.queued or self.requeued or self.max_length <= 0 or self._at_limit(ticket.tenant):
             return False
         pod = self._choose(ticket.exclude)
         if pod is None:
@@ -308,14 +305,13 @@ class ModelQueue:
 
     def _next_eligible(self, now: float) -> tuple[Ticket, Pod] | None:
         """The ticket to dispatch next and its pod, or None if nobody can go now."""
-        limit = self.tenant_limit
         best: tuple[tuple[int, int], Ticket, Pod] | None = None
         for index, tenant in enumerate(list(self._rotation)):
             lane = self._lanes[tenant]
             head = lane.best(now) if lane.count else None
             if head is None:
                 continue
-            if limit is not None and self._running_by.get(tenant, 0) >= limit:
+            if self._at_limit(tenant):
                 continue
             urgency, ticket = head
             # Fairness: the first key in turn order within the most urgent class present.
@@ -338,6 +334,11 @@ class ModelQueue:
         return ticket, pod
 
     # ------------------------------------------------------------- internal
+    def _at_limit(self, tenant: str) -> bool:
+        """The key holds as many slots as it may (`tenant_limit`)."""
+        limit = self.tenant_limit
+        return limit is not None and self._running_by.get(tenant, 0) >= limit
+
     def _push(self, ticket: Ticket) -> None:
         tenant = ticket.tenant
         lane = self._lanes.get(tenant)

@@ -79,8 +79,6 @@ class StreamNotes:
         """Subscribed now: `dirty` is being kept."""
         self.state = "starting"
         """"starting", "on", "refused" (CONFIG SET refused) or "down" (reconnecting)."""
-        self.received = 0
-        """Notifications received."""
         self._wake = asyncio.Event()
         self._quiet = 0
         """PING intervals that passed without a reply of any kind (reset by every reply)."""
@@ -121,7 +119,6 @@ class StreamNotes:
         if kind == b"pmessage":
             channel: bytes = reply[2]
             self.dirty.add(channel[len(self._channel_head) :].decode())
-            self.received += 1
             self._wake.set()
         elif kind == b"psubscribe":
             self.epoch += 1

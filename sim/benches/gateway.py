@@ -17,12 +17,16 @@ load generator. Phases:
    late the gateway's events reached Redis (the event linger's cost to the controller).
 2. **chunks/s per core**: `--streams` concurrent long streams through the gateway; streamed
    chunks counted at the client, divided by the gateway process's CPU seconds (from /proc).
+   Phase 2b relays one chunk per read (lockstep upstream): CPU per chunk. Both run again
+   through the bare proxy to the same upstreams, so the gateway's chunk rate is also a share
+   of what a plain Python proxy does on this machine in this run (`chunks_per_core_vs_bare_proxy`).
 3. **requests/s**: closed-loop short non-streamed requests through the gateway at `--concurrency`;
    completed requests per wall second, and per gateway CPU second.
 
 Prints a table, then one JSON line with `added_ttft_p50_ms`, `added_ttft_p99_ms`,
 `bare_proxy_added_ttft_p50_ms`, `bare_proxy_added_ttft_p99_ms`, `added_ttft_ratio_p50`,
-`added_ttft_ratio_p99`, `chunks_per_s_per_core`, `requests_per_s` (and the underlying figures).
+`added_ttft_ratio_p99`, `chunks_per_s_per_core`, `bare_proxy_chunks_per_s_per_core`,
+`chunks_per_core_vs_bare_proxy`, `requests_per_s` (and the underlying figures).
 """
 
 from __future__ import annotations
@@ -158,8 +162,14 @@ _PLAIN = (
 )
 
 
-def _bare_proxy_main(upstream: str, port: int) -> None:
-    """A minimal aiohttp pass-through proxy to `upstream` (uvloop): the yardstick of phase 1."""
+def _bare_proxy_main(upstream: str, port: int, pods: list[str], lockstep: str) -> None:
+    """A minimal aiohttp pass-through proxy (uvloop): the yardstick of every phase.
+
+    `/v1/completions` goes to `upstream` (the instant one, phase 1); `/pods/v1/completions` to
+    the simulated pods in turn (phase 2) and `/lockstep/v1/completions` to `lockstep` (phase
+    2b), so its chunk figures are measured against the same upstreams as the gateway's."""
+    import itertools
+
     import uvloop
 
     async def run() -> None:
@@ -167,21 +177,26 @@ def _bare_proxy_main(upstream: str, port: int) -> None:
             connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=None)
         )
 
-        async def forward(request: web.Request) -> web.StreamResponse:
+        async def forward(request: web.Request, to: str) -> web.StreamResponse:
             body = await request.read()
             headers = {"Content-Type": "application/json"}
-            async with session.post(upstream + request.path, data=body, headers=headers) as up:
+            async with session.post(to + "/v1/completions", data=body, headers=headers) as up:
                 resp = web.StreamResponse(
                     status=up.status, headers={"Content-Type": up.content_type}
                 )
                 await resp.prepare(request)
-                async for data in up.content.iter_any():
-                    await resp.write(data)
-                await resp.write_eof()
+                # A load generator's worker cancelled at the end of a phase hangs up mid-stream.
+                with contextlib.suppress(ConnectionResetError, aiohttp.ClientPayloadError):
+                    async for data in up.content.iter_any():
+                        await resp.write(data)
+                    await resp.write_eof()
                 return resp
 
+        turn = itertools.cycle(pods)
         app = web.Application()
-        app.router.add_post("/v1/completions", forward)
+        app.router.add_post("/v1/completions", lambda r: forward(r, upstream))
+        app.router.add_post("/pods/v1/completions", lambda r: forward(r, next(turn)))
+        app.router.add_post("/lockstep/v1/completions", lambda r: forward(r, lockstep))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
@@ -296,8 +311,9 @@ async def _window(
 
 
 async def _chunks(
-    http: aiohttp.ClientSession, gateway: str, pid: int, args: argparse.Namespace
+    http: aiohttp.ClientSession, url: str, pid: int, args: argparse.Namespace
 ) -> dict[str, float]:
+    """Phase 2 through the proxy at `url` (a completions endpoint; process `pid`)."""
     body = {"model": MODEL, "prompt": "x", "max_tokens": args.stream_tokens, "stream": True}
     chunks = writes = 0
 
@@ -305,7 +321,7 @@ async def _chunks(
         nonlocal chunks, writes
         while True:
             with contextlib.suppress(aiohttp.ClientError):
-                async with http.post(gateway + "/v1/completions", json=body) as resp:
+                async with http.post(url, json=body) as resp:
                     # One HTTP chunk of the gateway's answer per write of its relay loop.
                     async for data, end in resp.content.iter_chunks():
                         chunks += data.count(b"data:")
@@ -327,7 +343,7 @@ async def _chunks(
 
 async def _lockstep(
     http: aiohttp.ClientSession,
-    gateway: str,
+    url: str,
     pid: int,
     args: argparse.Namespace,
     streams: dict[str, asyncio.Queue[None]],
@@ -349,9 +365,7 @@ async def _lockstep(
             body = {"model": LOCKSTEP, "prompt": sid, "max_tokens": args.stream_tokens}
             try:
                 with contextlib.suppress(aiohttp.ClientError):
-                    async with http.post(
-                        gateway + "/v1/completions", json={**body, "stream": True}
-                    ) as resp:
+                    async with http.post(url, json={**body, "stream": True}) as resp:
                         async for data, end in resp.content.iter_chunks():
                             chunks += data.count(b"data:")
                             writes += end
@@ -365,6 +379,29 @@ async def _lockstep(
         "lockstep_chunks_per_s": counted / wall,
         "lockstep_chunks_per_relay_write": counted / written if written else 0.0,
         "lockstep_gateway_cpu_per_chunk_us": cpu / counted * 1e6 if counted else 0.0,
+    }
+
+
+async def _bare_chunks(
+    http: aiohttp.ClientSession,
+    bare: str,
+    pid: int,
+    args: argparse.Namespace,
+    streams: dict[str, asyncio.Queue[None]],
+) -> dict[str, float]:
+    """Phases 2 and 2b through the bare proxy, to the same upstreams: what any Python proxy
+    pays per chunk on this machine now, so the gateway's figures have a same-run yardstick."""
+    await _warm(http, bare + "/pods", MODEL)
+    plain = await _chunks(http, bare + "/pods/v1/completions", pid, args)
+    lock = await _lockstep(http, bare + "/lockstep/v1/completions", pid, args, streams)
+    return {
+        "bare_proxy_chunks_per_s": plain["chunks_per_s"],
+        "bare_proxy_cpu_util": plain["gateway_cpu_util"],
+        "bare_proxy_chunks_per_s_per_core": plain["chunks_per_s_per_core"],
+        "bare_proxy_chunks_per_relay_write": plain["chunks_per_relay_write"],
+        "bare_proxy_cpu_per_relay_write_us": plain["gateway_cpu_per_relay_write_us"],
+        "bare_proxy_lockstep_chunks_per_relay_write": lock["lockstep_chunks_per_relay_write"],
+        "bare_proxy_lockstep_cpu_per_chunk_us": lock["lockstep_gateway_cpu_per_chunk_us"],
     }
 
 
@@ -606,8 +643,9 @@ async def _run(
         ttft1 = await _overhead_buckets(http, gateway, "surgescale_gateway_ttft_seconds")
         events1 = await _counters(http, gateway)
         delays = await _event_delays(*events, since_ms, until_ms) if events else {}
-        chunk_figures = await _chunks(http, gateway, pid, args)
-        chunk_figures.update(await _lockstep(http, gateway, pid, args, turns))
+        chunk_figures = await _chunks(http, gateway + "/v1/completions", pid, args)
+        chunk_figures.update(await _lockstep(http, gateway + "/v1/completions", pid, args, turns))
+        chunk_figures.update(await _bare_chunks(http, targets["bare"], bare_pid, args, turns))
         request_figures = await _requests(http, gateway, pid, args)
     await upstream.cleanup()
     good = [s for s in samples if s.ok]
@@ -658,6 +696,16 @@ async def _run(
     out["phase1_loadgen_cpu_util"] = own_util
     out.update(delays)
     out.update(chunk_figures)
+    # The gateway's chunk figures as ratios to the bare proxy's in the same run: a share of
+    # what this machine lets a Python proxy relay (the absolute rate moves with the machine).
+    bare_rate = out["bare_proxy_chunks_per_s_per_core"]
+    out["chunks_per_core_vs_bare_proxy"] = (
+        out["chunks_per_s_per_core"] / bare_rate if bare_rate else float("nan")
+    )
+    bare_lock = out["bare_proxy_lockstep_cpu_per_chunk_us"]
+    out["lockstep_cpu_per_chunk_ratio"] = (
+        out["lockstep_gateway_cpu_per_chunk_us"] / bare_lock if bare_lock else float("nan")
+    )
     out.update(request_figures)
     return out
 
@@ -769,6 +817,13 @@ def _print_table(r: dict[str, Any], args: argparse.Namespace) -> None:
         f"{r['lockstep_chunks_per_s']:,.0f} chunks/s)"
     )
     print(
+        f"   bare proxy, same upstreams: {r['bare_proxy_chunks_per_s_per_core']:,.0f} chunks/s per "
+        f"core ({r['bare_proxy_chunks_per_s']:,.0f} chunks/s at {r['bare_proxy_cpu_util']:.0%} of "
+        f"a core), lockstep {r['bare_proxy_lockstep_cpu_per_chunk_us']:.1f} us per chunk; gateway "
+        f"/ bare: {r['chunks_per_core_vs_bare_proxy']:.2f} of its chunk rate per core, "
+        f"{r['lockstep_cpu_per_chunk_ratio']:.2f}x its lockstep CPU per chunk"
+    )
+    print(
         f"\n3. {args.concurrency} concurrent 1-token requests: {r['requests_per_s']:,.0f} req/s "
         f"({r['requests_per_s_per_core']:,.0f} per gateway core, {r['requests_failed']} failed)"
     )
@@ -815,7 +870,9 @@ def main(argv: list[str]) -> int:
             allow_unauthenticated=True,
         )
         gateway_proc = stack.enter_context(_process(run_worker, settings))
-        bare_proc = stack.enter_context(_process(_bare_proxy_main, instant, bare_port))
+        bare_proc = stack.enter_context(
+            _process(_bare_proxy_main, instant, bare_port, pods, lockstep_url)
+        )
         assert gateway_proc.pid is not None
         assert pods_proc.pid is not None
         assert bare_proc.pid is not None
@@ -845,6 +902,8 @@ def main(argv: list[str]) -> int:
         "added_ttft_ratio_p50",
         "added_ttft_ratio_p99",
         "chunks_per_s_per_core",
+        "bare_proxy_chunks_per_s_per_core",
+        "chunks_per_core_vs_bare_proxy",
         "requests_per_s",
     )
     ordered = {k: round(result[k], 3) for k in keys}

@@ -6,7 +6,7 @@ ratios, chunks per second per core — as numbers, and each ratio is the quotien
 figures it names (NaN when the bare proxy's figure is not above zero, as a 2 s run can give);
 the sample count of each path adds up to the measured requests, each ratio comes with its
 bootstrap interval, the events' delay to Redis is reported, and phase 2b relays one chunk per
-write.
+write; phases 2 and 2b run through the bare proxy too, with the gateway's figures as ratios.
 """
 
 from __future__ import annotations
@@ -69,3 +69,14 @@ def test_bench_gateway_reports_both_proxies(redis_url: str) -> None:
     assert 1.0 <= result["lockstep_chunks_per_relay_write"] < 1.05
     assert result["lockstep_chunks_per_s"] > 0
     assert result["lockstep_gateway_cpu_per_chunk_us"] > 0
+    # The same two phases through the bare proxy, to the same upstreams, and the ratios.
+    assert result["bare_proxy_chunks_per_s_per_core"] > 0
+    assert 1.0 <= result["bare_proxy_lockstep_chunks_per_relay_write"] < 1.05
+    assert result["chunks_per_core_vs_bare_proxy"] == pytest.approx(
+        result["chunks_per_s_per_core"] / result["bare_proxy_chunks_per_s_per_core"], rel=0.01
+    )
+    assert result["lockstep_cpu_per_chunk_ratio"] == pytest.approx(
+        result["lockstep_gateway_cpu_per_chunk_us"]
+        / result["bare_proxy_lockstep_cpu_per_chunk_us"],
+        rel=0.01,
+    )

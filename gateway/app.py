@@ -27,6 +27,7 @@ from gateway import discovery, ops
 from gateway.connections import openai_errors
 from gateway.metrics import GatewayMetrics
 from gateway.openai_api import Endpoint
+from gateway.podlink import PodLinks
 from gateway.proxy import handler
 from gateway.reporting import Reporter, event_producer, snapshot_loop, tenant_label
 from gateway.scheduler import QueueLimits, Scheduler
@@ -126,10 +127,14 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
         sock_connect=s.connect_timeout_s,
         sock_read=s.idle_timeout_s,
     )
+    links = PodLinks(connect_timeout_s=s.connect_timeout_s, idle_timeout_s=s.idle_timeout_s)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        state.session = session
-        yield
-    state.session = None
+        state.session, state.links = session, links
+        try:
+            yield
+        finally:
+            links.close()
+    state.session = state.links = None
 
 
 async def _shares(app: web.Application) -> AsyncIterator[None]:

@@ -38,6 +38,7 @@ from gateway.openai_api import (
     usage_tokens,
     with_usage_requested,
 )
+from gateway.podlink import PodStream
 from gateway.scheduler import Rejected
 from gateway.state import STATE, GatewayState
 from gateway.streaming import end_with_error, first_chunk, stream_back, wait_with_keepalive
@@ -196,8 +197,9 @@ async def _forward(
     """Send to the pod (retrying on another before the first byte); answer the client."""
     state = ex.state
     settings = state.settings
-    session = state.session
+    session, links = state.session, state.links
     assert session is not None
+    assert links is not None
     strip_usage = parsed.stream and settings.request_usage and not parsed.client_wants_usage
     body = with_usage_requested(parsed.payload) if strip_usage else parsed.raw
     headers = {"Content-Type": "application/json", "X-Request-Id": ex.ticket.request_id}
@@ -208,16 +210,22 @@ async def _forward(
         pod = ex.pod
         assert pod is not None
         sent_at = state.clock()
+        upstream: PodStream | aiohttp.ClientResponse
         try:
             async with asyncio.timeout(settings.first_byte_timeout_s):
-                upstream = await session.post(pod.url + endpoint.value, data=body, headers=headers)
+                if parsed.stream:  # relayed chunk by chunk: the gateway's own connections
+                    upstream = await links.post(pod.url + endpoint.value, body, headers)
+                else:
+                    upstream = await session.post(
+                        pod.url + endpoint.value, data=body, headers=headers
+                    )
                 try:
                     if upstream.status >= 500:
                         detail = await upstream.read()
                         raise UpstreamFailed(
                             upstream.status, f"pod answered {upstream.status}", detail
                         )
-                    first = await first_chunk(upstream) if parsed.stream else b""
+                    first = await first_chunk(upstream) if isinstance(upstream, PodStream) else b""
                 except BaseException:
                     upstream.close()
                     raise
@@ -251,7 +259,7 @@ async def _forward(
         break
     overhead = ex.overhead_before_send(sent_at)
     try:
-        if parsed.stream and upstream.status == 200:
+        if isinstance(upstream, PodStream) and upstream.status == 200:
             return await stream_back(
                 request,
                 ex,
@@ -272,7 +280,14 @@ async def _forward(
             headers={"X-Request-Id": ex.ticket.request_id},
         )
     finally:
-        upstream.close()
+        if isinstance(upstream, PodStream) and ex.done_sent:
+            upstream.close(finish_s=_FINISH_S)  # keep the connection if the pod's end follows
+        else:
+            upstream.close()
+
+
+_FINISH_S = 1.0
+"""How long a stream whose `[DONE]` went out may take to end at the pod, its connection kept."""
 
 
 def _reject(ex: Exchange, rej: Rejected) -> web.Response:

@@ -16,6 +16,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.metrics import GatewayMetrics
+from gateway.podlink import PodLinks
 from gateway.reporting import Reporter, tenant_label
 from gateway.scheduler import Scheduler
 from gateway.settings import GatewaySettings
@@ -32,6 +33,8 @@ class GatewayState:
     """The monotonic clock every duration is measured on."""
     reporter: Reporter | None = None
     session: aiohttp.ClientSession | None = None
+    links: PodLinks | None = None
+    """Keep-alive connections to the pods for streamed requests (`gateway.podlink`)."""
     shares: Shares | None = None
     """This instance's shares of the pods' slots (None: sharing off, whole caps)."""
     models: frozenset[str] = frozenset()

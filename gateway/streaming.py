@@ -5,14 +5,14 @@ comment (`: keep-alive`) every `keepalive_interval_s`, so proxies and clients do
 while capacity boots; the response head (200, `text/event-stream`) goes out with the first
 comment, and from then on a failure reaches the client as an SSE error event (`end_with_error`)
 instead of an HTTP status. SSE clients ignore comment lines (the openai client does).
-`first_chunk` reads a stream up to its first token (the end of the retry window);
-`stream_back` sends it on: each `write` waits for the client's socket to drain, so a slow client
-slows its own upstream read (aiohttp stops reading a full buffer) and nothing piles up here. It
-reads the usage chunk the gateway asked for (and strips it if the client did not ask), counts
-chunks, and ends a stream that breaks mid-way with an SSE error event. Per chunk it costs one
-read and one socket write: chunks after the first go to the socket directly (`_ChunkWriter`),
-and the pod's idle timeout is one lazy timer per stream (`_IdleWatch`), not aiohttp's timer
-re-armed on every read (docs/gateway.md, "Round four").
+`first_chunk` reads a stream (a `gateway.podlink.PodStream`) up to its first token (the end of
+the retry window); `stream_back` sends it on. After the first write, each chunk is pushed from
+the pod's socket callback straight to the client's socket (`_Relay.push`, `_ChunkWriter`): no
+task switch per chunk. Back-pressure is kept: while the client's socket has not taken a chunk,
+the pod's socket is not read (the pod's TCP window fills; vLLM's writer waits), so nothing piles
+up here. The relay reads the usage chunk the gateway asked for (and strips it if the client did
+not ask), counts chunks, sends the chunk with `[DONE]` together with the response's end, and
+ends a stream that breaks mid-way with an SSE error event (docs/gateway.md, "Round five").
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from gateway.openai_api import (
     sse_error,
     take_usage,
 )
+from gateway.podlink import PodStream
 from surgescale.events import EventType
 
 log = logging.getLogger(__name__)
@@ -107,11 +108,11 @@ async def end_with_error(response: web.StreamResponse, error: web.Response) -> w
     return response
 
 
-async def first_chunk(upstream: aiohttp.ClientResponse) -> bytes:
+async def first_chunk(upstream: PodStream) -> bytes:
     """A 200 stream's bytes up to its first token; a stream that ends before counts as failed."""
     if upstream.status != 200:
         return b""
-    read = upstream.content.readany
+    read = upstream.readany
     data = await read()
     while not has_output(data):
         more = await read()
@@ -124,7 +125,7 @@ async def first_chunk(upstream: aiohttp.ClientResponse) -> bytes:
 async def stream_back(
     request: web.Request,
     ex: Exchange,
-    upstream: aiohttp.ClientResponse,
+    upstream: PodStream,
     first: bytes,
     *,
     strip_usage: bool,
@@ -151,57 +152,23 @@ async def stream_back(
     if response is None:
         content_type = upstream.headers.get("Content-Type", "text/event-stream")
         response = ex.response = await open_stream(request, ex, content_type)
-    events = 0
-    tokens: int | None = None
-    pending = b""
-    readany = upstream.content.readany
-    direct = _ChunkWriter.of(request, response)
-    idle = _IdleWatch(upstream, state.settings.idle_timeout_s)
-    time = idle.time
-    data = first
+    relay = _Relay(strip_usage)
     try:
-        while data:
-            if pending or has_usage(data) or (strip_usage and not data.endswith(b"\n\n")):
-                # Frame on event boundaries so a usage chunk can be read (and stripped) whole;
-                # whole events without one (nearly every read) go straight through.
-                pending += data
-                cut = pending.rfind(b"\n\n")
-                if cut < 0:
-                    out = b""
-                else:
-                    out, pending = pending[: cut + 2], pending[cut + 2 :]
-                    if has_usage(out):
-                        out, seen = take_usage(out, strip=strip_usage)
-                        if seen is not None:
-                            tokens = seen
-            else:
-                out = data
-            if out:
-                first_write = not events
-                events += out.count(b"data:")
-                done = _DONE in out
-                if done and not pending:
-                    await response.write_eof(out)  # the last chunk and the end in one write
-                elif first_write or direct is None:
-                    await response.write(out)  # the head goes with it (`open_stream`)
-                elif direct.send(out):  # no coroutine per chunk unless the socket is full
-                    await direct.drain()
-                if first_write:
-                    ex.metrics.added.observe(overhead + state.clock() - first_at)
-                if done:
-                    # The client has its whole answer; do not wait for the upstream's close
-                    # (a client that hangs up now has completed, not cancelled).
-                    ex.done_sent = True
-                    break
-            # The read inline, not in a helper coroutine: one frame less per chunk.
-            idle.since = time()
+        out = relay.take(first)
+        if relay.done:
+            await response.write_eof(out + relay.pending)  # the whole answer and the end
+        else:
+            await response.write(out)  # the head goes with it (`open_stream`)
+        ex.metrics.added.observe(overhead + state.clock() - first_at)
+        if not relay.done:
             try:
-                data = await readany()
+                last = await _relay_rest(request, response, upstream, relay)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise _Broken(type(exc).__name__) from exc
-            idle.since = 0.0
-        if pending:
-            await response.write(pending)
+            # The last chunk and the end in one write (after `[DONE]`, the pod's own end is
+            # not waited for: the client has its whole answer).
+            await response.write_eof(last + relay.pending)
+        ex.done_sent = relay.done
     except _Broken as exc:
         ex.status, ex.reason = 502, "upstream_error_mid_stream"
         log.warning("stream %s broke mid-way: %r", ex.ticket.request_id, exc.__cause__)
@@ -209,21 +176,139 @@ async def stream_back(
             await response.write(
                 sse_error(f"the pod failed mid-stream ({exc.kind})", code="upstream_error")
             )
+            await response.write_eof()
     except ConnectionResetError:
-        # The client went away mid-stream: an ordinary end, not a server error to log.
+        # The client went away mid-stream: an ordinary end, not a server error to log
+        # (one that hangs up after `[DONE]` has completed, not cancelled).
         ex.client_gone = True
-        ex.metrics.chunks.inc(events)
-        return response
-    finally:
-        idle.stop()
-    ex.metrics.chunks.inc(events)
+    ex.metrics.chunks.inc(relay.events)
     # Without a usage chunk: count events, less `[DONE]` and a chat stream's role-only chunk.
+    tokens = relay.tokens
     if tokens is None:
-        tokens = max(0, events - (2 if endpoint is Endpoint.CHAT else 1))
+        tokens = max(0, relay.events - (2 if endpoint is Endpoint.CHAT else 1))
     ex.output_tokens = tokens
-    with contextlib.suppress(ConnectionResetError):  # all was sent; only the terminator was lost
-        await response.write_eof()
     return response
+
+
+async def _relay_rest(
+    request: web.Request, response: web.StreamResponse, upstream: PodStream, relay: _Relay
+) -> bytes:
+    """Send the stream on after its first write, up to what is left to send with its end:
+    pushed from the pod's socket callback straight to the client's socket, or, for a client
+    `_ChunkWriter` cannot write to (HTTP/1.0, compression), through aiohttp's `write`, which
+    waits for the client's socket to drain."""
+    direct = _ChunkWriter.of(request, response)
+    if direct is not None:
+        relay.writer, relay.upstream = direct, upstream
+        try:
+            await upstream.relay(relay.push)
+        finally:
+            relay.stop()
+        if relay.gone is not None:
+            raise relay.gone
+        return relay.last
+    while data := await upstream.readany():
+        out = relay.take(data)
+        if relay.done:
+            return out
+        if out:
+            await response.write(out)
+    return b""
+
+
+class _Relay:
+    """What a stream's bytes go through on their way to the client: framing on SSE event
+    boundaries when a usage chunk is to be read or stripped, counting events, spotting
+    `[DONE]`; and, pushed from the pod's socket callback (`push`), the write to the client's
+    socket, pausing the pod's socket while the client's is full."""
+
+    __slots__ = (
+        "_strip",
+        "_waking",
+        "done",
+        "events",
+        "gone",
+        "last",
+        "pending",
+        "tokens",
+        "upstream",
+        "writer",
+    )
+
+    def __init__(self, strip_usage: bool) -> None:
+        self._strip = strip_usage
+        self.pending = b""
+        self.events = 0
+        self.tokens: int | None = None
+        self.done = False
+        self.last = b""
+        """What `push` kept of the chunk with `[DONE]`, to go out with the response's end."""
+        self.gone: ConnectionResetError | None = None
+        self.writer: _ChunkWriter | None = None
+        self.upstream: PodStream | None = None
+        self._waking: asyncio.Task[None] | None = None
+
+    def take(self, data: bytes) -> bytes:
+        """The part of `data` (after what was pending) to send now."""
+        if self.pending or has_usage(data) or (self._strip and not data.endswith(b"\n\n")):
+            # Frame on event boundaries so a usage chunk can be read (and stripped) whole;
+            # whole events without one (nearly every read) go straight through.
+            pending = self.pending + data
+            cut = pending.rfind(b"\n\n")
+            if cut < 0:
+                self.pending = pending
+                return b""
+            out, self.pending = pending[: cut + 2], pending[cut + 2 :]
+            if has_usage(out):
+                out, seen = take_usage(out, strip=self._strip)
+                if seen is not None:
+                    self.tokens = seen
+        else:
+            out = data
+        if out:
+            self.events += out.count(b"data:")
+            if _DONE in out:
+                self.done = True
+        return out
+
+    def push(self, data: bytes) -> bool:
+        """`PodStream.relay`'s sink: send a chunk on; True once `[DONE]` is out (or the client
+        is gone)."""
+        out = self.take(data)
+        if self.done:
+            self.last = out
+            return True
+        writer = self.writer
+        assert writer is not None
+        try:
+            if out and writer.send(out):
+                self._hold()
+        except ConnectionResetError as exc:
+            self.gone = exc
+            return True
+        return False
+
+    def _hold(self) -> None:
+        """The client's socket did not take it all: stop reading the pod until it drains."""
+        if self._waking is None and self.upstream is not None and self.writer is not None:
+            self.upstream.pause()
+            self._waking = asyncio.ensure_future(self._wake(self.upstream, self.writer))
+
+    async def _wake(self, upstream: PodStream, writer: _ChunkWriter) -> None:
+        try:
+            await writer.drain()
+        except ConnectionResetError as exc:
+            self.gone = exc
+            upstream.interrupt()
+            return
+        finally:
+            self._waking = None
+        upstream.resume()
+
+    def stop(self) -> None:
+        if self._waking is not None:
+            self._waking.cancel()
+            self._waking = None
 
 
 _DONE = b"data: [DONE]"
@@ -274,50 +359,3 @@ class _ChunkWriter:
     async def drain(self) -> None:
         """Wait while the transport is paused (above its high-water mark); else return."""
         await self._writer.drain()
-
-
-class _IdleWatch:
-    """The pod's idle timeout (`idle_timeout_s`, aiohttp's `sock_read`) while a stream is
-    relayed, with one loop timer per stream instead of one per read.
-
-    aiohttp cancels and re-arms a loop timer on every read from the upstream socket (about
-    2 us of a chunk's ~25 us); after the first chunk the relay turns that off for this response
-    and arms this timer once. `since` is when the relay's pending read began (0 while it is
-    writing: a slow client's backpressure is not the pod's silence, as aiohttp's timer stops
-    while reading is paused); when the timer fires it fails the read that has waited
-    `timeout_s`, else re-arms itself for the pending read's deadline (or a full period). The
-    failure is aiohttp's own (`SocketTimeoutError` on the response body), so the relay ends
-    the stream as before: an SSE error, status 502 `upstream_error_mid_stream`.
-    """
-
-    __slots__ = ("_content", "_handle", "_loop", "_timeout", "since", "time")
-
-    def __init__(self, upstream: aiohttp.ClientResponse, timeout_s: float) -> None:
-        loop = asyncio.get_running_loop()
-        self._loop = loop
-        self._timeout = timeout_s
-        self._content = upstream.content
-        self.time = loop.time
-        self.since = 0.0
-        connection = upstream.connection
-        protocol = connection.protocol if connection is not None else None
-        if protocol is not None:  # reset by aiohttp for the connection's next request
-            protocol.read_timeout = None
-        self._handle: asyncio.TimerHandle | None = loop.call_later(timeout_s, self._check)
-
-    def _check(self) -> None:
-        since = self.since
-        now = self._loop.time()
-        if since and now - since >= self._timeout:
-            self._handle = None
-            self._content.set_exception(
-                aiohttp.SocketTimeoutError("Timeout on reading data from socket")
-            )
-            return
-        at = since + self._timeout if since else now + self._timeout
-        self._handle = self._loop.call_at(at, self._check)
-
-    def stop(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None

@@ -419,13 +419,15 @@ def _lockstep_app(streams: dict[str, asyncio.Queue[None]]) -> web.Application:
             await resp.write(_TOKEN * tokens + b"data: [DONE]\n\n")
             await resp.write_eof()
             return resp
-        for _ in range(tokens - 1):
+        # A load generator's worker cancelled at the end of a phase hangs up mid-stream.
+        with contextlib.suppress(ConnectionResetError):
+            for _ in range(tokens - 1):
+                await turns.get()
+                await resp.write(_TOKEN)
             await turns.get()
-            await resp.write(_TOKEN)
-        await turns.get()
-        tail = _USAGE % tokens if (body.get("stream_options") or {}).get("include_usage") else b""
-        await resp.write(_TOKEN + tail + b"data: [DONE]\n\n")
-        await resp.write_eof()
+            usage = (body.get("stream_options") or {}).get("include_usage")
+            await resp.write(_TOKEN + (_USAGE % tokens if usage else b"") + b"data: [DONE]\n\n")
+            await resp.write_eof()
         return resp
 
     return _upstream_app(completions)

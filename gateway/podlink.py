@@ -54,14 +54,16 @@ class PodLinks:
         idle_timeout_s: float,
         keepalive_s: float = 60.0,
         max_idle_per_pod: int = 512,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """`tls`: the context for `https` pods (default: the system's trust store, verified)."""
         self._connect_timeout = connect_timeout_s
         self._idle_timeout = idle_timeout_s
         self._keepalive = keepalive_s
         self._max_idle = max_idle_per_pod
         self._idle: dict[tuple[str, str, int], deque[_Link]] = {}
         self._closed = False
-        self._tls: ssl.SSLContext | None = None
+        self._tls = tls
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> PodStream:
         """POST `body` to `url` (`http://host:port/path`); the response once its head is in.

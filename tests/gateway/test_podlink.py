@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import pytest
+import trustme
 
 from gateway.podlink import PodLinks
 from tests.gateway.conftest import wait_for
@@ -54,10 +56,11 @@ class Pod:
 
 
 @contextlib.asynccontextmanager
-async def scripted(answer: Answer) -> AsyncIterator[Pod]:
+async def scripted(answer: Answer, tls: ssl.SSLContext | None = None) -> AsyncIterator[Pod]:
     pod = Pod(answer)
-    server = await asyncio.start_server(pod.serve, "127.0.0.1", 0)
-    pod.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/completions"
+    server = await asyncio.start_server(pod.serve, "127.0.0.1", 0, ssl=tls)
+    scheme = "https" if tls else "http"
+    pod.url = f"{scheme}://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/completions"
     try:
         yield pod
     finally:
@@ -280,6 +283,28 @@ async def test_a_plain_answer_with_a_length_is_read_whole(links: PodLinks) -> No
         assert await stream.read() == b'{"error": {"message": "bad"}}'
         stream.close()
         assert links.idle() == 1
+
+
+async def test_a_pod_over_tls_is_verified() -> None:
+    ca = trustme.CA()
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(served)
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    async with scripted(stream_of(b"data: 1\n\n"), tls=served) as pod:
+        links = PodLinks(connect_timeout_s=2.0, idle_timeout_s=5.0, tls=trusting)
+        try:
+            assert await pulled(links, pod.url) == b"data: 1\n\n"
+            assert await pulled(links, pod.url) == b"data: 1\n\n"
+            assert pod.connections == 1
+        finally:
+            links.close()
+        system = PodLinks(connect_timeout_s=2.0, idle_timeout_s=5.0)  # the default: verified
+        try:
+            with pytest.raises(aiohttp.ClientConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+                await system.post(pod.url, b"{}", {})
+        finally:
+            system.close()
 
 
 def collect(into: list[bytes], until: bytes | None = None) -> Callable[[bytes], bool]:

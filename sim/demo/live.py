@@ -34,8 +34,17 @@ log = logging.getLogger(__name__)
 class EventTally:
     """Running figures from the gateway's events (times: wall-clock ms of the events)."""
 
-    def __init__(self, *, model: str, window_s: float = 5.0, ttft_window_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        *,
+        model: str,
+        window_s: float = 5.0,
+        ttft_window_s: float = 10.0,
+        ignore: set[str] | None = None,
+    ) -> None:
         self.model = model
+        self.ignore = frozenset(ignore or ())
+        """Request ids whose events are not counted (the demo's warm-up request)."""
         self.window_ms = window_s * 1000.0
         self.ttft_window_ms = ttft_window_s * 1000.0
         self._enqueues: deque[int] = deque()
@@ -53,7 +62,7 @@ class EventTally:
         after a lost reply, an entry reclaimed), the tally counts each event once."""
 
     def add(self, event: Event) -> None:
-        if event.model != self.model:
+        if event.model != self.model or (event.request_id and event.request_id in self.ignore):
             return
         if event.origin is not None and event.eseq is not None:
             seen = self._seen.get(event.origin)

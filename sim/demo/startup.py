@@ -63,8 +63,9 @@ async def wait_ready_replicas(
 
 async def warm_up(
     gateway_url: str, model: str, timeout_s: float, *, api_key: str | None = None
-) -> None:
-    """One tiny request through the gateway, retried until it succeeds (routing is live)."""
+) -> str:
+    """One tiny request through the gateway, retried until it succeeds (routing is live); the
+    gateway's id of the request that succeeded (its `X-Request-Id`)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     body = {"model": model, "prompt": "hi", "max_tokens": 1}
@@ -81,7 +82,7 @@ async def warm_up(
                 ) as resp:
                     await resp.read()
                     if resp.status == 200:
-                        return
+                        return resp.headers.get("X-Request-Id", "")
                     last = f"HTTP {resp.status}"
             except (aiohttp.ClientError, TimeoutError) as exc:
                 last = type(exc).__name__

@@ -9,8 +9,8 @@ HTTP parser uvicorn uses) and its body callback hands each decoded chunk to the 
 the same loop callback — one receive, one send, no task switch per chunk. Plain requests and
 health checks stay on aiohttp.
 
-`PodLinks` keeps idle connections per pod (plain HTTP, or TLS with the system's trust store) (reused while the pod keeps them open, closed after
-`keepalive_s` idle); `post` sends a request and returns a `PodStream` once the response head is
+`PodLinks` keeps idle connections per pod (plain HTTP, or TLS verified against the system's
+trust store), reused while the pod keeps them open and closed after `keepalive_s` idle; `post` sends a request and returns a `PodStream` once the response head is
 in. A `PodStream` is read by pulling (`readany`, `read`: the first chunk, an error body) and then,
 for the rest of a stream, by pushing (`relay`). Failures are aiohttp's exception types, so the
 proxy's retry rules apply unchanged: a refused or dropped connection before the head is a
@@ -42,6 +42,12 @@ Sink = Callable[[bytes], bool]
 def _drop(data: bytes) -> bool:
     """The sink of a body read to its end only to keep the connection."""
     return False
+
+
+def _settle(future: asyncio.Future[None] | None) -> None:
+    """Wake whoever awaits `future` (if anyone still does)."""
+    if future is not None and not future.done():
+        future.set_result(None)
 
 
 class PodLinks:
@@ -180,9 +186,7 @@ class _Link(asyncio.Protocol):
             raise aiohttp.ServerDisconnectedError()
         self.answered = False
         stream = self.stream = PodStream(self)
-        transport.write(head + body if len(body) < 16384 else head)
-        if len(body) >= 16384:
-            transport.write(body)
+        transport.writelines((head, body))
         try:
             await stream.head_in()
         except BaseException:
@@ -244,7 +248,6 @@ class PodStream:
         "_raw_headers",
         "_since",
         "_sink",
-        "_stopped",
         "_waiter",
         "status",
     )
@@ -261,8 +264,8 @@ class PodStream:
         self._keep = False
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
+        """What `readany` or `relay` awaits: data, the end, a failure, or the sink's stop."""
         self._sink: Sink | None = None
-        self._stopped: asyncio.Future[None] | None = None
         self._since = 0.0
         self._idle: asyncio.TimerHandle | None = None
         self.status = 0
@@ -291,14 +294,7 @@ class PodStream:
                 raise self._error
             if self._complete:
                 return b""
-            self._waiter = self._loop.create_future()
-            self._since = self._loop.time()
-            self._watch()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-                self._since = 0.0
+            await self._wait()
         data = b"".join(self._body) if len(self._body) > 1 else self._body[0]
         self._body.clear()
         return data
@@ -325,24 +321,28 @@ class PodStream:
         if self._complete:
             return
         self._sink = sink
-        self._stopped = self._loop.create_future()
+        try:
+            await self._wait()
+        finally:
+            self._sink = None
+        if self._error is not None:
+            raise self._error
+
+    async def _wait(self) -> None:
+        """Until `_waiter` is settled, the idle timer counting from now."""
+        self._waiter = self._loop.create_future()
         self._since = self._loop.time()
         self._watch()
         try:
-            await self._stopped
+            await self._waiter
         finally:
-            self._sink = None
-            self._stopped = None
+            self._waiter = None
             self._since = 0.0
-        if self._error is not None:
-            raise self._error
 
     def interrupt(self) -> None:
         """End a `relay` now (its sink's client is gone)."""
         self._sink = None
-        stopped = self._stopped
-        if stopped is not None and not stopped.done():
-            stopped.set_result(None)
+        _settle(self._waiter)
 
     def pause(self) -> None:
         """Stop reading the pod's socket (the idle timer stops too)."""
@@ -371,7 +371,6 @@ class PodStream:
             return
         if finish_s > 0 and not self._complete and self._error is None and self.status:
             self._sink = _drop
-            self._stopped = None
             self._idle = self._loop.call_later(finish_s, self.close)
             link.resume()
             return
@@ -410,14 +409,8 @@ class PodStream:
 
     def _wake(self) -> None:
         head, self._head = self._head, None
-        if head is not None and not head.done():
-            head.set_result(None)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        stopped = self._stopped
-        if stopped is not None and not stopped.done() and (self._complete or self._error):
-            stopped.set_result(None)
+        _settle(head)
+        _settle(self._waiter)
 
     # -- httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -426,24 +419,19 @@ class PodStream:
     def on_headers_complete(self) -> None:
         self.status = self._parser.get_status_code()
         head, self._head = self._head, None
-        if head is not None and not head.done():
-            head.set_result(None)
+        _settle(head)
 
     def on_body(self, body: bytes) -> None:
         sink = self._sink
         if sink is None:
             self._body.append(body)
-            waiter = self._waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+            _settle(self._waiter)
             return
         if self._since:
             self._since = self._loop.time()
         if sink(body):
             self._sink = None
-            stopped = self._stopped
-            if stopped is not None and not stopped.done():
-                stopped.set_result(None)
+            _settle(self._waiter)
 
     def on_message_complete(self) -> None:
         self._complete = True

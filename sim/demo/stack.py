@@ -293,7 +293,7 @@ async def run_arm(config: DemoConfig, arm: Arm, *, console: Console | None = Non
 
         # The warm-up's events can reach Redis after the consumer starts at "$" (they linger
         # for a batch): the tally leaves that request out by its id.
-        ctx.tally = EventTally(model=setup.model, ignore={warm} if warm else set())
+        ctx.tally = EventTally(model=setup.model, ignore={warm})
         consumer = await events_from_now(redis, keys=keys)
         follower = asyncio.create_task(follow_events(consumer, ctx.tally))
         stack.push_async_callback(startup.bounded, stop_following(consumer, follower), "events")

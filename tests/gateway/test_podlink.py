@@ -170,7 +170,10 @@ async def test_a_sink_stops_the_relay_and_finish_keeps_the_connection(links: Pod
     release = asyncio.Event()
 
     async def done_then_end(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(HEAD + chunk(b"data: 1\n\n") + chunk(b"data: [DONE]\n\n"))
+        writer.write(HEAD + chunk(b"data: 1\n\n"))
+        await writer.drain()
+        await asyncio.sleep(0.1)  # `[DONE]` reaches a relay already waiting, not a buffer
+        writer.write(chunk(b"data: [DONE]\n\n"))
         await writer.drain()
         await release.wait()  # the end comes after the relay has stopped
         writer.write(b"0\r\n\r\n")
